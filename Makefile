@@ -1,0 +1,44 @@
+# The one entry point for people and CI. `make demo` and `make test` need only Python 3.11 and make.
+PYTHON ?= $(shell command -v python3.11 || command -v python3)
+VENV := .venv
+PY := $(VENV)/bin/python
+STAMP := $(VENV)/.installed
+PROTOS := $(wildcard proto/thresher/v1/*.proto)
+GENERATED := $(PROTOS:proto/%.proto=%_pb2.py)
+
+.PHONY: install proto demo up test test-fast lint format bench clean
+
+install: $(STAMP) $(GENERATED)
+
+$(STAMP): pyproject.toml
+	@command -v $(PYTHON) >/dev/null || { echo "Python 3.11 is required ($(PYTHON) not found)"; exit 1; }
+	test -x $(PY) || $(PYTHON) -m venv $(VENV)
+	$(PY) -m pip install -q --disable-pip-version-check uv
+	$(VENV)/bin/uv pip install -q --python $(PY) -e '.[dev]'
+	touch $(STAMP)
+
+proto: $(GENERATED)
+
+$(GENERATED) &: $(PROTOS) $(STAMP)
+	$(PY) -m grpc_tools.protoc -Iproto --python_out=. --pyi_out=. --grpc_python_out=. $(PROTOS)
+
+demo: install
+	$(PY) -m examples.demo
+
+up: install
+	$(VENV)/bin/thresher up
+
+test: install
+	$(PY) -m pytest -q
+
+lint: install
+	$(VENV)/bin/ruff check . && $(VENV)/bin/ruff format --check .
+
+format: install
+	$(VENV)/bin/ruff check --fix . && $(VENV)/bin/ruff format .
+
+bench: install
+	@echo "make bench: no benchmarks yet (they come with the benchmarks issue)."
+
+clean:
+	rm -rf $(VENV) .pytest_cache .ruff_cache thresher/v1/*_pb2*.py thresher/v1/*_pb2*.pyi

@@ -1,0 +1,1 @@
+"""Building blocks shared by every Thresher service: contracts, config, errors, logging, backends."""

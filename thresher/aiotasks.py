@@ -1,0 +1,28 @@
+"""Background loops that cannot fail silently."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from collections.abc import Coroutine
+from typing import Any
+
+log = logging.getLogger(__name__)
+_tasks: set[asyncio.Task[Any]] = set()  # strong references: the event loop only keeps weak ones
+
+
+def create_guarded_task(coro: Coroutine[Any, Any, Any], name: str) -> asyncio.Task[Any]:
+    """Start `coro` as a task that logs its failure, or its unexpected end, once."""
+    task = asyncio.create_task(coro, name=name)
+    _tasks.add(task)
+    task.add_done_callback(_report)
+    return task
+
+
+def _report(task: asyncio.Task[Any]) -> None:
+    _tasks.discard(task)
+    if task.cancelled():
+        return
+    exc = task.exception()
+    if exc is not None:
+        log.error("background task %s failed", task.get_name(), exc_info=exc)

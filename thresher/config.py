@@ -1,0 +1,137 @@
+"""Settings: defaults here, then a YAML file (`thresher.yaml`), then `THRESHER_<SECTION>_<FIELD>` variables.
+
+Every service reads the same `Config`; `thresher up` hands each one its addresses through the environment.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import os
+import types
+import typing
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+from thresher.errors import InvalidRequest
+
+ENV_PREFIX = "THRESHER_"
+
+
+@dataclass
+class Addresses:
+    """Where each service listens (host:port); every service dials the others here."""
+
+    gateway: str = "127.0.0.1:8888"  # HTTP
+    scheduler: str = "127.0.0.1:7101"  # gRPC: Jobs and Scheduler
+    enqueuer: str = "127.0.0.1:7102"  # gRPC
+    monitor: str = "127.0.0.1:7103"  # gRPC
+    monitor_metrics: str = "127.0.0.1:7104"  # HTTP, Prometheus text on /metrics
+
+
+@dataclass
+class QueueSettings:
+    backend: str = "sqlite"  # sqlite (embedded) or sqs
+    visibility_s: float = 30.0  # how long a received batch stays invisible unless extended
+    max_receive_count: int = 3  # attempts before a batch goes to the dead letter queue
+
+
+@dataclass
+class DequeuerSettings:
+    receive_max: int = 10  # batches per receive call (SQS's maximum)
+    wait_s: float = 1.0  # long-poll wait of one receive call, seconds
+    batch_timeout_s: float = 600.0  # default limit for one POST of a batch, seconds
+    readiness_timeout_s: float = 300.0  # how long a worker may take to become ready, seconds
+    hook_timeout_s: float = 60.0  # limit for one /on-job-complete call, seconds
+
+
+@dataclass
+class GatewaySettings:
+    max_body_bytes: int = 10 * 1024 * 1024  # submissions larger than this get 413 (as Cortex: 10 MiB)
+
+
+@dataclass
+class RuntimeSettings:
+    backend: str = "local"  # local (processes) or kubernetes
+
+
+@dataclass
+class Config:
+    data_dir: Path = Path(".thresher")  # every durable file of the embedded stack lives here
+    addresses: Addresses = field(default_factory=Addresses)
+    queue: QueueSettings = field(default_factory=QueueSettings)
+    dequeuer: DequeuerSettings = field(default_factory=DequeuerSettings)
+    gateway: GatewaySettings = field(default_factory=GatewaySettings)
+    runtime: RuntimeSettings = field(default_factory=RuntimeSettings)
+
+
+def load_config(path: str | os.PathLike[str] | None = None, env: typing.Mapping[str, str] | None = None) -> Config:
+    """Defaults, overlaid by the YAML file (`path`, else $THRESHER_CONFIG), overlaid by THRESHER_* variables."""
+    env = os.environ if env is None else env
+    config = Config()
+    path = path or env.get(ENV_PREFIX + "CONFIG")
+    if path:
+        with open(path, encoding="utf-8") as f:
+            _apply_mapping(config, yaml.safe_load(f) or {}, where=str(path))
+    _apply_env(config, env)
+    return config
+
+
+def _apply_mapping(target: Any, values: Any, where: str) -> None:
+    if not isinstance(values, dict):
+        raise InvalidRequest(f"{where}: expected a mapping")
+    fields = {f.name: f for f in dataclasses.fields(target)}
+    for key, value in values.items():
+        if key not in fields:
+            raise InvalidRequest(f"{where}: unknown setting {key!r} (known: {', '.join(fields)})")
+        current = getattr(target, key)
+        if dataclasses.is_dataclass(current):
+            _apply_mapping(current, value, f"{where}: {key}")
+        else:
+            setattr(target, key, _coerce(value, _field_type(target, key), f"{where}: {key}"))
+
+
+def _apply_env(config: Config, env: typing.Mapping[str, str]) -> None:
+    for top in dataclasses.fields(config):
+        section = getattr(config, top.name)
+        if not dataclasses.is_dataclass(section):
+            name = ENV_PREFIX + top.name.upper()
+            if name in env:
+                setattr(config, top.name, _coerce(env[name], _field_type(config, top.name), name))
+            continue
+        for f in dataclasses.fields(section):
+            name = f"{ENV_PREFIX}{top.name.upper()}_{f.name.upper()}"
+            if name in env:
+                setattr(section, f.name, _coerce(env[name], _field_type(section, f.name), name))
+
+
+def _field_type(target: Any, name: str) -> Any:
+    return typing.get_type_hints(type(target))[name]
+
+
+def _coerce(value: Any, kind: Any, where: str) -> Any:
+    if isinstance(kind, types.UnionType):
+        kind = next(k for k in typing.get_args(kind) if k is not type(None))
+    try:
+        if kind is bool:
+            if isinstance(value, bool):
+                return value
+            return {"1": True, "true": True, "yes": True, "0": False, "false": False, "no": False}[str(value).lower()]
+        if kind is Path:
+            return Path(value)
+        return kind(value)
+    except (KeyError, TypeError, ValueError) as e:
+        raise InvalidRequest(f"{where}: {value!r} is not a valid {kind.__name__}") from e
+
+
+def config_env(config: Config) -> dict[str, str]:
+    """The THRESHER_* variables that reproduce `config` in another process."""
+    env = {ENV_PREFIX + "DATA_DIR": str(config.data_dir)}
+    for top in dataclasses.fields(config):
+        section = getattr(config, top.name)
+        if dataclasses.is_dataclass(section):
+            for f in dataclasses.fields(section):
+                env[f"{ENV_PREFIX}{top.name.upper()}_{f.name.upper()}"] = str(getattr(section, f.name))
+    return env

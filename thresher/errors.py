@@ -1,0 +1,89 @@
+"""One error hierarchy, mapped to HTTP statuses and gRPC codes at the service boundaries."""
+
+from __future__ import annotations
+
+import grpc
+
+
+class ThresherError(Exception):
+    """Root of every error Thresher reports; unexpected ones surface as `internal`."""
+
+    kind = "internal"
+    http_status = 500
+    grpc_code = grpc.StatusCode.INTERNAL
+
+    def __init__(self, message: str = "") -> None:
+        super().__init__(message)
+        self.message = message or self.kind
+
+    def __str__(self) -> str:
+        return self.message
+
+
+class InvalidRequest(ThresherError):
+    kind = "invalid"
+    http_status = 400
+    grpc_code = grpc.StatusCode.INVALID_ARGUMENT
+
+
+class TooLarge(ThresherError):
+    kind = "too_large"
+    http_status = 413
+    grpc_code = grpc.StatusCode.INVALID_ARGUMENT
+
+
+class Unauthenticated(ThresherError):
+    kind = "unauthenticated"
+    http_status = 401
+    grpc_code = grpc.StatusCode.UNAUTHENTICATED
+
+
+class Forbidden(ThresherError):
+    kind = "forbidden"
+    http_status = 403
+    grpc_code = grpc.StatusCode.PERMISSION_DENIED
+
+
+class NotFound(ThresherError):
+    kind = "not_found"
+    http_status = 404
+    grpc_code = grpc.StatusCode.NOT_FOUND
+
+
+class WrongState(ThresherError):
+    kind = "conflict"
+    http_status = 409
+    grpc_code = grpc.StatusCode.FAILED_PRECONDITION
+
+
+class Unavailable(ThresherError):
+    """A backend or another service cannot be reached; trying again later may work."""
+
+    kind = "unavailable"
+    http_status = 503
+    grpc_code = grpc.StatusCode.UNAVAILABLE
+
+
+class QueueNotFound(NotFound):
+    """The job's queue does not exist (never created, or deleted when the job ended)."""
+
+
+_BY_KIND: dict[str, type[ThresherError]] = {
+    cls.kind: cls
+    for cls in (ThresherError, InvalidRequest, TooLarge, Unauthenticated, Forbidden, NotFound, WrongState, Unavailable)
+}
+_BY_CODE: dict[grpc.StatusCode, type[ThresherError]] = {
+    grpc.StatusCode.INVALID_ARGUMENT: InvalidRequest,
+    grpc.StatusCode.UNAUTHENTICATED: Unauthenticated,
+    grpc.StatusCode.PERMISSION_DENIED: Forbidden,
+    grpc.StatusCode.NOT_FOUND: NotFound,
+    grpc.StatusCode.FAILED_PRECONDITION: WrongState,
+    grpc.StatusCode.UNAVAILABLE: Unavailable,
+    grpc.StatusCode.DEADLINE_EXCEEDED: Unavailable,
+}
+
+
+def from_grpc(code: grpc.StatusCode, details: str, kind: str | None) -> ThresherError:
+    """The error class a gRPC failure stands for: by the kind it carries, else by its status code."""
+    cls = _BY_KIND.get(kind or "") or _BY_CODE.get(code, ThresherError)
+    return cls(details or code.name.lower())

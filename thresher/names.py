@@ -1,0 +1,23 @@
+"""Wire names: headers, environment variables, gRPC metadata keys and metric prefixes, in one place."""
+
+# Headers on every batch POST to a worker.
+HEADER_CORTEX_JOB_ID = "X-Cortex-Job-ID"
+HEADER_JOB_ID = "X-Thresher-Job-Id"
+HEADER_BATCH_ID = "X-Thresher-Batch-Id"
+HEADER_ATTEMPT = "X-Thresher-Attempt"
+# On the /on-job-complete call: the same key on every try, so a worker can ignore a repeat.
+HEADER_IDEMPOTENCY_KEY = "X-Thresher-Idempotency-Key"
+
+HOOK_PATH = "/on-job-complete"
+
+# Environment of a worker process (the Cortex names where Cortex had one).
+ENV_PORT = "CORTEX_PORT"
+ENV_JOB_SPEC = "THRESHER_JOB_SPEC"
+
+# gRPC trailing metadata key that carries an error's kind across a service boundary.
+GRPC_KIND_KEY = "thresher-kind"
+
+METRIC_PREFIX = "thresher_"
+
+# The control message a job's queue carries once every batch is terminal.
+JOB_COMPLETE = "job_complete"

@@ -1,0 +1,38 @@
+"""Queue backends, chosen by name; each is imported only when chosen."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from thresher.config import Config
+from thresher.errors import InvalidRequest
+from thresher.queue.base import KIND_BATCH, KIND_JOB_COMPLETE, Batch, DeadLetter, Delivery, Depth, Queue, QueueBackend
+
+__all__ = [
+    "KIND_BATCH",
+    "KIND_JOB_COMPLETE",
+    "Batch",
+    "DeadLetter",
+    "Delivery",
+    "Depth",
+    "Queue",
+    "QueueBackend",
+    "open_queue_backend",
+]
+
+
+def _sqlite(config: Config) -> QueueBackend:
+    from thresher.queue.sqlite import SqliteQueueBackend
+
+    return SqliteQueueBackend(Path(config.data_dir) / "queue" / "queues.db")
+
+
+_BACKENDS = {"sqlite": _sqlite}
+
+
+def open_queue_backend(config: Config) -> QueueBackend:
+    try:
+        factory = _BACKENDS[config.queue.backend]
+    except KeyError:
+        raise InvalidRequest(f"unknown queue backend {config.queue.backend!r} (known: {', '.join(_BACKENDS)})") from None
+    return factory(config)

@@ -1,0 +1,94 @@
+"""The queue seam: one job's batches plus its dead letter queue, behind a few verbs.
+
+Policy (attempt counting, when to dead-letter) stays above this seam, in the dequeuer.
+"""
+
+from __future__ import annotations
+
+from abc import ABC, abstractmethod
+from collections.abc import Sequence
+from dataclasses import dataclass
+
+KIND_BATCH = "batch"
+KIND_JOB_COMPLETE = "job_complete"
+
+
+@dataclass(frozen=True)
+class Batch:
+    batch_id: str  # deterministic (job id + index): sending it again is a no-op
+    body: bytes  # a JSON array of items, or the job summary for a job_complete message
+    kind: str = KIND_BATCH
+
+
+@dataclass(frozen=True)
+class Delivery:
+    batch: Batch
+    receipt: str  # the backend's handle for this one receive
+    receive_count: int  # how many times the batch has been received, this one included
+
+
+@dataclass(frozen=True)
+class DeadLetter:
+    batch: Batch
+    receive_count: int
+    error: str
+
+
+@dataclass(frozen=True)
+class Depth:
+    visible: int  # batches waiting to be received
+    in_flight: int  # batches received and not yet acked, released or dead-lettered
+    dead: int  # batches in the dead letter queue
+
+
+class Queue(ABC):
+    """One job's queue. Every method raises QueueNotFound once the queue is deleted."""
+
+    name: str
+
+    @abstractmethod
+    async def send(self, batches: Sequence[Batch]) -> None: ...
+
+    @abstractmethod
+    async def receive(self, max_batches: int, wait_s: float) -> list[Delivery]:
+        """Up to `max_batches` visible batches, made invisible for the queue's visibility timeout."""
+
+    @abstractmethod
+    async def extend(self, delivery: Delivery, visibility_s: float) -> bool:
+        """Keep the batch invisible `visibility_s` from now; False if this delivery no longer holds it."""
+
+    @abstractmethod
+    async def ack(self, delivery: Delivery) -> None:
+        """Done: the batch is never delivered again."""
+
+    @abstractmethod
+    async def release(self, delivery: Delivery) -> None:
+        """Make the batch visible again at once."""
+
+    @abstractmethod
+    async def dead_letter(self, delivery: Delivery, error: str) -> None:
+        """Move the batch to the dead letter queue with its last error."""
+
+    @abstractmethod
+    async def depth(self) -> Depth: ...
+
+    @abstractmethod
+    async def dead_letters(self) -> list[DeadLetter]: ...
+
+
+class QueueBackend(ABC):
+    """Creates, opens and deletes job queues."""
+
+    @abstractmethod
+    async def create(self, name: str, visibility_s: float) -> str:
+        """Create the queue and its dead letter queue if missing; returns its URL."""
+
+    @abstractmethod
+    async def delete(self, name: str) -> None:
+        """Delete the queue and its dead letter queue; deleting a missing queue is not an error."""
+
+    @abstractmethod
+    def open(self, name: str) -> Queue: ...
+
+    async def close(self) -> None:
+        """Release connections."""

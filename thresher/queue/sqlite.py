@@ -1,0 +1,217 @@
+"""SqliteQueue: the embedded queue. One file (WAL) holds every job's queue; many processes share it.
+
+A message row is `ready` (visible when `visible_at` has passed, otherwise in flight), `done` (acked; the
+row is kept, without its body, so that sending the same batch id again is a no-op) or `dead`.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import secrets
+import sqlite3
+import time
+from collections.abc import Callable, Sequence
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+from typing import TypeVar
+
+from thresher.errors import QueueNotFound
+from thresher.queue.base import KIND_BATCH, Batch, DeadLetter, Delivery, Depth, Queue, QueueBackend
+
+T = TypeVar("T")
+
+POLL_MIN_S = 0.005  # first pause of an empty long poll; doubles up to POLL_MAX_S
+POLL_MAX_S = 0.1
+
+_SCHEMA = """
+CREATE TABLE IF NOT EXISTS queues (
+    name TEXT PRIMARY KEY,
+    visibility_s REAL NOT NULL,
+    created REAL NOT NULL
+);
+CREATE TABLE IF NOT EXISTS messages (
+    seq INTEGER PRIMARY KEY AUTOINCREMENT,
+    queue TEXT NOT NULL,
+    id TEXT NOT NULL,
+    kind TEXT NOT NULL,
+    body BLOB,
+    state TEXT NOT NULL DEFAULT 'ready',
+    visible_at REAL NOT NULL DEFAULT 0,
+    receive_count INTEGER NOT NULL DEFAULT 0,
+    lease TEXT,
+    error TEXT,
+    UNIQUE (queue, id)
+);
+CREATE INDEX IF NOT EXISTS messages_ready ON messages (queue, state, visible_at);
+"""
+
+
+class SqliteQueueBackend(QueueBackend):
+    def __init__(self, path: Path) -> None:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        self.path = path
+        # One thread owns the connection: calls are serialized and never block the event loop.
+        self._executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="sqlite-queue")
+        self._db = sqlite3.connect(path, timeout=60, isolation_level=None, check_same_thread=False)
+        self._db.execute("PRAGMA journal_mode=WAL")
+        self._db.execute("PRAGMA synchronous=NORMAL")
+        self._db.executescript(_SCHEMA)
+
+    async def run(self, fn: Callable[[sqlite3.Connection], T]) -> T:
+        return await asyncio.get_running_loop().run_in_executor(self._executor, fn, self._db)
+
+    async def create(self, name: str, visibility_s: float) -> str:
+        def create(db: sqlite3.Connection) -> None:
+            db.execute(
+                "INSERT OR IGNORE INTO queues (name, visibility_s, created) VALUES (?, ?, ?)",
+                (name, visibility_s, time.time()),
+            )
+
+        await self.run(create)
+        return f"sqlite://{self.path}#{name}"
+
+    async def delete(self, name: str) -> None:
+        def delete(db: sqlite3.Connection) -> None:
+            with _transaction(db):
+                db.execute("DELETE FROM queues WHERE name = ?", (name,))
+                db.execute("DELETE FROM messages WHERE queue = ?", (name,))
+
+        await self.run(delete)
+
+    def open(self, name: str) -> Queue:
+        return SqliteQueue(self, name)
+
+    async def close(self) -> None:
+        await self.run(lambda db: db.close())
+        self._executor.shutdown()
+
+
+class SqliteQueue(Queue):
+    def __init__(self, backend: SqliteQueueBackend, name: str) -> None:
+        self._backend = backend
+        self.name = name
+
+    async def send(self, batches: Sequence[Batch]) -> None:
+        rows = [(self.name, b.batch_id, b.kind, b.body) for b in batches]
+
+        def send(db: sqlite3.Connection) -> None:
+            with _transaction(db):
+                self._visibility_s(db)
+                db.executemany("INSERT OR IGNORE INTO messages (queue, id, kind, body) VALUES (?, ?, ?, ?)", rows)
+
+        await self._backend.run(send)
+
+    async def receive(self, max_batches: int, wait_s: float) -> list[Delivery]:
+        deadline = time.monotonic() + wait_s
+        pause = POLL_MIN_S
+        while True:
+            deliveries = await self._backend.run(lambda db: self._claim(db, max_batches))
+            if deliveries or time.monotonic() >= deadline:
+                return deliveries
+            await asyncio.sleep(min(pause, max(0.0, deadline - time.monotonic())))
+            pause = min(pause * 2, POLL_MAX_S)
+
+    def _claim(self, db: sqlite3.Connection, max_batches: int) -> list[Delivery]:
+        now = time.time()
+        query = "SELECT seq FROM messages WHERE queue = ? AND state = 'ready' AND visible_at <= ? ORDER BY seq LIMIT ?"
+        # A plain read first: an empty poll takes no write lock.
+        if not db.execute(query, (self.name, now, max_batches)).fetchall():
+            self._visibility_s(db)
+            return []
+        with _transaction(db):
+            visibility_s = self._visibility_s(db)
+            seqs = [row[0] for row in db.execute(query, (self.name, now, max_batches))]
+            deliveries = []
+            for seq in seqs:
+                lease = f"{seq}:{secrets.token_hex(8)}"
+                row = db.execute(
+                    "UPDATE messages SET visible_at = ?, receive_count = receive_count + 1, lease = ?"
+                    " WHERE seq = ? RETURNING id, kind, body, receive_count",
+                    (now + visibility_s, lease, seq),
+                ).fetchone()
+                deliveries.append(Delivery(Batch(row[0], bytes(row[2]), row[1]), lease, row[3]))
+            return deliveries
+
+    async def extend(self, delivery: Delivery, visibility_s: float) -> bool:
+        def extend(db: sqlite3.Connection) -> bool:
+            cursor = db.execute(
+                "UPDATE messages SET visible_at = ? WHERE seq = ? AND lease = ? AND state = 'ready'",
+                (time.time() + visibility_s, _seq(delivery), delivery.receipt),
+            )
+            if cursor.rowcount == 0:
+                self._visibility_s(db)
+            return cursor.rowcount == 1
+
+        return await self._backend.run(extend)
+
+    async def ack(self, delivery: Delivery) -> None:
+        await self._finish(delivery, "UPDATE messages SET state = 'done', body = NULL, lease = NULL WHERE seq = ?")
+
+    async def release(self, delivery: Delivery) -> None:
+        await self._finish(delivery, "UPDATE messages SET visible_at = 0, lease = NULL WHERE seq = ? AND lease = ?")
+
+    async def dead_letter(self, delivery: Delivery, error: str) -> None:
+        await self._finish(
+            delivery, "UPDATE messages SET state = 'dead', error = ?, lease = NULL WHERE seq = ? AND state = 'ready'", error
+        )
+
+    async def _finish(self, delivery: Delivery, statement: str, error: str | None = None) -> None:
+        params: tuple[object, ...] = (_seq(delivery),)
+        if "lease = ?" in statement:
+            params += (delivery.receipt,)
+        if error is not None:
+            params = (error, *params)
+
+        def finish(db: sqlite3.Connection) -> None:
+            if db.execute(statement, params).rowcount == 0:
+                self._visibility_s(db)  # raises if the queue is gone; otherwise another delivery holds the batch
+
+        await self._backend.run(finish)
+
+    async def depth(self) -> Depth:
+        def depth(db: sqlite3.Connection) -> Depth:
+            self._visibility_s(db)
+            counts = dict(
+                db.execute(
+                    "SELECT CASE WHEN state = 'dead' THEN 'dead' WHEN visible_at <= ? THEN 'visible' ELSE 'in_flight' END,"
+                    " count(*) FROM messages WHERE queue = ? AND kind = ? AND state IN ('ready', 'dead') GROUP BY 1",
+                    (time.time(), self.name, KIND_BATCH),
+                ).fetchall()
+            )
+            return Depth(counts.get("visible", 0), counts.get("in_flight", 0), counts.get("dead", 0))
+
+        return await self._backend.run(depth)
+
+    async def dead_letters(self) -> list[DeadLetter]:
+        def dead(db: sqlite3.Connection) -> list[DeadLetter]:
+            self._visibility_s(db)
+            rows = db.execute(
+                "SELECT id, kind, body, receive_count, error FROM messages WHERE queue = ? AND state = 'dead' ORDER BY seq",
+                (self.name,),
+            )
+            return [DeadLetter(Batch(r[0], bytes(r[2]), r[1]), r[3], r[4] or "") for r in rows]
+
+        return await self._backend.run(dead)
+
+    def _visibility_s(self, db: sqlite3.Connection) -> float:
+        row = db.execute("SELECT visibility_s FROM queues WHERE name = ?", (self.name,)).fetchone()
+        if row is None:
+            raise QueueNotFound(f"queue {self.name} does not exist")
+        return float(row[0])
+
+
+def _seq(delivery: Delivery) -> int:
+    return int(delivery.receipt.split(":", 1)[0])
+
+
+class _transaction:
+    """BEGIN IMMEDIATE ... COMMIT (ROLLBACK on error): takes the write lock up front, so no deadlock on upgrade."""
+
+    def __init__(self, db: sqlite3.Connection) -> None:
+        self._db = db
+
+    def __enter__(self) -> None:
+        self._db.execute("BEGIN IMMEDIATE")
+
+    def __exit__(self, exc_type: object, *_: object) -> None:
+        self._db.execute("ROLLBACK" if exc_type else "COMMIT")

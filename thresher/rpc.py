@@ -1,0 +1,151 @@
+"""gRPC helpers: servers with health, reflection and error mapping; channels; clients that raise ThresherError."""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
+from typing import Any
+
+import grpc
+from grpc_health.v1 import health, health_pb2, health_pb2_grpc
+from grpc_reflection.v1alpha import reflection
+from tenacity import AsyncRetrying, retry_if_exception_type, stop_after_delay, wait_exponential
+
+from thresher.errors import ThresherError, Unavailable, from_grpc
+from thresher.names import GRPC_KIND_KEY
+
+log = logging.getLogger(__name__)
+
+MAX_MESSAGE_BYTES = 16 * 1024 * 1024  # above the gateway's 10 MiB body limit, so any accepted job fits
+OPTIONS = [
+    ("grpc.max_send_message_length", MAX_MESSAGE_BYTES),
+    ("grpc.max_receive_message_length", MAX_MESSAGE_BYTES),
+    # gRPC sets SO_REUSEPORT by default: two servers could then share a port silently. Fail instead.
+    ("grpc.so_reuseport", 0),
+]
+
+Registration = tuple[Callable[[Any, grpc.aio.Server], None], Any, str]  # (add_XServicer_to_server, servicer, full name)
+
+
+async def start_server(address: str, services: Sequence[Registration]) -> tuple[grpc.aio.Server, int]:
+    """Serve `services` on `address` ("127.0.0.1:0" picks a port) with health and reflection; returns the port."""
+    server = grpc.aio.server(interceptors=[_ErrorInterceptor()], options=OPTIONS)
+    health_servicer = health.aio.HealthServicer()
+    health_pb2_grpc.add_HealthServicer_to_server(health_servicer, server)
+    names = [health_pb2.DESCRIPTOR.services_by_name["Health"].full_name, reflection.SERVICE_NAME]
+    for add, servicer, name in services:
+        add(servicer, server)
+        names.append(name)
+    reflection.enable_server_reflection(names, server)
+    port = server.add_insecure_port(address)
+    if port == 0:
+        raise Unavailable(f"cannot listen on {address}")
+    await server.start()
+    for _, _, name in services:
+        await health_servicer.set(name, health_pb2.HealthCheckResponse.SERVING)
+    await health_servicer.set("", health_pb2.HealthCheckResponse.SERVING)
+    return server, port
+
+
+def channel(address: str) -> grpc.aio.Channel:
+    return grpc.aio.insecure_channel(address, options=OPTIONS)
+
+
+class Client:
+    """Wraps a generated stub so that failed calls raise the ThresherError they stand for."""
+
+    def __init__(self, stub: Any, timeout_s: float | None = 30.0) -> None:
+        self._stub = stub
+        self._timeout_s = timeout_s
+
+    def __getattr__(self, name: str) -> Any:
+        method = getattr(self._stub, name)
+        if isinstance(method, grpc.aio.UnaryStreamMultiCallable):
+            return lambda request, **kw: _stream(method(request, **kw))
+        return lambda request, **kw: _unary(method(request, **({"timeout": self._timeout_s} | kw)))
+
+
+async def _unary(call: Awaitable[Any]) -> Any:
+    try:
+        return await call
+    except grpc.aio.AioRpcError as e:
+        raise _to_error(e) from e
+
+
+async def _stream(call: AsyncIterator[Any]) -> AsyncIterator[Any]:
+    try:
+        async for message in call:
+            yield message
+    except grpc.aio.AioRpcError as e:
+        raise _to_error(e) from e
+
+
+def _to_error(e: grpc.aio.AioRpcError) -> ThresherError:
+    kind = next((str(v) for k, v in (e.trailing_metadata() or ()) if k == GRPC_KIND_KEY), None)
+    return from_grpc(e.code(), e.details() or "", kind)
+
+
+async def retry_unavailable(fn: Callable[[], Awaitable[Any]], deadline_s: float = 60.0) -> Any:
+    """Call `fn` until it does not raise Unavailable (a peer restarting), for up to `deadline_s`."""
+    async for attempt in AsyncRetrying(
+        retry=retry_if_exception_type(Unavailable),
+        wait=wait_exponential(multiplier=0.05, max=2.0),
+        stop=stop_after_delay(deadline_s),
+        reraise=True,
+    ):
+        with attempt:
+            return await fn()
+
+
+class _ErrorInterceptor(grpc.aio.ServerInterceptor):
+    """Turns ThresherError into a gRPC status carrying its kind; anything else is logged once as INTERNAL."""
+
+    async def intercept_service(self, continuation: Any, details: grpc.HandlerCallDetails) -> Any:
+        handler = await continuation(details)
+        if handler is None:
+            return None
+        wrap, make = (
+            (_guard_unary, grpc.unary_unary_rpc_method_handler)
+            if handler.unary_unary
+            else (_guard_unary, grpc.stream_unary_rpc_method_handler)
+            if handler.stream_unary
+            else (_guard_stream, grpc.unary_stream_rpc_method_handler)
+            if handler.unary_stream
+            else (_guard_stream, grpc.stream_stream_rpc_method_handler)
+        )
+        behavior = handler.unary_unary or handler.stream_unary or handler.unary_stream or handler.stream_stream
+        return make(
+            wrap(behavior, details.method),
+            request_deserializer=handler.request_deserializer,
+            response_serializer=handler.response_serializer,
+        )
+
+
+def _guard_unary(behavior: Any, method: str) -> Any:
+    async def guarded(request: Any, context: grpc.aio.ServicerContext) -> Any:
+        try:
+            return await behavior(request, context)
+        except Exception as e:  # noqa: BLE001 - every failure must reach the caller as a status
+            await _abort(context, e, method)
+
+    return guarded
+
+
+def _guard_stream(behavior: Any, method: str) -> Any:
+    async def guarded(request: Any, context: grpc.aio.ServicerContext) -> AsyncIterator[Any]:
+        try:
+            async for response in behavior(request, context):
+                yield response
+        except Exception as e:  # noqa: BLE001
+            await _abort(context, e, method)
+
+    return guarded
+
+
+async def _abort(context: grpc.aio.ServicerContext, e: Exception, method: str) -> None:
+    if isinstance(e, grpc.aio.AbortError):
+        raise e
+    if not isinstance(e, ThresherError):
+        log.exception("unexpected error in %s", method)
+        e = ThresherError(f"internal error in {method}: {type(e).__name__}")
+    await context.abort(e.grpc_code, str(e), trailing_metadata=((GRPC_KIND_KEY, e.kind),))
