@@ -12,7 +12,7 @@ _tasks: set[asyncio.Task[Any]] = set()  # strong references: the event loop only
 
 
 def create_guarded_task(coro: Coroutine[Any, Any, Any], name: str) -> asyncio.Task[Any]:
-    """Start `coro` as a task that logs its failure, or its unexpected end, once."""
+    """Start `coro` as a task that logs its failure once, where nobody awaits it."""
     task = asyncio.create_task(coro, name=name)
     _tasks.add(task)
     task.add_done_callback(_report)

@@ -125,7 +125,7 @@ def _guard_unary(behavior: Any, method: str) -> Any:
     async def guarded(request: Any, context: grpc.aio.ServicerContext) -> Any:
         try:
             return await behavior(request, context)
-        except Exception as e:  # noqa: BLE001 - every failure must reach the caller as a status
+        except Exception as e:
             await _abort(context, e, method)
 
     return guarded
@@ -136,7 +136,7 @@ def _guard_stream(behavior: Any, method: str) -> Any:
         try:
             async for response in behavior(request, context):
                 yield response
-        except Exception as e:  # noqa: BLE001
+        except Exception as e:
             await _abort(context, e, method)
 
     return guarded

@@ -34,5 +34,7 @@ def open_queue_backend(config: Config) -> QueueBackend:
     try:
         factory = _BACKENDS[config.queue.backend]
     except KeyError:
-        raise InvalidRequest(f"unknown queue backend {config.queue.backend!r} (known: {', '.join(_BACKENDS)})") from None
+        raise InvalidRequest(
+            f"unknown queue backend {config.queue.backend!r} (known: {', '.join(_BACKENDS)})"
+        ) from None
     return factory(config)

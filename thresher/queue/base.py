@@ -90,5 +90,6 @@ class QueueBackend(ABC):
     @abstractmethod
     def open(self, name: str) -> Queue: ...
 
+    @abstractmethod
     async def close(self) -> None:
         """Release connections."""

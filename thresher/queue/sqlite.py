@@ -152,7 +152,9 @@ class SqliteQueue(Queue):
 
     async def dead_letter(self, delivery: Delivery, error: str) -> None:
         await self._finish(
-            delivery, "UPDATE messages SET state = 'dead', error = ?, lease = NULL WHERE seq = ? AND state = 'ready'", error
+            delivery,
+            "UPDATE messages SET state = 'dead', error = ?, lease = NULL WHERE seq = ? AND state = 'ready'",
+            error,
         )
 
     async def _finish(self, delivery: Delivery, statement: str, error: str | None = None) -> None:
@@ -173,8 +175,9 @@ class SqliteQueue(Queue):
             self._visibility_s(db)
             counts = dict(
                 db.execute(
-                    "SELECT CASE WHEN state = 'dead' THEN 'dead' WHEN visible_at <= ? THEN 'visible' ELSE 'in_flight' END,"
-                    " count(*) FROM messages WHERE queue = ? AND kind = ? AND state IN ('ready', 'dead') GROUP BY 1",
+                    "SELECT CASE WHEN state = 'dead' THEN 'dead' WHEN visible_at <= ? THEN 'visible'"
+                    " ELSE 'in_flight' END, count(*) FROM messages"
+                    " WHERE queue = ? AND kind = ? AND state IN ('ready', 'dead') GROUP BY 1",
                     (time.time(), self.name, KIND_BATCH),
                 ).fetchall()
             )
@@ -186,7 +189,8 @@ class SqliteQueue(Queue):
         def dead(db: sqlite3.Connection) -> list[DeadLetter]:
             self._visibility_s(db)
             rows = db.execute(
-                "SELECT id, kind, body, receive_count, error FROM messages WHERE queue = ? AND state = 'dead' ORDER BY seq",
+                "SELECT id, kind, body, receive_count, error FROM messages"
+                " WHERE queue = ? AND state = 'dead' ORDER BY seq",
                 (self.name,),
             )
             return [DeadLetter(Batch(r[0], bytes(r[2]), r[1]), r[3], r[4] or "") for r in rows]

@@ -1,0 +1,105 @@
+"""The job state machine: a job record and the pure transitions between statuses (no I/O)."""
+
+from __future__ import annotations
+
+import dataclasses
+import enum
+import time
+from dataclasses import dataclass
+
+from thresher.errors import WrongState
+
+
+class Status(enum.Enum):
+    """Cortex's job status codes; the value is the JSON string."""
+
+    PENDING = "pending"
+    ENQUEUING = "enqueuing"
+    RUNNING = "running"
+    SUCCEEDED = "succeeded"
+    COMPLETED_WITH_FAILURES = "completed_with_failures"
+    ENQUEUE_FAILED = "enqueue_failed"
+    WORKER_ERROR = "worker_error"
+    WORKER_OOM = "worker_oom"
+    TIMED_OUT = "timed_out"
+    STOPPED = "stopped"
+    UNEXPECTED_ERROR = "unexpected_error"
+
+    @property
+    def is_final(self) -> bool:
+        return self not in (Status.PENDING, Status.ENQUEUING, Status.RUNNING)
+
+
+@dataclass(frozen=True)
+class JobRecord:
+    """What the scheduler stores of a job. Protos (submission, summary, hook) are kept serialized."""
+
+    job_id: str
+    api_name: str
+    submission: bytes  # jobs_pb2.JobSubmission
+    queue_name: str
+    start_time: float
+    status: Status = Status.PENDING
+    status_reason: str = ""
+    queue_url: str = ""
+    total_batch_count: int | None = None
+    items_enqueued: int = 0
+    end_time: float | None = None
+    summary: bytes | None = None  # scheduler_pb2.JobSummary, once every batch is terminal
+    hook: bytes | None = None  # jobs_pb2.HookOutcome, once /on-job-complete ended
+    final_counts: bytes | None = None  # jobs_pb2.BatchCounts at the end
+    cleaned: bool = False  # workers stopped and queue deleted after the final status
+
+    @property
+    def settled(self) -> bool:
+        return self.summary is not None
+
+
+def queue_name(api_name: str, job_id: str) -> str:
+    """Short enough for SQS (80 characters with '.fifo'), unique per job."""
+    return f"thresher_{api_name[:40]}_{job_id}"
+
+
+def started_enqueuing(job: JobRecord, queue_url: str) -> JobRecord:
+    _require_in_progress(job, "start enqueuing")
+    status = Status.ENQUEUING if job.status is Status.PENDING else job.status
+    return dataclasses.replace(job, status=status, queue_url=queue_url)
+
+
+def enqueued(job: JobRecord, total_batch_count: int, items: int) -> JobRecord:
+    """Every batch is on the queue: the job runs until its batches are terminal."""
+    _require_in_progress(job, "finish enqueuing")
+    return dataclasses.replace(job, status=Status.RUNNING, total_batch_count=total_batch_count, items_enqueued=items)
+
+
+def settled(job: JobRecord, summary: bytes) -> JobRecord:
+    """Every batch is terminal; the completion hook is next."""
+    _require_in_progress(job, "settle")
+    return dataclasses.replace(job, status=Status.RUNNING, summary=summary)
+
+
+def hook_finished(job: JobRecord, hook: bytes, dead_lettered: int, final_counts: bytes) -> JobRecord:
+    if not job.settled:
+        raise WrongState(f"job {job.job_id} has batches left; its hook cannot have run")
+    status = Status.COMPLETED_WITH_FAILURES if dead_lettered else Status.SUCCEEDED
+    reason = f"{dead_lettered} batches were dead-lettered" if dead_lettered else ""
+    return dataclasses.replace(finished(job, status, reason, final_counts), hook=hook)
+
+
+def finished(job: JobRecord, status: Status, reason: str, final_counts: bytes | None) -> JobRecord:
+    """The job ends with a final `status`; its workers and queue are to be cleaned up."""
+    if not status.is_final:
+        raise ValueError(f"{status} is not a final status")
+    _require_in_progress(job, f"end as {status.value}")
+    return dataclasses.replace(
+        job, status=status, status_reason=reason, end_time=time.time(), final_counts=final_counts, cleaned=False
+    )
+
+
+def timed_out(job: JobRecord, now: float, timeout_s: int | None) -> bool:
+    return timeout_s is not None and not job.status.is_final and now - job.start_time >= timeout_s
+
+
+def _require_in_progress(job: JobRecord, action: str) -> None:
+    if job.status.is_final:
+        raise WrongState(f"cannot {action}: job {job.job_id} has already ended ({job.status.value})")

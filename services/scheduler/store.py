@@ -1,0 +1,130 @@
+"""The scheduler's durable state: deployed APIs and jobs, in one SQLite file (WAL)."""
+
+from __future__ import annotations
+
+import asyncio
+import sqlite3
+import time
+from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+from typing import Any, TypeVar
+
+from services.scheduler.jobs import JobRecord, Status
+from thresher.errors import NotFound
+from thresher.v1 import jobs_pb2
+
+T = TypeVar("T")
+
+_SCHEMA = """
+CREATE TABLE IF NOT EXISTS apis (
+    name TEXT PRIMARY KEY,
+    spec BLOB NOT NULL,
+    updated REAL NOT NULL
+);
+CREATE TABLE IF NOT EXISTS jobs (
+    job_id TEXT PRIMARY KEY,
+    api_name TEXT NOT NULL,
+    submission BLOB NOT NULL,
+    queue_name TEXT NOT NULL,
+    start_time REAL NOT NULL,
+    status TEXT NOT NULL,
+    status_reason TEXT NOT NULL,
+    queue_url TEXT NOT NULL,
+    total_batch_count INTEGER,
+    items_enqueued INTEGER NOT NULL,
+    end_time REAL,
+    summary BLOB,
+    hook BLOB,
+    final_counts BLOB,
+    cleaned INTEGER NOT NULL
+);
+CREATE INDEX IF NOT EXISTS jobs_by_api ON jobs (api_name, job_id);
+"""
+_COLUMNS = [
+    "job_id",
+    "api_name",
+    "submission",
+    "queue_name",
+    "start_time",
+    "status",
+    "status_reason",
+    "queue_url",
+    "total_batch_count",
+    "items_enqueued",
+    "end_time",
+    "summary",
+    "hook",
+    "final_counts",
+    "cleaned",
+]
+
+
+class JobStore:
+    def __init__(self, path: Path) -> None:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        self._executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="job-store")
+        self._db = sqlite3.connect(path, timeout=60, isolation_level=None, check_same_thread=False)
+        self._db.execute("PRAGMA journal_mode=WAL")
+        self._db.executescript(_SCHEMA)
+
+    async def _run(self, fn: Callable[[sqlite3.Connection], T]) -> T:
+        return await asyncio.get_running_loop().run_in_executor(self._executor, fn, self._db)
+
+    async def close(self) -> None:
+        await self._run(lambda db: db.close())
+        self._executor.shutdown()
+
+    async def put_api(self, spec: jobs_pb2.ApiSpec) -> None:
+        row = (spec.name, spec.SerializeToString(), time.time())
+        await self._run(lambda db: db.execute("INSERT OR REPLACE INTO apis VALUES (?, ?, ?)", row))
+
+    async def get_api(self, name: str) -> jobs_pb2.ApiSpec:
+        row = await self._run(lambda db: db.execute("SELECT spec FROM apis WHERE name = ?", (name,)).fetchone())
+        if row is None:
+            raise NotFound(f"{name} is not deployed")
+        return jobs_pb2.ApiSpec.FromString(row[0])
+
+    async def list_apis(self) -> list[jobs_pb2.ApiSpec]:
+        rows = await self._run(lambda db: db.execute("SELECT spec FROM apis ORDER BY name").fetchall())
+        return [jobs_pb2.ApiSpec.FromString(r[0]) for r in rows]
+
+    async def put_job(self, job: JobRecord) -> None:
+        values = tuple(_encode(getattr(job, c)) for c in _COLUMNS)
+        statement = f"INSERT OR REPLACE INTO jobs ({', '.join(_COLUMNS)}) VALUES ({', '.join('?' * len(_COLUMNS))})"
+        await self._run(lambda db: db.execute(statement, values))
+
+    async def get_job(self, job_id: str) -> JobRecord:
+        statement = f"SELECT {', '.join(_COLUMNS)} FROM jobs WHERE job_id = ?"
+        row = await self._run(lambda db: db.execute(statement, (job_id,)).fetchone())
+        if row is None:
+            raise NotFound(f"unable to find job {job_id}")
+        return _decode(row)
+
+    async def list_jobs(self, api_name: str = "", limit: int = 50, unfinished_only: bool = False) -> list[JobRecord]:
+        """Newest first (job ids sort that way)."""
+        where, params = [], []
+        if api_name:
+            where.append("api_name = ?")
+            params.append(api_name)
+        if unfinished_only:
+            where.append("(status IN ('pending', 'enqueuing', 'running') OR cleaned = 0)")
+        clause = f"WHERE {' AND '.join(where)}" if where else ""
+        statement = f"SELECT {', '.join(_COLUMNS)} FROM jobs {clause} ORDER BY job_id LIMIT ?"
+        rows = await self._run(lambda db: db.execute(statement, (*params, limit)).fetchall())
+        return [_decode(r) for r in rows]
+
+
+def _encode(value: Any) -> Any:
+    if isinstance(value, Status):
+        return value.value
+    if isinstance(value, bool):
+        return int(value)
+    return value
+
+
+def _decode(row: tuple[Any, ...]) -> JobRecord:
+    values = dict(zip(_COLUMNS, row, strict=True))
+    values["status"] = Status(values["status"])
+    values["cleaned"] = bool(values["cleaned"])
+    return JobRecord(**values)

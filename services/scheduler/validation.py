@@ -1,0 +1,66 @@
+"""Checks a submission before anything is created; messages follow Cortex's where Cortex had one."""
+
+from __future__ import annotations
+
+import json
+
+from thresher.errors import InvalidRequest
+from thresher.v1 import jobs_pb2
+
+SOURCES = ("item_list", "file_path_lister", "delimited_files")
+SUPPORTED_SOURCES = ("item_list",)
+MAX_ITEM_BYTES = 250 * 1024  # SQS's 256 KiB message limit less room for attributes (Cortex's limit)
+
+
+def validate_submission(submission: jobs_pb2.JobSubmission) -> None:
+    """Raise InvalidRequest naming the first problem; return when the submission can become a job."""
+    given = [name for name in SOURCES if submission.HasField(name)]
+    if not given:
+        raise InvalidRequest(
+            "specify exactly one of the following keys: item_list, file_path_lister, or delimited_files"
+        )
+    if len(given) > 1:
+        raise InvalidRequest(
+            f"please specify either the {given[0]} or {given[1]} field (but not more than one at the same time)"
+        )
+    source = given[0]
+    if source not in SUPPORTED_SOURCES:
+        raise InvalidRequest(f"{source}: not supported by this version of Thresher yet; use item_list")
+    _validate_item_list(submission.item_list)
+    _at_least("workers", submission.workers, 1)
+    if submission.HasField("timeout_s"):
+        _at_least("timeout", submission.timeout_s, 1)
+    if submission.HasField("batch_timeout_s") and not submission.batch_timeout_s > 0:
+        raise InvalidRequest(f"batch_timeout: must be greater than 0 (got {submission.batch_timeout_s})")
+    if submission.HasField("sqs_dead_letter_queue"):
+        dlq = submission.sqs_dead_letter_queue
+        if not dlq.arn:
+            raise InvalidRequest("sqs_dead_letter_queue: arn: cannot be empty")
+        _at_least("sqs_dead_letter_queue: max_receive_count", dlq.max_receive_count, 1)
+    if submission.config_json:
+        _validate_config(submission.config_json)
+
+
+def _validate_item_list(item_list: jobs_pb2.ItemList) -> None:
+    if not item_list.items:
+        raise InvalidRequest("item_list: items: must contain at least 1 elements")
+    for index, item in enumerate(item_list.items):
+        if len(item) > MAX_ITEM_BYTES:
+            raise InvalidRequest(
+                f"item {index} has size {len(item)} bytes which exceeds the limit ({MAX_ITEM_BYTES} bytes)"
+            )
+    _at_least("item_list: batch_size", item_list.batch_size, 1)
+
+
+def _validate_config(config_json: bytes) -> None:
+    try:
+        config = json.loads(config_json)
+    except ValueError as e:
+        raise InvalidRequest(f"config: not valid JSON: {e}") from e
+    if not isinstance(config, dict):
+        raise InvalidRequest("config: must be a JSON object")
+
+
+def _at_least(name: str, value: int, minimum: int) -> None:
+    if value < minimum:
+        raise InvalidRequest(f"{name}: must be greater than or equal to {minimum} (got {value})")

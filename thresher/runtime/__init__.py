@@ -1,0 +1,26 @@
+"""Worker runtimes, chosen by name; each is imported only when chosen."""
+
+from __future__ import annotations
+
+from thresher.config import Config
+from thresher.errors import InvalidRequest
+from thresher.runtime.base import Runtime, WorkerLaunch, WorkerState
+
+__all__ = ["Runtime", "WorkerLaunch", "WorkerState", "open_runtime"]
+
+
+def _local(config: Config) -> Runtime:
+    from thresher.runtime.local import LocalRuntime
+
+    return LocalRuntime(config)
+
+
+_RUNTIMES = {"local": _local}
+
+
+def open_runtime(config: Config) -> Runtime:
+    try:
+        factory = _RUNTIMES[config.runtime.backend]
+    except KeyError:
+        raise InvalidRequest(f"unknown runtime {config.runtime.backend!r} (known: {', '.join(_RUNTIMES)})") from None
+    return factory(config)

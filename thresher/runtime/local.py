@@ -1,0 +1,217 @@
+"""LocalRuntime: each worker is a process group on this machine: the API's command(s) plus a dequeuer.
+
+The groups outlive a scheduler restart: their pids (with start times, against pid reuse) are kept in
+<data_dir>/jobs/<job_id>/workers.json, so a new scheduler finds, counts and stops them.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import os
+import signal
+import socket
+import subprocess
+import sys
+import time
+from dataclasses import asdict, dataclass
+from pathlib import Path
+from typing import Any
+
+from thresher.config import Config, config_env
+from thresher.names import ENV_JOB_SPEC, ENV_PORT
+from thresher.runtime.base import Runtime, WorkerLaunch, WorkerState
+
+# What a worker inherits from this process; nothing else (no credentials, no API keys).
+_INHERITED_ENV = ("HOME", "LANG", "LC_ALL", "TMPDIR", "TZ", "USER")
+_STOP_POLL_S = 0.02
+
+
+@dataclass
+class _Process:
+    name: str  # "dequeuer", or the container's name
+    pid: int
+    start_ticks: int  # /proc/<pid>/stat field 22: tells a live process from a reused pid
+
+
+@dataclass
+class _Pod:
+    worker_id: str
+    pgid: int
+    processes: list[_Process]
+
+
+class LocalRuntime(Runtime):
+    def __init__(self, config: Config) -> None:
+        self._config = config
+        self._jobs_dir = Path(config.data_dir).resolve() / "jobs"
+        self._children: dict[int, subprocess.Popen[bytes]] = {}  # ours, to reap
+
+    def job_dir(self, job_id: str) -> Path:
+        return self._jobs_dir / job_id
+
+    async def ensure_workers(self, launch: WorkerLaunch, count: int) -> None:
+        await self.update_job_spec(launch.job_id, launch.job_spec)
+        pods = [p for p in self._load(launch.job_id) if self._running(p)]
+        taken = {p.worker_id for p in pods}
+        for index in range(count):
+            worker_id = f"{launch.job_id}-w{index}"
+            if len(pods) < count and worker_id not in taken:
+                pods.append(self._start_pod(launch, worker_id))
+        self._save(launch.job_id, pods)
+
+    async def update_job_spec(self, job_id: str, job_spec: dict[str, Any]) -> None:
+        path = self.job_dir(job_id) / "job.json"
+        path.parent.mkdir(parents=True, exist_ok=True)
+        tmp = path.with_suffix(".tmp")
+        tmp.write_text(json.dumps(job_spec, indent=2), encoding="utf-8")
+        tmp.replace(path)  # atomic: a worker never reads half a file
+
+    async def workers(self, job_id: str) -> list[WorkerState]:
+        return [
+            WorkerState(
+                p.worker_id,
+                self._running(p),
+                {proc.name: self._exit_code(proc) for proc in p.processes},
+            )
+            for p in self._load(job_id)
+        ]
+
+    async def stop_workers(self, job_id: str, grace_s: float) -> None:
+        pods = self._load(job_id)
+        for pod in pods:
+            _signal_group(pod.pgid, signal.SIGTERM)
+        deadline = time.monotonic() + grace_s
+        while any(self._running(p) for p in pods) and time.monotonic() < deadline:
+            await asyncio.sleep(_STOP_POLL_S)
+        for pod in pods:
+            if self._running(pod):
+                _signal_group(pod.pgid, signal.SIGKILL)
+        while any(self._running(p) for p in pods):
+            await asyncio.sleep(_STOP_POLL_S)
+
+    def _start_pod(self, launch: WorkerLaunch, worker_id: str) -> _Pod:
+        job_dir = self.job_dir(launch.job_id)
+        port = _free_port()
+        processes: list[_Process] = []
+        pgid = 0
+        for container in launch.api.containers:
+            env = self._worker_env(launch, container.env, port)
+            argv = [*container.command, *container.args]
+            proc = self._spawn(
+                argv, env, launch.api.working_dir or None, job_dir / f"{worker_id}.{container.name}.log", pgid
+            )
+            pgid = pgid or proc.pid
+            processes.append(_Process(container.name, proc.pid, _start_ticks(proc.pid)))
+        dequeuer = self._spawn(
+            self._dequeuer_argv(launch, worker_id, port),
+            self._dequeuer_env(),
+            None,
+            job_dir / f"{worker_id}.dequeuer.log",
+            pgid,
+        )
+        processes.append(_Process("dequeuer", dequeuer.pid, _start_ticks(dequeuer.pid)))
+        return _Pod(worker_id, pgid, processes)
+
+    def _spawn(
+        self, argv: list[str], env: dict[str, str], cwd: str | None, log_path: Path, pgid: int
+    ) -> subprocess.Popen[bytes]:
+        log_path.parent.mkdir(parents=True, exist_ok=True)
+        with open(log_path, "ab") as log:
+            proc = subprocess.Popen(
+                argv,
+                cwd=cwd,
+                env=env,
+                stdin=subprocess.DEVNULL,
+                stdout=log,
+                stderr=subprocess.STDOUT,
+                process_group=pgid,  # 0: a new group led by the first process of the pod
+            )
+        self._children[proc.pid] = proc
+        return proc
+
+    def _worker_env(self, launch: WorkerLaunch, extra: Any, port: int) -> dict[str, str]:
+        env = {k: os.environ[k] for k in _INHERITED_ENV if k in os.environ}
+        # The scheduler's own interpreter first on PATH, so `python` in a command is the one Thresher runs on.
+        env["PATH"] = os.pathsep.join([str(Path(sys.executable).parent), os.environ.get("PATH", os.defpath)])
+        env["PYTHONUNBUFFERED"] = "1"
+        env.update(dict(extra))
+        env[ENV_PORT] = str(port)
+        env[ENV_JOB_SPEC] = str(self.job_dir(launch.job_id) / "job.json")
+        return env
+
+    def _dequeuer_env(self) -> dict[str, str]:
+        env = {k: v for k, v in os.environ.items() if not k.startswith("THRESHER_")}
+        env.update(config_env(self._config))
+        env["THRESHER_DATA_DIR"] = str(Path(self._config.data_dir).resolve())
+        return env
+
+    def _dequeuer_argv(self, launch: WorkerLaunch, worker_id: str, port: int) -> list[str]:
+        argv = [
+            sys.executable,
+            "-m",
+            "services.dequeuer",
+            "--job-id",
+            launch.job_id,
+            "--api-name",
+            launch.api.name,
+            "--worker-id",
+            worker_id,
+            "--queue",
+            launch.queue_name,
+            "--worker-port",
+            str(port),
+            "--batch-timeout-s",
+            str(launch.batch_timeout_s),
+            "--max-receive-count",
+            str(launch.max_receive_count),
+        ]
+        if launch.api.readiness_path:
+            argv += ["--readiness-path", launch.api.readiness_path]
+        return argv
+
+    def _running(self, pod: _Pod) -> bool:
+        return any(self._exit_code(p) is None for p in pod.processes)
+
+    def _exit_code(self, proc: _Process) -> int | None:
+        """None while the process runs; its exit code when we can know it, else -1."""
+        child = self._children.get(proc.pid)
+        if child is not None:
+            return child.poll()  # also reaps it
+        return None if _start_ticks(proc.pid) == proc.start_ticks else -1
+
+    def _load(self, job_id: str) -> list[_Pod]:
+        path = self.job_dir(job_id) / "workers.json"
+        if not path.exists():
+            return []
+        raw = json.loads(path.read_text(encoding="utf-8"))
+        return [_Pod(p["worker_id"], p["pgid"], [_Process(**q) for q in p["processes"]]) for p in raw]
+
+    def _save(self, job_id: str, pods: list[_Pod]) -> None:
+        path = self.job_dir(job_id) / "workers.json"
+        tmp = path.with_suffix(".tmp")
+        tmp.write_text(json.dumps([asdict(p) for p in pods]), encoding="utf-8")
+        tmp.replace(path)
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+def _start_ticks(pid: int) -> int:
+    """The process's start time in clock ticks, or -1 if there is no such live process (zombies count as gone)."""
+    try:
+        stat = Path(f"/proc/{pid}/stat").read_text()
+    except OSError:
+        return -1
+    fields = stat[stat.rfind(")") + 2 :].split()
+    return -1 if fields[0] == "Z" else int(fields[19])
+
+
+def _signal_group(pgid: int, sig: signal.Signals) -> None:
+    try:
+        os.killpg(pgid, sig)
+    except ProcessLookupError:
+        pass
