@@ -22,13 +22,16 @@ ENV_PREFIX = "THRESHER_"
 
 @dataclass
 class Addresses:
-    """Where each service listens (host:port); every service dials the others here."""
+    """Where each service listens (host:port); every service dials the others here.
 
-    gateway: str = "127.0.0.1:8888"  # HTTP
-    scheduler: str = "127.0.0.1:7101"  # gRPC: Jobs and Scheduler
-    enqueuer: str = "127.0.0.1:7102"  # gRPC
-    monitor: str = "127.0.0.1:7103"  # gRPC
-    monitor_metrics: str = "127.0.0.1:7104"  # HTTP, Prometheus text on /metrics
+    Port 0 lets `thresher up` pick a free port; it writes the chosen ones to <data_dir>/endpoints.json.
+    """
+
+    gateway: str = "127.0.0.1:8888"  # HTTP, the public API
+    scheduler: str = "127.0.0.1:0"  # gRPC: Jobs and Scheduler
+    enqueuer: str = "127.0.0.1:0"  # gRPC
+    monitor: str = "127.0.0.1:0"  # gRPC
+    monitor_metrics: str = "127.0.0.1:0"  # HTTP, Prometheus text on /metrics
 
 
 @dataclass
@@ -55,6 +58,7 @@ class GatewaySettings:
 @dataclass
 class RuntimeSettings:
     backend: str = "local"  # local (processes) or kubernetes
+    stop_grace_s: float = 30.0  # how long stopping workers may take before they are killed, seconds
 
 
 @dataclass

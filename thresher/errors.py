@@ -83,6 +83,11 @@ _BY_CODE: dict[grpc.StatusCode, type[ThresherError]] = {
 }
 
 
+def from_kind(kind: str, message: str) -> ThresherError:
+    """The error a JSON `{"kind", "message"}` body stands for."""
+    return _BY_KIND.get(kind, ThresherError)(message)
+
+
 def from_grpc(code: grpc.StatusCode, details: str, kind: str | None) -> ThresherError:
     """The error class a gRPC failure stands for: by the kind it carries, else by its status code."""
     cls = _BY_KIND.get(kind or "") or _BY_CODE.get(code, ThresherError)

@@ -8,6 +8,7 @@ import time
 from dataclasses import dataclass
 
 from thresher.errors import WrongState
+from thresher.v1 import jobs_pb2
 
 
 class Status(enum.Enum):
@@ -94,6 +95,15 @@ def finished(job: JobRecord, status: Status, reason: str, final_counts: bytes | 
     return dataclasses.replace(
         job, status=status, status_reason=reason, end_time=time.time(), final_counts=final_counts, cleaned=False
     )
+
+
+def submission_of(job: JobRecord) -> jobs_pb2.JobSubmission:
+    return jobs_pb2.JobSubmission.FromString(job.submission)
+
+
+def submission_timeout_s(job: JobRecord) -> int | None:
+    submission = submission_of(job)
+    return submission.timeout_s if submission.HasField("timeout_s") else None
 
 
 def timed_out(job: JobRecord, now: float, timeout_s: int | None) -> bool:

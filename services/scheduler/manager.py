@@ -1,0 +1,282 @@
+"""The scheduler's work: jobs from submission to cleanup, and putting things right after a restart."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import dataclasses
+import logging
+import time
+from collections import defaultdict
+from typing import Any
+
+from services.scheduler import jobs
+from services.scheduler.jobs import JobRecord, Status
+from services.scheduler.store import JobStore
+from services.scheduler.validation import validate_submission
+from services.scheduler.views import batch_timeout_s, hook_summary, job_message, job_spec, max_receive_count
+from thresher.aiotasks import create_guarded_task
+from thresher.config import Config
+from thresher.errors import InvalidRequest, NotFound, ThresherError, Unavailable, WrongState
+from thresher.ids import new_job_id
+from thresher.queue import KIND_JOB_COMPLETE, Batch, QueueBackend
+from thresher.rpc import Client, retry_unavailable
+from thresher.runtime import Runtime, WorkerLaunch
+from thresher.v1 import enqueuer_pb2, jobs_pb2, monitor_pb2, scheduler_pb2
+
+log = logging.getLogger(__name__)
+
+SUPERVISE_INTERVAL_S = 0.5  # how often timeouts, cleanups and exited workers are looked at
+PROGRESS_TIMEOUT_S = 2.0  # a status read does not wait longer than this for the monitor
+RETRY_FOREVER_S = 365 * 24 * 3600.0
+
+
+class JobManager:
+    def __init__(
+        self, config: Config, store: JobStore, queues: QueueBackend, runtime: Runtime, enqueuer: Client, monitor: Client
+    ) -> None:
+        self._config = config
+        self._store = store
+        self._queues = queues
+        self._runtime = runtime
+        self._enqueuer = enqueuer
+        self._monitor = monitor
+        self._locks: defaultdict[str, asyncio.Lock] = defaultdict(asyncio.Lock)  # one change at a time per job
+        self._launches: dict[str, asyncio.Task[Any]] = {}
+        self._cleanups: dict[str, asyncio.Task[Any]] = {}
+
+    # --- the public job service -------------------------------------------------------------
+
+    async def deploy_api(self, spec: jobs_pb2.ApiSpec) -> jobs_pb2.ApiSpec:
+        if not spec.name or not spec.containers:
+            raise InvalidRequest("an API needs a name and at least one container")
+        spec.updated_time.GetCurrentTime()
+        await self._store.put_api(spec)
+        log.info("deployed API %s", spec.name)
+        return spec
+
+    async def get_api(self, name: str) -> jobs_pb2.ApiSpec:
+        return await self._store.get_api(name)
+
+    async def list_apis(self) -> list[jobs_pb2.ApiSpec]:
+        return await self._store.list_apis()
+
+    async def submit(self, submission: jobs_pb2.JobSubmission) -> jobs_pb2.Job:
+        validate_submission(submission)
+        await self._store.get_api(submission.api_name)  # NotFound: "<api> is not deployed"
+        job_id = new_job_id()
+        job = JobRecord(
+            job_id=job_id,
+            api_name=submission.api_name,
+            submission=submission.SerializeToString(),
+            queue_name=jobs.queue_name(submission.api_name, job_id),
+            start_time=time.time(),
+        )
+        await self._store.put_job(job)
+        log.info("submitted job %s to %s", job_id, job.api_name, extra={"job_id": job_id})
+        self._launch(job_id)
+        return job_message(job, self._config)
+
+    async def get(self, job_id: str, api_name: str = "") -> jobs_pb2.Job:
+        job = await self._job(job_id, api_name)
+        if job.status.is_final:
+            return job_message(job, self._config)
+        progress, in_queue = await asyncio.gather(self._progress(job), self._batches_in_queue(job))
+        return job_message(job, self._config, progress, in_queue)
+
+    async def list(self, api_name: str, limit: int) -> list[jobs_pb2.Job]:
+        records = await self._store.list_jobs(api_name, limit or 50)
+        return list(await asyncio.gather(*(self.get(r.job_id) for r in records)))
+
+    async def stop(self, job_id: str, api_name: str = "") -> jobs_pb2.Job:
+        async with self._locks[job_id]:
+            job = await self._job(job_id, api_name)
+            if job.status.is_final:
+                raise WrongState(f"job {job_id} is not in progress: it already ended ({job.status.value})")
+            await self._finish(job, Status.STOPPED, "stopped on request")
+        return await self.get(job_id)
+
+    # --- reports from the monitor ---------------------------------------------------------
+
+    async def job_settled(self, job_id: str, summary: scheduler_pb2.JobSummary) -> None:
+        async with self._locks[job_id]:
+            job = await self._store.get_job(job_id)
+            if job.status.is_final or job.settled:
+                return  # a repeat
+            job = jobs.settled(job, summary.SerializeToString())
+            await self._store.put_job(job)
+            await self._send_job_complete(job)
+        log.info("every batch of job %s is done; calling its hook", job_id, extra={"job_id": job_id})
+
+    async def hook_finished(self, job_id: str, outcome: jobs_pb2.HookOutcome) -> None:
+        async with self._locks[job_id]:
+            job = await self._store.get_job(job_id)
+            if job.status.is_final:
+                return  # a repeat
+            summary = scheduler_pb2.JobSummary.FromString(job.summary or b"")
+            job = jobs.hook_finished(
+                job, outcome.SerializeToString(), summary.batches.dead_lettered, summary.batches.SerializeToString()
+            )
+            await self._store.put_job(job)
+        log.info("job %s ended %s", job_id, job.status.value, extra={"job_id": job_id})
+        self._clean_up(job)
+
+    # --- start-up and the supervision loop -----------------------------------------------
+
+    async def recover(self) -> None:
+        """After a (re)start: pick every unfinished job up where it was."""
+        for job in await self._store.list_jobs(limit=1_000_000, unfinished_only=True):
+            if job.status.is_final:
+                self._clean_up(job)
+                continue
+            self._launch(job.job_id)  # queue and workers again where missing; enqueuing resumes if unfinished
+            if job.settled:
+                await self._send_job_complete(job)
+
+    async def shutdown(self) -> None:
+        """Stop the workers of unfinished jobs (their batches are released); recover() restarts them."""
+        for task in self._launches.values():
+            task.cancel()
+        unfinished = await self._store.list_jobs(limit=1_000_000, unfinished_only=True)
+        await asyncio.gather(
+            *(self._runtime.stop_workers(j.job_id, self._config.runtime.stop_grace_s) for j in unfinished)
+        )
+
+    async def supervise(self) -> None:
+        while True:
+            await asyncio.sleep(SUPERVISE_INTERVAL_S)
+            for job in await self._store.list_jobs(limit=1_000_000, unfinished_only=True):
+                await self._supervise_one(job)
+
+    async def _supervise_one(self, job: JobRecord) -> None:
+        if job.status.is_final:
+            self._clean_up(job)
+            return
+        timeout_s = jobs.submission_timeout_s(job)
+        if jobs.timed_out(job, time.time(), timeout_s):
+            async with self._locks[job.job_id]:
+                job = await self._store.get_job(job.job_id)
+                if not job.status.is_final:
+                    await self._finish(job, Status.TIMED_OUT, f"the job ran longer than its timeout of {timeout_s} s")
+            return
+        await self._runtime.workers(job.job_id)  # reaps exited processes
+
+    # --- launching: queue, workers, enqueuing -------------------------------------------
+
+    def _launch(self, job_id: str) -> None:
+        if job_id not in self._launches or self._launches[job_id].done():
+            self._launches[job_id] = create_guarded_task(self._run_launch(job_id), f"launch {job_id}")
+
+    async def _run_launch(self, job_id: str) -> None:
+        job = await self._store.get_job(job_id)
+        try:
+            await self._start(job)
+            await self._enqueue(job_id)
+        except WrongState:
+            return  # the job ended meanwhile (stopped, timed out)
+        except ThresherError as e:
+            async with self._locks[job_id]:
+                job = await self._store.get_job(job_id)
+                if not job.status.is_final:
+                    await self._finish(job, Status.ENQUEUE_FAILED, str(e))
+
+    async def _start(self, job: JobRecord) -> None:
+        """Create the queue and start the workers, without waiting for enqueuing (streaming start)."""
+        async with self._locks[job.job_id]:
+            job = await self._store.get_job(job.job_id)
+            url = await self._queues.create(job.queue_name, self._config.queue.visibility_s)
+            job = jobs.started_enqueuing(job, url)
+            await self._store.put_job(job)
+        await self._runtime.ensure_workers(await self._worker_launch(job), jobs.submission_of(job).workers)
+
+    async def _enqueue(self, job_id: str) -> None:
+        job = await self._store.get_job(job_id)
+        if job.total_batch_count is None:
+            request = enqueuer_pb2.EnqueueRequest(
+                job_id=job_id, queue_name=job.queue_name, submission=jobs.submission_of(job)
+            )
+            batches, items = await retry_unavailable(lambda: self._enqueue_once(request), RETRY_FOREVER_S)
+            async with self._locks[job_id]:
+                job = jobs.enqueued(await self._store.get_job(job_id), batches, items)
+                await self._store.put_job(job)
+            await self._runtime.update_job_spec(job_id, job_spec(job))
+            log.info("job %s: %d batches enqueued", job_id, batches, extra={"job_id": job_id})
+        track = monitor_pb2.TrackJobRequest(
+            job_id=job_id, api_name=job.api_name, total_batch_count=job.total_batch_count or 0
+        )
+        await retry_unavailable(lambda: self._monitor.TrackJob(track), RETRY_FOREVER_S)
+
+    async def _enqueue_once(self, request: enqueuer_pb2.EnqueueRequest) -> tuple[int, int]:
+        last = enqueuer_pb2.EnqueueProgress()
+        async for progress in self._enqueuer.Enqueue(request, timeout=None):
+            last = progress
+        if not last.done:
+            raise Unavailable("the enqueuer stopped before the end")
+        return last.batches_enqueued, last.items_enqueued
+
+    async def _worker_launch(self, job: JobRecord) -> WorkerLaunch:
+        submission = jobs.submission_of(job)
+        return WorkerLaunch(
+            job_id=job.job_id,
+            api=await self._store.get_api(job.api_name),
+            queue_name=job.queue_name,
+            job_spec=job_spec(job),
+            max_receive_count=max_receive_count(submission, self._config),
+            batch_timeout_s=batch_timeout_s(submission, self._config),
+        )
+
+    async def _send_job_complete(self, job: JobRecord) -> None:
+        summary = scheduler_pb2.JobSummary.FromString(job.summary or b"")
+        message = Batch(f"{job.job_id}-job-complete", hook_summary(job, summary), KIND_JOB_COMPLETE)
+        await self._queues.open(job.queue_name).send([message])
+
+    # --- the end: final status, then no worker and no queue left ---------------------------
+
+    async def _finish(self, job: JobRecord, status: Status, reason: str) -> None:
+        """Record a final status (the caller holds the job's lock), then clean up in the background."""
+        progress = await self._progress(job)
+        counts = progress.batches.SerializeToString() if progress else None
+        job = jobs.finished(job, status, reason, counts)
+        await self._store.put_job(job)
+        log.info("job %s ended %s: %s", job.job_id, status.value, reason, extra={"job_id": job.job_id})
+        launch = self._launches.pop(job.job_id, None)
+        if launch is not None and launch is not asyncio.current_task():
+            launch.cancel()
+        self._clean_up(job)
+
+    def _clean_up(self, job: JobRecord) -> None:
+        if job.cleaned or (job.job_id in self._cleanups and not self._cleanups[job.job_id].done()):
+            return
+        self._cleanups[job.job_id] = create_guarded_task(self._run_cleanup(job.job_id), f"clean up {job.job_id}")
+
+    async def _run_cleanup(self, job_id: str) -> None:
+        # Workers first: a dequeuer drains its batch on SIGTERM; deleting the queue first would cut it off.
+        await self._runtime.stop_workers(job_id, self._config.runtime.stop_grace_s)
+        job = await self._store.get_job(job_id)
+        await self._queues.delete(job.queue_name)
+        async with self._locks[job_id]:
+            job = await self._store.get_job(job_id)
+            await self._store.put_job(dataclasses.replace(job, cleaned=True))
+        log.info("job %s: workers stopped, queue deleted", job_id, extra={"job_id": job_id})
+
+    # --- reads ------------------------------------------------------------------------------
+
+    async def _job(self, job_id: str, api_name: str) -> JobRecord:
+        job = await self._store.get_job(job_id)
+        if api_name and job.api_name != api_name:
+            raise NotFound(f"unable to find job {job_id} of API {api_name}")
+        return job
+
+    async def _progress(self, job: JobRecord) -> monitor_pb2.JobProgress | None:
+        request = jobs_pb2.JobRef(api_name=job.api_name, job_id=job.job_id)
+        try:
+            return await self._monitor.GetJobProgress(request, timeout=PROGRESS_TIMEOUT_S)
+        except Unavailable:
+            log.warning("monitor unavailable: job %s shown without progress", job.job_id)
+            return None
+
+    async def _batches_in_queue(self, job: JobRecord) -> int:
+        with contextlib.suppress(NotFound):
+            depth = await self._queues.open(job.queue_name).depth()
+            return depth.visible + depth.in_flight
+        return 0

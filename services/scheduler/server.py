@@ -1,0 +1,103 @@
+"""The scheduler's gRPC servicers: decode, call the JobManager, encode. Nothing else."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from collections.abc import AsyncIterator
+from pathlib import Path
+
+import grpc
+
+from services.scheduler.manager import JobManager
+from services.scheduler.store import JobStore
+from thresher import rpc
+from thresher.aiotasks import create_guarded_task
+from thresher.config import Config
+from thresher.queue import open_queue_backend
+from thresher.runtime import open_runtime
+from thresher.v1 import enqueuer_pb2_grpc, jobs_pb2, jobs_pb2_grpc, monitor_pb2_grpc, scheduler_pb2, scheduler_pb2_grpc
+
+log = logging.getLogger(__name__)
+
+WATCH_INTERVAL_S = 0.25
+
+
+class JobsServicer(jobs_pb2_grpc.JobsServicer):
+    def __init__(self, manager: JobManager) -> None:
+        self._manager = manager
+
+    async def DeployApi(
+        self, request: jobs_pb2.DeployApiRequest, context: grpc.aio.ServicerContext
+    ) -> jobs_pb2.ApiSpec:
+        return await self._manager.deploy_api(request.api)
+
+    async def GetApi(self, request: jobs_pb2.GetApiRequest, context: grpc.aio.ServicerContext) -> jobs_pb2.ApiSpec:
+        return await self._manager.get_api(request.name)
+
+    async def ListApis(
+        self, request: jobs_pb2.ListApisRequest, context: grpc.aio.ServicerContext
+    ) -> jobs_pb2.ListApisResponse:
+        return jobs_pb2.ListApisResponse(apis=await self._manager.list_apis())
+
+    async def SubmitJob(self, request: jobs_pb2.SubmitJobRequest, context: grpc.aio.ServicerContext) -> jobs_pb2.Job:
+        return await self._manager.submit(request.submission)
+
+    async def GetJob(self, request: jobs_pb2.JobRef, context: grpc.aio.ServicerContext) -> jobs_pb2.Job:
+        return await self._manager.get(request.job_id, request.api_name)
+
+    async def ListJobs(
+        self, request: jobs_pb2.ListJobsRequest, context: grpc.aio.ServicerContext
+    ) -> jobs_pb2.ListJobsResponse:
+        return jobs_pb2.ListJobsResponse(jobs=await self._manager.list(request.api_name, request.limit))
+
+    async def StopJob(self, request: jobs_pb2.JobRef, context: grpc.aio.ServicerContext) -> jobs_pb2.Job:
+        return await self._manager.stop(request.job_id, request.api_name)
+
+    async def WatchJob(
+        self, request: jobs_pb2.JobRef, context: grpc.aio.ServicerContext
+    ) -> AsyncIterator[jobs_pb2.Job]:
+        last = None
+        while True:
+            job = await self._manager.get(request.job_id, request.api_name)
+            if job != last:
+                yield job
+                last = job
+            if job.status >= jobs_pb2.JOB_STATUS_SUCCEEDED:
+                return
+            await asyncio.sleep(WATCH_INTERVAL_S)
+
+
+class SchedulerServicer(scheduler_pb2_grpc.SchedulerServicer):
+    def __init__(self, manager: JobManager) -> None:
+        self._manager = manager
+
+    async def JobSettled(
+        self, request: scheduler_pb2.JobSettledRequest, context: grpc.aio.ServicerContext
+    ) -> scheduler_pb2.Ack:
+        await self._manager.job_settled(request.job_id, request.summary)
+        return scheduler_pb2.Ack()
+
+    async def HookFinished(
+        self, request: scheduler_pb2.HookFinishedRequest, context: grpc.aio.ServicerContext
+    ) -> scheduler_pb2.Ack:
+        await self._manager.hook_finished(request.job_id, request.outcome)
+        return scheduler_pb2.Ack()
+
+
+async def create_server(config: Config, address: str) -> tuple[grpc.aio.Server, int, JobManager]:
+    """Open the store, backends and peers, pick up unfinished jobs, and serve Jobs and Scheduler on `address`."""
+    store = JobStore(Path(config.data_dir) / "scheduler" / "jobs.db")
+    enqueuer = rpc.Client(enqueuer_pb2_grpc.EnqueuerStub(rpc.channel(config.addresses.enqueuer)))
+    monitor = rpc.Client(monitor_pb2_grpc.MonitorStub(rpc.channel(config.addresses.monitor)))
+    manager = JobManager(config, store, open_queue_backend(config), open_runtime(config), enqueuer, monitor)
+    server, port = await rpc.start_server(
+        address,
+        [
+            (jobs_pb2_grpc.add_JobsServicer_to_server, JobsServicer(manager), "thresher.v1.Jobs"),
+            (scheduler_pb2_grpc.add_SchedulerServicer_to_server, SchedulerServicer(manager), "thresher.v1.Scheduler"),
+        ],
+    )
+    await manager.recover()
+    create_guarded_task(manager.supervise(), "supervise jobs")
+    return server, port, manager

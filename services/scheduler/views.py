@@ -1,0 +1,125 @@
+"""What the scheduler shows of a job: the Job message, the worker's job spec, the hook's summary."""
+
+from __future__ import annotations
+
+import json
+import time
+from typing import Any
+
+from google.protobuf.timestamp_pb2 import Timestamp
+
+from services.scheduler.jobs import JobRecord, Status, submission_of
+from thresher.config import Config
+from thresher.v1 import jobs_pb2, monitor_pb2, scheduler_pb2
+
+
+def max_receive_count(submission: jobs_pb2.JobSubmission, config: Config) -> int:
+    if submission.HasField("sqs_dead_letter_queue"):
+        return submission.sqs_dead_letter_queue.max_receive_count
+    return config.queue.max_receive_count
+
+
+def batch_timeout_s(submission: jobs_pb2.JobSubmission, config: Config) -> float:
+    return submission.batch_timeout_s if submission.HasField("batch_timeout_s") else config.dequeuer.batch_timeout_s
+
+
+def job_message(
+    job: JobRecord,
+    config: Config,
+    progress: monitor_pb2.JobProgress | None = None,
+    batches_in_queue: int = 0,
+) -> jobs_pb2.Job:
+    """The Job message: the stored record, plus live progress while the job runs."""
+    submission = submission_of(job)
+    status = job.status
+    if status is Status.ENQUEUING and progress is not None and progress.worker_counts.ready > 0:
+        status = Status.RUNNING  # a worker is taking batches while the rest is still being enqueued
+    message = jobs_pb2.Job(
+        job_id=job.job_id,
+        api_name=job.api_name,
+        workers=submission.workers,
+        config_json=submission.config_json,
+        queue_url=job.queue_url,
+        start_time=_timestamp(job.start_time),
+        status=jobs_pb2.JobStatus.Value(f"JOB_STATUS_{status.name}"),
+        status_reason=job.status_reason,
+        batches_in_queue=batches_in_queue,
+        items_enqueued=job.items_enqueued,
+        batch_timeout_s=batch_timeout_s(submission, config),
+        max_receive_count=max_receive_count(submission, config),
+    )
+    if submission.HasField("timeout_s"):
+        message.timeout_s = submission.timeout_s
+    if submission.HasField("sqs_dead_letter_queue"):
+        message.sqs_dead_letter_queue.CopyFrom(submission.sqs_dead_letter_queue)
+    if job.total_batch_count is not None:
+        message.total_batch_count = job.total_batch_count
+    if job.end_time is not None:
+        message.end_time.CopyFrom(_timestamp(job.end_time))
+    if job.hook is not None:
+        message.hook.ParseFromString(job.hook)
+    if job.final_counts is not None:
+        message.batches.ParseFromString(job.final_counts)
+    elif progress is not None:
+        message.batches.CopyFrom(progress.batches)
+        message.worker_counts.CopyFrom(progress.worker_counts)
+    return message
+
+
+def job_spec(job: JobRecord) -> dict[str, Any]:
+    """The job spec a worker reads from $THRESHER_JOB_SPEC (Cortex's /cortex/spec/job.json)."""
+    submission = submission_of(job)
+    spec: dict[str, Any] = {
+        "job_id": job.job_id,
+        "api_name": job.api_name,
+        "kind": "BatchAPI",
+        "workers": submission.workers,
+        "config": json.loads(submission.config_json) if submission.config_json else None,
+        "timeout": submission.timeout_s if submission.HasField("timeout_s") else None,
+        "sqs_dead_letter_queue": _dead_letter_json(submission),
+        "sqs_url": job.queue_url,
+        "start_time": iso_time(job.start_time),
+    }
+    if job.total_batch_count is not None:
+        spec["total_batch_count"] = job.total_batch_count
+    return spec
+
+
+def hook_summary(job: JobRecord, summary: scheduler_pb2.JobSummary) -> bytes:
+    """The JSON body of /on-job-complete."""
+    counts = summary.batches
+    now = time.time()
+    body = {
+        "message": "job_complete",
+        "job_id": job.job_id,
+        "api_name": job.api_name,
+        "status": (Status.COMPLETED_WITH_FAILURES if counts.dead_lettered else Status.SUCCEEDED).value,
+        "total_batch_count": summary.total_batch_count,
+        "succeeded": counts.succeeded,
+        "failed": counts.failed_attempts,
+        "dead_lettered": counts.dead_lettered,
+        "average_time_per_batch": (
+            counts.average_time_per_batch_s if counts.HasField("average_time_per_batch_s") else None
+        ),
+        "dead_lettered_batch_ids": list(summary.dead_lettered_batch_ids),
+        "start_time": iso_time(job.start_time),
+        "duration_s": round(now - job.start_time, 3),
+    }
+    return json.dumps(body).encode()
+
+
+def iso_time(seconds: float) -> str:
+    return time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime(seconds)) + f".{int(seconds % 1 * 1000):03d}Z"
+
+
+def _dead_letter_json(submission: jobs_pb2.JobSubmission) -> dict[str, Any] | None:
+    if not submission.HasField("sqs_dead_letter_queue"):
+        return None
+    dlq = submission.sqs_dead_letter_queue
+    return {"arn": dlq.arn, "max_receive_count": dlq.max_receive_count}
+
+
+def _timestamp(seconds: float) -> Timestamp:
+    stamp = Timestamp()
+    stamp.FromNanoseconds(int(seconds * 1e9))
+    return stamp

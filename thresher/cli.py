@@ -1,0 +1,210 @@
+"""The `thresher` command: run the embedded stack, deploy APIs, submit and follow jobs."""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import sys
+import time
+from pathlib import Path
+from typing import Any, TextIO
+
+import yaml
+
+from thresher.client import GatewayClient
+from thresher.config import load_config
+from thresher.errors import ThresherError
+
+FINAL = {"succeeded", "completed_with_failures", "enqueue_failed", "worker_error", "worker_oom", "timed_out", "stopped",
+         "unexpected_error"}  # fmt: skip
+POLL_S = 0.5
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = _parser()
+    args = parser.parse_args(argv)
+    try:
+        return int(args.run(args) or 0)
+    except ThresherError as e:
+        print(f"error ({e.kind}): {e}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        return 130
+
+
+def _parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="thresher", description=__doc__)
+    parser.add_argument("--url", help="the gateway (default: $THRESHER_URL or http://127.0.0.1:8888)")
+    commands = parser.add_subparsers(required=True, metavar="COMMAND")
+
+    up = commands.add_parser("up", help="run the embedded stack until Ctrl-C")
+    up.add_argument("--data-dir", default=None, help="where state and logs live (default ./.thresher)")
+    up.add_argument("--port", type=int, default=8888, help="the gateway's port on 127.0.0.1 (0: any free port)")
+    up.add_argument("--apis", help="a YAML file of Batch APIs to deploy at start")
+    up.add_argument("--config", help="a thresher.yaml settings file")
+    up.set_defaults(run=_up)
+
+    deploy = commands.add_parser("deploy", help="deploy (or update) the Batch APIs of a YAML file")
+    deploy.add_argument("file")
+    deploy.set_defaults(run=_deploy)
+
+    submit = commands.add_parser("submit", help="submit a job (a JSON file, or - for standard input)")
+    submit.add_argument("api")
+    submit.add_argument("file")
+    submit.add_argument("--wait", action="store_true", help="follow progress; exit 1 unless the job succeeds")
+    submit.set_defaults(run=_submit)
+
+    get = commands.add_parser("get", help="show a job")
+    get.add_argument("job_id")
+    get.add_argument("-o", "--output", choices=["text", "json"], default="text")
+    get.set_defaults(run=_get)
+
+    listing = commands.add_parser("list", help="list jobs, newest first")
+    listing.add_argument("api", nargs="?", default="")
+    listing.add_argument("--limit", type=int, default=20)
+    listing.set_defaults(run=_list)
+
+    stop = commands.add_parser("stop", help="stop a job")
+    stop.add_argument("job_id")
+    stop.set_defaults(run=_stop)
+    return parser
+
+
+def _up(args: argparse.Namespace) -> int:
+    from thresher.supervisor import Stack, run_stack
+    from thresher.v1 import jobs_pb2, jobs_pb2_grpc
+
+    config = load_config(args.config)
+    if args.data_dir:
+        config.data_dir = Path(args.data_dir)
+    config.addresses.gateway = f"127.0.0.1:{args.port}"
+
+    async def on_ready(stack: Stack) -> None:
+        if args.apis:
+            from thresher import rpc
+            from thresher.apis import load_api_file
+
+            async with rpc.channel(stack.config.addresses.scheduler) as channel:
+                jobs = rpc.Client(jobs_pb2_grpc.JobsStub(channel))
+                for spec in load_api_file(args.apis):
+                    await jobs.DeployApi(jobs_pb2.DeployApiRequest(api=spec))
+                    print(f"deployed API {spec.name}")
+        print(f"Thresher is up: {stack.endpoints()['gateway']['http']}  (Ctrl-C stops it)")
+        print(
+            f"  data: {stack.data_dir}  logs: {stack.data_dir / 'logs'}  endpoints: {stack.data_dir / 'endpoints.json'}"
+        )
+        sys.stdout.flush()
+
+    asyncio.run(run_stack(config, on_ready))
+    return 0
+
+
+def _deploy(args: argparse.Namespace) -> int:
+    path = Path(args.file)
+    try:
+        definitions = yaml.safe_load(path.read_text(encoding="utf-8"))
+    except (OSError, yaml.YAMLError) as e:
+        print(f"error: cannot read {path}: {e}", file=sys.stderr)
+        return 2
+    for api in GatewayClient(args.url).deploy(definitions, path.resolve().parent):
+        print(f"deployed API {api['name']}")
+    return 0
+
+
+def _submit(args: argparse.Namespace) -> int:
+    text = sys.stdin.read() if args.file == "-" else Path(args.file).read_text(encoding="utf-8")
+    client = GatewayClient(args.url)
+    job = client.submit(args.api, json.loads(text))
+    print(f"submitted job {job['job_id']} to {args.api}")
+    if not args.wait:
+        return 0
+    final = follow(client, args.api, job["job_id"])
+    return 0 if final["job_status"]["status"] == "succeeded" else 1
+
+
+def _get(args: argparse.Namespace) -> int:
+    status = GatewayClient(args.url).job(args.job_id)
+    print(json.dumps(status, indent=2) if args.output == "json" else describe(status))
+    return 0
+
+
+def _list(args: argparse.Namespace) -> int:
+    print(f"{'job id':<22} {'api':<16} {'status':<24} {'progress':>14}  start time")
+    for status in GatewayClient(args.url).jobs(args.api, args.limit):
+        js = status["job_status"]
+        done = _done(status)
+        total = js.get("total_batch_count", "?")
+        print(f"{js['job_id']:<22} {js['api_name']:<16} {js['status']:<24} {f'{done}/{total}':>14}  {js['start_time']}")
+    return 0
+
+
+def _stop(args: argparse.Namespace) -> int:
+    status = GatewayClient(args.url).stop(args.job_id)
+    print(f"stopped job {args.job_id} ({status['job_status']['status']})")
+    return 0
+
+
+def follow(client: GatewayClient, api: str, job_id: str, out: TextIO = sys.stdout) -> dict[str, Any]:
+    """Show a live progress line until the job ends; return its final status."""
+    started = time.monotonic()
+    last_line = ""
+    while True:
+        status = client.get(api, job_id)
+        line = progress_line(status, time.monotonic() - started)
+        if out.isatty():
+            out.write("\r" + line.ljust(len(last_line)))
+        elif line != last_line:
+            out.write(line + "\n")
+        out.flush()
+        last_line = line
+        if status["job_status"]["status"] in FINAL:
+            if out.isatty():
+                out.write("\n")
+            return status
+        time.sleep(POLL_S)
+
+
+def progress_line(status: dict[str, Any], elapsed_s: float) -> str:
+    js, metrics = status["job_status"], status.get("metrics", {})
+    total = js.get("total_batch_count")
+    done = _done(status)
+    rate = done / elapsed_s if elapsed_s > 0 else 0.0
+    bar_width = 30
+    filled = int(bar_width * done / total) if total else 0
+    eta = f"ETA {max(0.0, (total - done) / rate):.0f}s" if total and rate and done < total else ""
+    parts = [
+        f"[{'#' * filled}{'.' * (bar_width - filled)}]",
+        f"{done}/{total if total is not None else '?'} batches",
+        f"{rate:.0f}/s",
+        eta,
+        f"failed attempts {metrics.get('failed', 0)}, dead-lettered {metrics.get('dead_lettered', 0)}",
+        js["status"],
+    ]
+    return "  ".join(p for p in parts if p)
+
+
+def describe(status: dict[str, Any]) -> str:
+    js, metrics = status["job_status"], status.get("metrics", {})
+    average = metrics.get("average_time_per_batch")
+    lines = [
+        f"job id:     {js['job_id']}  ({js['api_name']})",
+        f"status:     {js['status']}" + (f"  ({js['status_reason']})" if js.get("status_reason") else ""),
+        f"start time: {js['start_time']}" + (f"   end time: {js['end_time']}" if js.get("end_time") else ""),
+        f"batches:    {js.get('total_batch_count', '?')} total, {metrics.get('succeeded', 0)} succeeded, "
+        f"{metrics.get('dead_lettered', 0)} dead-lettered, {metrics.get('failed', 0)} failed attempts, "
+        f"{js.get('batches_in_queue', 0)} in queue",
+        f"avg time per batch: {f'{average * 1000:.1f} ms' if average is not None else '-'}",
+        f"workers:    {js.get('workers')} requested, {json.dumps(js.get('worker_counts', {}))}",
+        f"endpoint:   {status.get('endpoint', '')}",
+    ]
+    return "\n".join(lines)
+
+
+def _done(status: dict[str, Any]) -> int:
+    metrics = status.get("metrics", {})
+    return int(metrics.get("succeeded", 0)) + int(metrics.get("dead_lettered", 0))
+
+
+if __name__ == "__main__":
+    sys.exit(main())

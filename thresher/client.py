@@ -1,0 +1,64 @@
+"""A small synchronous client of the gateway's HTTP API, for the CLI and scripts (standard library only)."""
+
+from __future__ import annotations
+
+import json
+import os
+import urllib.error
+import urllib.parse
+import urllib.request
+from pathlib import Path
+from typing import Any
+
+from thresher.errors import ThresherError, Unavailable, from_kind
+
+DEFAULT_URL = "http://127.0.0.1:8888"
+TIMEOUT_S = 30.0
+
+
+class GatewayClient:
+    def __init__(self, url: str | None = None) -> None:
+        self.url = (url or os.environ.get("THRESHER_URL") or DEFAULT_URL).rstrip("/")
+
+    def deploy(self, apis: Any, working_dir: str | Path) -> Any:
+        return self._call("POST", "/v1/apis", {"apis": apis, "working_dir": str(Path(working_dir).resolve())})
+
+    def submit(self, api_name: str, job: dict[str, Any]) -> dict[str, Any]:
+        return self._call("POST", f"/batch/{_quote(api_name)}", job)
+
+    def get(self, api_name: str, job_id: str) -> dict[str, Any]:
+        return self._call("GET", f"/batch/{_quote(api_name)}?jobID={_quote(job_id)}")
+
+    def job(self, job_id: str) -> dict[str, Any]:
+        return self._call("GET", f"/v1/jobs/{_quote(job_id)}")
+
+    def jobs(self, api_name: str = "", limit: int = 20) -> Any:
+        query = urllib.parse.urlencode({k: v for k, v in (("api", api_name), ("limit", limit)) if v})
+        return self._call("GET", f"/v1/jobs?{query}")
+
+    def stop(self, job_id: str) -> dict[str, Any]:
+        return self._call("DELETE", f"/v1/jobs/{_quote(job_id)}")
+
+    def _call(self, method: str, path: str, body: Any = None) -> Any:
+        data = None if body is None else json.dumps(body).encode()
+        request = urllib.request.Request(self.url + path, data=data, method=method)
+        request.add_header("Content-Type", "application/json")
+        try:
+            with urllib.request.urlopen(request, timeout=TIMEOUT_S) as response:
+                return json.loads(response.read() or b"null")
+        except urllib.error.HTTPError as e:
+            raise _error_from(e) from None
+        except (urllib.error.URLError, ConnectionError, TimeoutError) as e:
+            raise Unavailable(f"cannot reach Thresher at {self.url}: {getattr(e, 'reason', e)}") from None
+
+
+def _error_from(e: urllib.error.HTTPError) -> ThresherError:
+    try:
+        body = json.loads(e.read())
+        return from_kind(str(body.get("kind", "")), str(body.get("message", e)))
+    except (ValueError, AttributeError):
+        return ThresherError(f"HTTP {e.code}: {e.reason}")
+
+
+def _quote(value: str) -> str:
+    return urllib.parse.quote(value, safe="")

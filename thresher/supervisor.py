@@ -1,0 +1,181 @@
+"""`thresher up`: the embedded stack. Each service is its own process on loopback; one that dies is restarted.
+
+Addresses are chosen once at start (port 0 means: pick a free one) and kept across restarts of a service, so
+its peers find it again. They are written to <data_dir>/endpoints.json.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import json
+import logging
+import os
+import signal
+import socket
+import subprocess
+import sys
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import IO
+
+import aiohttp
+import grpc
+from grpc_health.v1 import health_pb2, health_pb2_grpc
+
+from thresher import rpc
+from thresher.config import Config, config_env
+
+log = logging.getLogger(__name__)
+
+# Start order: the gateway last, so that it answers only once what it calls is there.
+SERVICES = ("monitor", "enqueuer", "scheduler", "gateway")
+READY_TIMEOUT_S = 30.0
+RESTART_BACKOFF_S = (0.2, 0.5, 1.0, 2.0, 5.0)  # after the n-th quick death in a row
+STABLE_AFTER_S = 10.0  # a service that ran this long resets its backoff
+STOP_GRACE_S = 35.0  # above the scheduler's worker stop grace, so workers are drained first
+
+
+@dataclass
+class _Service:
+    name: str
+    process: subprocess.Popen[bytes] | None = None
+    started: float = 0.0
+    quick_deaths: int = 0
+    log_file: IO[bytes] | None = field(default=None, repr=False)
+
+
+class Stack:
+    def __init__(self, config: Config) -> None:
+        self.config = config
+        self.data_dir = Path(config.data_dir).resolve()
+        config.data_dir = self.data_dir
+        self._services = {name: _Service(name) for name in SERVICES}
+        self._stopping = False
+
+    def endpoints(self) -> dict[str, dict[str, str]]:
+        a = self.config.addresses
+        return {
+            "gateway": {"http": f"http://{a.gateway}"},
+            "scheduler": {"grpc": a.scheduler},
+            "enqueuer": {"grpc": a.enqueuer},
+            "monitor": {"grpc": a.monitor, "metrics": f"http://{a.monitor_metrics}/metrics"},
+        }
+
+    async def start(self) -> None:
+        """Pick addresses, start every service and wait until each answers its health check."""
+        (self.data_dir / "logs").mkdir(parents=True, exist_ok=True)
+        a = self.config.addresses
+        for name in ("gateway", "scheduler", "enqueuer", "monitor", "monitor_metrics"):
+            setattr(a, name, _with_free_port(getattr(a, name)))
+        path = self.data_dir / "endpoints.json"
+        path.write_text(json.dumps(self.endpoints(), indent=2) + "\n", encoding="utf-8")
+        for service in self._services.values():
+            self._spawn(service)
+            await self._wait_ready(service)
+
+    async def supervise(self) -> None:
+        """Restart services that die, with a backoff for those that die again quickly, until stop()."""
+        while not self._stopping:
+            for service in self._services.values():
+                code = service.process.poll() if service.process else None
+                if code is None or self._stopping:
+                    continue
+                ran_s = time.monotonic() - service.started
+                service.quick_deaths = 0 if ran_s > STABLE_AFTER_S else service.quick_deaths + 1
+                delay = RESTART_BACKOFF_S[min(service.quick_deaths, len(RESTART_BACKOFF_S) - 1)]
+                log.warning(
+                    "%s exited with code %s after %.1f s; restarting in %.1f s", service.name, code, ran_s, delay
+                )
+                await asyncio.sleep(delay)
+                if not self._stopping:
+                    self._spawn(service)
+            await asyncio.sleep(0.1)
+
+    async def stop(self) -> None:
+        """SIGTERM the services in reverse order; the scheduler stops the workers of unfinished jobs first."""
+        self._stopping = True
+        for name in reversed(SERVICES):
+            service = self._services[name]
+            if service.process and service.process.poll() is None:
+                service.process.terminate()
+                await _wait_exit(service.process, STOP_GRACE_S)
+            if service.log_file:
+                service.log_file.close()
+
+    def _spawn(self, service: _Service) -> None:
+        if service.log_file is None:
+            service.log_file = open(self.data_dir / "logs" / f"{service.name}.log", "ab")
+        env = {k: v for k, v in os.environ.items() if not k.startswith("THRESHER_")}
+        env.update(config_env(self.config))
+        service.process = subprocess.Popen(
+            [sys.executable, "-m", f"services.{service.name}"],
+            env=env,
+            stdin=subprocess.DEVNULL,
+            stdout=service.log_file,
+            stderr=subprocess.STDOUT,
+        )
+        service.started = time.monotonic()
+
+    async def _wait_ready(self, service: _Service) -> None:
+        deadline = time.monotonic() + READY_TIMEOUT_S
+        while not await self._healthy(service.name):
+            if service.process and service.process.poll() is not None:
+                raise RuntimeError(f"{service.name} exited at start; see {self.data_dir}/logs/{service.name}.log")
+            if time.monotonic() > deadline:
+                raise RuntimeError(f"{service.name} did not become ready in {READY_TIMEOUT_S:.0f} s")
+            await asyncio.sleep(0.05)
+
+    async def _healthy(self, name: str) -> bool:
+        if name == "gateway":
+            try:
+                async with aiohttp.ClientSession() as session:
+                    async with session.get(f"http://{self.config.addresses.gateway}/healthz") as response:
+                        return response.status == 200
+            except aiohttp.ClientError:
+                return False
+        async with rpc.channel(getattr(self.config.addresses, name)) as channel:
+            try:
+                reply = await health_pb2_grpc.HealthStub(channel).Check(health_pb2.HealthCheckRequest(), timeout=1)
+            except grpc.aio.AioRpcError:
+                return False
+            return reply.status == health_pb2.HealthCheckResponse.SERVING
+
+
+def _with_free_port(address: str) -> str:
+    host, _, port = address.rpartition(":")
+    if port != "0":
+        return address
+    with socket.socket() as s:
+        s.bind((host, 0))
+        return f"{host}:{s.getsockname()[1]}"
+
+
+async def _wait_exit(process: subprocess.Popen[bytes], grace_s: float) -> None:
+    deadline = time.monotonic() + grace_s
+    while process.poll() is None and time.monotonic() < deadline:
+        await asyncio.sleep(0.05)
+    if process.poll() is None:
+        process.kill()
+        process.wait()
+
+
+async def run_stack(config: Config, on_ready: object = None) -> None:
+    """Start the stack, run `on_ready` (a coroutine function taking the Stack) if given, supervise until a signal."""
+    stack = Stack(config)
+    stop = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        loop.add_signal_handler(sig, stop.set)
+    try:
+        await stack.start()
+        if callable(on_ready):
+            await on_ready(stack)
+        supervisor = asyncio.create_task(stack.supervise())
+        await stop.wait()
+        supervisor.cancel()
+        with contextlib.suppress(asyncio.CancelledError):
+            await supervisor
+    finally:
+        await stack.stop()

@@ -1,0 +1,320 @@
+"""Write a worker without writing an HTTP server: `serve(handle_batch, on_job_complete=...)`.
+
+Standard library only, so a worker image needs nothing but Python and this package:
+
+    from thresher.worker import BatchContext, JobContext, serve
+
+    def handle_batch(items: list, ctx: BatchContext) -> None: ...     # raise to fail the batch
+    def on_job_complete(summary: dict, ctx: JobContext) -> None: ...   # optional
+
+    serve(handle_batch, on_job_complete=on_job_complete)               # blocks; port from $CORTEX_PORT
+
+Batches may arrive more than once (at least once delivery): make `handle_batch` idempotent, for example by
+naming its output after `ctx.batch_id`.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+import signal
+import threading
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass, field
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from typing import Any
+
+from thresher import names
+from thresher.logs import batch_id_var, configure_logging, job_id_var, service_var
+
+__all__ = ["BatchContext", "JobContext", "JobSpecFile", "WorkerServer", "job_spec", "make_server", "serve"]
+
+log = logging.getLogger(__name__)
+
+DEFAULT_HOST = "127.0.0.1"  # the dequeuer runs beside the worker; nothing else should reach it
+DEFAULT_PORT = 8080  # when $CORTEX_PORT is unset, as Cortex's default pod port
+READINESS_PATH = "/healthz"  # the route examples name in readiness_probe.http_get.path
+GRACE_S = 30.0  # on SIGTERM, batches in progress get this long to finish
+
+JSON = dict[str, Any]
+
+
+@dataclass(frozen=True)
+class BatchContext:
+    """What a worker knows about the batch it is handling."""
+
+    job_id: str
+    batch_id: str
+    attempt: int  # 1 on the first delivery of this batch
+    config: JSON = field(default_factory=dict)  # the job's `config` object
+    spec: JSON = field(default_factory=dict)  # the whole job spec (job_id, api_name, total_batch_count, ...)
+
+
+@dataclass(frozen=True)
+class JobContext:
+    """What a worker knows about the job in the completion hook."""
+
+    job_id: str
+    config: JSON = field(default_factory=dict)
+    spec: JSON = field(default_factory=dict)
+    idempotency_key: str = ""  # the same on every try of the hook: lets a worker ignore a repeat
+
+
+BatchHandler = Callable[[list[Any], BatchContext], None]
+HookHandler = Callable[[JSON, JobContext], None]
+
+
+class JobSpecFile:
+    """The job spec JSON at `path`, re-read when the file changes (it gains `total_batch_count` once known)."""
+
+    def __init__(self, path: str | None) -> None:
+        self.path = path
+        self._lock = threading.Lock()
+        self._version: tuple[int, int, int] | None = None
+        self._spec: JSON = {}
+
+    def read(self) -> JSON:
+        if not self.path:
+            return {}
+        with self._lock:
+            try:
+                stat = os.stat(self.path)
+                version = (stat.st_ino, stat.st_mtime_ns, stat.st_size)
+                if version != self._version:
+                    spec = json.loads(_read_text(self.path))
+                    if not isinstance(spec, dict):
+                        raise ValueError("not a JSON object")
+                    self._spec, self._version = spec, version
+            except (OSError, ValueError) as e:
+                # Missing or caught mid-write: keep what was read last, and read again next time.
+                log.warning("cannot read the job spec %s: %s", self.path, e)
+            return self._spec
+
+
+def job_spec() -> JSON:
+    """The job spec named by $THRESHER_JOB_SPEC, or {} when it is unset: for set-up code that runs before serve()."""
+    return JobSpecFile(os.environ.get(names.ENV_JOB_SPEC)).read()
+
+
+@dataclass
+class _App:
+    handle_batch: BatchHandler
+    on_job_complete: HookHandler | None
+    spec_file: JobSpecFile
+
+
+class WorkerServer(ThreadingHTTPServer):
+    """The worker's HTTP server; counts requests in progress so that a shutdown can wait for them."""
+
+    daemon_threads = True  # idle keep-alive connections must not hold the process open
+
+    def __init__(self, address: tuple[str, int], app: _App) -> None:
+        super().__init__(address, _Handler)
+        self.app = app
+        self.stopping = False
+        self._active = 0
+        self._idle = threading.Condition()
+
+    @property
+    def port(self) -> int:
+        return int(self.server_address[1])
+
+    @contextmanager
+    def request_in_progress(self) -> Iterator[None]:
+        with self._idle:
+            self._active += 1
+        try:
+            yield
+        finally:
+            with self._idle:
+                self._active -= 1
+                self._idle.notify_all()
+
+    def stop(self, grace_s: float = GRACE_S) -> bool:
+        """Stop serving (serve_forever must be running), then wait up to `grace_s` for requests in progress.
+
+        Returns False if some are still running at the deadline.
+        """
+        self.stopping = True
+        self.shutdown()
+        self.server_close()
+        with self._idle:
+            finished = self._idle.wait_for(lambda: self._active == 0, timeout=grace_s)
+        if not finished:
+            log.warning("stopping with %d requests still in progress after %.0f s", self._active, grace_s)
+        return finished
+
+
+def make_server(
+    handle_batch: BatchHandler,
+    on_job_complete: HookHandler | None = None,
+    *,
+    host: str = DEFAULT_HOST,
+    port: int = 0,
+    spec_path: str | None = None,
+) -> WorkerServer:
+    """A bound, not yet serving, worker server (port 0 picks one: read `.port`); run it with serve_forever()."""
+    spec_file = JobSpecFile(os.environ.get(names.ENV_JOB_SPEC) if spec_path is None else spec_path)
+    return WorkerServer((host, port), _App(handle_batch, on_job_complete, spec_file))
+
+
+def serve(
+    handle_batch: BatchHandler,
+    on_job_complete: HookHandler | None = None,
+    *,
+    host: str = DEFAULT_HOST,
+    port: int | None = None,
+    grace_s: float = GRACE_S,
+) -> None:
+    """Serve the worker contract on $CORTEX_PORT (default 8080) until SIGTERM or SIGINT. Call from the main thread."""
+    if not logging.getLogger().handlers:
+        configure_logging("worker")
+    if port is None:
+        port = _port_from_env()
+    server = make_server(handle_batch, on_job_complete, host=host, port=port)
+    stop = threading.Event()
+    previous = {sig: signal.signal(sig, lambda *_: stop.set()) for sig in (signal.SIGTERM, signal.SIGINT)}
+    threading.Thread(target=server.serve_forever, name="worker-http", daemon=True).start()
+    log.info("worker listening on %s:%d", host, server.port)
+    try:
+        stop.wait()
+        log.info("worker stopping: finishing batches in progress")
+    finally:
+        server.stop(grace_s)
+        for sig, handler in previous.items():
+            signal.signal(sig, handler)
+
+
+def _port_from_env() -> int:
+    value = os.environ.get(names.ENV_PORT, str(DEFAULT_PORT))
+    try:
+        return int(value)
+    except ValueError:
+        raise SystemExit(f"{names.ENV_PORT} must be a port number, got {value!r}") from None
+
+
+def _read_text(path: str) -> str:
+    with open(path, encoding="utf-8") as f:
+        return f.read()
+
+
+class _Handler(BaseHTTPRequestHandler):
+    protocol_version = "HTTP/1.1"  # keep-alive: the dequeuer reuses its connection
+    server: WorkerServer
+
+    def do_GET(self) -> None:
+        if self._route() == READINESS_PATH:
+            self._reply(200, {"ok": True})
+        else:
+            self._reply(404, {"ok": False, "error": f"no route GET {self._route()}"})
+
+    def do_POST(self) -> None:
+        with self.server.request_in_progress():
+            body = self._read_body()
+            if body is None:
+                return
+            route = self._route()
+            if route == "/":
+                self._batch(body)
+            elif route == names.HOOK_PATH:
+                self._hook(body)
+            else:
+                self._reply(404, {"ok": False, "error": f"no route POST {route}"})
+
+    def _batch(self, body: bytes) -> None:
+        items = self._json(body, list, "a batch must be a JSON array")
+        if items is None:
+            return
+        spec = self.server.app.spec_file.read()
+        ctx = BatchContext(
+            job_id=self._job_id(spec),
+            batch_id=self.headers.get(names.HEADER_BATCH_ID, ""),
+            attempt=_int(self.headers.get(names.HEADER_ATTEMPT), default=1),
+            config=_config(spec),
+            spec=spec,
+        )
+        service_var.set("worker")
+        job_id_var.set(ctx.job_id)
+        batch_id_var.set(ctx.batch_id)
+        self._call(lambda: self.server.app.handle_batch(items, ctx), f"batch {ctx.batch_id} failed")
+
+    def _hook(self, body: bytes) -> None:
+        hook = self.server.app.on_job_complete
+        if hook is None:
+            self._reply(404, {"ok": False, "error": "this worker has no on_job_complete hook"})
+            return
+        summary = self._json(body or b"{}", dict, "the job summary must be a JSON object")
+        if summary is None:
+            return
+        spec = self.server.app.spec_file.read()
+        key = self.headers.get(names.HEADER_IDEMPOTENCY_KEY, "")
+        ctx = JobContext(job_id=self._job_id(spec), config=_config(spec), spec=spec, idempotency_key=key)
+        service_var.set("worker")
+        job_id_var.set(ctx.job_id)
+        batch_id_var.set("")  # this thread may have handled a batch on the same connection before
+        self._call(lambda: hook(summary, ctx), "on_job_complete failed")
+
+    def _call(self, fn: Callable[[], None], failure: str) -> None:
+        try:
+            fn()
+        except Exception as e:  # the user's failure becomes the batch's error
+            log.exception(failure)
+            self._reply(500, {"ok": False, "error": f"{type(e).__name__}: {e}"})
+        else:
+            self._reply(200, {"ok": True})
+
+    def _job_id(self, spec: JSON) -> str:
+        return (
+            self.headers.get(names.HEADER_JOB_ID)
+            or self.headers.get(names.HEADER_CORTEX_JOB_ID)
+            or spec.get("job_id", "")
+        )
+
+    def _route(self) -> str:
+        return self.path.split("?", 1)[0]
+
+    def _read_body(self) -> bytes | None:
+        length = self.headers.get("Content-Length")
+        if length is None or not length.isdigit():
+            self._reply(411, {"ok": False, "error": "a Content-Length header is required"}, close=True)
+            return None
+        return self.rfile.read(int(length))
+
+    def _json(self, body: bytes, kind: type, message: str) -> Any:
+        try:
+            value = json.loads(body)
+        except ValueError as e:
+            self._reply(400, {"ok": False, "error": f"the body is not JSON: {e}"})
+            return None
+        if not isinstance(value, kind):
+            self._reply(400, {"ok": False, "error": message})
+            return None
+        return value
+
+    def _reply(self, status: int, payload: JSON, close: bool = False) -> None:
+        data = json.dumps(payload).encode()
+        self.send_response(status)
+        self.send_header("Content-Type", "application/json")
+        self.send_header("Content-Length", str(len(data)))
+        if close or self.server.stopping:
+            self.send_header("Connection", "close")
+            self.close_connection = True
+        self.end_headers()
+        self.wfile.write(data)
+
+    def log_message(self, format: str, *args: Any) -> None:
+        log.debug("%s %s", self.address_string(), format % args)
+
+
+def _int(value: str | None, default: int) -> int:
+    try:
+        return int(value) if value is not None else default
+    except ValueError:
+        return default
+
+
+def _config(spec: JSON) -> JSON:
+    config = spec.get("config")
+    return config if isinstance(config, dict) else {}
