@@ -1,0 +1,120 @@
+"""The scheduler's pure parts: job transitions, submission checks, job ids."""
+
+from __future__ import annotations
+
+import json
+import re
+
+import pytest
+
+from services.scheduler import jobs
+from services.scheduler.jobs import JobRecord, Status
+from services.scheduler.validation import MAX_ITEM_BYTES, validate_submission
+from thresher.errors import InvalidRequest, WrongState
+from thresher.ids import new_job_id
+from thresher.v1 import jobs_pb2
+
+
+def a_job(**changes: object) -> JobRecord:
+    submission = jobs_pb2.JobSubmission(api_name="sum", workers=1, timeout_s=10)
+    job = JobRecord("j1", "sum", submission.SerializeToString(), "q", start_time=1000.0)
+    return JobRecord(**{**job.__dict__, **changes})
+
+
+def test_a_job_goes_from_pending_through_enqueuing_and_running_to_succeeded() -> None:
+    job = jobs.started_enqueuing(a_job(), "sqlite://q")
+    assert job.status is Status.ENQUEUING
+    job = jobs.enqueued(job, total_batch_count=5, items=50)
+    assert (job.status, job.total_batch_count) == (Status.RUNNING, 5)
+    job = jobs.settled(job, b"summary")
+    assert job.settled and job.status is Status.RUNNING
+    job = jobs.hook_finished(job, b"hook", dead_lettered=0, final_counts=b"counts")
+    assert (job.status, job.hook, job.cleaned) == (Status.SUCCEEDED, b"hook", False)
+    assert job.end_time is not None
+
+
+def test_a_job_with_dead_lettered_batches_completes_with_failures() -> None:
+    job = jobs.settled(a_job(status=Status.RUNNING), b"s")
+    job = jobs.hook_finished(job, b"h", dead_lettered=2, final_counts=b"c")
+    assert job.status is Status.COMPLETED_WITH_FAILURES
+    assert "2 batches" in job.status_reason
+
+
+def test_the_hook_cannot_finish_before_every_batch_is_terminal() -> None:
+    with pytest.raises(WrongState):
+        jobs.hook_finished(a_job(status=Status.RUNNING), b"h", 0, b"c")
+
+
+@pytest.mark.parametrize("final", [s for s in Status if s.is_final])
+def test_a_finished_job_accepts_no_further_transition(final: Status) -> None:
+    job = a_job(status=final)
+    for transition in (
+        lambda: jobs.started_enqueuing(job, "u"),
+        lambda: jobs.enqueued(job, 1, 1),
+        lambda: jobs.settled(job, b"s"),
+        lambda: jobs.finished(job, Status.STOPPED, "", None),
+    ):
+        with pytest.raises(WrongState):
+            transition()
+
+
+def test_a_job_times_out_only_after_its_timeout_and_only_while_in_progress() -> None:
+    job = a_job(status=Status.RUNNING)
+    assert not jobs.timed_out(job, now=1009.9, timeout_s=10)
+    assert jobs.timed_out(job, now=1010.0, timeout_s=10)
+    assert not jobs.timed_out(job, now=5000.0, timeout_s=None)
+    assert not jobs.timed_out(a_job(status=Status.STOPPED), now=5000.0, timeout_s=10)
+
+
+def test_queue_names_fit_sqs_limits_even_for_long_api_names() -> None:
+    name = jobs.queue_name("a" * 63, new_job_id())
+    assert len(name + ".fifo") <= 80
+
+
+def items_submission(**changes: object) -> jobs_pb2.JobSubmission:
+    submission = jobs_pb2.JobSubmission(api_name="sum", workers=2)
+    submission.item_list.items.extend([b"1", b"2"])
+    submission.item_list.batch_size = 1
+    for key, value in changes.items():
+        setattr(submission, key, value)
+    return submission
+
+
+def test_a_valid_submission_passes() -> None:
+    validate_submission(items_submission(config_json=json.dumps({"k": 1}).encode(), timeout_s=60))
+
+
+@pytest.mark.parametrize(
+    ("mutate", "message"),
+    [
+        (lambda s: s.ClearField("item_list"), "specify exactly one of the following keys"),
+        (lambda s: s.file_path_lister.paths.append("s3://b/k"), "either the item_list or file_path_lister"),
+        (lambda s: s.item_list.ClearField("items"), "items: must contain at least 1 elements"),
+        (lambda s: setattr(s.item_list, "batch_size", 0), "batch_size: must be greater than or equal to 1 (got 0)"),
+        (lambda s: setattr(s, "workers", 0), "workers: must be greater than or equal to 1 (got 0)"),
+        (lambda s: setattr(s, "timeout_s", 0), "timeout: must be greater than or equal to 1"),
+        (lambda s: setattr(s, "batch_timeout_s", 0.0), "batch_timeout: must be greater than 0"),
+        (lambda s: s.sqs_dead_letter_queue.SetInParent(), "arn: cannot be empty"),
+        (lambda s: setattr(s, "config_json", b"[1]"), "config: must be a JSON object"),
+        (lambda s: s.item_list.items.append(b'"' + b"x" * MAX_ITEM_BYTES + b'"'), "item 2 has size"),
+    ],
+)
+def test_an_invalid_submission_is_rejected_with_a_message_naming_the_problem(mutate, message: str) -> None:
+    submission = items_submission()
+    mutate(submission)
+    with pytest.raises(InvalidRequest, match=re.escape(message)):
+        validate_submission(submission)
+
+
+def test_file_sources_are_refused_clearly_until_supported() -> None:
+    submission = jobs_pb2.JobSubmission(api_name="sum", workers=1)
+    submission.delimited_files.paths.append("s3://bucket/data")
+    with pytest.raises(InvalidRequest, match="delimited_files: not supported"):
+        validate_submission(submission)
+
+
+def test_job_ids_are_unique_and_sort_newest_first() -> None:
+    ids = [new_job_id() for _ in range(2000)]
+    assert len(set(ids)) == len(ids)
+    assert sorted(ids) == list(reversed(ids))
+    assert all(len(i) == 20 for i in ids)

@@ -1,0 +1,171 @@
+"""The embedded queue's semantics: visibility, receive counts, acks, releases, dead letters, deletion."""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import AsyncIterator
+from pathlib import Path
+
+import pytest
+
+from thresher.config import Config
+from thresher.errors import QueueNotFound
+from thresher.queue import KIND_JOB_COMPLETE, Batch, Depth, Queue, QueueBackend, open_queue_backend
+
+VISIBILITY_S = 0.3
+
+
+@pytest.fixture
+async def backend(tmp_path: Path) -> AsyncIterator[QueueBackend]:
+    backend = open_queue_backend(Config(data_dir=tmp_path))
+    yield backend
+    await backend.close()
+
+
+@pytest.fixture
+async def queue(backend: QueueBackend) -> Queue:
+    await backend.create("job-1", VISIBILITY_S)
+    return backend.open("job-1")
+
+
+def batches(n: int, start: int = 0) -> list[Batch]:
+    return [Batch(f"b{i}", f"[{i}]".encode()) for i in range(start, start + n)]
+
+
+async def test_received_batches_are_invisible_until_their_visibility_expires(queue: Queue) -> None:
+    await queue.send(batches(3))
+    first = await queue.receive(10, wait_s=0)
+    assert [d.batch.batch_id for d in first] == ["b0", "b1", "b2"]
+    assert await queue.receive(10, wait_s=0) == []
+    assert await queue.depth() == Depth(visible=0, in_flight=3, dead=0)
+
+    await asyncio.sleep(VISIBILITY_S + 0.05)
+    again = await queue.receive(10, wait_s=0)
+    assert [d.receive_count for d in again] == [2, 2, 2]
+
+
+async def test_receive_returns_at_most_max_batches_in_send_order(queue: Queue) -> None:
+    await queue.send(batches(25))
+    received = await queue.receive(10, wait_s=0)
+    assert [d.batch.batch_id for d in received] == [f"b{i}" for i in range(10)]
+    assert received[0].batch.body == b"[0]"
+
+
+async def test_sending_a_batch_id_twice_is_a_no_op_even_after_its_ack(queue: Queue) -> None:
+    await queue.send(batches(2))
+    for delivery in await queue.receive(10, wait_s=0):
+        await queue.ack(delivery)
+    await queue.send(batches(3))
+    assert [d.batch.batch_id for d in await queue.receive(10, wait_s=0)] == ["b2"]
+
+
+async def test_acked_batch_is_never_delivered_again(queue: Queue) -> None:
+    await queue.send(batches(1))
+    [delivery] = await queue.receive(1, wait_s=0)
+    await queue.ack(delivery)
+    await asyncio.sleep(VISIBILITY_S + 0.05)
+    assert await queue.receive(1, wait_s=0) == []
+    assert await queue.depth() == Depth(0, 0, 0)
+
+
+async def test_released_batch_is_received_again_at_once_with_a_higher_count(queue: Queue) -> None:
+    await queue.send(batches(1))
+    [delivery] = await queue.receive(1, wait_s=0)
+    await queue.release(delivery)
+    [again] = await queue.receive(1, wait_s=0)
+    assert again.batch == delivery.batch
+    assert again.receive_count == 2
+
+
+async def test_extended_batch_stays_invisible_past_its_first_timeout(queue: Queue) -> None:
+    await queue.send(batches(1))
+    [delivery] = await queue.receive(1, wait_s=0)
+    assert await queue.extend(delivery, VISIBILITY_S * 4)
+    await asyncio.sleep(VISIBILITY_S + 0.1)
+    assert await queue.receive(1, wait_s=0) == []
+
+
+async def test_a_stale_delivery_cannot_extend_or_release_a_batch_received_again(queue: Queue) -> None:
+    await queue.send(batches(1))
+    [stale] = await queue.receive(1, wait_s=0)
+    await asyncio.sleep(VISIBILITY_S + 0.05)
+    [current] = await queue.receive(1, wait_s=0)
+    assert not await queue.extend(stale, 10)
+    await queue.release(stale)
+    assert await queue.depth() == Depth(visible=0, in_flight=1, dead=0)
+    assert await queue.extend(current, 10)
+
+
+async def test_dead_lettered_batch_keeps_its_body_count_and_error(queue: Queue) -> None:
+    await queue.send(batches(2))
+    first, _ = await queue.receive(2, wait_s=0)
+    await queue.dead_letter(first, "HTTP 500: boom")
+    [dead] = await queue.dead_letters()
+    assert (dead.batch.batch_id, dead.batch.body, dead.receive_count, dead.error) == ("b0", b"[0]", 1, "HTTP 500: boom")
+    assert (await queue.depth()).dead == 1
+
+
+async def test_long_poll_returns_a_batch_sent_while_waiting(queue: Queue) -> None:
+    async def send_later() -> None:
+        await asyncio.sleep(0.1)
+        await queue.send(batches(1))
+
+    sender = asyncio.create_task(send_later())
+    received = await queue.receive(10, wait_s=2)
+    await sender
+    assert [d.batch.batch_id for d in received] == ["b0"]
+
+
+async def test_control_messages_are_delivered_but_not_counted_as_batches(queue: Queue) -> None:
+    await queue.send([Batch("job-1-job-complete", b"{}", KIND_JOB_COMPLETE)])
+    assert await queue.depth() == Depth(0, 0, 0)
+    [delivery] = await queue.receive(1, wait_s=0)
+    assert delivery.batch.kind == KIND_JOB_COMPLETE
+
+
+async def test_every_verb_raises_queue_not_found_after_deletion(backend: QueueBackend, queue: Queue) -> None:
+    await queue.send(batches(1))
+    [delivery] = await queue.receive(1, wait_s=0)
+    await backend.delete(queue.name)
+    for call in (
+        lambda: queue.send(batches(1)),
+        lambda: queue.receive(1, wait_s=0),
+        lambda: queue.extend(delivery, 1),
+        lambda: queue.ack(delivery),
+        lambda: queue.release(delivery),
+        lambda: queue.dead_letter(delivery, "x"),
+        queue.depth,
+        queue.dead_letters,
+    ):
+        with pytest.raises(QueueNotFound):
+            await call()
+    await backend.delete(queue.name)  # deleting twice is not an error
+
+
+async def test_queue_contents_survive_reopening_the_file(tmp_path: Path) -> None:
+    first = open_queue_backend(Config(data_dir=tmp_path))
+    await first.create("q", 30)
+    await first.open("q").send(batches(2))
+    await first.close()
+    second = open_queue_backend(Config(data_dir=tmp_path))
+    try:
+        assert len(await second.open("q").receive(10, wait_s=0)) == 2
+    finally:
+        await second.close()
+
+
+async def test_two_processes_worth_of_consumers_never_receive_the_same_batch(tmp_path: Path) -> None:
+    backends = [open_queue_backend(Config(data_dir=tmp_path)) for _ in range(2)]
+    await backends[0].create("q", 30)
+    await backends[0].open("q").send(batches(200))
+    seen: list[str] = []
+
+    async def consume(backend: QueueBackend) -> None:
+        queue = backend.open("q")
+        while received := await queue.receive(7, wait_s=0):
+            seen.extend(d.batch.batch_id for d in received)
+
+    await asyncio.gather(*(consume(b) for b in backends))
+    for backend in backends:
+        await backend.close()
+    assert sorted(seen) == sorted(f"b{i}" for i in range(200))
