@@ -12,6 +12,9 @@ service_var: contextvars.ContextVar[str] = contextvars.ContextVar("service", def
 job_id_var: contextvars.ContextVar[str] = contextvars.ContextVar("job_id", default="")
 batch_id_var: contextvars.ContextVar[str] = contextvars.ContextVar("batch_id", default="")
 
+# Attributes every LogRecord has; anything else on a record came from `extra=` and goes into the JSON.
+_STANDARD = set(logging.LogRecord("", 0, "", 0, "", None, None).__dict__) | {"message", "asctime", "taskName"}
+
 
 class JsonFormatter(logging.Formatter):
     def format(self, record: logging.LogRecord) -> str:
@@ -23,12 +26,12 @@ class JsonFormatter(logging.Formatter):
             "message": record.getMessage(),
         }
         for key, var in (("job_id", job_id_var), ("batch_id", batch_id_var)):
-            value = getattr(record, key, None) or var.get()
-            if value:
+            if value := var.get():
                 entry[key] = value
+        entry.update({k: v for k, v in record.__dict__.items() if k not in _STANDARD})
         if record.exc_info:
             entry["exception"] = self.formatException(record.exc_info)
-        return json.dumps(entry, ensure_ascii=False)
+        return json.dumps(entry, ensure_ascii=False, default=str)
 
 
 def configure_logging(service: str, level: str = "INFO") -> None:

@@ -62,8 +62,8 @@ class JobManager:
         return await self._store.list_apis()
 
     async def submit(self, submission: jobs_pb2.JobSubmission) -> jobs_pb2.Job:
+        await self._store.get_api(submission.api_name)  # first, as Cortex: NotFound "<api> is not deployed"
         validate_submission(submission)
-        await self._store.get_api(submission.api_name)  # NotFound: "<api> is not deployed"
         job_id = new_job_id()
         job = JobRecord(
             job_id=job_id,

@@ -1,0 +1,70 @@
+"""The two middlewares: a log line per request, and every failure as JSON `{"kind", "message"}`."""
+
+from __future__ import annotations
+
+import logging
+import time
+
+from aiohttp import web
+from aiohttp.typedefs import Handler
+
+from thresher.errors import ThresherError, TooLarge
+
+log = logging.getLogger(__name__)
+
+# Kinds for the HTTP errors that aiohttp itself raises (no route, wrong method); others are "invalid".
+_HTTP_KINDS = {404: "not_found", 405: "method_not_allowed"}
+
+
+@web.middleware
+async def request_log_middleware(request: web.Request, handler: Handler) -> web.StreamResponse:
+    """One line per request with method, path, status and duration; never the body."""
+    start = time.perf_counter()
+    status = 499  # stays so only when the handler is cancelled: the client went away
+    try:
+        response = await handler(request)
+        status = response.status
+        return response
+    except web.HTTPException as e:
+        status = e.status
+        raise
+    finally:
+        ms = round((time.perf_counter() - start) * 1000, 1)
+        fields = {"method": request.method, "path": request.path, "status": status, "ms": ms}
+        log.info("%s %s %d %.1fms", request.method, request.path, status, ms, extra=fields)
+
+
+@web.middleware
+async def error_middleware(request: web.Request, handler: Handler) -> web.StreamResponse:
+    """ThresherError -> its status and kind; aiohttp's own errors -> JSON; anything else -> 500, logged once."""
+    try:
+        return await handler(request)
+    except ThresherError as e:
+        return error_response(e.http_status, e.kind, e.message)
+    except web.HTTPRequestEntityTooLarge:
+        error = TooLarge(f"request body is larger than {request.client_max_size} bytes")
+        return error_response(error.http_status, error.kind, error.message)
+    except web.HTTPException as e:
+        if e.status < 400:
+            raise
+        return _http_error(request, e)
+    except Exception:
+        log.exception("unexpected error on %s %s", request.method, request.path)
+        return error_response(ThresherError.http_status, ThresherError.kind, "internal error")
+
+
+def error_response(status: int, kind: str, message: str) -> web.Response:
+    return web.json_response({"kind": kind, "message": message}, status=status)
+
+
+def _http_error(request: web.Request, e: web.HTTPException) -> web.Response:
+    if e.status == 404:
+        message = f"no route for {request.method} {request.path}"
+    elif isinstance(e, web.HTTPMethodNotAllowed):
+        message = f"{request.method} is not allowed on {request.path} (allowed: {', '.join(sorted(e.allowed_methods))})"
+    else:
+        message = e.reason
+    response = error_response(e.status, _HTTP_KINDS.get(e.status, "invalid"), message)
+    if "Allow" in e.headers:
+        response.headers["Allow"] = e.headers["Allow"]
+    return response

@@ -1,0 +1,116 @@
+"""HTTP routes: decode the request, call the scheduler's Jobs service, encode the answer."""
+
+from __future__ import annotations
+
+import os
+
+from aiohttp import web
+
+from services.gateway import views
+from services.gateway.submission import parse_json_body, parse_submission
+from thresher.apis import parse_api_definitions
+from thresher.errors import InvalidRequest
+from thresher.rpc import Client
+from thresher.v1 import jobs_pb2
+
+JOBS = web.AppKey("jobs", Client)  # the scheduler's Jobs service, open while the app runs
+JOB_ID_PARAM = "jobID"  # Cortex's query parameter
+_TRUE = frozenset({"1", "t", "T", "TRUE", "true", "True"})  # Go's strconv.ParseBool, which Cortex uses
+
+
+def add_routes(app: web.Application) -> None:
+    app.router.add_routes(
+        [
+            web.post("/batch/{api}", submit_job),
+            web.get("/batch/{api}", get_job),
+            web.delete("/batch/{api}", stop_job),
+            web.get("/v1/apis", list_apis),
+            web.post("/v1/apis", deploy_apis),
+            web.get("/v1/apis/{name}", get_api),
+            web.get("/v1/jobs", list_jobs),
+            web.get("/v1/jobs/{job_id}", get_job_by_id),
+            web.delete("/v1/jobs/{job_id}", stop_job_by_id),
+            web.get("/healthz", healthz),
+        ]
+    )
+
+
+async def submit_job(request: web.Request) -> web.Response:
+    """Cortex's submit; `?dryRun=true` checks the body's shape only and creates nothing."""
+    submission = parse_submission(request.match_info["api"], parse_json_body(await request.read()))
+    if request.query.get("dryRun") in _TRUE:
+        return web.Response(text="validations passed\n")
+    job = await request.app[JOBS].SubmitJob(jobs_pb2.SubmitJobRequest(submission=submission))
+    return web.json_response(views.job_spec(job))
+
+
+async def get_job(request: web.Request) -> web.Response:
+    job = await request.app[JOBS].GetJob(_cortex_job_ref(request))
+    return web.json_response(views.job_response(request.url.origin(), job))
+
+
+async def stop_job(request: web.Request) -> web.Response:
+    ref = _cortex_job_ref(request)
+    await request.app[JOBS].StopJob(ref)
+    return web.json_response({"message": f"stopped job {ref.job_id}"})
+
+
+async def list_apis(request: web.Request) -> web.Response:
+    reply = await request.app[JOBS].ListApis(jobs_pb2.ListApisRequest())
+    origin = request.url.origin()
+    return web.json_response({"apis": [views.api_spec(origin, api) for api in reply.apis]})
+
+
+async def get_api(request: web.Request) -> web.Response:
+    api = await request.app[JOBS].GetApi(jobs_pb2.GetApiRequest(name=request.match_info["name"]))
+    return web.json_response(views.api_spec(request.url.origin(), api))
+
+
+async def deploy_apis(request: web.Request) -> web.Response:
+    """Deploy `{"apis": [...Cortex API definitions], "working_dir": "/abs"}`; every definition is checked first."""
+    body = parse_json_body(await request.read())
+    if not isinstance(body, dict):
+        raise InvalidRequest("request body: must be an object")
+    if body.get("apis") is None:
+        raise InvalidRequest("apis: required, a list of API definitions")
+    working_dir = body.get("working_dir") or ""
+    if not isinstance(working_dir, str) or (working_dir and not os.path.isabs(working_dir)):
+        raise InvalidRequest("working_dir: must be an absolute path")
+    specs = parse_api_definitions(body["apis"], working_dir)
+    jobs, origin = request.app[JOBS], request.url.origin()
+    deployed = [await jobs.DeployApi(jobs_pb2.DeployApiRequest(api=spec)) for spec in specs]
+    return web.json_response({"apis": [views.api_spec(origin, api) for api in deployed]})
+
+
+async def list_jobs(request: web.Request) -> web.Response:
+    """Newest first, as the scheduler lists them; `?api=` narrows to one API, `?limit=` caps the count."""
+    limit = request.query.get("limit", "0")
+    if not (limit.isascii() and limit.isdigit()) or int(limit) > 2**31 - 1:
+        raise InvalidRequest("limit: must be a non-negative integer")
+    query = jobs_pb2.ListJobsRequest(api_name=request.query.get("api", ""), limit=int(limit))
+    reply = await request.app[JOBS].ListJobs(query)
+    origin = request.url.origin()
+    return web.json_response({"jobs": [views.job_response(origin, job) for job in reply.jobs]})
+
+
+async def get_job_by_id(request: web.Request) -> web.Response:
+    job = await request.app[JOBS].GetJob(jobs_pb2.JobRef(job_id=request.match_info["job_id"]))
+    return web.json_response(views.job_response(request.url.origin(), job))
+
+
+async def stop_job_by_id(request: web.Request) -> web.Response:
+    """Stop a job and answer its state after the stop."""
+    job = await request.app[JOBS].StopJob(jobs_pb2.JobRef(job_id=request.match_info["job_id"]))
+    return web.json_response(views.job_response(request.url.origin(), job))
+
+
+async def healthz(request: web.Request) -> web.Response:
+    """The gateway itself is up; says nothing about the scheduler."""
+    return web.json_response({"status": "ok"})
+
+
+def _cortex_job_ref(request: web.Request) -> jobs_pb2.JobRef:
+    job_id = request.query.get(JOB_ID_PARAM)
+    if not job_id:
+        raise InvalidRequest(f"query param required: {JOB_ID_PARAM}")
+    return jobs_pb2.JobRef(api_name=request.match_info["api"], job_id=job_id)

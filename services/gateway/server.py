@@ -1,0 +1,66 @@
+"""The gateway app: Cortex-compatible HTTP/JSON in front of the scheduler's Jobs gRPC service."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import signal
+from collections.abc import AsyncIterator
+
+from aiohttp import web
+
+from services.gateway.middleware import error_middleware, request_log_middleware
+from services.gateway.routes import JOBS, add_routes
+from thresher import rpc
+from thresher.config import Config
+from thresher.v1 import jobs_pb2_grpc
+
+log = logging.getLogger(__name__)
+
+CONFIG = web.AppKey("config", Config)
+GRACE_S = 5.0  # how long requests in progress may take to finish after SIGTERM
+
+
+def create_app(config: Config) -> web.Application:
+    """The app; its channel to the scheduler opens on startup and closes on cleanup."""
+    app = web.Application(
+        client_max_size=config.gateway.max_body_bytes,
+        middlewares=[request_log_middleware, error_middleware],
+    )
+    app[CONFIG] = config
+    app.cleanup_ctx.append(_scheduler_client)
+    add_routes(app)
+    return app
+
+
+async def _scheduler_client(app: web.Application) -> AsyncIterator[None]:
+    channel = rpc.channel(app[CONFIG].addresses.scheduler)
+    app[JOBS] = rpc.Client(jobs_pb2_grpc.JobsStub(channel))
+    try:
+        yield
+    finally:
+        await channel.close()
+
+
+async def serve(config: Config, grace_s: float = GRACE_S) -> None:
+    """Serve on config.addresses.gateway (port 0 picks one) until SIGTERM or SIGINT."""
+    runner = web.AppRunner(create_app(config), access_log=None, shutdown_timeout=grace_s)
+    await runner.setup()
+    try:
+        host, port = split_address(config.addresses.gateway)
+        await web.TCPSite(runner, host, port).start()
+        log.info("gateway listening on %s:%d", host, runner.addresses[0][1])
+        stop = asyncio.Event()
+        loop = asyncio.get_running_loop()
+        for sig in (signal.SIGTERM, signal.SIGINT):
+            loop.add_signal_handler(sig, stop.set)
+        await stop.wait()
+        log.info("gateway stopping")
+    finally:
+        await runner.cleanup()
+
+
+def split_address(address: str) -> tuple[str, int]:
+    """Split "host:port" or "[::1]:port" into host and port."""
+    host, _, port = address.rpartition(":")
+    return host.strip("[]"), int(port)

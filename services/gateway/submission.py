@@ -1,0 +1,117 @@
+"""A Cortex job submission (JSON) read into the contract's JobSubmission: types only, semantics are the scheduler's.
+
+As Cortex decodes with Go's encoding/json, unknown keys are ignored, `null` means "not given" and a value of the
+wrong type is an error naming its field. Exactly one source, workers >= 1 and the like are checked by the scheduler.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+from typing import Any
+
+from thresher.errors import InvalidRequest
+from thresher.v1 import jobs_pb2
+
+INT32_MAX = 2**31 - 1
+INT64_MAX = 2**63 - 1
+FILE_SOURCES = ("file_path_lister", "delimited_files")
+
+
+def parse_json_body(body: bytes) -> Any:
+    """Strict JSON: NaN and Infinity are not JSON, so they are refused rather than passed to workers."""
+    try:
+        return json.loads(body.decode("utf-8"), parse_constant=_refuse_constant)
+    except ValueError as e:  # JSONDecodeError and UnicodeDecodeError are both ValueErrors
+        raise InvalidRequest(f"malformed JSON: {e}") from e
+
+
+def compact_json(value: Any, where: str) -> bytes:
+    """The value as compact UTF-8 JSON, the form workers receive."""
+    try:
+        return json.dumps(value, separators=(",", ":"), ensure_ascii=False, allow_nan=False).encode("utf-8")
+    except ValueError as e:  # a number too large for a double, such as 1e400
+        raise InvalidRequest(f"{where}: number out of range") from e
+
+
+def parse_submission(api_name: str, body: Any) -> jobs_pb2.JobSubmission:
+    """The JobSubmission for `body`, or InvalidRequest naming the first field of the wrong type."""
+    body = _object(body, "request body")
+    sub = jobs_pb2.JobSubmission(api_name=api_name)
+    if (workers := body.get("workers")) is not None:
+        sub.workers = _int(workers, "workers", INT32_MAX)
+    if (item_list := body.get("item_list")) is not None:
+        _item_list(sub.item_list, _object(item_list, "item_list"))
+    for key in FILE_SOURCES:
+        if (source := body.get(key)) is not None:
+            _file_source(getattr(sub, key), _object(source, key), key)
+    if (config := body.get("config")) is not None:
+        sub.config_json = compact_json(_object(config, "config"), "config")
+    if (timeout := body.get("timeout")) is not None:
+        sub.timeout_s = _int(timeout, "timeout", INT64_MAX)
+    if (dlq := body.get("sqs_dead_letter_queue")) is not None:
+        _dead_letter_queue(sub.sqs_dead_letter_queue, _object(dlq, "sqs_dead_letter_queue"))
+    if (batch_timeout := body.get("batch_timeout")) is not None:
+        sub.batch_timeout_s = _number(batch_timeout, "batch_timeout")
+    return sub
+
+
+def _item_list(target: jobs_pb2.ItemList, value: dict[str, Any]) -> None:
+    target.SetInParent()  # present even when empty, so the scheduler can tell "empty" from "not given"
+    if (items := value.get("items")) is not None:
+        if not isinstance(items, list):
+            raise InvalidRequest("item_list: items: must be a list")
+        target.items.extend(compact_json(item, f"item_list: items[{i}]") for i, item in enumerate(items))
+    if (batch_size := value.get("batch_size")) is not None:
+        target.batch_size = _int(batch_size, "item_list: batch_size", INT32_MAX)
+
+
+def _file_source(target: jobs_pb2.FileSource, value: dict[str, Any], where: str) -> None:
+    target.SetInParent()
+    for key, field in (("s3_paths", target.paths), ("includes", target.includes), ("excludes", target.excludes)):
+        if (strings := value.get(key)) is not None:
+            if not isinstance(strings, list) or not all(isinstance(s, str) for s in strings):
+                raise InvalidRequest(f"{where}: {key}: must be a list of strings")
+            field.extend(strings)
+    if (batch_size := value.get("batch_size")) is not None:
+        target.batch_size = _int(batch_size, f"{where}: batch_size", INT32_MAX)
+
+
+def _dead_letter_queue(target: jobs_pb2.DeadLetterPolicy, value: dict[str, Any]) -> None:
+    target.SetInParent()
+    if (arn := value.get("arn")) is not None:
+        if not isinstance(arn, str):
+            raise InvalidRequest("sqs_dead_letter_queue: arn: must be a string")
+        target.arn = arn
+    if (count := value.get("max_receive_count")) is not None:
+        target.max_receive_count = _int(count, "sqs_dead_letter_queue: max_receive_count", INT32_MAX)
+
+
+def _object(value: Any, where: str) -> dict[str, Any]:
+    if not isinstance(value, dict):
+        raise InvalidRequest(f"{where}: must be an object")
+    return value
+
+
+def _int(value: Any, where: str, maximum: int) -> int:
+    # bool is a subclass of int in Python, but `true` is not an integer in JSON (nor for Go).
+    if not isinstance(value, int) or isinstance(value, bool):
+        raise InvalidRequest(f"{where}: must be an integer")
+    if not -maximum - 1 <= value <= maximum:
+        raise InvalidRequest(f"{where}: must be an integer from {-maximum - 1} to {maximum}")
+    return value
+
+
+def _number(value: Any, where: str) -> float:
+    if isinstance(value, int | float) and not isinstance(value, bool):
+        try:
+            number = float(value)
+        except OverflowError:  # an integer beyond any double
+            number = math.inf
+        if math.isfinite(number):
+            return number
+    raise InvalidRequest(f"{where}: must be a number")
+
+
+def _refuse_constant(name: str) -> Any:
+    raise ValueError(f"{name} is not valid JSON")

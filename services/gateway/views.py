@@ -1,0 +1,125 @@
+"""Contract messages as Cortex-shaped JSON, written once for every route."""
+
+from __future__ import annotations
+
+import json
+from typing import Any
+
+from google.protobuf import timestamp_pb2
+from yarl import URL
+
+from thresher.v1 import jobs_pb2
+
+KIND = "BatchAPI"
+_STATUS_PREFIX = "JOB_STATUS_"
+
+
+def status_name(status: int) -> str:
+    """JOB_STATUS_COMPLETED_WITH_FAILURES -> "completed_with_failures"; Cortex says "unknown" when unset."""
+    if status == jobs_pb2.JOB_STATUS_UNSPECIFIED:
+        return "unknown"
+    return jobs_pb2.JobStatus.Name(status).removeprefix(_STATUS_PREFIX).lower()
+
+
+def job_endpoint(origin: URL, job: jobs_pb2.Job) -> str:
+    """Where a Cortex client reads this job: `<origin>/batch/<api>?jobID=<id>`."""
+    return str(origin.with_path(f"/batch/{job.api_name}").with_query(jobID=job.job_id))
+
+
+def api_endpoint(origin: URL, name: str) -> str:
+    return str(origin.with_path(f"/batch/{name}"))
+
+
+def job_spec(job: jobs_pb2.Job) -> dict[str, Any]:
+    """Cortex's flat job spec, the answer to a submission."""
+    return {
+        "job_id": job.job_id,
+        "api_name": job.api_name,
+        "kind": KIND,
+        "workers": job.workers,
+        "sqs_dead_letter_queue": _dead_letter_queue(job),
+        "config": json.loads(job.config_json) if job.config_json else None,
+        "timeout": job.timeout_s if job.HasField("timeout_s") else None,
+        "sqs_url": job.queue_url,
+        "start_time": _time(job.start_time) if job.HasField("start_time") else None,
+    }
+
+
+def job_status(job: jobs_pb2.Job) -> dict[str, Any]:
+    """Cortex's `job_status`, then Thresher's additive extensions."""
+    status = job_spec(job)
+    if job.HasField("total_batch_count"):
+        status["total_batch_count"] = job.total_batch_count
+    if job.HasField("end_time"):
+        status["end_time"] = _time(job.end_time)
+    w, b, h = job.worker_counts, job.batches, job.hook
+    status |= {
+        "status": status_name(job.status),
+        "batches_in_queue": job.batches_in_queue,
+        "worker_counts": {"pending": w.pending, "ready": w.ready, "succeeded": w.succeeded, "failed": w.failed},
+        "status_reason": job.status_reason,
+        "batch_counts": {
+            "succeeded": b.succeeded,
+            "failed_attempts": b.failed_attempts,
+            "dead_lettered": b.dead_lettered,
+            "in_flight": b.in_flight,
+        },
+        "hook": {
+            "called": h.called,
+            "succeeded": h.succeeded,
+            "http_status": h.http_status,
+            "attempts": h.attempts,
+            "error": h.error,
+        },
+        "items_enqueued": job.items_enqueued,
+        "batch_timeout": job.batch_timeout_s,
+        "max_receive_count": job.max_receive_count,
+    }
+    return status
+
+
+def metrics(job: jobs_pb2.Job) -> dict[str, Any]:
+    """Cortex's metrics: `failed` counts failed attempts, as in Cortex; `dead_lettered` is Thresher's."""
+    b = job.batches
+    return {
+        "succeeded": b.succeeded,
+        "failed": b.failed_attempts,
+        "average_time_per_batch": b.average_time_per_batch_s if b.HasField("average_time_per_batch_s") else None,
+        "dead_lettered": b.dead_lettered,
+    }
+
+
+def job_response(origin: URL, job: jobs_pb2.Job) -> dict[str, Any]:
+    """The answer to `GET /batch/<api>?jobID=<id>`, also used for every job under /v1."""
+    return {"job_status": job_status(job), "metrics": metrics(job), "endpoint": job_endpoint(origin, job)}
+
+
+def api_spec(origin: URL, api: jobs_pb2.ApiSpec) -> dict[str, Any]:
+    """A deployed Batch API, with the endpoint that jobs are submitted to (Cortex's `get_api(...)["endpoint"]`)."""
+    return {
+        "name": api.name,
+        "kind": KIND,
+        "endpoint": api_endpoint(origin, api.name),
+        "pod": {
+            "port": api.port,
+            "containers": [
+                {"name": c.name, "image": c.image, "command": list(c.command), "args": list(c.args), "env": dict(c.env)}
+                for c in api.containers
+            ],
+        },
+        "working_dir": api.working_dir,
+        "readiness_path": api.readiness_path,
+        "updated_time": _time(api.updated_time) if api.HasField("updated_time") else None,
+    }
+
+
+def _dead_letter_queue(job: jobs_pb2.Job) -> dict[str, Any] | None:
+    if not job.HasField("sqs_dead_letter_queue"):
+        return None
+    dlq = job.sqs_dead_letter_queue
+    return {"arn": dlq.arn, "max_receive_count": dlq.max_receive_count}
+
+
+def _time(ts: timestamp_pb2.Timestamp) -> str:
+    """RFC 3339 in UTC with a Z and 0, 3, 6 or 9 fractional digits; Cortex clients parse any of them."""
+    return ts.ToJsonString()

@@ -1,0 +1,291 @@
+"""The scheduler's gRPC services over loopback, with real fake peers (enqueuer, monitor) and real processes."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import sys
+from collections.abc import AsyncIterator
+from pathlib import Path
+from typing import Any
+
+import grpc
+import pytest
+
+from services.scheduler.server import create_server
+from tests.helpers import assert_eventually
+from thresher import rpc
+from thresher.config import Config
+from thresher.errors import InvalidRequest, NotFound, QueueNotFound, WrongState
+from thresher.queue import KIND_JOB_COMPLETE, Batch, open_queue_backend
+from thresher.v1 import (
+    enqueuer_pb2,
+    enqueuer_pb2_grpc,
+    jobs_pb2,
+    jobs_pb2_grpc,
+    monitor_pb2,
+    monitor_pb2_grpc,
+    scheduler_pb2,
+    scheduler_pb2_grpc,
+)
+
+pytestmark = pytest.mark.timeout(60)
+IDLE_WORKER = [sys.executable, "-c", "import time; time.sleep(300)"]
+
+
+class FakeEnqueuer(enqueuer_pb2_grpc.EnqueuerServicer):
+    """Puts one batch per item on the real queue; can be told to fail."""
+
+    def __init__(self, config: Config) -> None:
+        self.requests: list[enqueuer_pb2.EnqueueRequest] = []
+        self.error: Exception | None = None
+        self.queues = open_queue_backend(config)
+
+    async def Enqueue(self, request: Any, context: Any) -> AsyncIterator[enqueuer_pb2.EnqueueProgress]:
+        self.requests.append(request)
+        if self.error:
+            raise self.error
+        items = request.submission.item_list.items
+        batches = [Batch(f"{request.job_id}-{i}", b"[" + item + b"]") for i, item in enumerate(items)]
+        await self.queues.open(request.queue_name).send(batches)
+        yield enqueuer_pb2.EnqueueProgress(batches_enqueued=len(items), items_enqueued=len(items), done=True)
+
+
+class FakeMonitor(monitor_pb2_grpc.MonitorServicer):
+    def __init__(self) -> None:
+        self.tracked: list[monitor_pb2.TrackJobRequest] = []
+
+    async def TrackJob(self, request: Any, context: Any) -> monitor_pb2.TrackJobResponse:
+        self.tracked.append(request)
+        return monitor_pb2.TrackJobResponse()
+
+    async def GetJobProgress(self, request: Any, context: Any) -> monitor_pb2.JobProgress:
+        return monitor_pb2.JobProgress(job_id=request.job_id, batches=jobs_pb2.BatchCounts(succeeded=1))
+
+    async def Report(self, requests: Any, context: Any) -> AsyncIterator[monitor_pb2.ReportAck]:
+        async for report in requests:
+            yield monitor_pb2.ReportAck(seq=report.seq)
+
+
+class Harness:
+    def __init__(self, tmp_path: Path) -> None:
+        self.config = Config(data_dir=tmp_path)
+        self.config.runtime.stop_grace_s = 2.0
+        self.enqueuer = FakeEnqueuer(self.config)
+        self.monitor = FakeMonitor()
+        self.servers: list[grpc.aio.Server] = []
+
+    async def start_peers(self) -> None:
+        for add, servicer, name, attr in (
+            (enqueuer_pb2_grpc.add_EnqueuerServicer_to_server, self.enqueuer, "thresher.v1.Enqueuer", "enqueuer"),
+            (monitor_pb2_grpc.add_MonitorServicer_to_server, self.monitor, "thresher.v1.Monitor", "monitor"),
+        ):
+            server, port = await rpc.start_server("127.0.0.1:0", [(add, servicer, name)])
+            self.servers.append(server)
+            setattr(self.config.addresses, attr, f"127.0.0.1:{port}")
+
+    async def start_scheduler(self) -> None:
+        self.scheduler, port, self.manager = await create_server(self.config, "127.0.0.1:0")
+        self.channel = rpc.channel(f"127.0.0.1:{port}")
+        self.jobs = rpc.Client(jobs_pb2_grpc.JobsStub(self.channel))
+        self.internal = rpc.Client(scheduler_pb2_grpc.SchedulerStub(self.channel))
+
+    async def stop_scheduler(self) -> None:
+        await self.manager.shutdown()
+        await self.scheduler.stop(1)
+        await self.channel.close()
+
+    async def deploy(self, name: str = "sum") -> None:
+        api = jobs_pb2.ApiSpec(name=name, containers=[jobs_pb2.Container(name="api", command=IDLE_WORKER)])
+        await self.jobs.DeployApi(jobs_pb2.DeployApiRequest(api=api))
+
+    async def submit(self, items: int = 3, workers: int = 2, **fields: Any) -> jobs_pb2.Job:
+        submission = jobs_pb2.JobSubmission(api_name="sum", workers=workers, **fields)
+        submission.item_list.items.extend(str(i).encode() for i in range(items))
+        submission.item_list.batch_size = 1
+        return await self.jobs.SubmitJob(jobs_pb2.SubmitJobRequest(submission=submission))
+
+    async def status(self, job_id: str) -> jobs_pb2.Job:
+        return await self.jobs.GetJob(jobs_pb2.JobRef(job_id=job_id))
+
+
+@pytest.fixture
+async def harness(tmp_path: Path) -> AsyncIterator[Harness]:
+    h = Harness(tmp_path)
+    await h.start_peers()
+    await h.start_scheduler()
+    await h.deploy()
+    yield h
+    await h.stop_scheduler()
+    for server in h.servers:
+        await server.stop(0)
+    await h.enqueuer.queues.close()
+
+
+def worker_pids(data_dir: Path, job_id: str) -> list[int]:
+    path = data_dir / "jobs" / job_id / "workers.json"
+    return [p["pid"] for pod in json.loads(path.read_text()) for p in pod["processes"]] if path.exists() else []
+
+
+def running(pid: int) -> bool:
+    try:
+        stat = Path(f"/proc/{pid}/stat").read_text()
+    except OSError:
+        return False
+    return stat[stat.rfind(")") + 2] != "Z"
+
+
+async def running_job(h: Harness, **fields: Any) -> jobs_pb2.Job:
+    job = await h.submit(**fields)
+
+    async def enqueued() -> None:
+        status = await h.status(job.job_id)
+        assert status.status == jobs_pb2.JOB_STATUS_RUNNING and status.total_batch_count == 3
+        assert len(worker_pids(h.config.data_dir, job.job_id)) == 4  # 2 workers, each with its dequeuer
+
+    await assert_eventually(enqueued)
+    return job
+
+
+async def test_a_submission_is_enqueued_tracked_and_gets_its_workers(harness: Harness) -> None:
+    job = await running_job(harness, config_json=b'{"k": 1}')
+
+    [request] = harness.enqueuer.requests
+    assert request.job_id == job.job_id and request.queue_name.endswith(job.job_id)
+    assert list(request.submission.item_list.items) == [b"0", b"1", b"2"]
+    assert [(t.job_id, t.total_batch_count) for t in harness.monitor.tracked] == [(job.job_id, 3)]
+    spec = json.loads((harness.config.data_dir / "jobs" / job.job_id / "job.json").read_text())
+    assert (spec["job_id"], spec["config"], spec["total_batch_count"]) == (job.job_id, {"k": 1}, 3)
+    status = await harness.status(job.job_id)
+    assert status.batches.succeeded == 1, "progress comes from the monitor"
+    assert status.batches_in_queue == 3
+
+
+async def test_a_settled_job_gets_its_hook_message_then_succeeds_and_leaves_nothing(harness: Harness) -> None:
+    job = await running_job(harness)
+    pids = worker_pids(harness.config.data_dir, job.job_id)
+    summary = scheduler_pb2.JobSummary(total_batch_count=3, batches=jobs_pb2.BatchCounts(succeeded=3))
+
+    for _ in range(2):  # a repeat is harmless
+        await harness.internal.JobSettled(scheduler_pb2.JobSettledRequest(job_id=job.job_id, summary=summary))
+
+    queue = open_queue_backend(harness.config).open(harness.enqueuer.requests[0].queue_name)
+    deliveries = []
+    while batch := await queue.receive(10, wait_s=0):
+        deliveries += batch
+    [hook_message] = [d for d in deliveries if d.batch.kind == KIND_JOB_COMPLETE]
+    body = json.loads(hook_message.batch.body)
+    assert (body["job_id"], body["status"], body["succeeded"], body["total_batch_count"]) == (
+        job.job_id, "succeeded", 3, 3,
+    )  # fmt: skip
+
+    outcome = jobs_pb2.HookOutcome(called=True, succeeded=True, http_status=200, attempts=1)
+    for _ in range(2):
+        await harness.internal.HookFinished(scheduler_pb2.HookFinishedRequest(job_id=job.job_id, outcome=outcome))
+
+    status = await harness.status(job.job_id)
+    assert status.status == jobs_pb2.JOB_STATUS_SUCCEEDED
+    assert status.hook.http_status == 200 and status.HasField("end_time")
+
+    async def cleaned_up() -> None:
+        assert not [pid for pid in pids if running(pid)]
+        try:
+            await queue.depth()
+        except QueueNotFound:
+            return
+        raise AssertionError("the queue still exists")
+
+    await assert_eventually(cleaned_up)
+
+
+async def test_stopping_a_job_stops_its_workers_and_a_second_stop_is_a_conflict(harness: Harness) -> None:
+    job = await running_job(harness)
+    pids = worker_pids(harness.config.data_dir, job.job_id)
+
+    stopped = await harness.jobs.StopJob(jobs_pb2.JobRef(job_id=job.job_id))
+
+    assert stopped.status == jobs_pb2.JOB_STATUS_STOPPED
+    with pytest.raises(WrongState, match="not in progress"):
+        await harness.jobs.StopJob(jobs_pb2.JobRef(job_id=job.job_id))
+
+    async def no_worker_left() -> None:
+        assert not [pid for pid in pids if running(pid)]
+
+    await assert_eventually(no_worker_left)
+
+
+async def test_a_job_past_its_timeout_ends_timed_out(harness: Harness) -> None:
+    job = await harness.submit(timeout_s=1)
+
+    async def timed_out() -> None:
+        assert (await harness.status(job.job_id)).status == jobs_pb2.JOB_STATUS_TIMED_OUT
+
+    await assert_eventually(timed_out, timeout_s=10)
+
+
+async def test_an_enqueuer_error_ends_the_job_enqueue_failed_with_the_reason(harness: Harness) -> None:
+    harness.enqueuer.error = InvalidRequest("item 7: bad JSON")
+    job = await harness.submit()
+
+    async def failed() -> None:
+        status = await harness.status(job.job_id)
+        assert status.status == jobs_pb2.JOB_STATUS_ENQUEUE_FAILED
+        assert "item 7: bad JSON" in status.status_reason
+
+    await assert_eventually(failed)
+
+
+async def test_bad_submissions_and_unknown_names_get_clear_errors(harness: Harness) -> None:
+    with pytest.raises(InvalidRequest, match="workers: must be greater than or equal to 1"):
+        await harness.submit(workers=0)
+    with pytest.raises(NotFound, match="nope is not deployed"):
+        await harness.jobs.SubmitJob(jobs_pb2.SubmitJobRequest(submission=jobs_pb2.JobSubmission(api_name="nope")))
+    with pytest.raises(NotFound):
+        await harness.status("0123456789abcdef0000")
+    with pytest.raises(NotFound):
+        await harness.jobs.GetApi(jobs_pb2.GetApiRequest(name="nope"))
+    assert await harness.jobs.ListJobs(jobs_pb2.ListJobsRequest()) == jobs_pb2.ListJobsResponse()
+
+
+async def test_a_restarted_scheduler_resumes_an_unfinished_job(harness: Harness) -> None:
+    harness.enqueuer.error = InvalidRequest("not now")  # the first launch fails...
+    job = await harness.submit()
+
+    async def called() -> None:
+        assert len(harness.enqueuer.requests) == 1
+
+    await assert_eventually(called)
+    await harness.stop_scheduler()
+    harness.enqueuer.error = None
+
+    await harness.start_scheduler()  # ...a job that ended stays ended; a new one is picked up
+    job2_ref = await harness.submit()
+    await harness.stop_scheduler()
+    await harness.start_scheduler()
+
+    async def resumed() -> None:
+        assert (await harness.status(job2_ref.job_id)).status == jobs_pb2.JOB_STATUS_RUNNING
+
+    await assert_eventually(resumed)
+    assert (await harness.status(job.job_id)).status == jobs_pb2.JOB_STATUS_ENQUEUE_FAILED
+    listed = await harness.jobs.ListJobs(jobs_pb2.ListJobsRequest(api_name="sum"))
+    assert [j.job_id for j in listed.jobs] == [job2_ref.job_id, job.job_id], "newest first"
+
+
+async def test_watch_streams_changes_until_the_final_status(harness: Harness) -> None:
+    job = await running_job(harness)
+    seen: list[int] = []
+
+    async def watch() -> None:
+        async for update in harness.jobs.WatchJob(jobs_pb2.JobRef(job_id=job.job_id)):
+            seen.append(update.status)
+
+    watcher = asyncio.create_task(watch())
+
+    async def first_update() -> None:
+        assert seen
+
+    await assert_eventually(first_update)
+    await harness.jobs.StopJob(jobs_pb2.JobRef(job_id=job.job_id))
+    await asyncio.wait_for(watcher, timeout=10)
+    assert seen[0] == jobs_pb2.JOB_STATUS_RUNNING and seen[-1] == jobs_pb2.JOB_STATUS_STOPPED
