@@ -21,7 +21,8 @@ class GatewayClient:
         self.url = (url or os.environ.get("THRESHER_URL") or DEFAULT_URL).rstrip("/")
 
     def deploy(self, apis: Any, working_dir: str | Path) -> Any:
-        return self._call("POST", "/v1/apis", {"apis": apis, "working_dir": str(Path(working_dir).resolve())})
+        body = {"apis": apis, "working_dir": str(Path(working_dir).resolve())}
+        return self._call("POST", "/v1/apis", body)["apis"]
 
     def submit(self, api_name: str, job: dict[str, Any]) -> dict[str, Any]:
         return self._call("POST", f"/batch/{_quote(api_name)}", job)
@@ -34,7 +35,7 @@ class GatewayClient:
 
     def jobs(self, api_name: str = "", limit: int = 20) -> Any:
         query = urllib.parse.urlencode({k: v for k, v in (("api", api_name), ("limit", limit)) if v})
-        return self._call("GET", f"/v1/jobs?{query}")
+        return self._call("GET", f"/v1/jobs?{query}")["jobs"]
 
     def stop(self, job_id: str) -> dict[str, Any]:
         return self._call("DELETE", f"/v1/jobs/{_quote(job_id)}")

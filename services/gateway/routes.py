@@ -36,11 +36,12 @@ def add_routes(app: web.Application) -> None:
 
 
 async def submit_job(request: web.Request) -> web.Response:
-    """Cortex's submit; `?dryRun=true` checks the body's shape only and creates nothing."""
+    """Cortex's submit; `?dryRun=true` runs every check, creates nothing and answers `validations passed`."""
     submission = parse_submission(request.match_info["api"], parse_json_body(await request.read()))
-    if request.query.get("dryRun") in _TRUE:
+    dry_run = request.query.get("dryRun") in _TRUE
+    job = await request.app[JOBS].SubmitJob(jobs_pb2.SubmitJobRequest(submission=submission, dry_run=dry_run))
+    if dry_run:
         return web.Response(text="validations passed\n")
-    job = await request.app[JOBS].SubmitJob(jobs_pb2.SubmitJobRequest(submission=submission))
     return web.json_response(views.job_spec(job))
 
 

@@ -61,9 +61,11 @@ class JobManager:
     async def list_apis(self) -> list[jobs_pb2.ApiSpec]:
         return await self._store.list_apis()
 
-    async def submit(self, submission: jobs_pb2.JobSubmission) -> jobs_pb2.Job:
+    async def submit(self, submission: jobs_pb2.JobSubmission, dry_run: bool = False) -> jobs_pb2.Job:
         await self._store.get_api(submission.api_name)  # first, as Cortex: NotFound "<api> is not deployed"
         validate_submission(submission)
+        if dry_run:
+            return jobs_pb2.Job(api_name=submission.api_name)
         job_id = new_job_id()
         job = JobRecord(
             job_id=job_id,

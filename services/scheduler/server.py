@@ -41,7 +41,7 @@ class JobsServicer(jobs_pb2_grpc.JobsServicer):
         return jobs_pb2.ListApisResponse(apis=await self._manager.list_apis())
 
     async def SubmitJob(self, request: jobs_pb2.SubmitJobRequest, context: grpc.aio.ServicerContext) -> jobs_pb2.Job:
-        return await self._manager.submit(request.submission)
+        return await self._manager.submit(request.submission, request.dry_run)
 
     async def GetJob(self, request: jobs_pb2.JobRef, context: grpc.aio.ServicerContext) -> jobs_pb2.Job:
         return await self._manager.get(request.job_id, request.api_name)

@@ -310,9 +310,7 @@ async def test_a_body_of_exactly_the_limit_is_accepted(client: TestClient[Any, A
     assert len(scheduler.calls("SubmitJob")) == 1
 
 
-async def test_a_dry_run_checks_the_shape_and_submits_nothing(
-    client: TestClient[Any, Any], scheduler: FakeJobs
-) -> None:
+async def test_a_dry_run_asks_the_scheduler_to_validate_only(client: TestClient[Any, Any], scheduler: FakeJobs) -> None:
     response = await client.post("/batch/my-api?dryRun=true", json={"workers": 1, "item_list": {"items": [1]}})
     assert response.status == 200 and response.content_type == "text/plain"
     assert await response.text() == "validations passed\n"
@@ -321,7 +319,7 @@ async def test_a_dry_run_checks_the_shape_and_submits_nothing(
     # "dryRun=yes" is not a Go bool, so Cortex treats it as false and submits
     submitted = await client.post("/batch/my-api?dryRun=yes", json={"workers": 1, "item_list": {"items": [1]}})
     assert submitted.status == 200
-    assert len(scheduler.calls("SubmitJob")) == 1
+    assert [call.dry_run for call in scheduler.calls("SubmitJob")] == [True, False]
 
 
 # --- GET and DELETE /batch/{api}?jobID= ---
