@@ -47,8 +47,12 @@ async def start_server(address: str, services: Sequence[Registration]) -> tuple[
     return server, port
 
 
+# gRPC's default reconnect backoff grows to 120 s: a restarted peer would stay unreachable that long.
+CHANNEL_OPTIONS = [*OPTIONS, ("grpc.initial_reconnect_backoff_ms", 100), ("grpc.max_reconnect_backoff_ms", 2000)]
+
+
 def channel(address: str) -> grpc.aio.Channel:
-    return grpc.aio.insecure_channel(address, options=OPTIONS)
+    return grpc.aio.insecure_channel(address, options=CHANNEL_OPTIONS)
 
 
 class Client:

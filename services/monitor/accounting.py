@@ -1,0 +1,110 @@
+"""The ledger's accounting rules: what one new report does to its batch. Pure, no I/O.
+
+A batch counts once: succeeded if any attempt succeeded (even after it was dead-lettered), else
+dead-lettered if its last attempt failed for good, else in flight or waiting for a retry according to
+the report of its newest attempt. Duplicate reports never reach these rules (the ledger drops them).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from dataclasses import dataclass
+from enum import StrEnum
+
+
+class Result(StrEnum):
+    """What one attempt of a batch reported."""
+
+    STARTED = "started"
+    SUCCEEDED = "succeeded"
+    FAILED = "failed"  # will be tried again
+    DEAD_LETTERED = "dead_lettered"  # the last attempt failed: the batch is in the dead letter queue
+
+
+class BatchState(StrEnum):
+    IN_FLIGHT = "in_flight"
+    RETRYING = "retrying"  # an attempt failed; the batch is back on the queue
+    SUCCEEDED = "succeeded"
+    DEAD_LETTERED = "dead_lettered"
+
+
+TERMINAL_STATES = (BatchState.SUCCEEDED, BatchState.DEAD_LETTERED)
+FAILED_RESULTS = (Result.FAILED, Result.DEAD_LETTERED)
+
+
+class Phase(StrEnum):
+    """A worker's phase, as its dequeuer reports it."""
+
+    STARTING = "starting"
+    READY = "ready"
+    STOPPING = "stopping"
+
+
+@dataclass(frozen=True)
+class BatchEvent:
+    job_id: str
+    batch_id: str
+    attempt: int
+    result: Result
+    duration_s: float = 0.0
+    error: str = ""
+
+
+@dataclass(frozen=True)
+class WorkerEvent:
+    job_id: str
+    worker_id: str
+    phase: Phase
+
+
+@dataclass(frozen=True)
+class HookEvent:
+    job_id: str
+    outcome: bytes  # a serialized thresher.v1.HookOutcome, forwarded as is
+
+
+Event = BatchEvent | WorkerEvent | HookEvent
+
+
+@dataclass(frozen=True)
+class Batch:
+    """One batch as the ledger keeps it."""
+
+    state: BatchState
+    attempt: int  # the newest attempt reported
+    failed_attempts: int
+    duration_s: float | None  # of its first successful attempt
+    last_error: str
+
+
+_UNSEEN = Batch(BatchState.IN_FLIGHT, attempt=0, failed_attempts=0, duration_s=None, last_error="")
+
+
+def advance(batch: Batch | None, event: BatchEvent) -> Batch:
+    """The batch after a new (never seen before) report of one of its attempts."""
+    batch = batch or _UNSEEN
+    failed = event.result in FAILED_RESULTS
+    first_success = event.result is Result.SUCCEEDED and batch.state is not BatchState.SUCCEEDED
+    return dataclasses.replace(
+        batch,
+        state=_next_state(batch, event),
+        attempt=max(batch.attempt, event.attempt),
+        failed_attempts=batch.failed_attempts + failed,
+        duration_s=event.duration_s if first_success else batch.duration_s,
+        last_error=event.error if failed else batch.last_error,
+    )
+
+
+def _next_state(batch: Batch, event: BatchEvent) -> BatchState:
+    if batch.state is BatchState.SUCCEEDED or event.result is Result.SUCCEEDED:
+        return BatchState.SUCCEEDED
+    if batch.state is BatchState.DEAD_LETTERED or event.result is Result.DEAD_LETTERED:
+        return BatchState.DEAD_LETTERED
+    if event.attempt < batch.attempt:
+        return batch.state  # a late report of an older attempt says nothing about the batch now
+    return BatchState.IN_FLIGHT if event.result is Result.STARTED else BatchState.RETRYING
+
+
+def is_settled(total_batch_count: int | None, terminal_batches: int) -> bool:
+    """Every batch of the job is terminal (more than the total would be a sender's bug; it settles too)."""
+    return total_batch_count is not None and terminal_batches >= total_batch_count

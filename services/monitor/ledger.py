@@ -1,0 +1,350 @@
+"""The SQLite ledger (WAL, one file): every batch's attempts and state, workers, and what the scheduler was told.
+
+All SQL of the monitor lives here. One thread owns the connection, so calls are serialized and the event loop
+never blocks on the disk. A report is recorded at most once: attempts are keyed by (job, batch, attempt), and
+a repeated report changes nothing.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import sqlite3
+import time
+from collections.abc import Callable, Sequence
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import TypeVar
+
+from services.monitor.accounting import (
+    FAILED_RESULTS,
+    Batch,
+    BatchEvent,
+    BatchState,
+    Event,
+    HookEvent,
+    Phase,
+    WorkerEvent,
+    advance,
+    is_settled,
+)
+from thresher.errors import WrongState
+
+T = TypeVar("T")
+
+_SCHEMA = """
+CREATE TABLE IF NOT EXISTS jobs (
+    job_id TEXT PRIMARY KEY,
+    api_name TEXT NOT NULL DEFAULT '',
+    total_batch_count INTEGER,            -- NULL until TrackJob
+    settled_at REAL,                      -- when every batch was first seen terminal
+    settled_notified INTEGER NOT NULL DEFAULT 0,
+    hook_outcome BLOB,                    -- serialized HookOutcome, the first one reported
+    hook_notified INTEGER NOT NULL DEFAULT 0,
+    updated REAL NOT NULL                 -- last report or tracking, for /metrics retention
+);
+CREATE INDEX IF NOT EXISTS jobs_updated ON jobs (updated);
+CREATE TABLE IF NOT EXISTS attempts (
+    job_id TEXT NOT NULL,
+    batch_id TEXT NOT NULL,
+    attempt INTEGER NOT NULL,
+    result TEXT NOT NULL,
+    duration_s REAL NOT NULL,
+    error TEXT NOT NULL,
+    reported_at REAL NOT NULL,
+    PRIMARY KEY (job_id, batch_id, attempt)
+) WITHOUT ROWID;
+CREATE TABLE IF NOT EXISTS batches (
+    job_id TEXT NOT NULL,
+    batch_id TEXT NOT NULL,
+    state TEXT NOT NULL,
+    attempt INTEGER NOT NULL,
+    failed_attempts INTEGER NOT NULL,
+    duration_s REAL,
+    last_error TEXT NOT NULL,
+    PRIMARY KEY (job_id, batch_id)
+) WITHOUT ROWID;
+CREATE INDEX IF NOT EXISTS batches_state ON batches (job_id, state);
+CREATE TABLE IF NOT EXISTS workers (
+    job_id TEXT NOT NULL,
+    worker_id TEXT NOT NULL,
+    phase TEXT NOT NULL,
+    last_seen REAL NOT NULL,
+    PRIMARY KEY (job_id, worker_id)
+) WITHOUT ROWID;
+"""
+
+
+@dataclass(frozen=True)
+class BatchCounts:
+    succeeded: int = 0
+    failed_attempts: int = 0
+    dead_lettered: int = 0
+    in_flight: int = 0
+    average_time_per_batch_s: float | None = None
+
+
+@dataclass(frozen=True)
+class Progress:
+    api_name: str = ""
+    total_batch_count: int | None = None
+    batches: BatchCounts = BatchCounts()
+    workers: dict[Phase, int] = field(default_factory=dict)
+
+
+@dataclass(frozen=True)
+class Settlement:
+    """What the scheduler is told once every batch of a job is terminal."""
+
+    total_batch_count: int
+    batches: BatchCounts
+    dead_lettered_batch_ids: list[str]
+
+
+@dataclass(frozen=True)
+class Pending:
+    """Notifications recorded for a job and not yet acknowledged by the scheduler."""
+
+    settlement: Settlement | None = None
+    hook_outcome: bytes | None = None
+
+
+@dataclass
+class Histogram:
+    count: int
+    sum_s: float
+    cumulative: list[int]  # observations <= each bucket bound, in the bounds' order
+
+
+@dataclass
+class JobMetrics:
+    api_name: str
+    outcomes: dict[str, int] = field(default_factory=dict)  # succeeded batches; failed and dead-lettered attempts
+    durations: dict[str, Histogram] = field(default_factory=dict)  # by the same outcomes
+    workers: dict[str, int] = field(default_factory=dict)  # by phase
+
+
+class Ledger:
+    def __init__(self, path: Path) -> None:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        self.path = path
+        self._executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="monitor-ledger")
+        self._db = sqlite3.connect(path, timeout=60, isolation_level=None, check_same_thread=False)
+        self._db.execute("PRAGMA journal_mode=WAL")
+        # FULL: a report is acked only once it is on disk, and the dequeuer then deletes the batch for good.
+        self._db.execute("PRAGMA synchronous=FULL")
+        self._db.executescript(_SCHEMA)
+
+    async def _run(self, fn: Callable[[sqlite3.Connection], T]) -> T:
+        return await asyncio.get_running_loop().run_in_executor(self._executor, fn, self._db)
+
+    async def close(self) -> None:
+        await self._run(lambda db: db.close())
+        self._executor.shutdown()
+
+    async def apply(self, events: Sequence[Event]) -> set[str]:
+        """Record `events` in one transaction; returns the jobs that now have a notification to send."""
+
+        def apply(db: sqlite3.Connection) -> set[str]:
+            now = time.time()
+            touched = {e.job_id for e in events}
+            with _transaction(db):
+                db.executemany(
+                    "INSERT INTO jobs (job_id, updated) VALUES (?, ?)"
+                    " ON CONFLICT DO UPDATE SET updated = excluded.updated",
+                    [(job_id, now) for job_id in touched],
+                )
+                notify = {e.job_id for e in events if _apply_one(db, e, now)}
+                notify |= {job_id for job_id in touched if _settle_if_done(db, job_id, now)}
+            return notify
+
+        return await self._run(apply)
+
+    async def track(self, job_id: str, api_name: str, total_batch_count: int) -> set[str]:
+        """The job has `total_batch_count` batches (idempotent); returns {job_id} if it just settled."""
+
+        def track(db: sqlite3.Connection) -> set[str]:
+            now = time.time()
+            with _transaction(db):
+                row = db.execute("SELECT api_name, total_batch_count FROM jobs WHERE job_id = ?", (job_id,)).fetchone()
+                if row and row[1] is not None and row[1] != total_batch_count:
+                    raise WrongState(f"job {job_id} is tracked with {row[1]} batches, not {total_batch_count}")
+                if row and row[0] and api_name and row[0] != api_name:
+                    raise WrongState(f"job {job_id} belongs to API {row[0]!r}, not {api_name!r}")
+                db.execute(
+                    "INSERT INTO jobs (job_id, api_name, total_batch_count, updated) VALUES (?, ?, ?, ?)"
+                    " ON CONFLICT DO UPDATE SET total_batch_count = excluded.total_batch_count,"
+                    " updated = excluded.updated,"
+                    " api_name = CASE WHEN api_name = '' THEN excluded.api_name ELSE api_name END",
+                    (job_id, api_name, total_batch_count, now),
+                )
+                return {job_id} if _settle_if_done(db, job_id, now) else set()
+
+        return await self._run(track)
+
+    async def progress(self, job_id: str) -> Progress:
+        """The job's counts now; an unknown job has none yet."""
+
+        def progress(db: sqlite3.Connection) -> Progress:
+            row = db.execute("SELECT api_name, total_batch_count FROM jobs WHERE job_id = ?", (job_id,)).fetchone()
+            if row is None:
+                return Progress()
+            workers = db.execute("SELECT phase, COUNT(*) FROM workers WHERE job_id = ? GROUP BY phase", (job_id,))
+            return Progress(row[0], row[1], _batch_counts(db, job_id), {Phase(p): n for p, n in workers})
+
+        return await self._run(progress)
+
+    async def pending(self, job_id: str) -> Pending:
+        def pending(db: sqlite3.Connection) -> Pending:
+            row = db.execute(
+                "SELECT total_batch_count, settled_at IS NOT NULL AND NOT settled_notified,"
+                " CASE WHEN hook_notified THEN NULL ELSE hook_outcome END FROM jobs WHERE job_id = ?",
+                (job_id,),
+            ).fetchone()
+            if row is None:
+                return Pending()
+            total, settle, hook = row
+            return Pending(_settlement(db, job_id, total) if settle else None, hook)
+
+        return await self._run(pending)
+
+    async def mark_settlement_notified(self, job_id: str) -> None:
+        await self._run(lambda db: db.execute("UPDATE jobs SET settled_notified = 1 WHERE job_id = ?", (job_id,)))
+
+    async def mark_hook_notified(self, job_id: str) -> None:
+        await self._run(lambda db: db.execute("UPDATE jobs SET hook_notified = 1 WHERE job_id = ?", (job_id,)))
+
+    async def jobs_to_notify(self) -> list[str]:
+        """Jobs whose settlement or hook outcome the scheduler has not acknowledged yet (e.g. it was down)."""
+        query = (
+            "SELECT job_id FROM jobs WHERE (settled_at IS NOT NULL AND NOT settled_notified)"
+            " OR (hook_outcome IS NOT NULL AND NOT hook_notified)"
+        )
+        return await self._run(lambda db: [row[0] for row in db.execute(query)])
+
+    async def metrics(self, since: float, bounds_s: Sequence[float]) -> dict[str, JobMetrics]:
+        """Per job updated since `since`: outcome counts, duration histograms and workers by phase."""
+        return await self._run(lambda db: _metrics(db, since, bounds_s))
+
+
+def _apply_one(db: sqlite3.Connection, event: Event, now: float) -> bool:
+    """Record one event; True if it brings a notification to send (a first hook outcome)."""
+    if isinstance(event, BatchEvent):
+        _record_attempt(db, event, now)
+    elif isinstance(event, WorkerEvent):
+        db.execute(
+            "INSERT INTO workers (job_id, worker_id, phase, last_seen) VALUES (?, ?, ?, ?)"
+            " ON CONFLICT DO UPDATE SET phase = excluded.phase, last_seen = excluded.last_seen",
+            (event.job_id, event.worker_id, event.phase.value, now),
+        )
+    elif isinstance(event, HookEvent):
+        cursor = db.execute(
+            "UPDATE jobs SET hook_outcome = ? WHERE job_id = ? AND hook_outcome IS NULL", (event.outcome, event.job_id)
+        )
+        return cursor.rowcount == 1
+    return False
+
+
+def _record_attempt(db: sqlite3.Connection, event: BatchEvent, now: float) -> None:
+    # A STARTED row may later take the attempt's result; anything else already recorded is a repeat.
+    cursor = db.execute(
+        "INSERT INTO attempts (job_id, batch_id, attempt, result, duration_s, error, reported_at)"
+        " VALUES (?, ?, ?, ?, ?, ?, ?) ON CONFLICT DO UPDATE SET result = excluded.result,"
+        " duration_s = excluded.duration_s, error = excluded.error, reported_at = excluded.reported_at"
+        " WHERE attempts.result = 'started' AND excluded.result != 'started'",
+        (event.job_id, event.batch_id, event.attempt, event.result.value, event.duration_s, event.error, now),
+    )
+    if cursor.rowcount == 0:
+        return
+    row = db.execute(
+        "SELECT state, attempt, failed_attempts, duration_s, last_error FROM batches WHERE job_id = ? AND batch_id = ?",
+        (event.job_id, event.batch_id),
+    ).fetchone()
+    batch = advance(Batch(BatchState(row[0]), *row[1:]) if row else None, event)
+    db.execute(
+        "INSERT OR REPLACE INTO batches (job_id, batch_id, state, attempt, failed_attempts, duration_s, last_error)"
+        " VALUES (?, ?, ?, ?, ?, ?, ?)",
+        (
+            event.job_id,
+            event.batch_id,
+            batch.state.value,
+            batch.attempt,
+            batch.failed_attempts,
+            batch.duration_s,
+            batch.last_error,
+        ),
+    )
+
+
+def _settle_if_done(db: sqlite3.Connection, job_id: str, now: float) -> bool:
+    """Mark the job settled the first time every batch is terminal; True then."""
+    row = db.execute(
+        "SELECT total_batch_count FROM jobs WHERE job_id = ? AND settled_at IS NULL AND total_batch_count IS NOT NULL",
+        (job_id,),
+    ).fetchone()
+    if row is None:
+        return False
+    (terminal,) = db.execute(
+        "SELECT COUNT(*) FROM batches WHERE job_id = ? AND state IN (?, ?)",
+        (job_id, BatchState.SUCCEEDED.value, BatchState.DEAD_LETTERED.value),
+    ).fetchone()
+    if not is_settled(row[0], terminal):
+        return False
+    db.execute("UPDATE jobs SET settled_at = ? WHERE job_id = ?", (now, job_id))
+    return True
+
+
+def _batch_counts(db: sqlite3.Connection, job_id: str) -> BatchCounts:
+    row = db.execute(
+        "SELECT COALESCE(SUM(state = 'succeeded'), 0), COALESCE(SUM(failed_attempts), 0),"
+        " COALESCE(SUM(state = 'dead_lettered'), 0), COALESCE(SUM(state = 'in_flight'), 0),"
+        " AVG(CASE WHEN state = 'succeeded' THEN duration_s END) FROM batches WHERE job_id = ?",
+        (job_id,),
+    ).fetchone()
+    return BatchCounts(*row)
+
+
+def _settlement(db: sqlite3.Connection, job_id: str, total_batch_count: int) -> Settlement:
+    ids = db.execute(
+        "SELECT batch_id FROM batches WHERE job_id = ? AND state = 'dead_lettered' ORDER BY batch_id", (job_id,)
+    )
+    return Settlement(total_batch_count, _batch_counts(db, job_id), [row[0] for row in ids])
+
+
+def _metrics(db: sqlite3.Connection, since: float, bounds_s: Sequence[float]) -> dict[str, JobMetrics]:
+    rows = db.execute("SELECT job_id, api_name FROM jobs WHERE updated >= ?", (since,))
+    jobs = {job_id: JobMetrics(api_name) for job_id, api_name in rows}
+    recent = "(SELECT job_id FROM jobs WHERE updated >= ?)"
+    buckets = ", ".join("COALESCE(SUM(duration_s <= ?), 0)" for _ in bounds_s)
+    # Successes count once per batch (its first success); failures count per attempt, as Cortex's `failed`.
+    rows = db.execute(
+        f"SELECT job_id, 'succeeded', COUNT(*), SUM(duration_s), {buckets} FROM batches"
+        f" WHERE state = 'succeeded' AND job_id IN {recent} GROUP BY job_id"
+        f" UNION ALL SELECT job_id, result, COUNT(*), SUM(duration_s), {buckets} FROM attempts"
+        f" WHERE result IN (?, ?) AND job_id IN {recent} GROUP BY job_id, result",
+        (*bounds_s, since, *bounds_s, *(r.value for r in FAILED_RESULTS), since),
+    )
+    for job_id, outcome, count, sum_s, *cumulative in rows:
+        if job_id in jobs:
+            jobs[job_id].outcomes[outcome] = count
+            jobs[job_id].durations[outcome] = Histogram(count, sum_s or 0.0, cumulative)
+    workers = db.execute(
+        f"SELECT job_id, phase, COUNT(*) FROM workers WHERE job_id IN {recent} GROUP BY job_id, phase", (since,)
+    )
+    for job_id, phase, count in workers:
+        if job_id in jobs:
+            jobs[job_id].workers[phase] = count
+    return jobs
+
+
+class _transaction:
+    """BEGIN IMMEDIATE ... COMMIT (ROLLBACK on error): takes the write lock up front, so no deadlock on upgrade."""
+
+    def __init__(self, db: sqlite3.Connection) -> None:
+        self._db = db
+
+    def __enter__(self) -> None:
+        self._db.execute("BEGIN IMMEDIATE")
+
+    def __exit__(self, exc_type: object, *_: object) -> None:
+        self._db.execute("ROLLBACK" if exc_type else "COMMIT")

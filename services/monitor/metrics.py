@@ -1,0 +1,117 @@
+"""Prometheus text on /metrics, read from the ledger at each scrape (so duplicates never count, and labels are current).
+
+Series carry `api_name` and `job_id`; a job's series are shown until RETENTION_S after its last report, which
+keeps the page bounded while Prometheus keeps the history. `api_name` is empty until the job is tracked.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Iterator
+
+from aiohttp import web
+from prometheus_client import CONTENT_TYPE_PLAIN_0_0_4, generate_latest
+from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, HistogramMetricFamily, Metric
+from prometheus_client.utils import floatToGoString
+
+from services.monitor.accounting import FAILED_RESULTS, Phase, Result
+from services.monitor.ledger import Histogram, JobMetrics, Ledger
+from thresher.errors import Unavailable
+from thresher.names import METRIC_PREFIX
+
+BUCKETS_S = (0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0, 120.0, 300.0, 600.0, 1800.0, 3600.0)
+RETENTION_S = 24 * 3600.0
+OUTCOMES = (Result.SUCCEEDED.value, Result.FAILED.value, Result.DEAD_LETTERED.value)
+JOB_LABELS = ["api_name", "job_id"]
+
+_LEDGER = web.AppKey("ledger", Ledger)
+
+
+def create_metrics_app(ledger: Ledger) -> web.Application:
+    app = web.Application()
+    app[_LEDGER] = ledger
+    app.router.add_get("/metrics", _metrics)
+    return app
+
+
+async def start_metrics_server(ledger: Ledger, address: str) -> tuple[web.AppRunner, int]:
+    """Serve /metrics on `address` ("127.0.0.1:0" picks a port); returns the runner and the bound port."""
+    host, _, port = address.rpartition(":")
+    runner = web.AppRunner(create_metrics_app(ledger), access_log=None)
+    await runner.setup()
+    try:
+        await web.TCPSite(runner, host.strip("[]"), int(port)).start()
+    except (OSError, ValueError) as e:
+        await runner.cleanup()
+        raise Unavailable(f"cannot listen on {address}: {e}") from e
+    return runner, runner.addresses[0][1]
+
+
+async def _metrics(request: web.Request) -> web.Response:
+    jobs = await request.app[_LEDGER].metrics(time.time() - RETENTION_S, BUCKETS_S)
+    return web.Response(body=render(jobs), headers={"Content-Type": CONTENT_TYPE_PLAIN_0_0_4})
+
+
+def render(jobs: dict[str, JobMetrics]) -> bytes:
+    return generate_latest(_Snapshot(jobs)) + _cortex_counters(jobs)
+
+
+class _Snapshot:
+    """A collector over one read of the ledger."""
+
+    def __init__(self, jobs: dict[str, JobMetrics]) -> None:
+        self._jobs = sorted(jobs.items())
+
+    def collect(self) -> Iterator[Metric]:
+        outcomes = CounterMetricFamily(
+            METRIC_PREFIX + "batches",
+            "Batch outcomes: succeeded batches (each once), failed attempts, attempts that dead-lettered their batch.",
+            labels=[*JOB_LABELS, "outcome"],
+        )
+        durations = HistogramMetricFamily(
+            METRIC_PREFIX + "batch_duration_seconds",
+            "Duration of batch attempts by outcome (a batch's first success only), seconds.",
+            labels=[*JOB_LABELS, "outcome"],
+        )
+        cortex_time = HistogramMetricFamily(
+            "cortex_time_per_batch", "Duration of successful batches, seconds (Cortex).", labels=JOB_LABELS
+        )
+        workers = GaugeMetricFamily(
+            METRIC_PREFIX + "workers", "Workers by their last reported phase.", labels=[*JOB_LABELS, "phase"]
+        )
+        for job_id, job in self._jobs:
+            for outcome in OUTCOMES:
+                outcomes.add_metric([job.api_name, job_id, outcome], job.outcomes.get(outcome, 0))
+                if outcome in job.durations:
+                    histogram = job.durations[outcome]
+                    durations.add_metric([job.api_name, job_id, outcome], _buckets(histogram), histogram.sum_s)
+            succeeded = job.durations.get(Result.SUCCEEDED.value, Histogram(0, 0.0, [0] * len(BUCKETS_S)))
+            cortex_time.add_metric([job.api_name, job_id], _buckets(succeeded), succeeded.sum_s)
+            if job.workers:
+                for phase in Phase:
+                    workers.add_metric([job.api_name, job_id, phase.value], job.workers.get(phase.value, 0))
+        yield from (outcomes, durations, cortex_time, workers)
+
+
+def _buckets(histogram: Histogram) -> list[tuple[str, float]]:
+    bounds = [floatToGoString(b) for b in BUCKETS_S]
+    return [*zip(bounds, histogram.cumulative, strict=True), ("+Inf", histogram.count)]
+
+
+def _cortex_counters(jobs: dict[str, JobMetrics]) -> bytes:
+    """Cortex's counters under their exact names: prometheus_client would add `_total`, which dashboards don't query."""
+    families = (
+        ("cortex_batch_succeeded", "Batches that succeeded, each counted once (Cortex).", (Result.SUCCEEDED,)),
+        ("cortex_batch_failed", "Failed batch attempts (Cortex's metrics.failed).", FAILED_RESULTS),
+    )
+    lines = []
+    for name, help_text, results in families:
+        lines += [f"# HELP {name} {help_text}", f"# TYPE {name} counter"]
+        for job_id, job in sorted(jobs.items()):
+            value = sum(job.outcomes.get(r.value, 0) for r in results)
+            lines.append(f'{name}{{api_name="{_escape(job.api_name)}",job_id="{_escape(job_id)}"}} {value}')
+    return ("\n".join(lines) + "\n").encode()
+
+
+def _escape(label_value: str) -> str:
+    return label_value.replace("\\", r"\\").replace('"', r"\"").replace("\n", r"\n")

@@ -1,0 +1,159 @@
+"""The Monitor gRPC service, its /metrics endpoint and their lifecycle."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import signal
+from collections.abc import AsyncIterator
+from pathlib import Path
+from typing import Any
+
+import grpc
+from aiohttp import web
+
+from services.monitor.ledger import Ledger
+from services.monitor.metrics import start_metrics_server
+from services.monitor.monitor import Monitor
+from services.monitor.notifier import Notifier
+from services.monitor.wire import decode_report, encode_progress
+from thresher import rpc
+from thresher.config import Config
+from thresher.v1 import jobs_pb2, monitor_pb2, monitor_pb2_grpc, scheduler_pb2_grpc
+
+log = logging.getLogger(__name__)
+
+GRACE_S = 5.0
+MAX_GROUP = 500  # reports recorded in one transaction, at most
+INBOX_SIZE = 2 * MAX_GROUP  # reports read ahead of the ledger; beyond this the stream pushes back on the sender
+SCHEDULER_CALL_TIMEOUT_S = 10.0
+# Reconnect to a restarted scheduler within seconds, not after gRPC's default backoff of up to two minutes.
+_END = object()
+
+
+class MonitorServicer(monitor_pb2_grpc.MonitorServicer):
+    def __init__(self, monitor: Monitor) -> None:
+        self._monitor = monitor
+
+    async def Report(
+        self, request_iterator: AsyncIterator[monitor_pb2.Report], context: grpc.aio.ServicerContext
+    ) -> AsyncIterator[monitor_pb2.ReportAck]:
+        inbox: asyncio.Queue[Any] = asyncio.Queue(INBOX_SIZE)
+        reader = asyncio.create_task(_read_into(request_iterator, inbox))
+        try:
+            while True:
+                group, end = await _next_group(inbox)
+                if group:
+                    await self._monitor.record([decode_report(r) for r in group])
+                    for report in group:
+                        yield monitor_pb2.ReportAck(seq=report.seq)
+                if end is _END:
+                    return
+                if isinstance(end, BaseException):
+                    raise end
+        finally:
+            reader.cancel()
+
+    async def TrackJob(
+        self, request: monitor_pb2.TrackJobRequest, context: grpc.aio.ServicerContext
+    ) -> monitor_pb2.TrackJobResponse:
+        await self._monitor.track(request.job_id, request.api_name, request.total_batch_count)
+        return monitor_pb2.TrackJobResponse()
+
+    async def GetJobProgress(
+        self, request: jobs_pb2.JobRef, context: grpc.aio.ServicerContext
+    ) -> monitor_pb2.JobProgress:
+        return encode_progress(request.job_id, await self._monitor.progress(request.job_id, request.api_name))
+
+
+async def _read_into(requests: AsyncIterator[monitor_pb2.Report], inbox: asyncio.Queue[Any]) -> None:
+    try:
+        async for report in requests:
+            await inbox.put(report)
+    except Exception as e:  # handed to the writer, which ends the call with it
+        await inbox.put(e)
+        return
+    await inbox.put(_END)
+
+
+async def _next_group(inbox: asyncio.Queue[Any]) -> tuple[list[monitor_pb2.Report], Any]:
+    """The reports that arrived together (waiting for the first), and the end marker if the stream ended."""
+    group: list[monitor_pb2.Report] = []
+    item = await inbox.get()
+    while isinstance(item, monitor_pb2.Report):
+        group.append(item)
+        if len(group) >= MAX_GROUP or inbox.empty():
+            return group, None
+        item = inbox.get_nowait()
+    return group, item
+
+
+class MonitorServer:
+    """The running monitor: gRPC server, /metrics server, notifier and ledger, stopped together."""
+
+    def __init__(
+        self,
+        grpc_server: grpc.aio.Server,
+        metrics_runner: web.AppRunner,
+        metrics_port: int,
+        notifier: Notifier,
+        scheduler_channel: grpc.aio.Channel,
+        ledger: Ledger,
+    ) -> None:
+        self.grpc_server = grpc_server
+        self.metrics_port = metrics_port
+        self._metrics_runner = metrics_runner
+        self._notifier = notifier
+        self._scheduler_channel = scheduler_channel
+        self._ledger = ledger
+
+    async def wait_for_termination(self) -> None:
+        await self.grpc_server.wait_for_termination()
+
+    async def stop(self, grace_s: float | None = GRACE_S) -> None:
+        await self.grpc_server.stop(grace_s)
+        await self._metrics_runner.cleanup()
+        await self._notifier.close()
+        await self._scheduler_channel.close()
+        await self._ledger.close()
+
+
+async def create_server(config: Config, address: str) -> tuple[MonitorServer, int]:
+    """Serve thresher.v1.Monitor on `address` and /metrics on config.addresses.monitor_metrics; returns the gRPC port.
+
+    The /metrics port is `server.metrics_port`. Settlements the scheduler did not acknowledge are sent again.
+    """
+    ledger = Ledger(Path(config.data_dir) / "monitor" / "ledger.db")
+    channel = rpc.channel(config.addresses.scheduler)
+    scheduler = rpc.Client(scheduler_pb2_grpc.SchedulerStub(channel), timeout_s=SCHEDULER_CALL_TIMEOUT_S)
+    notifier = Notifier(ledger, scheduler)
+    monitor = Monitor(ledger, notifier)
+    try:
+        metrics_runner, metrics_port = await start_metrics_server(ledger, config.addresses.monitor_metrics)
+    except Exception:
+        await channel.close()
+        await ledger.close()
+        raise
+    try:
+        registration = (monitor_pb2_grpc.add_MonitorServicer_to_server, MonitorServicer(monitor), "thresher.v1.Monitor")
+        grpc_server, port = await rpc.start_server(address, [registration])
+    except Exception:
+        await metrics_runner.cleanup()
+        await channel.close()
+        await ledger.close()
+        raise
+    await monitor.resume()
+    return MonitorServer(grpc_server, metrics_runner, metrics_port, notifier, channel, ledger), port
+
+
+async def serve(config: Config) -> None:
+    """Run until SIGTERM or SIGINT, then stop gracefully."""
+    server, port = await create_server(config, config.addresses.monitor)
+    log.info("monitor serving gRPC on port %d and /metrics on port %d", port, server.metrics_port)
+    stopping = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        loop.add_signal_handler(sig, stopping.set)
+    await stopping.wait()
+    log.info("monitor stopping")
+    await server.stop(GRACE_S)

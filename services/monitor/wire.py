@@ -1,0 +1,85 @@
+"""Proto messages to the monitor's domain and back; bad reports are rejected here with a clear error."""
+
+from __future__ import annotations
+
+import math
+
+from services.monitor.accounting import BatchEvent, Event, HookEvent, Phase, Result, WorkerEvent
+from services.monitor.ledger import BatchCounts, Progress, Settlement
+from thresher.errors import InvalidRequest
+from thresher.v1 import jobs_pb2, monitor_pb2, scheduler_pb2
+
+_RESULTS = {
+    monitor_pb2.BATCH_RESULT_STARTED: Result.STARTED,
+    monitor_pb2.BATCH_RESULT_SUCCEEDED: Result.SUCCEEDED,
+    monitor_pb2.BATCH_RESULT_FAILED: Result.FAILED,
+    monitor_pb2.BATCH_RESULT_DEAD_LETTERED: Result.DEAD_LETTERED,
+}
+_PHASES = {
+    monitor_pb2.WORKER_PHASE_STARTING: Phase.STARTING,
+    monitor_pb2.WORKER_PHASE_READY: Phase.READY,
+    monitor_pb2.WORKER_PHASE_STOPPING: Phase.STOPPING,
+}
+
+
+def decode_report(report: monitor_pb2.Report) -> Event:
+    where = f"report {report.seq}"
+    if not report.job_id:
+        raise InvalidRequest(f"{where}: job_id is required")
+    body = report.WhichOneof("body")
+    if body == "batch":
+        return _decode_batch(report.job_id, report.batch, where)
+    if body == "worker":
+        if not report.worker_id:
+            raise InvalidRequest(f"{where}: worker_id is required in a worker report")
+        if report.worker.phase not in _PHASES:
+            raise InvalidRequest(f"{where}: unknown worker phase {report.worker.phase}")
+        return WorkerEvent(report.job_id, report.worker_id, _PHASES[report.worker.phase])
+    if body == "hook":
+        return HookEvent(report.job_id, report.hook.SerializeToString(deterministic=True))
+    raise InvalidRequest(f"{where}: a report needs a body (batch, worker or hook)")
+
+
+def _decode_batch(job_id: str, batch: monitor_pb2.BatchReport, where: str) -> BatchEvent:
+    if not batch.batch_id:
+        raise InvalidRequest(f"{where}: batch_id is required")
+    if batch.attempt < 1:
+        raise InvalidRequest(f"{where}: attempt must be 1 or more, not {batch.attempt}")
+    if batch.result not in _RESULTS:
+        raise InvalidRequest(f"{where}: unknown batch result {batch.result}")
+    if not math.isfinite(batch.duration_s) or batch.duration_s < 0:
+        raise InvalidRequest(f"{where}: duration_s must be a finite number of seconds >= 0")
+    return BatchEvent(job_id, batch.batch_id, batch.attempt, _RESULTS[batch.result], batch.duration_s, batch.error)
+
+
+def encode_counts(counts: BatchCounts) -> jobs_pb2.BatchCounts:
+    message = jobs_pb2.BatchCounts(
+        succeeded=counts.succeeded,
+        failed_attempts=counts.failed_attempts,
+        dead_lettered=counts.dead_lettered,
+        in_flight=counts.in_flight,
+    )
+    if counts.average_time_per_batch_s is not None:
+        message.average_time_per_batch_s = counts.average_time_per_batch_s
+    return message
+
+
+def encode_progress(job_id: str, progress: Progress) -> monitor_pb2.JobProgress:
+    message = monitor_pb2.JobProgress(
+        job_id=job_id,
+        batches=encode_counts(progress.batches),
+        worker_counts=jobs_pb2.WorkerCounts(
+            pending=progress.workers.get(Phase.STARTING, 0), ready=progress.workers.get(Phase.READY, 0)
+        ),
+    )
+    if progress.total_batch_count is not None:
+        message.total_batch_count = progress.total_batch_count
+    return message
+
+
+def encode_summary(settlement: Settlement) -> scheduler_pb2.JobSummary:
+    return scheduler_pb2.JobSummary(
+        total_batch_count=settlement.total_batch_count,
+        batches=encode_counts(settlement.batches),
+        dead_lettered_batch_ids=settlement.dead_lettered_batch_ids,
+    )
