@@ -19,6 +19,7 @@ import json
 import logging
 import os
 import signal
+import sys
 import threading
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
@@ -131,6 +132,13 @@ class WorkerServer(ThreadingHTTPServer):
             with self._idle:
                 self._active -= 1
                 self._idle.notify_all()
+
+    def handle_error(self, request: Any, client_address: Any) -> None:
+        # A client closing its keep-alive connection is routine; socketserver would print a traceback for it.
+        if isinstance(sys.exc_info()[1], ConnectionError | TimeoutError):
+            log.debug("connection from %s closed", client_address)
+        else:
+            log.exception("error while serving %s", client_address)
 
     def stop(self, grace_s: float = GRACE_S) -> bool:
         """Stop serving (serve_forever must be running), then wait up to `grace_s` for requests in progress.

@@ -1,0 +1,1 @@
+"""textstats: an example Thresher worker that counts words in local text documents."""

@@ -1,0 +1,62 @@
+"""Cutting a job's inline items into batches: pure, streaming and deterministic.
+
+Batch ids are `<job_id>-<index>`, the index zero-padded to one width for the whole job (6 digits, more when
+the job has more than a million batches), so a job's ids sort in batch order and cutting the same items
+again gives the same ids: that is what makes a repeated Enqueue a resume rather than a duplicate.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Iterator, Sequence
+from itertools import islice
+from typing import TypeVar
+
+from thresher.errors import InvalidRequest
+from thresher.queue import Batch
+
+MIN_INDEX_DIGITS = 6
+
+T = TypeVar("T")
+
+
+def batch_count(item_count: int, batch_size: int) -> int:
+    """How many batches `item_count` items make: the last one may be partial."""
+    _check_batch_size(batch_size)
+    return -(-item_count // batch_size)
+
+
+def index_width(count: int) -> int:
+    """Digits of every batch index of a job with `count` batches: enough for the last one, at least 6."""
+    return max(MIN_INDEX_DIGITS, len(str(max(count - 1, 0))))
+
+
+def batch_id(job_id: str, index: int, width: int = MIN_INDEX_DIGITS) -> str:
+    return f"{job_id}-{index:0{width}d}"
+
+
+def cut_batches(job_id: str, items: Sequence[bytes], batch_size: int) -> Iterator[Batch]:
+    """Yield batch i = items[i*bs:(i+1)*bs] as a JSON array of the items' bytes, unchanged, one at a time."""
+    count = batch_count(len(items), batch_size)
+    width = index_width(count)
+    for index in range(count):
+        chunk = items[index * batch_size : (index + 1) * batch_size]
+        yield Batch(batch_id(job_id, index, width), b"[" + b",".join(chunk) + b"]")
+
+
+def check_items(items: Iterable[bytes]) -> None:
+    """Reject empty items up front: each must be one JSON value, and nothing should be half-enqueued."""
+    for index, item in enumerate(items):
+        if not item.strip():
+            raise InvalidRequest(f"item_list: items[{index}] is empty; each item must be one JSON value")
+
+
+def chunked(iterable: Iterable[T], size: int) -> Iterator[list[T]]:
+    """Consecutive lists of `size` elements (the last may be shorter), drawn lazily."""
+    iterator = iter(iterable)
+    while chunk := list(islice(iterator, size)):
+        yield chunk
+
+
+def _check_batch_size(batch_size: int) -> None:
+    if batch_size < 1:
+        raise InvalidRequest(f"item_list: batch_size must be at least 1, got {batch_size}")

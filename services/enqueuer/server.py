@@ -1,0 +1,69 @@
+"""The gRPC Enqueuer service: decodes requests, runs the enqueue loop, encodes progress."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import signal
+from collections.abc import AsyncIterator
+
+import grpc
+
+from services.enqueuer.enqueue import enqueue_items, item_list_of
+from thresher.config import Config
+from thresher.errors import InvalidRequest
+from thresher.logs import job_id_var
+from thresher.queue import open_queue_backend
+from thresher.rpc import start_server
+from thresher.v1 import enqueuer_pb2, enqueuer_pb2_grpc
+
+log = logging.getLogger(__name__)
+
+GRACE_S = 10.0  # on SIGTERM, running Enqueue calls get this long; an interrupted one is resumed by calling again
+
+
+class EnqueuerServicer(enqueuer_pb2_grpc.EnqueuerServicer):
+    def __init__(self, config: Config) -> None:
+        self._config = config
+
+    async def Enqueue(
+        self, request: enqueuer_pb2.EnqueueRequest, context: grpc.aio.ServicerContext
+    ) -> AsyncIterator[enqueuer_pb2.EnqueueProgress]:
+        job_id_var.set(request.job_id)
+        if not request.job_id or not request.queue_name:
+            raise InvalidRequest("job_id and queue_name are required")
+        item_list = item_list_of(request.submission)
+        # One backend per call: calls are rare (one per job, or per resume) and nothing stays open between them.
+        backend = open_queue_backend(self._config)
+        try:
+            queue = backend.open(request.queue_name)
+            async for progress in enqueue_items(queue, request.job_id, item_list):
+                yield enqueuer_pb2.EnqueueProgress(
+                    batches_enqueued=progress.batches_enqueued,
+                    items_enqueued=progress.items_enqueued,
+                    done=progress.done,
+                )
+        finally:
+            await backend.close()
+
+
+async def create_server(config: Config, address: str) -> tuple[grpc.aio.Server, int]:
+    """Serve thresher.v1.Enqueuer on `address` ("127.0.0.1:0" picks a port); returns the server and its port."""
+    servicer = EnqueuerServicer(config)
+    return await start_server(
+        address, [(enqueuer_pb2_grpc.add_EnqueuerServicer_to_server, servicer, "thresher.v1.Enqueuer")]
+    )
+
+
+async def serve(config: Config, grace_s: float = GRACE_S) -> None:
+    """Serve on config.addresses.enqueuer until SIGTERM or SIGINT, then stop gracefully."""
+    server, port = await create_server(config, config.addresses.enqueuer)
+    host = config.addresses.enqueuer.rsplit(":", 1)[0]
+    log.info("enqueuer listening on %s:%d", host, port)
+    stop = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        loop.add_signal_handler(sig, stop.set)
+    await stop.wait()
+    log.info("enqueuer stopping")
+    await server.stop(grace_s)

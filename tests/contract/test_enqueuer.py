@@ -1,0 +1,200 @@
+"""The Enqueuer over real gRPC on loopback, writing to a real SQLite queue."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import os
+import re
+import signal
+import sys
+from collections.abc import AsyncIterator
+from dataclasses import dataclass
+
+import grpc
+import pytest
+
+from services.enqueuer.batching import cut_batches
+from services.enqueuer.server import create_server
+from thresher.config import Config
+from thresher.errors import NotFound
+from thresher.queue import Queue, QueueBackend, open_queue_backend
+from thresher.rpc import Client, channel
+from thresher.v1 import enqueuer_pb2, enqueuer_pb2_grpc, jobs_pb2
+
+JOB_ID = "7fffabc123"
+QUEUE = "textstats-7fffabc123"
+
+
+@dataclass
+class Stack:
+    stub: enqueuer_pb2_grpc.EnqueuerStub
+    backend: QueueBackend
+    queue: Queue
+
+
+@pytest.fixture
+async def stack(tmp_path) -> AsyncIterator[Stack]:
+    config = Config(data_dir=tmp_path)
+    backend = open_queue_backend(config)
+    await backend.create(QUEUE, visibility_s=30)
+    server, port = await create_server(config, "127.0.0.1:0")
+    async with channel(f"127.0.0.1:{port}") as chan:
+        yield Stack(enqueuer_pb2_grpc.EnqueuerStub(chan), backend, backend.open(QUEUE))
+    await server.stop(None)
+    await backend.close()
+
+
+def request(count: int, batch_size: int, queue: str = QUEUE) -> enqueuer_pb2.EnqueueRequest:
+    items = [json.dumps({"n": i, "text": f"item {i}"}).encode() for i in range(count)]
+    submission = jobs_pb2.JobSubmission(
+        api_name="textstats", workers=1, item_list=jobs_pb2.ItemList(items=items, batch_size=batch_size)
+    )
+    return enqueuer_pb2.EnqueueRequest(job_id=JOB_ID, queue_name=queue, submission=submission)
+
+
+async def enqueue(stack: Stack, req: enqueuer_pb2.EnqueueRequest) -> list[enqueuer_pb2.EnqueueProgress]:
+    return [p async for p in stack.stub.Enqueue(req)]
+
+
+async def receive_all(queue: Queue) -> dict[str, bytes]:
+    deliveries = await queue.receive(max_batches=100_000, wait_s=0)
+    return {d.batch.batch_id: d.batch.body for d in deliveries}
+
+
+async def test_items_are_written_as_batches_with_exact_bodies(stack: Stack) -> None:
+    req = request(1_000, 10)
+
+    progress = await enqueue(stack, req)
+
+    assert [(p.batches_enqueued, p.items_enqueued, p.done) for p in progress][-1] == (100, 1_000, True)
+    assert not any(p.done for p in progress[:-1])
+    bodies = await receive_all(stack.queue)
+    assert sorted(bodies) == [f"{JOB_ID}-{i:06d}" for i in range(100)]
+    items = list(req.submission.item_list.items)
+    for i in range(100):
+        assert bodies[f"{JOB_ID}-{i:06d}"] == b"[" + b",".join(items[i * 10 : (i + 1) * 10]) + b"]"
+
+
+async def test_progress_is_reported_after_every_chunk_then_done(stack: Stack) -> None:
+    progress = await enqueue(stack, request(1_001, 1))
+
+    assert [(p.batches_enqueued, p.items_enqueued, p.done) for p in progress] == [
+        (500, 500, False),
+        (1_000, 1_000, False),
+        (1_001, 1_001, False),
+        (1_001, 1_001, True),
+    ]
+    assert (await stack.queue.depth()).visible == 1_001
+
+
+async def test_a_repeated_call_enqueues_nothing_new_even_for_acked_batches(stack: Stack) -> None:
+    await enqueue(stack, request(1_000, 10))
+    done = await stack.queue.receive(max_batches=30, wait_s=0)
+    for delivery in done:
+        await stack.queue.ack(delivery)
+
+    progress = await enqueue(stack, request(1_000, 10))
+
+    assert progress[-1].done and progress[-1].batches_enqueued == 100
+    depth = await stack.queue.depth()
+    assert (depth.visible, depth.in_flight) == (70, 0)
+    assert not set(await receive_all(stack.queue)) & {d.batch.batch_id for d in done}
+
+
+async def test_a_call_after_a_crash_fills_the_gap_without_duplicates(stack: Stack) -> None:
+    req = request(1_000, 10)
+    first_part = list(cut_batches(JOB_ID, req.submission.item_list.items, 10))[:37]
+    await stack.queue.send(first_part)
+
+    await enqueue(stack, req)
+
+    bodies = await receive_all(stack.queue)
+    assert sorted(bodies) == [f"{JOB_ID}-{i:06d}" for i in range(100)]
+
+
+async def test_no_items_give_only_a_final_progress(stack: Stack) -> None:
+    progress = await enqueue(stack, request(0, 10))
+
+    assert [(p.batches_enqueued, p.items_enqueued, p.done) for p in progress] == [(0, 0, True)]
+
+
+async def test_a_missing_queue_is_not_found(stack: Stack) -> None:
+    with pytest.raises(grpc.aio.AioRpcError) as caught:
+        await enqueue(stack, request(10, 5, queue="deleted-queue"))
+
+    assert caught.value.code() == grpc.StatusCode.NOT_FOUND
+    assert "deleted-queue" in (caught.value.details() or "")
+
+
+async def test_a_missing_queue_reaches_a_client_as_not_found(stack: Stack) -> None:
+    client = Client(stack.stub)
+
+    with pytest.raises(NotFound):
+        async for _ in client.Enqueue(request(10, 5, queue="deleted-queue")):
+            pass
+
+
+@pytest.mark.parametrize("source", ["file_path_lister", "delimited_files"])
+async def test_file_sources_are_refused_as_not_supported_yet(stack: Stack, source: str) -> None:
+    submission = jobs_pb2.JobSubmission(api_name="textstats", workers=1)
+    getattr(submission, source).CopyFrom(jobs_pb2.FileSource(paths=["/data"], batch_size=2))
+
+    with pytest.raises(grpc.aio.AioRpcError) as caught:
+        await enqueue(stack, enqueuer_pb2.EnqueueRequest(job_id=JOB_ID, queue_name=QUEUE, submission=submission))
+
+    assert caught.value.code() == grpc.StatusCode.INVALID_ARGUMENT
+    assert "not supported yet" in (caught.value.details() or "")
+    assert (await stack.queue.depth()).visible == 0
+
+
+@pytest.mark.parametrize(
+    ("req", "message"),
+    [
+        (request(10, 0), "batch_size"),
+        (enqueuer_pb2.EnqueueRequest(job_id=JOB_ID, queue_name=QUEUE), "no input"),
+        (enqueuer_pb2.EnqueueRequest(queue_name=QUEUE, submission=request(1, 1).submission), "job_id"),
+    ],
+)
+async def test_bad_requests_are_invalid_and_enqueue_nothing(
+    stack: Stack, req: enqueuer_pb2.EnqueueRequest, message: str
+) -> None:
+    with pytest.raises(grpc.aio.AioRpcError) as caught:
+        await enqueue(stack, req)
+
+    assert caught.value.code() == grpc.StatusCode.INVALID_ARGUMENT
+    assert message in (caught.value.details() or "")
+    assert (await stack.queue.depth()).visible == 0
+
+
+async def test_the_service_runs_as_a_module_and_stops_on_sigterm(tmp_path) -> None:
+    config = Config(data_dir=tmp_path)
+    backend = open_queue_backend(config)
+    await backend.create(QUEUE, visibility_s=30)
+    env = os.environ | {"THRESHER_DATA_DIR": str(tmp_path), "THRESHER_ADDRESSES_ENQUEUER": "127.0.0.1:0"}
+    proc = await asyncio.create_subprocess_exec(
+        sys.executable, "-m", "services.enqueuer", env=env, stderr=asyncio.subprocess.PIPE
+    )
+    try:
+        port = await asyncio.wait_for(_listening_port(proc), timeout=20)
+        async with channel(f"127.0.0.1:{port}") as chan:
+            progress = [p async for p in enqueuer_pb2_grpc.EnqueuerStub(chan).Enqueue(request(20, 5))]
+        assert progress[-1].done and progress[-1].batches_enqueued == 4
+
+        proc.send_signal(signal.SIGTERM)
+        assert await asyncio.wait_for(proc.wait(), timeout=20) == 0
+        assert (await backend.open(QUEUE).depth()).visible == 4
+    finally:
+        if proc.returncode is None:
+            proc.kill()
+            await proc.wait()
+        await backend.close()
+
+
+async def _listening_port(proc: asyncio.subprocess.Process) -> int:
+    assert proc.stderr is not None
+    while line := await proc.stderr.readline():
+        match = re.search(rb"enqueuer listening on [\d.]+:(\d+)", line)
+        if match:
+            return int(match.group(1))
+    raise AssertionError("the enqueuer exited before listening")

@@ -1,0 +1,285 @@
+"""The worker helper: a real HTTP server on loopback calling plain functions."""
+
+from __future__ import annotations
+
+import http.client
+import json
+import logging
+import os
+import re
+import signal
+import socket
+import struct
+import subprocess
+import sys
+import textwrap
+import threading
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from thresher import names
+from thresher.worker import BatchContext, JobContext, WorkerServer, make_server
+
+SPEC = {"job_id": "job1", "api_name": "textstats", "kind": "BatchAPI", "workers": 2, "config": {"lang": "en"}}
+
+
+class Recorder:
+    """A worker's functions that remember their calls, and fail on demand."""
+
+    def __init__(self) -> None:
+        self.batches: list[tuple[list[Any], BatchContext]] = []
+        self.hooks: list[tuple[dict[str, Any], JobContext]] = []
+        self.fail_with: Exception | None = None
+
+    def handle_batch(self, items: list[Any], ctx: BatchContext) -> None:
+        self.batches.append((items, ctx))
+        if self.fail_with:
+            raise self.fail_with
+
+    def on_job_complete(self, summary: dict[str, Any], ctx: JobContext) -> None:
+        self.hooks.append((summary, ctx))
+        if self.fail_with:
+            raise self.fail_with
+
+
+def start(server: WorkerServer) -> Iterator[WorkerServer]:
+    thread = threading.Thread(target=server.serve_forever, kwargs={"poll_interval": 0.05}, daemon=True)
+    thread.start()
+    try:
+        yield server
+    finally:
+        server.stop(grace_s=5)
+        thread.join(timeout=5)
+
+
+@pytest.fixture
+def recorder() -> Recorder:
+    return Recorder()
+
+
+@pytest.fixture
+def spec_path(tmp_path: Path) -> Path:
+    path = tmp_path / "job.json"
+    path.write_text(json.dumps(SPEC))
+    return path
+
+
+@pytest.fixture
+def server(recorder: Recorder, spec_path: Path) -> Iterator[WorkerServer]:
+    yield from start(make_server(recorder.handle_batch, recorder.on_job_complete, spec_path=str(spec_path)))
+
+
+def request(server: WorkerServer, method: str, path: str, body: Any = None, headers: dict[str, str] | None = None):
+    conn = http.client.HTTPConnection("127.0.0.1", server.port, timeout=10)
+    try:
+        data = None if body is None else (body if isinstance(body, bytes) else json.dumps(body).encode())
+        conn.request(method, path, body=data, headers={"Content-Type": "application/json", **(headers or {})})
+        response = conn.getresponse()
+        return response.status, json.loads(response.read())
+    finally:
+        conn.close()
+
+
+BATCH_HEADERS = {
+    names.HEADER_CORTEX_JOB_ID: "job1",
+    names.HEADER_JOB_ID: "job1",
+    names.HEADER_BATCH_ID: "job1-000007",
+    names.HEADER_ATTEMPT: "2",
+}
+
+
+def test_a_batch_reaches_handle_batch_with_its_items_and_context(server: WorkerServer, recorder: Recorder) -> None:
+    status, body = request(server, "POST", "/", [{"a": 1}, "é", 3], BATCH_HEADERS)
+
+    assert (status, body) == (200, {"ok": True})
+    ((items, ctx),) = recorder.batches
+    assert items == [{"a": 1}, "é", 3]
+    assert (ctx.job_id, ctx.batch_id, ctx.attempt) == ("job1", "job1-000007", 2)
+    assert ctx.config == {"lang": "en"}
+    assert ctx.spec == SPEC
+
+
+def test_a_failing_batch_answers_500_with_the_error_and_logs_its_traceback(
+    server: WorkerServer, recorder: Recorder, caplog: pytest.LogCaptureFixture
+) -> None:
+    recorder.fail_with = ValueError("cannot parse item 3")
+
+    with caplog.at_level(logging.ERROR, logger="thresher.worker"):
+        status, body = request(server, "POST", "/", [1], BATCH_HEADERS)
+
+    assert status == 500
+    assert body == {"ok": False, "error": "ValueError: cannot parse item 3"}
+    (record,) = [r for r in caplog.records if r.levelno == logging.ERROR]
+    assert "job1-000007" in record.getMessage() and record.exc_info is not None
+
+
+@pytest.mark.parametrize(("body", "error"), [(b"{not json", "not JSON"), (b'{"a": 1}', "JSON array")])
+def test_a_body_that_is_not_a_json_array_is_refused(
+    server: WorkerServer, recorder: Recorder, body: bytes, error: str
+) -> None:
+    status, answer = request(server, "POST", "/", body, BATCH_HEADERS)
+
+    assert status == 400 and error in answer["error"]
+    assert recorder.batches == []
+
+
+def test_the_hook_gets_the_summary_and_the_job_context(server: WorkerServer, recorder: Recorder) -> None:
+    summary = {"total_batch_count": 3, "batches": {"succeeded": 3}}
+
+    status, _ = request(
+        server, "POST", names.HOOK_PATH, summary, {names.HEADER_JOB_ID: "job1", names.HEADER_IDEMPOTENCY_KEY: "k1"}
+    )
+
+    assert status == 200
+    ((got, ctx),) = recorder.hooks
+    assert got == summary
+    assert (ctx.job_id, ctx.idempotency_key, ctx.config) == ("job1", "k1", {"lang": "en"})
+
+
+def test_a_failing_hook_answers_500(server: WorkerServer, recorder: Recorder) -> None:
+    recorder.fail_with = OSError("disk full")
+
+    status, body = request(server, "POST", names.HOOK_PATH, {})
+
+    assert (status, body["error"]) == (500, "OSError: disk full")
+
+
+def test_the_hook_is_404_when_the_worker_has_none(recorder: Recorder) -> None:
+    for server in start(make_server(recorder.handle_batch, spec_path="")):
+        status, _ = request(server, "POST", names.HOOK_PATH, {"total_batch_count": 1})
+
+        assert status == 404
+
+
+def test_readiness_answers_200_and_unknown_routes_404(server: WorkerServer) -> None:
+    assert request(server, "GET", "/healthz")[0] == 200
+    assert request(server, "GET", "/nope")[0] == 404
+    assert request(server, "POST", "/nope", [])[0] == 404
+
+
+def test_the_spec_is_read_again_when_its_file_changes(
+    server: WorkerServer, recorder: Recorder, spec_path: Path
+) -> None:
+    request(server, "POST", "/", [1], BATCH_HEADERS)
+    updated = spec_path.with_suffix(".tmp")
+    updated.write_text(json.dumps(SPEC | {"total_batch_count": 12}))
+    os.replace(updated, spec_path)
+
+    request(server, "POST", "/", [2], BATCH_HEADERS)
+
+    assert "total_batch_count" not in recorder.batches[0][1].spec
+    assert recorder.batches[1][1].spec["total_batch_count"] == 12
+
+
+def test_a_half_written_spec_keeps_the_last_good_one(server: WorkerServer, recorder: Recorder, spec_path: Path) -> None:
+    request(server, "POST", "/", [1], BATCH_HEADERS)
+    spec_path.write_text('{"job_id": "jo')
+
+    request(server, "POST", "/", [2], BATCH_HEADERS)
+
+    assert recorder.batches[1][1].spec == SPEC
+
+
+def test_without_a_spec_the_job_id_comes_from_the_headers(recorder: Recorder) -> None:
+    for server in start(make_server(recorder.handle_batch, spec_path="")):
+        request(server, "POST", "/", [1], {names.HEADER_CORTEX_JOB_ID: "cortexjob"})
+
+    ((_, ctx),) = recorder.batches
+    assert (ctx.job_id, ctx.batch_id, ctx.attempt, ctx.config, ctx.spec) == ("cortexjob", "", 1, {}, {})
+
+
+def test_a_client_resetting_its_connection_is_not_logged_as_an_error(
+    server: WorkerServer, caplog: pytest.LogCaptureFixture
+) -> None:
+    with caplog.at_level(logging.DEBUG, logger="thresher.worker"):
+        sock = socket.create_connection(("127.0.0.1", server.port), timeout=10)
+        sock.sendall(b"GET /healthz HTTP/1.1\r\nHost: worker\r\n\r\n")
+        assert sock.recv(1024).startswith(b"HTTP/1.1 200")
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))  # close with a reset
+        sock.close()
+
+        _wait_for(lambda: any("closed" in r.getMessage() for r in caplog.records))
+
+    assert [r for r in caplog.records if r.levelno >= logging.WARNING] == []
+
+
+WORKER_SCRIPT = """
+    import sys, time
+    from pathlib import Path
+    from thresher.worker import serve
+
+    folder = Path(sys.argv[1])
+
+    def handle_batch(items, ctx):
+        (folder / "started").touch()
+        deadline = time.monotonic() + 20
+        while not (folder / "go").exists() and time.monotonic() < deadline:
+            time.sleep(0.01)
+        (folder / "done").write_text(str(items))
+
+    serve(handle_batch)
+"""
+
+
+def test_serve_finishes_the_batch_in_progress_on_sigterm_and_exits_cleanly(tmp_path: Path) -> None:
+    script = tmp_path / "worker.py"
+    script.write_text(textwrap.dedent(WORKER_SCRIPT))
+    env = os.environ | {names.ENV_PORT: "0"}
+    with subprocess.Popen([sys.executable, str(script), str(tmp_path)], env=env, stderr=subprocess.PIPE) as proc:
+        try:
+            port = _listening_port(proc)
+            answer: list[Any] = []
+            post = threading.Thread(target=lambda: answer.append(_post(port, [1, 2])))
+            post.start()
+            _wait_for(lambda: (tmp_path / "started").exists())
+
+            proc.send_signal(signal.SIGTERM)
+            _wait_for(lambda: not _accepts_connections(port))
+            (tmp_path / "go").touch()
+            post.join(timeout=20)
+
+            assert answer == [200]
+            assert (tmp_path / "done").read_text() == "[1, 2]"
+            assert proc.wait(timeout=20) == 0
+        finally:
+            proc.kill()
+
+
+def _listening_port(proc: subprocess.Popen[bytes]) -> int:
+    assert proc.stderr is not None
+    for line in proc.stderr:
+        match = re.search(rb"worker listening on [\d.]+:(\d+)", line)
+        if match:
+            return int(match.group(1))
+    raise AssertionError("the worker exited before listening")
+
+
+def _post(port: int, items: list[Any]) -> int:
+    conn = http.client.HTTPConnection("127.0.0.1", port, timeout=20)
+    try:
+        conn.request("POST", "/", body=json.dumps(items), headers={"Content-Type": "application/json"})
+        return conn.getresponse().status
+    finally:
+        conn.close()
+
+
+def _accepts_connections(port: int) -> bool:
+    try:
+        socket.create_connection(("127.0.0.1", port), timeout=1).close()
+    except (ConnectionRefusedError, ConnectionResetError):  # reset: queued when the listening socket closed
+        return False
+    return True
+
+
+def _wait_for(check: Any, timeout_s: float = 10) -> None:
+    done = threading.Event()
+    deadline = threading.Timer(timeout_s, done.set)
+    deadline.start()
+    try:
+        while not check():
+            assert not done.wait(0.01), "timed out"
+    finally:
+        deadline.cancel()
