@@ -1,0 +1,98 @@
+"""The embedded stack as a real `thresher up` process, for end-to-end and fault tests."""
+
+from __future__ import annotations
+
+import os
+import signal
+import time
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from thresher.cli import FINAL
+from thresher.client import GatewayClient
+from thresher.launcher import StackProcess
+
+WORKERS_DIR = Path(__file__).parent / "workers"
+
+
+class Stack(StackProcess):
+    """The stack plus what the tests look at: its client, its services' pids, a job's final status."""
+
+    def __init__(self, data_dir: Path, apis: Path) -> None:
+        super().__init__(data_dir, apis=apis)
+        self.client = GatewayClient(self.url)
+
+    def service_pid(self, name: str) -> int:
+        """The pid of one of the stack's services (a direct child of `thresher up`)."""
+        for pid in children_of(self.proc.pid):
+            if f"services.{name}" in cmdline(pid):
+                return pid
+        raise LookupError(f"no {name} process")
+
+    def wait_for_final(self, api: str, job_id: str, timeout_s: float = 90.0) -> dict[str, Any]:
+        deadline = time.monotonic() + timeout_s
+        while True:
+            status = self.client.get(api, job_id)
+            if status["job_status"]["status"] in FINAL:
+                return status
+            if time.monotonic() > deadline:
+                raise AssertionError(f"job {job_id} did not finish in {timeout_s} s: {status}")
+            time.sleep(0.1)
+
+
+def cmdline(pid: int) -> str:
+    try:
+        return Path(f"/proc/{pid}/cmdline").read_bytes().replace(b"\0", b" ").decode()
+    except OSError:
+        return ""
+
+
+def children_of(parent: int) -> list[int]:
+    pids = []
+    for entry in Path("/proc").iterdir():
+        if entry.name.isdigit():
+            try:
+                stat = (entry / "stat").read_text()
+            except OSError:
+                continue
+            fields = stat[stat.rfind(")") + 2 :].split()
+            if int(fields[1]) == parent and fields[0] != "Z":
+                pids.append(int(entry.name))
+    return pids
+
+
+def alive(pid: int) -> bool:
+    try:
+        stat = Path(f"/proc/{pid}/stat").read_text()
+    except OSError:
+        return False
+    return stat[stat.rfind(")") + 2] != "Z"
+
+
+def processes_mentioning(text: str) -> list[int]:
+    return [int(p.name) for p in Path("/proc").iterdir() if p.name.isdigit() and text in cmdline(int(p.name))]
+
+
+def eventually(check: Any, timeout_s: float = 15.0) -> Any:
+    deadline = time.monotonic() + timeout_s
+    while True:
+        try:
+            return check()
+        except AssertionError:
+            if time.monotonic() > deadline:
+                raise
+            time.sleep(0.1)
+
+
+@pytest.fixture
+def stack(tmp_path: Path) -> Iterator[Stack]:
+    stack = Stack(tmp_path / "data", WORKERS_DIR / "apis.yaml")
+    try:
+        yield stack
+    finally:
+        stack.stop()
+        for pid in processes_mentioning(str(tmp_path)):
+            os.kill(pid, signal.SIGKILL)  # nothing the test started outlives it
