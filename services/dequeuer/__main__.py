@@ -1,0 +1,57 @@
+"""`python -m services.dequeuer --job-id J --api-name A --worker-id W --queue Q --worker-port P [...]`."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import signal
+import sys
+from collections.abc import Sequence
+
+import aiohttp
+
+from services.dequeuer.loop import Dequeuer
+from services.dequeuer.reporter import Reporter
+from services.dequeuer.settings import Settings, parse_args
+from thresher.config import Config, load_config
+from thresher.errors import ThresherError
+from thresher.logs import configure_logging
+from thresher.queue import open_queue_backend
+
+log = logging.getLogger("services.dequeuer")
+
+
+async def serve(settings: Settings, config: Config) -> int:
+    """Run one dequeuer until its job ends or a signal stops it; returns the exit code."""
+    backend = open_queue_backend(config)
+    reporter = Reporter(config.addresses.monitor, settings.job_id, settings.worker_id)
+    reporter.start()
+    try:
+        async with aiohttp.ClientSession() as session:
+            dequeuer = Dequeuer(settings, backend.open(settings.queue_name), reporter, session)
+            loop = asyncio.get_running_loop()
+            for sig in (signal.SIGTERM, signal.SIGINT):
+                loop.add_signal_handler(sig, dequeuer.stop)
+            return await dequeuer.run()
+    finally:
+        await reporter.close()
+        await backend.close()
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    configure_logging("dequeuer")
+    try:
+        config = load_config()
+    except ThresherError as e:
+        log.error("bad configuration: %s", e)
+        return 2
+    settings = parse_args(argv, config)
+    try:
+        return asyncio.run(serve(settings, config))
+    except Exception:
+        log.exception("dequeuer failed")
+        return 1
+
+
+if __name__ == "__main__":
+    sys.exit(main())

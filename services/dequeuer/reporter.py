@@ -1,0 +1,115 @@
+"""Reports to the monitor over one long-lived `Monitor.Report` stream, each one kept until the monitor acks it.
+
+The monitor acks a report once it is durably written. A broken stream (the monitor restarting) is reopened
+with backoff and every unacked report is sent again, in order; the monitor drops the repeats.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+from collections.abc import AsyncIterator
+
+import grpc
+
+from thresher import rpc
+from thresher.aiotasks import create_guarded_task
+from thresher.v1 import jobs_pb2, monitor_pb2, monitor_pb2_grpc
+
+log = logging.getLogger(__name__)
+
+BACKOFF_MIN_S = 0.05
+BACKOFF_MAX_S = 2.0
+
+Body = monitor_pb2.BatchReport | monitor_pb2.WorkerReport | jobs_pb2.HookOutcome
+_FIELD = {monitor_pb2.BatchReport: "batch", monitor_pb2.WorkerReport: "worker", jobs_pb2.HookOutcome: "hook"}
+
+
+class Reporter:
+    """`await record(body)` returns once the monitor has acked the report; `send(body)` does not wait."""
+
+    def __init__(self, address: str, job_id: str, worker_id: str) -> None:
+        self._address = address
+        self._job_id = job_id
+        self._worker_id = worker_id
+        # Seqs start at the clock (µs) so that a restarted dequeuer with the same worker id never reuses one.
+        self._next_seq = time.time_ns() // 1000
+        self._unacked: dict[int, tuple[monitor_pb2.Report, asyncio.Future[None]]] = {}  # in seq order
+        self._outbox: asyncio.Queue[monitor_pb2.Report] | None = None  # the open stream's, if any
+        self._channel: grpc.aio.Channel | None = None
+        self._task: asyncio.Task[None] | None = None
+
+    def start(self) -> None:
+        self._channel = rpc.channel(self._address)
+        self._task = create_guarded_task(self._run(monitor_pb2_grpc.MonitorStub(self._channel)), "monitor-reports")
+
+    async def close(self) -> None:
+        """Stop reporting; reports still unacked are dropped."""
+        if self._task is not None:
+            self._task.cancel()
+            await asyncio.gather(self._task, return_exceptions=True)
+        if self._channel is not None:
+            await self._channel.close()
+        for _, future in self._unacked.values():
+            future.cancel()
+        self._unacked.clear()
+
+    @property
+    def unacked(self) -> int:
+        return len(self._unacked)
+
+    def send(self, body: Body) -> asyncio.Future[None]:
+        """Queue a report; the future completes when the monitor acks it."""
+        seq = self._next_seq
+        self._next_seq += 1
+        report = monitor_pb2.Report(
+            seq=seq, job_id=self._job_id, worker_id=self._worker_id, **{_FIELD[type(body)]: body}
+        )
+        future: asyncio.Future[None] = asyncio.get_running_loop().create_future()
+        self._unacked[seq] = (report, future)
+        if self._outbox is not None:
+            self._outbox.put_nowait(report)
+        return future
+
+    async def record(self, body: Body, timeout_s: float | None = None) -> None:
+        """Report and wait for the monitor's ack (for ever by default); TimeoutError after `timeout_s`."""
+        # Shielded: a caller that gives up must not cancel the report itself, which is still sent and acked.
+        await asyncio.wait_for(asyncio.shield(self.send(body)), timeout_s)
+
+    async def _run(self, stub: monitor_pb2_grpc.MonitorStub) -> None:
+        backoff_s = BACKOFF_MIN_S
+        while True:
+            outbox: asyncio.Queue[monitor_pb2.Report] = asyncio.Queue()
+            for report, _ in self._unacked.values():
+                outbox.put_nowait(report)
+            self._outbox = outbox
+            try:
+                async for ack in stub.Report(_drain(outbox)):
+                    backoff_s = BACKOFF_MIN_S
+                    self._acked(ack.seq)
+                log.warning("the monitor closed the report stream; reopening it")
+            except grpc.aio.AioRpcError as e:
+                log.warning(
+                    "report stream to the monitor at %s broke (%s: %s); %d reports unacked, retrying in %.2f s",
+                    self._address,
+                    e.code().name,
+                    e.details(),
+                    len(self._unacked),
+                    backoff_s,
+                )
+            except Exception:
+                log.exception("report stream to the monitor failed; retrying in %.2f s", backoff_s)
+            self._outbox = None
+            await asyncio.sleep(backoff_s)
+            backoff_s = min(backoff_s * 2, BACKOFF_MAX_S)
+
+    def _acked(self, seq: int) -> None:
+        entry = self._unacked.pop(seq, None)
+        if entry is not None and not entry[1].done():
+            entry[1].set_result(None)
+
+
+async def _drain(outbox: asyncio.Queue[monitor_pb2.Report]) -> AsyncIterator[monitor_pb2.Report]:
+    while True:
+        yield await outbox.get()

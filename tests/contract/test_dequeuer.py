@@ -1,0 +1,561 @@
+"""The dequeuer against real parts: a SQLite queue, an aiohttp worker and a small gRPC monitor, all on 127.0.0.1."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import os
+import signal
+import socket
+import sys
+from collections.abc import AsyncIterator, Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import aiohttp
+import grpc
+import pytest
+from aiohttp import web
+
+from services.dequeuer import Dequeuer, Reporter, Settings
+from tests.helpers import assert_eventually
+from thresher import names, rpc
+from thresher.config import Config, config_env
+from thresher.queue import KIND_JOB_COMPLETE, Batch, Depth, Queue, QueueBackend, open_queue_backend
+from thresher.v1 import jobs_pb2, monitor_pb2, monitor_pb2_grpc
+
+ROOT = Path(__file__).resolve().parents[2]
+JOB_ID = "job-1"
+QUEUE = "q-job-1"
+VISIBILITY_S = 0.5
+Phase = monitor_pb2.WorkerPhase
+Result = monitor_pb2.BatchResult
+
+
+class FakeMonitor(monitor_pb2_grpc.MonitorServicer):
+    """Records every report; acks each one unless told not to (a monitor that cannot write)."""
+
+    def __init__(self, ack: bool = True) -> None:
+        self.ack = ack
+        self.reports: list[monitor_pb2.Report] = []
+
+    async def Report(
+        self, request_iterator: AsyncIterator[monitor_pb2.Report], context: grpc.aio.ServicerContext
+    ) -> AsyncIterator[monitor_pb2.ReportAck]:
+        async for report in request_iterator:
+            self.reports.append(report)
+            if self.ack:
+                yield monitor_pb2.ReportAck(seq=report.seq)
+
+    def unique(self) -> list[monitor_pb2.Report]:
+        """The reports once each, as a monitor that drops repeats by seq keeps them."""
+        return list({r.seq: r for r in self.reports}.values())
+
+    def phases(self) -> list[int]:
+        return [r.worker.phase for r in self.unique() if r.HasField("worker")]
+
+    def results(self, batch_id: str) -> list[tuple[int, int]]:
+        """(result, attempt) of every report on `batch_id`, STARTED excluded."""
+        batches = [r.batch for r in self.unique() if r.HasField("batch") and r.batch.batch_id == batch_id]
+        return [(b.result, b.attempt) for b in batches if b.result != Result.BATCH_RESULT_STARTED]
+
+    def batch_reports(self, result: int) -> list[monitor_pb2.BatchReport]:
+        return [r.batch for r in self.unique() if r.HasField("batch") and r.batch.result == result]
+
+    def hooks(self) -> list[jobs_pb2.HookOutcome]:
+        return [r.hook for r in self.unique() if r.HasField("hook")]
+
+
+async def start_monitor(monitor: FakeMonitor, port: int = 0) -> tuple[grpc.aio.Server, int]:
+    registration = (monitor_pb2_grpc.add_MonitorServicer_to_server, monitor, "thresher.v1.Monitor")
+    return await rpc.start_server(f"127.0.0.1:{port}", [registration])
+
+
+@dataclass
+class Call:
+    path: str
+    headers: dict[str, str]
+    body: bytes
+
+
+@dataclass
+class FakeWorker:
+    """A worker HTTP server: records calls; answers chosen batches with an error; sleeps on chosen batches."""
+
+    ready: bool = True
+    fail: dict[str, int] = field(default_factory=dict)  # batch id -> HTTP status to answer
+    sleep_s: dict[str, float] = field(default_factory=dict)  # batch id -> seconds to take
+    hook_status: int = 200
+    hook_failures: int = 0  # answer 500 to this many hook calls first
+    calls: list[Call] = field(default_factory=list)
+    finished: list[str] = field(default_factory=list)
+    readiness_checks: int = 0
+    port: int = 0
+    _closing: asyncio.Event = field(default_factory=asyncio.Event)
+    _runner: web.AppRunner | None = None
+
+    async def start(self, sock: socket.socket | None = None) -> int:
+        app = web.Application()
+        app.router.add_post("/", self._batch)
+        app.router.add_post(names.HOOK_PATH, self._hook)
+        app.router.add_get("/healthz", self._healthz)
+        self._runner = web.AppRunner(app, access_log=None, shutdown_timeout=0.1)
+        await self._runner.setup()
+        site = web.SockSite(self._runner, sock) if sock else web.TCPSite(self._runner, "127.0.0.1", 0)
+        await site.start()
+        self.port = self._runner.addresses[0][1]
+        return self.port
+
+    async def close(self) -> None:
+        self._closing.set()
+        if self._runner is not None:
+            await self._runner.cleanup()
+
+    def batch_calls(self, batch_id: str | None = None) -> list[Call]:
+        return [c for c in self.calls if c.path == "/" and batch_id in (None, c.headers[names.HEADER_BATCH_ID])]
+
+    def hook_calls(self) -> list[Call]:
+        return [c for c in self.calls if c.path == names.HOOK_PATH]
+
+    async def _batch(self, request: web.Request) -> web.Response:
+        batch_id = request.headers[names.HEADER_BATCH_ID]
+        self.calls.append(Call("/", dict(request.headers), await request.read()))
+        with contextlib.suppress(TimeoutError):
+            await asyncio.wait_for(self._closing.wait(), self.sleep_s.get(batch_id, 0))
+        self.finished.append(batch_id)
+        if batch_id in self.fail:
+            return web.Response(status=self.fail[batch_id], text=f"model exploded on {batch_id}")
+        return web.json_response({"ok": True})
+
+    async def _hook(self, request: web.Request) -> web.Response:
+        self.calls.append(Call(names.HOOK_PATH, dict(request.headers), await request.read()))
+        if self.hook_failures > 0:
+            self.hook_failures -= 1
+            return web.Response(status=500, text="hook broke")
+        return web.Response(status=self.hook_status)
+
+    async def _healthz(self, request: web.Request) -> web.Response:
+        self.readiness_checks += 1
+        return web.Response(status=200 if self.ready else 503)
+
+
+@dataclass
+class Running:
+    dequeuer: Dequeuer
+    task: asyncio.Task[int]
+    reporter: Reporter
+    session: aiohttp.ClientSession
+
+
+@dataclass
+class Harness:
+    config: Config
+    backend: QueueBackend
+    queue: Queue
+    monitor: FakeMonitor
+    monitor_server: grpc.aio.Server
+    monitor_port: int
+    worker: FakeWorker
+    running: list[Running] = field(default_factory=list)
+
+    async def send(self, *batch_ids: str) -> None:
+        await self.queue.send([Batch(b, f'[{{"item": "{b}"}}]'.encode()) for b in batch_ids])
+
+    def start_dequeuer(self, worker_id: str = "w-1", **overrides: Any) -> Running:
+        settings = Settings.create(
+            self.config,
+            job_id=JOB_ID,
+            api_name="api",
+            worker_id=worker_id,
+            queue_name=QUEUE,
+            worker_port=self.worker.port,
+            **overrides,
+        )
+        reporter = Reporter(f"127.0.0.1:{self.monitor_port}", JOB_ID, worker_id)
+        reporter.start()
+        session = aiohttp.ClientSession()
+        dequeuer = Dequeuer(settings, self.queue, reporter, session)
+        running = Running(dequeuer, asyncio.create_task(dequeuer.run()), reporter, session)
+        self.running.append(running)
+        return running
+
+    async def depth(self) -> Depth:
+        return await self.queue.depth()
+
+    async def close(self) -> None:
+        for r in self.running:
+            r.dequeuer.stop()
+            with contextlib.suppress(Exception):
+                await asyncio.wait_for(r.task, 10)
+            await r.reporter.close()
+            await r.session.close()
+        await self.worker.close()
+        await self.monitor_server.stop(0)
+        await self.backend.close()
+
+
+async def make_harness(tmp_path: Path, visibility_s: float = VISIBILITY_S) -> Harness:
+    config = Config(data_dir=tmp_path)
+    config.queue.visibility_s = visibility_s
+    config.queue.max_receive_count = 3
+    config.dequeuer.wait_s = 0.2
+    config.dequeuer.batch_timeout_s = 5.0
+    config.dequeuer.readiness_timeout_s = 5.0
+    config.dequeuer.hook_timeout_s = 2.0
+    backend = open_queue_backend(config)
+    await backend.create(QUEUE, visibility_s)
+    monitor = FakeMonitor()
+    server, port = await start_monitor(monitor)
+    config.addresses.monitor = f"127.0.0.1:{port}"
+    worker = FakeWorker()
+    return Harness(config, backend, backend.open(QUEUE), monitor, server, port, worker)
+
+
+@pytest.fixture
+async def harness(tmp_path: Path) -> AsyncIterator[Harness]:
+    h = await make_harness(tmp_path)
+    try:
+        await h.worker.start()
+        yield h
+    finally:
+        await h.close()
+
+
+@pytest.fixture
+async def slow_harness(tmp_path: Path) -> AsyncIterator[Harness]:
+    """Batches stay invisible for 30 s unless released: a released batch is visible at once, a held one is not."""
+    h = await make_harness(tmp_path, visibility_s=30.0)
+    try:
+        await h.worker.start()
+        yield h
+    finally:
+        await h.close()
+
+
+def until(predicate: Callable[[], bool]) -> Callable[[], None]:
+    def check() -> None:
+        assert predicate()
+
+    return check
+
+
+def all_done(h: Harness, dead: int = 0) -> Any:
+    async def check() -> None:
+        assert await h.depth() == Depth(visible=0, in_flight=0, dead=dead)
+
+    return check
+
+
+# --- batches ---------------------------------------------------------------------------------------------------------
+
+
+async def test_every_batch_is_posted_with_its_headers_and_acked_after_its_report(harness: Harness) -> None:
+    # Given three batches and a healthy worker
+    await harness.send("b0", "b1", "b2")
+    # When the dequeuer runs
+    harness.start_dequeuer()
+    # Then each batch is POSTed once, as is, with its headers, and the queue is empty
+    await assert_eventually(all_done(harness))
+    calls = harness.worker.batch_calls()
+    assert sorted(c.headers[names.HEADER_BATCH_ID] for c in calls) == ["b0", "b1", "b2"]
+    for call in calls:
+        batch_id = call.headers[names.HEADER_BATCH_ID]
+        assert call.body == f'[{{"item": "{batch_id}"}}]'.encode()
+        assert call.headers["Content-Type"] == "application/json"
+        assert call.headers[names.HEADER_CORTEX_JOB_ID] == JOB_ID
+        assert call.headers[names.HEADER_JOB_ID] == JOB_ID
+        assert call.headers[names.HEADER_ATTEMPT] == "1"
+    # And the monitor has STARTING, READY and one SUCCEEDED report per batch
+    assert harness.monitor.phases()[:2] == [Phase.WORKER_PHASE_STARTING, Phase.WORKER_PHASE_READY]
+    succeeded = harness.monitor.batch_reports(Result.BATCH_RESULT_SUCCEEDED)
+    assert sorted((b.batch_id, b.attempt) for b in succeeded) == [("b0", 1), ("b1", 1), ("b2", 1)]
+    assert all(b.duration_s > 0 for b in succeeded)
+
+
+async def test_failing_batch_is_retried_then_dead_lettered_with_its_error(harness: Harness) -> None:
+    # Given a batch the worker always fails with 503 and a good one, at most 3 attempts
+    harness.worker.fail["bad"] = 503
+    await harness.send("bad", "good")
+    # When the dequeuer runs
+    harness.start_dequeuer()
+    # Then the bad batch is tried 3 times, then lands in the dead letter queue with its error
+    await assert_eventually(all_done(harness, dead=1))
+    assert [c.headers[names.HEADER_ATTEMPT] for c in harness.worker.batch_calls("bad")] == ["1", "2", "3"]
+    [dead] = await harness.queue.dead_letters()
+    assert dead.batch.batch_id == "bad" and dead.receive_count == 3
+    assert "503" in dead.error and "model exploded on bad" in dead.error
+    # And it was reported FAILED, FAILED, DEAD_LETTERED, with the same error
+    assert harness.monitor.results("bad") == [
+        (Result.BATCH_RESULT_FAILED, 1),
+        (Result.BATCH_RESULT_FAILED, 2),
+        (Result.BATCH_RESULT_DEAD_LETTERED, 3),
+    ]
+    assert harness.monitor.batch_reports(Result.BATCH_RESULT_DEAD_LETTERED)[0].error == dead.error
+    assert harness.monitor.results("good") == [(Result.BATCH_RESULT_SUCCEEDED, 1)]
+
+
+async def test_a_batch_that_outlasts_its_timeout_is_a_failed_attempt(harness: Harness) -> None:
+    # Given a batch the worker takes 5 s over, a 0.3 s batch timeout and one attempt
+    harness.worker.sleep_s["slow"] = 5.0
+    await harness.send("slow")
+    # When the dequeuer runs
+    harness.start_dequeuer(batch_timeout_s=0.3, max_receive_count=1)
+    # Then the batch is dead-lettered with a timeout error
+    await assert_eventually(all_done(harness, dead=1))
+    [dead] = await harness.queue.dead_letters()
+    assert "timeout" in dead.error
+    assert harness.monitor.results("slow") == [(Result.BATCH_RESULT_DEAD_LETTERED, 1)]
+
+
+async def test_a_batch_slower_than_three_visibility_periods_is_delivered_once(harness: Harness) -> None:
+    # Given a batch that takes 1.8 s while the queue's visibility is 0.5 s, and two dequeuers on the queue
+    harness.worker.sleep_s["long"] = 1.8
+    await harness.send("long")
+    harness.start_dequeuer("w-1")
+    harness.start_dequeuer("w-2")
+    # When the batch is done
+    await assert_eventually(until(lambda: harness.monitor.results("long") == [(Result.BATCH_RESULT_SUCCEEDED, 1)]))
+    await assert_eventually(all_done(harness))
+    # Then the worker got it once: its visibility was extended while it ran
+    assert len(harness.worker.batch_calls("long")) == 1
+
+
+# --- readiness -------------------------------------------------------------------------------------------------------
+
+
+async def test_no_batch_is_taken_until_the_worker_answers_its_readiness_check(harness: Harness) -> None:
+    # Given a worker whose readiness check answers 503
+    harness.worker.ready = False
+    await harness.send("b0")
+    harness.start_dequeuer(readiness_path="/healthz")
+    # When the dequeuer has checked a few times
+    await assert_eventually(until(lambda: harness.worker.readiness_checks >= 3))
+    # Then it took no batch and is still STARTING
+    assert harness.worker.batch_calls() == []
+    assert await harness.depth() == Depth(visible=1, in_flight=0, dead=0)
+    assert harness.monitor.phases() == [Phase.WORKER_PHASE_STARTING]
+    # When the worker becomes ready, then the batch is processed after READY
+    harness.worker.ready = True
+    await assert_eventually(all_done(harness))
+    assert harness.monitor.phases() == [Phase.WORKER_PHASE_STARTING, Phase.WORKER_PHASE_READY]
+
+
+async def test_a_worker_that_starts_listening_late_is_waited_for(tmp_path: Path) -> None:
+    # Given a worker port that is reserved but not listening yet
+    h = await make_harness(tmp_path)
+    sock = socket.socket()
+    sock.bind(("127.0.0.1", 0))
+    h.worker.port = sock.getsockname()[1]
+    try:
+        await h.send("b0")
+        h.start_dequeuer()
+        await assert_eventually(until(lambda: h.monitor.phases() == [Phase.WORKER_PHASE_STARTING]))
+        assert await h.depth() == Depth(visible=1, in_flight=0, dead=0)
+        # When the worker starts listening
+        await h.worker.start(sock)
+        # Then the batch is processed
+        await assert_eventually(all_done(h))
+        assert len(h.worker.batch_calls("b0")) == 1
+    finally:
+        await h.close()
+        sock.close()
+
+
+async def test_a_worker_never_ready_ends_the_dequeuer_with_exit_code_1(harness: Harness) -> None:
+    # Given a worker that never becomes ready and a 0.3 s readiness limit
+    harness.worker.ready = False
+    harness.config.dequeuer.readiness_timeout_s = 0.3
+    await harness.send("b0")
+    # When the dequeuer runs, then it gives up with exit code 1, having taken no batch
+    running = harness.start_dequeuer(readiness_path="/healthz")
+    assert await asyncio.wait_for(running.task, 5) == 1
+    assert await harness.depth() == Depth(visible=1, in_flight=0, dead=0)
+
+
+# --- the completion hook ---------------------------------------------------------------------------------------------
+
+
+async def send_job_complete(h: Harness, summary: bytes) -> None:
+    await h.queue.send([Batch(f"{JOB_ID}:{names.JOB_COMPLETE}", summary, KIND_JOB_COMPLETE)])
+
+
+async def assert_hook_acked(h: Harness) -> None:
+    """Stop the dequeuers; then the job_complete message must be gone, not merely in flight."""
+    for r in h.running:
+        r.dequeuer.stop()
+        await asyncio.wait_for(r.task, 5)
+    assert await h.queue.receive(10, 2 * VISIBILITY_S) == []
+
+
+async def test_the_completion_hook_gets_the_summary_and_idempotency_key_and_is_reported(harness: Harness) -> None:
+    # Given the job_complete message with the job summary
+    summary = b'{"job_id": "job-1", "succeeded": 3, "dead_lettered": []}'
+    await send_job_complete(harness, summary)
+    # When the dequeuer takes it
+    harness.start_dequeuer()
+    # Then the hook is called once with the summary unchanged and the idempotency key, and the outcome reported
+    await assert_eventually(until(lambda: len(harness.monitor.hooks()) == 1))
+    [call] = harness.worker.hook_calls()
+    assert call.body == summary
+    assert call.headers["Content-Type"] == "application/json"
+    assert call.headers[names.HEADER_IDEMPOTENCY_KEY] == f"{JOB_ID}:on-job-complete"
+    assert call.headers[names.HEADER_CORTEX_JOB_ID] == JOB_ID
+    assert call.headers[names.HEADER_JOB_ID] == JOB_ID
+    assert harness.monitor.hooks() == [jobs_pb2.HookOutcome(called=True, succeeded=True, http_status=200, attempts=1)]
+    await assert_hook_acked(harness)
+
+
+async def test_a_hook_answering_404_counts_as_success(harness: Harness) -> None:
+    # Given a worker without a hook
+    harness.worker.hook_status = 404
+    await send_job_complete(harness, b"{}")
+    # When the dequeuer takes the job_complete message, then the hook counts as succeeded at once
+    harness.start_dequeuer()
+    await assert_eventually(until(lambda: len(harness.monitor.hooks()) == 1))
+    assert harness.monitor.hooks() == [jobs_pb2.HookOutcome(called=True, succeeded=True, http_status=404, attempts=1)]
+    assert len(harness.worker.hook_calls()) == 1
+    await assert_hook_acked(harness)
+
+
+async def test_a_failed_hook_call_is_tried_again_with_the_same_key(harness: Harness) -> None:
+    # Given a hook that fails once
+    harness.worker.hook_failures = 1
+    await send_job_complete(harness, b"{}")
+    # When the dequeuer takes the job_complete message
+    harness.start_dequeuer()
+    # Then the hook is called again and only the final outcome is reported
+    await assert_eventually(until(lambda: len(harness.monitor.hooks()) == 1))
+    assert harness.monitor.hooks() == [jobs_pb2.HookOutcome(called=True, succeeded=True, http_status=200, attempts=2)]
+    keys = {c.headers[names.HEADER_IDEMPOTENCY_KEY] for c in harness.worker.hook_calls()}
+    assert len(harness.worker.hook_calls()) == 2 and keys == {f"{JOB_ID}:on-job-complete"}
+    await assert_hook_acked(harness)
+
+
+async def test_a_hook_failing_every_attempt_is_reported_failed_and_dropped(harness: Harness) -> None:
+    # Given a hook that always fails and two attempts allowed
+    harness.worker.hook_failures = 100
+    await send_job_complete(harness, b"{}")
+    # When the dequeuer takes the job_complete message
+    harness.start_dequeuer(max_receive_count=2)
+    # Then after the second failure the outcome is reported as failed, with the error, and the message acked
+    await assert_eventually(until(lambda: len(harness.monitor.hooks()) == 1))
+    [hook] = harness.monitor.hooks()
+    assert (hook.called, hook.succeeded, hook.http_status, hook.attempts) == (True, False, 500, 2)
+    assert "hook broke" in hook.error
+    await assert_hook_acked(harness)
+
+
+# --- the job's end and stopping --------------------------------------------------------------------------------------
+
+
+async def test_deleting_the_queue_ends_the_dequeuer_with_exit_code_0(harness: Harness) -> None:
+    # Given a dequeuer taking batches
+    running = harness.start_dequeuer()
+    await assert_eventually(until(lambda: Phase.WORKER_PHASE_READY in harness.monitor.phases()))
+    # When the job's queue is deleted
+    await harness.backend.delete(QUEUE)
+    # Then the dequeuer reports STOPPING and exits 0
+    assert await asyncio.wait_for(running.task, 5) == 0
+    assert harness.monitor.phases()[-1] == Phase.WORKER_PHASE_STOPPING
+
+
+async def test_stop_releases_a_batch_that_outlasts_the_grace_period(slow_harness: Harness) -> None:
+    # Given a dequeuer busy with a batch that takes 10 s, and another batch received behind it
+    h = slow_harness
+    h.worker.sleep_s = {"b0": 10.0, "b1": 10.0}
+    await h.send("b0", "b1")
+    running = h.start_dequeuer(grace_s=0.3)
+    await assert_eventually(until(lambda: len(h.worker.batch_calls()) == 1))
+    # When it is told to stop
+    running.dequeuer.stop()
+    # Then it gives up on the batch after the grace period, releases both batches and exits 0
+    assert await asyncio.wait_for(running.task, 5) == 0
+    assert await h.depth() == Depth(visible=2, in_flight=0, dead=0)
+    assert h.monitor.batch_reports(Result.BATCH_RESULT_SUCCEEDED) == []
+    assert h.monitor.phases()[-1] == Phase.WORKER_PHASE_STOPPING
+
+
+async def test_unacked_reports_are_resent_after_a_monitor_restart_and_nothing_is_lost(tmp_path: Path) -> None:
+    # Given a monitor that records reports but cannot ack them
+    h = await make_harness(tmp_path)
+    await h.monitor_server.stop(0)
+    h.monitor = FakeMonitor(ack=False)
+    h.monitor_server, _ = await start_monitor(h.monitor, h.monitor_port)
+    await h.worker.start()
+    try:
+        await h.send("b0", "b1", "b2")
+        h.start_dequeuer()
+        # When the first batch has succeeded, its report is unacked: the batch stays held, the others wait
+        await assert_eventually(until(lambda: len(h.monitor.batch_reports(Result.BATCH_RESULT_SUCCEEDED)) == 1))
+        [first] = [r for r in h.monitor.reports if r.batch.result == Result.BATCH_RESULT_SUCCEEDED]
+        await assert_eventually(lambda: _depth_is(h, Depth(visible=2, in_flight=1, dead=0)))
+        assert len(h.worker.batch_calls()) == 1
+        # When the monitor restarts, acking this time
+        await h.monitor_server.stop(0)
+        h.monitor = FakeMonitor(ack=True)
+        h.monitor_server, _ = await start_monitor(h.monitor, h.monitor_port)
+        # Then the unacked report is sent again, every batch succeeds once, and the queue is empty
+        await assert_eventually(all_done(h))
+        assert first.seq in {r.seq for r in h.monitor.reports}
+        for batch_id in ("b0", "b1", "b2"):
+            assert h.monitor.results(batch_id) == [(Result.BATCH_RESULT_SUCCEEDED, 1)]
+            assert len(h.worker.batch_calls(batch_id)) == 1
+    finally:
+        await h.close()
+
+
+async def _depth_is(h: Harness, expected: Depth) -> None:
+    assert await h.depth() == expected
+
+
+# --- the command line ------------------------------------------------------------------------------------------------
+
+
+async def start_subprocess(h: Harness, log_path: Path, *args: str) -> asyncio.subprocess.Process:
+    env = {**os.environ, **config_env(h.config)}
+    command = [sys.executable, "-m", "services.dequeuer", "--job-id", JOB_ID, "--api-name", "api"]
+    command += ["--worker-id", "w-proc", "--queue", QUEUE, "--worker-port", str(h.worker.port), *args]
+    with open(log_path, "wb") as log:
+        return await asyncio.create_subprocess_exec(*command, cwd=ROOT, env=env, stdout=log, stderr=log)
+
+
+async def test_sigterm_mid_batch_lets_it_finish_releases_the_others_and_exits_0(
+    slow_harness: Harness, tmp_path: Path
+) -> None:
+    # Given the dequeuer as a process, busy with the first of three batches (each takes 3 s)
+    h = slow_harness
+    h.worker.sleep_s = {"b0": 3.0, "b1": 3.0, "b2": 3.0}
+    await h.send("b0", "b1", "b2")
+    log_path = tmp_path / "dequeuer.log"
+    flags = ("--batch-timeout-s", "10", "--max-receive-count", "2")
+    process = await start_subprocess(h, log_path, "--readiness-path", "/healthz", "--grace-s", "8", *flags)
+    try:
+        await assert_eventually(until(lambda: len(h.worker.batch_calls()) == 1), timeout_s=8)
+        # When it gets SIGTERM
+        process.send_signal(signal.SIGTERM)
+        # Then it releases the two others at once, while the first one still runs
+        await assert_eventually(lambda: _depth_is(h, Depth(visible=2, in_flight=1, dead=0)))
+        assert h.worker.finished == []
+        # And it finishes that batch and exits 0
+        assert await asyncio.wait_for(process.wait(), 8) == 0, log_path.read_text()
+    finally:
+        if process.returncode is None:
+            process.kill()
+            await process.wait()
+    [call] = h.worker.batch_calls()
+    batch_id = call.headers[names.HEADER_BATCH_ID]
+    assert h.worker.finished == [batch_id]
+    assert h.monitor.results(batch_id) == [(Result.BATCH_RESULT_SUCCEEDED, 1)]
+    assert await h.depth() == Depth(visible=2, in_flight=0, dead=0)
+    assert h.monitor.phases() == [Phase.WORKER_PHASE_STARTING, Phase.WORKER_PHASE_READY, Phase.WORKER_PHASE_STOPPING]
+    assert {r.worker_id for r in h.monitor.reports} == {"w-proc"}
+    assert '"service": "dequeuer"' in log_path.read_text()
+
+
+async def test_a_bad_command_line_is_refused_with_a_clear_message(harness: Harness, tmp_path: Path) -> None:
+    # When the dequeuer is started with a readiness path that is not a path, then it exits 2 and says why
+    log_path = tmp_path / "dequeuer.log"
+    process = await start_subprocess(harness, log_path, "--readiness-path", "healthz")
+    assert await asyncio.wait_for(process.wait(), 8) == 2
+    assert "--readiness-path" in log_path.read_text() and "must start with '/'" in log_path.read_text()
