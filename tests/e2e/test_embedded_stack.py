@@ -4,7 +4,12 @@ from __future__ import annotations
 
 import json
 import os
+import shutil
 import signal
+import subprocess
+import sys
+import urllib.error
+import urllib.request
 from pathlib import Path
 
 import pytest
@@ -38,6 +43,10 @@ def test_a_job_of_1000_items_runs_to_succeeded_and_scales_to_zero(stack: Stack, 
         job["job_id"], 100, 100, 0,
     )  # fmt: skip
 
+    metrics_url = json.loads((stack.data_dir / "endpoints.json").read_text())["monitor"]["metrics"]
+    scraped = urllib.request.urlopen(metrics_url, timeout=10).read().decode()
+    assert f'cortex_batch_succeeded{{api_name="recorder",job_id="{job["job_id"]}"}} 100\n' in scraped
+
     worker_pids = [int(p.name) for p in (out / "pids").iterdir()]
 
     def no_worker_left() -> None:
@@ -67,3 +76,49 @@ def test_a_finished_job_is_still_readable_after_the_gateway_is_killed(stack: Sta
     after = eventually(restarted_and_answering)
     assert after["job_status"]["status"] == "succeeded"
     assert after == before
+
+
+def test_bad_requests_get_clear_errors_and_create_nothing(stack: Stack) -> None:
+    cases = [
+        ({"workers": 1}, 400, "specify exactly one of the following keys"),
+        ({"workers": 0, "item_list": {"items": [1], "batch_size": 1}}, 400, "workers: must be greater than or equal"),
+        ({"workers": 1, "item_list": {"items": [], "batch_size": 1}}, 400, "items: must contain at least 1"),
+        ({"workers": 1, "item_list": {"items": [1], "batch_size": 0}}, 400, "batch_size: must be greater than or"),
+    ]
+    for body, status, message in cases:
+        code, error = post(stack.url + "/batch/recorder", json.dumps(body).encode())
+        assert (code, error["kind"]) == (status, "invalid") and message in error["message"], (body, error)
+    assert post(stack.url + "/batch/nope", b'{"workers": 1}')[0] == 404
+    assert post(stack.url + "/batch/recorder", b"{not json")[0] == 400
+    assert post(stack.url + "/batch/recorder", b" " * (10 * 1024 * 1024 + 1))[0] == 413
+    code, error = request("GET", stack.url + "/batch/recorder?jobID=00000000000000000000")
+    assert (code, error["kind"]) == (404, "not_found")
+    assert stack.client.jobs() == [], "no job was created"
+
+
+def test_the_cli_deploys_an_api_file_to_a_running_stack(stack: Stack, tmp_path: Path) -> None:
+    shutil.copy(Path(__file__).parent / "workers" / "recording_worker.py", tmp_path)
+    apis = tmp_path / "more.yaml"
+    apis.write_text(
+        (Path(__file__).parent / "workers" / "apis.yaml").read_text().replace("name: recorder", "name: second")
+    )
+    cli = [sys.executable, "-m", "thresher.cli", "--url", stack.url]
+    result = subprocess.run([*cli, "deploy", str(apis)], capture_output=True, text=True, timeout=30)
+    assert result.returncode == 0, result.stderr
+    assert "deployed API second" in result.stdout
+    job = stack.client.submit("second", {"workers": 1, "item_list": {"items": [1], "batch_size": 1}, "config": {
+        "out_dir": str(tmp_path / "out")}})  # fmt: skip
+    assert stack.wait_for_final("second", job["job_id"])["job_status"]["status"] == "succeeded"
+
+
+def post(url: str, body: bytes) -> tuple[int, dict]:
+    return request("POST", url, body)
+
+
+def request(method: str, url: str, body: bytes | None = None) -> tuple[int, dict]:
+    req = urllib.request.Request(url, data=body, method=method, headers={"Content-Type": "application/json"})
+    try:
+        with urllib.request.urlopen(req, timeout=30) as response:
+            return response.status, json.loads(response.read())
+    except urllib.error.HTTPError as e:
+        return e.code, json.loads(e.read())
