@@ -4,7 +4,8 @@ from __future__ import annotations
 
 import asyncio
 import logging
-from collections.abc import Coroutine
+import signal
+from collections.abc import Callable, Coroutine
 from typing import Any
 
 log = logging.getLogger(__name__)
@@ -26,3 +27,17 @@ def _report(task: asyncio.Task[Any]) -> None:
     exc = task.exception()
     if exc is not None:
         log.error("background task %s failed", task.get_name(), exc_info=exc)
+
+
+def on_stop_signal(callback: Callable[[], object]) -> None:
+    """Call `callback` on SIGTERM (what Kubernetes and `thresher up` send) or SIGINT (Ctrl-C)."""
+    loop = asyncio.get_running_loop()
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        loop.add_signal_handler(sig, callback)
+
+
+async def until_stop_signal() -> None:
+    """Return once SIGTERM or SIGINT arrives."""
+    stop = asyncio.Event()
+    on_stop_signal(stop.set)
+    await stop.wait()

@@ -11,7 +11,6 @@ import contextlib
 import json
 import logging
 import os
-import signal
 import socket
 import subprocess
 import sys
@@ -25,6 +24,7 @@ import grpc
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 
 from thresher import rpc
+from thresher.aiotasks import on_stop_signal
 from thresher.config import Config, config_env
 
 log = logging.getLogger(__name__)
@@ -165,9 +165,7 @@ async def run_stack(config: Config, on_ready: object = None) -> None:
     """Start the stack, run `on_ready` (a coroutine function taking the Stack) if given, supervise until a signal."""
     stack = Stack(config)
     stop = asyncio.Event()
-    loop = asyncio.get_running_loop()
-    for sig in (signal.SIGTERM, signal.SIGINT):
-        loop.add_signal_handler(sig, stop.set)
+    on_stop_signal(stop.set)
     try:
         await stack.start()
         if callable(on_ready):

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import asyncio
 import logging
-import signal
 import sys
 from collections.abc import Sequence
 
@@ -13,6 +12,7 @@ import aiohttp
 from services.dequeuer.loop import Dequeuer
 from services.dequeuer.reporter import Reporter
 from services.dequeuer.settings import Settings, parse_args
+from thresher.aiotasks import on_stop_signal
 from thresher.config import Config, load_config
 from thresher.errors import ThresherError
 from thresher.logs import configure_logging
@@ -29,9 +29,7 @@ async def serve(settings: Settings, config: Config) -> int:
     try:
         async with aiohttp.ClientSession() as session:
             dequeuer = Dequeuer(settings, backend.open(settings.queue_name), reporter, session)
-            loop = asyncio.get_running_loop()
-            for sig in (signal.SIGTERM, signal.SIGINT):
-                loop.add_signal_handler(sig, dequeuer.stop)
+            on_stop_signal(dequeuer.stop)
             return await dequeuer.run()
     finally:
         await reporter.close()

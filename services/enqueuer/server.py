@@ -2,14 +2,13 @@
 
 from __future__ import annotations
 
-import asyncio
 import logging
-import signal
 from collections.abc import AsyncIterator
 
 import grpc
 
 from services.enqueuer.enqueue import enqueue_items, item_list_of
+from thresher.aiotasks import until_stop_signal
 from thresher.config import Config
 from thresher.errors import InvalidRequest
 from thresher.logs import job_id_var
@@ -60,10 +59,6 @@ async def serve(config: Config, grace_s: float = GRACE_S) -> None:
     server, port = await create_server(config, config.addresses.enqueuer)
     host = config.addresses.enqueuer.rsplit(":", 1)[0]
     log.info("enqueuer listening on %s:%d", host, port)
-    stop = asyncio.Event()
-    loop = asyncio.get_running_loop()
-    for sig in (signal.SIGTERM, signal.SIGINT):
-        loop.add_signal_handler(sig, stop.set)
-    await stop.wait()
+    await until_stop_signal()
     log.info("enqueuer stopping")
     await server.stop(grace_s)

@@ -2,9 +2,7 @@
 
 from __future__ import annotations
 
-import asyncio
 import logging
-import signal
 from collections.abc import AsyncIterator
 
 from aiohttp import web
@@ -12,6 +10,7 @@ from aiohttp import web
 from services.gateway.middleware import error_middleware, request_log_middleware
 from services.gateway.routes import JOBS, add_routes
 from thresher import rpc
+from thresher.aiotasks import until_stop_signal
 from thresher.config import Config
 from thresher.v1 import jobs_pb2_grpc
 
@@ -50,11 +49,7 @@ async def serve(config: Config, grace_s: float = GRACE_S) -> None:
         host, port = split_address(config.addresses.gateway)
         await web.TCPSite(runner, host, port).start()
         log.info("gateway listening on %s:%d", host, runner.addresses[0][1])
-        stop = asyncio.Event()
-        loop = asyncio.get_running_loop()
-        for sig in (signal.SIGTERM, signal.SIGINT):
-            loop.add_signal_handler(sig, stop.set)
-        await stop.wait()
+        await until_stop_signal()
         log.info("gateway stopping")
     finally:
         await runner.cleanup()

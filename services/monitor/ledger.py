@@ -7,14 +7,11 @@ a repeated report changes nothing.
 
 from __future__ import annotations
 
-import asyncio
 import sqlite3
 import time
-from collections.abc import Callable, Sequence
-from concurrent.futures import ThreadPoolExecutor
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import TypeVar
 
 from services.monitor.accounting import (
     FAILED_RESULTS,
@@ -29,8 +26,7 @@ from services.monitor.accounting import (
     is_settled,
 )
 from thresher.errors import WrongState
-
-T = TypeVar("T")
+from thresher.sqlite import SqliteFile, transaction
 
 _SCHEMA = """
 CREATE TABLE IF NOT EXISTS jobs (
@@ -126,21 +122,13 @@ class JobMetrics:
 
 class Ledger:
     def __init__(self, path: Path) -> None:
-        path.parent.mkdir(parents=True, exist_ok=True)
         self.path = path
-        self._executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="monitor-ledger")
-        self._db = sqlite3.connect(path, timeout=60, isolation_level=None, check_same_thread=False)
-        self._db.execute("PRAGMA journal_mode=WAL")
         # FULL: a report is acked only once it is on disk, and the dequeuer then deletes the batch for good.
-        self._db.execute("PRAGMA synchronous=FULL")
-        self._db.executescript(_SCHEMA)
-
-    async def _run(self, fn: Callable[[sqlite3.Connection], T]) -> T:
-        return await asyncio.get_running_loop().run_in_executor(self._executor, fn, self._db)
+        self._file = SqliteFile(path, _SCHEMA, synchronous="FULL")
+        self._run = self._file.run
 
     async def close(self) -> None:
-        await self._run(lambda db: db.close())
-        self._executor.shutdown()
+        await self._file.close()
 
     async def apply(self, events: Sequence[Event]) -> set[str]:
         """Record `events` in one transaction; returns the jobs that now have a notification to send."""
@@ -148,7 +136,7 @@ class Ledger:
         def apply(db: sqlite3.Connection) -> set[str]:
             now = time.time()
             touched = {e.job_id for e in events}
-            with _transaction(db):
+            with transaction(db):
                 db.executemany(
                     "INSERT INTO jobs (job_id, updated) VALUES (?, ?)"
                     " ON CONFLICT DO UPDATE SET updated = excluded.updated",
@@ -165,7 +153,7 @@ class Ledger:
 
         def track(db: sqlite3.Connection) -> set[str]:
             now = time.time()
-            with _transaction(db):
+            with transaction(db):
                 row = db.execute("SELECT api_name, total_batch_count FROM jobs WHERE job_id = ?", (job_id,)).fetchone()
                 if row and row[1] is not None and row[1] != total_batch_count:
                     raise WrongState(f"job {job_id} is tracked with {row[1]} batches, not {total_batch_count}")
@@ -335,16 +323,3 @@ def _metrics(db: sqlite3.Connection, since: float, bounds_s: Sequence[float]) ->
         if job_id in jobs:
             jobs[job_id].workers[phase] = count
     return jobs
-
-
-class _transaction:
-    """BEGIN IMMEDIATE ... COMMIT (ROLLBACK on error): takes the write lock up front, so no deadlock on upgrade."""
-
-    def __init__(self, db: sqlite3.Connection) -> None:
-        self._db = db
-
-    def __enter__(self) -> None:
-        self._db.execute("BEGIN IMMEDIATE")
-
-    def __exit__(self, exc_type: object, *_: object) -> None:
-        self._db.execute("ROLLBACK" if exc_type else "COMMIT")

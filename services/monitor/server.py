@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import asyncio
 import logging
-import signal
 from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Any
@@ -18,6 +17,7 @@ from services.monitor.monitor import Monitor
 from services.monitor.notifier import Notifier
 from services.monitor.wire import decode_report, encode_progress
 from thresher import rpc
+from thresher.aiotasks import until_stop_signal
 from thresher.config import Config
 from thresher.v1 import jobs_pb2, monitor_pb2, monitor_pb2_grpc, scheduler_pb2_grpc
 
@@ -150,10 +150,6 @@ async def serve(config: Config) -> None:
     """Run until SIGTERM or SIGINT, then stop gracefully."""
     server, port = await create_server(config, config.addresses.monitor)
     log.info("monitor serving gRPC on port %d and /metrics on port %d", port, server.metrics_port)
-    stopping = asyncio.Event()
-    loop = asyncio.get_running_loop()
-    for sig in (signal.SIGTERM, signal.SIGINT):
-        loop.add_signal_handler(sig, stopping.set)
-    await stopping.wait()
+    await until_stop_signal()
     log.info("monitor stopping")
     await server.stop(GRACE_S)

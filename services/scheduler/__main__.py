@@ -4,9 +4,9 @@ from __future__ import annotations
 
 import asyncio
 import logging
-import signal
 
 from services.scheduler.server import create_server
+from thresher.aiotasks import until_stop_signal
 from thresher.config import Config, load_config
 from thresher.logs import configure_logging
 
@@ -17,11 +17,7 @@ GRACE_S = 5.0
 async def serve(config: Config) -> None:
     server, _, manager = await create_server(config, config.addresses.scheduler)
     log.info("scheduler listening on %s", config.addresses.scheduler)
-    stop = asyncio.Event()
-    loop = asyncio.get_running_loop()
-    for sig in (signal.SIGTERM, signal.SIGINT):
-        loop.add_signal_handler(sig, stop.set)
-    await stop.wait()
+    await until_stop_signal()
     await manager.shutdown()
     await server.stop(GRACE_S)
 

@@ -2,19 +2,14 @@
 
 from __future__ import annotations
 
-import asyncio
-import sqlite3
 import time
-from collections.abc import Callable
-from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
-from typing import Any, TypeVar
+from typing import Any
 
 from services.scheduler.jobs import JobRecord, Status
 from thresher.errors import NotFound
+from thresher.sqlite import SqliteFile
 from thresher.v1 import jobs_pb2
-
-T = TypeVar("T")
 
 _SCHEMA = """
 CREATE TABLE IF NOT EXISTS apis (
@@ -62,18 +57,11 @@ _COLUMNS = [
 
 class JobStore:
     def __init__(self, path: Path) -> None:
-        path.parent.mkdir(parents=True, exist_ok=True)
-        self._executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="job-store")
-        self._db = sqlite3.connect(path, timeout=60, isolation_level=None, check_same_thread=False)
-        self._db.execute("PRAGMA journal_mode=WAL")
-        self._db.executescript(_SCHEMA)
-
-    async def _run(self, fn: Callable[[sqlite3.Connection], T]) -> T:
-        return await asyncio.get_running_loop().run_in_executor(self._executor, fn, self._db)
+        self._file = SqliteFile(path, _SCHEMA)
+        self._run = self._file.run
 
     async def close(self) -> None:
-        await self._run(lambda db: db.close())
-        self._executor.shutdown()
+        await self._file.close()
 
     async def put_api(self, spec: jobs_pb2.ApiSpec) -> None:
         row = (spec.name, spec.SerializeToString(), time.time())

@@ -10,15 +10,12 @@ import asyncio
 import secrets
 import sqlite3
 import time
-from collections.abc import Callable, Sequence
-from concurrent.futures import ThreadPoolExecutor
+from collections.abc import Sequence
 from pathlib import Path
-from typing import TypeVar
 
 from thresher.errors import QueueNotFound
 from thresher.queue.base import KIND_BATCH, Batch, DeadLetter, Delivery, Depth, Queue, QueueBackend
-
-T = TypeVar("T")
+from thresher.sqlite import SqliteFile, transaction
 
 POLL_MIN_S = 0.005  # first pause of an empty long poll; doubles up to POLL_MAX_S
 POLL_MAX_S = 0.1
@@ -48,17 +45,9 @@ CREATE INDEX IF NOT EXISTS messages_ready ON messages (queue, state, visible_at)
 
 class SqliteQueueBackend(QueueBackend):
     def __init__(self, path: Path) -> None:
-        path.parent.mkdir(parents=True, exist_ok=True)
         self.path = path
-        # One thread owns the connection: calls are serialized and never block the event loop.
-        self._executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="sqlite-queue")
-        self._db = sqlite3.connect(path, timeout=60, isolation_level=None, check_same_thread=False)
-        self._db.execute("PRAGMA journal_mode=WAL")
-        self._db.execute("PRAGMA synchronous=NORMAL")
-        self._db.executescript(_SCHEMA)
-
-    async def run(self, fn: Callable[[sqlite3.Connection], T]) -> T:
-        return await asyncio.get_running_loop().run_in_executor(self._executor, fn, self._db)
+        self._file = SqliteFile(path, _SCHEMA)
+        self.run = self._file.run
 
     async def create(self, name: str, visibility_s: float) -> str:
         def create(db: sqlite3.Connection) -> None:
@@ -72,7 +61,7 @@ class SqliteQueueBackend(QueueBackend):
 
     async def delete(self, name: str) -> None:
         def delete(db: sqlite3.Connection) -> None:
-            with _transaction(db):
+            with transaction(db):
                 db.execute("DELETE FROM queues WHERE name = ?", (name,))
                 db.execute("DELETE FROM messages WHERE queue = ?", (name,))
 
@@ -82,8 +71,7 @@ class SqliteQueueBackend(QueueBackend):
         return SqliteQueue(self, name)
 
     async def close(self) -> None:
-        await self.run(lambda db: db.close())
-        self._executor.shutdown()
+        await self._file.close()
 
 
 class SqliteQueue(Queue):
@@ -95,7 +83,7 @@ class SqliteQueue(Queue):
         rows = [(self.name, b.batch_id, b.kind, b.body) for b in batches]
 
         def send(db: sqlite3.Connection) -> None:
-            with _transaction(db):
+            with transaction(db):
                 self._visibility_s(db)
                 db.executemany("INSERT OR IGNORE INTO messages (queue, id, kind, body) VALUES (?, ?, ?, ?)", rows)
 
@@ -118,7 +106,7 @@ class SqliteQueue(Queue):
         if not db.execute(query, (self.name, now, max_batches)).fetchall():
             self._visibility_s(db)
             return []
-        with _transaction(db):
+        with transaction(db):
             visibility_s = self._visibility_s(db)
             seqs = [row[0] for row in db.execute(query, (self.name, now, max_batches))]
             deliveries = []
@@ -206,16 +194,3 @@ class SqliteQueue(Queue):
 
 def _seq(delivery: Delivery) -> int:
     return int(delivery.receipt.split(":", 1)[0])
-
-
-class _transaction:
-    """BEGIN IMMEDIATE ... COMMIT (ROLLBACK on error): takes the write lock up front, so no deadlock on upgrade."""
-
-    def __init__(self, db: sqlite3.Connection) -> None:
-        self._db = db
-
-    def __enter__(self) -> None:
-        self._db.execute("BEGIN IMMEDIATE")
-
-    def __exit__(self, exc_type: object, *_: object) -> None:
-        self._db.execute("ROLLBACK" if exc_type else "COMMIT")

@@ -1,0 +1,46 @@
+"""One SQLite file (WAL) used from asyncio: a single thread owns the connection, so calls never block the loop."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import sqlite3
+from collections.abc import Callable, Iterator
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+from typing import TypeVar
+
+T = TypeVar("T")
+BUSY_TIMEOUT_S = 60  # other processes share the file; wait this long for their write lock
+
+
+class SqliteFile:
+    def __init__(self, path: Path, schema: str, synchronous: str = "NORMAL") -> None:
+        """`synchronous`: NORMAL survives a process crash; FULL also survives power loss (an fsync per commit)."""
+        path.parent.mkdir(parents=True, exist_ok=True)
+        self.path = path
+        self._executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix=f"sqlite-{path.stem}")
+        self._db = sqlite3.connect(path, timeout=BUSY_TIMEOUT_S, isolation_level=None, check_same_thread=False)
+        self._db.execute("PRAGMA journal_mode=WAL")
+        self._db.execute(f"PRAGMA synchronous={synchronous}")
+        self._db.executescript(schema)
+
+    async def run(self, fn: Callable[[sqlite3.Connection], T]) -> T:
+        """Run `fn(connection)` on the connection's thread."""
+        return await asyncio.get_running_loop().run_in_executor(self._executor, fn, self._db)
+
+    async def close(self) -> None:
+        await self.run(lambda db: db.close())
+        self._executor.shutdown()
+
+
+@contextlib.contextmanager
+def transaction(db: sqlite3.Connection) -> Iterator[None]:
+    """BEGIN IMMEDIATE ... COMMIT (ROLLBACK on error): takes the write lock up front, so no deadlock on upgrade."""
+    db.execute("BEGIN IMMEDIATE")
+    try:
+        yield
+    except BaseException:
+        db.execute("ROLLBACK")
+        raise
+    db.execute("COMMIT")
