@@ -48,6 +48,7 @@ class DequeuerSettings:
     batch_timeout_s: float = 600.0  # default limit for one POST of a batch, seconds
     readiness_timeout_s: float = 300.0  # how long a worker may take to become ready, seconds
     hook_timeout_s: float = 60.0  # limit for one /on-job-complete call, seconds
+    heartbeat_s: float = 2.0  # how often a dequeuer tells the monitor it is alive, seconds
 
 
 @dataclass
@@ -59,6 +60,12 @@ class GatewaySettings:
 class RuntimeSettings:
     backend: str = "local"  # local (processes) or kubernetes
     stop_grace_s: float = 30.0  # how long stopping workers may take before they are killed, seconds
+    max_worker_restarts: int = 5  # crashed workers replaced per job before it ends worker_error
+
+
+@dataclass
+class MonitorSettings:
+    heartbeat_timeout_s: float = 10.0  # a worker silent this long is lost; its batches are released, seconds
 
 
 @dataclass
@@ -69,6 +76,7 @@ class Config:
     dequeuer: DequeuerSettings = field(default_factory=DequeuerSettings)
     gateway: GatewaySettings = field(default_factory=GatewaySettings)
     runtime: RuntimeSettings = field(default_factory=RuntimeSettings)
+    monitor: MonitorSettings = field(default_factory=MonitorSettings)
 
 
 def load_config(path: str | os.PathLike[str] | None = None, env: typing.Mapping[str, str] | None = None) -> Config:

@@ -4,9 +4,9 @@ from __future__ import annotations
 
 from thresher.config import Config
 from thresher.errors import InvalidRequest
-from thresher.runtime.base import Runtime, WorkerLaunch, WorkerState
+from thresher.runtime.base import Runtime, WorkerLaunch, WorkerPhase, WorkerState
 
-__all__ = ["Runtime", "WorkerLaunch", "WorkerState", "open_runtime"]
+__all__ = ["Runtime", "WorkerLaunch", "WorkerPhase", "WorkerState", "open_runtime"]
 
 
 def _local(config: Config) -> Runtime:

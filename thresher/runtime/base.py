@@ -2,8 +2,9 @@
 
 from __future__ import annotations
 
+import enum
 from abc import ABC, abstractmethod
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Any
 
 from thresher.v1 import jobs_pb2
@@ -21,24 +22,41 @@ class WorkerLaunch:
     batch_timeout_s: float
 
 
+class WorkerPhase(enum.Enum):
+    PENDING = "pending"  # asked for, not running yet (Kubernetes: unscheduled, pulling images)
+    RUNNING = "running"
+    STOPPED = "stopped"  # ended without a fault: drained on SIGTERM, preempted, evicted, or its job ended
+    FAILED = "failed"  # crashed: counts toward the job's restart budget
+    OOM_KILLED = "oom_killed"  # killed for memory: counts toward the budget, and names the job's failure
+
+
 @dataclass(frozen=True)
 class WorkerState:
     worker_id: str
-    running: bool
-    exit_codes: dict[str, int | None] = field(default_factory=dict)  # per process: None while it runs
+    phase: WorkerPhase
+    reason: str = ""  # why it is not running, in words ("api exited with code 1", "evicted: node drained")
+
+    @property
+    def ended(self) -> bool:
+        return self.phase in (WorkerPhase.STOPPED, WorkerPhase.FAILED, WorkerPhase.OOM_KILLED)
+
+    @property
+    def crashed(self) -> bool:
+        return self.phase in (WorkerPhase.FAILED, WorkerPhase.OOM_KILLED)
 
 
 class Runtime(ABC):
     @abstractmethod
     async def ensure_workers(self, launch: WorkerLaunch, count: int) -> None:
-        """Make `count` workers run for the job, starting those that are missing (idempotent)."""
+        """Make `count` workers run for the job, replacing those that ended (idempotent)."""
 
     @abstractmethod
     async def update_job_spec(self, job_id: str, job_spec: dict[str, Any]) -> None:
         """Rewrite the job spec the workers read (e.g. once total_batch_count is known)."""
 
     @abstractmethod
-    async def workers(self, job_id: str) -> list[WorkerState]: ...
+    async def workers(self, job_id: str) -> list[WorkerState]:
+        """Every worker the job has had, the ended ones included (the scheduler counts crashes from them)."""
 
     @abstractmethod
     async def stop_workers(self, job_id: str, grace_s: float) -> None:

@@ -20,7 +20,7 @@ from typing import Any
 
 from thresher.config import Config, config_env
 from thresher.names import ENV_JOB_SPEC, ENV_PORT
-from thresher.runtime.base import Runtime, WorkerLaunch, WorkerState
+from thresher.runtime.base import Runtime, WorkerLaunch, WorkerPhase, WorkerState
 
 # What a worker inherits from this process; nothing else (no credentials, no API keys).
 _INHERITED_ENV = ("HOME", "LANG", "LC_ALL", "TMPDIR", "TZ", "USER")
@@ -39,6 +39,7 @@ class _Pod:
     worker_id: str
     pgid: int
     processes: list[_Process]
+    failure: str = ""  # set when the pod could not even start
 
 
 class LocalRuntime(Runtime):
@@ -46,18 +47,17 @@ class LocalRuntime(Runtime):
         self._config = config
         self._jobs_dir = Path(config.data_dir).resolve() / "jobs"
         self._children: dict[int, subprocess.Popen[bytes]] = {}  # ours, to reap
+        self._terminating: dict[int, float] = {}  # pgid -> when the rest of a half-ended pod got SIGTERM
 
     def job_dir(self, job_id: str) -> Path:
         return self._jobs_dir / job_id
 
     async def ensure_workers(self, launch: WorkerLaunch, count: int) -> None:
         await self.update_job_spec(launch.job_id, launch.job_spec)
-        pods = [p for p in self._load(launch.job_id) if self._running(p)]
-        taken = {p.worker_id for p in pods}
-        for index in range(count):
-            worker_id = f"{launch.job_id}-w{index}"
-            if len(pods) < count and worker_id not in taken:
-                pods.append(self._start_pod(launch, worker_id))
+        pods = self._load(launch.job_id)  # the ended ones stay: they are the job's history
+        running = [p for p in pods if not self._state(p).ended]
+        for _ in range(count - len(running)):
+            pods.append(self._start_pod(launch, f"{launch.job_id}-w{len(pods)}"))
         self._save(launch.job_id, pods)
 
     async def update_job_spec(self, job_id: str, job_spec: dict[str, Any]) -> None:
@@ -68,14 +68,34 @@ class LocalRuntime(Runtime):
         tmp.replace(path)  # atomic: a worker never reads half a file
 
     async def workers(self, job_id: str) -> list[WorkerState]:
-        return [
-            WorkerState(
-                p.worker_id,
-                self._running(p),
-                {proc.name: self._exit_code(proc) for proc in p.processes},
-            )
-            for p in self._load(job_id)
-        ]
+        states = []
+        for pod in self._load(job_id):
+            state = self._state(pod)
+            if state.ended and self._running(pod):
+                self._end_half_pod(pod)
+            states.append(state)
+        return states
+
+    def _end_half_pod(self, pod: _Pod) -> None:
+        """Half a pod is no worker: SIGTERM the rest (a dequeuer releases its batches), SIGKILL after the grace."""
+        if pod.pgid not in self._terminating:
+            self._terminating[pod.pgid] = time.monotonic()
+            _signal_group(pod.pgid, signal.SIGTERM)
+        elif time.monotonic() - self._terminating[pod.pgid] > self._config.runtime.stop_grace_s:
+            _signal_group(pod.pgid, signal.SIGKILL)
+
+    def _state(self, pod: _Pod) -> WorkerState:
+        """A pod ends as soon as one of its processes does: a worker without its dequeuer, or the reverse."""
+        if pod.failure:
+            return WorkerState(pod.worker_id, WorkerPhase.FAILED, pod.failure)
+        for proc in pod.processes:
+            code = self._exit_code(proc)
+            if code is None:
+                continue
+            if proc.name == "dequeuer" and code == 0:
+                return WorkerState(pod.worker_id, WorkerPhase.STOPPED, "dequeuer drained and exited")
+            return WorkerState(pod.worker_id, WorkerPhase.FAILED, _describe_exit(proc.name, code))
+        return WorkerState(pod.worker_id, WorkerPhase.RUNNING)
 
     async def stop_workers(self, job_id: str, grace_s: float) -> None:
         pods = self._load(job_id)
@@ -98,9 +118,13 @@ class LocalRuntime(Runtime):
         for container in launch.api.containers:
             env = self._worker_env(launch, container.env, port)
             argv = [*container.command, *container.args]
-            proc = self._spawn(
-                argv, env, launch.api.working_dir or None, job_dir / f"{worker_id}.{container.name}.log", pgid
-            )
+            log_path = job_dir / f"{worker_id}.{container.name}.log"
+            try:
+                proc = self._spawn(argv, env, launch.api.working_dir or None, log_path, pgid)
+            except OSError as e:
+                if pgid:
+                    _signal_group(pgid, signal.SIGKILL)
+                return _Pod(worker_id, pgid, processes, failure=f"cannot start {container.name} ({argv[0]}): {e}")
             pgid = pgid or proc.pid
             processes.append(_Process(container.name, proc.pid, _start_ticks(proc.pid)))
         dequeuer = self._spawn(
@@ -192,6 +216,14 @@ class LocalRuntime(Runtime):
         tmp = path.with_suffix(".tmp")
         tmp.write_text(json.dumps([asdict(p) for p in pods]), encoding="utf-8")
         tmp.replace(path)
+
+
+def _describe_exit(name: str, code: int) -> str:
+    if code == -1:
+        return f"{name} ended while the scheduler was not watching"
+    if code < 0:
+        return f"{name} was killed by {signal.Signals(-code).name}"
+    return f"{name} exited with code {code}"
 
 
 def _free_port() -> int:
