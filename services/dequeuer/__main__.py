@@ -24,7 +24,9 @@ log = logging.getLogger("services.dequeuer")
 async def serve(settings: Settings, config: Config) -> int:
     """Run one dequeuer until its job ends or a signal stops it; returns the exit code."""
     backend = open_queue_backend(config)
-    reporter = Reporter(config.addresses.monitor, settings.job_id, settings.worker_id)
+    reporter = Reporter(
+        config.addresses.monitor, settings.job_id, settings.worker_id, settings.api_name, settings.queue_name
+    )
     reporter.start()
     try:
         async with aiohttp.ClientSession() as session:

@@ -32,6 +32,10 @@ Phase = monitor_pb2.WorkerPhase
 Result = monitor_pb2.BatchResult
 
 
+class WorkerLost(Exception):
+    """The worker stopped answering on its port: this pod is broken, the runtime replaces it."""
+
+
 class Dequeuer:
     def __init__(self, settings: Settings, queue: Queue, reporter: Reporter, http_session: aiohttp.ClientSession):
         self._settings = settings
@@ -39,6 +43,7 @@ class Dequeuer:
         self._reporter = reporter
         self._worker = WorkerClient(http_session, settings.worker_port, settings.job_id)
         self._stopping = asyncio.Event()
+        self._phase: monitor_pb2.WorkerPhase.ValueType = Phase.WORKER_PHASE_STARTING
 
     def stop(self) -> None:
         """Take no new batch; the one in progress gets `grace_s` to finish (call from a signal handler)."""
@@ -53,7 +58,20 @@ class Dequeuer:
         """Serve the worker until the job's queue is deleted or stop() is called; returns the exit code."""
         s = self._settings
         job_id_var.set(s.job_id)
-        self._reporter.send(_phase(Phase.WORKER_PHASE_STARTING))
+        heartbeat = create_guarded_task(self._heartbeat(), "heartbeat")
+        try:
+            return await self._serve()
+        finally:
+            heartbeat.cancel()
+
+    async def _heartbeat(self) -> None:
+        """Tell the monitor, now and then, that this worker is alive; silence makes it release our batches."""
+        while True:
+            self._reporter.send(_phase(self._phase))
+            await asyncio.sleep(self._settings.heartbeat_s)
+
+    async def _serve(self) -> int:
+        s = self._settings
         log.info("waiting for worker %s of API %s on port %d", s.worker_id, s.api_name, s.worker_port)
         if not await self._wait_ready():
             if self._stopping.is_set():
@@ -64,12 +82,17 @@ class Dequeuer:
                 "worker on port %d was not ready (%s) within %g s; giving up", s.worker_port, how, s.readiness_timeout_s
             )
             return 1
-        self._reporter.send(_phase(Phase.WORKER_PHASE_READY))
+        self._phase = Phase.WORKER_PHASE_READY
+        self._reporter.send(_phase(self._phase))
         log.info("worker ready; taking batches from queue %s", s.queue_name)
         try:
             await self._loop()
         except QueueNotFound:
             log.info("queue %s is gone: the job is over", s.queue_name)
+        except WorkerLost as e:
+            log.error("%s; exiting so that this worker is replaced", e)
+            await self._report_stopping()
+            return 1
         await self._report_stopping()
         return 0
 
@@ -151,7 +174,7 @@ class Dequeuer:
                     await self._call_hook(delivery)
                 else:
                     await self._run_batch(delivery)
-        except QueueNotFound:
+        except (QueueNotFound, WorkerLost):
             raise
         except Exception:
             log.exception(
@@ -160,22 +183,30 @@ class Dequeuer:
 
     async def _run_batch(self, delivery: Delivery) -> None:
         s, attempt, batch_id = self._settings, delivery.receive_count, delivery.batch.batch_id
-        self._reporter.send(
-            monitor_pb2.BatchReport(batch_id=batch_id, attempt=attempt, result=Result.BATCH_RESULT_STARTED)
+        started = monitor_pb2.BatchReport(
+            batch_id=batch_id, attempt=attempt, result=Result.BATCH_RESULT_STARTED, receipt=delivery.receipt
         )
+        self._reporter.send(started)
         outcome = await self._worker.post_batch(delivery.batch, attempt, s.batch_timeout_s)
         if outcome.ok:
             await self._reporter.record(_batch_report(delivery, Result.BATCH_RESULT_SUCCEEDED, outcome))
             await self._queue.ack(delivery)
             log.info("batch %s succeeded (attempt %d, %.3f s)", batch_id, attempt, outcome.duration_s)
-        elif attempt >= s.max_receive_count:
-            await self._reporter.record(_batch_report(delivery, Result.BATCH_RESULT_DEAD_LETTERED, outcome))
-            await self._queue.dead_letter(delivery, outcome.error)
-            log.warning("batch %s dead-lettered after %d attempts: %s", batch_id, attempt, outcome.error)
-        else:
-            await self._reporter.record(_batch_report(delivery, Result.BATCH_RESULT_FAILED, outcome))
+        elif outcome.unreachable and not await self._worker.alive():
+            # Not the batch's fault: it goes back at once and keeps its attempts.
+            await self._reporter.record(_batch_report(delivery, Result.BATCH_RESULT_RELEASED, outcome))
             await self._queue.release(delivery)
-            log.warning("batch %s failed (attempt %d of %d): %s", batch_id, attempt, s.max_receive_count, outcome.error)
+            raise WorkerLost(f"worker on port {s.worker_port} is gone ({outcome.error})")
+        else:
+            report = _batch_report(delivery, Result.BATCH_RESULT_FAILED, outcome)
+            report.max_attempts = s.max_receive_count
+            ack = await self._reporter.record(report)  # the monitor counts attempts and decides
+            if ack.dead_letter:
+                await self._queue.dead_letter(delivery, outcome.error)
+                log.warning("batch %s dead-lettered after its last attempt: %s", batch_id, outcome.error)
+            else:
+                await self._queue.release(delivery)
+                log.warning("batch %s failed (delivery %d): %s", batch_id, attempt, outcome.error)
 
     async def _call_hook(self, delivery: Delivery) -> None:
         attempt = delivery.receive_count
@@ -225,6 +256,7 @@ class Dequeuer:
                 log.exception("could not extend the visibility of batch %s; trying again", delivery.batch.batch_id)
 
     async def _report_stopping(self) -> None:
+        self._phase = Phase.WORKER_PHASE_STOPPING
         try:
             await self._reporter.record(_phase(Phase.WORKER_PHASE_STOPPING), timeout_s=STOPPING_REPORT_TIMEOUT_S)
         except TimeoutError:

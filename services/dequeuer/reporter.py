@@ -29,13 +29,15 @@ _FIELD = {monitor_pb2.BatchReport: "batch", monitor_pb2.WorkerReport: "worker", 
 class Reporter:
     """`await record(body)` returns once the monitor has acked the report; `send(body)` does not wait."""
 
-    def __init__(self, address: str, job_id: str, worker_id: str) -> None:
+    def __init__(self, address: str, job_id: str, worker_id: str, api_name: str = "", queue_name: str = "") -> None:
         self._address = address
         self._job_id = job_id
         self._worker_id = worker_id
+        self._api_name = api_name
+        self._queue_name = queue_name
         # Seqs start at the clock (µs) so that a restarted dequeuer with the same worker id never reuses one.
         self._next_seq = time.time_ns() // 1000
-        self._unacked: dict[int, tuple[monitor_pb2.Report, asyncio.Future[None]]] = {}  # in seq order
+        self._unacked: dict[int, tuple[monitor_pb2.Report, asyncio.Future[monitor_pb2.ReportAck]]] = {}  # seq order
         self._outbox: asyncio.Queue[monitor_pb2.Report] | None = None  # the open stream's, if any
         self._channel: grpc.aio.Channel | None = None
         self._task: asyncio.Task[None] | None = None
@@ -59,23 +61,28 @@ class Reporter:
     def unacked(self) -> int:
         return len(self._unacked)
 
-    def send(self, body: Body) -> asyncio.Future[None]:
-        """Queue a report; the future completes when the monitor acks it."""
+    def send(self, body: Body) -> asyncio.Future[monitor_pb2.ReportAck]:
+        """Queue a report; the future completes with the monitor's ack."""
         seq = self._next_seq
         self._next_seq += 1
         report = monitor_pb2.Report(
-            seq=seq, job_id=self._job_id, worker_id=self._worker_id, **{_FIELD[type(body)]: body}
+            seq=seq,
+            job_id=self._job_id,
+            worker_id=self._worker_id,
+            api_name=self._api_name,
+            queue_name=self._queue_name,
+            **{_FIELD[type(body)]: body},
         )
-        future: asyncio.Future[None] = asyncio.get_running_loop().create_future()
+        future: asyncio.Future[monitor_pb2.ReportAck] = asyncio.get_running_loop().create_future()
         self._unacked[seq] = (report, future)
         if self._outbox is not None:
             self._outbox.put_nowait(report)
         return future
 
-    async def record(self, body: Body, timeout_s: float | None = None) -> None:
+    async def record(self, body: Body, timeout_s: float | None = None) -> monitor_pb2.ReportAck:
         """Report and wait for the monitor's ack (for ever by default); TimeoutError after `timeout_s`."""
         # Shielded: a caller that gives up must not cancel the report itself, which is still sent and acked.
-        await asyncio.wait_for(asyncio.shield(self.send(body)), timeout_s)
+        return await asyncio.wait_for(asyncio.shield(self.send(body)), timeout_s)
 
     async def _run(self, stub: monitor_pb2_grpc.MonitorStub) -> None:
         backoff_s = BACKOFF_MIN_S
@@ -87,7 +94,7 @@ class Reporter:
             try:
                 async for ack in stub.Report(_drain(outbox)):
                     backoff_s = BACKOFF_MIN_S
-                    self._acked(ack.seq)
+                    self._acked(ack)
                 log.warning("the monitor closed the report stream; reopening it")
             except grpc.aio.AioRpcError as e:
                 log.warning(
@@ -104,10 +111,10 @@ class Reporter:
             await asyncio.sleep(backoff_s)
             backoff_s = min(backoff_s * 2, BACKOFF_MAX_S)
 
-    def _acked(self, seq: int) -> None:
-        entry = self._unacked.pop(seq, None)
+    def _acked(self, ack: monitor_pb2.ReportAck) -> None:
+        entry = self._unacked.pop(ack.seq, None)
         if entry is not None and not entry[1].done():
-            entry[1].set_result(None)
+            entry[1].set_result(ack)
 
 
 async def _drain(outbox: asyncio.Queue[monitor_pb2.Report]) -> AsyncIterator[monitor_pb2.Report]:

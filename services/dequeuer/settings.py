@@ -26,6 +26,7 @@ class Settings:
     batch_timeout_s: float  # limit for one POST of a batch
     readiness_timeout_s: float  # how long the worker may take to become ready
     hook_timeout_s: float  # limit for one /on-job-complete call
+    heartbeat_s: float  # how often the monitor hears that this worker is alive
     grace_s: float = DEFAULT_GRACE_S
 
     @classmethod
@@ -58,6 +59,7 @@ class Settings:
             wait_s=d.wait_s,
             batch_timeout_s=d.batch_timeout_s if batch_timeout_s is None else batch_timeout_s,
             readiness_timeout_s=d.readiness_timeout_s,
+            heartbeat_s=d.heartbeat_s,
             hook_timeout_s=d.hook_timeout_s,
             grace_s=grace_s,
         )

@@ -28,6 +28,7 @@ class Outcome:
     http_status: int  # 0 when no answer was received
     error: str  # empty when ok
     duration_s: float
+    unreachable: bool = False  # no answer at all: the worker may be gone (the caller checks)
 
 
 class WorkerClient:
@@ -87,7 +88,7 @@ class WorkerClient:
     ) -> Outcome:
         headers = {"Content-Type": "application/json", **headers}
         started = time.monotonic()
-        status, error = 0, ""
+        status, error, unreachable = 0, "", False
         try:
             timeout = aiohttp.ClientTimeout(total=timeout_s)
             async with self._session.post(self._base + path, data=body, headers=headers, timeout=timeout) as response:
@@ -99,4 +100,10 @@ class WorkerClient:
             error = f"worker did not answer POST {path} within {timeout_s:g} s (timeout)"
         except aiohttp.ClientError as e:
             error = f"worker not reachable for POST {path}: {type(e).__name__}: {e}"
-        return Outcome(ok=not error, http_status=status, error=error, duration_s=time.monotonic() - started)
+            unreachable = True
+        duration_s = time.monotonic() - started
+        return Outcome(ok=not error, http_status=status, error=error, duration_s=duration_s, unreachable=unreachable)
+
+    async def alive(self) -> bool:
+        """The worker still accepts connections on its port."""
+        return await self._tcp_ready()

@@ -19,6 +19,7 @@ class Result(StrEnum):
     SUCCEEDED = "succeeded"
     FAILED = "failed"  # will be tried again
     DEAD_LETTERED = "dead_lettered"  # the last attempt failed: the batch is in the dead letter queue
+    RELEASED = "released"  # abandoned through no fault of the batch (worker lost, drained); not a failure
 
 
 class BatchState(StrEnum):
@@ -38,6 +39,7 @@ class Phase(StrEnum):
     STARTING = "starting"
     READY = "ready"
     STOPPING = "stopping"
+    LOST = "lost"  # its stream broke or its heartbeats stopped; its batches were released
 
 
 @dataclass(frozen=True)
@@ -48,6 +50,9 @@ class BatchEvent:
     result: Result
     duration_s: float = 0.0
     error: str = ""
+    max_attempts: int = 0  # FAILED: failed attempts allowed; the one that reaches it dead-letters the batch
+    worker_id: str = ""
+    receipt: str = ""  # STARTED: the queue receipt, to release the batch if its worker is lost
 
 
 @dataclass(frozen=True)
@@ -80,6 +85,18 @@ class Batch:
 _UNSEEN = Batch(BatchState.IN_FLIGHT, attempt=0, failed_attempts=0, duration_s=None, last_error="")
 
 
+def decide(batch: Batch | None, event: BatchEvent) -> BatchEvent:
+    """The event as recorded: a FAILED attempt that uses up the batch's attempts dead-letters it.
+
+    Attempts are counted here, from reported failures only, so that a worker lost mid-batch (no failure
+    reported) never uses up a batch's attempts, whatever the queue's own receive count says.
+    """
+    failed_before = batch.failed_attempts if batch else 0
+    if event.result is Result.FAILED and event.max_attempts and failed_before + 1 >= event.max_attempts:
+        return dataclasses.replace(event, result=Result.DEAD_LETTERED)
+    return event
+
+
 def advance(batch: Batch | None, event: BatchEvent) -> Batch:
     """The batch after a new (never seen before) report of one of its attempts."""
     batch = batch or _UNSEEN
@@ -102,7 +119,7 @@ def _next_state(batch: Batch, event: BatchEvent) -> BatchState:
         return BatchState.DEAD_LETTERED
     if event.attempt < batch.attempt:
         return batch.state  # a late report of an older attempt says nothing about the batch now
-    return BatchState.IN_FLIGHT if event.result is Result.STARTED else BatchState.RETRYING
+    return BatchState.IN_FLIGHT if event.result is Result.STARTED else BatchState.RETRYING  # failed or released
 
 
 def is_settled(total_batch_count: int | None, terminal_batches: int) -> bool:

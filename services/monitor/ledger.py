@@ -21,8 +21,10 @@ from services.monitor.accounting import (
     Event,
     HookEvent,
     Phase,
+    Result,
     WorkerEvent,
     advance,
+    decide,
     is_settled,
 )
 from thresher.errors import WrongState
@@ -32,6 +34,7 @@ _SCHEMA = """
 CREATE TABLE IF NOT EXISTS jobs (
     job_id TEXT PRIMARY KEY,
     api_name TEXT NOT NULL DEFAULT '',
+    queue_name TEXT NOT NULL DEFAULT '',  -- where a lost worker's batches are released
     total_batch_count INTEGER,            -- NULL until TrackJob
     settled_at REAL,                      -- when every batch was first seen terminal
     settled_notified INTEGER NOT NULL DEFAULT 0,
@@ -48,6 +51,8 @@ CREATE TABLE IF NOT EXISTS attempts (
     duration_s REAL NOT NULL,
     error TEXT NOT NULL,
     reported_at REAL NOT NULL,
+    worker_id TEXT NOT NULL DEFAULT '',
+    receipt TEXT NOT NULL DEFAULT '',     -- of a STARTED attempt
     PRIMARY KEY (job_id, batch_id, attempt)
 ) WITHOUT ROWID;
 CREATE TABLE IF NOT EXISTS batches (
@@ -120,6 +125,23 @@ class JobMetrics:
     workers: dict[str, int] = field(default_factory=dict)  # by phase
 
 
+@dataclass(frozen=True)
+class Applied:
+    """What recording a group of events brought."""
+
+    notify: set[str]  # jobs with a notification to send to the scheduler
+    dead_letter: set[int]  # indexes of the events whose batch is to be dead-lettered
+
+
+@dataclass(frozen=True)
+class HeldBatch:
+    """A batch a worker was working on, with what it takes to release it."""
+
+    batch_id: str
+    attempt: int
+    receipt: str
+
+
 class Ledger:
     def __init__(self, path: Path) -> None:
         self.path = path
@@ -130,23 +152,57 @@ class Ledger:
     async def close(self) -> None:
         await self._file.close()
 
-    async def apply(self, events: Sequence[Event]) -> set[str]:
-        """Record `events` in one transaction; returns the jobs that now have a notification to send."""
+    async def apply(self, events: Sequence[Event], names: dict[str, tuple[str, str]] | None = None) -> Applied:
+        """Record `events` in one transaction. `names`: job id -> (api name, queue name), as the reports say."""
+        names = names or {}
 
-        def apply(db: sqlite3.Connection) -> set[str]:
+        def apply(db: sqlite3.Connection) -> Applied:
             now = time.time()
             touched = {e.job_id for e in events}
             with transaction(db):
                 db.executemany(
-                    "INSERT INTO jobs (job_id, updated) VALUES (?, ?)"
-                    " ON CONFLICT DO UPDATE SET updated = excluded.updated",
-                    [(job_id, now) for job_id in touched],
+                    "INSERT INTO jobs (job_id, api_name, queue_name, updated) VALUES (?, ?, ?, ?)"
+                    " ON CONFLICT DO UPDATE SET updated = excluded.updated,"
+                    " api_name = CASE WHEN api_name = '' THEN excluded.api_name ELSE api_name END,"
+                    " queue_name = CASE WHEN queue_name = '' THEN excluded.queue_name ELSE queue_name END",
+                    [(job_id, *names.get(job_id, ("", "")), now) for job_id in touched],
                 )
-                notify = {e.job_id for e in events if _apply_one(db, e, now)}
+                notify, dead_letter = set(), set()
+                for index, event in enumerate(events):
+                    if isinstance(event, BatchEvent):
+                        if _record_attempt(db, event, now) is Result.DEAD_LETTERED:
+                            dead_letter.add(index)
+                    elif _apply_one(db, event, now):
+                        notify.add(event.job_id)
                 notify |= {job_id for job_id in touched if _settle_if_done(db, job_id, now)}
-            return notify
+            return Applied(notify, dead_letter)
 
         return await self._run(apply)
+
+    async def held_by(self, job_id: str, worker_id: str) -> tuple[str, list[HeldBatch]]:
+        """The job's queue and the batches `worker_id` is working on (their newest attempt is its, started)."""
+
+        def held(db: sqlite3.Connection) -> tuple[str, list[HeldBatch]]:
+            row = db.execute("SELECT queue_name FROM jobs WHERE job_id = ?", (job_id,)).fetchone()
+            rows = db.execute(
+                "SELECT a.batch_id, a.attempt, a.receipt FROM attempts a JOIN batches b USING (job_id, batch_id)"
+                " WHERE a.job_id = ? AND a.worker_id = ? AND a.result = 'started' AND b.state = 'in_flight'"
+                " AND b.attempt = a.attempt",
+                (job_id, worker_id),
+            )
+            return (row[0] if row else ""), [HeldBatch(*r) for r in rows]
+
+        return await self._run(held)
+
+    async def worker_phase(self, job_id: str, worker_id: str) -> Phase | None:
+        query = "SELECT phase FROM workers WHERE job_id = ? AND worker_id = ?"
+        row = await self._run(lambda db: db.execute(query, (job_id, worker_id)).fetchone())
+        return Phase(row[0]) if row else None
+
+    async def silent_workers(self, cutoff: float) -> list[tuple[str, str]]:
+        """(job id, worker id) of workers still starting or ready that have said nothing since `cutoff`."""
+        query = "SELECT job_id, worker_id FROM workers WHERE phase IN ('starting', 'ready') AND last_seen < ?"
+        return await self._run(lambda db: [(r[0], r[1]) for r in db.execute(query, (cutoff,))])
 
     async def track(self, job_id: str, api_name: str, total_batch_count: int) -> set[str]:
         """The job has `total_batch_count` batches (idempotent); returns {job_id} if it just settled."""
@@ -215,11 +271,9 @@ class Ledger:
         return await self._run(lambda db: _metrics(db, since, bounds_s))
 
 
-def _apply_one(db: sqlite3.Connection, event: Event, now: float) -> bool:
-    """Record one event; True if it brings a notification to send (a first hook outcome)."""
-    if isinstance(event, BatchEvent):
-        _record_attempt(db, event, now)
-    elif isinstance(event, WorkerEvent):
+def _apply_one(db: sqlite3.Connection, event: WorkerEvent | HookEvent, now: float) -> bool:
+    """Record a worker or hook event; True if it brings a notification to send (a first hook outcome)."""
+    if isinstance(event, WorkerEvent):
         db.execute(
             "INSERT INTO workers (job_id, worker_id, phase, last_seen) VALUES (?, ?, ?, ?)"
             " ON CONFLICT DO UPDATE SET phase = excluded.phase, last_seen = excluded.last_seen",
@@ -233,22 +287,39 @@ def _apply_one(db: sqlite3.Connection, event: Event, now: float) -> bool:
     return False
 
 
-def _record_attempt(db: sqlite3.Connection, event: BatchEvent, now: float) -> None:
-    # A STARTED row may later take the attempt's result; anything else already recorded is a repeat.
-    cursor = db.execute(
-        "INSERT INTO attempts (job_id, batch_id, attempt, result, duration_s, error, reported_at)"
-        " VALUES (?, ?, ?, ?, ?, ?, ?) ON CONFLICT DO UPDATE SET result = excluded.result,"
-        " duration_s = excluded.duration_s, error = excluded.error, reported_at = excluded.reported_at"
-        " WHERE attempts.result = 'started' AND excluded.result != 'started'",
-        (event.job_id, event.batch_id, event.attempt, event.result.value, event.duration_s, event.error, now),
-    )
-    if cursor.rowcount == 0:
-        return
+def _record_attempt(db: sqlite3.Connection, event: BatchEvent, now: float) -> Result:
+    """Record one attempt's report; returns its result as recorded (for a repeat: as first recorded)."""
     row = db.execute(
         "SELECT state, attempt, failed_attempts, duration_s, last_error FROM batches WHERE job_id = ? AND batch_id = ?",
         (event.job_id, event.batch_id),
     ).fetchone()
-    batch = advance(Batch(BatchState(row[0]), *row[1:]) if row else None, event)
+    batch = Batch(BatchState(row[0]), *row[1:]) if row else None
+    event = decide(batch, event)
+    # A STARTED row may later take the attempt's result; anything else already recorded is a repeat.
+    cursor = db.execute(
+        "INSERT INTO attempts (job_id, batch_id, attempt, result, duration_s, error, reported_at, worker_id, receipt)"
+        " VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?) ON CONFLICT DO UPDATE SET result = excluded.result,"
+        " duration_s = excluded.duration_s, error = excluded.error, reported_at = excluded.reported_at"
+        " WHERE attempts.result = 'started' AND excluded.result != 'started'",
+        (
+            event.job_id,
+            event.batch_id,
+            event.attempt,
+            event.result.value,
+            event.duration_s,
+            event.error,
+            now,
+            event.worker_id,
+            event.receipt,
+        ),
+    )
+    if cursor.rowcount == 0:
+        (stored,) = db.execute(
+            "SELECT result FROM attempts WHERE job_id = ? AND batch_id = ? AND attempt = ?",
+            (event.job_id, event.batch_id, event.attempt),
+        ).fetchone()
+        return Result(stored)
+    batch = advance(batch, event)
     db.execute(
         "INSERT OR REPLACE INTO batches (job_id, batch_id, state, attempt, failed_attempts, duration_s, last_error)"
         " VALUES (?, ?, ?, ?, ?, ?, ?)",
@@ -262,6 +333,7 @@ def _record_attempt(db: sqlite3.Connection, event: BatchEvent, now: float) -> No
             batch.last_error,
         ),
     )
+    return event.result
 
 
 def _settle_if_done(db: sqlite3.Connection, job_id: str, now: float) -> bool:

@@ -1,41 +1,57 @@
-"""The monitor's domain: record reports, track totals, answer progress, and hand settlements to the notifier."""
+"""The monitor's domain: record reports, track totals, answer progress, release lost workers' batches, and hand
+settlements to the notifier."""
 
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Awaitable, Iterable, Sequence
+import contextlib
+import logging
+import time
+from collections.abc import Awaitable, Sequence
 
-from services.monitor.accounting import Event
-from services.monitor.ledger import Ledger, Progress
+from services.monitor.accounting import BatchEvent, Event, Phase, Result, WorkerEvent
+from services.monitor.ledger import Applied, Ledger, Progress
 from services.monitor.notifier import Notifier
-from thresher.errors import InvalidRequest, NotFound
+from thresher.errors import InvalidRequest, NotFound, QueueNotFound
+from thresher.queue import Batch, Delivery, QueueBackend
+
+log = logging.getLogger(__name__)
 
 
 class Monitor:
-    def __init__(self, ledger: Ledger, notifier: Notifier) -> None:
+    def __init__(self, ledger: Ledger, notifier: Notifier, queues: QueueBackend, heartbeat_timeout_s: float) -> None:
         self._ledger = ledger
         self._notifier = notifier
+        self._queues = queues
+        self._heartbeat_timeout_s = heartbeat_timeout_s
+        self._started = time.time()
+        self.stopping = False
 
     async def resume(self) -> None:
         """Send again what the scheduler did not acknowledge before the last stop."""
         for job_id in await self._ledger.jobs_to_notify():
             self._notifier.kick(job_id)
 
-    async def record(self, events: Sequence[Event]) -> None:
-        """Record reports durably (repeats change nothing); returns once they are on disk."""
+    async def record(self, events: Sequence[Event], names: dict[str, tuple[str, str]] | None = None) -> set[int]:
+        """Record reports durably (repeats change nothing); returns the indexes of events to dead-letter."""
         # Shielded: a sender that hangs up mid-write must not leave a committed settlement without its notification.
-        await asyncio.shield(self._notify_after(self._ledger.apply(events)))
+        applied: Applied = await asyncio.shield(self._notify_after(self._ledger.apply(events, names)))
+        return applied.dead_letter
 
     async def track(self, job_id: str, api_name: str, total_batch_count: int) -> None:
         if not job_id:
             raise InvalidRequest("job_id is required")
         if total_batch_count < 0:
             raise InvalidRequest(f"total_batch_count must be 0 or more, not {total_batch_count}")
-        await asyncio.shield(self._notify_after(self._ledger.track(job_id, api_name, total_batch_count)))
+        jobs = await asyncio.shield(self._ledger.track(job_id, api_name, total_batch_count))
+        for job in jobs:
+            self._notifier.kick(job)
 
-    async def _notify_after(self, write: Awaitable[Iterable[str]]) -> None:
-        for job_id in await write:
+    async def _notify_after(self, write: Awaitable[Applied]) -> Applied:
+        applied = await write
+        for job_id in applied.notify:
             self._notifier.kick(job_id)
+        return applied
 
     async def progress(self, job_id: str, api_name: str = "") -> Progress:
         """The job's counts; a job with no report yet has zero counts."""
@@ -45,3 +61,34 @@ class Monitor:
         if api_name and progress.api_name and progress.api_name != api_name:
             raise NotFound(f"job {job_id} does not belong to API {api_name!r}")
         return progress
+
+    async def worker_gone(self, job_id: str, worker_id: str, why: str) -> None:
+        """A worker's report stream broke: unless it said it was stopping, it is lost."""
+        if self.stopping:
+            return
+        if await self._ledger.worker_phase(job_id, worker_id) in (Phase.STARTING, Phase.READY):
+            await self.release_lost(job_id, worker_id, why)
+
+    async def release_lost(self, job_id: str, worker_id: str, why: str) -> None:
+        """Make the batches a lost worker held visible again at once; they keep their attempts."""
+        queue_name, held = await self._ledger.held_by(job_id, worker_id)
+        released = []
+        if queue_name and held:
+            queue = self._queues.open(queue_name)
+            for batch in held:
+                with contextlib.suppress(QueueNotFound):  # the job has ended meanwhile
+                    await queue.release(Delivery(Batch(batch.batch_id, b""), batch.receipt, batch.attempt))
+                released.append(
+                    BatchEvent(job_id, batch.batch_id, batch.attempt, Result.RELEASED, error=f"worker lost: {why}")
+                )
+        await self.record([*released, WorkerEvent(job_id, worker_id, Phase.LOST)])
+        log.warning("worker %s lost (%s); released %d batches", worker_id, why, len(released), extra={"job_id": job_id})
+
+    async def watch_heartbeats(self) -> None:
+        """Workers silent for longer than the heartbeat timeout are lost (a hung dequeuer, a vanished node)."""
+        while True:
+            await asyncio.sleep(self._heartbeat_timeout_s / 4)
+            if time.time() < self._started + self._heartbeat_timeout_s:
+                continue  # after a restart, every worker gets a full timeout to reconnect before it is judged
+            for job_id, worker_id in await self._ledger.silent_workers(time.time() - self._heartbeat_timeout_s):
+                await self.release_lost(job_id, worker_id, f"no heartbeat for {self._heartbeat_timeout_s:g} s")

@@ -17,8 +17,9 @@ from services.monitor.monitor import Monitor
 from services.monitor.notifier import Notifier
 from services.monitor.wire import decode_report, encode_progress
 from thresher import rpc
-from thresher.aiotasks import until_stop_signal
+from thresher.aiotasks import create_guarded_task, until_stop_signal
 from thresher.config import Config
+from thresher.queue import QueueBackend, open_queue_backend
 from thresher.v1 import jobs_pb2, monitor_pb2, monitor_pb2_grpc, scheduler_pb2_grpc
 
 log = logging.getLogger(__name__)
@@ -40,19 +41,29 @@ class MonitorServicer(monitor_pb2_grpc.MonitorServicer):
     ) -> AsyncIterator[monitor_pb2.ReportAck]:
         inbox: asyncio.Queue[Any] = asyncio.Queue(INBOX_SIZE)
         reader = asyncio.create_task(_read_into(request_iterator, inbox))
+        workers: set[tuple[str, str]] = set()  # (job id, worker id) seen on this stream
+        ended_cleanly = False
         try:
             while True:
                 group, end = await _next_group(inbox)
                 if group:
-                    await self._monitor.record([decode_report(r) for r in group])
-                    for report in group:
-                        yield monitor_pb2.ReportAck(seq=report.seq)
+                    workers.update((r.job_id, r.worker_id) for r in group if r.worker_id)
+                    names = {r.job_id: (r.api_name, r.queue_name) for r in group}
+                    dead_letter = await self._monitor.record([decode_report(r) for r in group], names)
+                    for index, report in enumerate(group):
+                        yield monitor_pb2.ReportAck(seq=report.seq, dead_letter=index in dead_letter)
                 if end is _END:
+                    ended_cleanly = True
                     return
                 if isinstance(end, BaseException):
                     raise end
         finally:
             reader.cancel()
+            if not ended_cleanly:  # the sender vanished (killed, its node lost) or the stream broke
+                for job_id, worker_id in workers:
+                    create_guarded_task(
+                        self._monitor.worker_gone(job_id, worker_id, "its report stream broke"), f"lost {worker_id}"
+                    )
 
     async def TrackJob(
         self, request: monitor_pb2.TrackJobRequest, context: grpc.aio.ServicerContext
@@ -99,6 +110,9 @@ class MonitorServer:
         notifier: Notifier,
         scheduler_channel: grpc.aio.Channel,
         ledger: Ledger,
+        queues: QueueBackend,
+        heartbeats: asyncio.Task[None],
+        monitor: Monitor,
     ) -> None:
         self.grpc_server = grpc_server
         self.metrics_port = metrics_port
@@ -106,16 +120,22 @@ class MonitorServer:
         self._notifier = notifier
         self._scheduler_channel = scheduler_channel
         self._ledger = ledger
+        self._queues = queues
+        self._heartbeats = heartbeats
+        self._monitor = monitor
 
     async def wait_for_termination(self) -> None:
         await self.grpc_server.wait_for_termination()
 
     async def stop(self, grace_s: float | None = GRACE_S) -> None:
+        self._monitor.stopping = True  # streams cut by our own stop say nothing about the workers
+        self._heartbeats.cancel()
         await self.grpc_server.stop(grace_s)
         await self._metrics_runner.cleanup()
         await self._notifier.close()
         await self._scheduler_channel.close()
         await self._ledger.close()
+        await self._queues.close()
 
 
 async def create_server(config: Config, address: str) -> tuple[MonitorServer, int]:
@@ -127,7 +147,8 @@ async def create_server(config: Config, address: str) -> tuple[MonitorServer, in
     channel = rpc.channel(config.addresses.scheduler)
     scheduler = rpc.Client(scheduler_pb2_grpc.SchedulerStub(channel), timeout_s=SCHEDULER_CALL_TIMEOUT_S)
     notifier = Notifier(ledger, scheduler)
-    monitor = Monitor(ledger, notifier)
+    queues = open_queue_backend(config)
+    monitor = Monitor(ledger, notifier, queues, config.monitor.heartbeat_timeout_s)
     try:
         metrics_runner, metrics_port = await start_metrics_server(ledger, config.addresses.monitor_metrics)
     except Exception:
@@ -143,7 +164,11 @@ async def create_server(config: Config, address: str) -> tuple[MonitorServer, in
         await ledger.close()
         raise
     await monitor.resume()
-    return MonitorServer(grpc_server, metrics_runner, metrics_port, notifier, channel, ledger), port
+    heartbeats = create_guarded_task(monitor.watch_heartbeats(), "watch heartbeats")
+    server = MonitorServer(
+        grpc_server, metrics_runner, metrics_port, notifier, channel, ledger, queues, heartbeats, monitor
+    )
+    return server, port
 
 
 async def serve(config: Config) -> None:

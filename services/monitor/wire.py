@@ -14,6 +14,7 @@ _RESULTS = {
     monitor_pb2.BATCH_RESULT_SUCCEEDED: Result.SUCCEEDED,
     monitor_pb2.BATCH_RESULT_FAILED: Result.FAILED,
     monitor_pb2.BATCH_RESULT_DEAD_LETTERED: Result.DEAD_LETTERED,
+    monitor_pb2.BATCH_RESULT_RELEASED: Result.RELEASED,
 }
 _PHASES = {
     monitor_pb2.WORKER_PHASE_STARTING: Phase.STARTING,
@@ -28,7 +29,7 @@ def decode_report(report: monitor_pb2.Report) -> Event:
         raise InvalidRequest(f"{where}: job_id is required")
     body = report.WhichOneof("body")
     if body == "batch":
-        return _decode_batch(report.job_id, report.batch, where)
+        return _decode_batch(report.job_id, report.worker_id, report.batch, where)
     if body == "worker":
         if not report.worker_id:
             raise InvalidRequest(f"{where}: worker_id is required in a worker report")
@@ -40,7 +41,7 @@ def decode_report(report: monitor_pb2.Report) -> Event:
     raise InvalidRequest(f"{where}: a report needs a body (batch, worker or hook)")
 
 
-def _decode_batch(job_id: str, batch: monitor_pb2.BatchReport, where: str) -> BatchEvent:
+def _decode_batch(job_id: str, worker_id: str, batch: monitor_pb2.BatchReport, where: str) -> BatchEvent:
     if not batch.batch_id:
         raise InvalidRequest(f"{where}: batch_id is required")
     if batch.attempt < 1:
@@ -49,7 +50,19 @@ def _decode_batch(job_id: str, batch: monitor_pb2.BatchReport, where: str) -> Ba
         raise InvalidRequest(f"{where}: unknown batch result {batch.result}")
     if not math.isfinite(batch.duration_s) or batch.duration_s < 0:
         raise InvalidRequest(f"{where}: duration_s must be a finite number of seconds >= 0")
-    return BatchEvent(job_id, batch.batch_id, batch.attempt, _RESULTS[batch.result], batch.duration_s, batch.error)
+    if batch.max_attempts < 0:
+        raise InvalidRequest(f"{where}: max_attempts must be 0 (no limit) or more, not {batch.max_attempts}")
+    return BatchEvent(
+        job_id,
+        batch.batch_id,
+        batch.attempt,
+        _RESULTS[batch.result],
+        batch.duration_s,
+        batch.error,
+        max_attempts=batch.max_attempts,
+        worker_id=worker_id,
+        receipt=batch.receipt,
+    )
 
 
 def encode_counts(counts: BatchCounts) -> jobs_pb2.BatchCounts:

@@ -34,26 +34,37 @@ Result = monitor_pb2.BatchResult
 
 
 class FakeMonitor(monitor_pb2_grpc.MonitorServicer):
-    """Records every report; acks each one unless told not to (a monitor that cannot write)."""
+    """Records every report; acks each one unless told not to (a monitor that cannot write).
+
+    Like the real monitor, it counts each batch's failed attempts and says when one uses up `max_attempts`.
+    """
 
     def __init__(self, ack: bool = True) -> None:
         self.ack = ack
         self.reports: list[monitor_pb2.Report] = []
+        self.failed: dict[str, set[int]] = {}
 
     async def Report(
         self, request_iterator: AsyncIterator[monitor_pb2.Report], context: grpc.aio.ServicerContext
     ) -> AsyncIterator[monitor_pb2.ReportAck]:
         async for report in request_iterator:
             self.reports.append(report)
+            dead_letter = False
+            if report.HasField("batch") and report.batch.result == Result.BATCH_RESULT_FAILED:
+                failed = self.failed.setdefault(report.batch.batch_id, set())
+                failed.add(report.batch.attempt)
+                dead_letter = len(failed) >= report.batch.max_attempts
             if self.ack:
-                yield monitor_pb2.ReportAck(seq=report.seq)
+                yield monitor_pb2.ReportAck(seq=report.seq, dead_letter=dead_letter)
 
     def unique(self) -> list[monitor_pb2.Report]:
         """The reports once each, as a monitor that drops repeats by seq keeps them."""
         return list({r.seq: r for r in self.reports}.values())
 
     def phases(self) -> list[int]:
-        return [r.worker.phase for r in self.unique() if r.HasField("worker")]
+        """The phases the worker went through (heartbeats repeat the current one; they count once)."""
+        phases = [r.worker.phase for r in self.unique() if r.HasField("worker")]
+        return [p for i, p in enumerate(phases) if i == 0 or phases[i - 1] != p]
 
     def results(self, batch_id: str) -> list[tuple[int, int]]:
         """(result, attempt) of every report on `batch_id`, STARTED excluded."""
@@ -285,13 +296,15 @@ async def test_failing_batch_is_retried_then_dead_lettered_with_its_error(harnes
     [dead] = await harness.queue.dead_letters()
     assert dead.batch.batch_id == "bad" and dead.receive_count == 3
     assert "503" in dead.error and "model exploded on bad" in dead.error
-    # And it was reported FAILED, FAILED, DEAD_LETTERED, with the same error
+    # And each attempt was reported FAILED with the limit; the monitor's ack of the third one said: dead-letter it
     assert harness.monitor.results("bad") == [
         (Result.BATCH_RESULT_FAILED, 1),
         (Result.BATCH_RESULT_FAILED, 2),
-        (Result.BATCH_RESULT_DEAD_LETTERED, 3),
+        (Result.BATCH_RESULT_FAILED, 3),
     ]
-    assert harness.monitor.batch_reports(Result.BATCH_RESULT_DEAD_LETTERED)[0].error == dead.error
+    failures = harness.monitor.batch_reports(Result.BATCH_RESULT_FAILED)
+    assert {f.max_attempts for f in failures} == {3}
+    assert failures[-1].error == dead.error
     assert harness.monitor.results("good") == [(Result.BATCH_RESULT_SUCCEEDED, 1)]
 
 
@@ -305,7 +318,7 @@ async def test_a_batch_that_outlasts_its_timeout_is_a_failed_attempt(harness: Ha
     await assert_eventually(all_done(harness, dead=1))
     [dead] = await harness.queue.dead_letters()
     assert "timeout" in dead.error
-    assert harness.monitor.results("slow") == [(Result.BATCH_RESULT_DEAD_LETTERED, 1)]
+    assert harness.monitor.results("slow") == [(Result.BATCH_RESULT_FAILED, 1)]
 
 
 async def test_a_batch_slower_than_three_visibility_periods_is_delivered_once(harness: Harness) -> None:
