@@ -21,7 +21,7 @@ from thresher.errors import InvalidRequest, NotFound, ThresherError, Unavailable
 from thresher.ids import new_job_id
 from thresher.queue import KIND_JOB_COMPLETE, Batch, QueueBackend
 from thresher.rpc import Client, retry_unavailable
-from thresher.runtime import Runtime, WorkerLaunch
+from thresher.runtime import Runtime, WorkerLaunch, WorkerPhase
 from thresher.v1 import enqueuer_pb2, jobs_pb2, monitor_pb2, scheduler_pb2
 
 log = logging.getLogger(__name__)
@@ -81,10 +81,11 @@ class JobManager:
 
     async def get(self, job_id: str, api_name: str = "") -> jobs_pb2.Job:
         job = await self._job(job_id, api_name)
+        crashes = sum(w.crashed for w in await self._runtime.workers(job_id))
         if job.status.is_final:
-            return job_message(job, self._config)
+            return job_message(job, self._config, worker_restarts=crashes)
         progress, in_queue = await asyncio.gather(self._progress(job), self._batches_in_queue(job))
-        return job_message(job, self._config, progress, in_queue)
+        return job_message(job, self._config, progress, in_queue, worker_restarts=crashes)
 
     async def list(self, api_name: str, limit: int) -> list[jobs_pb2.Job]:
         records = await self._store.list_jobs(api_name, limit or 50)
@@ -97,6 +98,24 @@ class JobManager:
                 raise WrongState(f"job {job_id} is not in progress: it already ended ({job.status.value})")
             await self._finish(job, Status.STOPPED, "stopped on request")
         return await self.get(job_id)
+
+    async def retry_failed(self, job_id: str, api_name: str = "") -> jobs_pb2.Job:
+        """A new job made of exactly the dead-lettered batches of a finished one, with the same settings."""
+        job = await self._job(job_id, api_name)
+        if not job.status.is_final:
+            raise WrongState(f"job {job_id} is {job.status.value}: retry its failed batches once it has ended")
+        failed = await self.failed_batches(job_id)
+        if not failed:
+            raise InvalidRequest(f"job {job_id} has no failed batches to retry")
+        retry = jobs_pb2.JobSubmission()
+        retry.CopyFrom(jobs.submission_of(job))
+        for source in ("item_list", "file_path_lister", "delimited_files"):
+            retry.ClearField(source)
+        retry.ClearField("batches")
+        retry.batches.extend(f.items_json for f in failed)
+        retry.retry_of = job_id
+        retry.workers = min(retry.workers, len(failed))
+        return await self.submit(retry)
 
     # --- reports from the monitor ---------------------------------------------------------
 
@@ -154,14 +173,26 @@ class JobManager:
         if job.status.is_final:
             self._clean_up(job)
             return
-        timeout_s = jobs.submission_timeout_s(job)
-        if jobs.timed_out(job, time.time(), timeout_s):
-            async with self._locks[job.job_id]:
-                job = await self._store.get_job(job.job_id)
-                if not job.status.is_final:
-                    await self._finish(job, Status.TIMED_OUT, f"the job ran longer than its timeout of {timeout_s} s")
+        async with self._locks[job.job_id]:
+            job = await self._store.get_job(job.job_id)
+            if job.status.is_final:
+                return
+            timeout_s = jobs.submission_timeout_s(job)
+            if jobs.timed_out(job, time.time(), timeout_s):
+                await self._finish(job, Status.TIMED_OUT, f"the job ran longer than its timeout of {timeout_s} s")
+            elif job.queue_url:  # launched: its workers are to be kept running
+                await self._keep_workers(job)
+
+    async def _keep_workers(self, job: JobRecord) -> None:
+        """Replace workers that ended while the job has work; a job whose workers crash too often ends."""
+        crashes = [w for w in await self._runtime.workers(job.job_id) if w.crashed]
+        budget = self._config.runtime.max_worker_restarts
+        if len(crashes) > budget:
+            oom = any(w.phase is WorkerPhase.OOM_KILLED for w in crashes)
+            reason = f"workers crashed {len(crashes)} times (restart budget {budget}); last: {crashes[-1].reason}"
+            await self._finish(job, Status.WORKER_OOM if oom else Status.WORKER_ERROR, reason)
             return
-        await self._runtime.workers(job.job_id)  # reaps exited processes
+        await self._runtime.ensure_workers(await self._worker_launch(job), jobs.submission_of(job).workers)
 
     # --- launching: queue, workers, enqueuing -------------------------------------------
 
@@ -189,7 +220,7 @@ class JobManager:
             url = await self._queues.create(job.queue_name, self._config.queue.visibility_s)
             job = jobs.started_enqueuing(job, url)
             await self._store.put_job(job)
-        await self._runtime.ensure_workers(await self._worker_launch(job), jobs.submission_of(job).workers)
+            await self._runtime.ensure_workers(await self._worker_launch(job), jobs.submission_of(job).workers)
 
     async def _enqueue(self, job_id: str) -> None:
         job = await self._store.get_job(job_id)
@@ -255,6 +286,8 @@ class JobManager:
         # Workers first: a dequeuer drains its batch on SIGTERM; deleting the queue first would cut it off.
         await self._runtime.stop_workers(job_id, self._config.runtime.stop_grace_s)
         job = await self._store.get_job(job_id)
+        with contextlib.suppress(NotFound):  # deleted already, before a restart
+            await self._store.put_failed_batches(job_id, await self._dead_letters(job))
         await self._queues.delete(job.queue_name)
         async with self._locks[job_id]:
             job = await self._store.get_job(job_id)
@@ -262,6 +295,23 @@ class JobManager:
         log.info("job %s: workers stopped, queue deleted", job_id, extra={"job_id": job_id})
 
     # --- reads ------------------------------------------------------------------------------
+
+    async def failed_batches(self, job_id: str, api_name: str = "") -> list[jobs_pb2.FailedBatch]:
+        """A job's dead-lettered batches: from its queue while it has one, then from the store."""
+        job = await self._job(job_id, api_name)
+        if not job.cleaned:
+            with contextlib.suppress(NotFound):
+                return await self._dead_letters(job)
+        return await self._store.failed_batches(job_id)
+
+    async def _dead_letters(self, job: JobRecord) -> list[jobs_pb2.FailedBatch]:
+        dead = await self._queues.open(job.queue_name).dead_letters()
+        return [
+            jobs_pb2.FailedBatch(
+                batch_id=d.batch.batch_id, items_json=d.batch.body, attempts=d.receive_count, error=d.error
+            )
+            for d in dead
+        ]
 
     async def _job(self, job_id: str, api_name: str) -> JobRecord:
         job = await self._store.get_job(job_id)

@@ -67,6 +67,15 @@ class JobsServicer(jobs_pb2_grpc.JobsServicer):
                 return
             await asyncio.sleep(WATCH_INTERVAL_S)
 
+    async def ListFailedBatches(
+        self, request: jobs_pb2.JobRef, context: grpc.aio.ServicerContext
+    ) -> jobs_pb2.ListFailedBatchesResponse:
+        batches = await self._manager.failed_batches(request.job_id, request.api_name)
+        return jobs_pb2.ListFailedBatchesResponse(batches=batches)
+
+    async def RetryFailed(self, request: jobs_pb2.JobRef, context: grpc.aio.ServicerContext) -> jobs_pb2.Job:
+        return await self._manager.retry_failed(request.job_id, request.api_name)
+
 
 class SchedulerServicer(scheduler_pb2_grpc.SchedulerServicer):
     def __init__(self, manager: JobManager) -> None:

@@ -35,6 +35,12 @@ CREATE TABLE IF NOT EXISTS jobs (
     cleaned INTEGER NOT NULL
 );
 CREATE INDEX IF NOT EXISTS jobs_by_api ON jobs (api_name, job_id);
+CREATE TABLE IF NOT EXISTS failed_batches (
+    job_id TEXT NOT NULL,
+    batch_id TEXT NOT NULL,
+    failed BLOB NOT NULL,                 -- a serialized FailedBatch
+    PRIMARY KEY (job_id, batch_id)
+);
 """
 _COLUMNS = [
     "job_id",
@@ -101,6 +107,16 @@ class JobStore:
         statement = f"SELECT {', '.join(_COLUMNS)} FROM jobs {clause} ORDER BY job_id LIMIT ?"
         rows = await self._run(lambda db: db.execute(statement, (*params, limit)).fetchall())
         return [_decode(r) for r in rows]
+
+    async def put_failed_batches(self, job_id: str, batches: list[jobs_pb2.FailedBatch]) -> None:
+        """Keep a job's dead letters after its queue is deleted (idempotent)."""
+        rows = [(job_id, b.batch_id, b.SerializeToString()) for b in batches]
+        await self._run(lambda db: db.executemany("INSERT OR REPLACE INTO failed_batches VALUES (?, ?, ?)", rows))
+
+    async def failed_batches(self, job_id: str) -> list[jobs_pb2.FailedBatch]:
+        query = "SELECT failed FROM failed_batches WHERE job_id = ? ORDER BY batch_id"
+        rows = await self._run(lambda db: db.execute(query, (job_id,)).fetchall())
+        return [jobs_pb2.FailedBatch.FromString(r[0]) for r in rows]
 
 
 def _encode(value: Any) -> Any:

@@ -28,6 +28,7 @@ def job_message(
     config: Config,
     progress: monitor_pb2.JobProgress | None = None,
     batches_in_queue: int = 0,
+    worker_restarts: int = 0,
 ) -> jobs_pb2.Job:
     """The Job message: the stored record, plus live progress while the job runs."""
     submission = submission_of(job)
@@ -47,6 +48,8 @@ def job_message(
         items_enqueued=job.items_enqueued,
         batch_timeout_s=batch_timeout_s(submission, config),
         max_receive_count=max_receive_count(submission, config),
+        worker_restarts=worker_restarts,
+        retry_of=submission.retry_of,
     )
     if submission.HasField("timeout_s"):
         message.timeout_s = submission.timeout_s
@@ -63,6 +66,7 @@ def job_message(
     elif progress is not None:
         message.batches.CopyFrom(progress.batches)
         message.worker_counts.CopyFrom(progress.worker_counts)
+    message.worker_counts.failed = worker_restarts
     return message
 
 

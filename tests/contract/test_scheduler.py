@@ -289,3 +289,23 @@ async def test_watch_streams_changes_until_the_final_status(harness: Harness) ->
     await harness.jobs.StopJob(jobs_pb2.JobRef(job_id=job.job_id))
     await asyncio.wait_for(watcher, timeout=10)
     assert seen[0] == jobs_pb2.JOB_STATUS_RUNNING and seen[-1] == jobs_pb2.JOB_STATUS_STOPPED
+
+
+async def test_a_crash_looping_worker_uses_up_the_restart_budget_and_the_job_ends_worker_error(harness: Harness) -> None:
+    crashing = [sys.executable, "-c", "import sys; sys.exit(3)"]
+    api = jobs_pb2.ApiSpec(name="crash", containers=[jobs_pb2.Container(name="api", command=crashing)])
+    await harness.jobs.DeployApi(jobs_pb2.DeployApiRequest(api=api))
+    submission = jobs_pb2.JobSubmission(api_name="crash", workers=1)
+    submission.item_list.items.append(b"1")
+    submission.item_list.batch_size = 1
+    job = await harness.jobs.SubmitJob(jobs_pb2.SubmitJobRequest(submission=submission))
+
+    async def worker_error() -> jobs_pb2.Job:
+        status = await harness.status(job.job_id)
+        assert status.status == jobs_pb2.JOB_STATUS_WORKER_ERROR
+        return status
+
+    status = await assert_eventually(worker_error, timeout_s=20)
+    budget = harness.config.runtime.max_worker_restarts
+    assert "api exited with code 3" in status.status_reason and f"budget {budget}" in status.status_reason
+    assert status.worker_restarts == budget + 1
