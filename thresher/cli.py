@@ -68,6 +68,16 @@ def _parser() -> argparse.ArgumentParser:
     stop = commands.add_parser("stop", help="stop a job")
     stop.add_argument("job_id")
     stop.set_defaults(run=_stop)
+
+    failed = commands.add_parser("failed", help="list a job's dead-lettered batches with their errors")
+    failed.add_argument("job_id")
+    failed.add_argument("-o", "--output", choices=["text", "json"], default="text")
+    failed.set_defaults(run=_failed)
+
+    retry = commands.add_parser("retry", help="submit a new job made of a finished job's failed batches")
+    retry.add_argument("job_id")
+    retry.add_argument("--wait", action="store_true", help="follow progress; exit 1 unless the new job succeeds")
+    retry.set_defaults(run=_retry)
     return parser
 
 
@@ -143,6 +153,29 @@ def _stop(args: argparse.Namespace) -> int:
     status = GatewayClient(args.url).stop(args.job_id)
     print(f"stopped job {args.job_id} ({status['job_status']['status']})")
     return 0
+
+
+def _failed(args: argparse.Namespace) -> int:
+    batches = GatewayClient(args.url).failed(args.job_id)
+    if args.output == "json":
+        print(json.dumps(batches, indent=2))
+        return 0
+    print(f"{len(batches)} failed batches of job {args.job_id}")
+    for batch in batches:
+        items = json.dumps(batch["items"])
+        print(f"- {batch['batch_id']}  attempts {batch['attempts']}  items {items[:80]}")
+        print(f"    {batch['error']}")
+    return 0
+
+
+def _retry(args: argparse.Namespace) -> int:
+    client = GatewayClient(args.url)
+    job = client.retry(args.job_id)
+    print(f"submitted job {job['job_id']} to {job['api_name']}: the failed batches of {args.job_id}")
+    if not args.wait:
+        return 0
+    final = follow(client, job["api_name"], job["job_id"])
+    return 0 if final["job_status"]["status"] == "succeeded" else 1
 
 
 def follow(client: GatewayClient, api: str, job_id: str, out: TextIO = sys.stdout) -> dict[str, Any]:

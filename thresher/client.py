@@ -37,6 +37,12 @@ class GatewayClient:
         query = urllib.parse.urlencode({k: v for k, v in (("api", api_name), ("limit", limit)) if v})
         return self._call("GET", f"/v1/jobs?{query}")["jobs"]
 
+    def failed(self, job_id: str) -> list[dict[str, Any]]:
+        return self._call("GET", f"/v1/jobs/{_quote(job_id)}/failed")["batches"]
+
+    def retry(self, job_id: str) -> dict[str, Any]:
+        return self._call("POST", f"/v1/jobs/{_quote(job_id)}/retry")
+
     def stop(self, job_id: str) -> dict[str, Any]:
         return self._call("DELETE", f"/v1/jobs/{_quote(job_id)}")
 

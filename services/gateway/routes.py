@@ -30,6 +30,8 @@ def add_routes(app: web.Application) -> None:
             web.get("/v1/jobs", list_jobs),
             web.get("/v1/jobs/{job_id}", get_job_by_id),
             web.delete("/v1/jobs/{job_id}", stop_job_by_id),
+            web.get("/v1/jobs/{job_id}/failed", list_failed_batches),
+            web.post("/v1/jobs/{job_id}/retry", retry_failed),
             web.get("/healthz", healthz),
         ]
     )
@@ -103,6 +105,19 @@ async def stop_job_by_id(request: web.Request) -> web.Response:
     """Stop a job and answer its state after the stop."""
     job = await request.app[JOBS].StopJob(jobs_pb2.JobRef(job_id=request.match_info["job_id"]))
     return web.json_response(views.job_response(request.url.origin(), job))
+
+
+async def list_failed_batches(request: web.Request) -> web.Response:
+    """The job's dead-lettered batches with their items, attempts and last error."""
+    ref = jobs_pb2.JobRef(job_id=request.match_info["job_id"])
+    reply = await request.app[JOBS].ListFailedBatches(ref)
+    return web.json_response({"job_id": ref.job_id, "batches": [views.failed_batch(b) for b in reply.batches]})
+
+
+async def retry_failed(request: web.Request) -> web.Response:
+    """Submit a new job made of the failed batches of a finished one; answers it as a submission does."""
+    job = await request.app[JOBS].RetryFailed(jobs_pb2.JobRef(job_id=request.match_info["job_id"]))
+    return web.json_response(views.job_spec(job) | {"retry_of": job.retry_of})
 
 
 async def healthz(request: web.Request) -> web.Response:

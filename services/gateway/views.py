@@ -74,6 +74,8 @@ def job_status(job: jobs_pb2.Job) -> dict[str, Any]:
         "items_enqueued": job.items_enqueued,
         "batch_timeout": job.batch_timeout_s,
         "max_receive_count": job.max_receive_count,
+        "worker_restarts": job.worker_restarts,
+        "retry_of": job.retry_of or None,
     }
     return status
 
@@ -86,6 +88,16 @@ def metrics(job: jobs_pb2.Job) -> dict[str, Any]:
         "failed": b.failed_attempts,
         "average_time_per_batch": b.average_time_per_batch_s if b.HasField("average_time_per_batch_s") else None,
         "dead_lettered": b.dead_lettered,
+    }
+
+
+def failed_batch(batch: jobs_pb2.FailedBatch) -> dict[str, Any]:
+    """A dead-lettered batch: its items as JSON, its attempts and its last error."""
+    return {
+        "batch_id": batch.batch_id,
+        "items": json.loads(batch.items_json),
+        "attempts": batch.attempts,
+        "error": batch.error,
     }
 
 

@@ -291,7 +291,9 @@ async def test_watch_streams_changes_until_the_final_status(harness: Harness) ->
     assert seen[0] == jobs_pb2.JOB_STATUS_RUNNING and seen[-1] == jobs_pb2.JOB_STATUS_STOPPED
 
 
-async def test_a_crash_looping_worker_uses_up_the_restart_budget_and_the_job_ends_worker_error(harness: Harness) -> None:
+async def test_a_crash_looping_worker_uses_up_the_restart_budget_and_the_job_ends_worker_error(
+    harness: Harness,
+) -> None:
     crashing = [sys.executable, "-c", "import sys; sys.exit(3)"]
     api = jobs_pb2.ApiSpec(name="crash", containers=[jobs_pb2.Container(name="api", command=crashing)])
     await harness.jobs.DeployApi(jobs_pb2.DeployApiRequest(api=api))

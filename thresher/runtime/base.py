@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import enum
+import sys
 from abc import ABC, abstractmethod
 from dataclasses import dataclass
 from typing import Any
@@ -20,6 +21,32 @@ class WorkerLaunch:
     job_spec: dict[str, Any]  # what the worker reads from $THRESHER_JOB_SPEC
     max_receive_count: int
     batch_timeout_s: float
+
+
+def dequeuer_argv(launch: WorkerLaunch, worker_id: str, port: int, python: str = sys.executable) -> list[str]:
+    """The command line of one worker's dequeuer (services/dequeuer/settings.py), the same in every runtime."""
+    argv = [
+        python,
+        "-m",
+        "services.dequeuer",
+        "--job-id",
+        launch.job_id,
+        "--api-name",
+        launch.api.name,
+        "--worker-id",
+        worker_id,
+        "--queue",
+        launch.queue_name,
+        "--worker-port",
+        str(port),
+        "--batch-timeout-s",
+        str(launch.batch_timeout_s),
+        "--max-receive-count",
+        str(launch.max_receive_count),
+    ]
+    if launch.api.readiness_path:
+        argv += ["--readiness-path", launch.api.readiness_path]
+    return argv
 
 
 class WorkerPhase(enum.Enum):

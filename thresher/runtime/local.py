@@ -20,7 +20,7 @@ from typing import Any
 
 from thresher.config import Config, config_env
 from thresher.names import ENV_JOB_SPEC, ENV_PORT
-from thresher.runtime.base import Runtime, WorkerLaunch, WorkerPhase, WorkerState
+from thresher.runtime.base import Runtime, WorkerLaunch, WorkerPhase, WorkerState, dequeuer_argv
 
 # What a worker inherits from this process; nothing else (no credentials, no API keys).
 _INHERITED_ENV = ("HOME", "LANG", "LC_ALL", "TMPDIR", "TZ", "USER")
@@ -40,6 +40,7 @@ class _Pod:
     pgid: int
     processes: list[_Process]
     failure: str = ""  # set when the pod could not even start
+    stopped: bool = False  # stopped on purpose (stop_workers): however its processes end, it did not crash
 
 
 class LocalRuntime(Runtime):
@@ -88,17 +89,21 @@ class LocalRuntime(Runtime):
         """A pod ends as soon as one of its processes does: a worker without its dequeuer, or the reverse."""
         if pod.failure:
             return WorkerState(pod.worker_id, WorkerPhase.FAILED, pod.failure)
-        for proc in pod.processes:
-            code = self._exit_code(proc)
-            if code is None:
-                continue
-            if proc.name == "dequeuer" and code == 0:
-                return WorkerState(pod.worker_id, WorkerPhase.STOPPED, "dequeuer drained and exited")
-            return WorkerState(pod.worker_id, WorkerPhase.FAILED, _describe_exit(proc.name, code))
+        if pod.stopped:
+            return WorkerState(pod.worker_id, WorkerPhase.STOPPED, "stopped with its job")
+        codes = [(proc.name, self._exit_code(proc)) for proc in pod.processes]
+        if ("dequeuer", 0) in codes:  # drained (SIGTERM, as on a spot termination): the rest is stopped after it
+            return WorkerState(pod.worker_id, WorkerPhase.STOPPED, "dequeuer drained and exited")
+        for name, code in codes:
+            if code is not None:
+                return WorkerState(pod.worker_id, WorkerPhase.FAILED, _describe_exit(name, code))
         return WorkerState(pod.worker_id, WorkerPhase.RUNNING)
 
     async def stop_workers(self, job_id: str, grace_s: float) -> None:
         pods = self._load(job_id)
+        for pod in pods:
+            pod.stopped = pod.stopped or not self._state(pod).ended
+        self._save(job_id, pods)
         for pod in pods:
             _signal_group(pod.pgid, signal.SIGTERM)
         deadline = time.monotonic() + grace_s
@@ -128,7 +133,7 @@ class LocalRuntime(Runtime):
             pgid = pgid or proc.pid
             processes.append(_Process(container.name, proc.pid, _start_ticks(proc.pid)))
         dequeuer = self._spawn(
-            self._dequeuer_argv(launch, worker_id, port),
+            dequeuer_argv(launch, worker_id, port),
             self._dequeuer_env(),
             None,
             job_dir / f"{worker_id}.dequeuer.log",
@@ -170,30 +175,6 @@ class LocalRuntime(Runtime):
         env["THRESHER_DATA_DIR"] = str(Path(self._config.data_dir).resolve())
         return env
 
-    def _dequeuer_argv(self, launch: WorkerLaunch, worker_id: str, port: int) -> list[str]:
-        argv = [
-            sys.executable,
-            "-m",
-            "services.dequeuer",
-            "--job-id",
-            launch.job_id,
-            "--api-name",
-            launch.api.name,
-            "--worker-id",
-            worker_id,
-            "--queue",
-            launch.queue_name,
-            "--worker-port",
-            str(port),
-            "--batch-timeout-s",
-            str(launch.batch_timeout_s),
-            "--max-receive-count",
-            str(launch.max_receive_count),
-        ]
-        if launch.api.readiness_path:
-            argv += ["--readiness-path", launch.api.readiness_path]
-        return argv
-
     def _running(self, pod: _Pod) -> bool:
         return any(self._exit_code(p) is None for p in pod.processes)
 
@@ -209,7 +190,7 @@ class LocalRuntime(Runtime):
         if not path.exists():
             return []
         raw = json.loads(path.read_text(encoding="utf-8"))
-        return [_Pod(p["worker_id"], p["pgid"], [_Process(**q) for q in p["processes"]]) for p in raw]
+        return [_Pod(**{**p, "processes": [_Process(**q) for q in p["processes"]]}) for p in raw]
 
     def _save(self, job_id: str, pods: list[_Pod]) -> None:
         path = self.job_dir(job_id) / "workers.json"

@@ -1,32 +1,70 @@
-"""A test worker: records every item it sees and every hook call, in files under the job config's `out_dir`."""
+"""The test worker: records every item it sees and every hook call under the job config's `out_dir`, and
+misbehaves on request, for the fault-injection tests. Config keys (all optional):
+
+- `fail_items`: items whose batch answers HTTP 500 (while the file `fail_while` exists, if that is given)
+- `crash_once_items`: items whose batch kills the worker process the first time it sees them
+- `hang_items`: items whose batch never returns
+- `slow_s`: seconds each batch takes
+- `crash_at_start`: the worker exits with code 3 as soon as it starts (a crash loop)
+- `hook_failures`: how many /on-job-complete calls answer HTTP 500 before one succeeds
+"""
 
 from __future__ import annotations
 
 import json
 import os
+import time
 from pathlib import Path
 from typing import Any
 
-from thresher.worker import serve
+from thresher.worker import job_spec, serve
 
 
-def out_dir(ctx: Any) -> Path:
-    path = Path(ctx.config["out_dir"])
+def out_dir(config: dict[str, Any]) -> Path:
+    path = Path(config["out_dir"])
     (path / "pids").mkdir(parents=True, exist_ok=True)
-    (path / "pids" / str(os.getpid())).touch()
     return path
 
 
 def handle_batch(items: list[Any], ctx: Any) -> None:
+    config, out = ctx.config, out_dir(ctx.config)
+    (out / "pids" / str(os.getpid())).touch()
     record = {"batch_id": ctx.batch_id, "attempt": ctx.attempt, "items": items, "pid": os.getpid()}
-    with open(out_dir(ctx) / f"items-{os.getpid()}.jsonl", "a", encoding="utf-8") as f:
+    with open(out / f"calls-{os.getpid()}.jsonl", "a", encoding="utf-8") as f:
+        f.write(json.dumps(record) + "\n")
+    for item in items:
+        if item in config.get("crash_once_items", []) and _first_time(out / f"crashed-{item}"):
+            os._exit(1)
+        if item in config.get("hang_items", []):
+            time.sleep(3600)
+    time.sleep(config.get("slow_s", 0))
+    fail_while = config.get("fail_while")
+    if set(items) & set(config.get("fail_items", [])) and (not fail_while or Path(fail_while).exists()):
+        raise RuntimeError(f"poison item in {items}")
+    with open(out / f"items-{os.getpid()}.jsonl", "a", encoding="utf-8") as f:
         f.write(json.dumps(record) + "\n")
 
 
 def on_job_complete(summary: dict[str, Any], ctx: Any) -> None:
-    with open(out_dir(ctx) / "hooks.jsonl", "a", encoding="utf-8") as f:
+    out = out_dir(ctx.config)
+    with open(out / "hook-calls.jsonl", "a", encoding="utf-8") as f:
+        f.write(json.dumps({"key": ctx.idempotency_key}) + "\n")
+    calls = len((out / "hook-calls.jsonl").read_text().splitlines())
+    if calls <= ctx.config.get("hook_failures", 0):
+        raise RuntimeError(f"hook failure {calls}")
+    with open(out / "hooks.jsonl", "a", encoding="utf-8") as f:
         f.write(json.dumps(summary) + "\n")
 
 
+def _first_time(marker: Path) -> bool:
+    try:
+        marker.touch(exist_ok=False)
+    except FileExistsError:
+        return False
+    return True
+
+
 if __name__ == "__main__":
+    if (job_spec().get("config") or {}).get("crash_at_start"):
+        raise SystemExit(3)
     serve(handle_batch, on_job_complete=on_job_complete)

@@ -1,0 +1,93 @@
+"""The fault-injection suite: the embedded stack as processes, with short timeouts so that faults show quickly."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from tests.e2e.conftest import WORKERS_DIR, Stack, alive, eventually, processes_mentioning
+
+FAULT_SETTINGS = """
+queue:
+  visibility_s: 2
+monitor:
+  heartbeat_timeout_s: 3
+dequeuer:
+  heartbeat_s: 0.5
+  batch_timeout_s: 30
+runtime:
+  stop_grace_s: 5
+  max_worker_restarts: 3
+"""
+
+
+@pytest.fixture
+def stack(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[Stack]:
+    settings = tmp_path / "thresher.yaml"
+    settings.write_text(FAULT_SETTINGS)
+    monkeypatch.setenv("THRESHER_CONFIG", str(settings))  # read by `thresher up`, handed to every service
+    stack = Stack(tmp_path / "data", WORKERS_DIR / "apis.yaml")
+    try:
+        yield stack
+    finally:
+        stack.stop()
+        for pid in processes_mentioning(str(tmp_path)):
+            os.kill(pid, signal.SIGKILL)
+
+
+class Outputs:
+    """What the test worker wrote: items of successful batches, every call, hook summaries."""
+
+    def __init__(self, out: Path) -> None:
+        self.out = out
+
+    def _lines(self, pattern: str) -> list[dict[str, Any]]:
+        return [json.loads(line) for path in self.out.glob(pattern) for line in path.read_text().splitlines()]
+
+    def items(self) -> list[Any]:
+        return sorted(item for record in self._lines("items-*.jsonl") for item in record["items"])
+
+    def calls(self) -> list[dict[str, Any]]:
+        return self._lines("calls-*.jsonl")
+
+    def hooks(self) -> list[dict[str, Any]]:
+        return self._lines("hooks.jsonl")
+
+    def hook_calls(self) -> int:
+        return len(self._lines("hook-calls.jsonl"))
+
+    def worker_pids(self) -> list[int]:
+        return [int(p.name) for p in (self.out / "pids").iterdir()] if (self.out / "pids").exists() else []
+
+
+@pytest.fixture
+def outputs(tmp_path: Path) -> Outputs:
+    return Outputs(tmp_path / "out")
+
+
+def submit(
+    stack: Stack, outputs: Outputs, items: list[Any], batch_size: int = 1, workers: int = 2, **extra: Any
+) -> str:
+    config = {"out_dir": str(outputs.out), **extra.pop("config", {})}
+    body = {"workers": workers, "item_list": {"items": items, "batch_size": batch_size}, "config": config, **extra}
+    return stack.client.submit("recorder", body)["job_id"]
+
+
+def assert_nothing_left(job_id: str, outputs: Outputs) -> None:
+    """No worker or dequeuer process of the job is left (scale to zero)."""
+
+    def nothing_left() -> None:
+        assert not processes_mentioning(f"--job-id {job_id}"), "a dequeuer is left"
+        assert not [pid for pid in outputs.worker_pids() if alive(pid)], "a worker is left"
+
+    eventually(nothing_left, timeout_s=30)
+
+
+def wait_for(check: Any, timeout_s: float = 30.0) -> Any:
+    return eventually(check, timeout_s)

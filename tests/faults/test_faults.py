@@ -1,0 +1,210 @@
+"""Fault injection with real processes and real signals: every promise of ARCHITECTURE §3, one fault at a time.
+
+Each test checks: every item processed at least once, exact accounting, the right final status, the hook called
+once (or not at all where it must not be), and no process of the job left.
+"""
+
+from __future__ import annotations
+
+import os
+import signal
+import time
+
+import pytest
+
+from tests.e2e.conftest import Stack, processes_mentioning
+from tests.faults.conftest import Outputs, assert_nothing_left, submit, wait_for
+from thresher.errors import Unavailable
+
+pytestmark = [pytest.mark.faults, pytest.mark.timeout(240)]
+
+
+def assert_succeeded_exactly(stack: Stack, outputs: Outputs, job_id: str, items: list[int]) -> dict:
+    status = stack.wait_for_final("recorder", job_id, timeout_s=120)
+    js, metrics = status["job_status"], status["metrics"]
+    assert js["status"] == "succeeded", status
+    assert metrics["succeeded"] == js["total_batch_count"] == len(items)
+    assert metrics["dead_lettered"] == 0
+    assert sorted(set(outputs.items())) == items, "every item processed at least once"
+    [hook] = outputs.hooks()
+    assert (hook["succeeded"], hook["dead_lettered"]) == (len(items), 0)
+    assert_nothing_left(job_id, outputs)
+    return status
+
+
+def progress_reached(stack: Stack, job_id: str, done: int) -> None:
+    def reached() -> None:
+        try:
+            assert stack.client.get("recorder", job_id)["metrics"]["succeeded"] >= done
+        except Unavailable as e:  # a service restarting
+            raise AssertionError(e) from e
+
+    wait_for(reached)
+
+
+def test_failing_batches_are_retried_dead_lettered_listed_and_retried_as_a_new_job(
+    stack: Stack, outputs: Outputs
+) -> None:
+    # Given items 5 and 13 that fail while a flag file exists, 20 items in batches of 2, 3 attempts
+    flag = outputs.out.parent / "poison-on"
+    flag.write_text("")
+    job_id = submit(
+        stack, outputs, list(range(20)), batch_size=2, config={"fail_items": [5, 13], "fail_while": str(flag)}
+    )
+
+    status = stack.wait_for_final("recorder", job_id, timeout_s=120)
+
+    # Then the two batches are tried 3 times each, then dead-lettered; the job completes with failures
+    js, metrics = status["job_status"], status["metrics"]
+    assert js["status"] == "completed_with_failures", status
+    assert (metrics["succeeded"], metrics["dead_lettered"], metrics["failed"]) == (8, 2, 6)
+    [hook] = outputs.hooks()
+    assert hook["status"] == "completed_with_failures" and len(hook["dead_lettered_batch_ids"]) == 2
+    failed = stack.client.failed(job_id)
+    assert sorted(b["items"] for b in failed) == [[4, 5], [12, 13]]
+    assert all(b["attempts"] == 3 and "poison item" in b["error"] for b in failed)
+    assert_nothing_left(job_id, outputs)
+
+    # When the cause is fixed and only the failed batches are retried
+    flag.unlink()
+    retry = stack.client.retry(job_id)
+    retried = stack.wait_for_final("recorder", retry["job_id"])
+    assert retried["job_status"]["status"] == "succeeded"
+    assert retried["job_status"]["retry_of"] == job_id
+    assert retried["job_status"]["total_batch_count"] == 2
+    assert sorted(set(outputs.items())) == list(range(20))
+
+
+def test_a_worker_process_killed_mid_batch_loses_nothing_and_uses_no_attempt(stack: Stack, outputs: Outputs) -> None:
+    items = list(range(40))
+    job_id = submit(stack, outputs, items, config={"slow_s": 0.1})
+    progress_reached(stack, job_id, 5)
+
+    os.kill(outputs.worker_pids()[0], signal.SIGKILL)
+
+    status = assert_succeeded_exactly(stack, outputs, job_id, items)
+    assert status["metrics"]["failed"] == 0, "a lost worker is not a failed attempt"
+    assert status["job_status"]["worker_restarts"] == 1
+
+
+def test_a_batch_that_kills_its_worker_once_is_redone_elsewhere(stack: Stack, outputs: Outputs) -> None:
+    items = list(range(20))
+    job_id = submit(stack, outputs, items, config={"crash_once_items": [7]})
+    status = assert_succeeded_exactly(stack, outputs, job_id, items)
+    assert status["metrics"]["failed"] == 0
+
+
+def test_a_dequeuer_killed_mid_batch_gets_its_batch_released_at_once(stack: Stack, outputs: Outputs) -> None:
+    items = list(range(30))
+    job_id = submit(stack, outputs, items, config={"slow_s": 0.3})
+    progress_reached(stack, job_id, 3)
+    dequeuer = processes_mentioning(f"--job-id {job_id}")[0]
+
+    os.kill(dequeuer, signal.SIGKILL)
+
+    status = assert_succeeded_exactly(stack, outputs, job_id, items)
+    assert status["metrics"]["failed"] == 0
+
+
+def test_spot_termination_sigterm_drains_the_dequeuer_and_it_is_replaced(stack: Stack, outputs: Outputs) -> None:
+    items = list(range(30))
+    job_id = submit(stack, outputs, items, config={"slow_s": 0.2})
+    progress_reached(stack, job_id, 3)
+    dequeuer = processes_mentioning(f"--job-id {job_id}")[0]
+
+    os.kill(dequeuer, signal.SIGTERM)
+
+    status = assert_succeeded_exactly(stack, outputs, job_id, items)
+    assert status["metrics"]["failed"] == 0
+    assert status["job_status"]["worker_restarts"] == 0, "a drained worker is not a crash"
+
+
+@pytest.mark.parametrize("service", ["scheduler", "monitor", "enqueuer", "gateway"])
+def test_a_control_plane_service_killed_mid_job_loses_nothing(stack: Stack, outputs: Outputs, service: str) -> None:
+    items = list(range(60))
+    job_id = submit(stack, outputs, items, config={"slow_s": 0.05})
+    if service != "enqueuer":
+        progress_reached(stack, job_id, 10)
+    pid = stack.service_pid(service)
+
+    os.kill(pid, signal.SIGKILL)
+
+    def restarted() -> None:
+        try:
+            assert stack.service_pid(service) != pid
+        except LookupError as e:  # between its death and its restart
+            raise AssertionError(e) from e
+
+    wait_for(restarted)
+    assert_succeeded_exactly(stack, outputs, job_id, items)
+
+
+def test_the_enqueuer_killed_while_enqueuing_resumes_without_duplicates(stack: Stack, outputs: Outputs) -> None:
+    items = list(range(30000))
+    job_id = submit(stack, outputs, items, batch_size=10, workers=1)
+    os.kill(stack.service_pid("enqueuer"), signal.SIGKILL)
+
+    status = stack.wait_for_final("recorder", job_id, timeout_s=180)
+    assert status["job_status"]["status"] == "succeeded", status
+    assert status["metrics"]["succeeded"] == status["job_status"]["total_batch_count"] == 3000
+    assert outputs.items() == items, "every item exactly once: no batch enqueued twice"
+    assert len(outputs.hooks()) == 1
+
+
+def test_a_hanging_batch_times_out_and_is_dead_lettered(stack: Stack, outputs: Outputs) -> None:
+    job_id = submit(stack, outputs, [1, 2, 3], config={"hang_items": [2]}, batch_timeout=1,
+                    sqs_dead_letter_queue={"arn": "local", "max_receive_count": 2})  # fmt: skip
+    status = stack.wait_for_final("recorder", job_id, timeout_s=60)
+    assert status["job_status"]["status"] == "completed_with_failures", status
+    assert (status["metrics"]["succeeded"], status["metrics"]["dead_lettered"]) == (2, 1)
+    [failed] = stack.client.failed(job_id)
+    assert failed["items"] == [2] and "timeout" in failed["error"]
+    assert_nothing_left(job_id, outputs)
+
+
+def test_a_failing_hook_is_retried_and_its_outcome_shown(stack: Stack, outputs: Outputs) -> None:
+    job_id = submit(stack, outputs, [1, 2], config={"hook_failures": 2})
+    status = stack.wait_for_final("recorder", job_id, timeout_s=60)
+    hook = status["job_status"]["hook"]
+    assert status["job_status"]["status"] == "succeeded"
+    assert (hook["succeeded"], hook["attempts"]) == (True, 3)
+    assert len(outputs.hooks()) == 1 and outputs.hook_calls() == 3
+
+
+def test_a_stopped_job_drains_calls_no_hook_and_leaves_nothing(stack: Stack, outputs: Outputs) -> None:
+    job_id = submit(stack, outputs, list(range(100)), config={"slow_s": 0.2})
+    progress_reached(stack, job_id, 2)
+
+    stack.client.stop(job_id)
+
+    assert stack.client.get("recorder", job_id)["job_status"]["status"] == "stopped"
+    assert_nothing_left(job_id, outputs)
+    time.sleep(0.5)
+    assert outputs.hooks() == [] and outputs.hook_calls() == 0
+    with pytest.raises(Exception, match="not in progress"):
+        stack.client.stop(job_id)
+
+
+def test_a_job_past_its_timeout_ends_timed_out_without_its_hook(stack: Stack, outputs: Outputs) -> None:
+    job_id = submit(stack, outputs, list(range(100)), config={"slow_s": 0.2}, timeout=2)
+    status = stack.wait_for_final("recorder", job_id, timeout_s=60)
+    assert status["job_status"]["status"] == "timed_out"
+    assert_nothing_left(job_id, outputs)
+    assert outputs.hook_calls() == 0
+
+
+def test_a_crash_looping_worker_ends_the_job_worker_error(stack: Stack, outputs: Outputs) -> None:
+    job_id = submit(stack, outputs, [1, 2, 3], workers=1, config={"crash_at_start": True})
+    status = stack.wait_for_final("recorder", job_id, timeout_s=90)
+    assert status["job_status"]["status"] == "worker_error", status
+    assert "exited with code 3" in status["job_status"]["status_reason"]
+    assert_nothing_left(job_id, outputs)
+    assert outputs.hook_calls() == 0
+
+
+def test_a_batch_longer_than_several_visibility_timeouts_is_delivered_once(stack: Stack, outputs: Outputs) -> None:
+    job_id = submit(stack, outputs, [1, 2], workers=2, config={"slow_s": 7})  # visibility is 2 s here
+    status = stack.wait_for_final("recorder", job_id, timeout_s=60)
+    assert status["job_status"]["status"] == "succeeded"
+    calls = outputs.calls()
+    assert sorted(c["items"][0] for c in calls) == [1, 2], "no batch was delivered twice"
