@@ -33,13 +33,17 @@ class Status(enum.Enum):
 
 @dataclass(frozen=True)
 class JobRecord:
-    """What the scheduler stores of a job. Protos (submission, summary, hook) are kept serialized."""
+    """What the scheduler keeps of a job besides its submission (stored apart: it may weigh 10 MiB).
+
+    Protos (summary, hook, counts) are kept serialized.
+    """
 
     job_id: str
     api_name: str
-    submission: bytes  # jobs_pb2.JobSubmission
     queue_name: str
     start_time: float
+    workers: int
+    timeout_s: int | None = None  # seconds from submission
     status: Status = Status.PENDING
     status_reason: str = ""
     queue_url: str = ""
@@ -97,17 +101,19 @@ def finished(job: JobRecord, status: Status, reason: str, final_counts: bytes | 
     )
 
 
-def submission_of(job: JobRecord) -> jobs_pb2.JobSubmission:
-    return jobs_pb2.JobSubmission.FromString(job.submission)
+def new_job(job_id: str, submission: jobs_pb2.JobSubmission, now: float) -> JobRecord:
+    return JobRecord(
+        job_id=job_id,
+        api_name=submission.api_name,
+        queue_name=queue_name(submission.api_name, job_id),
+        start_time=now,
+        workers=submission.workers,
+        timeout_s=submission.timeout_s if submission.HasField("timeout_s") else None,
+    )
 
 
-def submission_timeout_s(job: JobRecord) -> int | None:
-    submission = submission_of(job)
-    return submission.timeout_s if submission.HasField("timeout_s") else None
-
-
-def timed_out(job: JobRecord, now: float, timeout_s: int | None) -> bool:
-    return timeout_s is not None and not job.status.is_final and now - job.start_time >= timeout_s
+def timed_out(job: JobRecord, now: float) -> bool:
+    return job.timeout_s is not None and not job.status.is_final and now - job.start_time >= job.timeout_s
 
 
 def _require_in_progress(job: JobRecord, action: str) -> None:

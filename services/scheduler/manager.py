@@ -29,6 +29,7 @@ log = logging.getLogger(__name__)
 SUPERVISE_INTERVAL_S = 0.5  # how often timeouts, cleanups and exited workers are looked at
 PROGRESS_TIMEOUT_S = 2.0  # a status read does not wait longer than this for the monitor
 RETRY_FOREVER_S = 365 * 24 * 3600.0
+SUBMISSIONS_CACHED = 64
 
 
 class JobManager:
@@ -44,6 +45,7 @@ class JobManager:
         self._locks: defaultdict[str, asyncio.Lock] = defaultdict(asyncio.Lock)  # one change at a time per job
         self._launches: dict[str, asyncio.Task[Any]] = {}
         self._cleanups: dict[str, asyncio.Task[Any]] = {}
+        self._submissions: dict[str, jobs_pb2.JobSubmission] = {}  # insertion order: the oldest goes first
 
     # --- the public job service -------------------------------------------------------------
 
@@ -66,26 +68,21 @@ class JobManager:
         validate_submission(submission)
         if dry_run:
             return jobs_pb2.Job(api_name=submission.api_name)
-        job_id = new_job_id()
-        job = JobRecord(
-            job_id=job_id,
-            api_name=submission.api_name,
-            submission=submission.SerializeToString(),
-            queue_name=jobs.queue_name(submission.api_name, job_id),
-            start_time=time.time(),
-        )
+        job = jobs.new_job(new_job_id(), submission, time.time())
+        await self._store.put_submission(job.job_id, submission)  # first: a stored job always has its submission
         await self._store.put_job(job)
-        log.info("submitted job %s to %s", job_id, job.api_name, extra={"job_id": job_id})
-        self._launch(job_id)
-        return job_message(job, self._config)
+        log.info("submitted job %s to %s", job.job_id, job.api_name, extra={"job_id": job.job_id})
+        self._launch(job.job_id)
+        return job_message(job, submission, self._config)
 
     async def get(self, job_id: str, api_name: str = "") -> jobs_pb2.Job:
         job = await self._job(job_id, api_name)
+        submission = await self._submission(job_id)
         crashes = sum(w.crashed for w in await self._runtime.workers(job_id))
         if job.status.is_final:
-            return job_message(job, self._config, worker_restarts=crashes)
+            return job_message(job, submission, self._config, worker_restarts=crashes)
         progress, in_queue = await asyncio.gather(self._progress(job), self._batches_in_queue(job))
-        return job_message(job, self._config, progress, in_queue, worker_restarts=crashes)
+        return job_message(job, submission, self._config, progress, in_queue, worker_restarts=crashes)
 
     async def list(self, api_name: str, limit: int) -> list[jobs_pb2.Job]:
         records = await self._store.list_jobs(api_name, limit or 50)
@@ -108,7 +105,7 @@ class JobManager:
         if not failed:
             raise InvalidRequest(f"job {job_id} has no failed batches to retry")
         retry = jobs_pb2.JobSubmission()
-        retry.CopyFrom(jobs.submission_of(job))
+        retry.CopyFrom(await self._submission(job_id))
         for source in ("item_list", "file_path_lister", "delimited_files"):
             retry.ClearField(source)
         retry.ClearField("batches")
@@ -167,7 +164,10 @@ class JobManager:
         while True:
             await asyncio.sleep(SUPERVISE_INTERVAL_S)
             for job in await self._store.list_jobs(limit=1_000_000, unfinished_only=True):
-                await self._supervise_one(job)
+                try:
+                    await self._supervise_one(job)
+                except Exception:  # one job's trouble must not stop the supervision of the others
+                    log.exception("supervising job %s failed; trying again", job.job_id, extra={"job_id": job.job_id})
 
     async def _supervise_one(self, job: JobRecord) -> None:
         if job.status.is_final:
@@ -177,22 +177,23 @@ class JobManager:
             job = await self._store.get_job(job.job_id)
             if job.status.is_final:
                 return
-            timeout_s = jobs.submission_timeout_s(job)
-            if jobs.timed_out(job, time.time(), timeout_s):
-                await self._finish(job, Status.TIMED_OUT, f"the job ran longer than its timeout of {timeout_s} s")
+            if jobs.timed_out(job, time.time()):
+                await self._finish(job, Status.TIMED_OUT, f"the job ran longer than its timeout of {job.timeout_s} s")
             elif job.queue_url:  # launched: its workers are to be kept running
                 await self._keep_workers(job)
 
     async def _keep_workers(self, job: JobRecord) -> None:
         """Replace workers that ended while the job has work; a job whose workers crash too often ends."""
-        crashes = [w for w in await self._runtime.workers(job.job_id) if w.crashed]
+        states = await self._runtime.workers(job.job_id)
+        crashes = [w for w in states if w.crashed]
         budget = self._config.runtime.max_worker_restarts
         if len(crashes) > budget:
             oom = any(w.phase is WorkerPhase.OOM_KILLED for w in crashes)
             reason = f"workers crashed {len(crashes)} times (restart budget {budget}); last: {crashes[-1].reason}"
             await self._finish(job, Status.WORKER_OOM if oom else Status.WORKER_ERROR, reason)
             return
-        await self._runtime.ensure_workers(await self._worker_launch(job), jobs.submission_of(job).workers)
+        if sum(not w.ended for w in states) < job.workers:
+            await self._runtime.ensure_workers(await self._worker_launch(job), job.workers)
 
     # --- launching: queue, workers, enqueuing -------------------------------------------
 
@@ -220,19 +221,19 @@ class JobManager:
             url = await self._queues.create(job.queue_name, self._config.queue.visibility_s)
             job = jobs.started_enqueuing(job, url)
             await self._store.put_job(job)
-            await self._runtime.ensure_workers(await self._worker_launch(job), jobs.submission_of(job).workers)
+            await self._runtime.ensure_workers(await self._worker_launch(job), job.workers)
 
     async def _enqueue(self, job_id: str) -> None:
         job = await self._store.get_job(job_id)
         if job.total_batch_count is None:
             request = enqueuer_pb2.EnqueueRequest(
-                job_id=job_id, queue_name=job.queue_name, submission=jobs.submission_of(job)
+                job_id=job_id, queue_name=job.queue_name, submission=await self._submission(job_id)
             )
             batches, items = await retry_unavailable(lambda: self._enqueue_once(request), RETRY_FOREVER_S)
             async with self._locks[job_id]:
                 job = jobs.enqueued(await self._store.get_job(job_id), batches, items)
                 await self._store.put_job(job)
-            await self._runtime.update_job_spec(job_id, job_spec(job))
+            await self._runtime.update_job_spec(job_id, job_spec(job, await self._submission(job_id)))
             log.info("job %s: %d batches enqueued", job_id, batches, extra={"job_id": job_id})
         track = monitor_pb2.TrackJobRequest(
             job_id=job_id, api_name=job.api_name, total_batch_count=job.total_batch_count or 0
@@ -248,12 +249,12 @@ class JobManager:
         return last.batches_enqueued, last.items_enqueued
 
     async def _worker_launch(self, job: JobRecord) -> WorkerLaunch:
-        submission = jobs.submission_of(job)
+        submission = await self._submission(job.job_id)
         return WorkerLaunch(
             job_id=job.job_id,
             api=await self._store.get_api(job.api_name),
             queue_name=job.queue_name,
-            job_spec=job_spec(job),
+            job_spec=job_spec(job, submission),
             max_receive_count=max_receive_count(submission, self._config),
             batch_timeout_s=batch_timeout_s(submission, self._config),
         )
@@ -312,6 +313,14 @@ class JobManager:
             )
             for d in dead
         ]
+
+    async def _submission(self, job_id: str) -> jobs_pb2.JobSubmission:
+        """A job's submission: immutable, so the recent ones stay in memory."""
+        if job_id not in self._submissions:
+            if len(self._submissions) >= SUBMISSIONS_CACHED:
+                del self._submissions[next(iter(self._submissions))]
+            self._submissions[job_id] = await self._store.get_submission(job_id)
+        return self._submissions[job_id]
 
     async def _job(self, job_id: str, api_name: str) -> JobRecord:
         job = await self._store.get_job(job_id)

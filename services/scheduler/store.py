@@ -20,9 +20,10 @@ CREATE TABLE IF NOT EXISTS apis (
 CREATE TABLE IF NOT EXISTS jobs (
     job_id TEXT PRIMARY KEY,
     api_name TEXT NOT NULL,
-    submission BLOB NOT NULL,
     queue_name TEXT NOT NULL,
     start_time REAL NOT NULL,
+    workers INTEGER NOT NULL,
+    timeout_s INTEGER,
     status TEXT NOT NULL,
     status_reason TEXT NOT NULL,
     queue_url TEXT NOT NULL,
@@ -35,6 +36,10 @@ CREATE TABLE IF NOT EXISTS jobs (
     cleaned INTEGER NOT NULL
 );
 CREATE INDEX IF NOT EXISTS jobs_by_api ON jobs (api_name, job_id);
+CREATE TABLE IF NOT EXISTS submissions (
+    job_id TEXT PRIMARY KEY,
+    submission BLOB NOT NULL              -- a serialized JobSubmission, written once
+);
 CREATE TABLE IF NOT EXISTS failed_batches (
     job_id TEXT NOT NULL,
     batch_id TEXT NOT NULL,
@@ -45,9 +50,10 @@ CREATE TABLE IF NOT EXISTS failed_batches (
 _COLUMNS = [
     "job_id",
     "api_name",
-    "submission",
     "queue_name",
     "start_time",
+    "workers",
+    "timeout_s",
     "status",
     "status_reason",
     "queue_url",
@@ -87,6 +93,17 @@ class JobStore:
         values = tuple(_encode(getattr(job, c)) for c in _COLUMNS)
         statement = f"INSERT OR REPLACE INTO jobs ({', '.join(_COLUMNS)}) VALUES ({', '.join('?' * len(_COLUMNS))})"
         await self._run(lambda db: db.execute(statement, values))
+
+    async def put_submission(self, job_id: str, submission: jobs_pb2.JobSubmission) -> None:
+        row = (job_id, submission.SerializeToString())
+        await self._run(lambda db: db.execute("INSERT OR REPLACE INTO submissions VALUES (?, ?)", row))
+
+    async def get_submission(self, job_id: str) -> jobs_pb2.JobSubmission:
+        query = "SELECT submission FROM submissions WHERE job_id = ?"
+        row = await self._run(lambda db: db.execute(query, (job_id,)).fetchone())
+        if row is None:
+            raise NotFound(f"unable to find job {job_id}")
+        return jobs_pb2.JobSubmission.FromString(row[0])
 
     async def get_job(self, job_id: str) -> JobRecord:
         statement = f"SELECT {', '.join(_COLUMNS)} FROM jobs WHERE job_id = ?"

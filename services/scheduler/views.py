@@ -8,7 +8,7 @@ from typing import Any
 
 from google.protobuf.timestamp_pb2 import Timestamp
 
-from services.scheduler.jobs import JobRecord, Status, submission_of
+from services.scheduler.jobs import JobRecord, Status
 from thresher.config import Config
 from thresher.v1 import jobs_pb2, monitor_pb2, scheduler_pb2
 
@@ -25,13 +25,13 @@ def batch_timeout_s(submission: jobs_pb2.JobSubmission, config: Config) -> float
 
 def job_message(
     job: JobRecord,
+    submission: jobs_pb2.JobSubmission,
     config: Config,
     progress: monitor_pb2.JobProgress | None = None,
     batches_in_queue: int = 0,
     worker_restarts: int = 0,
 ) -> jobs_pb2.Job:
     """The Job message: the stored record, plus live progress while the job runs."""
-    submission = submission_of(job)
     status = job.status
     if status is Status.ENQUEUING and progress is not None and progress.worker_counts.ready > 0:
         status = Status.RUNNING  # a worker is taking batches while the rest is still being enqueued
@@ -70,9 +70,8 @@ def job_message(
     return message
 
 
-def job_spec(job: JobRecord) -> dict[str, Any]:
+def job_spec(job: JobRecord, submission: jobs_pb2.JobSubmission) -> dict[str, Any]:
     """The job spec a worker reads from $THRESHER_JOB_SPEC (Cortex's /cortex/spec/job.json)."""
-    submission = submission_of(job)
     spec: dict[str, Any] = {
         "job_id": job.job_id,
         "api_name": job.api_name,

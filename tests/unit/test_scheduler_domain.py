@@ -17,7 +17,7 @@ from thresher.v1 import jobs_pb2
 
 def a_job(**changes: object) -> JobRecord:
     submission = jobs_pb2.JobSubmission(api_name="sum", workers=1, timeout_s=10)
-    job = JobRecord("j1", "sum", submission.SerializeToString(), "q", start_time=1000.0)
+    job = jobs.new_job("j1", submission, now=1000.0)
     return JobRecord(**{**job.__dict__, **changes})
 
 
@@ -60,10 +60,10 @@ def test_a_finished_job_accepts_no_further_transition(final: Status) -> None:
 
 def test_a_job_times_out_only_after_its_timeout_and_only_while_in_progress() -> None:
     job = a_job(status=Status.RUNNING)
-    assert not jobs.timed_out(job, now=1009.9, timeout_s=10)
-    assert jobs.timed_out(job, now=1010.0, timeout_s=10)
-    assert not jobs.timed_out(job, now=5000.0, timeout_s=None)
-    assert not jobs.timed_out(a_job(status=Status.STOPPED), now=5000.0, timeout_s=10)
+    assert not jobs.timed_out(job, now=1009.9)
+    assert jobs.timed_out(job, now=1010.0)
+    assert not jobs.timed_out(a_job(status=Status.RUNNING, timeout_s=None), now=5000.0)
+    assert not jobs.timed_out(a_job(status=Status.STOPPED), now=5000.0)
 
 
 def test_queue_names_fit_sqs_limits_even_for_long_api_names() -> None:

@@ -9,6 +9,7 @@ from __future__ import annotations
 import asyncio
 import json
 import os
+import secrets
 import signal
 import socket
 import subprocess
@@ -64,9 +65,7 @@ class LocalRuntime(Runtime):
     async def update_job_spec(self, job_id: str, job_spec: dict[str, Any]) -> None:
         path = self.job_dir(job_id) / "job.json"
         path.parent.mkdir(parents=True, exist_ok=True)
-        tmp = path.with_suffix(".tmp")
-        tmp.write_text(json.dumps(job_spec, indent=2), encoding="utf-8")
-        tmp.replace(path)  # atomic: a worker never reads half a file
+        _write_atomically(path, json.dumps(job_spec, indent=2))  # a worker never reads half a file
 
     async def workers(self, job_id: str) -> list[WorkerState]:
         states = []
@@ -101,6 +100,8 @@ class LocalRuntime(Runtime):
 
     async def stop_workers(self, job_id: str, grace_s: float) -> None:
         pods = self._load(job_id)
+        if not pods:
+            return
         for pod in pods:
             pod.stopped = pod.stopped or not self._state(pod).ended
         self._save(job_id, pods)
@@ -194,9 +195,14 @@ class LocalRuntime(Runtime):
 
     def _save(self, job_id: str, pods: list[_Pod]) -> None:
         path = self.job_dir(job_id) / "workers.json"
-        tmp = path.with_suffix(".tmp")
-        tmp.write_text(json.dumps([asdict(p) for p in pods]), encoding="utf-8")
-        tmp.replace(path)
+        _write_atomically(path, json.dumps([asdict(p) for p in pods]))
+
+
+def _write_atomically(path: Path, text: str) -> None:
+    tmp = path.with_name(f".{path.name}.{os.getpid()}.{secrets.token_hex(4)}")  # one per writer: no two collide
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp.write_text(text, encoding="utf-8")
+    tmp.replace(path)
 
 
 def _describe_exit(name: str, code: int) -> str:
