@@ -7,7 +7,9 @@ from collections.abc import AsyncIterator
 
 from aiohttp import web
 
+from services.gateway.events import job_events
 from services.gateway.middleware import error_middleware, request_log_middleware
+from services.gateway.openapi import openapi_document
 from services.gateway.routes import JOBS, add_routes
 from thresher import rpc
 from thresher.aiotasks import until_stop_signal
@@ -29,6 +31,8 @@ def create_app(config: Config) -> web.Application:
     app[CONFIG] = config
     app.cleanup_ctx.append(_scheduler_client)
     add_routes(app)
+    app.router.add_get("/v1/jobs/{job_id}/events", job_events)
+    app.router.add_get("/openapi.json", openapi_document)
     return app
 
 

@@ -1,0 +1,233 @@
+"""`GET /openapi.json`: the HTTP API described in OpenAPI 3.1. The tests check it against the routes that exist."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from aiohttp import web
+
+_ERROR = {"$ref": "#/components/schemas/Error"}
+_JOB = {"$ref": "#/components/schemas/JobResponse"}
+_JOB_SPEC = {"$ref": "#/components/schemas/JobSpec"}
+_API = {"$ref": "#/components/schemas/Api"}
+
+
+def _errors(*codes: int) -> dict[str, Any]:
+    words = {
+        400: "invalid request",
+        404: "unknown API or job",
+        409: "wrong state",
+        413: "body over the limit",
+        503: "a service is unavailable",
+    }
+    return {str(c): {"description": words[c], "content": {"application/json": {"schema": _ERROR}}} for c in codes}
+
+
+def _json(description: str, schema: dict[str, Any]) -> dict[str, Any]:
+    return {"description": description, "content": {"application/json": {"schema": schema}}}
+
+
+def _op(summary: str, ok: dict[str, Any], *errors: int, **extra: Any) -> dict[str, Any]:
+    return {"summary": summary, "responses": {"200": ok, **_errors(*errors, 503)}, **extra}
+
+
+_API_PARAM = {"name": "api", "in": "path", "required": True, "schema": {"type": "string"}}
+_JOB_ID_PARAM = {"name": "job_id", "in": "path", "required": True, "schema": {"type": "string"}}
+_JOB_ID_QUERY = {"name": "jobID", "in": "query", "required": True, "schema": {"type": "string"}}
+_SUBMISSION_BODY = {
+    "required": True,
+    "content": {"application/json": {"schema": {"$ref": "#/components/schemas/Submission"}}},
+}
+
+PATHS: dict[str, dict[str, Any]] = {
+    "/batch/{api}": {
+        "post": _op(
+            "Submit a job (Cortex); ?dryRun=true validates and creates nothing",
+            {
+                "description": "the job spec, or `validations passed` as text/plain for a dry run",
+                "content": {"application/json": {"schema": _JOB_SPEC}, "text/plain": {"schema": {"type": "string"}}},
+            },
+            400,
+            404,
+            413,
+            parameters=[_API_PARAM, {"name": "dryRun", "in": "query", "schema": {"type": "string"}}],
+            requestBody=_SUBMISSION_BODY,
+        ),
+        "get": _op("A job's status (Cortex)", _json("the job", _JOB), 400, 404, parameters=[_API_PARAM, _JOB_ID_QUERY]),
+        "delete": _op(
+            "Stop a job (Cortex)",
+            _json("stopped", {"type": "object", "properties": {"message": {"type": "string"}}}),
+            400,
+            404,
+            409,
+            parameters=[_API_PARAM, _JOB_ID_QUERY],
+        ),
+    },
+    "/v1/apis": {
+        "get": _op(
+            "List Batch APIs",
+            _json("the APIs", {"type": "object", "properties": {"apis": {"type": "array", "items": _API}}}),
+        ),
+        "post": _op(
+            "Deploy (or update) Batch APIs",
+            _json("the deployed APIs", {"type": "object", "properties": {"apis": {"type": "array", "items": _API}}}),
+            400,
+            requestBody={
+                "required": True,
+                "content": {
+                    "application/json": {
+                        "schema": {
+                            "type": "object",
+                            "required": ["apis"],
+                            "properties": {
+                                "apis": {"type": "array", "items": {"type": "object"}},
+                                "working_dir": {"type": "string"},
+                            },
+                        }
+                    }
+                },
+            },
+        ),
+    },
+    "/v1/apis/{name}": {
+        "get": _op(
+            "A Batch API",
+            _json("the API", _API),
+            404,
+            parameters=[{"name": "name", "in": "path", "required": True, "schema": {"type": "string"}}],
+        ),
+    },
+    "/v1/jobs": {
+        "get": _op(
+            "Jobs, newest first",
+            _json("the jobs", {"type": "object", "properties": {"jobs": {"type": "array", "items": _JOB}}}),
+            400,
+            parameters=[
+                {"name": "api", "in": "query", "schema": {"type": "string"}},
+                {"name": "limit", "in": "query", "schema": {"type": "integer", "minimum": 0}},
+            ],
+        ),
+    },
+    "/v1/jobs/{job_id}": {
+        "get": _op("A job", _json("the job", _JOB), 404, parameters=[_JOB_ID_PARAM]),
+        "delete": _op("Stop a job", _json("the job after the stop", _JOB), 404, 409, parameters=[_JOB_ID_PARAM]),
+    },
+    "/v1/jobs/{job_id}/failed": {
+        "get": _op(
+            "A job's dead-lettered batches with their items, attempts and last error",
+            _json("the failed batches", {"$ref": "#/components/schemas/FailedBatches"}),
+            404,
+            parameters=[_JOB_ID_PARAM],
+        ),
+    },
+    "/v1/jobs/{job_id}/retry": {
+        "post": _op(
+            "Submit a new job made of a finished job's failed batches",
+            _json("the new job", _JOB_SPEC),
+            400,
+            404,
+            409,
+            parameters=[_JOB_ID_PARAM],
+        ),
+    },
+    "/v1/jobs/{job_id}/events": {
+        "get": _op(
+            "A job's changes as server-sent events (`status`, then `error` if the stream fails), until it ends",
+            {"description": "an event stream", "content": {"text/event-stream": {"schema": {"type": "string"}}}},
+            404,
+            parameters=[_JOB_ID_PARAM],
+        ),
+    },
+    "/healthz": {"get": {"summary": "The gateway is up", "responses": {"200": _json("ok", {"type": "object"})}}},
+    "/openapi.json": {"get": {"summary": "This document", "responses": {"200": _json("OpenAPI", {"type": "object"})}}},
+}
+
+JOB_SPEC_FIELDS = (
+    "job_id",
+    "api_name",
+    "kind",
+    "workers",
+    "sqs_dead_letter_queue",
+    "config",
+    "timeout",
+    "sqs_url",
+    "start_time",
+)
+_SOURCE = {
+    "type": "object",
+    "properties": {
+        "s3_paths": {"type": "array", "items": {"type": "string"}},
+        "includes": {"type": "array", "items": {"type": "string"}},
+        "excludes": {"type": "array", "items": {"type": "string"}},
+        "batch_size": {"type": "integer"},
+    },
+}
+SCHEMAS: dict[str, Any] = {
+    "Error": {
+        "type": "object",
+        "required": ["kind", "message"],
+        "properties": {"kind": {"type": "string"}, "message": {"type": "string"}},
+    },
+    "Submission": {
+        "type": "object",
+        "properties": {
+            "workers": {"type": "integer", "minimum": 1},
+            "item_list": {
+                "type": "object",
+                "properties": {"items": {"type": "array"}, "batch_size": {"type": "integer"}},
+            },
+            "file_path_lister": _SOURCE,
+            "delimited_files": _SOURCE,
+            "config": {"type": "object"},
+            "timeout": {"type": "integer", "minimum": 1},
+            "batch_timeout": {"type": "number", "exclusiveMinimum": 0},
+            "sqs_dead_letter_queue": {
+                "type": "object",
+                "properties": {"arn": {"type": "string"}, "max_receive_count": {"type": "integer"}},
+            },
+        },
+    },
+    "JobSpec": {"type": "object", "properties": {k: {} for k in JOB_SPEC_FIELDS}},
+    "JobResponse": {
+        "type": "object",
+        "properties": {"job_status": {"type": "object"}, "metrics": {"type": "object"}, "endpoint": {"type": "string"}},
+    },
+    "Api": {
+        "type": "object",
+        "properties": {
+            "name": {"type": "string"},
+            "kind": {"type": "string"},
+            "endpoint": {"type": "string"},
+            "pod": {"type": "object"},
+        },
+    },
+    "FailedBatches": {
+        "type": "object",
+        "properties": {
+            "job_id": {"type": "string"},
+            "batches": {
+                "type": "array",
+                "items": {
+                    "type": "object",
+                    "properties": {
+                        "batch_id": {"type": "string"},
+                        "items": {"type": "array"},
+                        "attempts": {"type": "integer"},
+                        "error": {"type": "string"},
+                    },
+                },
+            },
+        },
+    },
+}
+
+DOCUMENT: dict[str, Any] = {
+    "openapi": "3.1.0",
+    "info": {"title": "Thresher", "version": "1", "description": "Batch jobs on demand; Cortex Batch API compatible."},
+    "paths": PATHS,
+    "components": {"schemas": SCHEMAS},
+}
+
+
+async def openapi_document(request: web.Request) -> web.Response:
+    return web.json_response(DOCUMENT)
