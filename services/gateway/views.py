@@ -63,6 +63,18 @@ def job_status(job: jobs_pb2.Job) -> dict[str, Any]:
             "failed_attempts": b.failed_attempts,
             "dead_lettered": b.dead_lettered,
             "in_flight": b.in_flight,
+            "pending": b.pending,
+        },
+        "workers_detail": [
+            {"worker_id": w.worker_id, "phase": w.phase, "last_heartbeat": _time(w.last_seen)}
+            for w in job.workers_detail
+        ],
+        "pace": {
+            "batches_per_s": round(job.pace.batches_per_s, 3),
+            "eta_s": round(job.pace.eta_s, 1) if job.pace.HasField("eta_s") else None,
+            "oldest_in_flight_s": (
+                round(job.pace.oldest_in_flight_s, 3) if job.pace.HasField("oldest_in_flight_s") else None
+            ),
         },
         "hook": {
             "called": h.called,

@@ -30,6 +30,8 @@ from services.monitor.accounting import (
 from thresher.errors import WrongState
 from thresher.sqlite import SqliteFile, transaction
 
+PACE_WINDOW_S = 60.0  # a job's pace is measured over this last stretch of time
+
 _SCHEMA = """
 CREATE TABLE IF NOT EXISTS jobs (
     job_id TEXT PRIMARY KEY,
@@ -86,11 +88,21 @@ class BatchCounts:
 
 
 @dataclass(frozen=True)
+class WorkerSeen:
+    worker_id: str
+    phase: Phase
+    last_seen: float
+
+
+@dataclass(frozen=True)
 class Progress:
     api_name: str = ""
     total_batch_count: int | None = None
     batches: BatchCounts = BatchCounts()
     workers: dict[Phase, int] = field(default_factory=dict)
+    workers_seen: list[WorkerSeen] = field(default_factory=list)
+    batches_per_s: float = 0.0  # batches that became terminal per second, over the last PACE_WINDOW_S
+    oldest_in_flight_s: float | None = None
 
 
 @dataclass(frozen=True)
@@ -233,8 +245,17 @@ class Ledger:
             row = db.execute("SELECT api_name, total_batch_count FROM jobs WHERE job_id = ?", (job_id,)).fetchone()
             if row is None:
                 return Progress()
-            workers = db.execute("SELECT phase, COUNT(*) FROM workers WHERE job_id = ? GROUP BY phase", (job_id,))
-            return Progress(row[0], row[1], _batch_counts(db, job_id), {Phase(p): n for p, n in workers})
+            seen = [
+                WorkerSeen(w, Phase(p), t)
+                for w, p, t in db.execute(
+                    "SELECT worker_id, phase, last_seen FROM workers WHERE job_id = ? ORDER BY worker_id", (job_id,)
+                )
+            ]
+            counts: dict[Phase, int] = {}
+            for worker in seen:
+                counts[worker.phase] = counts.get(worker.phase, 0) + 1
+            rate, oldest = _pace(db, job_id, time.time())
+            return Progress(row[0], row[1], _batch_counts(db, job_id), counts, seen, rate, oldest)
 
         return await self._run(progress)
 
@@ -352,6 +373,22 @@ def _settle_if_done(db: sqlite3.Connection, job_id: str, now: float) -> bool:
         return False
     db.execute("UPDATE jobs SET settled_at = ? WHERE job_id = ?", (now, job_id))
     return True
+
+
+def _pace(db: sqlite3.Connection, job_id: str, now: float) -> tuple[float, float | None]:
+    """(terminal batches per second over the last PACE_WINDOW_S, age of the oldest attempt in progress)."""
+    first, recent = db.execute(
+        "SELECT MIN(reported_at), COALESCE(SUM(reported_at >= ? AND result IN ('succeeded', 'dead_lettered')), 0)"
+        " FROM attempts WHERE job_id = ?",
+        (now - PACE_WINDOW_S, job_id),
+    ).fetchone()
+    window_s = min(PACE_WINDOW_S, now - first) if first is not None else 0.0
+    (started,) = db.execute(
+        "SELECT MIN(a.reported_at) FROM attempts a JOIN batches b USING (job_id, batch_id)"
+        " WHERE a.job_id = ? AND a.result = 'started' AND b.state = 'in_flight' AND b.attempt = a.attempt",
+        (job_id,),
+    ).fetchone()
+    return (recent / window_s if window_s > 0 else 0.0), (now - started if started is not None else None)
 
 
 def _batch_counts(db: sqlite3.Connection, job_id: str) -> BatchCounts:

@@ -84,7 +84,13 @@ def encode_progress(job_id: str, progress: Progress) -> monitor_pb2.JobProgress:
         worker_counts=jobs_pb2.WorkerCounts(
             pending=progress.workers.get(Phase.STARTING, 0), ready=progress.workers.get(Phase.READY, 0)
         ),
+        pace=jobs_pb2.Pace(batches_per_s=progress.batches_per_s),
     )
+    if progress.oldest_in_flight_s is not None:
+        message.pace.oldest_in_flight_s = progress.oldest_in_flight_s
+    for worker in progress.workers_seen:
+        status = message.workers.add(worker_id=worker.worker_id, phase=worker.phase.value)
+        status.last_seen.FromNanoseconds(int(worker.last_seen * 1e9))
     if progress.total_batch_count is not None:
         message.total_batch_count = progress.total_batch_count
     return message

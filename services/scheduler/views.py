@@ -10,6 +10,7 @@ from google.protobuf.timestamp_pb2 import Timestamp
 
 from services.scheduler.jobs import JobRecord, Status
 from thresher.config import Config
+from thresher.runtime import WorkerPhase, WorkerState
 from thresher.v1 import jobs_pb2, monitor_pb2, scheduler_pb2
 
 
@@ -66,8 +67,37 @@ def job_message(
     elif progress is not None:
         message.batches.CopyFrom(progress.batches)
         message.worker_counts.CopyFrom(progress.worker_counts)
+        message.workers_detail.extend(progress.workers)
+        message.pace.CopyFrom(progress.pace)
+        _add_remaining(message)
     message.worker_counts.failed = worker_restarts
     return message
+
+
+def _add_remaining(message: jobs_pb2.Job) -> None:
+    """Pending batches and, at the current pace, the time left: both need the batch count."""
+    if not message.HasField("total_batch_count"):
+        return
+    b = message.batches
+    left = max(0, message.total_batch_count - b.succeeded - b.dead_lettered)
+    b.pending = max(0, left - b.in_flight)
+    if message.pace.batches_per_s > 0:
+        message.pace.eta_s = left / message.pace.batches_per_s
+
+
+def waiting_reason(workers: list[WorkerState], progress: monitor_pb2.JobProgress | None) -> str:
+    """Why a job in progress is not moving, in words, or "" when a worker is taking batches."""
+    if progress is not None and progress.worker_counts.ready > 0:
+        return ""
+    pending = [w for w in workers if w.phase is WorkerPhase.PENDING]
+    if pending:
+        return f"{len(pending)} workers pending: {pending[-1].reason or 'not scheduled yet'}"
+    crashed = [w for w in workers if w.crashed]
+    if crashed and not any(w.phase is WorkerPhase.RUNNING for w in workers):
+        return f"worker restarting: {crashed[-1].reason}"
+    if progress is not None and progress.worker_counts.pending > 0:
+        return f"{progress.worker_counts.pending} workers starting: waiting for the worker's readiness check"
+    return ""
 
 
 def job_spec(job: JobRecord, submission: jobs_pb2.JobSubmission) -> dict[str, Any]:

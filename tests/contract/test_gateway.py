@@ -147,6 +147,10 @@ def full_job() -> jobs_pb2.Job:
         items_enqueued=100,
         batch_timeout_s=60.0,
         max_receive_count=5,
+        worker_restarts=1,
+        retry_of="69b377c15a1314be0000",
+        workers_detail=[jobs_pb2.WorkerStatus(worker_id="w0", phase="ready", last_seen=END)],
+        pace=jobs_pb2.Pace(batches_per_s=12.3456, eta_s=4.04, oldest_in_flight_s=0.5),
     )
 
 
@@ -349,11 +353,15 @@ async def test_get_maps_every_field_of_the_job(client: TestClient[Any, Any], sch
             "batches_in_queue": 0,
             "worker_counts": {"pending": 0, "ready": 1, "succeeded": 1, "failed": 0},
             "status_reason": "1 batch dead-lettered",
-            "batch_counts": {"succeeded": 9, "failed_attempts": 5, "dead_lettered": 1, "in_flight": 0},
+            "batch_counts": {"succeeded": 9, "failed_attempts": 5, "dead_lettered": 1, "in_flight": 0, "pending": 0},
+            "workers_detail": [{"worker_id": "w0", "phase": "ready", "last_heartbeat": "2023-11-14T22:23:20Z"}],
+            "pace": {"batches_per_s": 12.346, "eta_s": 4.0, "oldest_in_flight_s": 0.5},
             "hook": {"called": True, "succeeded": True, "http_status": 200, "attempts": 2, "error": "try 1: HTTP 503"},
             "items_enqueued": 100,
             "batch_timeout": 60.0,
             "max_receive_count": 5,
+            "worker_restarts": 1,
+            "retry_of": "69b377c15a1314be0000",
         },
         "metrics": {"succeeded": 9, "failed": 5, "average_time_per_batch": 1.25, "dead_lettered": 1},
         "endpoint": f"http://127.0.0.1:{client.port}/batch/my-api?jobID=69b377c15a1314be0a1b",

@@ -87,6 +87,12 @@ class RunningMonitor:
     async def progress(self, job_id: str = JOB) -> monitor_pb2.JobProgress:
         return await self.stub.GetJobProgress(jobs_pb2.JobRef(job_id=job_id))
 
+    async def counted(self, job_id: str = JOB) -> monitor_pb2.JobProgress:
+        """The progress without its pace, which moves with the clock."""
+        progress = await self.progress(job_id)
+        progress.ClearField("pace")
+        return progress
+
     async def metrics(self) -> dict[str, float]:
         """/metrics as {'name{labels}': value}."""
         url = f"http://127.0.0.1:{self.server.metrics_port}/metrics"
@@ -200,13 +206,13 @@ async def test_reports_are_acked_and_counted(monitor: RunningMonitor) -> None:
 
 async def test_a_repeated_report_changes_nothing(monitor: RunningMonitor) -> None:
     await monitor.report(MIXED_JOB)
-    before = await monitor.progress()
+    before = await monitor.counted()
     metrics_before = await monitor.metrics()
 
     acks = await monitor.report(MIXED_JOB[3:] + MIXED_JOB)
 
     assert acks == [r.seq for r in MIXED_JOB[3:] + MIXED_JOB]
-    assert await monitor.progress() == before
+    assert await monitor.counted() == before
     assert await monitor.metrics() == metrics_before
 
 
@@ -325,11 +331,11 @@ async def test_a_restarted_monitor_keeps_its_counts_and_sends_a_pending_settleme
         await first.report(MIXED_JOB)
         await first.track(3)
         await assert_eventually(lambda: _assert_positive(fake.refused))
-        before = await first.progress()
+        before = await first.counted()
 
     fake.failures_left = 0
     async with running_monitor(make_config(tmp_path, port)) as second:
-        assert await second.progress() == before
+        assert await second.counted() == before
         assert counts(before) == (2, 4, 1, 0)
         await assert_eventually(lambda: _assert_len(fake.settled_for(JOB), 1))
         assert list(fake.settled_for(JOB)[0].summary.dead_lettered_batch_ids) == ["b3"]
@@ -480,3 +486,13 @@ def _assert_positive(n: int) -> None:
 
 def _assert_logged(caplog: pytest.LogCaptureFixture, text: str) -> None:
     assert any(text in record.getMessage() for record in caplog.records)
+
+
+async def test_progress_shows_each_worker_and_the_pace_of_the_job(monitor: RunningMonitor) -> None:
+    await monitor.report([worker("w1", monitor_pb2.WORKER_PHASE_READY), *attempt("b1", 1, SUCCEEDED, 0.1)])
+    await monitor.report([batch("b2", 1, STARTED)])
+    progress = await monitor.progress()
+    [w1] = progress.workers
+    assert (w1.worker_id, w1.phase) == ("w1", "ready") and w1.last_seen.seconds > 0
+    assert progress.pace.batches_per_s > 0
+    assert progress.pace.HasField("oldest_in_flight_s") and progress.pace.oldest_in_flight_s >= 0
