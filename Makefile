@@ -6,7 +6,7 @@ STAMP := $(VENV)/.installed
 PROTOS := $(wildcard proto/thresher/v1/*.proto)
 GENERATED := $(PROTOS:proto/%.proto=%_pb2.py)
 
-.PHONY: install proto demo up test test-fast lint format bench clean
+.PHONY: install proto demo up test test-fast lint format bench clean image
 
 install: $(STAMP) $(GENERATED)
 
@@ -38,7 +38,19 @@ format: install
 	$(VENV)/bin/ruff check --fix . && $(VENV)/bin/ruff format .
 
 bench: install
-	@echo "make bench: no benchmarks yet (they come with the benchmarks issue)."
+	$(PY) -m bench $(if $(QUICK),--quick)
+
+IMAGE_TAG ?= dev
+
+# The Thresher image (every service and the dequeuer) and the textstats example worker on top of it.
+image:
+	@if docker info >/dev/null 2>&1; then \
+		docker build -t thresher:$(IMAGE_TAG) . && \
+		docker build -f examples/textstats/Dockerfile --build-arg BASE=thresher:$(IMAGE_TAG) \
+			-t thresher-example-textstats:$(IMAGE_TAG) . ; \
+	else \
+		echo "make image: no Docker engine here (docker info failed); nothing built."; \
+	fi
 
 clean:
 	rm -rf $(VENV) .pytest_cache .ruff_cache thresher/v1/*_pb2*.py thresher/v1/*_pb2*.pyi

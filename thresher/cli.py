@@ -43,6 +43,14 @@ def _parser() -> argparse.ArgumentParser:
     up.add_argument("--port", type=int, default=8888, help="the gateway's port on 127.0.0.1 (0: any free port)")
     up.add_argument("--apis", help="a YAML file of Batch APIs to deploy at start")
     up.add_argument("--config", help="a thresher.yaml settings file")
+    # AWS credentials come from the usual AWS_* variables or the settings file: a command line is visible to all.
+    backends = up.add_argument_group("backends (default: SQLite queues and local files)")
+    backends.add_argument("--queue-backend", choices=["sqlite", "sqs"], help="where job queues live (queue.backend)")
+    backends.add_argument("--sqs-endpoint-url", help="an SQS-compatible endpoint instead of AWS's")
+    backends.add_argument("--sqs-region", help="the SQS region (else AWS_DEFAULT_REGION)")
+    backends.add_argument("--s3-endpoint-url", help="an S3-compatible endpoint for s3:// inputs instead of AWS's")
+    backends.add_argument("--s3-region", help="the S3 region (else AWS_DEFAULT_REGION)")
+    backends.add_argument("--local-roots", help="directories (':'-separated) that local inputs may read (default: any)")
     up.set_defaults(run=_up)
 
     deploy = commands.add_parser("deploy", help="deploy (or update) the Batch APIs of a YAML file")
@@ -89,6 +97,16 @@ def _up(args: argparse.Namespace) -> int:
     if args.data_dir:
         config.data_dir = Path(args.data_dir)
     config.addresses.gateway = f"127.0.0.1:{args.port}"
+    for value, section, name in [
+        (args.queue_backend, config.queue, "backend"),
+        (args.sqs_endpoint_url, config.queue, "sqs_endpoint_url"),
+        (args.sqs_region, config.queue, "sqs_region"),
+        (args.s3_endpoint_url, config.inputs, "s3_endpoint_url"),
+        (args.s3_region, config.inputs, "s3_region"),
+        (args.local_roots, config.inputs, "local_roots"),
+    ]:
+        if value is not None:
+            setattr(section, name, value)
 
     async def on_ready(stack: Stack) -> None:
         if args.apis:

@@ -39,6 +39,11 @@ class QueueSettings:
     backend: str = "sqlite"  # sqlite (embedded) or sqs
     visibility_s: float = 30.0  # how long a received batch stays invisible unless extended
     max_receive_count: int = 3  # attempts before a batch goes to the dead letter queue
+    # SQS only. Empty values fall back to boto3's usual chain (AWS_* variables, profile, instance role).
+    sqs_endpoint_url: str = ""  # e.g. http://127.0.0.1:5000 for an SQS-compatible server; empty: AWS
+    sqs_region: str = ""  # e.g. us-east-1
+    sqs_access_key_id: str = ""
+    sqs_secret_access_key: str = field(default="", repr=False)  # never logged
 
 
 @dataclass
@@ -69,6 +74,42 @@ class MonitorSettings:
 
 
 @dataclass
+class InputSettings:
+    """Where file sources (file_path_lister, delimited_files) are read: s3:// paths, file:// and local paths."""
+
+    # S3. Empty values fall back to boto3's usual chain (AWS_* variables, profile, instance role).
+    s3_endpoint_url: str = ""  # e.g. http://127.0.0.1:5000 for an S3-compatible server; empty: AWS
+    s3_region: str = ""  # e.g. us-east-1
+    s3_access_key_id: str = ""
+    s3_secret_access_key: str = field(default="", repr=False)  # never logged
+    # Local paths: directories that file sources may read, separated by ":"; empty: any readable path.
+    local_roots: str = ""
+    read_chunk_bytes: int = 32 * 1024 * 1024  # delimited files are read in ranges of this size (Cortex: 32 MiB)
+
+
+@dataclass
+class KubernetesSettings:
+    """How the kubernetes runtime (runtime.backend = kubernetes) runs workers: one batch/v1 Job per job.
+
+    Until API definitions carry `compute` and node groups, these apply to every API's workers.
+    """
+
+    namespace: str = ""  # where worker Jobs run; empty: the scheduler's own namespace in a pod, else "default"
+    kubeconfig: str = ""  # a kubeconfig file; empty: in-cluster credentials in a pod, else ~/.kube/config
+    image: str = "thresher:latest"  # the Thresher image: it runs each worker's dequeuer
+    image_pull_policy: str = "IfNotPresent"  # Always, IfNotPresent or Never, for every container of a worker
+    service_account: str = ""  # worker pods' service account (e.g. IRSA for SQS and S3); empty: the default one
+    env_secret: str = ""  # a Secret whose keys become the dequeuer's environment (e.g. queue credentials); empty: none
+    stalled_after_s: float = 900.0  # a worker unschedulable this long is reported stalled, seconds (Cortex: 15 min)
+    worker_cpu: str = "200m"  # CPU request of each API container (Cortex's default); empty: none
+    worker_memory: str = ""  # memory request and limit of each API container, e.g. 2Gi; empty: none
+    worker_gpu: int = 0  # nvidia.com/gpu limit of each API container
+    node_selector: str = ""  # "key=value,...": worker pods run only on nodes with these labels (a node group)
+    preferred_nodes: str = ""  # "key=value,...": worker pods prefer such nodes, e.g. spot pools
+    tolerations: str = ""  # "key=value:Effect,..." or "key:Effect": taints worker pods tolerate (GPU, spot)
+
+
+@dataclass
 class Config:
     data_dir: Path = Path(".thresher")  # every durable file of the embedded stack lives here
     addresses: Addresses = field(default_factory=Addresses)
@@ -77,6 +118,8 @@ class Config:
     gateway: GatewaySettings = field(default_factory=GatewaySettings)
     runtime: RuntimeSettings = field(default_factory=RuntimeSettings)
     monitor: MonitorSettings = field(default_factory=MonitorSettings)
+    kubernetes: KubernetesSettings = field(default_factory=KubernetesSettings)
+    inputs: InputSettings = field(default_factory=InputSettings)
 
 
 def load_config(path: str | os.PathLike[str] | None = None, env: typing.Mapping[str, str] | None = None) -> Config:

@@ -2,11 +2,13 @@
 
 from __future__ import annotations
 
+import os
 import re
 import signal
 import subprocess
 import sys
 import threading
+from collections.abc import Mapping, Sequence
 from pathlib import Path
 
 START_TIMEOUT_S = 60.0
@@ -17,7 +19,16 @@ _READY = re.compile(r"Thresher is up: (\S+)")
 class StackProcess:
     """`thresher up` in `data_dir`; `url` is the gateway's once it is up. Its output is kept in `output`."""
 
-    def __init__(self, data_dir: Path, port: int = 0, apis: Path | None = None, echo: bool = False) -> None:
+    def __init__(
+        self,
+        data_dir: Path,
+        port: int = 0,
+        apis: Path | None = None,
+        echo: bool = False,
+        args: Sequence[str] = (),
+        env: Mapping[str, str] | None = None,
+    ) -> None:
+        """`args`: more `thresher up` options (e.g. --queue-backend sqs); `env`: variables added to this process's."""
         self.data_dir = Path(data_dir)
         self.output: list[str] = []
         self.url = ""
@@ -25,7 +36,10 @@ class StackProcess:
         argv = [sys.executable, "-m", "thresher.cli", "up", "--data-dir", str(data_dir), "--port", str(port)]
         if apis:
             argv += ["--apis", str(apis)]
-        self.proc = subprocess.Popen(argv, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+        argv += args
+        self.proc = subprocess.Popen(
+            argv, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, env={**os.environ, **(env or {})}
+        )
         self._ready = threading.Event()
         self._reader = threading.Thread(target=self._read_output, daemon=True)
         self._reader.start()

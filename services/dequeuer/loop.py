@@ -27,6 +27,7 @@ log = logging.getLogger(__name__)
 STOPPING_REPORT_TIMEOUT_S = 2.0  # the last report is best effort: the monitor may be gone too
 HOOK_BACKOFF_S = 0.5  # × attempt, before a failed hook call is released for another try
 RECEIVE_ERROR_BACKOFF_S = 1.0
+WORKER_EXIT_S = 0.2  # how long a worker that broke a connection gets to finish dying before it is judged alive
 
 Phase = monitor_pb2.WorkerPhase
 Result = monitor_pb2.BatchResult
@@ -192,7 +193,7 @@ class Dequeuer:
             await self._reporter.record(_batch_report(delivery, Result.BATCH_RESULT_SUCCEEDED, outcome))
             await self._queue.ack(delivery)
             log.info("batch %s succeeded (attempt %d, %.3f s)", batch_id, attempt, outcome.duration_s)
-        elif outcome.unreachable and not await self._worker.alive():
+        elif outcome.unreachable and not await self._worker_alive():
             # Not the batch's fault: it goes back at once and keeps its attempts.
             await self._reporter.record(_batch_report(delivery, Result.BATCH_RESULT_RELEASED, outcome))
             await self._queue.release(delivery)
@@ -207,6 +208,11 @@ class Dequeuer:
             else:
                 await self._queue.release(delivery)
                 log.warning("batch %s failed (delivery %d): %s", batch_id, attempt, outcome.error)
+
+    async def _worker_alive(self) -> bool:
+        """After a broken connection: a worker that died mid-batch may take a moment to close its port."""
+        await asyncio.sleep(WORKER_EXIT_S)
+        return await self._worker.alive()
 
     async def _call_hook(self, delivery: Delivery) -> None:
         attempt = delivery.receive_count

@@ -6,10 +6,10 @@ import logging
 from collections.abc import AsyncIterator
 from dataclasses import dataclass
 
-from services.enqueuer.batching import batch_count, check_items, chunked, cut_batches
-from thresher.errors import InvalidRequest
+from services.enqueuer.sources import Cut, cut_input
 from thresher.queue import Queue
 from thresher.rpc import retry_unavailable
+from thresher.store import ObjectStores
 from thresher.v1 import jobs_pb2
 
 log = logging.getLogger(__name__)
@@ -25,32 +25,35 @@ class Progress:
     done: bool = False
 
 
-def item_list_of(submission: jobs_pb2.JobSubmission) -> jobs_pb2.ItemList:
-    """The submission's inline items, checked; other sources are refused until they are supported."""
-    for source in ("file_path_lister", "delimited_files"):
-        if submission.HasField(source):
-            raise InvalidRequest(f"{source} is not supported yet by the enqueuer; use item_list")
-    if not submission.HasField("item_list"):
-        raise InvalidRequest("the submission has no input: expected item_list")
-    item_list = submission.item_list
-    batch_count(len(item_list.items), item_list.batch_size)  # raises on a bad batch_size
-    check_items(item_list.items)
-    return item_list
-
-
-async def enqueue_items(
-    queue: Queue, job_id: str, item_list: jobs_pb2.ItemList, chunk_size: int = SEND_CHUNK
+async def enqueue_input(
+    queue: Queue,
+    job_id: str,
+    submission: jobs_pb2.JobSubmission,
+    stores: ObjectStores,
+    chunk_bytes: int,
+    chunk_size: int = SEND_CHUNK,
 ) -> AsyncIterator[Progress]:
-    """Send every batch of `item_list`; yield progress after each chunk, then once more with done=True.
+    """Send every batch of the input (checked by check_input); yield progress after each chunk, then done=True.
 
-    Batch ids are deterministic and the queue ignores ids it already holds, so calling this again for the
-    same job (after a crash) sends nothing twice and fills any gap.
+    Batch ids are deterministic and the queue ignores ids it already holds (SQS: for 5 minutes), so calling this
+    again for the same job (after a crash) sends nothing twice and fills any gap.
     """
-    items, batch_size = item_list.items, item_list.batch_size
-    sent = 0
-    for chunk in chunked(cut_batches(job_id, items, batch_size), chunk_size):
-        await retry_unavailable(lambda chunk=chunk: queue.send(chunk), deadline_s=SEND_RETRY_S)
-        sent += len(chunk)
-        yield Progress(sent, min(sent * batch_size, len(items)))
-    log.info("enqueued %d batches (%d items) on %s", sent, len(items), queue.name)
-    yield Progress(sent, len(items), done=True)
+    sent = items = 0
+    chunk: list[Cut] = []
+    async for cut in cut_input(submission, job_id, stores, chunk_bytes):
+        chunk.append(cut)
+        if len(chunk) == chunk_size:
+            await _send(queue, chunk)
+            sent, items, chunk = sent + len(chunk), items + sum(c.items for c in chunk), []
+            yield Progress(sent, items)
+    if chunk:
+        await _send(queue, chunk)
+        sent, items = sent + len(chunk), items + sum(c.items for c in chunk)
+        yield Progress(sent, items)
+    log.info("enqueued %d batches (%d items) on %s", sent, items, queue.name)
+    yield Progress(sent, items, done=True)
+
+
+async def _send(queue: Queue, chunk: list[Cut]) -> None:
+    batches = [cut.batch for cut in chunk]
+    await retry_unavailable(lambda: queue.send(batches), deadline_s=SEND_RETRY_S)

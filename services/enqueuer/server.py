@@ -7,13 +7,15 @@ from collections.abc import AsyncIterator
 
 import grpc
 
-from services.enqueuer.enqueue import enqueue_items, item_list_of
+from services.enqueuer.enqueue import enqueue_input
+from services.enqueuer.sources import check_input
 from thresher.aiotasks import until_stop_signal
 from thresher.config import Config
 from thresher.errors import InvalidRequest
 from thresher.logs import job_id_var
 from thresher.queue import open_queue_backend
 from thresher.rpc import start_server
+from thresher.store import ObjectStores
 from thresher.v1 import enqueuer_pb2, enqueuer_pb2_grpc
 
 log = logging.getLogger(__name__)
@@ -31,18 +33,23 @@ class EnqueuerServicer(enqueuer_pb2_grpc.EnqueuerServicer):
         job_id_var.set(request.job_id)
         if not request.job_id or not request.queue_name:
             raise InvalidRequest("job_id and queue_name are required")
-        item_list = item_list_of(request.submission)
-        # One backend per call: calls are rare (one per job, or per resume) and nothing stays open between them.
-        backend = open_queue_backend(self._config)
+        check_input(request.submission)
+        # One backend and one set of stores per call: calls are rare (one per job, or per resume) and nothing
+        # stays open between them.
+        backend, stores = open_queue_backend(self._config), ObjectStores(self._config.inputs)
         try:
             queue = backend.open(request.queue_name)
-            async for progress in enqueue_items(queue, request.job_id, item_list):
+            progress_stream = enqueue_input(
+                queue, request.job_id, request.submission, stores, self._config.inputs.read_chunk_bytes
+            )
+            async for progress in progress_stream:
                 yield enqueuer_pb2.EnqueueProgress(
                     batches_enqueued=progress.batches_enqueued,
                     items_enqueued=progress.items_enqueued,
                     done=progress.done,
                 )
         finally:
+            await stores.close()
             await backend.close()
 
 

@@ -42,8 +42,8 @@ async def submit_job(request: web.Request) -> web.Response:
     submission = parse_submission(request.match_info["api"], parse_json_body(await request.read()))
     dry_run = request.query.get("dryRun") in _TRUE
     job = await request.app[JOBS].SubmitJob(jobs_pb2.SubmitJobRequest(submission=submission, dry_run=dry_run))
-    if dry_run:
-        return web.Response(text="validations passed\n")
+    if dry_run:  # as Cortex: each file a file source would read on its own line, then the verdict
+        return web.Response(text="".join(f"{path}\n" for path in job.dry_run_paths) + "validations passed\n")
     return web.json_response(views.job_spec(job))
 
 

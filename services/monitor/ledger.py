@@ -14,7 +14,6 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from services.monitor.accounting import (
-    FAILED_RESULTS,
     Batch,
     BatchEvent,
     BatchState,
@@ -27,6 +26,7 @@ from services.monitor.accounting import (
     decide,
     is_settled,
 )
+from services.monitor.ledger_metrics import JobMetrics, read_metrics
 from thresher.errors import WrongState
 from thresher.sqlite import SqliteFile, transaction
 
@@ -120,21 +120,6 @@ class Pending:
 
     settlement: Settlement | None = None
     hook_outcome: bytes | None = None
-
-
-@dataclass
-class Histogram:
-    count: int
-    sum_s: float
-    cumulative: list[int]  # observations <= each bucket bound, in the bounds' order
-
-
-@dataclass
-class JobMetrics:
-    api_name: str
-    outcomes: dict[str, int] = field(default_factory=dict)  # succeeded batches; failed and dead-lettered attempts
-    durations: dict[str, Histogram] = field(default_factory=dict)  # by the same outcomes
-    workers: dict[str, int] = field(default_factory=dict)  # by phase
 
 
 @dataclass(frozen=True)
@@ -289,7 +274,7 @@ class Ledger:
 
     async def metrics(self, since: float, bounds_s: Sequence[float]) -> dict[str, JobMetrics]:
         """Per job updated since `since`: outcome counts, duration histograms and workers by phase."""
-        return await self._run(lambda db: _metrics(db, since, bounds_s))
+        return await self._run(lambda db: read_metrics(db, since, bounds_s))
 
 
 def _apply_one(db: sqlite3.Connection, event: WorkerEvent | HookEvent, now: float) -> bool:
@@ -406,29 +391,3 @@ def _settlement(db: sqlite3.Connection, job_id: str, total_batch_count: int) -> 
         "SELECT batch_id FROM batches WHERE job_id = ? AND state = 'dead_lettered' ORDER BY batch_id", (job_id,)
     )
     return Settlement(total_batch_count, _batch_counts(db, job_id), [row[0] for row in ids])
-
-
-def _metrics(db: sqlite3.Connection, since: float, bounds_s: Sequence[float]) -> dict[str, JobMetrics]:
-    rows = db.execute("SELECT job_id, api_name FROM jobs WHERE updated >= ?", (since,))
-    jobs = {job_id: JobMetrics(api_name) for job_id, api_name in rows}
-    recent = "(SELECT job_id FROM jobs WHERE updated >= ?)"
-    buckets = ", ".join("COALESCE(SUM(duration_s <= ?), 0)" for _ in bounds_s)
-    # Successes count once per batch (its first success); failures count per attempt, as Cortex's `failed`.
-    rows = db.execute(
-        f"SELECT job_id, 'succeeded', COUNT(*), SUM(duration_s), {buckets} FROM batches"
-        f" WHERE state = 'succeeded' AND job_id IN {recent} GROUP BY job_id"
-        f" UNION ALL SELECT job_id, result, COUNT(*), SUM(duration_s), {buckets} FROM attempts"
-        f" WHERE result IN (?, ?) AND job_id IN {recent} GROUP BY job_id, result",
-        (*bounds_s, since, *bounds_s, *(r.value for r in FAILED_RESULTS), since),
-    )
-    for job_id, outcome, count, sum_s, *cumulative in rows:
-        if job_id in jobs:
-            jobs[job_id].outcomes[outcome] = count
-            jobs[job_id].durations[outcome] = Histogram(count, sum_s or 0.0, cumulative)
-    workers = db.execute(
-        f"SELECT job_id, phase, COUNT(*) FROM workers WHERE job_id IN {recent} GROUP BY job_id, phase", (since,)
-    )
-    for job_id, phase, count in workers:
-        if job_id in jobs:
-            jobs[job_id].workers[phase] = count
-    return jobs

@@ -10,13 +10,14 @@ import time
 from collections.abc import Iterator
 
 from aiohttp import web
-from prometheus_client import CONTENT_TYPE_PLAIN_0_0_4, generate_latest
+from prometheus_client import generate_latest
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, HistogramMetricFamily, Metric
 from prometheus_client.utils import floatToGoString
 
 from services.monitor.accounting import FAILED_RESULTS, Phase, Result
-from services.monitor.ledger import Histogram, JobMetrics, Ledger
-from thresher.errors import Unavailable
+from services.monitor.ledger import Ledger
+from services.monitor.ledger_metrics import Histogram, JobMetrics
+from thresher.metrics import start_metrics_server as serve_metrics
 from thresher.names import METRIC_PREFIX
 
 BUCKETS_S = (0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0, 120.0, 300.0, 600.0, 1800.0, 3600.0)
@@ -24,32 +25,14 @@ RETENTION_S = 24 * 3600.0
 OUTCOMES = (Result.SUCCEEDED.value, Result.FAILED.value, Result.DEAD_LETTERED.value)
 JOB_LABELS = ["api_name", "job_id"]
 
-_LEDGER = web.AppKey("ledger", Ledger)
-
-
-def create_metrics_app(ledger: Ledger) -> web.Application:
-    app = web.Application()
-    app[_LEDGER] = ledger
-    app.router.add_get("/metrics", _metrics)
-    return app
-
 
 async def start_metrics_server(ledger: Ledger, address: str) -> tuple[web.AppRunner, int]:
-    """Serve /metrics on `address` ("127.0.0.1:0" picks a port); returns the runner and the bound port."""
-    host, _, port = address.rpartition(":")
-    runner = web.AppRunner(create_metrics_app(ledger), access_log=None)
-    await runner.setup()
-    try:
-        await web.TCPSite(runner, host.strip("[]"), int(port)).start()
-    except (OSError, ValueError) as e:
-        await runner.cleanup()
-        raise Unavailable(f"cannot listen on {address}: {e}") from e
-    return runner, runner.addresses[0][1]
+    """Serve /metrics on `address`: this process's own series, then the ledger's; returns the runner and port."""
 
+    async def ledger_series() -> bytes:
+        return render(await ledger.metrics(time.time() - RETENTION_S, BUCKETS_S))
 
-async def _metrics(request: web.Request) -> web.Response:
-    jobs = await request.app[_LEDGER].metrics(time.time() - RETENTION_S, BUCKETS_S)
-    return web.Response(body=render(jobs), headers={"Content-Type": CONTENT_TYPE_PLAIN_0_0_4})
+    return await serve_metrics(address, ledger_series)
 
 
 def render(jobs: dict[str, JobMetrics]) -> bytes:

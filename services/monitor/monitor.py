@@ -63,7 +63,7 @@ class Monitor:
         return progress
 
     async def worker_gone(self, job_id: str, worker_id: str, why: str) -> None:
-        """A worker's report stream broke: unless it said it was stopping, it is lost."""
+        """A worker's report stream ended: unless it said it was stopping, it is lost."""
         if self.stopping:
             return
         if await self._ledger.worker_phase(job_id, worker_id) in (Phase.STARTING, Phase.READY):

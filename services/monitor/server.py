@@ -42,7 +42,6 @@ class MonitorServicer(monitor_pb2_grpc.MonitorServicer):
         inbox: asyncio.Queue[Any] = asyncio.Queue(INBOX_SIZE)
         reader = asyncio.create_task(_read_into(request_iterator, inbox))
         workers: set[tuple[str, str]] = set()  # (job id, worker id) seen on this stream
-        ended_cleanly = False
         try:
             while True:
                 group, end = await _next_group(inbox)
@@ -53,17 +52,17 @@ class MonitorServicer(monitor_pb2_grpc.MonitorServicer):
                     for index, report in enumerate(group):
                         yield monitor_pb2.ReportAck(seq=report.seq, dead_letter=index in dead_letter)
                 if end is _END:
-                    ended_cleanly = True
                     return
                 if isinstance(end, BaseException):
                     raise end
         finally:
             reader.cancel()
-            if not ended_cleanly:  # the sender vanished (killed, its node lost) or the stream broke
-                for job_id, worker_id in workers:
-                    create_guarded_task(
-                        self._monitor.worker_gone(job_id, worker_id, "its report stream broke"), f"lost {worker_id}"
-                    )
+            # However the stream ended (a killed sender often looks like a clean end): a worker that did not say
+            # it was stopping is lost. worker_gone() checks that.
+            for job_id, worker_id in workers:
+                create_guarded_task(
+                    self._monitor.worker_gone(job_id, worker_id, "its report stream ended"), f"lost {worker_id}"
+                )
 
     async def TrackJob(
         self, request: monitor_pb2.TrackJobRequest, context: grpc.aio.ServicerContext

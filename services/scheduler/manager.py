@@ -11,10 +11,18 @@ from collections import defaultdict
 from typing import Any
 
 from services.scheduler import jobs
+from services.scheduler.inputs import check_files_exist, dry_run_paths
 from services.scheduler.jobs import JobRecord, Status
 from services.scheduler.store import JobStore
 from services.scheduler.validation import validate_submission
-from services.scheduler.views import batch_timeout_s, hook_summary, job_message, job_spec, max_receive_count
+from services.scheduler.views import (
+    batch_timeout_s,
+    hook_summary,
+    job_message,
+    job_spec,
+    max_receive_count,
+    waiting_reason,
+)
 from thresher.aiotasks import create_guarded_task
 from thresher.config import Config
 from thresher.errors import InvalidRequest, NotFound, ThresherError, Unavailable, WrongState
@@ -67,7 +75,9 @@ class JobManager:
         await self._store.get_api(submission.api_name)  # first, as Cortex: NotFound "<api> is not deployed"
         validate_submission(submission)
         if dry_run:
-            return jobs_pb2.Job(api_name=submission.api_name)
+            paths = await dry_run_paths(submission, self._config.inputs)  # also: some file must match
+            return jobs_pb2.Job(api_name=submission.api_name, dry_run_paths=paths)
+        await check_files_exist(submission, self._config.inputs)  # Cortex's short-circuit listing: a 400, not later
         job = jobs.new_job(new_job_id(), submission, time.time())
         await self._store.put_submission(job.job_id, submission)  # first: a stored job always has its submission
         await self._store.put_job(job)
@@ -78,11 +88,14 @@ class JobManager:
     async def get(self, job_id: str, api_name: str = "") -> jobs_pb2.Job:
         job = await self._job(job_id, api_name)
         submission = await self._submission(job_id)
-        crashes = sum(w.crashed for w in await self._runtime.workers(job_id))
+        workers = await self._runtime.workers(job_id)
+        crashes = sum(w.crashed for w in workers)
         if job.status.is_final:
             return job_message(job, submission, self._config, worker_restarts=crashes)
         progress, in_queue = await asyncio.gather(self._progress(job), self._batches_in_queue(job))
-        return job_message(job, submission, self._config, progress, in_queue, worker_restarts=crashes)
+        message = job_message(job, submission, self._config, progress, in_queue, worker_restarts=crashes)
+        message.status_reason = message.status_reason or waiting_reason(workers, progress)
+        return message
 
     async def list(self, api_name: str, limit: int) -> list[jobs_pb2.Job]:
         records = await self._store.list_jobs(api_name, limit or 50)
@@ -152,13 +165,14 @@ class JobManager:
                 await self._send_job_complete(job)
 
     async def shutdown(self) -> None:
-        """Stop the workers of unfinished jobs (their batches are released); recover() restarts them."""
+        """Stop launching; where the runtime wants it, stop the workers of unfinished jobs (recover() restarts them)."""
         for task in self._launches.values():
             task.cancel()
-        unfinished = await self._store.list_jobs(limit=1_000_000, unfinished_only=True)
-        await asyncio.gather(
-            *(self._runtime.stop_workers(j.job_id, self._config.runtime.stop_grace_s) for j in unfinished)
-        )
+        if self._runtime.workers_stop_with_scheduler:
+            unfinished = await self._store.list_jobs(limit=1_000_000, unfinished_only=True)
+            grace_s = self._config.runtime.stop_grace_s
+            await asyncio.gather(*(self._runtime.stop_workers(j.job_id, grace_s) for j in unfinished))
+        await self._runtime.close()
 
     async def supervise(self) -> None:
         while True:

@@ -1,20 +1,26 @@
-"""Checks a submission before anything is created; messages follow Cortex's where Cortex had one."""
+"""Checks a submission before anything is created; messages follow Cortex's where Cortex had one.
+
+Only what needs no I/O is checked here; whether a file source names any file is inputs.py's (it lists the store).
+"""
 
 from __future__ import annotations
 
 import json
 
 from thresher.errors import InvalidRequest
+from thresher.store.select import FileQuery
 from thresher.v1 import jobs_pb2
 
 SOURCES = ("item_list", "file_path_lister", "delimited_files")
-SUPPORTED_SOURCES = ("item_list",)
+FILE_SOURCES = ("file_path_lister", "delimited_files")
 MAX_ITEM_BYTES = 250 * 1024  # SQS's 256 KiB message limit less room for attributes (Cortex's limit)
 
 
 def validate_submission(submission: jobs_pb2.JobSubmission) -> None:
     """Raise InvalidRequest naming the first problem; return when the submission can become a job."""
     given = [name for name in SOURCES if submission.HasField(name)]
+    if submission.batches:  # a retry of failed batches, already cut
+        given.append("batches")
     if not given:
         raise InvalidRequest(
             "specify exactly one of the following keys: item_list, file_path_lister, or delimited_files"
@@ -24,9 +30,12 @@ def validate_submission(submission: jobs_pb2.JobSubmission) -> None:
             f"please specify either the {given[0]} or {given[1]} field (but not more than one at the same time)"
         )
     source = given[0]
-    if source not in SUPPORTED_SOURCES:
-        raise InvalidRequest(f"{source}: not supported by this version of Thresher yet; use item_list")
-    _validate_item_list(submission.item_list)
+    if source == "item_list":
+        _validate_item_list(submission.item_list)
+    elif source == "batches":
+        _validate_batches(submission.batches)
+    else:
+        file_query(submission)
     _at_least("workers", submission.workers, 1)
     if submission.HasField("timeout_s"):
         _at_least("timeout", submission.timeout_s, 1)
@@ -41,6 +50,17 @@ def validate_submission(submission: jobs_pb2.JobSubmission) -> None:
         _validate_config(submission.config_json)
 
 
+def file_query(submission: jobs_pb2.JobSubmission) -> tuple[str, FileQuery] | None:
+    """The submission's file source and its checked query (paths, compiled globs); None for other sources."""
+    for source in FILE_SOURCES:
+        if submission.HasField(source):
+            files: jobs_pb2.FileSource = getattr(submission, source)
+            query = FileQuery.parse(files.paths, files.includes, files.excludes, source)
+            _at_least(f"{source}: batch_size", files.batch_size, 1)
+            return source, query
+    return None
+
+
 def _validate_item_list(item_list: jobs_pb2.ItemList) -> None:
     if not item_list.items:
         raise InvalidRequest("item_list: items: must contain at least 1 elements")
@@ -50,6 +70,16 @@ def _validate_item_list(item_list: jobs_pb2.ItemList) -> None:
                 f"item {index} has size {len(item)} bytes which exceeds the limit ({MAX_ITEM_BYTES} bytes)"
             )
     _at_least("item_list: batch_size", item_list.batch_size, 1)
+
+
+def _validate_batches(batches: list[bytes]) -> None:
+    for index, batch in enumerate(batches):
+        try:
+            items = json.loads(batch)
+        except ValueError as e:
+            raise InvalidRequest(f"batches[{index}]: not valid JSON: {e}") from e
+        if not isinstance(items, list):
+            raise InvalidRequest(f"batches[{index}]: must be a JSON array of items")
 
 
 def _validate_config(config_json: bytes) -> None:

@@ -136,15 +136,16 @@ async def test_a_missing_queue_reaches_a_client_as_not_found(stack: Stack) -> No
 
 
 @pytest.mark.parametrize("source", ["file_path_lister", "delimited_files"])
-async def test_file_sources_are_refused_as_not_supported_yet(stack: Stack, source: str) -> None:
+async def test_a_file_source_matching_no_file_is_invalid_and_enqueues_nothing(stack: Stack, source: str) -> None:
+    # Reading files is covered in test_enqueuer_files.py
     submission = jobs_pb2.JobSubmission(api_name="textstats", workers=1)
-    getattr(submission, source).CopyFrom(jobs_pb2.FileSource(paths=["/data"], batch_size=2))
+    getattr(submission, source).CopyFrom(jobs_pb2.FileSource(paths=["/thresher-no-such-dir/in"], batch_size=2))
 
     with pytest.raises(grpc.aio.AioRpcError) as caught:
         await enqueue(stack, enqueuer_pb2.EnqueueRequest(job_id=JOB_ID, queue_name=QUEUE, submission=submission))
 
     assert caught.value.code() == grpc.StatusCode.INVALID_ARGUMENT
-    assert "not supported yet" in (caught.value.details() or "")
+    assert f"{source}: no files match search criteria" == caught.value.details()
     assert (await stack.queue.depth()).visible == 0
 
 

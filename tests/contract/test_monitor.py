@@ -11,7 +11,7 @@ import re
 import signal
 import sys
 from collections.abc import AsyncIterator, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import aiohttp
@@ -74,10 +74,18 @@ async def start_scheduler(fake: FakeScheduler, port: int = 0) -> tuple[grpc.aio.
 class RunningMonitor:
     server: MonitorServer
     stub: monitor_pb2_grpc.MonitorStub
+    open_streams: asyncio.Event = field(default_factory=asyncio.Event)  # set: every report stream ends
 
     async def report(self, reports: Sequence[monitor_pb2.Report]) -> list[int]:
-        """Send `reports` on one stream; returns the acked seqs."""
-        return [ack.seq async for ack in self.stub.Report(list(reports))]
+        """Send `reports` on one stream left open, as a live dequeuer's is (an ended stream means a lost worker)."""
+
+        async def stream() -> AsyncIterator[monitor_pb2.Report]:
+            for report in reports:
+                yield report
+            await self.open_streams.wait()
+
+        call = self.stub.Report(stream())
+        return [(await call.read()).seq for _ in reports]
 
     async def track(self, total_batch_count: int, job_id: str = JOB) -> None:
         await self.stub.TrackJob(
@@ -94,24 +102,27 @@ class RunningMonitor:
         return progress
 
     async def metrics(self) -> dict[str, float]:
-        """/metrics as {'name{labels}': value}."""
+        """The job series of /metrics as {'name{labels}': value} (not the process's own, which move by themselves)."""
         url = f"http://127.0.0.1:{self.server.metrics_port}/metrics"
         async with aiohttp.ClientSession() as session, session.get(url) as response:
             assert response.status == 200
             text = await response.text()
         samples = (line.rsplit(" ", 1) for line in text.splitlines() if line and not line.startswith("#"))
-        return {name: float(value) for name, value in samples}
+        own = ("process_", "python_", "thresher_grpc_")
+        return {name: float(value) for name, value in samples if not name.startswith(own)}
 
 
 @contextlib.asynccontextmanager
 async def running_monitor(config: Config) -> AsyncIterator[RunningMonitor]:
     server, port = await create_server(config, "127.0.0.1:0")
     channel = rpc.channel(f"127.0.0.1:{port}")
+    running = RunningMonitor(server, monitor_pb2_grpc.MonitorStub(channel))
     try:
-        yield RunningMonitor(server, monitor_pb2_grpc.MonitorStub(channel))
+        yield running
     finally:
-        await channel.close()
         await server.stop(0)
+        running.open_streams.set()
+        await channel.close()
 
 
 @pytest.fixture
@@ -489,9 +500,21 @@ def _assert_logged(caplog: pytest.LogCaptureFixture, text: str) -> None:
 
 
 async def test_progress_shows_each_worker_and_the_pace_of_the_job(monitor: RunningMonitor) -> None:
-    await monitor.report([worker("w1", monitor_pb2.WORKER_PHASE_READY), *attempt("b1", 1, SUCCEEDED, 0.1)])
-    await monitor.report([batch("b2", 1, STARTED)])
+    # Given a worker whose report stream stays open (a stream that ends means the worker is gone)
+    reports = [worker("w1", monitor_pb2.WORKER_PHASE_READY), *attempt("b1", 1, SUCCEEDED, 0.1), batch("b2", 1, STARTED)]
+    done = asyncio.Event()
+
+    async def open_stream() -> AsyncIterator[monitor_pb2.Report]:
+        for report in reports:
+            yield report
+        await done.wait()
+
+    call = monitor.stub.Report(open_stream())
+    for _ in reports:
+        await call.read()
     progress = await monitor.progress()
+    done.set()
+    call.cancel()
     [w1] = progress.workers
     assert (w1.worker_id, w1.phase) == ("w1", "ready") and w1.last_seen.seconds > 0
     assert progress.pace.batches_per_s > 0

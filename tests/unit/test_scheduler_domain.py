@@ -10,9 +10,11 @@ import pytest
 from services.scheduler import jobs
 from services.scheduler.jobs import JobRecord, Status
 from services.scheduler.validation import MAX_ITEM_BYTES, validate_submission
+from services.scheduler.views import waiting_reason
 from thresher.errors import InvalidRequest, WrongState
 from thresher.ids import new_job_id
-from thresher.v1 import jobs_pb2
+from thresher.runtime import WorkerPhase, WorkerState
+from thresher.v1 import jobs_pb2, monitor_pb2
 
 
 def a_job(**changes: object) -> JobRecord:
@@ -106,11 +108,23 @@ def test_an_invalid_submission_is_rejected_with_a_message_naming_the_problem(mut
         validate_submission(submission)
 
 
-def test_file_sources_are_refused_clearly_until_supported() -> None:
+@pytest.mark.parametrize(
+    ("paths", "batch_size", "message"),
+    [
+        ([], 1, "delimited_files: s3_paths: must contain at least 1 elements"),
+        (["s3://"], 1, "delimited_files: s3_paths: s3://: an S3 path must be s3://bucket[/key], with a bucket"),
+        (["data/in"], 1, "must be absolute"),
+        (["s3://bucket/data"], 0, "delimited_files: batch_size: must be greater than or equal to 1 (got 0)"),
+    ],
+)
+def test_a_file_source_needs_valid_paths_and_a_batch_size(paths: list[str], batch_size: int, message: str) -> None:
     submission = jobs_pb2.JobSubmission(api_name="sum", workers=1)
-    submission.delimited_files.paths.append("s3://bucket/data")
-    with pytest.raises(InvalidRequest, match="delimited_files: not supported"):
+    submission.delimited_files.SetInParent()
+    submission.delimited_files.paths.extend(paths)
+    submission.delimited_files.batch_size = batch_size
+    with pytest.raises(InvalidRequest, match=re.escape(message)):
         validate_submission(submission)
+    # Whether files match is checked against the store (services/scheduler/inputs.py, tests/contract)
 
 
 def test_job_ids_are_unique_and_sort_newest_first() -> None:
@@ -118,3 +132,16 @@ def test_job_ids_are_unique_and_sort_newest_first() -> None:
     assert len(set(ids)) == len(ids)
     assert sorted(ids) == list(reversed(ids))
     assert all(len(i) == 20 for i in ids)
+
+
+def test_a_job_that_is_not_moving_says_why() -> None:
+
+    nobody_ready = monitor_pb2.JobProgress(worker_counts=jobs_pb2.WorkerCounts(pending=2))
+    ready = monitor_pb2.JobProgress(worker_counts=jobs_pb2.WorkerCounts(ready=1))
+    pending = [WorkerState("w0", WorkerPhase.PENDING, "unschedulable: no free CPU")] * 2
+    crashed = [WorkerState("w0", WorkerPhase.OOM_KILLED, "api was killed: OOMKilled")]
+    assert waiting_reason(pending, nobody_ready) == "2 workers pending: unschedulable: no free CPU"
+    assert waiting_reason(crashed, nobody_ready) == "worker restarting: api was killed: OOMKilled"
+    starting = [WorkerState("w1", WorkerPhase.RUNNING)]
+    assert waiting_reason(starting, nobody_ready) == "2 workers starting: waiting for the worker's readiness check"
+    assert waiting_reason(pending, ready) == ""

@@ -27,7 +27,13 @@ def _sqlite(config: Config) -> QueueBackend:
     return SqliteQueueBackend(Path(config.data_dir) / "queue" / "queues.db")
 
 
-_BACKENDS = {"sqlite": _sqlite}
+def _sqs(config: Config) -> QueueBackend:
+    from thresher.queue.sqs import SqsQueueBackend
+
+    return SqsQueueBackend(config.queue)
+
+
+_BACKENDS = {"sqlite": _sqlite, "sqs": _sqs}
 
 
 def open_queue_backend(config: Config) -> QueueBackend:

@@ -15,7 +15,13 @@ def _local(config: Config) -> Runtime:
     return LocalRuntime(config)
 
 
-_RUNTIMES = {"local": _local}
+def _kubernetes(config: Config) -> Runtime:
+    from thresher.runtime.kubernetes import KubernetesRuntime
+
+    return KubernetesRuntime(config)
+
+
+_RUNTIMES = {"local": _local, "kubernetes": _kubernetes}
 
 
 def open_runtime(config: Config) -> Runtime:

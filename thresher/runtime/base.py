@@ -73,6 +73,10 @@ class WorkerState:
 
 
 class Runtime(ABC):
+    # Whether a scheduler that stops (SIGTERM) stops the workers of unfinished jobs too. Locally yes: `thresher up`
+    # stops as a whole and restarts them. On Kubernetes no: a scheduler's rolling update must not touch workers.
+    workers_stop_with_scheduler: bool = False
+
     @abstractmethod
     async def ensure_workers(self, launch: WorkerLaunch, count: int) -> None:
         """Make `count` workers run for the job, replacing those that ended (idempotent)."""
@@ -84,6 +88,9 @@ class Runtime(ABC):
     @abstractmethod
     async def workers(self, job_id: str) -> list[WorkerState]:
         """Every worker the job has had, the ended ones included (the scheduler counts crashes from them)."""
+
+    async def close(self) -> None:  # noqa: B027 - most runtimes hold nothing to release
+        """Release connections and watches (workers keep running)."""
 
     @abstractmethod
     async def stop_workers(self, job_id: str, grace_s: float) -> None:

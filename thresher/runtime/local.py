@@ -45,6 +45,8 @@ class _Pod:
 
 
 class LocalRuntime(Runtime):
+    workers_stop_with_scheduler = True
+
     def __init__(self, config: Config) -> None:
         self._config = config
         self._jobs_dir = Path(config.data_dir).resolve() / "jobs"

@@ -1,4 +1,7 @@
-"""The embedded queue's semantics: visibility, receive counts, acks, releases, dead letters, deletion."""
+"""The queue seam's contract, for every backend: SQLite in tmp_path, and SQS on moto's server over HTTP.
+
+Visibility timeouts differ only because SQS counts them in whole seconds.
+"""
 
 from __future__ import annotations
 
@@ -8,23 +11,51 @@ from pathlib import Path
 
 import pytest
 
-from thresher.config import Config
+from tests.conftest import AWS_ENV
+from thresher.config import Config, QueueSettings
 from thresher.errors import QueueNotFound
 from thresher.queue import KIND_JOB_COMPLETE, Batch, Depth, Queue, QueueBackend, open_queue_backend
 
-VISIBILITY_S = 0.3
+VISIBILITY_S = {"sqlite": 0.3, "sqs": 1.0}
+
+
+@pytest.fixture(params=["sqlite", "sqs"])
+def backend_name(request: pytest.FixtureRequest) -> str:
+    return str(request.param)
 
 
 @pytest.fixture
-async def backend(tmp_path: Path) -> AsyncIterator[QueueBackend]:
-    backend = open_queue_backend(Config(data_dir=tmp_path))
+def config(backend_name: str, request: pytest.FixtureRequest, tmp_path: Path) -> Config:
+    if backend_name == "sqlite":
+        return Config(data_dir=tmp_path)
+    return Config(data_dir=tmp_path, queue=sqs_settings(request.getfixturevalue("aws_endpoint")))
+
+
+def sqs_settings(endpoint: str) -> QueueSettings:
+    return QueueSettings(
+        backend="sqs",
+        sqs_endpoint_url=endpoint,
+        sqs_region=AWS_ENV["AWS_DEFAULT_REGION"],
+        sqs_access_key_id=AWS_ENV["AWS_ACCESS_KEY_ID"],
+        sqs_secret_access_key=AWS_ENV["AWS_SECRET_ACCESS_KEY"],
+    )
+
+
+@pytest.fixture
+def visibility_s(backend_name: str) -> float:
+    return VISIBILITY_S[backend_name]
+
+
+@pytest.fixture
+async def backend(config: Config) -> AsyncIterator[QueueBackend]:
+    backend = open_queue_backend(config)
     yield backend
     await backend.close()
 
 
 @pytest.fixture
-async def queue(backend: QueueBackend) -> Queue:
-    await backend.create("job-1", VISIBILITY_S)
+async def queue(backend: QueueBackend, visibility_s: float) -> Queue:
+    await backend.create("job-1", visibility_s)
     return backend.open("job-1")
 
 
@@ -32,14 +63,14 @@ def batches(n: int, start: int = 0) -> list[Batch]:
     return [Batch(f"b{i}", f"[{i}]".encode()) for i in range(start, start + n)]
 
 
-async def test_received_batches_are_invisible_until_their_visibility_expires(queue: Queue) -> None:
+async def test_received_batches_are_invisible_until_their_visibility_expires(queue: Queue, visibility_s: float) -> None:
     await queue.send(batches(3))
     first = await queue.receive(10, wait_s=0)
     assert [d.batch.batch_id for d in first] == ["b0", "b1", "b2"]
     assert await queue.receive(10, wait_s=0) == []
     assert await queue.depth() == Depth(visible=0, in_flight=3, dead=0)
 
-    await asyncio.sleep(VISIBILITY_S + 0.05)
+    await asyncio.sleep(visibility_s + 0.05)
     again = await queue.receive(10, wait_s=0)
     assert [d.receive_count for d in again] == [2, 2, 2]
 
@@ -52,6 +83,7 @@ async def test_receive_returns_at_most_max_batches_in_send_order(queue: Queue) -
 
 
 async def test_sending_a_batch_id_twice_is_a_no_op_even_after_its_ack(queue: Queue) -> None:
+    # SQLite remembers ids for the queue's life; SQS for its 5-minute deduplication window.
     await queue.send(batches(2))
     for delivery in await queue.receive(10, wait_s=0):
         await queue.ack(delivery)
@@ -59,13 +91,14 @@ async def test_sending_a_batch_id_twice_is_a_no_op_even_after_its_ack(queue: Que
     assert [d.batch.batch_id for d in await queue.receive(10, wait_s=0)] == ["b2"]
 
 
-async def test_acked_batch_is_never_delivered_again(queue: Queue) -> None:
+async def test_acked_batch_is_never_delivered_again(queue: Queue, visibility_s: float) -> None:
     await queue.send(batches(1))
     [delivery] = await queue.receive(1, wait_s=0)
     await queue.ack(delivery)
-    await asyncio.sleep(VISIBILITY_S + 0.05)
+    await asyncio.sleep(visibility_s + 0.05)
     assert await queue.receive(1, wait_s=0) == []
     assert await queue.depth() == Depth(0, 0, 0)
+    await queue.ack(delivery)  # acking again is not an error
 
 
 async def test_released_batch_is_received_again_at_once_with_a_higher_count(queue: Queue) -> None:
@@ -77,23 +110,53 @@ async def test_released_batch_is_received_again_at_once_with_a_higher_count(queu
     assert again.receive_count == 2
 
 
-async def test_extended_batch_stays_invisible_past_its_first_timeout(queue: Queue) -> None:
+async def test_extended_batch_stays_invisible_past_its_first_timeout(queue: Queue, visibility_s: float) -> None:
     await queue.send(batches(1))
     [delivery] = await queue.receive(1, wait_s=0)
-    assert await queue.extend(delivery, VISIBILITY_S * 4)
-    await asyncio.sleep(VISIBILITY_S + 0.1)
+    assert await queue.extend(delivery, visibility_s * 4)
+    await asyncio.sleep(visibility_s + 0.1)
     assert await queue.receive(1, wait_s=0) == []
 
 
-async def test_a_stale_delivery_cannot_extend_or_release_a_batch_received_again(queue: Queue) -> None:
+async def test_a_stale_delivery_never_fails_and_the_current_one_settles_the_batch(
+    queue: Queue, visibility_s: float
+) -> None:
+    # What every backend guarantees; SQLite also ignores the stale delivery (next test), SQS may not.
     await queue.send(batches(1))
     [stale] = await queue.receive(1, wait_s=0)
-    await asyncio.sleep(VISIBILITY_S + 0.05)
+    await asyncio.sleep(visibility_s + 0.05)
+    [current] = await queue.receive(1, wait_s=0)
+    assert current.receive_count == 2
+
+    await queue.extend(stale, 10)
+    await queue.release(stale)
+
+    assert await queue.extend(current, 10)
+    await queue.ack(current)
+    assert await queue.receive(1, wait_s=0) == []
+    assert await queue.depth() == Depth(0, 0, 0)
+
+
+@pytest.mark.parametrize("backend_name", ["sqlite"])
+async def test_a_stale_delivery_cannot_extend_or_release_a_batch_received_again(
+    queue: Queue, visibility_s: float
+) -> None:
+    # SQS accepts a stale receipt handle (so does moto's server): there the stale delivery does act.
+    await queue.send(batches(1))
+    [stale] = await queue.receive(1, wait_s=0)
+    await asyncio.sleep(visibility_s + 0.05)
     [current] = await queue.receive(1, wait_s=0)
     assert not await queue.extend(stale, 10)
     await queue.release(stale)
     assert await queue.depth() == Depth(visible=0, in_flight=1, dead=0)
     assert await queue.extend(current, 10)
+
+
+async def test_a_delivery_settled_already_cannot_be_extended(queue: Queue) -> None:
+    await queue.send(batches(1))
+    [delivery] = await queue.receive(1, wait_s=0)
+    await queue.ack(delivery)
+    assert not await queue.extend(delivery, 10)
 
 
 async def test_dead_lettered_batch_keeps_its_body_count_and_error(queue: Queue) -> None:
@@ -103,6 +166,8 @@ async def test_dead_lettered_batch_keeps_its_body_count_and_error(queue: Queue) 
     [dead] = await queue.dead_letters()
     assert (dead.batch.batch_id, dead.batch.body, dead.receive_count, dead.error) == ("b0", b"[0]", 1, "HTTP 500: boom")
     assert (await queue.depth()).dead == 1
+    assert await queue.dead_letters() == [dead], "listing loses nothing"
+    assert await queue.depth() == Depth(visible=0, in_flight=1, dead=1)
 
 
 async def test_long_poll_returns_a_batch_sent_while_waiting(queue: Queue) -> None:
@@ -142,20 +207,35 @@ async def test_every_verb_raises_queue_not_found_after_deletion(backend: QueueBa
     await backend.delete(queue.name)  # deleting twice is not an error
 
 
-async def test_queue_contents_survive_reopening_the_file(tmp_path: Path) -> None:
-    first = open_queue_backend(Config(data_dir=tmp_path))
+async def test_a_queue_never_created_is_not_found(backend: QueueBackend) -> None:
+    with pytest.raises(QueueNotFound, match="never-made"):
+        await backend.open("never-made").send(batches(1))
+
+
+async def test_creating_a_queue_again_keeps_its_batches(
+    backend: QueueBackend, queue: Queue, visibility_s: float
+) -> None:
+    await queue.send(batches(2))
+    first = await backend.create(queue.name, visibility_s)
+    second = await backend.create(queue.name, visibility_s)
+    assert first == second
+    assert len(await queue.receive(10, wait_s=0)) == 2
+
+
+async def test_queue_contents_survive_reopening_the_backend(config: Config) -> None:
+    first = open_queue_backend(config)
     await first.create("q", 30)
     await first.open("q").send(batches(2))
     await first.close()
-    second = open_queue_backend(Config(data_dir=tmp_path))
+    second = open_queue_backend(config)
     try:
         assert len(await second.open("q").receive(10, wait_s=0)) == 2
     finally:
         await second.close()
 
 
-async def test_two_processes_worth_of_consumers_never_receive_the_same_batch(tmp_path: Path) -> None:
-    backends = [open_queue_backend(Config(data_dir=tmp_path)) for _ in range(2)]
+async def test_two_processes_worth_of_consumers_never_receive_the_same_batch(config: Config) -> None:
+    backends = [open_queue_backend(config) for _ in range(2)]
     await backends[0].create("q", 30)
     await backends[0].open("q").send(batches(200))
     seen: list[str] = []

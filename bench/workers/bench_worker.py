@@ -1,0 +1,52 @@
+"""The benchmark worker, built on the worker helper. With an empty job config it does nothing (the no-op worker).
+
+Config keys (all optional):
+- `sleep_s`: seconds each batch sleeps
+- `record_dir`: append a JSON line per batch start and end, and one per hook call, with `time.time()`, so that
+  the bench can time what happens between the services (one file per worker process, written line by line)
+- `hold_items`, `hold_s`: a batch holding one of these items sleeps `hold_s` the first time any worker sees it
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import time
+from pathlib import Path
+from typing import Any
+
+from thresher.worker import serve
+
+
+def record(config: dict[str, Any], event: dict[str, Any]) -> None:
+    if record_dir := config.get("record_dir"):
+        line = json.dumps({**event, "t": time.time(), "pid": os.getpid()}) + "\n"
+        with open(Path(record_dir) / f"events-{os.getpid()}.jsonl", "a", encoding="utf-8") as f:
+            f.write(line)
+
+
+def handle_batch(items: list[Any], ctx: Any) -> None:
+    config = ctx.config
+    record(config, {"event": "start", "batch_id": ctx.batch_id, "attempt": ctx.attempt})
+    if set(map(str, items)) & set(map(str, config.get("hold_items", []))) and first_time(config, ctx.batch_id):
+        time.sleep(config.get("hold_s", 0))
+    if sleep_s := config.get("sleep_s"):
+        time.sleep(sleep_s)
+    record(config, {"event": "end", "batch_id": ctx.batch_id})
+
+
+def on_job_complete(summary: dict[str, Any], ctx: Any) -> None:
+    record(ctx.config, {"event": "hook", "status": summary.get("status")})
+
+
+def first_time(config: dict[str, Any], batch_id: str) -> bool:
+    """True for the first worker to ask about this batch (a marker file beside the records)."""
+    try:
+        (Path(config["record_dir"]) / f"held-{batch_id}").touch(exist_ok=False)
+    except FileExistsError:
+        return False
+    return True
+
+
+if __name__ == "__main__":
+    serve(handle_batch, on_job_complete=on_job_complete)

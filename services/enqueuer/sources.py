@@ -1,0 +1,131 @@
+"""A job's input as a stream of batches: inline items, pre-cut batches (a retry), or files (Cortex's file sources).
+
+Batches are produced lazily, so a job of any size needs memory for one chunk of batches only. Ids are
+`<job_id>-<index>` whatever the source: reading the same input again gives the same ids (see enqueue.py).
+File sources have no batch count up front, so their indexes have the minimum width (6 digits) and grow past it.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import AsyncIterator, Iterable
+from dataclasses import dataclass
+
+from services.enqueuer.batching import batch_count, batch_id, check_items, cut_batches
+from services.enqueuer.delimited import json_values
+from thresher.errors import InvalidRequest
+from thresher.queue import Batch
+from thresher.store import ObjectInfo, ObjectStores
+from thresher.store.select import FileQuery, matching_files
+from thresher.v1 import jobs_pb2
+
+SOURCES = ("item_list", "file_path_lister", "delimited_files", "batches")
+NO_FILES = "no files match search criteria"  # Cortex's "no s3 files match search criteria", for every store
+
+
+@dataclass(frozen=True)
+class Cut:
+    batch: Batch
+    items: int  # how many items the batch holds
+
+
+def check_input(submission: jobs_pb2.JobSubmission) -> None:
+    """InvalidRequest naming the problem when the submission's input cannot be enqueued; nothing is read yet."""
+    given = _sources(submission)
+    if not given:
+        raise InvalidRequest("the submission has no input: expected item_list, file_path_lister or delimited_files")
+    if len(given) > 1:
+        raise InvalidRequest(f"the submission has more than one input: {', '.join(given)}")
+    source = given[0]
+    if source == "item_list":
+        batch_count(len(submission.item_list.items), submission.item_list.batch_size)  # raises on a bad batch_size
+        check_items(submission.item_list.items)
+    elif source == "batches":
+        for index, body in enumerate(submission.batches):
+            if not body.strip().startswith(b"["):
+                raise InvalidRequest(f"batches[{index}]: must be a JSON array of items")
+    else:
+        _file_query(submission, source)
+
+
+async def cut_input(
+    submission: jobs_pb2.JobSubmission, job_id: str, stores: ObjectStores, chunk_bytes: int
+) -> AsyncIterator[Cut]:
+    """Every batch of the submission's input, in order (call check_input first)."""
+    source = _sources(submission)[0]
+    if source == "item_list":
+        items = submission.item_list
+        for index, batch in enumerate(cut_batches(job_id, items.items, items.batch_size)):
+            yield Cut(batch, len(items.items[index * items.batch_size : (index + 1) * items.batch_size]))
+    elif source == "batches":
+        for index, body in enumerate(submission.batches):
+            yield Cut(Batch(batch_id(job_id, index), body), len(json.loads(body)))
+    else:
+        query, batch_size = _file_query(submission, source)
+        files = matching_files(stores, query)
+        if source == "file_path_lister":
+            paths = _paths(files, source)
+            async for cut in _cut(job_id, _encoded_paths(paths), batch_size):
+                yield cut
+        else:
+            async for cut in _cut(job_id, _items(files, source, stores, chunk_bytes), batch_size):
+                yield cut
+
+
+def _sources(submission: jobs_pb2.JobSubmission) -> list[str]:
+    given = [name for name in SOURCES[:3] if submission.HasField(name)]
+    return given + (["batches"] if submission.batches else [])
+
+
+def _file_query(submission: jobs_pb2.JobSubmission, source: str) -> tuple[FileQuery, int]:
+    files: jobs_pb2.FileSource = getattr(submission, source)
+    query = FileQuery.parse(files.paths, files.includes, files.excludes, source)
+    if files.batch_size < 1:
+        raise InvalidRequest(f"{source}: batch_size: must be greater than or equal to 1 (got {files.batch_size})")
+    return query, files.batch_size
+
+
+async def _paths(files: AsyncIterator[ObjectInfo], source: str) -> AsyncIterator[str]:
+    found = False
+    async for info in files:
+        found = True
+        yield info.path
+    if not found:
+        raise InvalidRequest(f"{source}: {NO_FILES}")
+
+
+async def _encoded_paths(paths: AsyncIterator[str]) -> AsyncIterator[bytes]:
+    async for path in paths:
+        yield json.dumps(path, ensure_ascii=False).encode("utf-8")
+
+
+async def _items(
+    files: AsyncIterator[ObjectInfo], source: str, stores: ObjectStores, chunk_bytes: int
+) -> AsyncIterator[bytes]:
+    found = False
+    async for info in files:
+        found = True
+        try:
+            async for item in json_values(stores.for_path(info.path), info, chunk_bytes):
+                yield item
+        except InvalidRequest as e:
+            raise InvalidRequest(f"{source}: {e}") from e
+    if not found:
+        raise InvalidRequest(f"{source}: {NO_FILES}")
+
+
+async def _cut(job_id: str, items: AsyncIterator[bytes], batch_size: int) -> AsyncIterator[Cut]:
+    """Batches of `batch_size` items, across files: a batch may hold the end of one file and the start of the next."""
+    index, buffer = 0, []
+    async for item in items:
+        buffer.append(item)
+        if len(buffer) == batch_size:
+            yield _batch(job_id, index, buffer)
+            index, buffer = index + 1, []
+    if buffer:
+        yield _batch(job_id, index, buffer)
+
+
+def _batch(job_id: str, index: int, items: Iterable[bytes]) -> Cut:
+    items = list(items)
+    return Cut(Batch(batch_id(job_id, index), b"[" + b",".join(items) + b"]"), len(items))

@@ -1,0 +1,50 @@
+"""The ledger's metrics read: per job, outcome counts, duration histograms and workers by phase (SQL only)."""
+
+from __future__ import annotations
+
+import sqlite3
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+
+from services.monitor.accounting import FAILED_RESULTS
+
+
+@dataclass
+class Histogram:
+    count: int
+    sum_s: float
+    cumulative: list[int]  # observations <= each bucket bound, in the bounds' order
+
+
+@dataclass
+class JobMetrics:
+    api_name: str
+    outcomes: dict[str, int] = field(default_factory=dict)  # succeeded batches; failed and dead-lettered attempts
+    durations: dict[str, Histogram] = field(default_factory=dict)  # by the same outcomes
+    workers: dict[str, int] = field(default_factory=dict)  # by phase
+
+
+def read_metrics(db: sqlite3.Connection, since: float, bounds_s: Sequence[float]) -> dict[str, JobMetrics]:
+    rows = db.execute("SELECT job_id, api_name FROM jobs WHERE updated >= ?", (since,))
+    jobs = {job_id: JobMetrics(api_name) for job_id, api_name in rows}
+    recent = "(SELECT job_id FROM jobs WHERE updated >= ?)"
+    buckets = ", ".join("COALESCE(SUM(duration_s <= ?), 0)" for _ in bounds_s)
+    # Successes count once per batch (its first success); failures count per attempt, as Cortex's `failed`.
+    rows = db.execute(
+        f"SELECT job_id, 'succeeded', COUNT(*), SUM(duration_s), {buckets} FROM batches"
+        f" WHERE state = 'succeeded' AND job_id IN {recent} GROUP BY job_id"
+        f" UNION ALL SELECT job_id, result, COUNT(*), SUM(duration_s), {buckets} FROM attempts"
+        f" WHERE result IN (?, ?) AND job_id IN {recent} GROUP BY job_id, result",
+        (*bounds_s, since, *bounds_s, *(r.value for r in FAILED_RESULTS), since),
+    )
+    for job_id, outcome, count, sum_s, *cumulative in rows:
+        if job_id in jobs:
+            jobs[job_id].outcomes[outcome] = count
+            jobs[job_id].durations[outcome] = Histogram(count, sum_s or 0.0, cumulative)
+    workers = db.execute(
+        f"SELECT job_id, phase, COUNT(*) FROM workers WHERE job_id IN {recent} GROUP BY job_id, phase", (since,)
+    )
+    for job_id, phase, count in workers:
+        if job_id in jobs:
+            jobs[job_id].workers[phase] = count
+    return jobs

@@ -1,0 +1,57 @@
+"""File sources at submission: the files a dry run lists, and the check that some file matches at all.
+
+As Cortex's, the check stops at the first matching file. Store errors keep their kind: a missing bucket or an
+unreadable path is `invalid` (400), a store that cannot be reached is `unavailable` (503).
+"""
+
+from __future__ import annotations
+
+from services.scheduler.validation import file_query
+from thresher.config import InputSettings
+from thresher.errors import InvalidRequest
+from thresher.store import ObjectStores
+from thresher.store.select import FileQuery, matching_files
+from thresher.v1 import jobs_pb2
+
+NO_FILES = "no files match search criteria"  # Cortex: "no s3 files match search criteria"
+MAX_DRY_RUN_PATHS = 10_000  # a dry run lists at most this many files (the reply must fit in one gRPC message)
+
+
+async def check_files_exist(submission: jobs_pb2.JobSubmission, settings: InputSettings) -> None:
+    """InvalidRequest when the submission's file source matches no file; other sources pass."""
+    await _list(submission, settings, limit=1)
+
+
+async def dry_run_paths(submission: jobs_pb2.JobSubmission, settings: InputSettings) -> list[str]:
+    """Every file the submission's file source matches, in the order the job would read them; [] for others.
+
+    Past MAX_DRY_RUN_PATHS the list ends with a line saying that it stops there.
+    """
+    paths = await _list(submission, settings, limit=MAX_DRY_RUN_PATHS + 1)
+    if len(paths) > MAX_DRY_RUN_PATHS:
+        paths[MAX_DRY_RUN_PATHS:] = [f"... (a dry run lists the first {MAX_DRY_RUN_PATHS} files only)"]
+    return paths
+
+
+async def _list(submission: jobs_pb2.JobSubmission, settings: InputSettings, limit: int) -> list[str]:
+    found = file_query(submission)
+    if found is None:
+        return []
+    source, query = found
+    stores = ObjectStores(settings)
+    try:
+        paths = await _first(stores, query, limit)
+    finally:
+        await stores.close()
+    if not paths:
+        raise InvalidRequest(f"{source}: {NO_FILES}")
+    return paths
+
+
+async def _first(stores: ObjectStores, query: FileQuery, limit: int) -> list[str]:
+    paths: list[str] = []
+    async for info in matching_files(stores, query):
+        paths.append(info.path)
+        if len(paths) >= limit:
+            break
+    return paths

@@ -1,0 +1,312 @@
+"""What only the SQS backend has: provider limits, batching, retries, call counts and queue attributes.
+
+moto's server answers over real HTTP; a small proxy in front of it injects throttling and failed entries.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import json
+import threading
+import urllib.error
+import urllib.request
+from collections import Counter
+from collections.abc import AsyncIterator, Iterator
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from pathlib import Path
+from typing import Any
+
+import boto3
+import pytest
+
+from tests.conftest import AWS_ENV
+from tests.contract.test_queue_contract import sqs_settings
+from thresher.config import Config, QueueSettings
+from thresher.errors import TooLarge
+from thresher.queue import Batch, Depth, open_queue_backend
+from thresher.queue.sqs import SqsQueue, SqsQueueBackend, sqs_names
+from thresher.queue.sqs_messages import MAX_MESSAGE_BYTES, REDRIVE_MAX_RECEIVES
+
+
+@pytest.fixture
+async def backend(aws_endpoint: str, tmp_path: Path) -> AsyncIterator[SqsQueueBackend]:
+    backend = open_queue_backend(Config(data_dir=tmp_path, queue=sqs_settings(aws_endpoint)))
+    assert isinstance(backend, SqsQueueBackend)
+    yield backend
+    await backend.close()
+
+
+@pytest.fixture
+async def queue(backend: SqsQueueBackend) -> SqsQueue:
+    await backend.create("job-1", 30)
+    return backend.open("job-1")
+
+
+def sqs_client(endpoint: str) -> Any:
+    return boto3.client(
+        "sqs",
+        endpoint_url=endpoint,
+        region_name=AWS_ENV["AWS_DEFAULT_REGION"],
+        aws_access_key_id=AWS_ENV["AWS_ACCESS_KEY_ID"],
+        aws_secret_access_key=AWS_ENV["AWS_SECRET_ACCESS_KEY"],
+    )
+
+
+def batches(n: int, body: bytes = b"[1]") -> list[Batch]:
+    return [Batch(f"job-1-{i:06d}", body) for i in range(n)]
+
+
+async def test_a_job_of_n_batches_needs_well_under_3n_sqs_calls(backend: SqsQueueBackend) -> None:
+    # Given a job of 200 batches, handled as the dequeuer does: receive 10, extend each before its POST, ack it
+    n = 200
+    await backend.create("job-1", 30)
+    queue = backend.open("job-1")
+    await queue.send(batches(n))
+    done = 0
+    while deliveries := await queue.receive(10, wait_s=0):
+        for delivery in deliveries:
+            assert await queue.extend(delivery, 30)
+            await queue.ack(delivery)
+            done += 1
+    assert await queue.depth() == Depth(0, 0, 0)
+
+    # Then every batch was handled once, in about 1.2 calls per batch (creating the queue and the last checks
+    # included): the check before each batch needed no call, as the batch had just been received
+    assert done == n
+    assert queue.calls["SendMessageBatch"] == queue.calls["ReceiveMessage"] - 1 == n // 10
+    assert queue.calls["ChangeMessageVisibility"] == 0
+    total = sum(queue.calls.values())
+    assert total < 1.3 * n, queue.calls
+    assert backend.calls == queue.calls
+
+
+async def test_an_extend_that_would_move_the_deadline_calls_sqs(backend: SqsQueueBackend) -> None:
+    await backend.create("job-1", 1)
+    queue = backend.open("job-1")
+    await queue.send(batches(1))
+    [delivery] = await queue.receive(1, wait_s=0)
+
+    assert await queue.extend(delivery, 1)  # just received: it is hidden for about that long already
+    await asyncio.sleep(0.3)
+    assert await queue.extend(delivery, 1)  # past EXTEND_SLACK of 1 s: a real call
+    assert await queue.extend(delivery, 10)
+
+    assert queue.calls["ChangeMessageVisibility"] == 2
+    await asyncio.sleep(1.1)
+    assert await queue.receive(1, wait_s=0) == [], "the extension took effect"
+
+
+async def test_acks_made_together_share_one_delete_call(queue: SqsQueue) -> None:
+    await queue.send(batches(10))
+    deliveries = await queue.receive(10, wait_s=0)
+
+    await asyncio.gather(*(queue.ack(d) for d in deliveries))
+
+    assert queue.calls["DeleteMessageBatch"] == 1
+    assert await queue.depth() == Depth(0, 0, 0)
+
+
+async def test_releases_made_together_share_one_call(queue: SqsQueue) -> None:
+    await queue.send(batches(10))
+    deliveries = await queue.receive(10, wait_s=0)
+
+    await asyncio.gather(*(queue.release(d) for d in deliveries))
+
+    assert queue.calls["ChangeMessageVisibilityBatch"] == 1
+    assert [d.receive_count for d in await queue.receive(10, wait_s=0)] == [2] * 10
+
+
+async def test_batches_are_sent_10_at_a_time_within_the_size_limit(queue: SqsQueue) -> None:
+    small, large = batches(25), [Batch(f"big-{i}", b'["' + b"x" * 100_000 + b'"]') for i in range(6)]
+
+    await queue.send(small)
+    await queue.send(large)
+
+    # 25 small ones: 3 calls; 100 KB ones: two per call, as three would pass 256 KiB
+    assert queue.calls["SendMessageBatch"] == 3 + 3
+    received = {}
+    while deliveries := await queue.receive(10, wait_s=0):
+        received.update({d.batch.batch_id: d.batch.body for d in deliveries})
+    assert received == {b.batch_id: b.body for b in small + large}
+
+
+async def test_a_batch_over_the_message_limit_is_refused_by_name_and_nothing_is_sent(queue: SqsQueue) -> None:
+    huge = Batch("job-1-000007", b'["' + b"x" * MAX_MESSAGE_BYTES + b'"]')
+
+    with pytest.raises(TooLarge, match="batch job-1-000007 is .* bytes, over SQS's message limit"):
+        await queue.send([*batches(3), huge])
+
+    assert await queue.depth() == Depth(0, 0, 0)
+
+
+async def test_a_batch_id_sqs_cannot_take_as_is_is_delivered_with_its_own_id(queue: SqsQueue) -> None:
+    odd = Batch("job 1 – batch é" + "x" * 200, b"[1]")
+
+    await queue.send([odd, odd])
+
+    [delivery] = await queue.receive(10, wait_s=0)
+    assert delivery.batch == odd
+
+
+async def test_queue_names_fit_sqs_limits_and_stay_distinct() -> None:
+    long_name = "thresher_" + "an.api/with:odd*chars" * 4 + "_7fffe35d4d1c5e2bd0a1"
+    main, dlq = sqs_names(long_name)
+    assert len(main) <= 80 and len(dlq) <= 80
+    assert main.endswith(".fifo") and dlq == main.removesuffix(".fifo") + "-dlq.fifo"
+    assert sqs_names(long_name) == (main, dlq), "deterministic"
+    assert sqs_names(long_name + "x")[0] != main
+    assert sqs_names("thresher_api_7fffe35d4d1c5e2bd0a1") == (
+        "thresher_api_7fffe35d4d1c5e2bd0a1.fifo",
+        "thresher_api_7fffe35d4d1c5e2bd0a1-dlq.fifo",
+    )
+
+
+async def test_a_job_queue_is_fifo_with_a_safety_net_redrive_to_its_own_dead_letter_queue(
+    backend: SqsQueueBackend, aws_endpoint: str
+) -> None:
+    name = "thresher_" + "a" * 40 + "_7fffe35d4d1c5e2bd0a1"  # the longest name the scheduler makes
+
+    url = await backend.create(name, visibility_s=2.5)
+
+    client = sqs_client(aws_endpoint)
+    attributes = client.get_queue_attributes(QueueUrl=url, AttributeNames=["All"])["Attributes"]
+    dlq_url = client.get_queue_url(QueueName=sqs_names(name)[1])["QueueUrl"]
+    dlq_arn = client.get_queue_attributes(QueueUrl=dlq_url, AttributeNames=["QueueArn"])["Attributes"]["QueueArn"]
+    assert attributes["FifoQueue"] == "true"
+    assert attributes["VisibilityTimeout"] == "3", "whole seconds, rounded up"
+    redrive = json.loads(attributes["RedrivePolicy"])
+    assert redrive["deadLetterTargetArn"] == dlq_arn
+    assert int(redrive["maxReceiveCount"]) == REDRIVE_MAX_RECEIVES
+
+
+async def test_the_secret_key_is_never_shown_in_settings() -> None:
+    settings = QueueSettings(backend="sqs", sqs_access_key_id="AKIDEXAMPLE", sqs_secret_access_key="s3cr3t-value")
+    assert "s3cr3t-value" not in repr(Config(queue=settings))
+
+
+# --- a flaky SQS: throttling and failed entries, injected by a proxy in front of moto --------------------------
+
+
+class FlakySqs(ThreadingHTTPServer):
+    """Forwards every call to moto, except those it was told to fail; counts the calls it gets by operation."""
+
+    def __init__(self, upstream: str) -> None:
+        super().__init__(("127.0.0.1", 0), _FlakyHandler)
+        self.upstream = upstream
+        self.calls: Counter[str] = Counter()
+        self.throttle: Counter[str] = Counter()  # operation -> how many of its next calls are throttled
+        self.fail_last_entry: Counter[str] = Counter()  # operation -> how many next batch calls lose their last entry
+
+    @property
+    def url(self) -> str:
+        return f"http://127.0.0.1:{self.server_address[1]}"
+
+
+class _FlakyHandler(BaseHTTPRequestHandler):
+    server: FlakySqs
+
+    def do_POST(self) -> None:
+        body = self.rfile.read(int(self.headers["Content-Length"]))
+        operation = self.headers["X-Amz-Target"].split(".")[-1]
+        self.server.calls[operation] += 1
+        if self.server.throttle[operation] > 0:
+            self.server.throttle[operation] -= 1
+            self._answer(400, {"__type": "com.amazonaws.sqs#ThrottlingException", "message": "Rate exceeded"})
+            return
+        dropped = None
+        if self.server.fail_last_entry[operation] > 0:
+            self.server.fail_last_entry[operation] -= 1
+            request = json.loads(body)
+            dropped = request["Entries"].pop()
+            body = json.dumps(request).encode()
+            if not request["Entries"]:  # SQS refuses an empty batch: answer for it
+                failure = {"Id": dropped["Id"], "SenderFault": False, "Code": "InternalError", "Message": "injected"}
+                self._answer(200, {"Successful": [], "Failed": [failure]})
+                return
+        headers = {k: v for k, v in self.headers.items() if k.lower() not in ("host", "content-length")}
+        forward = urllib.request.Request(self.server.upstream + self.path, data=body, headers=headers, method="POST")
+        try:
+            with urllib.request.urlopen(forward, timeout=30) as response:
+                reply = json.loads(response.read() or b"{}")
+        except urllib.error.HTTPError as e:  # an SQS error (a missing queue...): passed on as it is
+            self._answer(e.code, json.loads(e.read() or b"{}"), e.headers.get("x-amzn-query-error"))
+            return
+        if dropped is not None:
+            failure = {"Id": dropped["Id"], "SenderFault": False, "Code": "InternalError", "Message": "injected"}
+            reply.setdefault("Failed", []).append(failure)
+        self._answer(200, reply)
+
+    def _answer(self, status: int, reply: dict[str, Any], query_error: str | None = None) -> None:
+        data = json.dumps(reply).encode()
+        self.send_response(status)
+        self.send_header("Content-Type", "application/x-amz-json-1.0")
+        self.send_header("Content-Length", str(len(data)))
+        if query_error:  # botocore reads the error code SQS's older clients knew from this header
+            self.send_header("x-amzn-query-error", query_error)
+        self.end_headers()
+        self.wfile.write(data)
+
+    def log_message(self, format: str, *args: Any) -> None:
+        pass
+
+
+@contextlib.contextmanager
+def flaky_sqs(upstream: str) -> Iterator[FlakySqs]:
+    """A FlakySqs in front of `upstream`, serving on 127.0.0.1 until the block ends."""
+    server = FlakySqs(upstream)
+    thread = threading.Thread(target=server.serve_forever, daemon=True)
+    thread.start()
+    try:
+        yield server
+    finally:
+        server.shutdown()
+        server.server_close()
+        thread.join(timeout=5)
+
+
+@pytest.fixture
+def flaky(aws_endpoint: str) -> Iterator[FlakySqs]:
+    with flaky_sqs(aws_endpoint) as server:
+        yield server
+
+
+@pytest.fixture
+async def flaky_queue(flaky: FlakySqs, tmp_path: Path) -> AsyncIterator[SqsQueue]:
+    backend = open_queue_backend(Config(data_dir=tmp_path, queue=sqs_settings(flaky.url)))
+    assert isinstance(backend, SqsQueueBackend)
+    await backend.create("job-1", 30)
+    yield backend.open("job-1")
+    await backend.close()
+
+
+async def test_throttled_calls_are_retried_with_backoff(flaky: FlakySqs, flaky_queue: SqsQueue) -> None:
+    flaky.throttle["SendMessageBatch"] = 2
+    flaky.throttle["ReceiveMessage"] = 1
+
+    await flaky_queue.send(batches(5))
+    received = await flaky_queue.receive(10, wait_s=0)
+
+    assert len(received) == 5
+    assert flaky_queue.calls["SendMessageBatch"] == 3 and flaky_queue.calls["ReceiveMessage"] == 2
+
+
+async def test_entries_that_a_batch_call_failed_are_sent_again(flaky: FlakySqs, flaky_queue: SqsQueue) -> None:
+    flaky.fail_last_entry["SendMessageBatch"] = 2
+
+    await flaky_queue.send(batches(10))
+
+    received = await flaky_queue.receive(10, wait_s=0)
+    assert sorted(d.batch.batch_id for d in received) == [b.batch_id for b in batches(10)]
+    assert flaky_queue.calls["SendMessageBatch"] == 3
+
+
+async def test_deletes_that_a_batch_call_failed_are_made_again(flaky: FlakySqs, flaky_queue: SqsQueue) -> None:
+    await flaky_queue.send(batches(3))
+    deliveries = await flaky_queue.receive(10, wait_s=0)
+    flaky.fail_last_entry["DeleteMessageBatch"] = 1
+
+    await asyncio.gather(*(flaky_queue.ack(d) for d in deliveries))
+
+    assert flaky_queue.calls["DeleteMessageBatch"] == 2
+    assert await flaky_queue.depth() == Depth(0, 0, 0)

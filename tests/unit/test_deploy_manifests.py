@@ -1,0 +1,218 @@
+"""The kustomize deploys: each overlay renders with `kubectl kustomize`, every object validates strictly against the
+Kubernetes schema (kubernetes-validate, offline), and the pieces fit together (ports, names, config, RBAC).
+
+Custom resources (the Prometheus Operator's ServiceMonitor) have no schema in kubernetes-validate: their metadata
+is validated as any object's, their spec checked here against the Service it scrapes.
+"""
+
+from __future__ import annotations
+
+import base64
+import json
+import os
+import re
+import shutil
+import subprocess
+from functools import cache
+from pathlib import Path
+from typing import Any
+
+import kubernetes_validate
+import pytest
+import yaml
+
+from thresher.config import Config, load_config
+from thresher.runtime.k8s_manifests import parse_pairs, parse_tolerations
+
+KUSTOMIZE = Path(__file__).resolve().parents[2] / "deploy" / "kustomize"
+TARGETS = ["base", "overlays/dev", "overlays/prod"]
+K8S_VERSIONS = ("1.32.0", kubernetes_validate.utils.latest_version())
+SERVICES = {"gateway": 8888, "scheduler": 7001, "enqueuer": 7002, "monitor": 7003}
+DASHBOARD_METRICS = {"cortex_batch_succeeded", "cortex_batch_failed", "thresher_batches_total"}
+
+
+@cache
+def render(target: str) -> tuple[dict[str, Any], ...]:
+    if shutil.which("kubectl") is None:
+        if os.environ.get("CI") == "true":
+            pytest.fail("kubectl is needed to render the kustomize deploys (kubectl kustomize)")
+        pytest.skip("kubectl is not installed")
+    out = subprocess.run(
+        ["kubectl", "kustomize", str(KUSTOMIZE / target)], capture_output=True, text=True, timeout=60, check=False
+    )
+    assert out.returncode == 0, out.stderr
+    return tuple(obj for obj in yaml.safe_load_all(out.stdout) if obj)
+
+
+def find(objects: tuple[dict[str, Any], ...], kind: str, name: str | None = None) -> list[dict[str, Any]]:
+    return [o for o in objects if o["kind"] == kind and (name is None or o["metadata"]["name"].startswith(name))]
+
+
+def one(objects: tuple[dict[str, Any], ...], kind: str, name: str) -> dict[str, Any]:
+    [found] = [o for o in find(objects, kind) if o["metadata"]["name"] == name]
+    return found
+
+
+def thresher_config(objects: tuple[dict[str, Any], ...], tmp_path: Path) -> Config:
+    [config_map] = find(objects, "ConfigMap", "thresher-config")
+    path = tmp_path / "thresher.yaml"
+    path.write_text(config_map["data"]["thresher.yaml"], encoding="utf-8")
+    return load_config(path, env={})
+
+
+def container(deployment: dict[str, Any]) -> dict[str, Any]:
+    return dict(deployment["spec"]["template"]["spec"]["containers"][0])
+
+
+@pytest.mark.parametrize("target", TARGETS)
+def test_every_rendered_object_validates_strictly_against_the_kubernetes_schema(target: str) -> None:
+    objects = render(target)
+    assert objects
+    for obj in objects:
+        for version in K8S_VERSIONS:
+            if obj["apiVersion"].startswith("monitoring.coreos.com/"):
+                kubernetes_validate.validate(
+                    {"apiVersion": "v1", "kind": "ConfigMap", "metadata": obj["metadata"]}, version, strict=True
+                )
+            else:
+                kubernetes_validate.validate(obj, version, strict=True)
+
+
+def test_the_schema_check_rejects_an_unknown_field() -> None:
+    """The strict validation above is able to fail."""
+    [deployment] = find(render("base"), "Deployment", "thresher-gateway")
+    broken = json.loads(json.dumps(deployment))
+    broken["spec"]["template"]["spec"]["containers"][0]["readinesProbe"] = {}
+    with pytest.raises(kubernetes_validate.ValidationError):
+        kubernetes_validate.validate(broken, K8S_VERSIONS[0], strict=True)
+
+
+@pytest.mark.parametrize("target", TARGETS)
+def test_each_service_listens_where_its_kubernetes_service_and_the_config_point(target: str, tmp_path: Path) -> None:
+    objects = render(target)
+    addresses = thresher_config(objects, tmp_path).addresses
+    for name, port in SERVICES.items():
+        deployment = one(objects, "Deployment", f"thresher-{name}")
+        main = container(deployment)
+        env = {e["name"]: e.get("value") for e in main["env"]}
+        assert env[f"THRESHER_ADDRESSES_{name.upper()}"] == f"0.0.0.0:{port}"
+        assert main["command"] == ["python", "-m", f"services.{name}"]
+        service = one(objects, "Service", f"thresher-{name}")
+        assert service["spec"]["selector"] == deployment["spec"]["selector"]["matchLabels"]
+        named_ports = {p["name"]: p["containerPort"] for p in main["ports"]}
+        assert named_ports[service["spec"]["ports"][0]["targetPort"]] == port
+        assert getattr(addresses, name) == f"thresher-{name}:{service['spec']['ports'][0]['port']}"
+    monitor = one(objects, "Deployment", "thresher-monitor")
+    assert {"name": "THRESHER_ADDRESSES_MONITOR_METRICS", "value": "0.0.0.0:7004"} in container(monitor)["env"]
+    assert addresses.monitor_metrics == "thresher-monitor:7004"
+
+
+@pytest.mark.parametrize("target", TARGETS)
+def test_probes_use_grpc_health_and_the_gateway_healthz(target: str) -> None:
+    objects = render(target)
+    for name, port in SERVICES.items():
+        main = container(one(objects, "Deployment", f"thresher-{name}"))
+        for probe in ("readinessProbe", "livenessProbe"):
+            if name == "gateway":
+                assert main[probe]["httpGet"] == {"path": "/healthz", "port": "http"}
+            else:
+                assert main[probe]["grpc"] == {"port": port}
+        assert main["resources"]["requests"] and main["resources"]["limits"]["memory"]
+
+
+@pytest.mark.parametrize("target", TARGETS)
+def test_the_config_file_is_one_thresher_reads_and_runs_workers_on_kubernetes(target: str, tmp_path: Path) -> None:
+    objects = render(target)
+    config = thresher_config(objects, tmp_path)
+    assert (config.runtime.backend, config.queue.backend) == ("kubernetes", "sqs")
+    images = {container(d)["image"] for d in find(objects, "Deployment", "thresher-")}
+    assert images == {config.kubernetes.image}  # the dequeuer runs the services' own image
+    assert one(objects, "ServiceAccount", config.kubernetes.service_account)
+    if config.kubernetes.env_secret:
+        assert one(objects, "Secret", config.kubernetes.env_secret)
+    parse_pairs(config.kubernetes.node_selector, "node_selector")
+    parse_pairs(config.kubernetes.preferred_nodes, "preferred_nodes")
+    parse_tolerations(config.kubernetes.tolerations)
+    for deployment in find(objects, "Deployment", "thresher-"):
+        mounts = {m["mountPath"]: m["name"] for m in container(deployment)["volumeMounts"]}
+        assert mounts["/etc/thresher"] == "config" and mounts[str(config.data_dir)] == "data"
+
+
+@pytest.mark.parametrize("target", TARGETS)
+def test_only_the_scheduler_may_use_the_kubernetes_api_and_only_on_worker_objects(target: str) -> None:
+    objects = render(target)
+    assert not find(objects, "ClusterRole") and not find(objects, "ClusterRoleBinding")
+    [role] = find(objects, "Role")
+    rules = {(tuple(r["apiGroups"]), tuple(r["resources"])): set(r["verbs"]) for r in role["rules"]}
+    assert rules == {
+        (("batch",), ("jobs",)): {"get", "list", "create", "patch", "delete"},
+        (("",), ("pods",)): {"list", "watch", "delete"},
+        (("",), ("configmaps",)): {"list", "create", "patch", "delete"},
+    }
+    [binding] = find(objects, "RoleBinding")
+    assert binding["subjects"] == [{"kind": "ServiceAccount", "name": "thresher-scheduler", "namespace": "thresher"}]
+    for account in find(objects, "ServiceAccount"):
+        assert account.get("automountServiceAccountToken", True) is (
+            account["metadata"]["name"] == "thresher-scheduler"
+        )
+
+
+@pytest.mark.parametrize("target", TARGETS)
+def test_stateful_services_keep_one_replica_on_their_volume(target: str) -> None:
+    objects = render(target)
+    for name in ("scheduler", "monitor"):
+        deployment = one(objects, "Deployment", f"thresher-{name}")
+        assert deployment["spec"]["replicas"] == 1 and deployment["spec"]["strategy"]["type"] == "Recreate"
+        volumes = {v["name"]: v for v in deployment["spec"]["template"]["spec"]["volumes"]}
+        claim = volumes["data"]["persistentVolumeClaim"]["claimName"]
+        assert one(objects, "PersistentVolumeClaim", claim)
+    budgets = {
+        b["spec"]["selector"]["matchLabels"]["app.kubernetes.io/component"]
+        for b in find(objects, "PodDisruptionBudget")
+    }
+    assert budgets == set(SERVICES)
+
+
+@pytest.mark.parametrize("target", ["base", "overlays/prod"])
+def test_the_service_monitor_scrapes_the_monitors_metrics_port(target: str) -> None:
+    objects = render(target)
+    [monitor] = find(objects, "ServiceMonitor")
+    service = one(objects, "Service", "thresher-monitor")
+    assert monitor["spec"]["selector"]["matchLabels"].items() <= service["metadata"]["labels"].items()
+    [endpoint] = monitor["spec"]["endpoints"]
+    assert endpoint["port"] in {p["name"] for p in service["spec"]["ports"]} and endpoint["path"] == "/metrics"
+
+
+def test_the_dashboard_is_valid_json_that_queries_only_known_metrics() -> None:
+    [config_map] = find(render("base"), "ConfigMap", "thresher-grafana-dashboard")
+    assert config_map["metadata"]["labels"]["grafana_dashboard"] == "1"
+    dashboard = json.loads(config_map["data"]["thresher.json"])
+    assert dashboard["title"] and dashboard["uid"] and dashboard["panels"]
+    queries = [t["expr"] for panel in dashboard["panels"] for t in panel["targets"]]
+    metrics = {m for q in queries for m in re.findall(r"\b(?:cortex|thresher)_\w+", q)}
+    assert metrics == DASHBOARD_METRICS
+
+
+def test_dev_runs_sqs_and_s3_in_the_cluster_without_aws() -> None:
+    objects = render("overlays/dev")
+    assert not find(objects, "ServiceMonitor")  # no Prometheus Operator in a bare kind cluster
+    secret = one(objects, "Secret", "thresher-aws")
+    endpoints = {key: base64.b64decode(value).decode() for key, value in secret["data"].items()}
+    for variable, service in (("AWS_ENDPOINT_URL_SQS", "elasticmq"), ("AWS_ENDPOINT_URL_S3", "minio")):
+        port = one(objects, "Service", service)["spec"]["ports"][0]["port"]
+        assert endpoints[variable] == f"http://{service}:{port}"
+    for deployment in find(objects, "Deployment", "thresher-"):
+        assert {"secretRef": {"name": "thresher-aws"}} in container(deployment)["envFrom"]
+
+
+def test_prod_gives_each_aws_user_its_own_iam_role_and_pins_its_image() -> None:
+    objects = render("overlays/prod")
+    roles = {
+        a["metadata"]["name"]: a["metadata"].get("annotations", {}).get("eks.amazonaws.com/role-arn")
+        for a in find(objects, "ServiceAccount")
+    }
+    assert roles.pop("thresher-gateway") is None
+    assert all(arn and arn.endswith(f"role/{name}") for name, arn in roles.items())
+    for deployment in find(objects, "Deployment", "thresher-"):
+        assert not container(deployment)["image"].endswith(":latest")
+    assert one(objects, "Deployment", "thresher-gateway")["spec"]["replicas"] == 2

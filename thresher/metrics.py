@@ -1,0 +1,51 @@
+"""Prometheus metrics every service shares: its process, its gRPC requests, and one way to serve /metrics."""
+
+from __future__ import annotations
+
+from collections.abc import Awaitable, Callable
+
+from aiohttp import web
+from prometheus_client import CONTENT_TYPE_PLAIN_0_0_4, REGISTRY, Counter, Histogram, generate_latest
+
+from thresher.errors import Unavailable
+from thresher.names import METRIC_PREFIX
+
+# prometheus_client's default registry already holds process_* and python_* series for this process.
+GRPC_REQUESTS = Counter(
+    f"{METRIC_PREFIX}grpc_requests", "gRPC requests served, by method and status code.", ["method", "code"]
+)
+GRPC_SECONDS = Histogram(
+    f"{METRIC_PREFIX}grpc_request_duration_seconds", "Time to serve a gRPC request (streams: until they end).",
+    ["method"],
+)  # fmt: skip
+
+Extra = Callable[[], Awaitable[bytes]]  # more exposition text, computed at each scrape
+
+
+def metrics_app(extra: Extra | None = None) -> web.Application:
+    app = web.Application()
+    app.router.add_get("/metrics", metrics_handler(extra))
+    return app
+
+
+def metrics_handler(extra: Extra | None = None) -> Callable[[web.Request], Awaitable[web.Response]]:
+    """A /metrics handler: this process's registry, then `extra`'s text."""
+
+    async def handler(request: web.Request) -> web.Response:
+        body = generate_latest(REGISTRY) + (await extra() if extra else b"")
+        return web.Response(body=body, headers={"Content-Type": CONTENT_TYPE_PLAIN_0_0_4})
+
+    return handler
+
+
+async def start_metrics_server(address: str, extra: Extra | None = None) -> tuple[web.AppRunner, int]:
+    """Serve /metrics on `address` ("127.0.0.1:0" picks a port); returns the runner and the bound port."""
+    host, _, port = address.rpartition(":")
+    runner = web.AppRunner(metrics_app(extra), access_log=None)
+    await runner.setup()
+    try:
+        await web.TCPSite(runner, host.strip("[]"), int(port)).start()
+    except (OSError, ValueError) as e:
+        await runner.cleanup()
+        raise Unavailable(f"cannot listen on {address}: {e}") from e
+    return runner, runner.addresses[0][1]

@@ -1,0 +1,361 @@
+"""SqsQueue: one SQS FIFO queue per job, plus its own FIFO dead letter queue (boto3, off the event loop).
+
+- Every batch is its own message group (no head-of-line blocking: any worker can take any batch) and its
+  deduplication id is derived from the batch id, so a batch sent again within SQS's 5-minute deduplication
+  window is dropped by SQS. After that window a resent batch is delivered again: resuming an enqueue is safe
+  for 5 minutes after the first send (the ledger still counts such a batch once).
+- Policy stays above the seam: the dequeuer decides when a batch is dead-lettered and calls dead_letter(),
+  which sends it to the dead letter queue with its error, then deletes it. The redrive policy is only a
+  safety net (REDRIVE_MAX_RECEIVES), because crashed workers must not consume a batch's attempts.
+- depth() comes from queue attributes, which SQS documents as approximate. It leaves out the control
+  messages (job_complete) sent through this backend; one sent by another process counts as a batch. The
+  scheduler sends job_complete, and reads depth, through one backend, only once every batch is terminal.
+- A stale receipt (a delivery received again by someone else since) may still work on SQS (moto's server
+  accepts it too), unlike SQLite: extend() then answers True, and release() makes the batch visible.
+- Cost: about 1.2 calls per batch for the dequeuer's receive, extend and ack (see EXTEND_SLACK), plus
+  idle long polls and depth reads; `backend.calls` counts every call by operation, retries included.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import hashlib
+import json
+import logging
+import math
+import re
+import time
+import uuid
+from collections import Counter, defaultdict
+from collections.abc import Sequence
+from typing import Any
+
+from tenacity import AsyncRetrying, retry_if_exception_type, stop_after_attempt, wait_exponential
+
+from thresher.config import QueueSettings
+from thresher.errors import QueueNotFound, Unavailable
+from thresher.queue.base import KIND_JOB_COMPLETE, Batch, DeadLetter, Delivery, Depth, Queue, QueueBackend
+from thresher.queue.sqs_client import CALL_ATTEMPTS, Coalescer, SqsClient, SqsError
+from thresher.queue.sqs_messages import (
+    ATTRIBUTES,
+    MAX_BATCH_ENTRIES,
+    MAX_MESSAGE_BYTES,
+    REDRIVE_MAX_RECEIVES,
+    dead_letter_of,
+    delivery_of,
+    entry,
+    failure_message,
+    groups,
+    size,
+)
+
+log = logging.getLogger(__name__)
+
+# Provider limits (https://docs.aws.amazon.com/AWSSimpleQueueService/latest/SQSDeveloperGuide/quotas-queues.html);
+# those of messages are in sqs_messages.py.
+MAX_RECEIVE = 10  # messages per ReceiveMessage
+MAX_WAIT_S = 20  # longest long poll of one ReceiveMessage
+MAX_VISIBILITY_S = 12 * 3600  # VisibilityTimeout is whole seconds, at most 12 hours
+MAX_QUEUE_NAME = 80  # characters, ".fifo" included: letters, digits, "-" and "_"
+RETENTION_S = 14 * 24 * 3600  # the longest SQS keeps a message: jobs and dead letters outlive the 4-day default
+
+MAX_ERROR_BYTES = 4096  # of a dead letter's error: message attributes count toward the message size
+LIST_HIDE_S = 30  # dead_letters() hides what it has read this long, then makes it visible again at once
+# An extend that would keep a batch hidden for at least (1 - EXTEND_SLACK) of what is asked anyway (it was received
+# or extended moments ago by this process) is answered without a call: that saves the dequeuer's check before each
+# batch, one call per batch. Its own extensions, every third of the visibility timeout, still reach SQS. Such an
+# answer does not notice a deletion of the queue by another process; the next call does.
+EXTEND_SLACK = 0.25
+
+DLQ_SUFFIX = "-dlq"
+_FIFO = ".fifo"
+_QUEUE_NAME_OK = re.compile(r"[A-Za-z0-9_-]+")
+# Error codes as botocore reports them: SQS's older ("query") codes where it sends them, else the JSON ones.
+_STALE_RECEIPT = frozenset(
+    {
+        "ReceiptHandleIsInvalid",
+        "MessageNotInflight",
+        "AWS.SimpleQueueService.MessageNotInflight",
+        "InvalidParameterValue",
+    }
+)
+_ALREADY_EXISTS = frozenset({"QueueAlreadyExists", "QueueNameExists"})
+
+
+def sqs_names(name: str) -> tuple[str, str]:
+    """The SQS names of a Thresher queue and of its dead letter queue (deterministic, within 80 characters)."""
+    longest = MAX_QUEUE_NAME - len(DLQ_SUFFIX + _FIFO)
+    base = name
+    if not _QUEUE_NAME_OK.fullmatch(name) or len(name) > longest:
+        digest = hashlib.sha256(name.encode()).hexdigest()[:12]
+        base = re.sub(r"[^A-Za-z0-9_-]", "_", name)[: longest - len(digest) - 1] + "-" + digest
+    return base + _FIFO, base + DLQ_SUFFIX + _FIFO
+
+
+class _EntriesFailed(Unavailable):
+    """Some entries of a batch call failed for a reason that may pass; they are sent again."""
+
+
+class SqsQueueBackend(QueueBackend):
+    def __init__(self, settings: QueueSettings) -> None:
+        self.client = SqsClient(settings)
+        self.calls: Counter[str] = self.client.calls  # SQS calls by operation, retries included
+        self._urls: dict[str, str] = {}  # SQS queue name -> URL
+        self._control_sent: defaultdict[str, set[str]] = defaultdict(set)  # queue -> control messages sent
+        self.deleted: set[str] = set()  # queues deleted through this backend: nothing is answered from memory
+
+    async def create(self, name: str, visibility_s: float) -> str:
+        self.deleted.discard(name)
+        main, dlq = sqs_names(name)
+        dlq_url = await self._create(name, dlq, {"MessageRetentionPeriod": str(RETENTION_S)})
+        reply = await self.client.call("GetQueueAttributes", name, QueueUrl=dlq_url, AttributeNames=["QueueArn"])
+        redrive = {"deadLetterTargetArn": reply["Attributes"]["QueueArn"], "maxReceiveCount": str(REDRIVE_MAX_RECEIVES)}
+        attributes = {
+            "VisibilityTimeout": str(_whole_seconds(visibility_s)),
+            "MessageRetentionPeriod": str(RETENTION_S),
+            "RedrivePolicy": json.dumps(redrive),
+        }
+        return await self._create(name, main, attributes)
+
+    async def _create(self, name: str, sqs_name: str, attributes: dict[str, str]) -> str:
+        try:
+            reply = await self.client.call(
+                "CreateQueue", name, QueueName=sqs_name, Attributes={"FifoQueue": "true", **attributes}
+            )
+        except SqsError as e:
+            if e.code not in _ALREADY_EXISTS:
+                raise
+            # It exists with other attributes (settings changed since): use it as it is.
+            log.warning("queue %s exists with other attributes than asked for; keeping them", sqs_name)
+            reply = await self.client.call("GetQueueUrl", name, QueueName=sqs_name)
+        self._urls[sqs_name] = reply["QueueUrl"]
+        return str(reply["QueueUrl"])
+
+    async def delete(self, name: str) -> None:
+        self.deleted.add(name)
+        for sqs_name in sqs_names(name):
+            try:
+                url = await self.url(name, sqs_name)
+                await self.client.call("DeleteQueue", name, QueueUrl=url)
+            except QueueNotFound:
+                pass
+        self._control_sent.pop(name, None)
+
+    def open(self, name: str) -> SqsQueue:
+        return SqsQueue(self, name)
+
+    async def close(self) -> None:
+        self.client.close()
+
+    async def url(self, name: str, sqs_name: str) -> str:
+        """The URL of SQS queue `sqs_name` (of Thresher queue `name`): cached, looked up once."""
+        if sqs_name not in self._urls:
+            main = sqs_names(name)[0]
+            if sqs_name != main and self._urls.get(main, "").endswith("/" + main):
+                # A queue's URL is its account's URL plus its name, so the dead letter queue's needs no call.
+                self._urls[sqs_name] = self._urls[main][: -len(main)] + sqs_name
+            else:
+                reply = await self.client.call("GetQueueUrl", name, QueueName=sqs_name)
+                self._urls[sqs_name] = reply["QueueUrl"]
+        return self._urls[sqs_name]
+
+
+class SqsQueue(Queue):
+    def __init__(self, backend: SqsQueueBackend, name: str) -> None:
+        self._backend = backend
+        self._client = backend.client
+        self.name = name
+        self._main, self._dlq = sqs_names(name)
+        self._deletes = Coalescer(self._delete_batch, MAX_BATCH_ENTRIES)
+        self._releases = Coalescer(self._release_batch, MAX_BATCH_ENTRIES)
+        self._visibility_s: int | None = None  # the queue's, read once
+        self._held_until: dict[str, float] = {}  # receipt -> monotonic time until which it surely holds its batch
+
+    @property
+    def calls(self) -> Counter[str]:
+        """SQS calls made for this queue by this backend, by operation."""
+        return self._client.calls_by_queue[self.name]
+
+    async def send(self, batches: Sequence[Batch]) -> None:
+        entries = [entry(batch) for batch in batches]
+        url = await self._url()
+        for group in groups(entries):
+            await self._batch_call("SendMessageBatch", url, group)
+        for batch in batches:
+            if batch.kind == KIND_JOB_COMPLETE:
+                self._backend._control_sent[self.name].add(batch.batch_id)
+
+    async def receive(self, max_batches: int, wait_s: float) -> list[Delivery]:
+        url = await self._url()
+        visibility_s = await self._queue_visibility_s()
+        deadline = time.monotonic() + wait_s
+        attempt_id = uuid.uuid4().hex  # a retried receive gets the same messages back, not new ones
+        while True:
+            asked_at = time.monotonic()
+            wait = min(MAX_WAIT_S, max(0, int(deadline - asked_at)))  # never longer than asked
+            reply = await self._client.call(
+                "ReceiveMessage",
+                self.name,
+                QueueUrl=url,
+                MaxNumberOfMessages=max(1, min(max_batches, MAX_RECEIVE)),
+                WaitTimeSeconds=wait,
+                MessageSystemAttributeNames=["ApproximateReceiveCount"],
+                MessageAttributeNames=ATTRIBUTES,
+                ReceiveRequestAttemptId=attempt_id,
+            )
+            messages = reply.get("Messages", [])
+            if messages or deadline - time.monotonic() < 1:
+                deliveries = [delivery_of(m) for m in messages]
+                self._hold([d.receipt for d in deliveries], asked_at + visibility_s)
+                return deliveries
+            attempt_id = uuid.uuid4().hex
+
+    async def extend(self, delivery: Delivery, visibility_s: float) -> bool:
+        asked_at = time.monotonic()
+        held_s = self._held_until.get(delivery.receipt, 0.0) - asked_at
+        if held_s >= visibility_s * (1 - EXTEND_SLACK) and self.name not in self._backend.deleted:
+            return True
+        try:
+            await self._client.call(
+                "ChangeMessageVisibility",
+                self.name,
+                QueueUrl=await self._url(),
+                ReceiptHandle=delivery.receipt,
+                VisibilityTimeout=_whole_seconds(visibility_s),
+            )
+        except SqsError as e:
+            if e.code in _STALE_RECEIPT:
+                self._held_until.pop(delivery.receipt, None)
+                return False
+            raise
+        self._hold([delivery.receipt], asked_at + _whole_seconds(visibility_s))
+        return True
+
+    async def ack(self, delivery: Delivery) -> None:
+        self._held_until.pop(delivery.receipt, None)
+        await self._deletes.submit(delivery.receipt)
+        self._backend._control_sent[self.name].discard(delivery.batch.batch_id)
+
+    async def release(self, delivery: Delivery) -> None:
+        self._held_until.pop(delivery.receipt, None)
+        await self._releases.submit(delivery.receipt)
+
+    async def dead_letter(self, delivery: Delivery, error: str) -> None:
+        """Send the batch to the dead letter queue with its error, then delete it: never lost in between."""
+        attributes = {"error": error, "receive_count": str(delivery.receive_count)}
+        message = entry(delivery.batch, attributes)
+        overflow = size(message) - MAX_MESSAGE_BYTES
+        if overflow > 0 or len(error.encode()) > MAX_ERROR_BYTES:
+            keep = max(0, min(MAX_ERROR_BYTES, len(error.encode()) - overflow))
+            attributes["error"] = error.encode()[:keep].decode(errors="ignore") or "(error too long to keep)"
+            message = entry(delivery.batch, attributes)
+        await self._client.call("SendMessage", self.name, QueueUrl=await self._url(self._dlq), **message)
+        await self.ack(delivery)
+
+    async def depth(self) -> Depth:
+        main, dead = await asyncio.gather(self._counts(self._main), self._counts(self._dlq))
+        visible, in_flight = main
+        control = len(self._backend._control_sent.get(self.name, ()))
+        hidden_in_visible = min(control, visible)
+        visible -= hidden_in_visible
+        in_flight = max(0, in_flight - (control - hidden_in_visible))
+        return Depth(visible=visible, in_flight=in_flight, dead=sum(dead))
+
+    async def dead_letters(self) -> list[DeadLetter]:
+        """Every dead letter, read without removing any: each is hidden while listing, then made visible again.
+
+        Two listings at the same time see part of the dead letters each.
+        """
+        url = await self._url(self._dlq)
+        letters: dict[str, DeadLetter] = {}
+        receipts: list[str] = []
+        while True:
+            reply = await self._client.call(
+                "ReceiveMessage",
+                self.name,
+                QueueUrl=url,
+                MaxNumberOfMessages=MAX_RECEIVE,
+                WaitTimeSeconds=0,
+                VisibilityTimeout=LIST_HIDE_S,
+                MessageSystemAttributeNames=["ApproximateReceiveCount"],
+                MessageAttributeNames=ATTRIBUTES,
+            )
+            messages = reply.get("Messages", [])
+            if not messages:
+                break
+            for message in messages:
+                receipts.append(message["ReceiptHandle"])
+                letter = dead_letter_of(message)
+                letters.setdefault(letter.batch.batch_id, letter)
+        for start in range(0, len(receipts), MAX_BATCH_ENTRIES):
+            await self._release_batch(receipts[start : start + MAX_BATCH_ENTRIES], url)
+        return list(letters.values())
+
+    # --- mechanics ---------------------------------------------------------------------------
+
+    async def _url(self, sqs_name: str | None = None) -> str:
+        return await self._backend.url(self.name, sqs_name or self._main)
+
+    async def _queue_visibility_s(self) -> int:
+        if self._visibility_s is None:
+            reply = await self._client.call(
+                "GetQueueAttributes", self.name, QueueUrl=await self._url(), AttributeNames=["VisibilityTimeout"]
+            )
+            self._visibility_s = int(reply["Attributes"]["VisibilityTimeout"])
+        return self._visibility_s
+
+    def _hold(self, receipts: list[str], until: float) -> None:
+        now = time.monotonic()
+        for receipt, held_until in list(self._held_until.items()):  # forget deliveries whose time has passed
+            if held_until < now:
+                del self._held_until[receipt]
+        self._held_until.update(dict.fromkeys(receipts, until))
+
+    async def _counts(self, sqs_name: str) -> tuple[int, int]:
+        reply = await self._client.call(
+            "GetQueueAttributes",
+            self.name,
+            QueueUrl=await self._url(sqs_name),
+            AttributeNames=["ApproximateNumberOfMessages", "ApproximateNumberOfMessagesNotVisible"],
+        )
+        attributes = reply["Attributes"]
+        return int(attributes["ApproximateNumberOfMessages"]), int(attributes["ApproximateNumberOfMessagesNotVisible"])
+
+    async def _delete_batch(self, receipts: list[str]) -> None:
+        entries = [{"ReceiptHandle": receipt} for receipt in receipts]
+        await self._batch_call("DeleteMessageBatch", await self._url(), entries, ignore=_STALE_RECEIPT)
+
+    async def _release_batch(self, receipts: list[str], url: str | None = None) -> None:
+        entries = [{"ReceiptHandle": receipt, "VisibilityTimeout": 0} for receipt in receipts]
+        await self._batch_call("ChangeMessageVisibilityBatch", url or await self._url(), entries, ignore=_STALE_RECEIPT)
+
+    async def _batch_call(
+        self, operation: str, url: str, entries: list[dict[str, Any]], ignore: frozenset[str] = frozenset()
+    ) -> None:
+        """One batch call; entries that fail for a passing reason are sent again (with backoff), the rest raise.
+
+        Failures listed in `ignore` (a stale receipt: the batch is someone else's now) are not errors.
+        """
+        pending = {f"e{i}": fields for i, fields in enumerate(entries)}
+        async for attempt in AsyncRetrying(
+            retry=retry_if_exception_type(_EntriesFailed),
+            wait=wait_exponential(multiplier=0.1, max=5.0),
+            stop=stop_after_attempt(CALL_ATTEMPTS),
+            reraise=True,
+        ):
+            with attempt:
+                given = [{"Id": key, **fields} for key, fields in pending.items()]
+                reply = await self._client.call(operation, self.name, QueueUrl=url, Entries=given)
+                failed = [f for f in reply.get("Failed", []) if f.get("Code") not in ignore]
+                for failure in failed:
+                    if failure.get("SenderFault"):
+                        raise SqsError(str(failure.get("Code")), failure_message(operation, failure, pending))
+                pending = {f["Id"]: pending[f["Id"]] for f in failed}
+                if pending:
+                    first = failure_message(operation, failed[0], pending)
+                    raise _EntriesFailed(f"{len(pending)} entries kept failing; the first: {first}")
+
+
+def _whole_seconds(seconds: float) -> int:
+    """SQS takes whole seconds: round up, so that a batch is never hidden for less than asked."""
+    return min(MAX_VISIBILITY_S, max(0, math.ceil(seconds)))
