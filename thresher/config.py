@@ -31,7 +31,9 @@ class Addresses:
     scheduler: str = "127.0.0.1:0"  # gRPC: Jobs and Scheduler
     enqueuer: str = "127.0.0.1:0"  # gRPC
     monitor: str = "127.0.0.1:0"  # gRPC
-    monitor_metrics: str = "127.0.0.1:0"  # HTTP, Prometheus text on /metrics
+    monitor_metrics: str = "127.0.0.1:0"  # HTTP, Prometheus text on /metrics (the ledger's series, the process's)
+    scheduler_metrics: str = "127.0.0.1:0"  # HTTP /metrics: jobs by status, worker restarts, gRPC requests
+    enqueuer_metrics: str = "127.0.0.1:0"  # HTTP /metrics: enqueued batches, enqueue duration, gRPC requests
 
 
 @dataclass

@@ -2,10 +2,11 @@
 
 from __future__ import annotations
 
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Sequence
 
 from aiohttp import web
 from prometheus_client import CONTENT_TYPE_PLAIN_0_0_4, REGISTRY, Counter, Histogram, generate_latest
+from prometheus_client.core import Metric
 
 from thresher.errors import Unavailable
 from thresher.names import METRIC_PREFIX
@@ -19,7 +20,22 @@ GRPC_SECONDS = Histogram(
     ["method"],
 )  # fmt: skip
 
+HTTP_REQUESTS = Counter(
+    f"{METRIC_PREFIX}http_requests", "HTTP requests served, by route and status.", ["method", "route", "status"]
+)
+HTTP_SECONDS = Histogram(f"{METRIC_PREFIX}http_request_duration_seconds", "Time to serve an HTTP request.", ["route"])
+
 Extra = Callable[[], Awaitable[bytes]]  # more exposition text, computed at each scrape
+
+
+def exposition(families: Sequence[Metric]) -> bytes:
+    """Prometheus text for metric families computed on the spot (e.g. read from a store at scrape time)."""
+
+    class _Collector:
+        def collect(self) -> Sequence[Metric]:
+            return families
+
+    return generate_latest(_Collector())  # type: ignore[arg-type]
 
 
 def metrics_app(extra: Extra | None = None) -> web.Application:

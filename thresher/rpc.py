@@ -2,8 +2,11 @@
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
 import logging
-from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
+import time
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterator, Sequence
 from typing import Any
 
 import grpc
@@ -12,6 +15,7 @@ from grpc_reflection.v1alpha import reflection
 from tenacity import AsyncRetrying, retry_if_exception_type, stop_after_delay, wait_exponential
 
 from thresher.errors import ThresherError, Unavailable, from_grpc
+from thresher.metrics import GRPC_REQUESTS, GRPC_SECONDS
 from thresher.names import GRPC_KIND_KEY
 
 log = logging.getLogger(__name__)
@@ -102,7 +106,8 @@ async def retry_unavailable(fn: Callable[[], Awaitable[Any]], deadline_s: float 
 
 
 class _ErrorInterceptor(grpc.aio.ServerInterceptor):
-    """Turns ThresherError into a gRPC status carrying its kind; anything else is logged once as INTERNAL."""
+    """Turns ThresherError into a gRPC status carrying its kind (anything else is logged once as INTERNAL), and
+    counts and times every request."""
 
     async def intercept_service(self, continuation: Any, details: grpc.HandlerCallDetails) -> Any:
         handler = await continuation(details)
@@ -127,23 +132,46 @@ class _ErrorInterceptor(grpc.aio.ServerInterceptor):
 
 def _guard_unary(behavior: Any, method: str) -> Any:
     async def guarded(request: Any, context: grpc.aio.ServicerContext) -> Any:
-        try:
-            return await behavior(request, context)
-        except Exception as e:
-            await _abort(context, e, method)
+        with _measured(method) as outcome:
+            try:
+                return await behavior(request, context)
+            except Exception as e:
+                outcome.append(_code_of(e))
+                await _abort(context, e, method)
 
     return guarded
 
 
 def _guard_stream(behavior: Any, method: str) -> Any:
     async def guarded(request: Any, context: grpc.aio.ServicerContext) -> AsyncIterator[Any]:
-        try:
-            async for response in behavior(request, context):
-                yield response
-        except Exception as e:
-            await _abort(context, e, method)
+        with _measured(method) as outcome:
+            try:
+                async for response in behavior(request, context):
+                    yield response
+            except Exception as e:
+                outcome.append(_code_of(e))
+                await _abort(context, e, method)
 
     return guarded
+
+
+@contextlib.contextmanager
+def _measured(method: str) -> Iterator[list[str]]:
+    """Count the request by its status code (the caller appends one when it fails) and time it."""
+    outcome: list[str] = []
+    started = time.perf_counter()
+    try:
+        yield outcome
+    except asyncio.CancelledError:
+        outcome.append(grpc.StatusCode.CANCELLED.name)
+        raise
+    finally:
+        GRPC_REQUESTS.labels(method, outcome[0] if outcome else grpc.StatusCode.OK.name).inc()
+        GRPC_SECONDS.labels(method).observe(time.perf_counter() - started)
+
+
+def _code_of(e: Exception) -> str:
+    return e.grpc_code.name if isinstance(e, ThresherError) else grpc.StatusCode.INTERNAL.name
 
 
 async def _abort(context: grpc.aio.ServicerContext, e: Exception, method: str) -> None:

@@ -57,9 +57,9 @@ class Stack:
     def endpoints(self) -> dict[str, dict[str, str]]:
         a = self.config.addresses
         return {
-            "gateway": {"http": f"http://{a.gateway}"},
-            "scheduler": {"grpc": a.scheduler},
-            "enqueuer": {"grpc": a.enqueuer},
+            "gateway": {"http": f"http://{a.gateway}", "metrics": f"http://{a.gateway}/metrics"},
+            "scheduler": {"grpc": a.scheduler, "metrics": f"http://{a.scheduler_metrics}/metrics"},
+            "enqueuer": {"grpc": a.enqueuer, "metrics": f"http://{a.enqueuer_metrics}/metrics"},
             "monitor": {"grpc": a.monitor, "metrics": f"http://{a.monitor_metrics}/metrics"},
         }
 
@@ -67,7 +67,15 @@ class Stack:
         """Pick addresses, start every service and wait until each answers its health check."""
         (self.data_dir / "logs").mkdir(parents=True, exist_ok=True)
         a = self.config.addresses
-        for name in ("gateway", "scheduler", "enqueuer", "monitor", "monitor_metrics"):
+        for name in (
+            "gateway",
+            "scheduler",
+            "enqueuer",
+            "monitor",
+            "monitor_metrics",
+            "scheduler_metrics",
+            "enqueuer_metrics",
+        ):
             setattr(a, name, _with_free_port(getattr(a, name)))
         path = self.data_dir / "endpoints.json"
         path.write_text(json.dumps(self.endpoints(), indent=2) + "\n", encoding="utf-8")

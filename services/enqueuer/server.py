@@ -3,9 +3,11 @@
 from __future__ import annotations
 
 import logging
+import time
 from collections.abc import AsyncIterator
 
 import grpc
+from prometheus_client import Counter, Histogram
 
 from services.enqueuer.enqueue import enqueue_input
 from services.enqueuer.sources import check_input
@@ -13,12 +15,21 @@ from thresher.aiotasks import until_stop_signal
 from thresher.config import Config
 from thresher.errors import InvalidRequest
 from thresher.logs import job_id_var
+from thresher.metrics import start_metrics_server
+from thresher.names import METRIC_PREFIX
 from thresher.queue import open_queue_backend
 from thresher.rpc import start_server
 from thresher.store import ObjectStores
 from thresher.v1 import enqueuer_pb2, enqueuer_pb2_grpc
 
 log = logging.getLogger(__name__)
+
+ENQUEUED = Counter(
+    f"{METRIC_PREFIX}enqueued_batches", "Batches written to job queues (resends included).", ["api_name"]
+)
+ENQUEUE_SECONDS = Histogram(
+    f"{METRIC_PREFIX}enqueue_duration_seconds", "Time to enqueue a job's input, per Enqueue call.", ["api_name"]
+)
 
 GRACE_S = 10.0  # on SIGTERM, running Enqueue calls get this long; an interrupted one is resumed by calling again
 
@@ -37,12 +48,17 @@ class EnqueuerServicer(enqueuer_pb2_grpc.EnqueuerServicer):
         # One backend and one set of stores per call: calls are rare (one per job, or per resume) and nothing
         # stays open between them.
         backend, stores = open_queue_backend(self._config), ObjectStores(self._config.inputs)
+        api_name, started, sent = request.submission.api_name, time.perf_counter(), 0
         try:
             queue = backend.open(request.queue_name)
             progress_stream = enqueue_input(
                 queue, request.job_id, request.submission, stores, self._config.inputs.read_chunk_bytes
             )
             async for progress in progress_stream:
+                ENQUEUED.labels(api_name).inc(progress.batches_enqueued - sent)
+                sent = progress.batches_enqueued
+                if progress.done:
+                    ENQUEUE_SECONDS.labels(api_name).observe(time.perf_counter() - started)
                 yield enqueuer_pb2.EnqueueProgress(
                     batches_enqueued=progress.batches_enqueued,
                     items_enqueued=progress.items_enqueued,
@@ -64,8 +80,10 @@ async def create_server(config: Config, address: str) -> tuple[grpc.aio.Server, 
 async def serve(config: Config, grace_s: float = GRACE_S) -> None:
     """Serve on config.addresses.enqueuer until SIGTERM or SIGINT, then stop gracefully."""
     server, port = await create_server(config, config.addresses.enqueuer)
+    metrics, metrics_port = await start_metrics_server(config.addresses.enqueuer_metrics)
     host = config.addresses.enqueuer.rsplit(":", 1)[0]
-    log.info("enqueuer listening on %s:%d", host, port)
+    log.info("enqueuer listening on %s:%d, /metrics on port %d", host, port, metrics_port)
     await until_stop_signal()
     log.info("enqueuer stopping")
     await server.stop(grace_s)
+    await metrics.cleanup()

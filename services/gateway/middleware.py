@@ -9,6 +9,7 @@ from aiohttp import web
 from aiohttp.typedefs import Handler
 
 from thresher.errors import ThresherError, TooLarge
+from thresher.metrics import HTTP_REQUESTS, HTTP_SECONDS
 
 log = logging.getLogger(__name__)
 
@@ -29,9 +30,13 @@ async def request_log_middleware(request: web.Request, handler: Handler) -> web.
         status = e.status
         raise
     finally:
-        ms = round((time.perf_counter() - start) * 1000, 1)
+        elapsed_s = time.perf_counter() - start
+        ms = round(elapsed_s * 1000, 1)
         fields = {"method": request.method, "path": request.path, "status": status, "ms": ms}
         log.info("%s %s %d %.1fms", request.method, request.path, status, ms, extra=fields)
+        route = request.match_info.route.resource.canonical if request.match_info.route.resource else "unmatched"
+        HTTP_REQUESTS.labels(request.method, route, str(status)).inc()
+        HTTP_SECONDS.labels(route).observe(elapsed_s)
 
 
 @web.middleware

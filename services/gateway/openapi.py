@@ -138,6 +138,14 @@ PATHS: dict[str, dict[str, Any]] = {
             parameters=[_JOB_ID_PARAM],
         ),
     },
+    "/metrics": {
+        "get": {
+            "summary": "Prometheus metrics of the gateway: its process, and HTTP requests by route and status",
+            "responses": {
+                "200": {"description": "Prometheus text", "content": {"text/plain": {"schema": {"type": "string"}}}}
+            },
+        }
+    },
     "/healthz": {"get": {"summary": "The gateway is up", "responses": {"200": _json("ok", {"type": "object"})}}},
     "/openapi.json": {"get": {"summary": "This document", "responses": {"200": _json("OpenAPI", {"type": "object"})}}},
 }

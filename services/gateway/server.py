@@ -14,6 +14,7 @@ from services.gateway.routes import JOBS, add_routes
 from thresher import rpc
 from thresher.aiotasks import until_stop_signal
 from thresher.config import Config
+from thresher.metrics import metrics_handler
 from thresher.v1 import jobs_pb2_grpc
 
 log = logging.getLogger(__name__)
@@ -33,6 +34,7 @@ def create_app(config: Config) -> web.Application:
     add_routes(app)
     app.router.add_get("/v1/jobs/{job_id}/events", job_events)
     app.router.add_get("/openapi.json", openapi_document)
+    app.router.add_get("/metrics", metrics_handler())  # open, like /healthz
     return app
 
 

@@ -6,7 +6,7 @@ import sqlite3
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 
-from services.monitor.accounting import FAILED_RESULTS
+from services.monitor.accounting import FAILED_RESULTS, Result
 
 
 @dataclass
@@ -29,13 +29,14 @@ def read_metrics(db: sqlite3.Connection, since: float, bounds_s: Sequence[float]
     jobs = {job_id: JobMetrics(api_name) for job_id, api_name in rows}
     recent = "(SELECT job_id FROM jobs WHERE updated >= ?)"
     buckets = ", ".join("COALESCE(SUM(duration_s <= ?), 0)" for _ in bounds_s)
-    # Successes count once per batch (its first success); failures count per attempt, as Cortex's `failed`.
+    # Successes count once per batch (its first success); failures (and releases, after a lost worker) count per
+    # attempt, as Cortex's `failed` does.
     rows = db.execute(
         f"SELECT job_id, 'succeeded', COUNT(*), SUM(duration_s), {buckets} FROM batches"
         f" WHERE state = 'succeeded' AND job_id IN {recent} GROUP BY job_id"
         f" UNION ALL SELECT job_id, result, COUNT(*), SUM(duration_s), {buckets} FROM attempts"
-        f" WHERE result IN (?, ?) AND job_id IN {recent} GROUP BY job_id, result",
-        (*bounds_s, since, *bounds_s, *(r.value for r in FAILED_RESULTS), since),
+        f" WHERE result IN (?, ?, ?) AND job_id IN {recent} GROUP BY job_id, result",
+        (*bounds_s, since, *bounds_s, *(r.value for r in (*FAILED_RESULTS, Result.RELEASED)), since),
     )
     for job_id, outcome, count, sum_s, *cumulative in rows:
         if job_id in jobs:

@@ -9,6 +9,7 @@ from services.scheduler.server import create_server
 from thresher.aiotasks import until_stop_signal
 from thresher.config import Config, load_config
 from thresher.logs import configure_logging
+from thresher.metrics import start_metrics_server
 
 log = logging.getLogger(__name__)
 GRACE_S = 5.0
@@ -16,10 +17,12 @@ GRACE_S = 5.0
 
 async def serve(config: Config) -> None:
     server, _, manager = await create_server(config, config.addresses.scheduler)
-    log.info("scheduler listening on %s", config.addresses.scheduler)
+    metrics, metrics_port = await start_metrics_server(config.addresses.scheduler_metrics, manager.metrics_text)
+    log.info("scheduler listening on %s, /metrics on port %d", config.addresses.scheduler, metrics_port)
     await until_stop_signal()
     await manager.shutdown()
     await server.stop(GRACE_S)
+    await metrics.cleanup()
 
 
 def main() -> None:

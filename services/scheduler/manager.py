@@ -10,6 +10,9 @@ import time
 from collections import defaultdict
 from typing import Any
 
+from prometheus_client import Counter
+from prometheus_client.core import GaugeMetricFamily
+
 from services.scheduler import jobs
 from services.scheduler.inputs import check_files_exist, dry_run_paths
 from services.scheduler.jobs import JobRecord, Status
@@ -27,6 +30,8 @@ from thresher.aiotasks import create_guarded_task
 from thresher.config import Config
 from thresher.errors import InvalidRequest, NotFound, ThresherError, Unavailable, WrongState
 from thresher.ids import new_job_id
+from thresher.metrics import exposition
+from thresher.names import METRIC_PREFIX
 from thresher.queue import KIND_JOB_COMPLETE, Batch, QueueBackend
 from thresher.rpc import Client, retry_unavailable
 from thresher.runtime import Runtime, WorkerLaunch, WorkerPhase
@@ -38,6 +43,9 @@ SUPERVISE_INTERVAL_S = 0.5  # how often timeouts, cleanups and exited workers ar
 PROGRESS_TIMEOUT_S = 2.0  # a status read does not wait longer than this for the monitor
 RETRY_FOREVER_S = 365 * 24 * 3600.0
 SUBMISSIONS_CACHED = 64
+WORKER_RESTARTS = Counter(
+    f"{METRIC_PREFIX}worker_restarts", "Workers that crashed and were replaced, by reason.", ["api_name", "reason"]
+)
 
 
 class JobManager:
@@ -54,6 +62,7 @@ class JobManager:
         self._launches: dict[str, asyncio.Task[Any]] = {}
         self._cleanups: dict[str, asyncio.Task[Any]] = {}
         self._submissions: dict[str, jobs_pb2.JobSubmission] = {}  # insertion order: the oldest goes first
+        self._crashes_counted: dict[str, int] = {}  # per job, the crashes already in WORKER_RESTARTS
 
     # --- the public job service -------------------------------------------------------------
 
@@ -200,6 +209,9 @@ class JobManager:
         """Replace workers that ended while the job has work; a job whose workers crash too often ends."""
         states = await self._runtime.workers(job.job_id)
         crashes = [w for w in states if w.crashed]
+        for crash in crashes[self._crashes_counted.get(job.job_id, 0) :]:
+            WORKER_RESTARTS.labels(job.api_name, crash.phase.value).inc()
+        self._crashes_counted[job.job_id] = len(crashes)
         budget = self._config.runtime.max_worker_restarts
         if len(crashes) > budget:
             oom = any(w.phase is WorkerPhase.OOM_KILLED for w in crashes)
@@ -310,6 +322,13 @@ class JobManager:
         log.info("job %s: workers stopped, queue deleted", job_id, extra={"job_id": job_id})
 
     # --- reads ------------------------------------------------------------------------------
+
+    async def metrics_text(self) -> bytes:
+        """Jobs by API and status, for /metrics."""
+        jobs = GaugeMetricFamily(f"{METRIC_PREFIX}jobs", "Jobs by API and status.", labels=["api_name", "status"])
+        for (api_name, status), count in sorted((await self._store.count_by_status()).items()):
+            jobs.add_metric([api_name, status], count)
+        return exposition([jobs])
 
     async def failed_batches(self, job_id: str, api_name: str = "") -> list[jobs_pb2.FailedBatch]:
         """A job's dead-lettered batches: from its queue while it has one, then from the store."""

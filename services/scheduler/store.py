@@ -125,6 +125,12 @@ class JobStore:
         rows = await self._run(lambda db: db.execute(statement, (*params, limit)).fetchall())
         return [_decode(r) for r in rows]
 
+    async def count_by_status(self) -> dict[tuple[str, str], int]:
+        """(api name, status) -> how many jobs."""
+        query = "SELECT api_name, status, COUNT(*) FROM jobs GROUP BY api_name, status"
+        rows = await self._run(lambda db: db.execute(query).fetchall())
+        return {(api, status): n for api, status, n in rows}
+
     async def put_failed_batches(self, job_id: str, batches: list[jobs_pb2.FailedBatch]) -> None:
         """Keep a job's dead letters after its queue is deleted (idempotent)."""
         rows = [(job_id, b.batch_id, b.SerializeToString()) for b in batches]

@@ -43,9 +43,14 @@ def test_a_job_of_1000_items_runs_to_succeeded_and_scales_to_zero(stack: Stack, 
         job["job_id"], 100, 100, 0,
     )  # fmt: skip
 
-    metrics_url = json.loads((stack.data_dir / "endpoints.json").read_text())["monitor"]["metrics"]
-    scraped = urllib.request.urlopen(metrics_url, timeout=10).read().decode()
-    assert f'cortex_batch_succeeded{{api_name="recorder",job_id="{job["job_id"]}"}} 100\n' in scraped
+    endpoints = json.loads((stack.data_dir / "endpoints.json").read_text())
+    scraped = {name: urllib.request.urlopen(e["metrics"], timeout=10).read().decode() for name, e in endpoints.items()}
+    assert f'cortex_batch_succeeded{{api_name="recorder",job_id="{job["job_id"]}"}} 100\n' in scraped["monitor"]
+    assert 'thresher_jobs{api_name="recorder",status="succeeded"} 1.0' in scraped["scheduler"]
+    assert 'thresher_enqueued_batches_total{api_name="recorder"} 100.0' in scraped["enqueuer"]
+    assert 'thresher_grpc_requests_total{code="OK",method="/thresher.v1.Jobs/SubmitJob"} 1.0' in scraped["scheduler"]
+    assert 'thresher_http_requests_total{method="POST",route="/batch/{api}",status="200"} 1.0' in scraped["gateway"]
+    assert all("process_resident_memory_bytes" in text for text in scraped.values()), "every service's own process"
 
     worker_pids = [int(p.name) for p in (out / "pids").iterdir()]
 
