@@ -5,7 +5,6 @@ from __future__ import annotations
 import http.client
 import json
 import os
-import re
 import signal
 import subprocess
 import sys
@@ -17,6 +16,7 @@ import pytest
 
 from examples.textstats.make_corpus import job_submission, make_corpus
 from examples.textstats.worker import WORD, handle_batch, most_frequent, on_job_complete
+from tests.helpers import listening_port
 from thresher import names
 from thresher.apis import load_api_file
 from thresher.worker import BatchContext, JobContext
@@ -146,7 +146,7 @@ def test_the_worker_process_serves_batches_and_the_hook(tmp_path: Path, config: 
     command = [sys.executable, "worker.py"]
     with subprocess.Popen(command, cwd=EXAMPLE, env=env, stderr=subprocess.PIPE) as proc:
         try:
-            port = _listening_port(proc)
+            port = listening_port(proc)
             headers = {names.HEADER_JOB_ID: JOB_ID, names.HEADER_BATCH_ID: "job1-000000", names.HEADER_ATTEMPT: "1"}
 
             assert _call(port, "GET", "/healthz") == 200
@@ -159,15 +159,6 @@ def test_the_worker_process_serves_batches_and_the_hook(tmp_path: Path, config: 
             assert proc.wait(timeout=20) == 0
         finally:
             proc.kill()
-
-
-def _listening_port(proc: subprocess.Popen[bytes]) -> int:
-    assert proc.stderr is not None
-    for line in proc.stderr:
-        match = re.search(rb"worker listening on [\d.]+:(\d+)", line)
-        if match:
-            return int(match.group(1))
-    raise AssertionError("the worker exited before listening")
 
 
 def _call(port: int, method: str, path: str, body: Any = None, headers: dict[str, str] | None = None) -> int:

@@ -6,7 +6,6 @@ import http.client
 import json
 import logging
 import os
-import re
 import signal
 import socket
 import struct
@@ -20,6 +19,7 @@ from typing import Any
 
 import pytest
 
+from tests.helpers import listening_port
 from thresher import names
 from thresher.worker import BatchContext, JobContext, WorkerServer, make_server
 
@@ -230,7 +230,7 @@ def test_serve_finishes_the_batch_in_progress_on_sigterm_and_exits_cleanly(tmp_p
     env = os.environ | {names.ENV_PORT: "0"}
     with subprocess.Popen([sys.executable, str(script), str(tmp_path)], env=env, stderr=subprocess.PIPE) as proc:
         try:
-            port = _listening_port(proc)
+            port = listening_port(proc)
             answer: list[Any] = []
             post = threading.Thread(target=lambda: answer.append(_post(port, [1, 2])))
             post.start()
@@ -246,15 +246,6 @@ def test_serve_finishes_the_batch_in_progress_on_sigterm_and_exits_cleanly(tmp_p
             assert proc.wait(timeout=20) == 0
         finally:
             proc.kill()
-
-
-def _listening_port(proc: subprocess.Popen[bytes]) -> int:
-    assert proc.stderr is not None
-    for line in proc.stderr:
-        match = re.search(rb"worker listening on [\d.]+:(\d+)", line)
-        if match:
-            return int(match.group(1))
-    raise AssertionError("the worker exited before listening")
 
 
 def _post(port: int, items: list[Any]) -> int:
