@@ -119,6 +119,8 @@ def _up(args: argparse.Namespace) -> int:
                     await jobs.DeployApi(jobs_pb2.DeployApiRequest(api=spec))
                     print(f"deployed API {spec.name}")
         print(f"Thresher is up: {stack.endpoints()['gateway']['http']}  (Ctrl-C stops it)")
+        for service, where in stack.endpoints().items():
+            print(f"  {service:<10} " + "  ".join(f"{kind} {address}" for kind, address in where.items()))
         print(
             f"  data: {stack.data_dir}  logs: {stack.data_dir / 'logs'}  endpoints: {stack.data_dir / 'endpoints.json'}"
         )
@@ -220,10 +222,14 @@ def progress_line(status: dict[str, Any], elapsed_s: float) -> str:
     js, metrics = status["job_status"], status.get("metrics", {})
     total = js.get("total_batch_count")
     done = _done(status)
-    rate = done / elapsed_s if elapsed_s > 0 else 0.0
+    pace = js.get("pace") or {}
+    rate = pace.get("batches_per_s") or (done / elapsed_s if elapsed_s > 0 else 0.0)  # the service's, else ours
     bar_width = 30
     filled = int(bar_width * done / total) if total else 0
-    eta = f"ETA {max(0.0, (total - done) / rate):.0f}s" if total and rate and done < total else ""
+    eta_s = pace.get("eta_s")
+    if eta_s is None and total and rate and done < total:
+        eta_s = (total - done) / rate
+    eta = f"ETA {max(0.0, eta_s):.{1 if eta_s < 10 else 0}f}s" if eta_s is not None and total and done < total else ""
     parts = [
         f"[{'#' * filled}{'.' * (bar_width - filled)}]",
         f"{done}/{total if total is not None else '?'} batches",
