@@ -6,7 +6,7 @@ STAMP := $(VENV)/.installed
 PROTOS := $(wildcard proto/thresher/v1/*.proto)
 GENERATED := $(PROTOS:proto/%.proto=%_pb2.py)
 
-.PHONY: install proto demo up test test-fast lint format bench clean image
+.PHONY: install proto demo up test tools lint format bench clean image
 
 install: $(STAMP) $(GENERATED)
 
@@ -28,8 +28,14 @@ demo: install
 up: install
 	$(VENV)/bin/thresher up
 
-test: install
+test: install tools
 	$(PY) -m pytest -q
+
+# Test tools that are not Python packages: promtool (Debian's prometheus) for the alerting rules' tests.
+tools:
+	@command -v promtool >/dev/null || { command -v apt-get >/dev/null && [ "$$(id -u)" = 0 ] && \
+		apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends prometheus \
+		>/dev/null; } || echo "make tools: could not install promtool (Debian's prometheus); its tests will say so"
 
 lint: install
 	$(VENV)/bin/ruff check . && $(VENV)/bin/ruff format --check . && $(VENV)/bin/lint-imports

@@ -22,6 +22,7 @@ class JobMetrics:
     outcomes: dict[str, int] = field(default_factory=dict)  # succeeded batches; failed and dead-lettered attempts
     durations: dict[str, Histogram] = field(default_factory=dict)  # by the same outcomes
     workers: dict[str, int] = field(default_factory=dict)  # by phase
+    batches: dict[str, int] = field(default_factory=dict)  # by state: the ledger's view of the job's queue
 
 
 def read_metrics(db: sqlite3.Connection, since: float, bounds_s: Sequence[float]) -> dict[str, JobMetrics]:
@@ -48,4 +49,14 @@ def read_metrics(db: sqlite3.Connection, since: float, bounds_s: Sequence[float]
     for job_id, phase, count in workers:
         if job_id in jobs:
             jobs[job_id].workers[phase] = count
+    states = db.execute(
+        f"SELECT job_id, state, COUNT(*) FROM batches WHERE job_id IN {recent} GROUP BY job_id, state", (since,)
+    )
+    for job_id, state, count in states:
+        if job_id in jobs:
+            jobs[job_id].batches[state] = count
+    totals = db.execute(f"SELECT job_id, total_batch_count FROM jobs WHERE job_id IN {recent}", (since,))
+    for job_id, total in totals:
+        if job_id in jobs and total is not None:  # batches never reported yet wait on the queue
+            jobs[job_id].batches["pending"] = max(0, total - sum(jobs[job_id].batches.values()))
     return jobs

@@ -63,6 +63,11 @@ class _Snapshot:
         workers = GaugeMetricFamily(
             METRIC_PREFIX + "workers", "Workers by their last reported phase.", labels=[*JOB_LABELS, "phase"]
         )
+        batches = GaugeMetricFamily(
+            METRIC_PREFIX + "job_batches",
+            "A job's batches by state: pending and retrying wait on the queue, in_flight are being worked on.",
+            labels=[*JOB_LABELS, "state"],
+        )
         for job_id, job in self._jobs:
             for outcome in OUTCOMES:
                 outcomes.add_metric([job.api_name, job_id, outcome], job.outcomes.get(outcome, 0))
@@ -74,7 +79,9 @@ class _Snapshot:
             if job.workers:
                 for phase in Phase:
                     workers.add_metric([job.api_name, job_id, phase.value], job.workers.get(phase.value, 0))
-        yield from (outcomes, durations, cortex_time, workers)
+            for state, count in sorted(job.batches.items()):
+                batches.add_metric([job.api_name, job_id, state], count)
+        yield from (outcomes, durations, cortex_time, workers, batches)
 
 
 def _buckets(histogram: Histogram) -> list[tuple[str, float]]:

@@ -15,6 +15,7 @@ from pathlib import Path
 import pytest
 
 from tests.e2e.conftest import Stack, alive, eventually, processes_mentioning
+from tests.unit.test_deploy_manifests import DASHBOARD_METRICS
 from thresher.errors import Unavailable
 
 pytestmark = [pytest.mark.e2e, pytest.mark.timeout(180)]
@@ -51,6 +52,8 @@ def test_a_job_of_1000_items_runs_to_succeeded_and_scales_to_zero(stack: Stack, 
     assert 'thresher_grpc_requests_total{code="OK",method="/thresher.v1.Jobs/SubmitJob"} 1.0' in scraped["scheduler"]
     assert 'thresher_http_requests_total{method="POST",route="/batch/{api}",status="200"} 1.0' in scraped["gateway"]
     assert all("process_resident_memory_bytes" in text for text in scraped.values()), "every service's own process"
+    everything = "\n".join(scraped.values())
+    assert [m for m in sorted(DASHBOARD_METRICS) if m not in everything] == [], "the dashboard queries what exists"
 
     worker_pids = [int(p.name) for p in (out / "pids").iterdir()]
 

@@ -28,7 +28,18 @@ KUSTOMIZE = Path(__file__).resolve().parents[2] / "deploy" / "kustomize"
 TARGETS = ["base", "overlays/dev", "overlays/prod"]
 K8S_VERSIONS = ("1.32.0", kubernetes_validate.utils.latest_version())
 SERVICES = {"gateway": 8888, "scheduler": 7001, "enqueuer": 7002, "monitor": 7003}
-DASHBOARD_METRICS = {"cortex_batch_succeeded", "cortex_batch_failed", "thresher_batches_total"}
+# Every series the dashboard and the alerts query; each is exported by a service (README.md, "Metrics").
+DASHBOARD_METRICS = {
+    "cortex_batch_succeeded",
+    "cortex_batch_failed",
+    "thresher_batches_total",
+    "thresher_batch_duration_seconds_bucket",
+    "thresher_jobs",
+    "thresher_job_batches",
+    "thresher_workers",
+    "thresher_worker_restarts_total",
+    "thresher_enqueued_batches_total",
+}
 
 
 @cache
