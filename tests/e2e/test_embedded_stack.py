@@ -130,3 +130,35 @@ def request(method: str, url: str, body: bytes | None = None) -> tuple[int, dict
             return response.status, json.loads(response.read())
     except urllib.error.HTTPError as e:
         return e.code, json.loads(e.read())
+
+
+def test_the_cli_follows_a_job_to_its_end_and_its_exit_code_says_how_it_ended(stack: Stack, tmp_path: Path) -> None:
+    cli = [sys.executable, "-m", "thresher.cli", "--url", stack.url]
+    job_file = tmp_path / "job.json"
+    outcomes = {}
+    for name, config in (("good", {}), ("poisoned", {"fail_items": [3]})):
+        config["out_dir"] = str(tmp_path / name)
+        job_file.write_text(json.dumps({"workers": 1, "item_list": {"items": [1, 2, 3, 4], "batch_size": 2},
+                                        "config": config}))  # fmt: skip
+        result = subprocess.run(
+            [*cli, "submit", "recorder", str(job_file), "--wait"], capture_output=True, text=True, timeout=120
+        )
+        outcomes[name] = (result.returncode, result.stdout.strip().splitlines()[-1])
+    assert outcomes["good"][0] == 0 and "2/2 batches" in outcomes["good"][1] and "succeeded" in outcomes["good"][1]
+    assert outcomes["poisoned"][0] == 1 and "completed_with_failures" in outcomes["poisoned"][1]
+
+
+def test_the_event_stream_of_a_real_job_ends_with_its_final_status(stack: Stack, tmp_path: Path) -> None:
+    job = stack.client.submit(
+        "recorder",
+        {"workers": 1, "item_list": {"items": [1, 2], "batch_size": 1}, "config": {"out_dir": str(tmp_path)}},
+    )
+    with urllib.request.urlopen(f"{stack.url}/v1/jobs/{job['job_id']}/events", timeout=60) as response:
+        assert response.headers["Content-Type"].startswith("text/event-stream")
+        events = [
+            json.loads(line[len("data: ") :])
+            for line in response.read().decode().splitlines()
+            if line.startswith("data: ")
+        ]
+    statuses = [e["job_status"]["status"] for e in events]
+    assert statuses[-1] == "succeeded" and len(statuses) >= 2

@@ -6,9 +6,11 @@ once (or not at all where it must not be), and no process of the job left.
 
 from __future__ import annotations
 
+import json
 import os
 import signal
 import time
+import urllib.request
 
 import pytest
 
@@ -30,6 +32,11 @@ def assert_succeeded_exactly(stack: Stack, outputs: Outputs, job_id: str, items:
     assert (hook["succeeded"], hook["dead_lettered"]) == (len(items), 0)
     assert_nothing_left(job_id, outputs)
     return status
+
+
+def scrape(stack: Stack, service: str) -> str:
+    endpoints = json.loads((stack.data_dir / "endpoints.json").read_text())
+    return urllib.request.urlopen(endpoints[service]["metrics"], timeout=10).read().decode()
 
 
 def progress_reached(stack: Stack, job_id: str, done: int) -> None:
@@ -64,6 +71,10 @@ def test_failing_batches_are_retried_dead_lettered_listed_and_retried_as_a_new_j
     assert sorted(b["items"] for b in failed) == [[4, 5], [12, 13]]
     assert all(b["attempts"] == 3 and "poison item" in b["error"] for b in failed)
     assert_nothing_left(job_id, outputs)
+    scraped = scrape(stack, "monitor")
+    labels = f'api_name="recorder",job_id="{job_id}"'
+    assert f"cortex_batch_failed{{{labels}}} 6\n" in scraped and f"cortex_batch_succeeded{{{labels}}} 8\n" in scraped
+    assert f'thresher_batches_total{{{labels},outcome="dead_lettered"}} 2.0' in scraped
 
     # When the cause is fixed and only the failed batches are retried
     flag.unlink()
