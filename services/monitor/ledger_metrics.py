@@ -7,6 +7,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass, field
 
 from services.monitor.accounting import FAILED_RESULTS, Result
+from thresher.v1 import jobs_pb2
 
 
 @dataclass
@@ -23,6 +24,7 @@ class JobMetrics:
     durations: dict[str, Histogram] = field(default_factory=dict)  # by the same outcomes
     workers: dict[str, int] = field(default_factory=dict)  # by phase
     batches: dict[str, int] = field(default_factory=dict)  # by state: the ledger's view of the job's queue
+    hook_calls: dict[str, int] = field(default_factory=dict)  # /on-job-complete calls by outcome
 
 
 def read_metrics(db: sqlite3.Connection, since: float, bounds_s: Sequence[float]) -> dict[str, JobMetrics]:
@@ -55,8 +57,14 @@ def read_metrics(db: sqlite3.Connection, since: float, bounds_s: Sequence[float]
     for job_id, state, count in states:
         if job_id in jobs:
             jobs[job_id].batches[state] = count
-    totals = db.execute(f"SELECT job_id, total_batch_count FROM jobs WHERE job_id IN {recent}", (since,))
-    for job_id, total in totals:
+    totals = db.execute(f"SELECT job_id, total_batch_count, hook_outcome FROM jobs WHERE job_id IN {recent}", (since,))
+    for job_id, total, hook in totals:
         if job_id in jobs and total is not None:  # batches never reported yet wait on the queue
             jobs[job_id].batches["pending"] = max(0, total - sum(jobs[job_id].batches.values()))
+        if job_id in jobs and hook is not None:
+            outcome = jobs_pb2.HookOutcome.FromString(hook)
+            jobs[job_id].hook_calls = {
+                "succeeded": int(outcome.succeeded),
+                "failed": outcome.attempts - int(outcome.succeeded),
+            }
     return jobs

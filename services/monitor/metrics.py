@@ -63,6 +63,11 @@ class _Snapshot:
         workers = GaugeMetricFamily(
             METRIC_PREFIX + "workers", "Workers by their last reported phase.", labels=[*JOB_LABELS, "phase"]
         )
+        hooks = CounterMetricFamily(
+            METRIC_PREFIX + "hook_calls",
+            "Calls of /on-job-complete by outcome (a 404, no hook, counts as succeeded).",
+            labels=[*JOB_LABELS, "outcome"],
+        )
         batches = GaugeMetricFamily(
             METRIC_PREFIX + "job_batches",
             "A job's batches by state: pending and retrying wait on the queue, in_flight are being worked on.",
@@ -81,7 +86,9 @@ class _Snapshot:
                     workers.add_metric([job.api_name, job_id, phase.value], job.workers.get(phase.value, 0))
             for state, count in sorted(job.batches.items()):
                 batches.add_metric([job.api_name, job_id, state], count)
-        yield from (outcomes, durations, cortex_time, workers, batches)
+            for outcome, count in sorted(job.hook_calls.items()):
+                hooks.add_metric([job.api_name, job_id, outcome], count)
+        yield from (outcomes, durations, cortex_time, workers, batches, hooks)
 
 
 def _buckets(histogram: Histogram) -> list[tuple[str, float]]:

@@ -180,6 +180,12 @@ def test_a_failing_hook_is_retried_and_its_outcome_shown(stack: Stack, outputs: 
     assert status["job_status"]["status"] == "succeeded"
     assert (hook["succeeded"], hook["attempts"]) == (True, 3)
     assert len(outputs.hooks()) == 1 and outputs.hook_calls() == 3
+    scraped = scrape(stack, "monitor")
+    for outcome, calls in (("succeeded", 1), ("failed", 2)):
+        assert (
+            f'thresher_hook_calls_total{{api_name="recorder",job_id="{job_id}",outcome="{outcome}"}} {calls}.0'
+            in scraped
+        )
 
 
 def test_a_stopped_job_drains_calls_no_hook_and_leaves_nothing(stack: Stack, outputs: Outputs) -> None:
