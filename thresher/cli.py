@@ -77,6 +77,11 @@ def _parser() -> argparse.ArgumentParser:
     stop.add_argument("job_id")
     stop.set_defaults(run=_stop)
 
+    logs = commands.add_parser("logs", help="a job's worker and dequeuer logs")
+    logs.add_argument("job_id")
+    logs.add_argument("-f", "--follow", action="store_true", help="keep printing new lines until the job ends")
+    logs.set_defaults(run=_logs)
+
     failed = commands.add_parser("failed", help="list a job's dead-lettered batches with their errors")
     failed.add_argument("job_id")
     failed.add_argument("-o", "--output", choices=["text", "json"], default="text")
@@ -172,6 +177,12 @@ def _list(args: argparse.Namespace) -> int:
 def _stop(args: argparse.Namespace) -> int:
     status = GatewayClient(args.url).stop(args.job_id)
     print(f"stopped job {args.job_id} ({status['job_status']['status']})")
+    return 0
+
+
+def _logs(args: argparse.Namespace) -> int:
+    for line in GatewayClient(args.url).logs(args.job_id, args.follow):
+        print(line, flush=True)
     return 0
 
 

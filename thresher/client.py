@@ -7,6 +7,7 @@ import os
 import urllib.error
 import urllib.parse
 import urllib.request
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -42,6 +43,19 @@ class GatewayClient:
 
     def retry(self, job_id: str) -> dict[str, Any]:
         return self._call("POST", f"/v1/jobs/{_quote(job_id)}/retry")
+
+    def logs(self, job_id: str, follow: bool = False) -> Iterator[str]:
+        """The job's log lines as the gateway streams them."""
+        query = "?follow=true" if follow else ""
+        request = urllib.request.Request(f"{self.url}/v1/jobs/{_quote(job_id)}/logs{query}")
+        try:
+            with urllib.request.urlopen(request, timeout=None if follow else TIMEOUT_S) as response:
+                for raw in response:
+                    yield raw.decode("utf-8", errors="replace").rstrip("\n")
+        except urllib.error.HTTPError as e:
+            raise _error_from(e) from None
+        except (urllib.error.URLError, ConnectionError, TimeoutError) as e:
+            raise Unavailable(f"cannot reach Thresher at {self.url}: {getattr(e, 'reason', e)}") from None
 
     def stop(self, job_id: str) -> dict[str, Any]:
         return self._call("DELETE", f"/v1/jobs/{_quote(job_id)}")

@@ -1,4 +1,4 @@
-"""`GET /v1/jobs/{job_id}/events`: a job's changes as server-sent events, until its final status."""
+"""Streamed routes: a job's changes as server-sent events (`/events`), and its workers' logs (`/logs`)."""
 
 from __future__ import annotations
 
@@ -35,3 +35,30 @@ async def job_events(request: web.Request) -> web.StreamResponse:
 
 async def _send(response: web.StreamResponse, event: str, data: dict) -> None:
     await response.write(f"event: {event}\ndata: {json.dumps(data)}\n\n".encode())
+
+
+async def job_logs(request: web.Request) -> web.StreamResponse:
+    """The job's worker and dequeuer logs as text, a line each: `<worker id> <source> | <line>`; `?follow=true`
+    keeps the answer open with new lines until the job has ended."""
+    follow = request.query.get("follow", "").lower() in ("1", "true", "yes")
+    lines = request.app[JOBS].GetJobLogs(jobs_pb2.JobLogsRequest(job_id=request.match_info["job_id"], follow=follow),
+                                         timeout=None)  # fmt: skip
+    response: web.StreamResponse | None = None
+    try:
+        async for line in lines:
+            if response is None:
+                response = await _start_text(request)
+            await response.write(f"{line.worker_id} {line.source} | {line.line}\n".encode())
+    except ThresherError:
+        if response is None:
+            raise  # nothing sent yet: an ordinary JSON error
+        await response.write(b"(the log stream broke; read it again)\n")
+    response = response or await _start_text(request)
+    await response.write_eof()
+    return response
+
+
+async def _start_text(request: web.Request) -> web.StreamResponse:
+    response = web.StreamResponse(headers={"Content-Type": "text/plain; charset=utf-8", "Cache-Control": "no-cache"})
+    await response.prepare(request)
+    return response

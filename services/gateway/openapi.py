@@ -146,6 +146,15 @@ PATHS: dict[str, dict[str, Any]] = {
             },
         }
     },
+    "/v1/jobs/{job_id}/logs": {
+        "get": _op(
+            "The job's worker and dequeuer logs, a line each (`<worker id> <source> | <line>`); ?follow=true streams"
+            " new lines until the job ends",
+            {"description": "log lines", "content": {"text/plain": {"schema": {"type": "string"}}}},
+            404,
+            parameters=[_JOB_ID_PARAM, {"name": "follow", "in": "query", "schema": {"type": "boolean"}}],
+        ),
+    },
     "/healthz": {"get": {"summary": "The gateway is up", "responses": {"200": _json("ok", {"type": "object"})}}},
     "/openapi.json": {"get": {"summary": "This document", "responses": {"200": _json("OpenAPI", {"type": "object"})}}},
 }

@@ -7,7 +7,7 @@ from collections.abc import AsyncIterator
 
 from aiohttp import web
 
-from services.gateway.events import job_events
+from services.gateway.events import job_events, job_logs
 from services.gateway.middleware import error_middleware, request_log_middleware
 from services.gateway.openapi import openapi_document
 from services.gateway.routes import JOBS, add_routes
@@ -33,6 +33,7 @@ def create_app(config: Config) -> web.Application:
     app.cleanup_ctx.append(_scheduler_client)
     add_routes(app)
     app.router.add_get("/v1/jobs/{job_id}/events", job_events)
+    app.router.add_get("/v1/jobs/{job_id}/logs", job_logs)
     app.router.add_get("/openapi.json", openapi_document)
     app.router.add_get("/metrics", metrics_handler())  # open, like /healthz
     return app

@@ -8,6 +8,7 @@ import dataclasses
 import logging
 import time
 from collections import defaultdict
+from collections.abc import AsyncIterator
 from typing import Any
 
 from prometheus_client import Counter
@@ -43,6 +44,7 @@ SUPERVISE_INTERVAL_S = 0.5  # how often timeouts, cleanups and exited workers ar
 PROGRESS_TIMEOUT_S = 2.0  # a status read does not wait longer than this for the monitor
 RETRY_FOREVER_S = 365 * 24 * 3600.0
 SUBMISSIONS_CACHED = 64
+LOG_POLL_S = 0.5  # how often a followed log is read again
 WORKER_RESTARTS = Counter(
     f"{METRIC_PREFIX}worker_restarts", "Workers that crashed and were replaced, by reason.", ["api_name", "reason"]
 )
@@ -329,6 +331,18 @@ class JobManager:
         for (api_name, status), count in sorted((await self._store.count_by_status()).items()):
             jobs.add_metric([api_name, status], count)
         return exposition([jobs])
+
+    async def logs(self, job_id: str, follow: bool) -> AsyncIterator[list[jobs_pb2.LogLine]]:
+        """The job's log lines, oldest first; following, new ones until the job has ended (and a last read after)."""
+        offsets: dict[str, int] = {}
+        while True:
+            job = await self._store.get_job(job_id)  # before reading: the last read after the end gets every line
+            lines = await self._runtime.read_logs(job_id, offsets)
+            if lines:
+                yield [jobs_pb2.LogLine(worker_id=w, source=s, line=text) for w, s, text in lines]
+            if not follow or (job.status.is_final and job.cleaned):
+                return
+            await asyncio.sleep(LOG_POLL_S)
 
     async def failed_batches(self, job_id: str, api_name: str = "") -> list[jobs_pb2.FailedBatch]:
         """A job's dead-lettered batches: from its queue while it has one, then from the store."""

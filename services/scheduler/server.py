@@ -73,6 +73,13 @@ class JobsServicer(jobs_pb2_grpc.JobsServicer):
         batches = await self._manager.failed_batches(request.job_id, request.api_name)
         return jobs_pb2.ListFailedBatchesResponse(batches=batches)
 
+    async def GetJobLogs(
+        self, request: jobs_pb2.JobLogsRequest, context: grpc.aio.ServicerContext
+    ) -> AsyncIterator[jobs_pb2.LogLine]:
+        async for lines in self._manager.logs(request.job_id, request.follow):
+            for line in lines:
+                yield line
+
     async def RetryFailed(self, request: jobs_pb2.JobRef, context: grpc.aio.ServicerContext) -> jobs_pb2.Job:
         return await self._manager.retry_failed(request.job_id, request.api_name)
 

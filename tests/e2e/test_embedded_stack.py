@@ -162,3 +162,25 @@ def test_the_event_stream_of_a_real_job_ends_with_its_final_status(stack: Stack,
         ]
     statuses = [e["job_status"]["status"] for e in events]
     assert statuses[-1] == "succeeded" and len(statuses) >= 2
+
+
+def test_the_cli_shows_a_jobs_worker_and_dequeuer_logs_and_follows_them_to_the_end(
+    stack: Stack, tmp_path: Path
+) -> None:
+    job = stack.client.submit(
+        "recorder",
+        {"workers": 1, "item_list": {"items": list(range(6)), "batch_size": 1},
+         "config": {"out_dir": str(tmp_path), "slow_s": 0.3}},
+    )  # fmt: skip
+    cli = [sys.executable, "-m", "thresher.cli", "--url", stack.url]
+    followed = subprocess.run([*cli, "logs", job["job_id"], "--follow"], capture_output=True, text=True, timeout=120)
+
+    assert followed.returncode == 0, followed.stderr
+    assert stack.client.get("recorder", job["job_id"])["job_status"]["status"] == "succeeded", "it followed to the end"
+    sources = {tuple(line.split(" ", 2)[:2]) for line in followed.stdout.splitlines()}
+    assert {source for _, source in sources} == {"api", "dequeuer"}
+    assert "worker listening on" in followed.stdout and f"{job['job_id']}-w0 dequeuer |" in followed.stdout
+    again = subprocess.run([*cli, "logs", job["job_id"]], capture_output=True, text=True, timeout=60)
+    assert sorted(again.stdout.splitlines()) == sorted(followed.stdout.splitlines()), "the same lines, read at once"
+    unknown = subprocess.run([*cli, "logs", "nope"], capture_output=True, text=True, timeout=60)
+    assert unknown.returncode == 2 and "not_found" in unknown.stderr

@@ -8,6 +8,7 @@ from abc import ABC, abstractmethod
 from dataclasses import dataclass
 from typing import Any
 
+from thresher.errors import InvalidRequest
 from thresher.v1 import jobs_pb2
 
 
@@ -88,6 +89,10 @@ class Runtime(ABC):
     @abstractmethod
     async def workers(self, job_id: str) -> list[WorkerState]:
         """Every worker the job has had, the ended ones included (the scheduler counts crashes from them)."""
+
+    async def read_logs(self, job_id: str, offsets: dict[str, int]) -> list[tuple[str, str, str]]:
+        """New lines of the job's logs as (worker id, source, line), from `offsets`, which it advances."""
+        raise InvalidRequest(f"the {type(self).__name__} shows no logs; use the platform's own tools")
 
     async def close(self) -> None:  # noqa: B027 - most runtimes hold nothing to release
         """Release connections and watches (workers keep running)."""

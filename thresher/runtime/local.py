@@ -26,6 +26,7 @@ from thresher.runtime.base import Runtime, WorkerLaunch, WorkerPhase, WorkerStat
 # What a worker inherits from this process; nothing else (no credentials, no API keys).
 _INHERITED_ENV = ("HOME", "LANG", "LC_ALL", "TMPDIR", "TZ", "USER")
 _STOP_POLL_S = 0.02
+MAX_LOG_READ_BYTES = 4 * 1024 * 1024  # per file and read; the rest comes with the next one
 
 
 @dataclass
@@ -77,6 +78,24 @@ class LocalRuntime(Runtime):
                 self._end_half_pod(pod)
             states.append(state)
         return states
+
+    async def read_logs(self, job_id: str, offsets: dict[str, int]) -> list[tuple[str, str, str]]:
+        lines = []
+        for pod in self._load(job_id):
+            for source in [*(p.name for p in pod.processes if p.name != "dequeuer"), "dequeuer"]:
+                path = self.job_dir(job_id) / f"{pod.worker_id}.{source}.log"
+                key = path.name
+                try:
+                    with open(path, "rb") as f:
+                        f.seek(offsets.get(key, 0))
+                        data = f.read(MAX_LOG_READ_BYTES)
+                except FileNotFoundError:
+                    continue
+                complete = data[: data.rfind(b"\n") + 1]  # a line still being written waits for the next read
+                offsets[key] = offsets.get(key, 0) + len(complete)
+                text = complete.decode("utf-8", errors="replace")
+                lines += [(pod.worker_id, source, line) for line in text.splitlines()]
+        return lines
 
     def _end_half_pod(self, pod: _Pod) -> None:
         """Half a pod is no worker: SIGTERM the rest (a dequeuer releases its batches), SIGKILL after the grace."""
