@@ -56,6 +56,7 @@ class DequeuerSettings:
     readiness_timeout_s: float = 300.0  # how long a worker may take to become ready, seconds
     hook_timeout_s: float = 60.0  # limit for one /on-job-complete call, seconds
     heartbeat_s: float = 2.0  # how often a dequeuer tells the monitor it is alive, seconds
+    admin_address: str = "127.0.0.1:0"  # HTTP: GET /healthz (200 once its worker is ready), /metrics; 0: any port
 
 
 @dataclass

@@ -54,10 +54,14 @@ def metrics_handler(extra: Extra | None = None) -> Callable[[web.Request], Await
     return handler
 
 
-async def start_metrics_server(address: str, extra: Extra | None = None) -> tuple[web.AppRunner, int]:
-    """Serve /metrics on `address` ("127.0.0.1:0" picks a port); returns the runner and the bound port."""
+async def start_metrics_server(
+    address: str, extra: Extra | None = None, routes: Sequence[web.RouteDef] = ()
+) -> tuple[web.AppRunner, int]:
+    """Serve /metrics (and `routes`) on `address` ("127.0.0.1:0" picks a port); returns the runner and the port."""
     host, _, port = address.rpartition(":")
-    runner = web.AppRunner(metrics_app(extra), access_log=None)
+    app = metrics_app(extra)
+    app.router.add_routes(routes)
+    runner = web.AppRunner(app, access_log=None)
     await runner.setup()
     try:
         await web.TCPSite(runner, host.strip("[]"), int(port)).start()

@@ -5,9 +5,10 @@ from __future__ import annotations
 import asyncio
 import logging
 import sys
-from collections.abc import Sequence
+from collections.abc import Awaitable, Callable, Sequence
 
 import aiohttp
+from aiohttp import web
 
 from services.dequeuer.loop import Dequeuer
 from services.dequeuer.reporter import Reporter
@@ -16,6 +17,7 @@ from thresher.aiotasks import on_stop_signal
 from thresher.config import Config, load_config
 from thresher.errors import ThresherError
 from thresher.logs import configure_logging
+from thresher.metrics import start_metrics_server
 from thresher.queue import open_queue_backend
 
 log = logging.getLogger("services.dequeuer")
@@ -32,10 +34,24 @@ async def serve(settings: Settings, config: Config) -> int:
         async with aiohttp.ClientSession() as session:
             dequeuer = Dequeuer(settings, backend.open(settings.queue_name), reporter, session)
             on_stop_signal(dequeuer.stop)
-            return await dequeuer.run()
+            admin, port = await start_metrics_server(
+                config.dequeuer.admin_address, routes=[web.get("/healthz", _health(dequeuer))]
+            )
+            log.info("health and metrics on port %d", port)
+            try:
+                return await dequeuer.run()
+            finally:
+                await admin.cleanup()
     finally:
         await reporter.close()
         await backend.close()
+
+
+def _health(dequeuer: Dequeuer) -> Callable[[web.Request], Awaitable[web.Response]]:
+    async def health(request: web.Request) -> web.Response:
+        return web.json_response({"ready": dequeuer.ready}, status=200 if dequeuer.ready else 503)
+
+    return health
 
 
 def main(argv: Sequence[str] | None = None) -> int:

@@ -46,6 +46,11 @@ class Dequeuer:
         self._stopping = asyncio.Event()
         self._phase: monitor_pb2.WorkerPhase.ValueType = Phase.WORKER_PHASE_STARTING
 
+    @property
+    def ready(self) -> bool:
+        """Its worker answered the readiness check, and it takes batches."""
+        return self._phase == Phase.WORKER_PHASE_READY
+
     def stop(self) -> None:
         """Take no new batch; the one in progress gets `grace_s` to finish (call from a signal handler)."""
         if not self._stopping.is_set():

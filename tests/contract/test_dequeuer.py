@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import os
+import re
 import signal
 import socket
 import sys
@@ -572,3 +573,35 @@ async def test_a_bad_command_line_is_refused_with_a_clear_message(harness: Harne
     process = await start_subprocess(harness, log_path, "--readiness-path", "healthz")
     assert await asyncio.wait_for(process.wait(), 8) == 2
     assert "--readiness-path" in log_path.read_text() and "must start with '/'" in log_path.read_text()
+
+
+async def test_the_dequeuer_process_serves_its_health_and_metrics(harness: Harness, tmp_path: Path) -> None:
+    # Given the dequeuer as a process whose worker is not ready yet
+    h = harness
+    h.worker.ready = False
+    log_path = tmp_path / "dequeuer.log"
+    process = await start_subprocess(h, log_path, "--readiness-path", "/healthz")
+    try:
+        port = await assert_eventually(lambda: _admin_port(log_path))
+        async with aiohttp.ClientSession() as session:
+            # Then it is not healthy while its worker is not ready, healthy once it is, and serves its metrics
+            async with session.get(f"http://127.0.0.1:{port}/healthz") as response:
+                assert response.status == 503
+            h.worker.ready = True
+
+            async def healthy() -> None:
+                async with session.get(f"http://127.0.0.1:{port}/healthz") as response:
+                    assert response.status == 200
+
+            await assert_eventually(healthy)
+            async with session.get(f"http://127.0.0.1:{port}/metrics") as response:
+                assert "process_resident_memory_bytes" in await response.text()
+    finally:
+        process.send_signal(signal.SIGTERM)
+        await asyncio.wait_for(process.wait(), 20)
+
+
+def _admin_port(log_path: Path) -> int:
+    match = re.search(r"health and metrics on port (\d+)", log_path.read_text())
+    assert match, "not listening yet"
+    return int(match.group(1))
