@@ -26,6 +26,7 @@ from grpc_health.v1 import health_pb2, health_pb2_grpc
 from thresher import rpc
 from thresher.aiotasks import on_stop_signal
 from thresher.config import Config, config_env
+from thresher.runtime import open_runtime
 
 log = logging.getLogger(__name__)
 
@@ -111,6 +112,14 @@ class Stack:
                 await _wait_exit(service.process, STOP_GRACE_S)
             if service.log_file:
                 service.log_file.close()
+        if self.config.runtime.backend == "local":
+            await self._stop_local_workers()
+
+    async def _stop_local_workers(self) -> None:
+        """Workers the scheduler could not stop (it was down, or being restarted, when the stack stopped)."""
+        runtime = open_runtime(self.config)
+        for workers in sorted((self.data_dir / "jobs").glob("*/workers.json")):
+            await runtime.stop_workers(workers.parent.name, self.config.runtime.stop_grace_s)
 
     def _spawn(self, service: _Service) -> None:
         if service.log_file is None:

@@ -80,6 +80,20 @@ def processes_mentioning(text: str) -> list[int]:
     return [int(p.name) for p in Path("/proc").iterdir() if p.name.isdigit() and text in cmdline(int(p.name))]
 
 
+def processes_of(folder: Path) -> list[int]:
+    """Processes whose command line or environment names `folder` (a stack's services, workers, dequeuers)."""
+    pids = []
+    for entry in Path("/proc").iterdir():
+        if entry.name.isdigit() and int(entry.name) != os.getpid():
+            try:
+                environ = (entry / "environ").read_bytes()
+            except OSError:
+                continue
+            if str(folder).encode() in environ or str(folder) in cmdline(int(entry.name)):
+                pids.append(int(entry.name))
+    return pids
+
+
 def eventually(check: Any, timeout_s: float = 15.0) -> Any:
     deadline = time.monotonic() + timeout_s
     while True:
@@ -98,5 +112,5 @@ def stack(tmp_path: Path) -> Iterator[Stack]:
         yield stack
     finally:
         stack.stop()
-        for pid in processes_mentioning(str(tmp_path)):
+        for pid in processes_of(tmp_path / "data"):
             os.kill(pid, signal.SIGKILL)  # nothing the test started outlives it

@@ -11,7 +11,7 @@ from typing import Any
 
 import pytest
 
-from tests.e2e.conftest import WORKERS_DIR, Stack, alive, eventually, processes_mentioning
+from tests.e2e.conftest import WORKERS_DIR, Stack, alive, eventually, processes_mentioning, processes_of
 
 FAULT_SETTINGS = """
 queue:
@@ -37,8 +37,8 @@ def stack(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[Stack]:
         yield stack
     finally:
         stack.stop()
-        for pid in processes_mentioning(str(tmp_path)):
-            os.kill(pid, signal.SIGKILL)
+        for pid in processes_of(tmp_path / "data"):
+            os.kill(pid, signal.SIGKILL)  # nothing the test started outlives it
 
 
 class Outputs:

@@ -14,7 +14,7 @@ import urllib.request
 
 import pytest
 
-from tests.e2e.conftest import Stack, processes_mentioning
+from tests.e2e.conftest import Stack, processes_mentioning, processes_of
 from tests.faults.conftest import Outputs, assert_nothing_left, submit, wait_for
 from thresher.errors import Unavailable
 
@@ -225,3 +225,14 @@ def test_a_batch_longer_than_several_visibility_timeouts_is_delivered_once(stack
     assert status["job_status"]["status"] == "succeeded"
     calls = outputs.calls()
     assert sorted(c["items"][0] for c in calls) == [1, 2], "no batch was delivered twice"
+
+
+def test_stopping_the_stack_while_the_scheduler_is_down_leaves_no_worker(stack: Stack, outputs: Outputs) -> None:
+    job_id = submit(stack, outputs, list(range(100)), config={"slow_s": 0.2})
+    progress_reached(stack, job_id, 2)
+
+    os.kill(stack.service_pid("scheduler"), signal.SIGKILL)  # nobody left to stop the workers but the stack itself
+    exit_code = stack.stop()
+
+    assert exit_code == 0
+    assert processes_of(stack.data_dir) == [], "Ctrl-C leaves no process behind"
