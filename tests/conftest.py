@@ -7,6 +7,7 @@ import urllib.request
 from collections.abc import Iterator
 from typing import Any
 
+import boto3
 import pytest
 
 # Dummy credentials and region for moto: tests never reach AWS, since every client is given moto's endpoint.
@@ -62,3 +63,14 @@ def _keep_deduplication_ids_after_delete() -> None:
 
     add_message.thresher_patched = True  # type: ignore[attr-defined]
     models.Queue.add_message = add_message
+
+
+def moto_client(service: str, endpoint: str) -> Any:
+    """A boto3 client of moto's server on loopback, with the tests' dummy credentials."""
+    return boto3.client(
+        service,
+        endpoint_url=endpoint,
+        region_name=AWS_ENV["AWS_DEFAULT_REGION"],
+        aws_access_key_id=AWS_ENV["AWS_ACCESS_KEY_ID"],
+        aws_secret_access_key=AWS_ENV["AWS_SECRET_ACCESS_KEY"],
+    )

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import urllib.error
@@ -48,14 +49,9 @@ class GatewayClient:
         """The job's log lines as the gateway streams them."""
         query = "?follow=true" if follow else ""
         request = urllib.request.Request(f"{self.url}/v1/jobs/{_quote(job_id)}/logs{query}")
-        try:
-            with urllib.request.urlopen(request, timeout=None if follow else TIMEOUT_S) as response:
-                for raw in response:
-                    yield raw.decode("utf-8", errors="replace").rstrip("\n")
-        except urllib.error.HTTPError as e:
-            raise _error_from(e) from None
-        except (urllib.error.URLError, ConnectionError, TimeoutError) as e:
-            raise Unavailable(f"cannot reach Thresher at {self.url}: {getattr(e, 'reason', e)}") from None
+        with self._open(request, timeout_s=None if follow else TIMEOUT_S) as response:
+            for raw in response:
+                yield raw.decode("utf-8", errors="replace").rstrip("\n")
 
     def stop(self, job_id: str) -> dict[str, Any]:
         return self._call("DELETE", f"/v1/jobs/{_quote(job_id)}")
@@ -64,9 +60,15 @@ class GatewayClient:
         data = None if body is None else json.dumps(body).encode()
         request = urllib.request.Request(self.url + path, data=data, method=method)
         request.add_header("Content-Type", "application/json")
+        with self._open(request, timeout_s=TIMEOUT_S) as response:
+            return json.loads(response.read() or b"null")
+
+    @contextlib.contextmanager
+    def _open(self, request: urllib.request.Request, timeout_s: float | None) -> Iterator[Any]:
+        """The gateway's answer; its JSON errors raise the ThresherError they stand for."""
         try:
-            with urllib.request.urlopen(request, timeout=TIMEOUT_S) as response:
-                return json.loads(response.read() or b"null")
+            with urllib.request.urlopen(request, timeout=timeout_s) as response:
+                yield response
         except urllib.error.HTTPError as e:
             raise _error_from(e) from None
         except (urllib.error.URLError, ConnectionError, TimeoutError) as e:

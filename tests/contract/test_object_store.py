@@ -4,12 +4,10 @@ from __future__ import annotations
 
 from collections.abc import AsyncIterator, Callable
 from pathlib import Path
-from typing import Any
 
-import boto3
 import pytest
 
-from tests.conftest import AWS_ENV
+from tests.conftest import AWS_ENV, moto_client
 from thresher.config import InputSettings
 from thresher.errors import InvalidRequest
 from thresher.store import ObjectInfo, ObjectStore, ObjectStores
@@ -35,16 +33,6 @@ def s3_settings(endpoint: str) -> InputSettings:
     )
 
 
-def s3_client(endpoint: str) -> Any:
-    return boto3.client(
-        "s3",
-        endpoint_url=endpoint,
-        region_name=AWS_ENV["AWS_DEFAULT_REGION"],
-        aws_access_key_id=AWS_ENV["AWS_ACCESS_KEY_ID"],
-        aws_secret_access_key=AWS_ENV["AWS_SECRET_ACCESS_KEY"],
-    )
-
-
 class Tree:
     """Where a test's files live (`root` + relative name) and how to add one."""
 
@@ -67,7 +55,7 @@ def local_tree(base: Path) -> Tree:
 
 
 def s3_tree(endpoint: str, bucket: str = "inputs") -> Tree:
-    client = s3_client(endpoint)
+    client = moto_client("s3", endpoint)
     client.create_bucket(Bucket=bucket)
     return Tree(f"s3://{bucket}", lambda name, data: client.put_object(Bucket=bucket, Key=name, Body=data))
 

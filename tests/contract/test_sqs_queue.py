@@ -17,10 +17,9 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 from typing import Any
 
-import boto3
 import pytest
 
-from tests.conftest import AWS_ENV
+from tests.conftest import moto_client
 from tests.contract.test_queue_contract import sqs_settings
 from thresher.config import Config, QueueSettings
 from thresher.errors import TooLarge
@@ -41,16 +40,6 @@ async def backend(aws_endpoint: str, tmp_path: Path) -> AsyncIterator[SqsQueueBa
 async def queue(backend: SqsQueueBackend) -> SqsQueue:
     await backend.create("job-1", 30)
     return backend.open("job-1")
-
-
-def sqs_client(endpoint: str) -> Any:
-    return boto3.client(
-        "sqs",
-        endpoint_url=endpoint,
-        region_name=AWS_ENV["AWS_DEFAULT_REGION"],
-        aws_access_key_id=AWS_ENV["AWS_ACCESS_KEY_ID"],
-        aws_secret_access_key=AWS_ENV["AWS_SECRET_ACCESS_KEY"],
-    )
 
 
 def batches(n: int, body: bytes = b"[1]") -> list[Batch]:
@@ -169,7 +158,7 @@ async def test_a_job_queue_is_fifo_with_a_safety_net_redrive_to_its_own_dead_let
 
     url = await backend.create(name, visibility_s=2.5)
 
-    client = sqs_client(aws_endpoint)
+    client = moto_client("sqs", aws_endpoint)
     attributes = client.get_queue_attributes(QueueUrl=url, AttributeNames=["All"])["Attributes"]
     dlq_url = client.get_queue_url(QueueName=sqs_names(name)[1])["QueueUrl"]
     dlq_arn = client.get_queue_attributes(QueueUrl=dlq_url, AttributeNames=["QueueArn"])["Attributes"]["QueueArn"]

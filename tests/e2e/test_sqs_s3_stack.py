@@ -18,9 +18,8 @@ from typing import Any
 
 import pytest
 
-from tests.conftest import AWS_ENV
-from tests.contract.test_object_store import s3_client
-from tests.contract.test_sqs_queue import FlakySqs, flaky_sqs, sqs_client
+from tests.conftest import AWS_ENV, moto_client
+from tests.contract.test_sqs_queue import FlakySqs, flaky_sqs
 from tests.e2e.conftest import WORKERS_DIR, processes_mentioning
 from thresher.cli import FINAL
 from thresher.client import GatewayClient
@@ -59,7 +58,7 @@ def test_a_delimited_files_job_on_sqs_and_s3_processes_every_item_and_dead_lette
     stack: StackProcess, sqs: FlakySqs, aws_endpoint: str, tmp_path: Path
 ) -> None:
     # Given 300 JSON lines in two S3 objects (and a marker file the globs leave out)
-    s3 = s3_client(aws_endpoint)
+    s3 = moto_client("s3", aws_endpoint)
     s3.create_bucket(Bucket="jobs")
     half = ITEMS // 2
     s3.put_object(Bucket="jobs", Key="in/part-0.jsonl", Body="".join(f"{i}\n" for i in range(half)).encode())
@@ -102,7 +101,7 @@ def test_a_delimited_files_job_on_sqs_and_s3_processes_every_item_and_dead_lette
 
     # And the job's queue and dead letter queue are gone from SQS
     def queues_left() -> list[str]:
-        urls = sqs_client(aws_endpoint).list_queues().get("QueueUrls", [])
+        urls = moto_client("sqs", aws_endpoint).list_queues().get("QueueUrls", [])
         return [url for url in urls if submitted["job_id"] in url]
 
     eventually(lambda: queues_left() == [])
