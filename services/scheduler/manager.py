@@ -89,6 +89,8 @@ class JobManager:
             paths = await dry_run_paths(submission, self._config.inputs)  # also: some file must match
             return jobs_pb2.Job(api_name=submission.api_name, dry_run_paths=paths)
         await check_files_exist(submission, self._config.inputs)  # Cortex's short-circuit listing: a 400, not later
+        if submission.sqs_dead_letter_queue.arn:
+            await self._queues.check_dead_letter_queue(submission.sqs_dead_letter_queue.arn)
         job = jobs.new_job(new_job_id(), submission, time.time())
         await self._store.put_submission(job.job_id, submission)  # first: a stored job always has its submission
         await self._store.put_job(job)
@@ -246,7 +248,8 @@ class JobManager:
         """Create the queue and start the workers, without waiting for enqueuing (streaming start)."""
         async with self._locks[job.job_id]:
             job = await self._store.get_job(job.job_id)
-            url = await self._queues.create(job.queue_name, self._config.queue.visibility_s)
+            dead_letter_arn = (await self._submission(job.job_id)).sqs_dead_letter_queue.arn
+            url = await self._queues.create(job.queue_name, self._config.queue.visibility_s, dead_letter_arn)
             job = jobs.started_enqueuing(job, url)
             await self._store.put_job(job)
             await self._runtime.ensure_workers(await self._worker_launch(job), job.workers)

@@ -244,6 +244,9 @@ async def test_bad_submissions_and_unknown_names_get_clear_errors(harness: Harne
         await harness.status("0123456789abcdef0000")
     with pytest.raises(NotFound):
         await harness.jobs.GetApi(jobs_pb2.GetApiRequest(name="nope"))
+    named_dlq = jobs_pb2.DeadLetterPolicy(arn="arn:aws:sqs:us-east-1:123456789012:dlq.fifo", max_receive_count=2)
+    with pytest.raises(InvalidRequest, match="needs the sqs queue backend"):
+        await harness.submit(sqs_dead_letter_queue=named_dlq)
     assert await harness.jobs.ListJobs(jobs_pb2.ListJobsRequest()) == jobs_pb2.ListJobsResponse()
 
 

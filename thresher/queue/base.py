@@ -80,8 +80,16 @@ class QueueBackend(ABC):
     """Creates, opens and deletes job queues."""
 
     @abstractmethod
-    async def create(self, name: str, visibility_s: float) -> str:
-        """Create the queue and its dead letter queue if missing; returns its URL."""
+    async def create(self, name: str, visibility_s: float, dead_letter_arn: str = "") -> str:
+        """Create the queue and its dead letter queue if missing; returns its URL.
+
+        `dead_letter_arn` names an existing dead letter queue to use instead of one of the queue's own
+        (a submission's `sqs_dead_letter_queue.arn`); the backend never deletes such a queue.
+        """
+
+    @abstractmethod
+    async def check_dead_letter_queue(self, arn: str) -> None:
+        """InvalidRequest unless `arn` names a dead letter queue that create() can use."""
 
     @abstractmethod
     async def delete(self, name: str) -> None:

@@ -13,7 +13,7 @@ import time
 from collections.abc import Sequence
 from pathlib import Path
 
-from thresher.errors import QueueNotFound
+from thresher.errors import InvalidRequest, QueueNotFound
 from thresher.queue.base import KIND_BATCH, Batch, DeadLetter, Delivery, Depth, Queue, QueueBackend
 from thresher.sqlite import SqliteFile, transaction
 
@@ -49,7 +49,9 @@ class SqliteQueueBackend(QueueBackend):
         self._file = SqliteFile(path, _SCHEMA)
         self.run = self._file.run
 
-    async def create(self, name: str, visibility_s: float) -> str:
+    async def create(self, name: str, visibility_s: float, dead_letter_arn: str = "") -> str:
+        if dead_letter_arn:
+            await self.check_dead_letter_queue(dead_letter_arn)
         def create(db: sqlite3.Connection) -> None:
             db.execute(
                 "INSERT OR IGNORE INTO queues (name, visibility_s, created) VALUES (?, ?, ?)",
@@ -66,6 +68,12 @@ class SqliteQueueBackend(QueueBackend):
                 db.execute("DELETE FROM messages WHERE queue = ?", (name,))
 
         await self.run(delete)
+
+    async def check_dead_letter_queue(self, arn: str) -> None:
+        raise InvalidRequest(
+            f"sqs_dead_letter_queue: {arn}: a named dead letter queue needs the sqs queue backend"
+            " (queue.backend is sqlite here, which keeps every job's dead letters itself)"
+        )
 
     def open(self, name: str) -> Queue:
         return SqliteQueue(self, name)

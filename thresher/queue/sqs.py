@@ -1,5 +1,9 @@
 """SqsQueue: one SQS FIFO queue per job, plus its own FIFO dead letter queue (boto3, off the event loop).
 
+- A submission may name a dead letter queue instead (`sqs_dead_letter_queue.arn`), which jobs may share: dead
+  letters carry their job queue's name, so each job lists only its own, and a named queue is never deleted.
+  Another process finds a queue's dead letter queue from its redrive policy (one call, then cached).
+
 - Every batch is its own message group (no head-of-line blocking: any worker can take any batch) and its
   deduplication id is derived from the batch id, so a batch sent again within SQS's 5-minute deduplication
   window is dropped by SQS. After that window a resent batch is delivered again: resuming an enqueue is safe
@@ -33,7 +37,7 @@ from typing import Any
 from tenacity import AsyncRetrying, retry_if_exception_type, stop_after_attempt, wait_exponential
 
 from thresher.config import QueueSettings
-from thresher.errors import QueueNotFound, Unavailable
+from thresher.errors import InvalidRequest, QueueNotFound, Unavailable
 from thresher.queue.base import KIND_JOB_COMPLETE, Batch, DeadLetter, Delivery, Depth, Queue, QueueBackend
 from thresher.queue.sqs_client import CALL_ATTEMPTS, Coalescer, SqsClient, SqsError
 from thresher.queue.sqs_messages import (
@@ -46,6 +50,7 @@ from thresher.queue.sqs_messages import (
     entry,
     failure_message,
     groups,
+    letter_queue,
     size,
 )
 
@@ -70,6 +75,9 @@ EXTEND_SLACK = 0.25
 DLQ_SUFFIX = "-dlq"
 _FIFO = ".fifo"
 _QUEUE_NAME_OK = re.compile(r"[A-Za-z0-9_-]+")
+_QUEUE_ARN = re.compile(
+    r"arn:aws[a-z-]*:sqs:(?P<region>[a-z0-9-]+):(?P<account>[0-9]{12}):(?P<name>[A-Za-z0-9_.-]{1,80})"
+)
 # Error codes as botocore reports them: SQS's older ("query") codes where it sends them, else the JSON ones.
 _STALE_RECEIPT = frozenset(
     {
@@ -103,19 +111,48 @@ class SqsQueueBackend(QueueBackend):
         self._urls: dict[str, str] = {}  # SQS queue name -> URL
         self._control_sent: defaultdict[str, set[str]] = defaultdict(set)  # queue -> control messages sent
         self.deleted: set[str] = set()  # queues deleted through this backend: nothing is answered from memory
+        self._dead_letter_urls: dict[str, str] = {}  # Thresher queue -> URL of its dead letter queue
 
-    async def create(self, name: str, visibility_s: float) -> str:
+    async def create(self, name: str, visibility_s: float, dead_letter_arn: str = "") -> str:
         self.deleted.discard(name)
         main, dlq = sqs_names(name)
-        dlq_url = await self._create(name, dlq, {"MessageRetentionPeriod": str(RETENTION_S)})
-        reply = await self.client.call("GetQueueAttributes", name, QueueUrl=dlq_url, AttributeNames=["QueueArn"])
-        redrive = {"deadLetterTargetArn": reply["Attributes"]["QueueArn"], "maxReceiveCount": str(REDRIVE_MAX_RECEIVES)}
+        if dead_letter_arn:
+            self._dead_letter_urls[name] = await self._named_dead_letter_url(dead_letter_arn)
+        else:
+            self._dead_letter_urls[name] = await self._create(name, dlq, {"MessageRetentionPeriod": str(RETENTION_S)})
+            reply = await self.client.call(
+                "GetQueueAttributes", name, QueueUrl=self._dead_letter_urls[name], AttributeNames=["QueueArn"]
+            )
+            dead_letter_arn = reply["Attributes"]["QueueArn"]
+        redrive = {"deadLetterTargetArn": dead_letter_arn, "maxReceiveCount": str(REDRIVE_MAX_RECEIVES)}
         attributes = {
             "VisibilityTimeout": str(_whole_seconds(visibility_s)),
             "MessageRetentionPeriod": str(RETENTION_S),
             "RedrivePolicy": json.dumps(redrive),
         }
         return await self._create(name, main, attributes)
+
+    async def check_dead_letter_queue(self, arn: str) -> None:
+        await self._named_dead_letter_url(arn)
+
+    async def _named_dead_letter_url(self, arn: str) -> str:
+        """The URL of a user's dead letter queue: FIFO, in this backend's region, and existing (InvalidRequest)."""
+        match = _QUEUE_ARN.fullmatch(arn)
+        if match is None:
+            raise InvalidRequest(
+                f"sqs_dead_letter_queue: arn: {arn!r} is not an SQS queue ARN (arn:aws:sqs:<region>:<account>:<name>)"
+            )
+        region, account, sqs_name = match.group("region", "account", "name")
+        if not sqs_name.endswith(_FIFO):
+            raise InvalidRequest(f"sqs_dead_letter_queue: {arn}: must be a FIFO queue (.fifo), as job queues are")
+        if region != self.client.region:
+            region_is = f"the job queues' region, {self.client.region}"
+            raise InvalidRequest(f"sqs_dead_letter_queue: {arn}: must be in {region_is}")
+        try:
+            reply = await self.client.call("GetQueueUrl", sqs_name, QueueName=sqs_name, QueueOwnerAWSAccountId=account)
+        except QueueNotFound as e:
+            raise InvalidRequest(f"sqs_dead_letter_queue: {arn}: no such queue (create it first)") from e
+        return str(reply["QueueUrl"])
 
     async def _create(self, name: str, sqs_name: str, attributes: dict[str, str]) -> str:
         try:
@@ -140,6 +177,7 @@ class SqsQueueBackend(QueueBackend):
             except QueueNotFound:
                 pass
         self._control_sent.pop(name, None)
+        self._dead_letter_urls.pop(name, None)
 
     def open(self, name: str) -> SqsQueue:
         return SqsQueue(self, name)
@@ -159,13 +197,28 @@ class SqsQueueBackend(QueueBackend):
                 self._urls[sqs_name] = reply["QueueUrl"]
         return self._urls[sqs_name]
 
+    async def dead_letter_url(self, name: str) -> str:
+        """The URL of queue `name`'s dead letter queue, its own or a named one: read from its redrive policy once."""
+        if name not in self._dead_letter_urls:
+            main = sqs_names(name)[0]
+            reply = await self.client.call(
+                "GetQueueAttributes", name, QueueUrl=await self.url(name, main), AttributeNames=["RedrivePolicy"]
+            )
+            arn = json.loads(reply["Attributes"]["RedrivePolicy"])["deadLetterTargetArn"]
+            own = sqs_names(name)[1]
+            if arn.endswith(":" + own):
+                self._dead_letter_urls[name] = await self.url(name, own)
+            else:
+                self._dead_letter_urls[name] = await self._named_dead_letter_url(arn)
+        return self._dead_letter_urls[name]
+
 
 class SqsQueue(Queue):
     def __init__(self, backend: SqsQueueBackend, name: str) -> None:
         self._backend = backend
         self._client = backend.client
         self.name = name
-        self._main, self._dlq = sqs_names(name)
+        self._main = sqs_names(name)[0]
         self._deletes = Coalescer(self._delete_batch, MAX_BATCH_ENTRIES)
         self._releases = Coalescer(self._release_batch, MAX_BATCH_ENTRIES)
         self._visibility_s: int | None = None  # the queue's, read once
@@ -242,18 +295,20 @@ class SqsQueue(Queue):
 
     async def dead_letter(self, delivery: Delivery, error: str) -> None:
         """Send the batch to the dead letter queue with its error, then delete it: never lost in between."""
-        attributes = {"error": error, "receive_count": str(delivery.receive_count)}
+        # "queue" tells this job's dead letters from other jobs' in a dead letter queue that jobs share.
+        attributes = {"error": error, "receive_count": str(delivery.receive_count), "queue": self.name}
         message = entry(delivery.batch, attributes)
         overflow = size(message) - MAX_MESSAGE_BYTES
         if overflow > 0 or len(error.encode()) > MAX_ERROR_BYTES:
             keep = max(0, min(MAX_ERROR_BYTES, len(error.encode()) - overflow))
             attributes["error"] = error.encode()[:keep].decode(errors="ignore") or "(error too long to keep)"
             message = entry(delivery.batch, attributes)
-        await self._client.call("SendMessage", self.name, QueueUrl=await self._url(self._dlq), **message)
+        await self._client.call("SendMessage", self.name, QueueUrl=await self._dead_letter_url(), **message)
         await self.ack(delivery)
 
     async def depth(self) -> Depth:
-        main, dead = await asyncio.gather(self._counts(self._main), self._counts(self._dlq))
+        urls = await self._url(), await self._dead_letter_url()
+        main, dead = await asyncio.gather(*map(self._counts, urls))
         visible, in_flight = main
         control = len(self._backend._control_sent.get(self.name, ()))
         hidden_in_visible = min(control, visible)
@@ -266,7 +321,7 @@ class SqsQueue(Queue):
 
         Two listings at the same time see part of the dead letters each.
         """
-        url = await self._url(self._dlq)
+        url = await self._dead_letter_url()
         letters: dict[str, DeadLetter] = {}
         receipts: list[str] = []
         while True:
@@ -286,15 +341,19 @@ class SqsQueue(Queue):
             for message in messages:
                 receipts.append(message["ReceiptHandle"])
                 letter = dead_letter_of(message)
-                letters.setdefault(letter.batch.batch_id, letter)
+                if letter_queue(message) in (self.name, None):  # None: moved by the redrive safety net
+                    letters.setdefault(letter.batch.batch_id, letter)
         for start in range(0, len(receipts), MAX_BATCH_ENTRIES):
             await self._release_batch(receipts[start : start + MAX_BATCH_ENTRIES], url)
         return list(letters.values())
 
     # --- mechanics ---------------------------------------------------------------------------
 
-    async def _url(self, sqs_name: str | None = None) -> str:
-        return await self._backend.url(self.name, sqs_name or self._main)
+    async def _url(self) -> str:
+        return await self._backend.url(self.name, self._main)
+
+    async def _dead_letter_url(self) -> str:
+        return await self._backend.dead_letter_url(self.name)
 
     async def _queue_visibility_s(self) -> int:
         if self._visibility_s is None:
@@ -311,11 +370,11 @@ class SqsQueue(Queue):
                 del self._held_until[receipt]
         self._held_until.update(dict.fromkeys(receipts, until))
 
-    async def _counts(self, sqs_name: str) -> tuple[int, int]:
+    async def _counts(self, url: str) -> tuple[int, int]:
         reply = await self._client.call(
             "GetQueueAttributes",
             self.name,
-            QueueUrl=await self._url(sqs_name),
+            QueueUrl=url,
             AttributeNames=["ApproximateNumberOfMessages", "ApproximateNumberOfMessagesNotVisible"],
         )
         attributes = reply["Attributes"]

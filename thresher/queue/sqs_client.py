@@ -101,6 +101,10 @@ class SqsClient:
         self.calls: Counter[str] = Counter()  # operation -> calls made
         self.calls_by_queue: defaultdict[str, Counter[str]] = defaultdict(Counter)
 
+    @property
+    def region(self) -> str:
+        return str(self._client.meta.region_name)
+
     async def call(self, operation: str, queue: str, **params: Any) -> dict[str, Any]:
         """Run `operation` (e.g. "SendMessageBatch") for Thresher queue `queue`, retrying transient failures."""
         method = functools.partial(getattr(self._client, xform_name(operation)), **params)

@@ -21,7 +21,7 @@ MAX_MESSAGE_BYTES = 256 * 1024
 MAX_MESSAGE_ID = 128  # MessageGroupId / MessageDeduplicationId: printable ASCII without spaces
 
 REDRIVE_MAX_RECEIVES = 1000  # safety net only: the dequeuer dead-letters after max_receive_count attempts
-ATTRIBUTES = ["kind", "batch_id", "error", "receive_count"]  # message attributes Thresher sets
+ATTRIBUTES = ["kind", "batch_id", "error", "receive_count", "queue"]  # message attributes Thresher sets
 _MESSAGE_ID_OK = re.compile(rf"[\x21-\x7e]{{1,{MAX_MESSAGE_ID}}}")
 
 
@@ -96,6 +96,11 @@ def dead_letter_of(message: dict[str, Any]) -> DeadLetter:
     if error is None:  # moved by the redrive policy, not by dead_letter()
         return DeadLetter(delivery.batch, REDRIVE_MAX_RECEIVES, f"received {REDRIVE_MAX_RECEIVES} times (redrive)")
     return DeadLetter(delivery.batch, int(_attribute(message, "receive_count") or 0), error)
+
+
+def letter_queue(message: dict[str, Any]) -> str | None:
+    """The Thresher queue a dead letter came from; None if the redrive policy moved it there."""
+    return _attribute(message, "queue")
 
 
 def failure_message(operation: str, failure: dict[str, Any], entries: dict[str, dict[str, Any]]) -> str:

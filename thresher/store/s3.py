@@ -1,7 +1,8 @@
 """S3Store: objects in S3 (or any S3-compatible server) as `s3://bucket/key`, through boto3 off the event loop.
 
 A prefix lists every key that starts with it (ListObjectsV2, in S3's key order); keys ending in "/" are folder
-markers and left out, as Cortex does.
+markers and left out, as Cortex does. A bucket in another region than the client's is reached all the same:
+botocore follows S3's redirect to the bucket's region and remembers it (on AWS; a custom endpoint has one region).
 """
 
 from __future__ import annotations
