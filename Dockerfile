@@ -29,5 +29,7 @@ ENV PATH=/opt/thresher/bin:$PATH \
 RUN install -d -o 10001 -g 10001 /var/lib/thresher
 USER 10001:10001
 WORKDIR /home/thresher
-EXPOSE 8888 7001 7002 7003 7004
+# gateway 8888; gRPC scheduler 7001, enqueuer 7002, monitor 7003; /metrics monitor 7004, scheduler 7005, enqueuer 7006;
+# plaintext gRPC health with TLS on 7010; a worker pod's dequeuer /healthz and /metrics 15000 (deploy/README.md).
+EXPOSE 8888 7001 7002 7003 7004 7005 7006 7010 15000
 CMD ["python", "-m", "services.gateway"]

@@ -50,7 +50,8 @@ def main(argv: list[str] | None = None) -> int:
     only = {int(n) for n in args.only.split(",")} if args.only else {1, 2, 3, 4, 5}
     sizes = Sizes.of(args.quick)
     work = Path(tempfile.mkdtemp(prefix="thresher-bench-"))
-    print("Thresher benchmarks" + (" (quick)" if args.quick else ""), *machine_facts(), sep="\n  ", flush=True)
+    facts = machine_facts()  # at the start: the load average when the run began
+    print("Thresher benchmarks" + (" (quick)" if args.quick else ""), *facts, sep="\n  ", flush=True)
     started = time.monotonic()
     scenarios: list[Scenario] = []
     profile: Profile | str | None = None
@@ -65,7 +66,7 @@ def main(argv: list[str] | None = None) -> int:
         shutil.rmtree(work, ignore_errors=True)
     left = LEFT_BEHIND + strays
     out = Path(args.out) if args.out else (QUICK_REPORT if args.quick else REPORT)
-    write_report(out, scenarios, profile, args.quick)
+    write_report(out, facts, scenarios, profile, args.quick)
     _print_end(scenarios, time.monotonic() - started, out, left)
     return 1 if left or any(s.title.endswith("(failed)") for s in scenarios) else 0
 

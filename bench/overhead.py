@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import multiprocessing
 import time
+from collections.abc import Callable
 from typing import Any
 
 from bench.results import Figure, Scenario, Target, median
@@ -32,10 +33,12 @@ def pool_seconds(batches: list[list[int]], workers: int, fn: Any = noop_batch) -
     return time.perf_counter() - started
 
 
-def job_seconds(stack: BenchStack, items: int) -> float:
+def job_seconds(stack: BenchStack, items: int, on_submit: Callable[[str], object] | None = None) -> float:
     """One no-op job: seconds from submit to its final status (which must be `succeeded`)."""
     job = {"workers": WORKERS, "item_list": {"items": list(range(items)), "batch_size": BATCH_SIZE}}
     job_id, submitted = stack.submit(job)
+    if on_submit is not None:
+        on_submit(job_id)
     status, final_at = stack.wait_final(job_id, TIMEOUT_S, poll_s=STATUS_POLL_S)
     if status["job_status"]["status"] != "succeeded":
         raise RuntimeError(f"overhead job ended {status['job_status']['status']}: {status['job_status']}")

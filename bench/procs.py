@@ -57,6 +57,12 @@ def processes_of(root: str) -> list[int]:
     return found
 
 
+def cpu_seconds(pid: int) -> float | None:
+    """CPU time the process has used (user + system), None if there is no such process."""
+    fields = _stat_fields(pid)
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK") if fields else None
+
+
 def peak_rss_mib(pid: int) -> float | None:
     """VmHWM: the most resident memory the process has used (since start or the last reset_peak_rss)."""
     try:

@@ -1,10 +1,10 @@
 """Where scenario 1's time goes: py-spy samples every process of the stack during one more no-op job.
 
-py-spy (not a Thresher dependency: `.venv/bin/pip install py-spy`) attaches to `thresher up` with
---subprocesses, so it follows the services, the dequeuers and the workers. Samples of threads that only wait
-(an event loop's select, an idle thread pool) are set apart: py-spy cannot always tell them from work. The rest
-is grouped by process and by the innermost Thresher function on the stack ("which call"), with the library
-function below it that most of those samples were in ("what it spends on").
+py-spy (a dev dependency, pinned in pyproject.toml) attaches to `thresher up` with --subprocesses, so it follows
+the services, the dequeuers and the workers. Samples of threads that only wait (an event loop's select, an idle
+thread pool) are set apart: py-spy cannot always tell them from work. The rest is grouped by process and by the
+innermost Thresher function on the stack ("which call"), with the library function below it that most of those
+samples were in ("what it spends on"). Beside the samples, the CPU time /proc counts for each process.
 """
 
 from __future__ import annotations
@@ -14,11 +14,12 @@ import shutil
 import signal
 import subprocess
 import sys
+import threading
 from collections import Counter, defaultdict
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from bench import overhead
+from bench import overhead, procs
 from bench.stack import BenchStack
 
 RATE_HZ = 100
@@ -56,6 +57,7 @@ class Profile:
     waiting: int = 0
     by_process: Counter[str] = field(default_factory=Counter)  # working samples only
     hotspots: list[Hotspot] = field(default_factory=list)
+    cpu_s: Counter[str] = field(default_factory=Counter)  # CPU seconds by process during the job, from /proc
 
     def ms_per_batch(self, samples: int) -> float:
         """Active time per batch that `samples` stand for (one sample = 1/RATE_HZ s of one thread)."""
@@ -71,7 +73,7 @@ def profile_overhead(stack: BenchStack, work_dir: Path, items: int) -> Profile |
     """The profile of one no-op job, or why there is none."""
     spy = py_spy()
     if spy is None:
-        return "py-spy is not installed (`.venv/bin/pip install py-spy`); no profile"
+        return "py-spy is not installed (it is a dev dependency: `make install`); no profile"
     output = work_dir / "profile.txt"
     argv = [
         spy,
@@ -88,16 +90,67 @@ def profile_overhead(stack: BenchStack, work_dir: Path, items: int) -> Profile |
         str(output),
     ]
     recorder = subprocess.Popen(argv, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
+    meter = CpuMeter(stack)
     try:
-        seconds = overhead.job_seconds(stack, items)
+        seconds = overhead.job_seconds(stack, items, on_submit=meter.watch)
     finally:
+        meter.stop()
         recorder.send_signal(signal.SIGINT)
         _, errors = recorder.communicate(timeout=120)
     if not output.exists():
         return f"py-spy wrote no profile: {errors.strip()[-300:]}"
-    profile = Profile(batches=items // overhead.BATCH_SIZE, seconds=seconds)
+    profile = Profile(batches=items // overhead.BATCH_SIZE, seconds=seconds, cpu_s=meter.cpu_s())
     read_samples(output, profile)
     return profile
+
+
+class CpuMeter:
+    """CPU time of the stack's services and of one job's worker and dequeuer processes, read from /proc.
+
+    Workers and dequeuers end with the job, so their counters are read every SAMPLE_S while they run (the last reading
+    is at most that much short). Services count from when the meter starts.
+    """
+
+    SAMPLE_S = 0.05
+
+    def __init__(self, stack: BenchStack) -> None:
+        self._stack = stack
+        self._services = {pid: name for name, pid in stack.service_pids().items()}
+        self._first = {pid: procs.cpu_seconds(pid) or 0.0 for pid in self._services}
+        self._last: dict[int, tuple[str, float]] = {}
+        self._job_id = ""
+        self._done = threading.Event()
+        self._thread = threading.Thread(target=self._sample, daemon=True)
+        self._thread.start()
+
+    def watch(self, job_id: str) -> None:
+        self._job_id = job_id
+
+    def stop(self) -> None:
+        self._done.set()
+        self._thread.join()
+
+    def cpu_s(self) -> Counter[str]:
+        totals: Counter[str] = Counter()
+        for pid, (name, seconds) in self._last.items():
+            totals[name] += seconds - self._first.get(pid, 0.0)
+        return totals
+
+    def _sample(self) -> None:
+        while True:
+            pods = self._stack.pod_pids(self._job_id) if self._job_id else []
+            for pid in [*self._services, *pods]:
+                seconds = procs.cpu_seconds(pid)
+                if seconds is not None:
+                    name = self._last[pid][0] if pid in self._last else self._name(pid)
+                    self._last[pid] = (name, seconds)
+            if self._done.wait(self.SAMPLE_S):
+                return
+
+    def _name(self, pid: int) -> str:
+        if pid in self._services:
+            return self._services[pid]
+        return "dequeuer" if "services.dequeuer" in procs.cmdline(pid) else "worker"
 
 
 def read_samples(path: Path, profile: Profile) -> None:

@@ -11,6 +11,8 @@ from pathlib import Path
 from bench.profiling import Profile
 from bench.results import Scenario
 
+ANALYSIS = Path(__file__).parent / "analysis.md"  # written by hand: what changed, and what the figures mean
+
 
 def machine_facts() -> list[str]:
     return [
@@ -22,7 +24,9 @@ def machine_facts() -> list[str]:
     ]
 
 
-def write_report(path: Path, scenarios: list[Scenario], profile: Profile | str | None, quick: bool) -> None:
+def write_report(
+    path: Path, facts: list[str], scenarios: list[Scenario], profile: Profile | str | None, quick: bool
+) -> None:
     when = datetime.datetime.now(datetime.UTC).strftime("%Y-%m-%d %H:%M UTC")
     lines = [
         "# Benchmarks",
@@ -31,7 +35,7 @@ def write_report(path: Path, scenarios: list[Scenario], profile: Profile | str |
         f"commit {_commit()} (the tree may hold uncommitted changes). "
         + ("**Quick run: small sizes, for a check only.**" if quick else "Full sizes."),
         "",
-        *(f"- {fact}" for fact in machine_facts()),
+        *(f"- {fact}" for fact in facts),
         "- The embedded stack (`thresher up`) with default settings: SQLite queue, local worker processes; "
         "scenario 5 runs a second stack on moto's SQS. The machine is shared: figures swing 30–50% between runs.",
         "- Every ratio is figure / baseline, both measured in this run.",
@@ -48,6 +52,8 @@ def write_report(path: Path, scenarios: list[Scenario], profile: Profile | str |
                     f"| {s.number} | {f.label} | {f.value_text()} | {f.baseline_text()} | {f.ratio_text()} | "
                     f"{f.target_text() or f.note} |"
                 )
+    if not quick:
+        lines += ["", ANALYSIS.read_text(encoding="utf-8").rstrip()]
     for s in scenarios:
         lines += [
             "",
@@ -92,13 +98,26 @@ def _profile_section(profile: Profile | str | None) -> list[str]:
         f"({profile.batches / profile.seconds:,.0f} batches/s; sampling slows it). {profile.total:,} samples at "
         f"100 Hz from every process; {profile.waiting / max(profile.total, 1):.0%} were threads waiting (event "
         'loops in select, idle thread pools) and are left out below. "Active ms per batch" is the time that process '
-        "was sampled running (or in blocking I/O, or runnable and waiting for a CPU) divided by the batches.",
+        "was sampled running (or in blocking I/O, or runnable and waiting for a CPU) divided by the batches; "
+        '"CPU ms per batch" is the CPU time /proc counted for it during the job (start-up included: every worker '
+        "and dequeuer process starts with the job), divided by the batches.",
         "",
-        "| process | share of working samples | active ms per batch |",
-        "|---|---|---|",
+        "| process | share of working samples | active ms per batch | CPU ms per batch |",
+        "|---|---|---|---|",
     ]
-    for process, samples in profile.by_process.most_common():
-        lines.append(f"| {process} | {samples / working:.0%} | {profile.ms_per_batch(samples):.2f} |")
+    for process in sorted(set(profile.by_process) | set(profile.cpu_s), key=lambda p: -profile.cpu_s[p]):
+        samples = profile.by_process[process]
+        cpu_ms = profile.cpu_s[process] * 1000 / profile.batches if process in profile.cpu_s else None
+        lines.append(
+            f"| {process} | {samples / working:.0%} | {profile.ms_per_batch(samples):.2f} | "
+            + (f"{cpu_ms:.2f} |" if cpu_ms is not None else "|")
+        )
+    cpu = sum(profile.cpu_s.values())
+    lines += [
+        "",
+        f"CPU time of the whole job: {cpu:.2f} s, {cpu * 1000 / profile.batches:.2f} ms per batch, over "
+        f"{profile.seconds:.2f} s on {len(os.sched_getaffinity(0))} CPUs.",
+    ]
     lines += [
         "",
         "Top hot spots: the innermost Thresher function on the sampled stacks, and the function below it where "

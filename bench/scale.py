@@ -210,7 +210,9 @@ def _delimited_files_dry_run(stack: BenchStack, path: Path) -> tuple[bool, str]:
     """Whether a dry run of a `delimited_files` job with a local path answers `validations passed`, and its answer."""
     _write_items(path, 10)
     body = json.dumps({"workers": 1, "delimited_files": {"s3_paths": [str(path)], "batch_size": BATCH_SIZE}})
-    request = urllib.request.Request(f"{stack.url}/batch/{API}?dryRun=true", data=body.encode(), method="POST")
+    request = urllib.request.Request(
+        f"{stack.url}/batch/{API}?dryRun=true", data=body.encode(), method="POST", headers=stack.auth_headers
+    )
     request.add_header("Content-Type", "application/json")
     try:
         with urllib.request.urlopen(request, timeout=30) as response:

@@ -114,7 +114,7 @@ async def _backend_floor(endpoint: str, batches: int) -> float:
         received = 0
         while received < batches:
             deliveries = await queue.receive(10, 1.0)
-            await asyncio.gather(*(queue.ack(d) for d in deliveries))  # one turn: the deletes are coalesced
+            await queue.ack(deliveries)
             received += len(deliveries)
         await backend.delete("bench-floor")
         return sum(backend.calls.values()) / batches

@@ -11,9 +11,11 @@ from typing import Any
 import yaml
 
 from bench import procs
+from thresher.auth import authorization
 from thresher.cli import FINAL
 from thresher.client import GatewayClient
 from thresher.launcher import StackProcess
+from thresher.names import HEADER_AUTHORIZATION
 
 API = "bench"
 APIS_FILE = Path(__file__).parent / "workers" / "apis.yaml"
@@ -31,7 +33,9 @@ class BenchStack:
         started = time.monotonic()
         self.process = _start(root, self.data_dir, settings)
         self.start_s = time.monotonic() - started
-        self.client = GatewayClient(self.process.url)
+        key = self.process.api_key
+        self.client = GatewayClient(self.process.url, api_key=key)
+        self.auth_headers = {HEADER_AUTHORIZATION: authorization(key)} if key else {}  # for requests made by hand
 
     @property
     def url(self) -> str:

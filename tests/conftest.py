@@ -1,4 +1,5 @@
-"""Fixtures shared by every test folder: moto's server as the SQS and S3 endpoint, on 127.0.0.1 only."""
+"""Fixtures shared by every test folder: moto's server as the SQS and S3 endpoint, on 127.0.0.1 only; and the check
+that no API key is ever logged."""
 
 from __future__ import annotations
 
@@ -10,9 +11,39 @@ from typing import Any
 import boto3
 import pytest
 
+from thresher.auth import KEY_PATTERN
+from thresher.logs import JsonFormatter
+
 # Dummy credentials and region for moto: tests never reach AWS, since every client is given moto's endpoint.
 AWS_ENV = {"AWS_ACCESS_KEY_ID": "testing", "AWS_SECRET_ACCESS_KEY": "testing", "AWS_DEFAULT_REGION": "us-east-1"}
 DEDUPLICATION_WINDOW_S = 300  # SQS's: a FIFO queue drops a repeated deduplication id for 5 minutes
+
+
+class _KeyCatcher(logging.Handler):
+    def __init__(self) -> None:
+        super().__init__()
+        self.leaks: list[str] = []
+        self.setFormatter(JsonFormatter())
+
+    def emit(self, record: logging.LogRecord) -> None:
+        line = self.format(record)
+        if KEY_PATTERN.search(line):
+            self.leaks.append(line)
+
+
+@pytest.fixture(scope="session", autouse=True)
+def no_api_key_is_logged(tmp_path_factory: pytest.TempPathFactory) -> Iterator[None]:
+    """No API key appears in any log line of the run: this process's records (at the levels the tests let through)
+    and the log files of every process the tests started (all under the run's temporary folder)."""
+    catcher = _KeyCatcher()
+    logging.getLogger().addHandler(catcher)
+    yield
+    logging.getLogger().removeHandler(catcher)
+    leaks = catcher.leaks
+    for path in tmp_path_factory.getbasetemp().rglob("*.log"):
+        with open(path, encoding="utf-8", errors="replace") as f:
+            leaks += [f"{path}: {line}" for line in f if KEY_PATTERN.search(line)]
+    assert leaks == [], "API keys were logged"
 
 
 @pytest.fixture(scope="session")

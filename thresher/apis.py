@@ -13,6 +13,14 @@ from thresher.v1 import jobs_pb2
 
 NAME_PATTERN = re.compile(r"^[a-z0-9]([a-z0-9-]{0,61}[a-z0-9])?$")  # a DNS label: it names queues and pods
 DEFAULT_PORT = 8080
+# Kubernetes' own syntax (k8s.io/apimachinery: resource.Quantity, validation.IsQualifiedName, IsValidLabelValue).
+_QUANTITY = re.compile(r"^(?P<number>[0-9]+(\.[0-9]*)?|\.[0-9]+)(?P<suffix>[eE][+-]?[0-9]+|m|k|M|G|T|P|E|[KMGTPE]i)?$")
+_LABEL_NAME = re.compile(r"^[A-Za-z0-9]([A-Za-z0-9._-]{0,61}[A-Za-z0-9])?$")
+_DNS_SUBDOMAIN = re.compile(r"^[a-z0-9]([a-z0-9.-]{0,251}[a-z0-9])?$")
+COMPUTE_KEYS = ("cpu", "mem", "gpu")
+TOLERATION_KEYS = ("key", "operator", "value", "effect")
+OPERATORS = ("Equal", "Exists")
+EFFECTS = ("NoSchedule", "PreferNoSchedule", "NoExecute")
 
 
 def load_api_file(path: str | Path) -> list[jobs_pb2.ApiSpec]:
@@ -62,11 +70,99 @@ def _parse_one(item: Any, index: int, working_dir: str) -> jobs_pb2.ApiSpec:
         http_get = _mapping(probe.get("http_get") or {}, f"{where}: readiness_probe: http_get")
         if http_get.get("path") and not spec.readiness_path:
             spec.readiness_path = str(http_get["path"])
+    _placement(spec, item, where)
     return spec
+
+
+def _placement(spec: jobs_pb2.ApiSpec, item: dict[str, Any], where: str) -> None:
+    """`compute`, `node_groups`, `node_selector` and `tolerations`: how big workers are and where they run."""
+    if "compute" in item:
+        spec.compute.CopyFrom(_compute(item["compute"], f"{where}: compute"))
+    groups = item.get("node_groups") or []
+    if not _strings(groups) or len(set(groups)) != len(groups):
+        raise InvalidRequest(f"{where}: node_groups: must be a list of distinct node group names, got {groups!r}")
+    for group in groups:
+        label_value(group, f"{where}: node_groups")
+    spec.node_groups.extend(groups)
+    selector = _mapping(item.get("node_selector") or {}, f"{where}: node_selector")
+    for key, value in selector.items():
+        label_key(key, f"{where}: node_selector")
+        if not isinstance(value, str):
+            raise InvalidRequest(f"{where}: node_selector: {key}: values must be strings (quote them), got {value!r}")
+        label_value(value, f"{where}: node_selector: {key}")
+    spec.node_selector.update(selector)
+    tolerations = item.get("tolerations") or []
+    if not isinstance(tolerations, list):
+        raise InvalidRequest(f"{where}: tolerations: must be a list of {{key, operator, value, effect}}")
+    spec.tolerations.extend(_toleration(t, f"{where}: tolerations[{i}]") for i, t in enumerate(tolerations))
+
+
+def _compute(raw: Any, where: str) -> jobs_pb2.Compute:
+    raw = _known_keys(_mapping(raw, where), COMPUTE_KEYS, where)
+    compute = jobs_pb2.Compute()
+    if "cpu" in raw:
+        compute.cpu = quantity(raw["cpu"], f"{where}: cpu")
+    if "mem" in raw:
+        compute.mem = quantity(raw["mem"], f"{where}: mem", memory=True)
+    if "gpu" in raw:
+        gpu = raw["gpu"]
+        if not isinstance(gpu, int) or isinstance(gpu, bool) or gpu < 0:
+            raise InvalidRequest(f"{where}: gpu: must be a whole number of GPUs (0 or more), got {gpu!r}")
+        compute.gpu = gpu
+    return compute
+
+
+def _toleration(raw: Any, where: str) -> jobs_pb2.Toleration:
+    raw = _known_keys(_mapping(raw, where), TOLERATION_KEYS, where)
+    key, value = raw.get("key", ""), raw.get("value", "")
+    operator, effect = raw.get("operator", "Equal"), raw.get("effect", "")
+    if not isinstance(key, str) or not isinstance(value, str):
+        raise InvalidRequest(f"{where}: key and value must be strings (quote them), got {key!r} and {value!r}")
+    if operator not in OPERATORS:
+        raise InvalidRequest(f"{where}: operator: must be Equal or Exists, got {operator!r}")
+    if effect not in ("", *EFFECTS):
+        choices = ", ".join(EFFECTS)
+        raise InvalidRequest(f"{where}: effect: must be one of {choices} (or none: every effect), got {effect!r}")
+    if operator == "Exists" and value:
+        raise InvalidRequest(f"{where}: value: must be empty with operator Exists, got {value!r}")
+    if not key and operator != "Exists":
+        raise InvalidRequest(f"{where}: key: required unless operator is Exists (which then tolerates every taint)")
+    if key:
+        label_key(key, f"{where}: key")
+    label_value(value, f"{where}: value")
+    return jobs_pb2.Toleration(key=key, operator=operator, value=value, effect=effect)
+
+
+def quantity(value: Any, where: str, memory: bool = False) -> str:
+    """A Kubernetes quantity above zero (`500m`, `2`, `4Gi`), as text."""
+    text = str(value).strip() if isinstance(value, str | int | float) and not isinstance(value, bool) else ""
+    match = _QUANTITY.match(text)
+    if match is None or float(match["number"]) <= 0:
+        example = "512Mi or 4Gi" if memory else "500m or 2"
+        raise InvalidRequest(f"{where}: must be a Kubernetes quantity above zero such as {example}, got {value!r}")
+    if memory and match["suffix"] == "m":
+        raise InvalidRequest(f"{where}: {text!r} means {match['number']} thousandths of a byte; use Mi or Gi")
+    return text
+
+
+def label_key(key: str, where: str) -> None:
+    """A Kubernetes label key: `name` or `prefix/name`."""
+    prefix, _, name = key.rpartition("/")
+    if not _LABEL_NAME.match(name) or (prefix and not _DNS_SUBDOMAIN.match(prefix)) or key.startswith("/"):
+        raise InvalidRequest(f"{where}: {key!r} is not a Kubernetes label key ([prefix/]name of at most 63 characters)")
+
+
+def label_value(value: str, where: str) -> None:
+    if value and not _LABEL_NAME.match(value):
+        raise InvalidRequest(
+            f"{where}: {value!r} is not a Kubernetes label value (at most 63 letters, digits, '-', '_' or '.')"
+        )
 
 
 def _container(raw: Any, where: str) -> jobs_pb2.Container:
     raw = _mapping(raw, where)
+    if "compute" in raw:  # where Cortex's latest shape puts it; one block per API is enough for a worker
+        raise InvalidRequest(f"{where}: compute: set it on the API, beside pod: it applies to each of its containers")
     command = raw.get("command")
     if not _strings(command) or not command:
         raise InvalidRequest(f"{where}: command: required, a list of strings")
@@ -92,6 +188,13 @@ def _mapping(value: Any, where: str) -> dict[str, Any]:
     if not isinstance(value, dict):
         raise InvalidRequest(f"{where}: expected a mapping")
     return value
+
+
+def _known_keys(raw: dict[str, Any], known: tuple[str, ...], where: str) -> dict[str, Any]:
+    unknown = [key for key in raw if key not in known]
+    if unknown:
+        raise InvalidRequest(f"{where}: unknown key {unknown[0]!r} (known: {', '.join(known)})")
+    return raw
 
 
 def _strings(value: Any) -> bool:

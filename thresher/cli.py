@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import json
+import os
 import sys
 import time
 from pathlib import Path
@@ -12,9 +13,11 @@ from typing import Any, TextIO
 
 import yaml
 
+from thresher import auth
 from thresher.client import GatewayClient
 from thresher.config import load_config
 from thresher.errors import ThresherError
+from thresher.names import ENV_API_KEY, GRPC_AUTHORIZATION_KEY
 
 FINAL = {"succeeded", "completed_with_failures", "enqueue_failed", "worker_error", "worker_oom", "timed_out", "stopped",
          "unexpected_error"}  # fmt: skip
@@ -52,6 +55,12 @@ def _parser() -> argparse.ArgumentParser:
     backends.add_argument("--s3-region", help="the S3 region (else AWS_DEFAULT_REGION)")
     backends.add_argument("--local-roots", help="directories (':'-separated) that local inputs may read (default: any)")
     up.set_defaults(run=_up)
+
+    add_key = commands.add_parser("add-key", help="make an API key and add it to the keys file; prints it once")
+    add_key.add_argument("name", help="the key's name, recorded as the owner of the jobs it submits")
+    add_key.add_argument("--scopes", default=auth.SUBMIT, help="comma-separated: submit, read, admin (default submit)")
+    add_key.add_argument("--keys-file", help="default: auth.keys_file, else <data dir>/api_keys (thresher up's)")
+    add_key.set_defaults(run=_add_key)
 
     deploy = commands.add_parser("deploy", help="deploy (or update) the Batch APIs of a YAML file")
     deploy.add_argument("file")
@@ -112,16 +121,22 @@ def _up(args: argparse.Namespace) -> int:
     ]:
         if value is not None:
             setattr(section, name, value)
+    data_dir = Path(config.data_dir).resolve()
+    own_keys = not config.auth.keys_file  # else the keys file is the operator's, and so are its keys
+    if own_keys:
+        config.auth.keys_file = str(auth.ensure_local_key(data_dir))
+    api_key = auth.read_api_key(data_dir) if own_keys else os.environ.get(ENV_API_KEY)
 
     async def on_ready(stack: Stack) -> None:
         if args.apis:
             from thresher import rpc
             from thresher.apis import load_api_file
 
-            async with rpc.channel(stack.config.addresses.scheduler) as channel:
+            credentials = ((GRPC_AUTHORIZATION_KEY, auth.authorization(api_key)),) if api_key else ()
+            async with rpc.channel(stack.config.addresses.scheduler, stack.config.tls) as channel:
                 jobs = rpc.Client(jobs_pb2_grpc.JobsStub(channel))
                 for spec in load_api_file(args.apis):
-                    await jobs.DeployApi(jobs_pb2.DeployApiRequest(api=spec))
+                    await jobs.DeployApi(jobs_pb2.DeployApiRequest(api=spec), metadata=credentials)
                     print(f"deployed API {spec.name}")
         print(f"Thresher is up: {stack.endpoints()['gateway']['http']}  (Ctrl-C stops it)")
         for service, where in stack.endpoints().items():
@@ -129,9 +144,22 @@ def _up(args: argparse.Namespace) -> int:
         print(
             f"  data: {stack.data_dir}  logs: {stack.data_dir / 'logs'}  endpoints: {stack.data_dir / 'endpoints.json'}"
         )
+        if own_keys:
+            print(f"  API key: {data_dir / auth.API_KEY_FILE}  (the CLI reads <THRESHER_DATA_DIR>/api_key)")
+        else:
+            print(f"  API keys: {config.auth.keys_file}")
         sys.stdout.flush()
 
     asyncio.run(run_stack(config, on_ready))
+    return 0
+
+
+def _add_key(args: argparse.Namespace) -> int:
+    config = load_config()
+    keys_file = Path(args.keys_file or config.auth.keys_file or Path(config.data_dir) / auth.KEYS_FILE)
+    key = auth.generate_key()
+    auth.add_key(keys_file, args.name, args.scopes.split(","), key)
+    print(f"added API key {args.name!r} ({args.scopes}) to {keys_file}; it is shown only now:\n{key}")
     return 0
 
 

@@ -34,6 +34,7 @@ class Addresses:
     monitor_metrics: str = "127.0.0.1:0"  # HTTP, Prometheus text on /metrics (the ledger's series, the process's)
     scheduler_metrics: str = "127.0.0.1:0"  # HTTP /metrics: jobs by status, worker restarts, gRPC requests
     enqueuer_metrics: str = "127.0.0.1:0"  # HTTP /metrics: enqueued batches, enqueue duration, gRPC requests
+    gateway_metrics: str = ""  # HTTP /metrics of the gateway on a port of its own; empty: on the gateway's port
 
 
 @dataclass
@@ -62,6 +63,27 @@ class DequeuerSettings:
 @dataclass
 class GatewaySettings:
     max_body_bytes: int = 10 * 1024 * 1024  # submissions larger than this get 413 (as Cortex: 10 MiB)
+    # Against slow clients (slow-loris): a connection that has not sent a whole request this long after it opened
+    # (or after its last answer) is closed, and a body still arriving after it gets 408. Seconds.
+    read_timeout_s: float = 60.0
+
+
+@dataclass
+class AuthSettings:
+    """API keys of the public API: the gateway's job and API routes, and the scheduler's Jobs service."""
+
+    # A file of hashed keys, a line each (thresher/auth.py); empty: no keys, the API is open to anyone who can reach
+    # it. `thresher up` makes <data_dir>/api_keys, with the key of <data_dir>/api_key, unless this is set.
+    keys_file: str = ""
+
+
+@dataclass
+class LimitSettings:
+    """Caps on what submissions may ask for, checked by the scheduler before anything is created."""
+
+    max_workers: int = 100  # a job's `workers`
+    max_batch_size: int = 10_000  # items per batch (`batch_size` of every source)
+    max_jobs_in_progress_per_api: int = 50  # more submissions to the API get 429 until one of its jobs ends
 
 
 @dataclass
@@ -94,7 +116,8 @@ class InputSettings:
 class KubernetesSettings:
     """How the kubernetes runtime (runtime.backend = kubernetes) runs workers: one batch/v1 Job per job.
 
-    Until API definitions carry `compute` and node groups, these apply to every API's workers.
+    The worker_* sizes, node_selector and tolerations are defaults: an API definition's own `compute`,
+    `node_selector` and `tolerations` replace them for its workers.
     """
 
     namespace: str = ""  # where worker Jobs run; empty: the scheduler's own namespace in a pod, else "default"
@@ -103,6 +126,7 @@ class KubernetesSettings:
     image_pull_policy: str = "IfNotPresent"  # Always, IfNotPresent or Never, for every container of a worker
     service_account: str = ""  # worker pods' service account (e.g. IRSA for SQS and S3); empty: the default one
     env_secret: str = ""  # a Secret whose keys become the dequeuer's environment (e.g. queue credentials); empty: none
+    tls_secret: str = ""  # with tls on: a Secret (ca.crt, tls.crt, tls.key) for the dequeuers' client certificate
     stalled_after_s: float = 900.0  # a worker unschedulable this long is reported stalled, seconds (Cortex: 15 min)
     worker_cpu: str = "200m"  # CPU request of each API container (Cortex's default); empty: none
     worker_memory: str = ""  # memory request and limit of each API container, e.g. 2Gi; empty: none
@@ -110,6 +134,27 @@ class KubernetesSettings:
     node_selector: str = ""  # "key=value,...": worker pods run only on nodes with these labels (a node group)
     preferred_nodes: str = ""  # "key=value,...": worker pods prefer such nodes, e.g. spot pools
     tolerations: str = ""  # "key=value:Effect,..." or "key:Effect": taints worker pods tolerate (GPU, spot)
+    node_group_label: str = "eks.amazonaws.com/nodegroup"  # the node label an API's node_groups name (EKS's)
+
+
+@dataclass
+class TlsSettings:
+    """Mutual TLS for gRPC: between services, and from each dequeuer to the monitor. All empty: plaintext.
+
+    With them, every gRPC server asks its clients for a certificate signed by the CA, and every client checks the
+    server's certificate against the CA and the host name it dials. PEM files; read when a server or channel opens.
+    """
+
+    ca_file: str = ""  # the CA that signs every peer's certificate, e.g. /etc/thresher/tls/ca.crt
+    cert_file: str = ""  # this process's certificate (chain), shown as a server and as a client
+    key_file: str = ""  # its private key
+    # Kubelet gRPC probes cannot show a certificate: with TLS on, a plaintext listener here answers only the gRPC
+    # health service (a NetworkPolicy keeps other pods off it). Empty: none.
+    health_address: str = ""
+
+    @property
+    def enabled(self) -> bool:
+        return bool(self.ca_file or self.cert_file or self.key_file)
 
 
 @dataclass
@@ -123,6 +168,9 @@ class Config:
     monitor: MonitorSettings = field(default_factory=MonitorSettings)
     kubernetes: KubernetesSettings = field(default_factory=KubernetesSettings)
     inputs: InputSettings = field(default_factory=InputSettings)
+    tls: TlsSettings = field(default_factory=TlsSettings)
+    auth: AuthSettings = field(default_factory=AuthSettings)
+    limits: LimitSettings = field(default_factory=LimitSettings)
 
 
 def load_config(path: str | os.PathLike[str] | None = None, env: typing.Mapping[str, str] | None = None) -> Config:
@@ -184,12 +232,12 @@ def _coerce(value: Any, kind: Any, where: str) -> Any:
         raise InvalidRequest(f"{where}: {value!r} is not a valid {kind.__name__}") from e
 
 
-def config_env(config: Config) -> dict[str, str]:
-    """The THRESHER_* variables that reproduce `config` in another process."""
+def config_env(config: Config, leave_out: typing.Collection[str] = ()) -> dict[str, str]:
+    """The THRESHER_* variables that reproduce `config` in another process, but for the sections in `leave_out`."""
     env = {ENV_PREFIX + "DATA_DIR": str(config.data_dir)}
     for top in dataclasses.fields(config):
         section = getattr(config, top.name)
-        if dataclasses.is_dataclass(section):
+        if dataclasses.is_dataclass(section) and top.name not in leave_out:
             for f in dataclasses.fields(section):
                 env[f"{ENV_PREFIX}{top.name.upper()}_{f.name.upper()}"] = str(getattr(section, f.name))
     return env

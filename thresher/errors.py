@@ -56,6 +56,14 @@ class WrongState(ThresherError):
     grpc_code = grpc.StatusCode.FAILED_PRECONDITION
 
 
+class LimitExceeded(ThresherError):
+    """A configured limit on work in progress is reached (jobs in progress per API); trying again later may work."""
+
+    kind = "limit_exceeded"
+    http_status = 429
+    grpc_code = grpc.StatusCode.RESOURCE_EXHAUSTED
+
+
 class Unavailable(ThresherError):
     """A backend or another service cannot be reached; trying again later may work."""
 
@@ -70,7 +78,17 @@ class QueueNotFound(NotFound):
 
 _BY_KIND: dict[str, type[ThresherError]] = {
     cls.kind: cls
-    for cls in (ThresherError, InvalidRequest, TooLarge, Unauthenticated, Forbidden, NotFound, WrongState, Unavailable)
+    for cls in (
+        ThresherError,
+        InvalidRequest,
+        TooLarge,
+        Unauthenticated,
+        Forbidden,
+        NotFound,
+        WrongState,
+        LimitExceeded,
+        Unavailable,
+    )
 }
 _BY_CODE: dict[grpc.StatusCode, type[ThresherError]] = {
     grpc.StatusCode.INVALID_ARGUMENT: InvalidRequest,

@@ -11,13 +11,17 @@ import threading
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 
+from thresher.auth import read_api_key
+
 START_TIMEOUT_S = 60.0
 STOP_TIMEOUT_S = 60.0
 _READY = re.compile(r"Thresher is up: (\S+)")
 
 
 class StackProcess:
-    """`thresher up` in `data_dir`; `url` is the gateway's once it is up. Its output is kept in `output`."""
+    """`thresher up` in `data_dir`; `url` is the gateway's once it is up, `api_key` the key it made (admin).
+
+    Its output is kept in `output`."""
 
     def __init__(
         self,
@@ -46,6 +50,7 @@ class StackProcess:
         if not self._ready.wait(START_TIMEOUT_S) or not self.url:
             self.stop()
             raise RuntimeError("thresher up did not start:\n" + "".join(self.output))
+        self.api_key = read_api_key(self.data_dir)  # None when the settings name a keys file of their own
 
     def _read_output(self) -> None:
         assert self.proc.stdout is not None

@@ -17,7 +17,17 @@ ENV_JOB_SPEC = "THRESHER_JOB_SPEC"
 # gRPC trailing metadata key that carries an error's kind across a service boundary.
 GRPC_KIND_KEY = "thresher-kind"
 
+# API keys: `Authorization: Bearer <key>` on HTTP, the same value under this gRPC metadata key (as gRPC's own
+# access-token call credentials send it); clients also read the key from this variable.
+HEADER_AUTHORIZATION = "Authorization"
+GRPC_AUTHORIZATION_KEY = "authorization"
+ENV_API_KEY = "THRESHER_API_KEY"
+
 METRIC_PREFIX = "thresher_"
 
 # The control message a job's queue carries once every batch is terminal.
 JOB_COMPLETE = "job_complete"
+
+# The dequeuer's exit code once it drained on SIGTERM (spot reclaim, node drain): neither a crash (1) nor the end of
+# the job (0: its queue is gone). Runtimes replace such a worker without counting it against the restart budget.
+EXIT_DRAINED = 75  # sysexits' EX_TEMPFAIL: try again later

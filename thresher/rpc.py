@@ -7,14 +7,16 @@ import contextlib
 import logging
 import time
 from collections.abc import AsyncIterator, Awaitable, Callable, Iterator, Sequence
+from pathlib import Path
 from typing import Any
 
 import grpc
-from grpc_health.v1 import health, health_pb2, health_pb2_grpc
-from grpc_reflection.v1alpha import reflection
+from google.protobuf.message import DecodeError
 from tenacity import AsyncRetrying, retry_if_exception_type, stop_after_delay, wait_exponential
 
-from thresher.errors import ThresherError, Unavailable, from_grpc
+from thresher.aiotasks import create_guarded_task
+from thresher.config import TlsSettings
+from thresher.errors import InvalidRequest, ThresherError, Unavailable, from_grpc
 from thresher.metrics import GRPC_REQUESTS, GRPC_SECONDS
 from thresher.names import GRPC_KIND_KEY
 
@@ -28,11 +30,20 @@ OPTIONS = [
     ("grpc.so_reuseport", 0),
 ]
 
+PLAINTEXT = TlsSettings()
 Registration = tuple[Callable[[Any, grpc.aio.Server], None], Any, str]  # (add_XServicer_to_server, servicer, full name)
 
 
-async def start_server(address: str, services: Sequence[Registration]) -> tuple[grpc.aio.Server, int]:
-    """Serve `services` on `address` ("127.0.0.1:0" picks a port) with health and reflection; returns the port."""
+async def start_server(
+    address: str, services: Sequence[Registration], tls: TlsSettings = PLAINTEXT
+) -> tuple[grpc.aio.Server, int]:
+    """Serve `services` on `address` ("127.0.0.1:0" picks a port) with health and reflection; returns the port.
+
+    `tls`: the service's mutual TLS settings (`config.tls`); plaintext when they are empty."""
+    # Imported here, by servers only: a dequeuer (a client) starts faster without them.
+    from grpc_health.v1 import health, health_pb2, health_pb2_grpc
+    from grpc_reflection.v1alpha import reflection
+
     server = grpc.aio.server(interceptors=[_ErrorInterceptor()], options=OPTIONS)
     health_servicer = health.aio.HealthServicer()
     health_pb2_grpc.add_HealthServicer_to_server(health_servicer, server)
@@ -41,22 +52,66 @@ async def start_server(address: str, services: Sequence[Registration]) -> tuple[
         add(servicer, server)
         names.append(name)
     reflection.enable_server_reflection(names, server)
-    port = server.add_insecure_port(address)
+    if tls.enabled:
+        ca, cert, key = _read_tls(tls)
+        credentials = grpc.ssl_server_credentials([(key, cert)], root_certificates=ca, require_client_auth=True)
+        port = server.add_secure_port(address, credentials)
+    else:
+        port = server.add_insecure_port(address)
     if port == 0:
         raise Unavailable(f"cannot listen on {address}")
     await server.start()
     for _, _, name in services:
         await health_servicer.set(name, health_pb2.HealthCheckResponse.SERVING)
     await health_servicer.set("", health_pb2.HealthCheckResponse.SERVING)
+    if tls.enabled and tls.health_address:
+        await _serve_plaintext_health(server, health_servicer, tls.health_address)
     return server, port
+
+
+async def _serve_plaintext_health(server: grpc.aio.Server, servicer: Any, address: str) -> None:
+    """The health service alone, without TLS, for kubelet probes; it stops when `server` does."""
+    from grpc_health.v1 import health_pb2_grpc
+
+    health_server = grpc.aio.server(options=OPTIONS)
+    health_pb2_grpc.add_HealthServicer_to_server(servicer, health_server)
+    port = health_server.add_insecure_port(address)
+    if port == 0:
+        raise Unavailable(f"cannot listen on {address}")
+    await health_server.start()
+    log.info("plaintext gRPC health checks on port %d", port)
+
+    async def stop_with_server() -> None:
+        await server.wait_for_termination()
+        await health_server.stop(None)
+
+    create_guarded_task(stop_with_server(), "plaintext health server")
 
 
 # gRPC's default reconnect backoff grows to 120 s: a restarted peer would stay unreachable that long.
 CHANNEL_OPTIONS = [*OPTIONS, ("grpc.initial_reconnect_backoff_ms", 100), ("grpc.max_reconnect_backoff_ms", 2000)]
 
 
-def channel(address: str) -> grpc.aio.Channel:
-    return grpc.aio.insecure_channel(address, options=CHANNEL_OPTIONS)
+def channel(address: str, tls: TlsSettings = PLAINTEXT) -> grpc.aio.Channel:
+    """A channel to `address`; `tls`: the caller's mutual TLS settings (`config.tls`), plaintext when empty."""
+    if not tls.enabled:
+        return grpc.aio.insecure_channel(address, options=CHANNEL_OPTIONS)
+    ca, cert, key = _read_tls(tls)
+    credentials = grpc.ssl_channel_credentials(root_certificates=ca, private_key=key, certificate_chain=cert)
+    return grpc.aio.secure_channel(address, credentials, options=CHANNEL_OPTIONS)
+
+
+def _read_tls(tls: TlsSettings) -> tuple[bytes, bytes, bytes]:
+    """The CA, certificate and key files' contents."""
+    files = {"ca_file": tls.ca_file, "cert_file": tls.cert_file, "key_file": tls.key_file}
+    missing = [name for name, path in files.items() if not path]
+    if missing:
+        raise InvalidRequest(f"tls: {', '.join(missing)} missing: ca_file, cert_file and key_file go together")
+    try:
+        ca, cert, key = (Path(path).read_bytes() for path in files.values())
+    except OSError as e:
+        raise InvalidRequest(f"tls: cannot read {e.filename}: {e.strerror}") from e
+    return ca, cert, key
 
 
 class Client:
@@ -125,16 +180,50 @@ class _ErrorInterceptor(grpc.aio.ServerInterceptor):
         behavior = handler.unary_unary or handler.stream_unary or handler.unary_stream or handler.stream_stream
         return make(
             wrap(behavior, details.method),
-            request_deserializer=handler.request_deserializer,
+            request_deserializer=_lenient(handler.request_deserializer),
             response_serializer=handler.response_serializer,
         )
+
+
+class _Malformed:
+    """A request message that did not parse. gRPC would answer UNKNOWN; the guards answer INVALID_ARGUMENT."""
+
+    def __init__(self, error: DecodeError) -> None:
+        self.error = error
+
+
+def _lenient(deserializer: Callable[[bytes], Any] | None) -> Callable[[bytes], Any] | None:
+    if deserializer is None:
+        return None
+
+    def deserialize(data: bytes) -> Any:
+        try:
+            return deserializer(data)
+        except DecodeError as e:
+            return _Malformed(e)
+
+    return deserialize
+
+
+def _checked(request: Any) -> Any:
+    """The request (or, for a client stream, its messages), raising InvalidRequest for one that did not parse."""
+    if isinstance(request, _Malformed):
+        raise InvalidRequest(f"malformed request message: {request.error}")
+    if not hasattr(request, "__aiter__"):
+        return request
+
+    async def messages() -> AsyncIterator[Any]:
+        async for message in request:
+            yield _checked(message)
+
+    return messages()
 
 
 def _guard_unary(behavior: Any, method: str) -> Any:
     async def guarded(request: Any, context: grpc.aio.ServicerContext) -> Any:
         with _measured(method) as outcome:
             try:
-                return await behavior(request, context)
+                return await behavior(_checked(request), context)
             except Exception as e:
                 outcome.append(_code_of(e))
                 await _abort(context, e, method)
@@ -146,7 +235,7 @@ def _guard_stream(behavior: Any, method: str) -> Any:
     async def guarded(request: Any, context: grpc.aio.ServicerContext) -> AsyncIterator[Any]:
         with _measured(method) as outcome:
             try:
-                async for response in behavior(request, context):
+                async for response in behavior(_checked(request), context):
                     yield response
             except Exception as e:
                 outcome.append(_code_of(e))

@@ -58,7 +58,7 @@ class Stack:
     def endpoints(self) -> dict[str, dict[str, str]]:
         a = self.config.addresses
         return {
-            "gateway": {"http": f"http://{a.gateway}", "metrics": f"http://{a.gateway}/metrics"},
+            "gateway": {"http": f"http://{a.gateway}", "metrics": f"http://{a.gateway_metrics or a.gateway}/metrics"},
             "scheduler": {"grpc": a.scheduler, "metrics": f"http://{a.scheduler_metrics}/metrics"},
             "enqueuer": {"grpc": a.enqueuer, "metrics": f"http://{a.enqueuer_metrics}/metrics"},
             "monitor": {"grpc": a.monitor, "metrics": f"http://{a.monitor_metrics}/metrics"},
@@ -76,6 +76,7 @@ class Stack:
             "monitor_metrics",
             "scheduler_metrics",
             "enqueuer_metrics",
+            "gateway_metrics",
         ):
             setattr(a, name, _with_free_port(getattr(a, name)))
         path = self.data_dir / "endpoints.json"
@@ -152,7 +153,7 @@ class Stack:
                         return response.status == 200
             except aiohttp.ClientError:
                 return False
-        async with rpc.channel(getattr(self.config.addresses, name)) as channel:
+        async with rpc.channel(getattr(self.config.addresses, name), self.config.tls) as channel:
             try:
                 reply = await health_pb2_grpc.HealthStub(channel).Check(health_pb2.HealthCheckRequest(), timeout=1)
             except grpc.aio.AioRpcError:
@@ -161,6 +162,7 @@ class Stack:
 
 
 def _with_free_port(address: str) -> str:
+    """The address, with a free port in place of port 0 ("" stays "": not served apart)."""
     host, _, port = address.rpartition(":")
     if port != "0":
         return address

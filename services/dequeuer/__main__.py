@@ -1,15 +1,18 @@
-"""`python -m services.dequeuer --job-id J --api-name A --worker-id W --queue Q --worker-port P [...]`."""
+"""`python -m services.dequeuer --job-id J --api-name A --worker-id W --queue Q --worker-port P [...]`.
+
+Exit codes: 0 the job's queue is gone (the job is over); EXIT_DRAINED (75) drained on SIGTERM or SIGINT, the job
+goes on (runtimes replace the worker without counting a crash); 1 the worker was lost or never ready; 2 bad
+configuration.
+"""
 
 from __future__ import annotations
 
 import asyncio
 import logging
 import sys
-from collections.abc import Awaitable, Callable, Sequence
+from collections.abc import Sequence
 
-import aiohttp
-from aiohttp import web
-
+from services.dequeuer.admin import start_admin_server
 from services.dequeuer.loop import Dequeuer
 from services.dequeuer.reporter import Reporter
 from services.dequeuer.settings import Settings, parse_args
@@ -17,7 +20,7 @@ from thresher.aiotasks import on_stop_signal
 from thresher.config import Config, load_config
 from thresher.errors import ThresherError
 from thresher.logs import configure_logging
-from thresher.metrics import start_metrics_server
+from thresher.names import EXIT_DRAINED
 from thresher.queue import open_queue_backend
 
 log = logging.getLogger("services.dequeuer")
@@ -27,31 +30,33 @@ async def serve(settings: Settings, config: Config) -> int:
     """Run one dequeuer until its job ends or a signal stops it; returns the exit code."""
     backend = open_queue_backend(config)
     reporter = Reporter(
-        config.addresses.monitor, settings.job_id, settings.worker_id, settings.api_name, settings.queue_name
+        config.addresses.monitor,
+        settings.job_id,
+        settings.worker_id,
+        settings.api_name,
+        settings.queue_name,
+        tls=config.tls,
     )
     reporter.start()
     try:
-        async with aiohttp.ClientSession() as session:
-            dequeuer = Dequeuer(settings, backend.open(settings.queue_name), reporter, session)
-            on_stop_signal(dequeuer.stop)
-            admin, port = await start_metrics_server(
-                config.dequeuer.admin_address, routes=[web.get("/healthz", _health(dequeuer))]
-            )
-            log.info("health and metrics on port %d", port)
-            try:
-                return await dequeuer.run()
-            finally:
-                await admin.cleanup()
+        dequeuer = Dequeuer(settings, backend.open(settings.queue_name), reporter)
+        signalled = asyncio.Event()
+
+        def stop() -> None:
+            signalled.set()
+            dequeuer.stop()
+
+        on_stop_signal(stop)
+        admin, port = await start_admin_server(config.dequeuer.admin_address, lambda: dequeuer.ready)
+        log.info("health and metrics on port %d", port)
+        try:
+            code = await dequeuer.run()
+            return EXIT_DRAINED if code == 0 and signalled.is_set() else code
+        finally:
+            admin.close()
     finally:
         await reporter.close()
         await backend.close()
-
-
-def _health(dequeuer: Dequeuer) -> Callable[[web.Request], Awaitable[web.Response]]:
-    async def health(request: web.Request) -> web.Response:
-        return web.json_response({"ready": dequeuer.ready}, status=200 if dequeuer.ready else 503)
-
-    return health
 
 
 def main(argv: Sequence[str] | None = None) -> int:

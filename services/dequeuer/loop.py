@@ -1,20 +1,20 @@
-"""The dequeuer loop: wait for the worker, then receive, POST, report and settle batches until the job ends.
+"""The dequeuer loop: wait for the worker, then feed it batches one after another until the job ends.
 
-Order matters: a batch is reported to the monitor (and the monitor has acked it) before it is acked, released or
-dead-lettered on the queue, so the ledger never misses a batch the queue has forgotten.
+Three things run beside the worker so that it never waits for them: receiving (a few batches are kept ahead, as
+many as the worker gets through in PREFETCH_S), keeping held batches invisible (holdings.py) and settling finished
+ones (settler.py: reported to the monitor, then acked on the queue, in groups).
 """
 
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import logging
-from collections.abc import AsyncIterator
+from collections import deque
 
-import aiohttp
-
+from services.dequeuer.holdings import Holdings
 from services.dequeuer.reporter import Reporter
 from services.dequeuer.settings import Settings
+from services.dequeuer.settler import Settler
 from services.dequeuer.worker import Outcome, WorkerClient
 from thresher.aiotasks import create_guarded_task
 from thresher.errors import QueueNotFound
@@ -25,9 +25,15 @@ from thresher.v1 import jobs_pb2, monitor_pb2
 log = logging.getLogger(__name__)
 
 STOPPING_REPORT_TIMEOUT_S = 2.0  # the last report is best effort: the monitor may be gone too
+SETTLE_TIMEOUT_S = 2.0  # on the way out, how long finished batches wait for the monitor; the rest are released
 HOOK_BACKOFF_S = 0.5  # × attempt, before a failed hook call is released for another try
 RECEIVE_ERROR_BACKOFF_S = 1.0
 WORKER_EXIT_S = 0.2  # how long a worker that broke a connection gets to finish dying before it is judged alive
+# Batches received ahead of the worker: enough for PREFETCH_S of its recent pace (at least 1, at most receive_max).
+# More would only leave other workers idle at the end of a job while this one still holds work.
+PREFETCH_S = 0.02
+PACE_WEIGHT = 0.2  # of the newest batch in the running mean of batch durations
+UNSETTLED_PER_RECEIVE = 10  # finished batches awaiting the monitor's ack, at most, in receive_max units
 
 Phase = monitor_pb2.WorkerPhase
 Result = monitor_pb2.BatchResult
@@ -38,13 +44,18 @@ class WorkerLost(Exception):
 
 
 class Dequeuer:
-    def __init__(self, settings: Settings, queue: Queue, reporter: Reporter, http_session: aiohttp.ClientSession):
+    def __init__(self, settings: Settings, queue: Queue, reporter: Reporter) -> None:
         self._settings = settings
         self._queue = queue
         self._reporter = reporter
-        self._worker = WorkerClient(http_session, settings.worker_port, settings.job_id)
+        self._worker = WorkerClient(settings.worker_port, settings.job_id)
         self._stopping = asyncio.Event()
         self._phase: monitor_pb2.WorkerPhase.ValueType = Phase.WORKER_PHASE_STARTING
+        self._holdings = Holdings(queue, settings.visibility_s)
+        self._settler = Settler(queue, self._holdings, UNSETTLED_PER_RECEIVE * settings.receive_max)
+        self._buffer: deque[Delivery] = deque()  # received, not started
+        self._receiving: asyncio.Task[None] | None = None
+        self._batch_s: float | None = None  # running mean of the worker's batch durations
 
     @property
     def ready(self) -> bool:
@@ -62,13 +73,13 @@ class Dequeuer:
 
     async def run(self) -> int:
         """Serve the worker until the job's queue is deleted or stop() is called; returns the exit code."""
-        s = self._settings
-        job_id_var.set(s.job_id)
+        job_id_var.set(self._settings.job_id)
         heartbeat = create_guarded_task(self._heartbeat(), "heartbeat")
         try:
             return await self._serve()
         finally:
             heartbeat.cancel()
+            self._worker.close()
 
     async def _heartbeat(self) -> None:
         """Tell the monitor, now and then, that this worker is alive; silence makes it release our batches."""
@@ -91,16 +102,23 @@ class Dequeuer:
         self._phase = Phase.WORKER_PHASE_READY
         self._reporter.send(_phase(self._phase))
         log.info("worker ready; taking batches from queue %s", s.queue_name)
+        code = 0
         try:
             await self._loop()
         except QueueNotFound:
             log.info("queue %s is gone: the job is over", s.queue_name)
         except WorkerLost as e:
             log.error("%s; exiting so that this worker is replaced", e)
-            await self._report_stopping()
-            return 1
+            code = 1
+        settler = self._settler
+        log.info(
+            "batches settled: %d succeeded, %d failed and released, %d dead-lettered",
+            settler.succeeded,
+            settler.failed,
+            settler.dead_lettered,
+        )
         await self._report_stopping()
-        return 0
+        return code
 
     async def _wait_ready(self) -> bool:
         s = self._settings
@@ -114,105 +132,170 @@ class Dequeuer:
         return ready.result()
 
     async def _loop(self) -> None:
-        s = self._settings
-        while not self._stopping.is_set():
-            try:
-                deliveries = await self._queue.receive(s.receive_max, s.wait_s)
-            except QueueNotFound:
-                raise
-            except Exception:
-                log.exception("receive from queue %s failed; trying again", s.queue_name)
-                await asyncio.sleep(RECEIVE_ERROR_BACKOFF_S)
-                continue
-            await self._process(deliveries)
-
-    async def _process(self, deliveries: list[Delivery]) -> None:
-        """Handle the deliveries one after another; on stop, release those not started yet at once."""
-        waiting = list(deliveries)
+        """Run batches until the queue is gone or a stop; then settle what can be and release the rest."""
+        background = [
+            create_guarded_task(self._holdings.keep_invisible(), "keep batches invisible"),
+            create_guarded_task(self._settler.run(), "settle batches"),
+        ]
+        runner = asyncio.create_task(self._run_batches(), name="run batches")
+        ends = [asyncio.create_task(e.wait()) for e in (self._stopping, self._settler.queue_gone)]
         try:
-            while waiting and not self._stopping.is_set():
-                await self._handle_within_grace(waiting.pop(0), waiting)
+            await asyncio.wait({runner, *ends}, return_when=asyncio.FIRST_COMPLETED)
+            if not runner.done():
+                self._stop_receiving()
+                await self._release(list(self._buffer), "the dequeuer is stopping")
+                self._buffer.clear()
+                await asyncio.wait({runner}, timeout=0 if self._settler.queue_gone.is_set() else self._settings.grace_s)
+            if not runner.done():
+                log.warning("the batch in progress did not finish within the grace period; releasing it")
+                runner.cancel()
+            await asyncio.gather(runner, return_exceptions=True)
+            if self._settler.queue_gone.is_set():
+                raise QueueNotFound(f"queue {self._queue.name} is gone")
+            if not runner.cancelled():
+                runner.result()  # QueueNotFound or WorkerLost end the loop; anything else was logged per batch
         finally:
-            await self._release_all(waiting)
-            waiting.clear()
+            for task in ends:
+                task.cancel()
+            await self._wind_down(background)
 
-    async def _handle_within_grace(self, delivery: Delivery, waiting: list[Delivery]) -> None:
-        handling = asyncio.create_task(self._handle(delivery), name=f"batch-{delivery.batch.batch_id}")
-        stopping = asyncio.create_task(self._stopping.wait())
+    async def _wind_down(self, background: list[asyncio.Task[None]]) -> None:
+        """Settle what finished (the monitor permitting), release every batch still held, stop the helpers."""
+        receiving = self._stop_receiving()
+        if receiving is not None:
+            await asyncio.wait([receiving])
+        if not self._settler.queue_gone.is_set():
+            await self._settler.drain(SETTLE_TIMEOUT_S)
+        for task in background:
+            task.cancel()
+        await asyncio.gather(*background, return_exceptions=True)
+        if not self._settler.queue_gone.is_set():
+            await self._release(self._holdings.all(), "the dequeuer stopped")
+        self._buffer.clear()
+
+    # --- receiving ahead of the worker ------------------------------------------------------------------------------
+
+    async def _run_batches(self) -> None:
+        while (delivery := await self._next()) is not None:
+            await self._run_one(delivery)
+
+    async def _next(self) -> Delivery | None:
+        """The next batch to run, None once stopping; QueueNotFound once the queue is gone."""
+        while not self._buffer:
+            self._top_up()
+            if self._receiving is None:
+                return None  # stopping
+            await asyncio.wait([self._receiving])  # not cancelled with us: the stop cancels it
+            if self._settler.queue_gone.is_set():
+                raise QueueNotFound(f"queue {self._queue.name} is gone")
+        delivery = self._buffer.popleft()
+        self._top_up()
+        return delivery
+
+    def _top_up(self) -> None:
+        """Start receiving when the buffer runs low (half the batches wanted ahead), unless a receive is under way."""
+        wanted = self._prefetch()
+        if self._receiving is None and len(self._buffer) <= wanted // 2 and not self._stopping.is_set():
+            self._receiving = asyncio.create_task(self._receive(wanted), name="receive")
+            self._receiving.add_done_callback(self._received)
+
+    def _received(self, task: asyncio.Task[None]) -> None:
+        if self._receiving is task:
+            self._receiving = None
+
+    def _stop_receiving(self) -> asyncio.Task[None] | None:
+        """Cancel the receive under way, if any (a cancelled receive releases what it got); returns it."""
+        task = self._receiving
+        if task is not None:
+            task.cancel()
+        return task
+
+    def _prefetch(self) -> int:
+        """How many batches to receive at a time: as many as the worker gets through in PREFETCH_S."""
+        if self._batch_s is None:
+            return 1  # nothing known yet: a long batch must not hold others back
+        return max(1, min(self._settings.receive_max, int(PREFETCH_S / max(self._batch_s, 1e-6))))
+
+    async def _receive(self, max_batches: int) -> None:
         try:
-            await asyncio.wait({handling, stopping}, return_when=asyncio.FIRST_COMPLETED)
-            if not handling.done():
-                await self._release_all(waiting)
-                waiting.clear()
-                await asyncio.wait({handling}, timeout=self._settings.grace_s)
-            if not handling.done():
-                log.warning("batch %s did not finish within the grace period; releasing it", delivery.batch.batch_id)
-                handling.cancel()
-                await asyncio.gather(handling, return_exceptions=True)
-                await self._release_all([delivery])
-                return
-        finally:
-            stopping.cancel()
-            if not handling.done():  # we were cancelled ourselves: leave nothing running
-                handling.cancel()
-        handling.result()  # QueueNotFound ends the job; other failures were logged by _handle
-
-    async def _release_all(self, deliveries: list[Delivery]) -> None:
+            deliveries = await self._queue.receive(max_batches, self._settings.wait_s)
+        except QueueNotFound:
+            self._settler.queue_gone.set()
+            return
+        except Exception:
+            log.exception("receive from queue %s failed; trying again", self._queue.name)
+            await asyncio.sleep(RECEIVE_ERROR_BACKOFF_S)
+            return
+        self._holdings.add(deliveries)
         for delivery in deliveries:
-            try:
-                await self._queue.release(delivery)
-            except QueueNotFound:
-                return
-            except Exception:
-                log.exception(
-                    "could not release batch %s; it comes back after its visibility timeout", delivery.batch.batch_id
-                )
+            # Lets the monitor release the batch at once if this worker is lost before it is settled.
+            report = _report(delivery, Result.BATCH_RESULT_STARTED)
+            report.receipt = delivery.receipt
+            self._reporter.send(report)
+        if self._stopping.is_set():
+            await self._release(deliveries, "the dequeuer is stopping")
+        else:
+            self._buffer.extend(deliveries)
 
-    async def _handle(self, delivery: Delivery) -> None:
-        batch_id_var.set(delivery.batch.batch_id)
+    async def _release(self, deliveries: list[Delivery], why: str) -> None:
+        """Make batches visible again at once, reported RELEASED: no attempt used."""
+        if not deliveries:
+            return
+        self._holdings.drop(deliveries)
+        for delivery in deliveries:
+            report = _report(delivery, Result.BATCH_RESULT_RELEASED)
+            report.error = why
+            self._reporter.send(report)
         try:
-            if not await self._queue.extend(delivery, self._settings.visibility_s):
-                # Its visibility ran out while it waited behind other batches, and another worker took it.
-                log.warning("batch %s is no longer held by this worker; skipping it", delivery.batch.batch_id)
-                return
-            async with self._keep_invisible(delivery):
-                if delivery.batch.kind == KIND_JOB_COMPLETE:
-                    await self._call_hook(delivery)
-                else:
-                    await self._run_batch(delivery)
+            await self._queue.release(deliveries)
+        except QueueNotFound:
+            pass
+        except Exception:
+            log.exception(
+                "could not release %d batches; they come back after their visibility timeout", len(deliveries)
+            )
+
+    # --- one batch ---------------------------------------------------------------------------------------------------
+
+    async def _run_one(self, delivery: Delivery) -> None:
+        batch_id = delivery.batch.batch_id
+        batch_id_var.set(batch_id)
+        try:
+            if not await self._holdings.still_held(delivery):
+                # Its visibility ran out while it waited behind other batches, and another worker may have it.
+                log.warning("batch %s is no longer held by this worker; skipping it", batch_id)
+            elif delivery.batch.kind == KIND_JOB_COMPLETE:
+                await self._call_hook(delivery)
+            else:
+                await self._run_batch(delivery)
         except (QueueNotFound, WorkerLost):
             raise
         except Exception:
-            log.exception(
-                "could not settle batch %s; it comes back after its visibility timeout", delivery.batch.batch_id
-            )
+            log.exception("could not settle batch %s; it comes back after its visibility timeout", batch_id)
+            self._holdings.drop([delivery])
+        finally:
+            batch_id_var.set("")
 
     async def _run_batch(self, delivery: Delivery) -> None:
-        s, attempt, batch_id = self._settings, delivery.receive_count, delivery.batch.batch_id
-        started = monitor_pb2.BatchReport(
-            batch_id=batch_id, attempt=attempt, result=Result.BATCH_RESULT_STARTED, receipt=delivery.receipt
-        )
-        self._reporter.send(started)
+        s, attempt = self._settings, delivery.receive_count
         outcome = await self._worker.post_batch(delivery.batch, attempt, s.batch_timeout_s)
+        self._batch_s = outcome.duration_s if self._batch_s is None else self._batch_s
+        self._batch_s += PACE_WEIGHT * (outcome.duration_s - self._batch_s)
         if outcome.ok:
-            await self._reporter.record(_batch_report(delivery, Result.BATCH_RESULT_SUCCEEDED, outcome))
-            await self._queue.ack(delivery)
-            log.info("batch %s succeeded (attempt %d, %.3f s)", batch_id, attempt, outcome.duration_s)
+            await self._settler.add(
+                delivery, self._reporter.send(_report(delivery, Result.BATCH_RESULT_SUCCEEDED, outcome))
+            )
+            log.debug("batch %s succeeded (attempt %d, %.3f s)", delivery.batch.batch_id, attempt, outcome.duration_s)
         elif outcome.unreachable and not await self._worker_alive():
             # Not the batch's fault: it goes back at once and keeps its attempts.
-            await self._reporter.record(_batch_report(delivery, Result.BATCH_RESULT_RELEASED, outcome))
-            await self._queue.release(delivery)
+            await self._reporter.record(_report(delivery, Result.BATCH_RESULT_RELEASED, outcome))
+            self._holdings.drop([delivery])
+            await self._queue.release([delivery])
             raise WorkerLost(f"worker on port {s.worker_port} is gone ({outcome.error})")
         else:
-            report = _batch_report(delivery, Result.BATCH_RESULT_FAILED, outcome)
-            report.max_attempts = s.max_receive_count
-            ack = await self._reporter.record(report)  # the monitor counts attempts and decides
-            if ack.dead_letter:
-                await self._queue.dead_letter(delivery, outcome.error)
-                log.warning("batch %s dead-lettered after its last attempt: %s", batch_id, outcome.error)
-            else:
-                await self._queue.release(delivery)
-                log.warning("batch %s failed (delivery %d): %s", batch_id, attempt, outcome.error)
+            report = _report(delivery, Result.BATCH_RESULT_FAILED, outcome)
+            report.max_attempts = s.max_receive_count  # the monitor counts attempts and decides
+            await self._settler.add(delivery, self._reporter.send(report), outcome.error)
 
     async def _worker_alive(self) -> bool:
         """After a broken connection: a worker that died mid-batch may take a moment to close its port."""
@@ -225,13 +308,15 @@ class Dequeuer:
         if not outcome.ok and attempt < self._settings.max_receive_count:
             log.warning("job completion hook failed (attempt %d), trying again: %s", attempt, outcome.error)
             await asyncio.sleep(HOOK_BACKOFF_S * attempt)
-            await self._queue.release(delivery)
+            self._holdings.drop([delivery])
+            await self._queue.release([delivery])
             return
         hook = jobs_pb2.HookOutcome(
             called=True, succeeded=outcome.ok, http_status=outcome.http_status, attempts=attempt, error=outcome.error
         )
         await self._reporter.record(hook)
-        await self._queue.ack(delivery)
+        self._holdings.drop([delivery])
+        await self._queue.ack([delivery])
         log.log(
             logging.INFO if outcome.ok else logging.ERROR,
             "job completion hook %s (HTTP %d, attempt %d) %s",
@@ -240,31 +325,6 @@ class Dequeuer:
             attempt,
             outcome.error,
         )
-
-    @contextlib.asynccontextmanager
-    async def _keep_invisible(self, delivery: Delivery) -> AsyncIterator[None]:
-        """Extend the delivery's visibility in the background until it is settled (POST and report)."""
-        task = create_guarded_task(self._extend_forever(delivery), f"extend-{delivery.batch.batch_id}")
-        try:
-            yield
-        finally:
-            task.cancel()
-            await asyncio.gather(task, return_exceptions=True)
-
-    async def _extend_forever(self, delivery: Delivery) -> None:
-        visibility_s = self._settings.visibility_s
-        while True:
-            await asyncio.sleep(visibility_s / 3)
-            try:
-                if not await self._queue.extend(delivery, visibility_s):
-                    log.warning(
-                        "lost batch %s: its visibility expired before it could be extended", delivery.batch.batch_id
-                    )
-                    return
-            except QueueNotFound:
-                return  # the job ended; the handler finds out when it settles the batch
-            except Exception:
-                log.exception("could not extend the visibility of batch %s; trying again", delivery.batch.batch_id)
 
     async def _report_stopping(self) -> None:
         self._phase = Phase.WORKER_PHASE_STOPPING
@@ -279,13 +339,11 @@ def _phase(phase: monitor_pb2.WorkerPhase.ValueType) -> monitor_pb2.WorkerReport
     return monitor_pb2.WorkerReport(phase=phase)
 
 
-def _batch_report(
-    delivery: Delivery, result: monitor_pb2.BatchResult.ValueType, outcome: Outcome
+def _report(
+    delivery: Delivery, result: monitor_pb2.BatchResult.ValueType, outcome: Outcome | None = None
 ) -> monitor_pb2.BatchReport:
-    return monitor_pb2.BatchReport(
-        batch_id=delivery.batch.batch_id,
-        attempt=delivery.receive_count,
-        result=result,
-        duration_s=outcome.duration_s,
-        error=outcome.error,
-    )
+    report = monitor_pb2.BatchReport(batch_id=delivery.batch.batch_id, attempt=delivery.receive_count, result=result)
+    if outcome is not None:
+        report.duration_s = outcome.duration_s
+        report.error = outcome.error
+    return report

@@ -1,7 +1,8 @@
 """Reports to the monitor over one long-lived `Monitor.Report` stream, each one kept until the monitor acks it.
 
-The monitor acks a report once it is durably written. A broken stream (the monitor restarting) is reopened
-with backoff and every unacked report is sent again, in order; the monitor drops the repeats.
+The monitor acks a report once it is durably written. Reports queued while the stream is busy go together in one
+stream message. A broken stream (the monitor restarting) is reopened with backoff and every unacked report is sent
+again, in order; the monitor drops the repeats.
 """
 
 from __future__ import annotations
@@ -15,12 +16,17 @@ import grpc
 
 from thresher import rpc
 from thresher.aiotasks import create_guarded_task
+from thresher.config import TlsSettings
 from thresher.v1 import jobs_pb2, monitor_pb2, monitor_pb2_grpc
 
 log = logging.getLogger(__name__)
 
 BACKOFF_MIN_S = 0.05
 BACKOFF_MAX_S = 2.0
+MAX_GROUP = 500  # reports in one stream message, at most
+# How long a report waits for others to join it in one stream message. Writing a message costs the event loop about
+# 0.1 ms: with a message per report, reports would be half of a busy dequeuer's work.
+LINGER_S = 0.005
 
 Body = monitor_pb2.BatchReport | monitor_pb2.WorkerReport | jobs_pb2.HookOutcome
 _FIELD = {monitor_pb2.BatchReport: "batch", monitor_pb2.WorkerReport: "worker", jobs_pb2.HookOutcome: "hook"}
@@ -29,8 +35,17 @@ _FIELD = {monitor_pb2.BatchReport: "batch", monitor_pb2.WorkerReport: "worker", 
 class Reporter:
     """`await record(body)` returns once the monitor has acked the report; `send(body)` does not wait."""
 
-    def __init__(self, address: str, job_id: str, worker_id: str, api_name: str = "", queue_name: str = "") -> None:
+    def __init__(
+        self,
+        address: str,
+        job_id: str,
+        worker_id: str,
+        api_name: str = "",
+        queue_name: str = "",
+        tls: TlsSettings | None = None,  # the monitor's mutual TLS (config.tls); None: plaintext
+    ) -> None:
         self._address = address
+        self._tls = tls or TlsSettings()
         self._job_id = job_id
         self._worker_id = worker_id
         self._api_name = api_name
@@ -43,7 +58,7 @@ class Reporter:
         self._task: asyncio.Task[None] | None = None
 
     def start(self) -> None:
-        self._channel = rpc.channel(self._address)
+        self._channel = rpc.channel(self._address, self._tls)
         self._task = create_guarded_task(self._run(monitor_pb2_grpc.MonitorStub(self._channel)), "monitor-reports")
 
     async def close(self) -> None:
@@ -92,9 +107,10 @@ class Reporter:
                 outbox.put_nowait(report)
             self._outbox = outbox
             try:
-                async for ack in stub.Report(_drain(outbox)):
+                async for acks in stub.Report(_drain(outbox)):
                     backoff_s = BACKOFF_MIN_S
-                    self._acked(ack)
+                    for ack in acks.acks:
+                        self._acked(ack)
                 log.warning("the monitor closed the report stream; reopening it")
             except grpc.aio.AioRpcError as e:
                 log.warning(
@@ -117,6 +133,11 @@ class Reporter:
             entry[1].set_result(ack)
 
 
-async def _drain(outbox: asyncio.Queue[monitor_pb2.Report]) -> AsyncIterator[monitor_pb2.Report]:
+async def _drain(outbox: asyncio.Queue[monitor_pb2.Report]) -> AsyncIterator[monitor_pb2.Reports]:
+    """The reports queued within LINGER_S of the first one, in one message."""
     while True:
-        yield await outbox.get()
+        reports = [await outbox.get()]
+        await asyncio.sleep(LINGER_S)
+        while not outbox.empty() and len(reports) < MAX_GROUP:
+            reports.append(outbox.get_nowait())
+        yield monitor_pb2.Reports(reports=reports)

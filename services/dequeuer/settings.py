@@ -21,7 +21,7 @@ class Settings:
     readiness_path: str | None  # HTTP GET readiness check; None: a TCP connect to the worker port
     visibility_s: float  # each extension keeps a batch invisible this long from now
     max_receive_count: int  # the attempt that reaches this count is the last one
-    receive_max: int  # batches per receive call
+    receive_max: int  # batches per receive call, at most (fewer when batches are slow: see loop.py)
     wait_s: float  # long-poll wait of one receive call
     batch_timeout_s: float  # limit for one POST of a batch
     readiness_timeout_s: float  # how long the worker may take to become ready

@@ -7,15 +7,14 @@ import logging
 import time
 from dataclasses import dataclass
 
-import aiohttp
-
+from services.dequeuer.http import HttpClient, ProtocolError
 from thresher import names
 from thresher.queue import Batch
 
 log = logging.getLogger(__name__)
 
 HOST = "127.0.0.1"  # the worker runs beside the dequeuer (same pod or machine)
-READINESS_INTERVAL_S = 0.075
+READINESS_INTERVAL_S = 0.02  # a refused connect costs next to nothing; every worker start waits for this poll
 READINESS_PROBE_TIMEOUT_S = 1.0  # one probe; the overall limit is readiness_timeout_s
 ERROR_BODY_BYTES = 500  # how much of a failed answer goes into the batch's error
 
@@ -32,11 +31,13 @@ class Outcome:
 
 
 class WorkerClient:
-    def __init__(self, session: aiohttp.ClientSession, port: int, job_id: str) -> None:
-        self._session = session
-        self._base = f"http://{HOST}:{port}"
+    def __init__(self, port: int, job_id: str) -> None:
+        self._http = HttpClient(HOST, port)
         self._port = port
         self._job_id = job_id
+
+    def close(self) -> None:
+        self._http.close()
 
     async def wait_ready(self, readiness_path: str | None, timeout_s: float) -> bool:
         """Poll until the worker is ready (HTTP 2xx on `readiness_path`, else a TCP connect); False at the deadline."""
@@ -49,11 +50,11 @@ class WorkerClient:
 
     async def _http_ready(self, path: str) -> bool:
         try:
-            timeout = aiohttp.ClientTimeout(total=READINESS_PROBE_TIMEOUT_S)
-            async with self._session.get(self._base + path, timeout=timeout) as response:
-                return 200 <= response.status < 300
-        except (aiohttp.ClientError, TimeoutError):
+            async with asyncio.timeout(READINESS_PROBE_TIMEOUT_S):
+                response = await self._http.request("GET", path)
+        except (OSError, ProtocolError, TimeoutError):
             return False
+        return 200 <= response.status < 300
 
     async def _tcp_ready(self) -> bool:
         try:
@@ -90,15 +91,15 @@ class WorkerClient:
         started = time.monotonic()
         status, error, unreachable = 0, "", False
         try:
-            timeout = aiohttp.ClientTimeout(total=timeout_s)
-            async with self._session.post(self._base + path, data=body, headers=headers, timeout=timeout) as response:
-                status = response.status
-                if not (200 <= status < 300 or (accept_404 and status == 404)):
-                    text = (await response.content.read(ERROR_BODY_BYTES)).decode("utf-8", errors="replace")
-                    error = f"worker answered HTTP {status} to POST {path}: {text}"
+            async with asyncio.timeout(timeout_s):
+                response = await self._http.request("POST", path, body, headers)
+            status = response.status
+            if not (200 <= status < 300 or (accept_404 and status == 404)):
+                text = response.body[:ERROR_BODY_BYTES].decode("utf-8", errors="replace")
+                error = f"worker answered HTTP {status} to POST {path}: {text}"
         except TimeoutError:
             error = f"worker did not answer POST {path} within {timeout_s:g} s (timeout)"
-        except aiohttp.ClientError as e:
+        except (OSError, ProtocolError) as e:
             error = f"worker not reachable for POST {path}: {type(e).__name__}: {e}"
             unreachable = True
         duration_s = time.monotonic() - started

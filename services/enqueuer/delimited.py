@@ -22,6 +22,7 @@ _STRING = re.compile(r'"(?:[^"\\]|\\.)*"', re.DOTALL)
 # Inside an array or object: whole strings (skipped), brackets (counted), or a lone quote (a string not ended yet).
 _TOKEN = re.compile(r'"(?:[^"\\]|\\.)*"|"|[\[\]{}]', re.DOTALL)
 _SCALAR_END = re.compile(r'[ \t\r\n\[\]{}",]')
+_SCALAR_ENDS = ' \t\r\n[]{}",'  # the same characters, for a membership test
 
 
 async def json_values(
@@ -39,15 +40,38 @@ async def json_values(
         except UnicodeDecodeError as e:
             raise InvalidRequest(f"{info.path}: not UTF-8 text (near byte {offset - len(data) + e.start})") from e
         position = 0
-        while (found := _next_value(buffer, position, final)) is not None:
-            start, position = found
-            yield _item(buffer[start:position], info.path, index, max_item_bytes)
+        while (found := _whole_value(buffer, position, final)) is not None:
+            start, position, checked = found
+            yield _item(buffer[start:position], checked, info.path, index, max_item_bytes)
             index += 1
         buffer = buffer[position:].lstrip(" \t\r\n")
         if len(buffer) > max_item_bytes:  # characters: each is at least one byte
             raise InvalidRequest(_too_large(info.path, index, f"more than {max_item_bytes}", max_item_bytes))
     if buffer:
         raise InvalidRequest(f"{info.path}: item {index}: the file ends inside this JSON value")
+
+
+def _whole_value(buffer: str, position: int, final: bool) -> tuple[int, int, bool] | None:
+    """(start, end, whether it is known to be valid JSON) of the next whole value from `position`; None when there
+    is none, or it is not all here yet.
+
+    The common case is one call of the C decoder, which finds where a valid value ends. Anything else (a value cut
+    by the end of the buffer, invalid JSON) goes the slow way, which tells the two apart.
+    """
+    start = _SPACE.match(buffer, position).end()  # type: ignore[union-attr] # matches the empty string at worst
+    try:
+        _, end = _DECODER.raw_decode(buffer, start)
+    except ValueError:
+        end = 0
+    # Not at the end of a range (a number may go on in the next one); and a number or literal must end where the slow
+    # way ends it ("12ab" is one invalid value, not 12 then "ab").
+    if end < len(buffer):
+        if end and (buffer[end] in _SCALAR_ENDS or buffer[start] in '[{"'):
+            return start, end, True
+    elif end and final:
+        return start, end, True
+    found = _next_value(buffer, position, final)
+    return None if found is None else (*found, False)
 
 
 def _next_value(buffer: str, position: int, final: bool) -> tuple[int, int] | None:
@@ -80,14 +104,15 @@ def _next_value(buffer: str, position: int, final: bool) -> tuple[int, int] | No
 _DECODER: json.JSONDecoder  # set below, once: json.loads would build a decoder per item
 
 
-def _item(text: str, path: str, index: int, max_item_bytes: int) -> bytes:
+def _item(text: str, checked: bool, path: str, index: int, max_item_bytes: int) -> bytes:
     item = text.encode("utf-8")
     if len(item) > max_item_bytes:
         raise InvalidRequest(_too_large(path, index, str(len(item)), max_item_bytes))
-    try:
-        _DECODER.decode(text)
-    except ValueError as e:
-        raise InvalidRequest(f"{path}: item {index}: not valid JSON: {e}") from e
+    if not checked:
+        try:
+            _DECODER.decode(text)
+        except ValueError as e:
+            raise InvalidRequest(f"{path}: item {index}: not valid JSON: {e}") from e
     return item
 
 

@@ -72,9 +72,8 @@ class EnqueuerServicer(enqueuer_pb2_grpc.EnqueuerServicer):
 async def create_server(config: Config, address: str) -> tuple[grpc.aio.Server, int]:
     """Serve thresher.v1.Enqueuer on `address` ("127.0.0.1:0" picks a port); returns the server and its port."""
     servicer = EnqueuerServicer(config)
-    return await start_server(
-        address, [(enqueuer_pb2_grpc.add_EnqueuerServicer_to_server, servicer, "thresher.v1.Enqueuer")]
-    )
+    registration = (enqueuer_pb2_grpc.add_EnqueuerServicer_to_server, servicer, "thresher.v1.Enqueuer")
+    return await start_server(address, [registration], config.tls)
 
 
 async def serve(config: Config, grace_s: float = GRACE_S) -> None:

@@ -7,18 +7,19 @@ import json
 from aiohttp import web
 
 from services.gateway import views
-from services.gateway.routes import JOBS
+from services.gateway.calls import calls, jobs
 from thresher.errors import ThresherError
 from thresher.v1 import jobs_pb2
 
 
+@calls("WatchJob")
 async def job_events(request: web.Request) -> web.StreamResponse:
     """One `status` event per change (the job as `GET /v1/jobs/{id}` shows it); the last one is final.
 
     Errors before the first event are ordinary JSON errors; after it, an `error` event ends the stream.
     """
     ref = jobs_pb2.JobRef(job_id=request.match_info["job_id"])
-    updates = request.app[JOBS].WatchJob(ref, timeout=None)
+    updates = jobs(request).WatchJob(ref, timeout=None)
     first = await anext(updates)  # NotFound and the like answer as JSON, before any event is sent
     response = web.StreamResponse(headers={"Content-Type": "text/event-stream", "Cache-Control": "no-cache"})
     await response.prepare(request)
@@ -37,12 +38,13 @@ async def _send(response: web.StreamResponse, event: str, data: dict) -> None:
     await response.write(f"event: {event}\ndata: {json.dumps(data)}\n\n".encode())
 
 
+@calls("GetJobLogs")
 async def job_logs(request: web.Request) -> web.StreamResponse:
     """The job's worker and dequeuer logs as text, a line each: `<worker id> <source> | <line>`; `?follow=true`
     keeps the answer open with new lines until the job has ended."""
     follow = request.query.get("follow", "").lower() in ("1", "true", "yes")
-    lines = request.app[JOBS].GetJobLogs(jobs_pb2.JobLogsRequest(job_id=request.match_info["job_id"], follow=follow),
-                                         timeout=None)  # fmt: skip
+    lines = jobs(request).GetJobLogs(jobs_pb2.JobLogsRequest(job_id=request.match_info["job_id"], follow=follow),
+                                     timeout=None)  # fmt: skip
     response: web.StreamResponse | None = None
     try:
         async for line in lines:

@@ -14,7 +14,7 @@ from thresher.metrics import HTTP_REQUESTS, HTTP_SECONDS
 log = logging.getLogger(__name__)
 
 # Kinds for the HTTP errors that aiohttp itself raises (no route, wrong method); others are "invalid".
-_HTTP_KINDS = {404: "not_found", 405: "method_not_allowed"}
+_HTTP_KINDS = {404: "not_found", 405: "method_not_allowed", 408: "timeout"}
 
 
 @web.middleware

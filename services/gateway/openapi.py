@@ -6,6 +6,10 @@ from typing import Any
 
 from aiohttp import web
 
+from services.gateway.routes import CONFIG
+from services.gateway.submission import INT32_MAX, INT64_MAX
+from thresher.config import LimitSettings
+
 _ERROR = {"$ref": "#/components/schemas/Error"}
 _JOB = {"$ref": "#/components/schemas/JobResponse"}
 _JOB_SPEC = {"$ref": "#/components/schemas/JobSpec"}
@@ -15,12 +19,21 @@ _API = {"$ref": "#/components/schemas/Api"}
 def _errors(*codes: int) -> dict[str, Any]:
     words = {
         400: "invalid request",
+        401: "no API key, or not a valid one",
+        403: "the API key lacks the scope, or the job is another key's",
         404: "unknown API or job",
+        408: "the request body did not arrive in time",
         409: "wrong state",
         413: "body over the limit",
+        429: "too many jobs in progress for the API",
         503: "a service is unavailable",
     }
     return {str(c): {"description": words[c], "content": {"application/json": {"schema": _ERROR}}} for c in codes}
+
+
+def _nullable(schema: dict[str, Any]) -> dict[str, Any]:
+    """As Go decodes JSON, `null` means "not given": an optional field may be null."""
+    return schema | {"type": [schema["type"], "null"]}
 
 
 def _json(description: str, schema: dict[str, Any]) -> dict[str, Any]:
@@ -28,12 +41,16 @@ def _json(description: str, schema: dict[str, Any]) -> dict[str, Any]:
 
 
 def _op(summary: str, ok: dict[str, Any], *errors: int, **extra: Any) -> dict[str, Any]:
-    return {"summary": summary, "responses": {"200": ok, **_errors(*errors, 503)}, **extra}
+    """A route of the job and API service: it takes an API key when keys are configured."""
+    if "requestBody" in extra:
+        errors += (408, 413)
+    responses = {"200": ok, **_errors(*sorted({*errors, 401, 403, 503}))}
+    return {"summary": summary, "responses": responses, "security": [{"bearer": []}], **extra}
 
 
 _API_PARAM = {"name": "api", "in": "path", "required": True, "schema": {"type": "string"}}
 _JOB_ID_PARAM = {"name": "job_id", "in": "path", "required": True, "schema": {"type": "string"}}
-_JOB_ID_QUERY = {"name": "jobID", "in": "query", "required": True, "schema": {"type": "string"}}
+_JOB_ID_QUERY = {"name": "jobID", "in": "query", "required": True, "schema": {"type": "string", "minLength": 1}}
 _SUBMISSION_BODY = {
     "required": True,
     "content": {"application/json": {"schema": {"$ref": "#/components/schemas/Submission"}}},
@@ -49,7 +66,7 @@ PATHS: dict[str, dict[str, Any]] = {
             },
             400,
             404,
-            413,
+            429,
             parameters=[_API_PARAM, {"name": "dryRun", "in": "query", "schema": {"type": "string"}}],
             requestBody=_SUBMISSION_BODY,
         ),
@@ -80,8 +97,8 @@ PATHS: dict[str, dict[str, Any]] = {
                             "type": "object",
                             "required": ["apis"],
                             "properties": {
-                                "apis": {"type": "array", "items": {"type": "object"}},
-                                "working_dir": {"type": "string"},
+                                "apis": {"type": "array", "minItems": 1, "items": {"type": "object"}},
+                                "working_dir": _nullable({"type": "string", "pattern": r"^(/[\s\S]*)?$"}),
                             },
                         }
                     }
@@ -104,7 +121,7 @@ PATHS: dict[str, dict[str, Any]] = {
             400,
             parameters=[
                 {"name": "api", "in": "query", "schema": {"type": "string"}},
-                {"name": "limit", "in": "query", "schema": {"type": "integer", "minimum": 0}},
+                {"name": "limit", "in": "query", "schema": {"type": "integer", "minimum": 0, "maximum": INT32_MAX}},
             ],
         ),
     },
@@ -127,6 +144,7 @@ PATHS: dict[str, dict[str, Any]] = {
             400,
             404,
             409,
+            429,
             parameters=[_JOB_ID_PARAM],
         ),
     },
@@ -170,39 +188,11 @@ JOB_SPEC_FIELDS = (
     "sqs_url",
     "start_time",
 )
-_SOURCE = {
-    "type": "object",
-    "properties": {
-        "s3_paths": {"type": "array", "items": {"type": "string"}},
-        "includes": {"type": "array", "items": {"type": "string"}},
-        "excludes": {"type": "array", "items": {"type": "string"}},
-        "batch_size": {"type": "integer"},
-    },
-}
 SCHEMAS: dict[str, Any] = {
     "Error": {
         "type": "object",
         "required": ["kind", "message"],
         "properties": {"kind": {"type": "string"}, "message": {"type": "string"}},
-    },
-    "Submission": {
-        "type": "object",
-        "properties": {
-            "workers": {"type": "integer", "minimum": 1},
-            "item_list": {
-                "type": "object",
-                "properties": {"items": {"type": "array"}, "batch_size": {"type": "integer"}},
-            },
-            "file_path_lister": _SOURCE,
-            "delimited_files": _SOURCE,
-            "config": {"type": "object"},
-            "timeout": {"type": "integer", "minimum": 1},
-            "batch_timeout": {"type": "number", "exclusiveMinimum": 0},
-            "sqs_dead_letter_queue": {
-                "type": "object",
-                "properties": {"arn": {"type": "string"}, "max_receive_count": {"type": "integer"}},
-            },
-        },
     },
     "JobSpec": {"type": "object", "properties": {k: {} for k in JOB_SPEC_FIELDS}},
     "JobResponse": {
@@ -216,6 +206,10 @@ SCHEMAS: dict[str, Any] = {
             "kind": {"type": "string"},
             "endpoint": {"type": "string"},
             "pod": {"type": "object"},
+            "compute": _nullable({"type": "object"}),
+            "node_groups": {"type": "array", "items": {"type": "string"}},
+            "node_selector": {"type": "object"},
+            "tolerations": {"type": "array", "items": {"type": "object"}},
         },
     },
     "FailedBatches": {
@@ -238,13 +232,81 @@ SCHEMAS: dict[str, Any] = {
     },
 }
 
+
+def submission_schema(limits: LimitSettings) -> dict[str, Any]:
+    """Cortex's submission as the gateway and scheduler take it: `null` is "not given" (as Go decodes it), exactly
+    one source is given, and the numbers stay within the configured limits."""
+    batch_size = {"type": "integer", "minimum": 1, "maximum": limits.max_batch_size}
+    strings = {"type": "array", "items": {"type": "string"}}
+    file_source = {
+        "type": "object",
+        "required": ["s3_paths", "batch_size"],
+        "properties": {
+            "s3_paths": strings | {"minItems": 1},
+            "includes": _nullable(strings),
+            "excludes": _nullable(strings),
+            "batch_size": batch_size,
+        },
+    }
+    sources = {
+        "item_list": {
+            "type": "object",
+            "required": ["items", "batch_size"],
+            "properties": {"items": {"type": "array", "minItems": 1}, "batch_size": batch_size},
+        },
+        "file_path_lister": file_source,
+        "delimited_files": file_source,
+    }
+    dead_letter_queue = {
+        "type": "object",
+        "required": ["arn", "max_receive_count"],
+        "properties": {
+            "arn": {"type": "string", "minLength": 1},
+            "max_receive_count": {"type": "integer", "minimum": 1, "maximum": INT32_MAX},
+        },
+    }
+    return {
+        "type": "object",
+        "required": ["workers"],
+        "properties": {
+            "workers": {"type": "integer", "minimum": 1, "maximum": limits.max_workers},
+            **{name: _nullable(source) for name, source in sources.items()},
+            "config": _nullable({"type": "object"}),
+            "timeout": _nullable({"type": "integer", "minimum": 1, "maximum": INT64_MAX}),
+            "batch_timeout": _nullable({"type": "number", "exclusiveMinimum": 0}),
+            "sqs_dead_letter_queue": _nullable(dead_letter_queue),
+        },
+        "oneOf": [
+            {"required": [name], "properties": {s: {"type": "object" if s == name else "null"} for s in sources}}
+            for name in sources
+        ],
+    }
+
+
 DOCUMENT: dict[str, Any] = {
     "openapi": "3.1.0",
     "info": {"title": "Thresher", "version": "1", "description": "Batch jobs on demand; Cortex Batch API compatible."},
     "paths": PATHS,
-    "components": {"schemas": SCHEMAS},
+    "components": {
+        "schemas": SCHEMAS,
+        "securitySchemes": {
+            "bearer": {
+                "type": "http",
+                "scheme": "bearer",
+                "description": "an API key (`thresher up` writes its own to <data dir>/api_key); scopes: submit,"
+                " read, admin",
+            }
+        },
+    },
 }
 
 
 async def openapi_document(request: web.Request) -> web.Response:
-    return web.json_response(DOCUMENT)
+    """The document for this gateway's settings: its limits, and only the paths it serves (not /metrics when that
+    has a port of its own)."""
+    served = {r.resource.canonical for r in request.app.router.routes() if r.resource is not None}
+    components = DOCUMENT["components"] | {
+        "schemas": SCHEMAS | {"Submission": submission_schema(request.app[CONFIG].limits)}
+    }
+    paths = {p: ops for p, ops in PATHS.items() if p in served}
+    return web.json_response(DOCUMENT | {"paths": paths, "components": components})

@@ -2,18 +2,21 @@
 
 from __future__ import annotations
 
+import asyncio
 import os
+from typing import Any
 
 from aiohttp import web
 
 from services.gateway import views
+from services.gateway.calls import calls, jobs
 from services.gateway.submission import parse_json_body, parse_submission
 from thresher.apis import parse_api_definitions
+from thresher.config import Config
 from thresher.errors import InvalidRequest
-from thresher.rpc import Client
 from thresher.v1 import jobs_pb2
 
-JOBS = web.AppKey("jobs", Client)  # the scheduler's Jobs service, open while the app runs
+CONFIG = web.AppKey("config", Config)
 JOB_ID_PARAM = "jobID"  # Cortex's query parameter
 _TRUE = frozenset({"1", "t", "T", "TRUE", "true", "True"})  # Go's strconv.ParseBool, which Cortex uses
 
@@ -37,41 +40,47 @@ def add_routes(app: web.Application) -> None:
     )
 
 
+@calls("SubmitJob")
 async def submit_job(request: web.Request) -> web.Response:
     """Cortex's submit; `?dryRun=true` runs every check, creates nothing and answers `validations passed`."""
-    submission = parse_submission(request.match_info["api"], parse_json_body(await request.read()))
+    submission = parse_submission(request.match_info["api"], await _read_json(request))
     dry_run = request.query.get("dryRun") in _TRUE
-    job = await request.app[JOBS].SubmitJob(jobs_pb2.SubmitJobRequest(submission=submission, dry_run=dry_run))
+    job = await jobs(request).SubmitJob(jobs_pb2.SubmitJobRequest(submission=submission, dry_run=dry_run))
     if dry_run:  # as Cortex: each file a file source would read on its own line, then the verdict
         return web.Response(text="".join(f"{path}\n" for path in job.dry_run_paths) + "validations passed\n")
     return web.json_response(views.job_spec(job))
 
 
+@calls("GetJob")
 async def get_job(request: web.Request) -> web.Response:
-    job = await request.app[JOBS].GetJob(_cortex_job_ref(request))
+    job = await jobs(request).GetJob(_cortex_job_ref(request))
     return web.json_response(views.job_response(request.url.origin(), job))
 
 
+@calls("StopJob")
 async def stop_job(request: web.Request) -> web.Response:
     ref = _cortex_job_ref(request)
-    await request.app[JOBS].StopJob(ref)
+    await jobs(request).StopJob(ref)
     return web.json_response({"message": f"stopped job {ref.job_id}"})
 
 
+@calls("ListApis")
 async def list_apis(request: web.Request) -> web.Response:
-    reply = await request.app[JOBS].ListApis(jobs_pb2.ListApisRequest())
+    reply = await jobs(request).ListApis(jobs_pb2.ListApisRequest())
     origin = request.url.origin()
     return web.json_response({"apis": [views.api_spec(origin, api) for api in reply.apis]})
 
 
+@calls("GetApi")
 async def get_api(request: web.Request) -> web.Response:
-    api = await request.app[JOBS].GetApi(jobs_pb2.GetApiRequest(name=request.match_info["name"]))
+    api = await jobs(request).GetApi(jobs_pb2.GetApiRequest(name=request.match_info["name"]))
     return web.json_response(views.api_spec(request.url.origin(), api))
 
 
+@calls("DeployApi")
 async def deploy_apis(request: web.Request) -> web.Response:
     """Deploy `{"apis": [...Cortex API definitions], "working_dir": "/abs"}`; every definition is checked first."""
-    body = parse_json_body(await request.read())
+    body = await _read_json(request)
     if not isinstance(body, dict):
         raise InvalidRequest("request body: must be an object")
     if body.get("apis") is None:
@@ -80,49 +89,65 @@ async def deploy_apis(request: web.Request) -> web.Response:
     if not isinstance(working_dir, str) or (working_dir and not os.path.isabs(working_dir)):
         raise InvalidRequest("working_dir: must be an absolute path")
     specs = parse_api_definitions(body["apis"], working_dir)
-    jobs, origin = request.app[JOBS], request.url.origin()
-    deployed = [await jobs.DeployApi(jobs_pb2.DeployApiRequest(api=spec)) for spec in specs]
+    scheduler, origin = jobs(request), request.url.origin()
+    deployed = [await scheduler.DeployApi(jobs_pb2.DeployApiRequest(api=spec)) for spec in specs]
     return web.json_response({"apis": [views.api_spec(origin, api) for api in deployed]})
 
 
+@calls("ListJobs")
 async def list_jobs(request: web.Request) -> web.Response:
     """Newest first, as the scheduler lists them; `?api=` narrows to one API, `?limit=` caps the count."""
     limit = request.query.get("limit", "0")
     if not (limit.isascii() and limit.isdigit()) or int(limit) > 2**31 - 1:
         raise InvalidRequest("limit: must be a non-negative integer")
     query = jobs_pb2.ListJobsRequest(api_name=request.query.get("api", ""), limit=int(limit))
-    reply = await request.app[JOBS].ListJobs(query)
+    reply = await jobs(request).ListJobs(query)
     origin = request.url.origin()
     return web.json_response({"jobs": [views.job_response(origin, job) for job in reply.jobs]})
 
 
+@calls("GetJob")
 async def get_job_by_id(request: web.Request) -> web.Response:
-    job = await request.app[JOBS].GetJob(jobs_pb2.JobRef(job_id=request.match_info["job_id"]))
+    job = await jobs(request).GetJob(jobs_pb2.JobRef(job_id=request.match_info["job_id"]))
     return web.json_response(views.job_response(request.url.origin(), job))
 
 
+@calls("StopJob")
 async def stop_job_by_id(request: web.Request) -> web.Response:
     """Stop a job and answer its state after the stop."""
-    job = await request.app[JOBS].StopJob(jobs_pb2.JobRef(job_id=request.match_info["job_id"]))
+    job = await jobs(request).StopJob(jobs_pb2.JobRef(job_id=request.match_info["job_id"]))
     return web.json_response(views.job_response(request.url.origin(), job))
 
 
+@calls("ListFailedBatches")
 async def list_failed_batches(request: web.Request) -> web.Response:
     """The job's dead-lettered batches with their items, attempts and last error."""
     ref = jobs_pb2.JobRef(job_id=request.match_info["job_id"])
-    reply = await request.app[JOBS].ListFailedBatches(ref)
+    reply = await jobs(request).ListFailedBatches(ref)
     return web.json_response({"job_id": ref.job_id, "batches": [views.failed_batch(b) for b in reply.batches]})
 
 
+@calls("RetryFailed")
 async def retry_failed(request: web.Request) -> web.Response:
     """Submit a new job made of the failed batches of a finished one; answers it as a submission does."""
-    job = await request.app[JOBS].RetryFailed(jobs_pb2.JobRef(job_id=request.match_info["job_id"]))
+    job = await jobs(request).RetryFailed(jobs_pb2.JobRef(job_id=request.match_info["job_id"]))
     return web.json_response(views.job_spec(job) | {"retry_of": job.retry_of})
 
 
 async def healthz(request: web.Request) -> web.Response:
     """The gateway itself is up; says nothing about the scheduler."""
     return web.json_response({"status": "ok"})
+
+
+async def _read_json(request: web.Request) -> Any:
+    """The request's JSON body. One still arriving after gateway.read_timeout_s (a slow client) gets 408."""
+    timeout_s = request.app[CONFIG].gateway.read_timeout_s
+    try:
+        async with asyncio.timeout(timeout_s):
+            body = await request.read()
+    except TimeoutError:
+        raise web.HTTPRequestTimeout(reason=f"the request body did not arrive within {timeout_s:g} s") from None
+    return parse_json_body(body)
 
 
 def _cortex_job_ref(request: web.Request) -> jobs_pb2.JobRef:

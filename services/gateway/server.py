@@ -7,27 +7,32 @@ from collections.abc import AsyncIterator
 
 from aiohttp import web
 
+from services.gateway.calls import JOBS, authorize_middleware
 from services.gateway.events import job_events, job_logs
 from services.gateway.middleware import error_middleware, request_log_middleware
 from services.gateway.openapi import openapi_document
-from services.gateway.routes import JOBS, add_routes
+from services.gateway.routes import CONFIG, add_routes
 from thresher import rpc
 from thresher.aiotasks import until_stop_signal
 from thresher.config import Config
-from thresher.metrics import metrics_handler
+from thresher.metrics import metrics_handler, start_metrics_server
 from thresher.v1 import jobs_pb2_grpc
 
 log = logging.getLogger(__name__)
 
-CONFIG = web.AppKey("config", Config)
 GRACE_S = 5.0  # how long requests in progress may take to finish after SIGTERM
+# The request line, each header and the number of headers: longer or more get 400 and the connection closes
+# (aiohttp's own limits, stated here so that they are visibly ours).
+MAX_LINE_BYTES = 8190
+MAX_FIELD_BYTES = 8190
+MAX_HEADERS = 100
 
 
 def create_app(config: Config) -> web.Application:
     """The app; its channel to the scheduler opens on startup and closes on cleanup."""
     app = web.Application(
         client_max_size=config.gateway.max_body_bytes,
-        middlewares=[request_log_middleware, error_middleware],
+        middlewares=[request_log_middleware, error_middleware, authorize_middleware],
     )
     app[CONFIG] = config
     app.cleanup_ctx.append(_scheduler_client)
@@ -35,12 +40,13 @@ def create_app(config: Config) -> web.Application:
     app.router.add_get("/v1/jobs/{job_id}/events", job_events)
     app.router.add_get("/v1/jobs/{job_id}/logs", job_logs)
     app.router.add_get("/openapi.json", openapi_document)
-    app.router.add_get("/metrics", metrics_handler())  # open, like /healthz
+    if not config.addresses.gateway_metrics:
+        app.router.add_get("/metrics", metrics_handler())  # open, like /healthz
     return app
 
 
 async def _scheduler_client(app: web.Application) -> AsyncIterator[None]:
-    channel = rpc.channel(app[CONFIG].addresses.scheduler)
+    channel = rpc.channel(app[CONFIG].addresses.scheduler, app[CONFIG].tls)
     app[JOBS] = rpc.Client(jobs_pb2_grpc.JobsStub(channel))
     try:
         yield
@@ -50,16 +56,30 @@ async def _scheduler_client(app: web.Application) -> AsyncIterator[None]:
 
 async def serve(config: Config, grace_s: float = GRACE_S) -> None:
     """Serve on config.addresses.gateway (port 0 picks one) until SIGTERM or SIGINT."""
-    runner = web.AppRunner(create_app(config), access_log=None, shutdown_timeout=grace_s)
+    runner = web.AppRunner(
+        create_app(config),
+        access_log=None,
+        shutdown_timeout=grace_s,
+        keepalive_timeout=config.gateway.read_timeout_s,  # also closes a connection whose request never completes
+        max_line_size=MAX_LINE_BYTES,
+        max_field_size=MAX_FIELD_BYTES,
+        max_headers=MAX_HEADERS,
+    )
     await runner.setup()
+    metrics = None
     try:
         host, port = split_address(config.addresses.gateway)
         await web.TCPSite(runner, host, port).start()
         log.info("gateway listening on %s:%d", host, runner.addresses[0][1])
+        if config.addresses.gateway_metrics:
+            metrics, metrics_port = await start_metrics_server(config.addresses.gateway_metrics)
+            log.info("gateway /metrics on port %d", metrics_port)
         await until_stop_signal()
         log.info("gateway stopping")
     finally:
         await runner.cleanup()
+        if metrics is not None:
+            await metrics.cleanup()
 
 
 def split_address(address: str) -> tuple[str, int]:

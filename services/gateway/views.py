@@ -88,6 +88,7 @@ def job_status(job: jobs_pb2.Job) -> dict[str, Any]:
         "max_receive_count": job.max_receive_count,
         "worker_restarts": job.worker_restarts,
         "retry_of": job.retry_of or None,
+        "owner": job.owner or None,
     }
     return status
 
@@ -134,6 +135,21 @@ def api_spec(origin: URL, api: jobs_pb2.ApiSpec) -> dict[str, Any]:
         "working_dir": api.working_dir,
         "readiness_path": api.readiness_path,
         "updated_time": _time(api.updated_time) if api.HasField("updated_time") else None,
+        # Kubernetes sizing and placement, as deployed; empty: the scheduler's kubernetes.* defaults apply.
+        "compute": _compute(api.compute) if api.HasField("compute") else None,
+        "node_groups": list(api.node_groups),
+        "node_selector": dict(api.node_selector),
+        "tolerations": [
+            {"key": t.key, "operator": t.operator, "value": t.value, "effect": t.effect} for t in api.tolerations
+        ],
+    }
+
+
+def _compute(compute: jobs_pb2.Compute) -> dict[str, Any]:
+    return {
+        "cpu": compute.cpu or None,
+        "mem": compute.mem or None,
+        "gpu": compute.gpu if compute.HasField("gpu") else None,
     }
 
 

@@ -165,8 +165,13 @@ class Ledger:
                     [(job_id, *names.get(job_id, ("", "")), now) for job_id in touched],
                 )
                 notify, dead_letter = set(), set()
+                ended = {
+                    _attempt_key(e) for e in events if isinstance(e, BatchEvent) and e.result is not Result.STARTED
+                }
                 for index, event in enumerate(events):
                     if isinstance(event, BatchEvent):
+                        if event.result is Result.STARTED and _attempt_key(event) in ended:
+                            continue  # the attempt's outcome is in this group too: its row says all, in one write
                         if _record_attempt(db, event, now) is Result.DEAD_LETTERED:
                             dead_letter.add(index)
                     elif _apply_one(db, event, now):
@@ -291,6 +296,10 @@ def _apply_one(db: sqlite3.Connection, event: WorkerEvent | HookEvent, now: floa
         )
         return cursor.rowcount == 1
     return False
+
+
+def _attempt_key(event: BatchEvent) -> tuple[str, str, int]:
+    return event.job_id, event.batch_id, event.attempt
 
 
 def _record_attempt(db: sqlite3.Connection, event: BatchEvent, now: float) -> Result:

@@ -12,6 +12,7 @@ from collections.abc import Awaitable, Sequence
 from services.monitor.accounting import BatchEvent, Event, Phase, Result, WorkerEvent
 from services.monitor.ledger import Applied, Ledger, Progress
 from services.monitor.notifier import Notifier
+from thresher.aiotasks import create_guarded_task
 from thresher.errors import InvalidRequest, NotFound, QueueNotFound
 from thresher.queue import Batch, Delivery, QueueBackend
 
@@ -26,6 +27,9 @@ class Monitor:
         self._heartbeat_timeout_s = heartbeat_timeout_s
         self._started = time.time()
         self.stopping = False
+        # Reports waiting for the ledger, from every stream: each write takes all of them, in one transaction.
+        self._waiting: list[tuple[Sequence[Event], dict[str, tuple[str, str]], asyncio.Future[set[int]]]] = []
+        self._writer: asyncio.Task[None] | None = None
 
     async def resume(self) -> None:
         """Send again what the scheduler did not acknowledge before the last stop."""
@@ -33,10 +37,38 @@ class Monitor:
             self._notifier.kick(job_id)
 
     async def record(self, events: Sequence[Event], names: dict[str, tuple[str, str]] | None = None) -> set[int]:
-        """Record reports durably (repeats change nothing); returns the indexes of events to dead-letter."""
-        # Shielded: a sender that hangs up mid-write must not leave a committed settlement without its notification.
-        applied: Applied = await asyncio.shield(self._notify_after(self._ledger.apply(events, names)))
-        return applied.dead_letter
+        """Record reports durably (repeats change nothing); returns the indexes of events to dead-letter.
+
+        The reports of every stream that arrive while the ledger writes go together into its next transaction: one
+        commit (and fsync) for all of them.
+        """
+        future: asyncio.Future[set[int]] = asyncio.get_running_loop().create_future()
+        self._waiting.append((events, names or {}, future))
+        if self._writer is None:
+            # A task of its own: a sender that hangs up mid-write must not leave a committed settlement without its
+            # notification, nor cancel the others' reports.
+            self._writer = create_guarded_task(self._write(), "ledger writer")
+        return await asyncio.shield(future)
+
+    async def _write(self) -> None:
+        try:
+            while self._waiting:
+                group, self._waiting = self._waiting, []
+                events = [event for part, _, _ in group for event in part]
+                names = {job: name for _, part, _ in group for job, name in part.items()}
+                try:
+                    applied = await self._notify_after(self._ledger.apply(events, names))
+                except Exception as e:  # each sender gets the error
+                    for _, _, future in group:
+                        future.set_exception(e)
+                    continue
+                start = 0
+                for part, _, future in group:
+                    end = start + len(part)
+                    future.set_result({i - start for i in applied.dead_letter if start <= i < end})
+                    start = end
+        finally:
+            self._writer = None
 
     async def track(self, job_id: str, api_name: str, total_batch_count: int) -> None:
         if not job_id:
@@ -74,13 +106,14 @@ class Monitor:
         queue_name, held = await self._ledger.held_by(job_id, worker_id)
         released = []
         if queue_name and held:
-            queue = self._queues.open(queue_name)
-            for batch in held:
-                with contextlib.suppress(QueueNotFound):  # the job has ended meanwhile
-                    await queue.release(Delivery(Batch(batch.batch_id, b""), batch.receipt, batch.attempt))
-                released.append(
-                    BatchEvent(job_id, batch.batch_id, batch.attempt, Result.RELEASED, error=f"worker lost: {why}")
+            with contextlib.suppress(QueueNotFound):  # the job has ended meanwhile
+                await self._queues.open(queue_name).release(
+                    [Delivery(Batch(batch.batch_id, b""), batch.receipt, batch.attempt) for batch in held]
                 )
+            released = [
+                BatchEvent(job_id, batch.batch_id, batch.attempt, Result.RELEASED, error=f"worker lost: {why}")
+                for batch in held
+            ]
         await self.record([*released, WorkerEvent(job_id, worker_id, Phase.LOST)])
         log.warning("worker %s lost (%s); released %d batches", worker_id, why, len(released), extra={"job_id": job_id})
 

@@ -26,7 +26,7 @@ log = logging.getLogger(__name__)
 
 GRACE_S = 5.0
 MAX_GROUP = 500  # reports recorded in one transaction, at most
-INBOX_SIZE = 2 * MAX_GROUP  # reports read ahead of the ledger; beyond this the stream pushes back on the sender
+INBOX_SIZE = 16  # stream messages read ahead of the ledger; beyond this the stream pushes back on the sender
 SCHEDULER_CALL_TIMEOUT_S = 10.0
 # Reconnect to a restarted scheduler within seconds, not after gRPC's default backoff of up to two minutes.
 _END = object()
@@ -37,8 +37,8 @@ class MonitorServicer(monitor_pb2_grpc.MonitorServicer):
         self._monitor = monitor
 
     async def Report(
-        self, request_iterator: AsyncIterator[monitor_pb2.Report], context: grpc.aio.ServicerContext
-    ) -> AsyncIterator[monitor_pb2.ReportAck]:
+        self, request_iterator: AsyncIterator[monitor_pb2.Reports], context: grpc.aio.ServicerContext
+    ) -> AsyncIterator[monitor_pb2.ReportAcks]:
         inbox: asyncio.Queue[Any] = asyncio.Queue(INBOX_SIZE)
         reader = asyncio.create_task(_read_into(request_iterator, inbox))
         workers: set[tuple[str, str]] = set()  # (job id, worker id) seen on this stream
@@ -49,8 +49,12 @@ class MonitorServicer(monitor_pb2_grpc.MonitorServicer):
                     workers.update((r.job_id, r.worker_id) for r in group if r.worker_id)
                     names = {r.job_id: (r.api_name, r.queue_name) for r in group}
                     dead_letter = await self._monitor.record([decode_report(r) for r in group], names)
-                    for index, report in enumerate(group):
-                        yield monitor_pb2.ReportAck(seq=report.seq, dead_letter=index in dead_letter)
+                    yield monitor_pb2.ReportAcks(
+                        acks=[
+                            monitor_pb2.ReportAck(seq=report.seq, dead_letter=index in dead_letter)
+                            for index, report in enumerate(group)
+                        ]
+                    )
                 if end is _END:
                     return
                 if isinstance(end, BaseException):
@@ -76,10 +80,10 @@ class MonitorServicer(monitor_pb2_grpc.MonitorServicer):
         return encode_progress(request.job_id, await self._monitor.progress(request.job_id, request.api_name))
 
 
-async def _read_into(requests: AsyncIterator[monitor_pb2.Report], inbox: asyncio.Queue[Any]) -> None:
+async def _read_into(requests: AsyncIterator[monitor_pb2.Reports], inbox: asyncio.Queue[Any]) -> None:
     try:
-        async for report in requests:
-            await inbox.put(report)
+        async for message in requests:
+            await inbox.put(list(message.reports))
     except Exception as e:  # handed to the writer, which ends the call with it
         await inbox.put(e)
         return
@@ -87,11 +91,12 @@ async def _read_into(requests: AsyncIterator[monitor_pb2.Report], inbox: asyncio
 
 
 async def _next_group(inbox: asyncio.Queue[Any]) -> tuple[list[monitor_pb2.Report], Any]:
-    """The reports that arrived together (waiting for the first), and the end marker if the stream ended."""
+    """The reports of the messages that arrived together (waiting for the first), and the end marker if the stream
+    ended."""
     group: list[monitor_pb2.Report] = []
     item = await inbox.get()
-    while isinstance(item, monitor_pb2.Report):
-        group.append(item)
+    while isinstance(item, list):
+        group += item
         if len(group) >= MAX_GROUP or inbox.empty():
             return group, None
         item = inbox.get_nowait()
@@ -143,7 +148,7 @@ async def create_server(config: Config, address: str) -> tuple[MonitorServer, in
     The /metrics port is `server.metrics_port`. Settlements the scheduler did not acknowledge are sent again.
     """
     ledger = Ledger(Path(config.data_dir) / "monitor" / "ledger.db")
-    channel = rpc.channel(config.addresses.scheduler)
+    channel = rpc.channel(config.addresses.scheduler, config.tls)
     scheduler = rpc.Client(scheduler_pb2_grpc.SchedulerStub(channel), timeout_s=SCHEDULER_CALL_TIMEOUT_S)
     notifier = Notifier(ledger, scheduler)
     queues = open_queue_backend(config)
@@ -156,7 +161,7 @@ async def create_server(config: Config, address: str) -> tuple[MonitorServer, in
         raise
     try:
         registration = (monitor_pb2_grpc.add_MonitorServicer_to_server, MonitorServicer(monitor), "thresher.v1.Monitor")
-        grpc_server, port = await rpc.start_server(address, [registration])
+        grpc_server, port = await rpc.start_server(address, [registration], config.tls)
     except Exception:
         await metrics_runner.cleanup()
         await channel.close()

@@ -10,6 +10,7 @@ from services.scheduler.validation import file_query
 from thresher.config import InputSettings
 from thresher.errors import InvalidRequest
 from thresher.store import ObjectStores
+from thresher.store.base import S3_SCHEME
 from thresher.store.select import FileQuery, matching_files
 from thresher.v1 import jobs_pb2
 
@@ -18,7 +19,8 @@ MAX_DRY_RUN_PATHS = 10_000  # a dry run lists at most this many files (the reply
 
 
 async def check_files_exist(submission: jobs_pb2.JobSubmission, settings: InputSettings) -> None:
-    """InvalidRequest when the submission's file source matches no file; other sources pass."""
+    """InvalidRequest when the submission's file source matches no file, or names a local path outside
+    `inputs.local_roots` (any of its paths, not only the first that matches); other sources pass."""
     await _list(submission, settings, limit=1)
 
 
@@ -40,12 +42,20 @@ async def _list(submission: jobs_pb2.JobSubmission, settings: InputSettings, lim
     source, query = found
     stores = ObjectStores(settings)
     try:
+        await _check_local_roots(stores, query)
         paths = await _first(stores, query, limit)
     finally:
         await stores.close()
     if not paths:
         raise InvalidRequest(f"{source}: {NO_FILES}")
     return paths
+
+
+async def _check_local_roots(stores: ObjectStores, query: FileQuery) -> None:
+    """The local store refuses a path outside inputs.local_roots as soon as its listing starts."""
+    for prefix in query.paths:
+        if not prefix.startswith(S3_SCHEME):
+            await anext(aiter(stores.for_path(prefix).list(prefix)), None)
 
 
 async def _first(stores: ObjectStores, query: FileQuery, limit: int) -> list[str]:

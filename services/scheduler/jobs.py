@@ -54,6 +54,7 @@ class JobRecord:
     hook: bytes | None = None  # jobs_pb2.HookOutcome, once /on-job-complete ended
     final_counts: bytes | None = None  # jobs_pb2.BatchCounts at the end
     cleaned: bool = False  # workers stopped and queue deleted after the final status
+    owner: str = ""  # the name of the API key that submitted the job ("" when keys are off)
 
     @property
     def settled(self) -> bool:
@@ -101,7 +102,7 @@ def finished(job: JobRecord, status: Status, reason: str, final_counts: bytes | 
     )
 
 
-def new_job(job_id: str, submission: jobs_pb2.JobSubmission, now: float) -> JobRecord:
+def new_job(job_id: str, submission: jobs_pb2.JobSubmission, now: float, owner: str = "") -> JobRecord:
     return JobRecord(
         job_id=job_id,
         api_name=submission.api_name,
@@ -109,6 +110,7 @@ def new_job(job_id: str, submission: jobs_pb2.JobSubmission, now: float) -> JobR
         start_time=now,
         workers=submission.workers,
         timeout_s=submission.timeout_s if submission.HasField("timeout_s") else None,
+        owner=owner,
     )
 
 

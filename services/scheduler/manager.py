@@ -14,11 +14,11 @@ from typing import Any
 from prometheus_client import Counter
 from prometheus_client.core import GaugeMetricFamily
 
-from services.scheduler import jobs
+from services.scheduler import access, jobs
 from services.scheduler.inputs import check_files_exist, dry_run_paths
 from services.scheduler.jobs import JobRecord, Status
 from services.scheduler.store import JobStore
-from services.scheduler.validation import validate_submission
+from services.scheduler.validation import check_limits, validate_submission
 from services.scheduler.views import (
     batch_timeout_s,
     hook_summary,
@@ -28,8 +28,9 @@ from services.scheduler.views import (
     waiting_reason,
 )
 from thresher.aiotasks import create_guarded_task
+from thresher.auth import ANONYMOUS, Caller
 from thresher.config import Config
-from thresher.errors import InvalidRequest, NotFound, ThresherError, Unavailable, WrongState
+from thresher.errors import InvalidRequest, LimitExceeded, NotFound, ThresherError, Unavailable, WrongState
 from thresher.ids import new_job_id
 from thresher.metrics import exposition
 from thresher.names import METRIC_PREFIX
@@ -65,6 +66,7 @@ class JobManager:
         self._cleanups: dict[str, asyncio.Task[Any]] = {}
         self._submissions: dict[str, jobs_pb2.JobSubmission] = {}  # insertion order: the oldest goes first
         self._crashes_counted: dict[str, int] = {}  # per job, the crashes already in WORKER_RESTARTS
+        self._admissions: defaultdict[str, asyncio.Lock] = defaultdict(asyncio.Lock)  # per API: count, then store
 
     # --- the public job service -------------------------------------------------------------
 
@@ -82,24 +84,29 @@ class JobManager:
     async def list_apis(self) -> list[jobs_pb2.ApiSpec]:
         return await self._store.list_apis()
 
-    async def submit(self, submission: jobs_pb2.JobSubmission, dry_run: bool = False) -> jobs_pb2.Job:
+    async def submit(
+        self, submission: jobs_pb2.JobSubmission, dry_run: bool = False, caller: Caller = ANONYMOUS
+    ) -> jobs_pb2.Job:
         await self._store.get_api(submission.api_name)  # first, as Cortex: NotFound "<api> is not deployed"
         validate_submission(submission)
+        check_limits(submission, self._config)
         if dry_run:
             paths = await dry_run_paths(submission, self._config.inputs)  # also: some file must match
             return jobs_pb2.Job(api_name=submission.api_name, dry_run_paths=paths)
         await check_files_exist(submission, self._config.inputs)  # Cortex's short-circuit listing: a 400, not later
         if submission.sqs_dead_letter_queue.arn:
             await self._queues.check_dead_letter_queue(submission.sqs_dead_letter_queue.arn)
-        job = jobs.new_job(new_job_id(), submission, time.time())
-        await self._store.put_submission(job.job_id, submission)  # first: a stored job always has its submission
-        await self._store.put_job(job)
+        async with self._admissions[submission.api_name]:  # no other submission between the count and the insert
+            await self._check_room(submission.api_name)
+            job = jobs.new_job(new_job_id(), submission, time.time(), owner=caller.name)
+            await self._store.put_submission(job.job_id, submission)  # first: a stored job has its submission
+            await self._store.put_job(job)
         log.info("submitted job %s to %s", job.job_id, job.api_name, extra={"job_id": job.job_id})
         self._launch(job.job_id)
         return job_message(job, submission, self._config)
 
-    async def get(self, job_id: str, api_name: str = "") -> jobs_pb2.Job:
-        job = await self._job(job_id, api_name)
+    async def get(self, job_id: str, api_name: str = "", caller: Caller = ANONYMOUS) -> jobs_pb2.Job:
+        job = await self._job(job_id, api_name, caller)
         submission = await self._submission(job_id)
         workers = await self._runtime.workers(job_id)
         crashes = sum(w.crashed for w in workers)
@@ -110,21 +117,21 @@ class JobManager:
         message.status_reason = message.status_reason or waiting_reason(workers, progress)
         return message
 
-    async def list(self, api_name: str, limit: int) -> list[jobs_pb2.Job]:
-        records = await self._store.list_jobs(api_name, limit or 50)
+    async def list(self, api_name: str, limit: int, caller: Caller = ANONYMOUS) -> list[jobs_pb2.Job]:
+        records = await self._store.list_jobs(api_name, limit or 50, owner=access.owner_filter(caller))
         return list(await asyncio.gather(*(self.get(r.job_id) for r in records)))
 
-    async def stop(self, job_id: str, api_name: str = "") -> jobs_pb2.Job:
+    async def stop(self, job_id: str, api_name: str = "", caller: Caller = ANONYMOUS) -> jobs_pb2.Job:
         async with self._locks[job_id]:
-            job = await self._job(job_id, api_name)
+            job = await self._job(job_id, api_name, caller, change=True)
             if job.status.is_final:
                 raise WrongState(f"job {job_id} is not in progress: it already ended ({job.status.value})")
             await self._finish(job, Status.STOPPED, "stopped on request")
         return await self.get(job_id)
 
-    async def retry_failed(self, job_id: str, api_name: str = "") -> jobs_pb2.Job:
+    async def retry_failed(self, job_id: str, api_name: str = "", caller: Caller = ANONYMOUS) -> jobs_pb2.Job:
         """A new job made of exactly the dead-lettered batches of a finished one, with the same settings."""
-        job = await self._job(job_id, api_name)
+        job = await self._job(job_id, api_name, caller)
         if not job.status.is_final:
             raise WrongState(f"job {job_id} is {job.status.value}: retry its failed batches once it has ended")
         failed = await self.failed_batches(job_id)
@@ -138,7 +145,7 @@ class JobManager:
         retry.batches.extend(f.items_json for f in failed)
         retry.retry_of = job_id
         retry.workers = min(retry.workers, len(failed))
-        return await self.submit(retry)
+        return await self.submit(retry, caller=caller)
 
     # --- reports from the monitor ---------------------------------------------------------
 
@@ -335,8 +342,11 @@ class JobManager:
             jobs.add_metric([api_name, status], count)
         return exposition([jobs])
 
-    async def logs(self, job_id: str, follow: bool) -> AsyncIterator[list[jobs_pb2.LogLine]]:
+    async def logs(
+        self, job_id: str, follow: bool, caller: Caller = ANONYMOUS
+    ) -> AsyncIterator[list[jobs_pb2.LogLine]]:
         """The job's log lines, oldest first; following, new ones until the job has ended (and a last read after)."""
+        await self._job(job_id, "", caller)
         offsets: dict[str, int] = {}
         while True:
             job = await self._store.get_job(job_id)  # before reading: the last read after the end gets every line
@@ -347,9 +357,11 @@ class JobManager:
                 return
             await asyncio.sleep(LOG_POLL_S)
 
-    async def failed_batches(self, job_id: str, api_name: str = "") -> list[jobs_pb2.FailedBatch]:
+    async def failed_batches(
+        self, job_id: str, api_name: str = "", caller: Caller = ANONYMOUS
+    ) -> list[jobs_pb2.FailedBatch]:
         """A job's dead-lettered batches: from its queue while it has one, then from the store."""
-        job = await self._job(job_id, api_name)
+        job = await self._job(job_id, api_name, caller)
         if not job.cleaned:
             with contextlib.suppress(NotFound):
                 return await self._dead_letters(job)
@@ -372,11 +384,21 @@ class JobManager:
             self._submissions[job_id] = await self._store.get_submission(job_id)
         return self._submissions[job_id]
 
-    async def _job(self, job_id: str, api_name: str) -> JobRecord:
+    async def _job(self, job_id: str, api_name: str, caller: Caller = ANONYMOUS, change: bool = False) -> JobRecord:
+        """The job, if it belongs to `api_name` (when given) and `caller` may read it (or, with `change`, stop it)."""
         job = await self._store.get_job(job_id)
         if api_name and job.api_name != api_name:
             raise NotFound(f"unable to find job {job_id} of API {api_name}")
+        access.check_job(caller, job_id, job.owner, change)
         return job
+
+    async def _check_room(self, api_name: str) -> None:
+        limit = self._config.limits.max_jobs_in_progress_per_api
+        if await self._store.count_in_progress(api_name) >= limit:
+            raise LimitExceeded(
+                f"{api_name} has {limit} jobs in progress, the most allowed (limits.max_jobs_in_progress_per_api);"
+                " submit again once one has ended"
+            )
 
     async def _progress(self, job: JobRecord) -> monitor_pb2.JobProgress | None:
         request = jobs_pb2.JobRef(api_name=job.api_name, job_id=job.job_id)

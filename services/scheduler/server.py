@@ -9,11 +9,14 @@ from pathlib import Path
 
 import grpc
 
+from services.scheduler import access
 from services.scheduler.manager import JobManager
 from services.scheduler.store import JobStore
 from thresher import rpc
 from thresher.aiotasks import create_guarded_task
+from thresher.auth import Caller, KeyRing
 from thresher.config import Config
+from thresher.names import GRPC_AUTHORIZATION_KEY
 from thresher.queue import open_queue_backend
 from thresher.runtime import open_runtime
 from thresher.v1 import enqueuer_pb2_grpc, jobs_pb2, jobs_pb2_grpc, monitor_pb2_grpc, scheduler_pb2, scheduler_pb2_grpc
@@ -24,42 +27,63 @@ WATCH_INTERVAL_S = 0.25
 
 
 class JobsServicer(jobs_pb2_grpc.JobsServicer):
-    def __init__(self, manager: JobManager) -> None:
+    """Each method first finds the caller from its API key (metadata `authorization`) and checks its scope."""
+
+    def __init__(self, manager: JobManager, keys: KeyRing) -> None:
         self._manager = manager
+        self._keys = keys
+
+    def _caller(self, context: grpc.aio.ServicerContext, method: str) -> Caller:
+        metadata = dict(context.invocation_metadata() or ())
+        caller = self._keys.caller(metadata.get(GRPC_AUTHORIZATION_KEY))
+        access.require(caller, method)
+        return caller
+
+    async def Authorize(self, request: jobs_pb2.AuthorizeRequest, context: grpc.aio.ServicerContext) -> jobs_pb2.Caller:
+        caller = self._caller(context, request.method)
+        return jobs_pb2.Caller(name=caller.name, scopes=sorted(caller.scopes))
 
     async def DeployApi(
         self, request: jobs_pb2.DeployApiRequest, context: grpc.aio.ServicerContext
     ) -> jobs_pb2.ApiSpec:
+        self._caller(context, "DeployApi")
         return await self._manager.deploy_api(request.api)
 
     async def GetApi(self, request: jobs_pb2.GetApiRequest, context: grpc.aio.ServicerContext) -> jobs_pb2.ApiSpec:
+        self._caller(context, "GetApi")
         return await self._manager.get_api(request.name)
 
     async def ListApis(
         self, request: jobs_pb2.ListApisRequest, context: grpc.aio.ServicerContext
     ) -> jobs_pb2.ListApisResponse:
+        self._caller(context, "ListApis")
         return jobs_pb2.ListApisResponse(apis=await self._manager.list_apis())
 
     async def SubmitJob(self, request: jobs_pb2.SubmitJobRequest, context: grpc.aio.ServicerContext) -> jobs_pb2.Job:
-        return await self._manager.submit(request.submission, request.dry_run)
+        caller = self._caller(context, "SubmitJob")
+        return await self._manager.submit(request.submission, request.dry_run, caller)
 
     async def GetJob(self, request: jobs_pb2.JobRef, context: grpc.aio.ServicerContext) -> jobs_pb2.Job:
-        return await self._manager.get(request.job_id, request.api_name)
+        caller = self._caller(context, "GetJob")
+        return await self._manager.get(request.job_id, request.api_name, caller)
 
     async def ListJobs(
         self, request: jobs_pb2.ListJobsRequest, context: grpc.aio.ServicerContext
     ) -> jobs_pb2.ListJobsResponse:
-        return jobs_pb2.ListJobsResponse(jobs=await self._manager.list(request.api_name, request.limit))
+        caller = self._caller(context, "ListJobs")
+        return jobs_pb2.ListJobsResponse(jobs=await self._manager.list(request.api_name, request.limit, caller))
 
     async def StopJob(self, request: jobs_pb2.JobRef, context: grpc.aio.ServicerContext) -> jobs_pb2.Job:
-        return await self._manager.stop(request.job_id, request.api_name)
+        caller = self._caller(context, "StopJob")
+        return await self._manager.stop(request.job_id, request.api_name, caller)
 
     async def WatchJob(
         self, request: jobs_pb2.JobRef, context: grpc.aio.ServicerContext
     ) -> AsyncIterator[jobs_pb2.Job]:
+        caller = self._caller(context, "WatchJob")
         last = None
         while True:
-            job = await self._manager.get(request.job_id, request.api_name)
+            job = await self._manager.get(request.job_id, request.api_name, caller)
             if job != last:
                 yield job
                 last = job
@@ -70,18 +94,21 @@ class JobsServicer(jobs_pb2_grpc.JobsServicer):
     async def ListFailedBatches(
         self, request: jobs_pb2.JobRef, context: grpc.aio.ServicerContext
     ) -> jobs_pb2.ListFailedBatchesResponse:
-        batches = await self._manager.failed_batches(request.job_id, request.api_name)
+        caller = self._caller(context, "ListFailedBatches")
+        batches = await self._manager.failed_batches(request.job_id, request.api_name, caller)
         return jobs_pb2.ListFailedBatchesResponse(batches=batches)
 
     async def GetJobLogs(
         self, request: jobs_pb2.JobLogsRequest, context: grpc.aio.ServicerContext
     ) -> AsyncIterator[jobs_pb2.LogLine]:
-        async for lines in self._manager.logs(request.job_id, request.follow):
+        caller = self._caller(context, "GetJobLogs")
+        async for lines in self._manager.logs(request.job_id, request.follow, caller):
             for line in lines:
                 yield line
 
     async def RetryFailed(self, request: jobs_pb2.JobRef, context: grpc.aio.ServicerContext) -> jobs_pb2.Job:
-        return await self._manager.retry_failed(request.job_id, request.api_name)
+        caller = self._caller(context, "RetryFailed")
+        return await self._manager.retry_failed(request.job_id, request.api_name, caller)
 
 
 class SchedulerServicer(scheduler_pb2_grpc.SchedulerServicer):
@@ -103,16 +130,18 @@ class SchedulerServicer(scheduler_pb2_grpc.SchedulerServicer):
 
 async def create_server(config: Config, address: str) -> tuple[grpc.aio.Server, int, JobManager]:
     """Open the store, backends and peers, pick up unfinished jobs, and serve Jobs and Scheduler on `address`."""
-    store = JobStore(Path(config.data_dir) / "scheduler" / "jobs.db")
-    enqueuer = rpc.Client(enqueuer_pb2_grpc.EnqueuerStub(rpc.channel(config.addresses.enqueuer)))
-    monitor = rpc.Client(monitor_pb2_grpc.MonitorStub(rpc.channel(config.addresses.monitor)))
+    keys = KeyRing(config.auth.keys_file)
+    store = await JobStore.open(Path(config.data_dir) / "scheduler" / "jobs.db")
+    enqueuer = rpc.Client(enqueuer_pb2_grpc.EnqueuerStub(rpc.channel(config.addresses.enqueuer, config.tls)))
+    monitor = rpc.Client(monitor_pb2_grpc.MonitorStub(rpc.channel(config.addresses.monitor, config.tls)))
     manager = JobManager(config, store, open_queue_backend(config), open_runtime(config), enqueuer, monitor)
     server, port = await rpc.start_server(
         address,
         [
-            (jobs_pb2_grpc.add_JobsServicer_to_server, JobsServicer(manager), "thresher.v1.Jobs"),
+            (jobs_pb2_grpc.add_JobsServicer_to_server, JobsServicer(manager, keys), "thresher.v1.Jobs"),
             (scheduler_pb2_grpc.add_SchedulerServicer_to_server, SchedulerServicer(manager), "thresher.v1.Scheduler"),
         ],
+        config.tls,
     )
     await manager.recover()
     create_guarded_task(manager.supervise(), "supervise jobs")

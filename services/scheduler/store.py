@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import sqlite3
 import time
 from pathlib import Path
 from typing import Any
@@ -33,7 +34,8 @@ CREATE TABLE IF NOT EXISTS jobs (
     summary BLOB,
     hook BLOB,
     final_counts BLOB,
-    cleaned INTEGER NOT NULL
+    cleaned INTEGER NOT NULL,
+    owner TEXT NOT NULL DEFAULT ''          -- the name of the API key that submitted the job
 );
 CREATE INDEX IF NOT EXISTS jobs_by_api ON jobs (api_name, job_id);
 CREATE TABLE IF NOT EXISTS submissions (
@@ -64,13 +66,24 @@ _COLUMNS = [
     "hook",
     "final_counts",
     "cleaned",
+    "owner",
 ]
+# Columns added after the first release: (name, definition), added to older files when they are opened.
+_ADDED_COLUMNS = [("owner", "TEXT NOT NULL DEFAULT ''")]
+_IN_PROGRESS = ", ".join(f"'{s.value}'" for s in Status if not s.is_final)
 
 
 class JobStore:
     def __init__(self, path: Path) -> None:
+        """Use `await JobStore.open(path)`: it also brings an older file up to date."""
         self._file = SqliteFile(path, _SCHEMA)
         self._run = self._file.run
+
+    @classmethod
+    async def open(cls, path: Path) -> JobStore:
+        store = cls(path)
+        await store._run(_add_missing_columns)
+        return store
 
     async def close(self) -> None:
         await self._file.close()
@@ -112,18 +125,27 @@ class JobStore:
             raise NotFound(f"unable to find job {job_id}")
         return _decode(row)
 
-    async def list_jobs(self, api_name: str = "", limit: int = 50, unfinished_only: bool = False) -> list[JobRecord]:
-        """Newest first (job ids sort that way)."""
+    async def list_jobs(
+        self, api_name: str = "", limit: int = 50, unfinished_only: bool = False, owner: str = ""
+    ) -> list[JobRecord]:
+        """Newest first (job ids sort that way); `owner`: only the jobs that this key submitted."""
         where, params = [], []
-        if api_name:
-            where.append("api_name = ?")
-            params.append(api_name)
+        for column, value in (("api_name", api_name), ("owner", owner)):
+            if value:
+                where.append(f"{column} = ?")
+                params.append(value)
         if unfinished_only:
-            where.append("(status IN ('pending', 'enqueuing', 'running') OR cleaned = 0)")
+            where.append(f"(status IN ({_IN_PROGRESS}) OR cleaned = 0)")
         clause = f"WHERE {' AND '.join(where)}" if where else ""
         statement = f"SELECT {', '.join(_COLUMNS)} FROM jobs {clause} ORDER BY job_id LIMIT ?"
         rows = await self._run(lambda db: db.execute(statement, (*params, limit)).fetchall())
         return [_decode(r) for r in rows]
+
+    async def count_in_progress(self, api_name: str) -> int:
+        """Jobs of the API that have not ended (pending, enqueuing, running)."""
+        query = f"SELECT COUNT(*) FROM jobs WHERE api_name = ? AND status IN ({_IN_PROGRESS})"
+        row = await self._run(lambda db: db.execute(query, (api_name,)).fetchone())
+        return int(row[0])
 
     async def count_by_status(self) -> dict[tuple[str, str], int]:
         """(api name, status) -> how many jobs."""
@@ -140,6 +162,13 @@ class JobStore:
         query = "SELECT failed FROM failed_batches WHERE job_id = ? ORDER BY batch_id"
         rows = await self._run(lambda db: db.execute(query, (job_id,)).fetchall())
         return [jobs_pb2.FailedBatch.FromString(r[0]) for r in rows]
+
+
+def _add_missing_columns(db: sqlite3.Connection) -> None:
+    present = {row[1] for row in db.execute("PRAGMA table_info(jobs)")}
+    for name, definition in _ADDED_COLUMNS:
+        if name not in present:
+            db.execute(f"ALTER TABLE jobs ADD COLUMN {name} {definition}")
 
 
 def _encode(value: Any) -> Any:

@@ -7,13 +7,18 @@ from __future__ import annotations
 
 import json
 
+from thresher.config import Config
 from thresher.errors import InvalidRequest
+from thresher.queue.sqs_messages import MAX_MESSAGE_BYTES as SQS_MAX_MESSAGE_BYTES
 from thresher.store.select import FileQuery
 from thresher.v1 import jobs_pb2
 
 SOURCES = ("item_list", "file_path_lister", "delimited_files")
 FILE_SOURCES = ("file_path_lister", "delimited_files")
 MAX_ITEM_BYTES = 250 * 1024  # SQS's 256 KiB message limit less room for attributes (Cortex's limit)
+# The largest batch (a JSON array) that one message of each queue backend takes: the message limit less room for
+# the attributes that travel with it (kind, batch id). SQLite's messages have no limit.
+MAX_BATCH_BYTES = {"sqs": SQS_MAX_MESSAGE_BYTES - 1024}
 
 
 def validate_submission(submission: jobs_pb2.JobSubmission) -> None:
@@ -42,12 +47,37 @@ def validate_submission(submission: jobs_pb2.JobSubmission) -> None:
     if submission.HasField("batch_timeout_s") and not submission.batch_timeout_s > 0:
         raise InvalidRequest(f"batch_timeout: must be greater than 0 (got {submission.batch_timeout_s})")
     if submission.HasField("sqs_dead_letter_queue"):
-        dlq = submission.sqs_dead_letter_queue
-        if not dlq.arn:
-            raise InvalidRequest("sqs_dead_letter_queue: arn: cannot be empty")
-        _at_least("sqs_dead_letter_queue: max_receive_count", dlq.max_receive_count, 1)
+        # An empty arn (Cortex required one) keeps the job's own dead letter queue, with this max_receive_count.
+        _at_least("sqs_dead_letter_queue: max_receive_count", submission.sqs_dead_letter_queue.max_receive_count, 1)
     if submission.config_json:
         _validate_config(submission.config_json)
+
+
+def check_limits(submission: jobs_pb2.JobSubmission, config: Config) -> None:
+    """InvalidRequest when the submission asks for more than `limits.*` allow, or when one of its batches would not
+    fit in one message of the configured queue (known up front for item_list; file sources are cut later)."""
+    limits = config.limits
+    if submission.workers > limits.max_workers:
+        raise InvalidRequest(f"workers: must be at most {limits.max_workers} (got {submission.workers})")
+    for source in SOURCES:
+        batch_size = getattr(submission, source).batch_size
+        if submission.HasField(source) and batch_size > limits.max_batch_size:
+            raise InvalidRequest(f"{source}: batch_size: must be at most {limits.max_batch_size} (got {batch_size})")
+    max_batch_bytes = MAX_BATCH_BYTES.get(config.queue.backend)
+    if max_batch_bytes is not None and submission.HasField("item_list"):
+        _check_batch_bytes(submission.item_list, max_batch_bytes)
+
+
+def _check_batch_bytes(item_list: jobs_pb2.ItemList, limit: int) -> None:
+    sizes = [len(item) for item in item_list.items]
+    for first in range(0, len(sizes), item_list.batch_size):
+        chunk = sizes[first : first + item_list.batch_size]
+        size = 2 + sum(chunk) + len(chunk) - 1  # "[" + items joined by "," + "]"
+        if size > limit:
+            raise InvalidRequest(
+                f"item_list: the batch of items {first} to {first + len(chunk) - 1} is {size} bytes, over the queue's"
+                f" message limit of {limit} bytes; use a smaller batch_size"
+            )
 
 
 def file_query(submission: jobs_pb2.JobSubmission) -> tuple[str, FileQuery] | None:

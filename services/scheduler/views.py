@@ -51,6 +51,7 @@ def job_message(
         max_receive_count=max_receive_count(submission, config),
         worker_restarts=worker_restarts,
         retry_of=submission.retry_of,
+        owner=job.owner,
     )
     if submission.HasField("timeout_s"):
         message.timeout_s = submission.timeout_s

@@ -46,17 +46,20 @@ class FakeMonitor(monitor_pb2_grpc.MonitorServicer):
         self.failed: dict[str, set[int]] = {}
 
     async def Report(
-        self, request_iterator: AsyncIterator[monitor_pb2.Report], context: grpc.aio.ServicerContext
-    ) -> AsyncIterator[monitor_pb2.ReportAck]:
-        async for report in request_iterator:
-            self.reports.append(report)
-            dead_letter = False
-            if report.HasField("batch") and report.batch.result == Result.BATCH_RESULT_FAILED:
-                failed = self.failed.setdefault(report.batch.batch_id, set())
-                failed.add(report.batch.attempt)
-                dead_letter = len(failed) >= report.batch.max_attempts
+        self, request_iterator: AsyncIterator[monitor_pb2.Reports], context: grpc.aio.ServicerContext
+    ) -> AsyncIterator[monitor_pb2.ReportAcks]:
+        async for message in request_iterator:
+            acks = monitor_pb2.ReportAcks()
+            for report in message.reports:
+                self.reports.append(report)
+                dead_letter = False
+                if report.HasField("batch") and report.batch.result == Result.BATCH_RESULT_FAILED:
+                    failed = self.failed.setdefault(report.batch.batch_id, set())
+                    failed.add(report.batch.attempt)
+                    dead_letter = len(failed) >= report.batch.max_attempts
+                acks.acks.add(seq=report.seq, dead_letter=dead_letter)
             if self.ack:
-                yield monitor_pb2.ReportAck(seq=report.seq, dead_letter=dead_letter)
+                yield acks
 
     def unique(self) -> list[monitor_pb2.Report]:
         """The reports once each, as a monitor that drops repeats by seq keeps them."""
@@ -157,7 +160,6 @@ class Running:
     dequeuer: Dequeuer
     task: asyncio.Task[int]
     reporter: Reporter
-    session: aiohttp.ClientSession
 
 
 @dataclass
@@ -186,9 +188,8 @@ class Harness:
         )
         reporter = Reporter(f"127.0.0.1:{self.monitor_port}", JOB_ID, worker_id)
         reporter.start()
-        session = aiohttp.ClientSession()
-        dequeuer = Dequeuer(settings, self.queue, reporter, session)
-        running = Running(dequeuer, asyncio.create_task(dequeuer.run()), reporter, session)
+        dequeuer = Dequeuer(settings, self.queue, reporter)
+        running = Running(dequeuer, asyncio.create_task(dequeuer.run()), reporter)
         self.running.append(running)
         return running
 
@@ -201,7 +202,6 @@ class Harness:
             with contextlib.suppress(Exception):
                 await asyncio.wait_for(r.task, 10)
             await r.reporter.close()
-            await r.session.close()
         await self.worker.close()
         await self.monitor_server.stop(0)
         await self.backend.close()
@@ -500,11 +500,11 @@ async def test_unacked_reports_are_resent_after_a_monitor_restart_and_nothing_is
     try:
         await h.send("b0", "b1", "b2")
         h.start_dequeuer()
-        # When the first batch has succeeded, its report is unacked: the batch stays held, the others wait
-        await assert_eventually(until(lambda: len(h.monitor.batch_reports(Result.BATCH_RESULT_SUCCEEDED)) == 1))
-        [first] = [r for r in h.monitor.reports if r.batch.result == Result.BATCH_RESULT_SUCCEEDED]
-        await assert_eventually(lambda: _depth_is(h, Depth(visible=2, in_flight=1, dead=0)))
-        assert len(h.worker.batch_calls()) == 1
+        # When every batch has succeeded, their reports are unacked: the batches stay held on the queue
+        await assert_eventually(until(lambda: len(h.monitor.batch_reports(Result.BATCH_RESULT_SUCCEEDED)) == 3))
+        [first, *_] = [r for r in h.monitor.reports if r.batch.result == Result.BATCH_RESULT_SUCCEEDED]
+        await asyncio.sleep(3 * VISIBILITY_S)  # long enough for them to come back, were they not kept invisible
+        assert await h.depth() == Depth(visible=0, in_flight=3, dead=0)
         # When the monitor restarts, acking this time
         await h.monitor_server.stop(0)
         h.monitor = FakeMonitor(ack=True)
@@ -534,7 +534,7 @@ async def start_subprocess(h: Harness, log_path: Path, *args: str) -> asyncio.su
         return await asyncio.create_subprocess_exec(*command, cwd=ROOT, env=env, stdout=log, stderr=log)
 
 
-async def test_sigterm_mid_batch_lets_it_finish_releases_the_others_and_exits_0(
+async def test_sigterm_mid_batch_lets_it_finish_releases_the_others_and_exits_drained(
     slow_harness: Harness, tmp_path: Path
 ) -> None:
     # Given the dequeuer as a process, busy with the first of three batches (each takes 3 s)
@@ -551,8 +551,8 @@ async def test_sigterm_mid_batch_lets_it_finish_releases_the_others_and_exits_0(
         # Then it releases the two others at once, while the first one still runs
         await assert_eventually(lambda: _depth_is(h, Depth(visible=2, in_flight=1, dead=0)))
         assert h.worker.finished == []
-        # And it finishes that batch and exits 0
-        assert await asyncio.wait_for(process.wait(), 8) == 0, log_path.read_text()
+        # And it finishes that batch and exits "drained" (not 0: its job goes on, so runtimes replace the worker)
+        assert await asyncio.wait_for(process.wait(), 8) == names.EXIT_DRAINED, log_path.read_text()
     finally:
         if process.returncode is None:
             process.kill()

@@ -91,8 +91,7 @@ async def test_progress_is_reported_after_every_chunk_then_done(stack: Stack) ->
 async def test_a_repeated_call_enqueues_nothing_new_even_for_acked_batches(stack: Stack) -> None:
     await enqueue(stack, request(1_000, 10))
     done = await stack.queue.receive(max_batches=30, wait_s=0)
-    for delivery in done:
-        await stack.queue.ack(delivery)
+    await stack.queue.ack(done)
 
     progress = await enqueue(stack, request(1_000, 10))
 

@@ -44,6 +44,9 @@ class FakeJobs(jobs_pb2_grpc.JobsServicer):
     def calls(self, method: str) -> list[Any]:
         return [request for name, request in self.requests if name == method]
 
+    async def Authorize(self, request: jobs_pb2.AuthorizeRequest, context: Any) -> jobs_pb2.Caller:
+        return jobs_pb2.Caller(scopes=["admin"])  # as a scheduler without API keys: everyone is let in
+
     async def SubmitJob(self, request: jobs_pb2.SubmitJobRequest, context: Any) -> jobs_pb2.Job:
         self.requests.append(("SubmitJob", request))
         sub = request.submission
@@ -149,6 +152,7 @@ def full_job() -> jobs_pb2.Job:
         max_receive_count=5,
         worker_restarts=1,
         retry_of="69b377c15a1314be0000",
+        owner="alice",
         workers_detail=[jobs_pb2.WorkerStatus(worker_id="w0", phase="ready", last_seen=END)],
         pace=jobs_pb2.Pace(batches_per_s=12.3456, eta_s=4.04, oldest_in_flight_s=0.5),
     )
@@ -362,6 +366,7 @@ async def test_get_maps_every_field_of_the_job(client: TestClient[Any, Any], sch
             "max_receive_count": 5,
             "worker_restarts": 1,
             "retry_of": "69b377c15a1314be0000",
+            "owner": "alice",
         },
         "metrics": {"succeeded": 9, "failed": 5, "average_time_per_batch": 1.25, "dead_lettered": 1},
         "endpoint": f"http://127.0.0.1:{client.port}/batch/my-api?jobID=69b377c15a1314be0a1b",
@@ -498,6 +503,9 @@ async def test_apis_are_deployed_listed_and_read_under_v1(client: TestClient[Any
                 }
             ],
         },
+        "compute": {"cpu": "2", "mem": "4Gi", "gpu": 1},
+        "node_groups": ["gpu-spot"],
+        "tolerations": [{"key": "nvidia.com/gpu", "operator": "Exists", "effect": "NoSchedule"}],
     }
     response = await client.post("/v1/apis", json={"apis": [definition], "working_dir": "/srv/apis"})
     assert response.status == 200
@@ -517,6 +525,10 @@ async def test_apis_are_deployed_listed_and_read_under_v1(client: TestClient[Any
         "working_dir": "/srv/apis",
         "readiness_path": "/healthz",
         "updated_time": "2023-11-14T22:23:20Z",
+        "compute": {"cpu": "2", "mem": "4Gi", "gpu": 1},
+        "node_groups": ["gpu-spot"],
+        "node_selector": {},
+        "tolerations": [{"key": "nvidia.com/gpu", "operator": "Exists", "value": "", "effect": "NoSchedule"}],
     }
     assert await response.json() == {"apis": [deployed]}
     assert await (await client.get("/v1/apis")).json() == {"apis": [deployed]}

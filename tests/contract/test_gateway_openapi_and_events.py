@@ -17,7 +17,10 @@ from thresher.v1 import jobs_pb2, jobs_pb2_grpc
 
 
 class WatchingJobs(jobs_pb2_grpc.JobsServicer):
-    """A scheduler whose job goes running -> succeeded while watched."""
+    """A scheduler without API keys whose job goes running -> succeeded while watched."""
+
+    async def Authorize(self, request: jobs_pb2.AuthorizeRequest, context: Any) -> jobs_pb2.Caller:
+        return jobs_pb2.Caller(scopes=["admin"])
 
     async def WatchJob(self, request: jobs_pb2.JobRef, context: Any) -> AsyncIterator[jobs_pb2.Job]:
         if request.job_id != "j1":

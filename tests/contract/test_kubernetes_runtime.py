@@ -1,7 +1,8 @@
 """The Kubernetes runtime against a Kubernetes API over real HTTP on 127.0.0.1 (kmock), with the official client.
 
 kmock stores and serves objects and watch events but runs no controller: the test plays the Job controller and the
-kubelet, making pods from the Job's template and patching their status, as a cluster would.
+kubelet, making pods from the Job's template and patching their status, as a cluster would. The Job controller's
+rules that the design relies on (the work queue, podFailurePolicy, backoffLimit) are played from the Job's own spec.
 """
 
 from __future__ import annotations
@@ -23,7 +24,9 @@ import pytest
 from kubernetes.aio import client as k8s
 
 from tests.helpers import assert_eventually
-from thresher.config import Config
+from thresher.config import Config, TlsSettings
+from thresher.errors import InvalidRequest
+from thresher.names import EXIT_DRAINED
 from thresher.runtime import WorkerLaunch, WorkerPhase, open_runtime
 from thresher.runtime.base import dequeuer_argv
 from thresher.runtime.k8s_manifests import resource_name
@@ -104,6 +107,57 @@ class Kubelet:
     async def pods(self) -> list[str]:
         return [pod.metadata.name for pod in (await self.core.list_namespaced_pod(NAMESPACE)).items]
 
+    async def reconcile(self) -> None:
+        """One pass of the Job controller, with those of its rules that the runtime relies on: failed pods count
+        toward backoffLimit unless the podFailurePolicy ignores them; with no `completions` (a work queue), no new
+        pod is made once one pod succeeded, and the Job is Complete when the others have ended too."""
+        job = await self.job()
+        name = job["metadata"]["name"]
+        pods = [
+            self.core.api_client.sanitize_for_serialization(p)
+            for p in (await self.core.list_namespaced_pod(NAMESPACE)).items
+        ]
+        statuses = [p.get("status") or {} for p in pods if p["metadata"]["labels"].get("job-name") == name]
+        phases = [status.get("phase") for status in statuses]
+        counted = sum(failure_action(job, status) == "Count" for status in statuses if status.get("phase") == "Failed")
+        active = sum(phase not in ("Succeeded", "Failed") for phase in phases)
+        if counted > job["spec"]["backoffLimit"]:
+            await self._condition(name, "Failed")
+        elif "Succeeded" in phases:
+            if not active:
+                await self._condition(name, "Complete")
+        else:
+            for _ in range(job["spec"]["parallelism"] - active):
+                await self.start_pod()
+
+    async def _condition(self, job: str, kind: str) -> None:
+        status = {"conditions": [{"type": kind, "status": "True"}]}
+        await self.batch.patch_namespaced_job_status(job, NAMESPACE, {"status": status})
+
+    async def conditions(self) -> list[str]:
+        return [c["type"] for c in (await self.job()).get("status", {}).get("conditions") or []]
+
+
+def failure_action(job: dict[str, Any], status: dict[str, Any]) -> str:
+    """The action of the first podFailurePolicy rule that a failed pod matches, else Count (as Kubernetes decides)."""
+    for rule in job["spec"].get("podFailurePolicy", {}).get("rules", []):
+        if "onPodConditions" in rule:
+            wanted = {(c["type"], c["status"]) for c in rule["onPodConditions"]}
+            if wanted & {(c["type"], c["status"]) for c in status.get("conditions") or []}:
+                return str(rule["action"])
+        else:
+            on = rule["onExitCodes"]
+            assert on["operator"] == "In"
+            containers = [*(status.get("initContainerStatuses") or []), *(status.get("containerStatuses") or [])]
+            codes = {
+                c["state"]["terminated"]["exitCode"]
+                for c in containers
+                if "terminated" in c["state"] and c["name"] == on.get("containerName", c["name"])
+            }
+            if codes & (set(on["values"]) - {0}):  # exit code 0 never matches
+                return str(rule["action"])
+    return "Count"
+
 
 # --- pod statuses, as the kubelet reports them -------------------------------------------------
 
@@ -120,8 +174,20 @@ def unschedulable(since_s_ago: float) -> dict[str, Any]:
 
 
 def evicted() -> dict[str, Any]:
+    """A node drain (a spot reclaim's, too): the eviction marks the pod, its dequeuer drains on SIGTERM."""
     disruption = {"type": "DisruptionTarget", "status": "True", "reason": "EvictionByEvictionAPI"}
-    return {"phase": "Failed", "conditions": [disruption], "containerStatuses": [_dequeuer_exit(0)]}
+    return {**drained(), "conditions": [disruption]}
+
+
+def drained() -> dict[str, Any]:
+    """SIGTERM with no disruption recorded (a pod deleted by hand or by a spot handler): the dequeuer drained, then
+    the kubelet stopped the worker (143)."""
+    api = _container("api", {"terminated": {"exitCode": 143, "reason": "Error"}})
+    return {"phase": "Failed", "initContainerStatuses": [api], "containerStatuses": [_dequeuer_exit(EXIT_DRAINED)]}
+
+
+def queue_gone() -> dict[str, Any]:
+    return {"phase": "Succeeded", "containerStatuses": [_dequeuer_exit(0)]}
 
 
 def crashed(api_exit: dict[str, Any]) -> dict[str, Any]:
@@ -232,7 +298,8 @@ async def test_a_job_becomes_one_kubernetes_job_with_a_pod_per_worker(
     assert spec["parallelism"] == 3 and "completions" not in spec
     assert spec["backoffLimit"] == 2
     assert spec["podFailurePolicy"]["rules"] == [
-        {"action": "Ignore", "onPodConditions": [{"type": "DisruptionTarget", "status": "True"}]}
+        {"action": "Ignore", "onPodConditions": [{"type": "DisruptionTarget", "status": "True"}]},
+        {"action": "Ignore", "onExitCodes": {"containerName": "dequeuer", "operator": "In", "values": [EXIT_DRAINED]}},
     ]
     assert 3000 - 5 <= spec["activeDeadlineSeconds"] <= 3000  # the timeout less the 600 s since submission
     assert spec["template"]["metadata"]["labels"] == job["metadata"]["labels"]
@@ -269,6 +336,148 @@ async def test_the_worker_is_a_native_sidecar_and_the_dequeuer_the_main_containe
     assert SECRET not in json.dumps(pod)
 
 
+async def test_the_dequeuer_is_probed_on_its_admin_port_and_every_container_is_locked_down(
+    runtime: KubernetesRuntime, kubelet: Kubelet, config: Config
+) -> None:
+    await runtime.ensure_workers(launch(), 1)
+
+    pod = (await kubelet.job())["spec"]["template"]["spec"]
+    [api], [dequeuer] = pod["initContainers"], pod["containers"]
+    env = {e["name"]: e.get("value") for e in dequeuer["env"]}
+    assert env["THRESHER_DEQUEUER_ADMIN_ADDRESS"] == "0.0.0.0:15000"  # the kubelet probes it from the node
+    assert dequeuer["ports"] == [{"name": "admin", "containerPort": 15000}]
+    for probe in ("startupProbe", "readinessProbe"):
+        assert dequeuer[probe]["httpGet"] == {"path": "/healthz", "port": "admin"}
+    startup = dequeuer["startupProbe"]
+    # The dequeuer gives up on a worker that never gets ready by itself, saying why, before the kubelet would
+    assert startup["periodSeconds"] * startup["failureThreshold"] > config.dequeuer.readiness_timeout_s
+    assert dequeuer["securityContext"] == {
+        "runAsNonRoot": True,
+        "readOnlyRootFilesystem": True,
+        "allowPrivilegeEscalation": False,
+        "capabilities": {"drop": ["ALL"]},
+        "seccompProfile": {"type": "RuntimeDefault"},
+    }
+    assert {"name": "tmp", "mountPath": "/tmp"} in dequeuer["volumeMounts"]
+    # The API's image keeps its own user and a writable root file system, with no way to gain privileges
+    assert api["securityContext"] == {
+        "allowPrivilegeEscalation": False,
+        "capabilities": {"drop": ["ALL"], "add": ["NET_BIND_SERVICE"]},
+        "seccompProfile": {"type": "RuntimeDefault"},
+    }
+
+
+def gpu_pool_settings(config: Config) -> None:
+    k = config.kubernetes
+    k.worker_cpu, k.worker_memory = "500m", "1Gi"
+    k.node_selector, k.preferred_nodes = "thresher.dev/pool=workers", "eks.amazonaws.com/capacityType=SPOT"
+    k.tolerations = "thresher.dev/workers:NoSchedule"
+
+
+async def test_an_api_without_compute_or_placement_gets_the_cluster_defaults(
+    runtime: KubernetesRuntime, kubelet: Kubelet, config: Config
+) -> None:
+    gpu_pool_settings(config)
+
+    await runtime.ensure_workers(launch(), 1)
+
+    pod = (await kubelet.job())["spec"]["template"]["spec"]
+    assert pod["initContainers"][0]["resources"] == {
+        "requests": {"cpu": "500m", "memory": "1Gi"},
+        "limits": {"memory": "1Gi"},
+    }
+    assert pod["nodeSelector"] == {"thresher.dev/pool": "workers"}
+    assert pod["tolerations"] == [{"key": "thresher.dev/workers", "operator": "Exists", "effect": "NoSchedule"}]
+    spot = {"matchExpressions": [{"key": "eks.amazonaws.com/capacityType", "operator": "In", "values": ["SPOT"]}]}
+    assert pod["affinity"] == {
+        "nodeAffinity": {"preferredDuringSchedulingIgnoredDuringExecution": [{"weight": 100, "preference": spot}]}
+    }
+
+
+async def test_an_apis_own_compute_and_placement_replace_the_cluster_defaults(
+    runtime: KubernetesRuntime, kubelet: Kubelet, config: Config
+) -> None:
+    gpu_pool_settings(config)
+    gpu = launch()
+    gpu.api.compute.CopyFrom(jobs_pb2.Compute(cpu="4", gpu=1))  # memory: the default's
+    gpu.api.node_groups.extend(["gpu-spot", "gpu-on-demand"])
+    gpu.api.node_selector["thresher.dev/pool"] = "gpu"
+    gpu.api.tolerations.append(jobs_pb2.Toleration(key="nvidia.com/gpu", operator="Exists", effect="NoSchedule"))
+
+    await runtime.ensure_workers(gpu, 1)
+
+    job = await kubelet.job()
+    pod = job["spec"]["template"]["spec"]
+    assert pod["initContainers"][0]["resources"] == {
+        "requests": {"cpu": "4", "memory": "1Gi"},
+        "limits": {"memory": "1Gi", "nvidia.com/gpu": "1"},
+    }
+    assert pod["nodeSelector"] == {"thresher.dev/pool": "gpu"}
+    assert pod["tolerations"] == [{"key": "nvidia.com/gpu", "operator": "Exists", "effect": "NoSchedule"}]
+    affinity = pod["affinity"]["nodeAffinity"]
+    groups = {"key": "eks.amazonaws.com/nodegroup", "operator": "In", "values": ["gpu-spot", "gpu-on-demand"]}
+    assert affinity["requiredDuringSchedulingIgnoredDuringExecution"] == {
+        "nodeSelectorTerms": [{"matchExpressions": [groups]}]
+    }
+    preferred = affinity["preferredDuringSchedulingIgnoredDuringExecution"]
+    weights = {p["preference"]["matchExpressions"][0]["values"][0]: p["weight"] for p in preferred}
+    assert weights == {"gpu-spot": 100, "gpu-on-demand": 99, "SPOT": 100}  # the first group first, spot first
+    for version in K8S_VERSIONS:
+        kubernetes_validate.validate(job, version, strict=True)
+
+
+async def test_with_tls_only_the_dequeuer_gets_the_workers_client_certificate(
+    runtime: KubernetesRuntime, kubelet: Kubelet, config: Config
+) -> None:
+    config.tls = TlsSettings("/srv/scheduler/ca.pem", "/srv/scheduler/cert.pem", "/srv/scheduler/key.pem")
+    config.kubernetes.tls_secret = "thresher-worker-tls"
+
+    await runtime.ensure_workers(launch(), 1)
+
+    pod = (await kubelet.job())["spec"]["template"]["spec"]
+    assert {"name": "tls", "secret": {"secretName": "thresher-worker-tls"}} in pod["volumes"]
+    [api], [dequeuer] = pod["initContainers"], pod["containers"]
+    assert {"name": "tls", "mountPath": "/etc/thresher/tls", "readOnly": True} in dequeuer["volumeMounts"]
+    assert all(mount["name"] != "tls" for mount in api["volumeMounts"])  # the API's code never sees the key
+    env = {e["name"]: e.get("value") for e in dequeuer["env"]}
+    assert [env[f"THRESHER_TLS_{name}_FILE"] for name in ("CA", "CERT", "KEY")] == [
+        "/etc/thresher/tls/ca.crt",
+        "/etc/thresher/tls/tls.crt",
+        "/etc/thresher/tls/tls.key",
+    ]
+
+
+@pytest.mark.parametrize(
+    ("setting", "value", "message"),
+    [
+        ("worker_memory", "512m", "thousandths of a byte; use Mi or Gi"),
+        ("worker_cpu", "lots", "must be a Kubernetes quantity above zero"),
+        ("tolerations", "gpu:NoSchedul", r"expected key\[=value\]:Effect \(NoSchedule, PreferNoSchedule, NoExecute\)"),
+        ("node_selector", "pool", "expected key=value pairs"),
+        ("node_selector", "pool=a b", "'a b' is not a Kubernetes label value"),
+    ],
+)
+def test_bad_kubernetes_settings_are_refused_when_the_runtime_starts(
+    config: Config, setting: str, value: str, message: str
+) -> None:
+    setattr(config.kubernetes, setting, value)
+    with pytest.raises(InvalidRequest, match=message):
+        KubernetesRuntime(config)
+
+
+def test_tls_without_a_secret_for_the_workers_is_refused_when_the_runtime_starts(config: Config) -> None:
+    config.tls = TlsSettings("/tls/ca.crt", "/tls/tls.crt", "/tls/tls.key")
+    with pytest.raises(InvalidRequest, match="set kubernetes.tls_secret"):
+        KubernetesRuntime(config)
+
+
+async def test_an_api_on_the_dequeuers_admin_port_is_refused(runtime: KubernetesRuntime) -> None:
+    clash = launch()
+    clash.api.port = 15000
+    with pytest.raises(InvalidRequest, match="port 15000 is the dequeuer's on Kubernetes"):
+        await runtime.ensure_workers(clash, 1)
+
+
 async def test_the_job_spec_is_a_config_map_owned_by_the_job_and_updated_in_place(
     runtime: KubernetesRuntime, kubelet: Kubelet
 ) -> None:
@@ -302,11 +511,18 @@ async def test_ensuring_workers_again_keeps_the_job_and_follows_the_count(
 async def test_a_finished_job_is_replaced_when_workers_are_wanted_again(
     runtime: KubernetesRuntime, kubelet: Kubelet
 ) -> None:
-    """Every pod drained and succeeded (a whole spot pool reclaimed): the Job makes no new pods, a new one does."""
+    """A pod that exits 0 ends the work queue: no new pod, and the Job completes once the others end. That is why
+    only a dequeuer whose queue is gone exits 0; should the job still go on, a new Job takes over."""
     await runtime.ensure_workers(launch(), 2)
     first = await kubelet.job()
-    complete = {"conditions": [{"type": "Complete", "status": "True"}]}
-    await kubelet.batch.patch_namespaced_job_status(first["metadata"]["name"], NAMESPACE, {"status": complete})
+    await kubelet.reconcile()
+    succeeded, other = await kubelet.pods()
+    await kubelet.set_status(succeeded, queue_gone())
+    await kubelet.reconcile()
+    assert await kubelet.pods() == [succeeded, other] and await kubelet.conditions() == []
+    await kubelet.set_status(other, drained())
+    await kubelet.reconcile()
+    assert await kubelet.conditions() == ["Complete"]
 
     await runtime.ensure_workers(launch(), 2)
 
@@ -400,6 +616,62 @@ async def test_an_evicted_or_deleted_worker_is_stopped_not_crashed(
     await assert_eventually(check)
 
 
+@pytest.mark.parametrize(
+    ("status", "reason"),
+    [
+        (evicted, "evicted (node drain or scale-down)"),
+        (drained, "the dequeuer drained on SIGTERM (e.g. a spot reclaim)"),
+    ],
+)
+async def test_a_drained_worker_is_replaced_and_spends_no_restart_budget(
+    runtime: KubernetesRuntime, kubelet: Kubelet, status: Any, reason: str
+) -> None:
+    # Given two workers at work
+    await runtime.ensure_workers(launch(), 2)
+    await kubelet.reconcile()
+    first, second = await kubelet.pods()
+    for pod in (first, second):
+        await kubelet.set_status(pod, ready())
+    # When a spot reclaim takes one: its dequeuer drains and exits EXIT_DRAINED, so its pod fails
+    await kubelet.set_status(first, status())
+    await kubelet.reconcile()
+    # Then the Job controller ignores that failure and replaces the pod; the scheduler counts no crash
+    pods = await kubelet.pods()
+    [replacement] = set(pods) - {first, second}
+    assert len(pods) == 3 and await kubelet.conditions() == []
+
+    async def check() -> None:
+        assert await states(runtime) == {
+            first: (WorkerPhase.STOPPED, reason),
+            second: (WorkerPhase.RUNNING, ""),
+            replacement: (WorkerPhase.PENDING, "creating"),
+        }
+
+    await assert_eventually(check)
+
+
+async def test_an_api_container_that_exits_with_the_drained_code_has_crashed(
+    runtime: KubernetesRuntime, kubelet: Kubelet
+) -> None:
+    """The rule names the dequeuer: whatever code the API's own container exits with, it is the worker's failure."""
+    await runtime.ensure_workers(launch(), 1)
+    await kubelet.reconcile()
+    [pod] = await kubelet.pods()
+    api = _container("api", {"terminated": {"exitCode": EXIT_DRAINED, "reason": "Error"}})
+    status = {"phase": "Failed", "initContainerStatuses": [api], "containerStatuses": [_dequeuer_exit(1)]}
+
+    await kubelet.set_status(pod, status)
+
+    assert failure_action(await kubelet.job(), status) == "Count"
+    await assert_eventually(
+        lambda: _assert_states(runtime, {pod: (WorkerPhase.FAILED, f"api exited with code {EXIT_DRAINED}")})
+    )
+
+
+async def _assert_states(runtime: KubernetesRuntime, expected: dict[str, tuple[WorkerPhase, str]]) -> None:
+    assert await states(runtime) == expected
+
+
 async def test_a_worker_unschedulable_too_long_is_reported_stalled(
     runtime: KubernetesRuntime, kubelet: Kubelet
 ) -> None:
@@ -424,8 +696,14 @@ async def test_a_crash_looping_worker_shows_every_crash_for_the_restart_budget(
     await runtime.ensure_workers(launch(), 1)
     assert (await kubelet.job())["spec"]["backoffLimit"] == config.runtime.max_worker_restarts
 
-    for _ in range(config.runtime.max_worker_restarts + 1):  # the Job controller replaces each failed pod
-        await kubelet.start_pod(crashed({"exitCode": 1, "reason": "Error"}))
+    crashed_pods: set[str] = set()
+    for _ in range(config.runtime.max_worker_restarts + 1):
+        await kubelet.reconcile()  # the Job controller replaces each failed pod, within the budget
+        [pod] = set(await kubelet.pods()) - crashed_pods
+        await kubelet.set_status(pod, crashed({"exitCode": 1, "reason": "Error"}))
+        crashed_pods.add(pod)
+    await kubelet.reconcile()
+    assert await kubelet.conditions() == ["Failed"]
 
     async def check() -> None:
         crashes = [w for w in await runtime.workers(JOB_ID) if w.crashed]

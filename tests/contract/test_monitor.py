@@ -13,6 +13,7 @@ import sys
 from collections.abc import AsyncIterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 import aiohttp
 import grpc
@@ -77,15 +78,15 @@ class RunningMonitor:
     open_streams: asyncio.Event = field(default_factory=asyncio.Event)  # set: every report stream ends
 
     async def report(self, reports: Sequence[monitor_pb2.Report]) -> list[int]:
-        """Send `reports` on one stream left open, as a live dequeuer's is (an ended stream means a lost worker)."""
+        """Send `reports` in one message on a stream left open, as a live dequeuer's is (an ended stream means a lost
+        worker); returns the seqs acked."""
 
-        async def stream() -> AsyncIterator[monitor_pb2.Report]:
-            for report in reports:
-                yield report
+        async def stream() -> AsyncIterator[monitor_pb2.Reports]:
+            yield monitor_pb2.Reports(reports=reports)
             await self.open_streams.wait()
 
         call = self.stub.Report(stream())
-        return [(await call.read()).seq for _ in reports]
+        return await read_acks(call, len(reports))
 
     async def track(self, total_batch_count: int, job_id: str = JOB) -> None:
         await self.stub.TrackJob(
@@ -110,6 +111,14 @@ class RunningMonitor:
         samples = (line.rsplit(" ", 1) for line in text.splitlines() if line and not line.startswith("#"))
         own = ("process_", "python_", "thresher_grpc_")
         return {name: float(value) for name, value in samples if not name.startswith(own)}
+
+
+async def read_acks(call: Any, count: int) -> list[int]:
+    """The seqs of the next `count` acks of a Report call, however the monitor grouped them."""
+    seqs: list[int] = []
+    while len(seqs) < count:
+        seqs += [ack.seq for ack in (await call.read()).acks]
+    return seqs
 
 
 @contextlib.asynccontextmanager
@@ -504,14 +513,13 @@ async def test_progress_shows_each_worker_and_the_pace_of_the_job(monitor: Runni
     reports = [worker("w1", monitor_pb2.WORKER_PHASE_READY), *attempt("b1", 1, SUCCEEDED, 0.1), batch("b2", 1, STARTED)]
     done = asyncio.Event()
 
-    async def open_stream() -> AsyncIterator[monitor_pb2.Report]:
-        for report in reports:
-            yield report
+    async def open_stream() -> AsyncIterator[monitor_pb2.Reports]:
+        for report in reports:  # one message each: the monitor may ack them together
+            yield monitor_pb2.Reports(reports=[report])
         await done.wait()
 
     call = monitor.stub.Report(open_stream())
-    for _ in reports:
-        await call.read()
+    await read_acks(call, len(reports))
     progress = await monitor.progress()
     done.set()
     call.cancel()

@@ -48,13 +48,14 @@ class Stream:
         self._outbox: asyncio.Queue[monitor_pb2.Report] = asyncio.Queue()
         self.call = monitor.stub.Report(self._drain())
 
-    async def _drain(self) -> AsyncIterator[monitor_pb2.Report]:
+    async def _drain(self) -> AsyncIterator[monitor_pb2.Reports]:
         while True:
-            yield await self._outbox.get()
+            yield monitor_pb2.Reports(reports=[await self._outbox.get()])
 
     async def send(self, message: monitor_pb2.Report) -> monitor_pb2.ReportAck:
         self._outbox.put_nowait(message)
-        return await self.call.read()
+        [ack] = (await self.call.read()).acks
+        return ack
 
 
 @pytest.fixture

@@ -6,6 +6,7 @@ Visibility timeouts differ only because SQS counts them in whole seconds.
 from __future__ import annotations
 
 import asyncio
+import time
 from collections.abc import AsyncIterator
 from pathlib import Path
 
@@ -75,18 +76,25 @@ async def test_received_batches_are_invisible_until_their_visibility_expires(que
     assert [d.receive_count for d in again] == [2, 2, 2]
 
 
-async def test_receive_returns_at_most_max_batches_in_send_order(queue: Queue) -> None:
+async def test_receive_returns_at_most_max_batches(queue: Queue) -> None:
+    await queue.send(batches(25))
+    received = await queue.receive(10, wait_s=0)
+    assert len({d.batch.batch_id for d in received}) == 10
+    assert all(d.batch.body == f"[{d.batch.batch_id[1:]}]".encode() for d in received)
+
+
+@pytest.mark.parametrize("backend_name", ["sqlite"])
+async def test_sqlite_delivers_in_send_order(queue: Queue) -> None:
+    # SQS orders messages within a message group only, and each batch is a group of its own.
     await queue.send(batches(25))
     received = await queue.receive(10, wait_s=0)
     assert [d.batch.batch_id for d in received] == [f"b{i}" for i in range(10)]
-    assert received[0].batch.body == b"[0]"
 
 
 async def test_sending_a_batch_id_twice_is_a_no_op_even_after_its_ack(queue: Queue) -> None:
     # SQLite remembers ids for the queue's life; SQS for its 5-minute deduplication window.
     await queue.send(batches(2))
-    for delivery in await queue.receive(10, wait_s=0):
-        await queue.ack(delivery)
+    await queue.ack(await queue.receive(10, wait_s=0))
     await queue.send(batches(3))
     assert [d.batch.batch_id for d in await queue.receive(10, wait_s=0)] == ["b2"]
 
@@ -94,26 +102,39 @@ async def test_sending_a_batch_id_twice_is_a_no_op_even_after_its_ack(queue: Que
 async def test_acked_batch_is_never_delivered_again(queue: Queue, visibility_s: float) -> None:
     await queue.send(batches(1))
     [delivery] = await queue.receive(1, wait_s=0)
-    await queue.ack(delivery)
+    await queue.ack([delivery])
     await asyncio.sleep(visibility_s + 0.05)
     assert await queue.receive(1, wait_s=0) == []
     assert await queue.depth() == Depth(0, 0, 0)
-    await queue.ack(delivery)  # acking again is not an error
+    await queue.ack([delivery])  # acking again is not an error
 
 
 async def test_released_batch_is_received_again_at_once_with_a_higher_count(queue: Queue) -> None:
     await queue.send(batches(1))
     [delivery] = await queue.receive(1, wait_s=0)
-    await queue.release(delivery)
+    await queue.release([delivery])
     [again] = await queue.receive(1, wait_s=0)
     assert again.batch == delivery.batch
     assert again.receive_count == 2
 
 
+async def test_a_cancelled_receive_hides_no_batch(queue: Queue) -> None:
+    # Given a receive under way
+    await queue.send(batches(3))
+    receiving = asyncio.create_task(queue.receive(10, wait_s=1))
+    await asyncio.sleep(0)  # it has made its call
+    # When it is cancelled
+    receiving.cancel()
+    with pytest.raises(asyncio.CancelledError):
+        await receiving
+    # Then every batch can be received at once
+    assert sorted(d.batch.batch_id for d in await queue.receive(10, wait_s=0)) == ["b0", "b1", "b2"]
+
+
 async def test_extended_batch_stays_invisible_past_its_first_timeout(queue: Queue, visibility_s: float) -> None:
     await queue.send(batches(1))
     [delivery] = await queue.receive(1, wait_s=0)
-    assert await queue.extend(delivery, visibility_s * 4)
+    assert await queue.extend([delivery], visibility_s * 4) == []
     await asyncio.sleep(visibility_s + 0.1)
     assert await queue.receive(1, wait_s=0) == []
 
@@ -128,11 +149,11 @@ async def test_a_stale_delivery_never_fails_and_the_current_one_settles_the_batc
     [current] = await queue.receive(1, wait_s=0)
     assert current.receive_count == 2
 
-    await queue.extend(stale, 10)
-    await queue.release(stale)
+    await queue.extend([stale], 10)
+    await queue.release([stale])
 
-    assert await queue.extend(current, 10)
-    await queue.ack(current)
+    assert await queue.extend([current], 10) == []
+    await queue.ack([current])
     assert await queue.receive(1, wait_s=0) == []
     assert await queue.depth() == Depth(0, 0, 0)
 
@@ -146,17 +167,40 @@ async def test_a_stale_delivery_cannot_extend_or_release_a_batch_received_again(
     [stale] = await queue.receive(1, wait_s=0)
     await asyncio.sleep(visibility_s + 0.05)
     [current] = await queue.receive(1, wait_s=0)
-    assert not await queue.extend(stale, 10)
-    await queue.release(stale)
+    assert await queue.extend([stale, current], 10) == [stale]
+    await queue.release([stale])
     assert await queue.depth() == Depth(visible=0, in_flight=1, dead=0)
-    assert await queue.extend(current, 10)
 
 
 async def test_a_delivery_settled_already_cannot_be_extended(queue: Queue) -> None:
     await queue.send(batches(1))
     [delivery] = await queue.receive(1, wait_s=0)
-    await queue.ack(delivery)
-    assert not await queue.extend(delivery, 10)
+    await queue.ack([delivery])
+    assert await queue.extend([delivery], 10) == [delivery]
+
+
+async def test_a_receive_says_how_long_each_delivery_surely_holds_its_batch(queue: Queue, visibility_s: float) -> None:
+    await queue.send(batches(2))
+    before = time.monotonic()
+    received = await queue.receive(10, wait_s=0)
+    after = time.monotonic()
+    assert [d.held_until for d in received] == [received[0].held_until] * 2
+    assert before <= received[0].held_until - visibility_s <= after
+
+
+async def test_groups_larger_than_a_batch_call_are_settled_whole(queue: Queue) -> None:
+    # Given 25 deliveries (SQS's batch calls take 10 entries)
+    await queue.send(batches(25))
+    received = [d for _ in range(3) for d in await queue.receive(10, wait_s=0)]
+    assert len(received) == 25
+    # When 12 are extended, then acked, and the other 13 released, each group in one verb
+    assert await queue.extend(received[:12], 30) == []
+    await queue.ack(received[:12])
+    await queue.release(received[12:])
+    # Then the released ones come back at once and the acked ones never do
+    again = [d for _ in range(2) for d in await queue.receive(10, wait_s=0)]
+    assert sorted(d.batch.batch_id for d in again) == sorted(d.batch.batch_id for d in received[12:])
+    assert await queue.depth() == Depth(visible=0, in_flight=13, dead=0)
 
 
 async def test_dead_lettered_batch_keeps_its_body_count_and_error(queue: Queue) -> None:
@@ -195,9 +239,9 @@ async def test_every_verb_raises_queue_not_found_after_deletion(backend: QueueBa
     for call in (
         lambda: queue.send(batches(1)),
         lambda: queue.receive(1, wait_s=0),
-        lambda: queue.extend(delivery, 1),
-        lambda: queue.ack(delivery),
-        lambda: queue.release(delivery),
+        lambda: queue.extend([delivery], 1),
+        lambda: queue.ack([delivery]),
+        lambda: queue.release([delivery]),
         lambda: queue.dead_letter(delivery, "x"),
         queue.depth,
         queue.dead_letters,

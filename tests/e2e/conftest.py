@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import os
 import signal
 import time
@@ -15,6 +16,7 @@ from thresher.cli import FINAL
 from thresher.client import GatewayClient
 from thresher.errors import Unavailable
 from thresher.launcher import StackProcess
+from thresher.names import ENV_API_KEY
 
 WORKERS_DIR = Path(__file__).parent / "workers"
 
@@ -24,7 +26,7 @@ class Stack(StackProcess):
 
     def __init__(self, data_dir: Path, apis: Path) -> None:
         super().__init__(data_dir, apis=apis)
-        self.client = GatewayClient(self.url)
+        self.client = GatewayClient(self.url, api_key=self.api_key)
 
     def service_pid(self, name: str) -> int:
         """The pid of one of the stack's services (a direct child of `thresher up`)."""
@@ -94,6 +96,17 @@ def processes_of(folder: Path) -> list[int]:
     return pids
 
 
+@contextlib.contextmanager
+def stopped_after(stack: StackProcess) -> Iterator[StackProcess]:
+    """Yield the stack; then stop it and kill anything left of it: nothing a test started outlives it."""
+    try:
+        yield stack
+    finally:
+        stack.stop()
+        for pid in processes_of(stack.data_dir):
+            os.kill(pid, signal.SIGKILL)
+
+
 def eventually(check: Any, timeout_s: float = 15.0) -> Any:
     deadline = time.monotonic() + timeout_s
     while True:
@@ -106,11 +119,8 @@ def eventually(check: Any, timeout_s: float = 15.0) -> Any:
 
 
 @pytest.fixture
-def stack(tmp_path: Path) -> Iterator[Stack]:
+def stack(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[Stack]:
     stack = Stack(tmp_path / "data", WORKERS_DIR / "apis.yaml")
-    try:
+    monkeypatch.setenv(ENV_API_KEY, stack.api_key or "")  # for the CLI the tests run, and their own requests
+    with stopped_after(stack):
         yield stack
-    finally:
-        stack.stop()
-        for pid in processes_of(tmp_path / "data"):
-            os.kill(pid, signal.SIGKILL)  # nothing the test started outlives it

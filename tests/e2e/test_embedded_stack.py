@@ -16,6 +16,8 @@ import pytest
 
 from tests.e2e.conftest import Stack, alive, eventually, processes_mentioning
 from tests.unit.test_deploy_manifests import DASHBOARD_METRICS
+from thresher.auth import authorization
+from thresher.client import find_api_key
 from thresher.errors import Unavailable
 
 pytestmark = [pytest.mark.e2e, pytest.mark.timeout(180)]
@@ -23,9 +25,10 @@ pytestmark = [pytest.mark.e2e, pytest.mark.timeout(180)]
 
 def test_a_job_of_1000_items_runs_to_succeeded_and_scales_to_zero(stack: Stack, tmp_path: Path) -> None:
     out = tmp_path / "out"
+    # Each batch takes 20 ms: no-op batches are all done before the second worker is up.
+    config = {"out_dir": str(out), "slow_s": 0.02}
     job = stack.client.submit(
-        "recorder",
-        {"workers": 2, "item_list": {"items": list(range(1000)), "batch_size": 10}, "config": {"out_dir": str(out)}},
+        "recorder", {"workers": 2, "item_list": {"items": list(range(1000)), "batch_size": 10}, "config": config}
     )
     assert job["api_name"] == "recorder" and job["kind"] == "BatchAPI"
 
@@ -124,7 +127,8 @@ def post(url: str, body: bytes) -> tuple[int, dict]:
 
 
 def request(method: str, url: str, body: bytes | None = None) -> tuple[int, dict]:
-    req = urllib.request.Request(url, data=body, method=method, headers={"Content-Type": "application/json"})
+    headers = {"Content-Type": "application/json", "Authorization": authorization(find_api_key(url) or "")}
+    req = urllib.request.Request(url, data=body, method=method, headers=headers)
     try:
         with urllib.request.urlopen(req, timeout=30) as response:
             return response.status, json.loads(response.read())
@@ -153,7 +157,10 @@ def test_the_event_stream_of_a_real_job_ends_with_its_final_status(stack: Stack,
         "recorder",
         {"workers": 1, "item_list": {"items": [1, 2], "batch_size": 1}, "config": {"out_dir": str(tmp_path)}},
     )
-    with urllib.request.urlopen(f"{stack.url}/v1/jobs/{job['job_id']}/events", timeout=60) as response:
+    stream = urllib.request.Request(
+        f"{stack.url}/v1/jobs/{job['job_id']}/events", headers={"Authorization": authorization(stack.api_key or "")}
+    )
+    with urllib.request.urlopen(stream, timeout=60) as response:
         assert response.headers["Content-Type"].startswith("text/event-stream")
         events = [
             json.loads(line[len("data: ") :])

@@ -21,6 +21,7 @@ import pytest
 from tests.conftest import AWS_ENV, moto_client
 from tests.contract.test_sqs_queue import FlakySqs, flaky_sqs
 from tests.e2e.conftest import WORKERS_DIR, processes_mentioning
+from thresher.auth import authorization
 from thresher.cli import FINAL
 from thresher.client import GatewayClient
 from thresher.errors import Unavailable
@@ -72,16 +73,16 @@ def test_a_delimited_files_job_on_sqs_and_s3_processes_every_item_and_dead_lette
     }
 
     # A dry run lists the files it would read, and files that do not exist are refused
-    assert post(stack.url + "/batch/recorder?dryRun=true", job) == (
+    assert post(stack, "/batch/recorder?dryRun=true", job) == (
         200,
         "s3://jobs/in/part-0.jsonl\ns3://jobs/in/part-1.jsonl\nvalidations passed\n",
     )
     nothing = {**job, "delimited_files": {"s3_paths": ["s3://jobs/none/"], "batch_size": 1}}
-    code, error = post(stack.url + "/batch/recorder?dryRun=true", nothing)
+    code, error = post(stack, "/batch/recorder?dryRun=true", nothing)
     assert (code, json.loads(error)["message"]) == (400, "delimited_files: no files match search criteria")
 
     # When the job runs
-    client = GatewayClient(stack.url)
+    client = GatewayClient(stack.url, api_key=stack.api_key)
     submitted = client.submit("recorder", job)
     status = wait_for_final(client, submitted["job_id"])
 
@@ -114,8 +115,9 @@ def test_a_delimited_files_job_on_sqs_and_s3_processes_every_item_and_dead_lette
     assert sum(per_batch.values()) < 2 * batches, sqs.calls
 
 
-def post(url: str, body: Any) -> tuple[int, str]:
-    request = urllib.request.Request(url, data=json.dumps(body).encode(), method="POST")
+def post(stack: StackProcess, path: str, body: Any) -> tuple[int, str]:
+    headers = {"Authorization": authorization(stack.api_key or "")}
+    request = urllib.request.Request(stack.url + path, data=json.dumps(body).encode(), method="POST", headers=headers)
     try:
         with urllib.request.urlopen(request, timeout=60) as response:
             return response.status, response.read().decode()

@@ -3,15 +3,13 @@
 from __future__ import annotations
 
 import json
-import os
-import signal
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
 import pytest
 
-from tests.e2e.conftest import WORKERS_DIR, Stack, alive, eventually, processes_mentioning, processes_of
+from tests.e2e.conftest import WORKERS_DIR, Stack, alive, eventually, processes_mentioning, stopped_after
 
 FAULT_SETTINGS = """
 queue:
@@ -32,13 +30,8 @@ def stack(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[Stack]:
     settings = tmp_path / "thresher.yaml"
     settings.write_text(FAULT_SETTINGS)
     monkeypatch.setenv("THRESHER_CONFIG", str(settings))  # read by `thresher up`, handed to every service
-    stack = Stack(tmp_path / "data", WORKERS_DIR / "apis.yaml")
-    try:
+    with stopped_after(Stack(tmp_path / "data", WORKERS_DIR / "apis.yaml")) as stack:
         yield stack
-    finally:
-        stack.stop()
-        for pid in processes_of(tmp_path / "data"):
-            os.kill(pid, signal.SIGKILL)  # nothing the test started outlives it
 
 
 class Outputs:

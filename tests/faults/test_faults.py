@@ -164,7 +164,7 @@ def test_the_enqueuer_killed_while_enqueuing_resumes_without_duplicates(stack: S
 
 def test_a_hanging_batch_times_out_and_is_dead_lettered(stack: Stack, outputs: Outputs) -> None:
     job_id = submit(stack, outputs, [1, 2, 3], config={"hang_items": [2]}, batch_timeout=1,
-                    sqs_dead_letter_queue={"arn": "local", "max_receive_count": 2})  # fmt: skip
+                    sqs_dead_letter_queue={"max_receive_count": 2})  # fmt: skip
     status = stack.wait_for_final("recorder", job_id, timeout_s=60)
     assert status["job_status"]["status"] == "completed_with_failures", status
     assert (status["metrics"]["succeeded"], status["metrics"]["dead_lettered"]) == (2, 1)

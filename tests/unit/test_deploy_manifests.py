@@ -22,12 +22,13 @@ import pytest
 import yaml
 
 from thresher.config import Config, load_config
-from thresher.runtime.k8s_manifests import parse_pairs, parse_tolerations
+from thresher.runtime.k8s_manifests import check_settings, labels
 
 KUSTOMIZE = Path(__file__).resolve().parents[2] / "deploy" / "kustomize"
 TARGETS = ["base", "overlays/dev", "overlays/prod"]
 K8S_VERSIONS = ("1.32.0", kubernetes_validate.utils.latest_version())
 SERVICES = {"gateway": 8888, "scheduler": 7001, "enqueuer": 7002, "monitor": 7003}
+METRICS = {"scheduler": 7005, "enqueuer": 7006, "monitor": 7004}  # the gateway serves /metrics on its own port
 # Every series the dashboard and the alerts query; each is exported by a service (README.md, "Metrics").
 DASHBOARD_METRICS = {
     "cortex_batch_succeeded",
@@ -75,6 +76,18 @@ def container(deployment: dict[str, Any]) -> dict[str, Any]:
     return dict(deployment["spec"]["template"]["spec"]["containers"][0])
 
 
+def service_config(objects: tuple[dict[str, Any], ...], name: str, tmp_path: Path) -> Config:
+    """The configuration a service runs with: thresher.yaml under its Deployment's THRESHER_* variables."""
+    env = {e["name"]: e["value"] for e in container(one(objects, "Deployment", f"thresher-{name}"))["env"]}
+    path = tmp_path / "thresher.yaml"
+    path.write_text(find(objects, "ConfigMap", "thresher-config")[0]["data"]["thresher.yaml"], encoding="utf-8")
+    return load_config(path, env={k: v for k, v in env.items() if k != "THRESHER_CONFIG"})
+
+
+def pod_labels(deployment: dict[str, Any]) -> dict[str, str]:
+    return dict(deployment["spec"]["template"]["metadata"]["labels"])
+
+
 @pytest.mark.parametrize("target", TARGETS)
 def test_every_rendered_object_validates_strictly_against_the_kubernetes_schema(target: str) -> None:
     objects = render(target)
@@ -113,19 +126,26 @@ def test_each_service_listens_where_its_kubernetes_service_and_the_config_point(
         named_ports = {p["name"]: p["containerPort"] for p in main["ports"]}
         assert named_ports[service["spec"]["ports"][0]["targetPort"]] == port
         assert getattr(addresses, name) == f"thresher-{name}:{service['spec']['ports'][0]['port']}"
-    monitor = one(objects, "Deployment", "thresher-monitor")
-    assert {"name": "THRESHER_ADDRESSES_MONITOR_METRICS", "value": "0.0.0.0:7004"} in container(monitor)["env"]
-    assert addresses.monitor_metrics == "thresher-monitor:7004"
+    for name, port in METRICS.items():  # /metrics: a port of its own, in the Service too
+        main = container(one(objects, "Deployment", f"thresher-{name}"))
+        assert {"name": f"THRESHER_ADDRESSES_{name.upper()}_METRICS", "value": f"0.0.0.0:{port}"} in main["env"]
+        assert {"name": "metrics", "containerPort": port} in main["ports"]
+        service_ports = one(objects, "Service", f"thresher-{name}")["spec"]["ports"]
+        assert {"name": "metrics", "port": port, "targetPort": "metrics"} in service_ports
+        assert getattr(addresses, f"{name}_metrics") == f"thresher-{name}:{port}"
 
 
 @pytest.mark.parametrize("target", TARGETS)
-def test_probes_use_grpc_health_and_the_gateway_healthz(target: str) -> None:
+def test_probes_use_grpc_health_and_the_gateway_healthz(target: str, tmp_path: Path) -> None:
     objects = render(target)
     for name, port in SERVICES.items():
         main = container(one(objects, "Deployment", f"thresher-{name}"))
+        tls = service_config(objects, name, tmp_path).tls
         for probe in ("readinessProbe", "livenessProbe"):
             if name == "gateway":
                 assert main[probe]["httpGet"] == {"path": "/healthz", "port": "http"}
+            elif tls.enabled:  # kubelet probes cannot show a certificate: the plaintext health-only port
+                assert f"0.0.0.0:{main[probe]['grpc']['port']}" == tls.health_address
             else:
                 assert main[probe]["grpc"] == {"port": port}
         assert main["resources"]["requests"] and main["resources"]["limits"]["memory"]
@@ -141,9 +161,7 @@ def test_the_config_file_is_one_thresher_reads_and_runs_workers_on_kubernetes(ta
     assert one(objects, "ServiceAccount", config.kubernetes.service_account)
     if config.kubernetes.env_secret:
         assert one(objects, "Secret", config.kubernetes.env_secret)
-    parse_pairs(config.kubernetes.node_selector, "node_selector")
-    parse_pairs(config.kubernetes.preferred_nodes, "preferred_nodes")
-    parse_tolerations(config.kubernetes.tolerations)
+    check_settings(service_config(objects, "scheduler", tmp_path))  # as the scheduler checks them when it starts
     for deployment in find(objects, "Deployment", "thresher-"):
         mounts = {m["mountPath"]: m["name"] for m in container(deployment)["volumeMounts"]}
         assert mounts["/etc/thresher"] == "config" and mounts[str(config.data_dir)] == "data"
@@ -185,13 +203,104 @@ def test_stateful_services_keep_one_replica_on_their_volume(target: str) -> None
 
 
 @pytest.mark.parametrize("target", ["base", "overlays/prod"])
-def test_the_service_monitor_scrapes_the_monitors_metrics_port(target: str) -> None:
+def test_the_service_monitor_scrapes_every_services_metrics(target: str) -> None:
     objects = render(target)
     [monitor] = find(objects, "ServiceMonitor")
-    service = one(objects, "Service", "thresher-monitor")
-    assert monitor["spec"]["selector"]["matchLabels"].items() <= service["metadata"]["labels"].items()
-    [endpoint] = monitor["spec"]["endpoints"]
-    assert endpoint["port"] in {p["name"] for p in service["spec"]["ports"]} and endpoint["path"] == "/metrics"
+    scraped = {(e["port"], e["path"]) for e in monitor["spec"]["endpoints"]}
+    for name in SERVICES:
+        service = one(objects, "Service", f"thresher-{name}")
+        assert monitor["spec"]["selector"]["matchLabels"].items() <= service["metadata"]["labels"].items()
+        port = "metrics" if name in METRICS else "http"  # the gateway serves /metrics beside its API
+        assert port in {p["name"] for p in service["spec"]["ports"]} and (port, "/metrics") in scraped
+
+
+def ingress_sources(policy: dict[str, Any], objects: tuple[dict[str, Any], ...]) -> dict[str, set[str]]:
+    """For each port a policy opens: who may connect, by the Deployment's component, `workers`, `prometheus` or
+    `anyone`."""
+    components = {
+        d["metadata"]["name"].removeprefix("thresher-"): pod_labels(d) for d in find(objects, "Deployment", "thresher-")
+    }
+    opened: dict[str, set[str]] = {}
+    for rule in policy["spec"].get("ingress") or []:
+        sources = set()
+        for peer in rule.get("from") or [{}]:
+            selector = (peer.get("podSelector") or {}).get("matchLabels")
+            if not peer:
+                sources.add("anyone")
+            elif "namespaceSelector" in peer:
+                assert selector == {"app.kubernetes.io/name": "prometheus"}
+                sources.add("prometheus")
+            elif selector == {"thresher.dev/role": "worker"}:
+                sources.add("workers")
+            else:
+                sources |= {name for name, pod in components.items() if selector.items() <= pod.items()}
+        for port in rule["ports"]:
+            opened.setdefault(port["port"], set()).update(sources)
+    return opened
+
+
+@pytest.mark.parametrize("target", TARGETS)
+def test_network_policies_let_in_only_who_dials_each_service(target: str) -> None:
+    objects = render(target)
+    policies = find(objects, "NetworkPolicy")
+    # Who dials whom: thresher/rpc.py channels (gateway and monitor to the scheduler, the scheduler to the enqueuer
+    # and the monitor, every dequeuer to the monitor); Prometheus scrapes /metrics; anyone uses the public API.
+    expected = {
+        "gateway": {"http": {"anyone"}},
+        "scheduler": {"grpc": {"gateway", "monitor"}, "metrics": {"prometheus"}},
+        "enqueuer": {"grpc": {"scheduler"}, "metrics": {"prometheus"}},
+        "monitor": {"grpc": {"scheduler", "workers"}, "metrics": {"prometheus"}},
+    }
+    for name, sources in expected.items():
+        deployment = one(objects, "Deployment", f"thresher-{name}")
+        [policy] = [
+            p for p in policies if p["spec"]["podSelector"]["matchLabels"].items() <= pod_labels(deployment).items()
+        ]
+        assert policy["spec"]["policyTypes"] == ["Ingress"]
+        assert ingress_sources(policy, objects) == sources
+        assert set(sources) <= {p["name"] for p in container(deployment)["ports"]}  # named ports of the pod
+    # Worker pods, as the scheduler labels them, take no connection at all (kubelet probes come from the node)
+    worker = labels("textstats", "7fffe8c2a1b3c4d5e6f7")
+    [policy] = [p for p in policies if p["spec"]["podSelector"]["matchLabels"].items() <= worker.items()]
+    assert policy["spec"]["policyTypes"] == ["Ingress"] and not policy["spec"].get("ingress")
+
+
+@pytest.mark.parametrize("target", TARGETS)
+def test_every_service_runs_as_a_non_root_user_on_a_read_only_root_file_system(target: str) -> None:
+    for deployment in find(render(target), "Deployment", "thresher-"):
+        pod = deployment["spec"]["template"]["spec"]
+        assert pod["securityContext"]["runAsNonRoot"] is True and pod["securityContext"]["runAsUser"] == 10001
+        assert pod["securityContext"]["seccompProfile"] == {"type": "RuntimeDefault"}
+        main = container(deployment)
+        assert main["securityContext"] == {
+            "allowPrivilegeEscalation": False,
+            "readOnlyRootFilesystem": True,
+            "capabilities": {"drop": ["ALL"]},
+        }
+        volumes = {v["name"]: v for v in pod["volumes"]}
+        tmp = next(m["name"] for m in main["volumeMounts"] if m["mountPath"] == "/tmp")
+        assert volumes[tmp] == {"name": tmp, "emptyDir": {}}  # the one scratch place Python and SQLite need
+
+
+def test_the_image_runs_as_the_same_numeric_non_root_user() -> None:
+    dockerfile = (KUSTOMIZE.parents[1] / "Dockerfile").read_text()
+    assert re.findall(r"^USER (\S+)$", dockerfile, re.MULTILINE) == ["10001:10001"]
+
+
+def test_prod_speaks_mutual_tls_from_every_service_and_worker(tmp_path: Path) -> None:
+    objects = render("overlays/prod")
+    for name in SERVICES:
+        deployment = one(objects, "Deployment", f"thresher-{name}")
+        tls = service_config(objects, name, tmp_path).tls
+        mounts = {m["name"]: m["mountPath"] for m in container(deployment)["volumeMounts"]}
+        volumes = {v["name"]: v for v in deployment["spec"]["template"]["spec"]["volumes"]}
+        secret = next(name for name, path in mounts.items() if path == str(Path(tls.cert_file).parent))
+        assert volumes[secret]["secret"]["secretName"] == "thresher-tls"
+        assert {Path(p).parent for p in (tls.ca_file, tls.cert_file, tls.key_file)} == {Path(tls.cert_file).parent}
+    scheduler = service_config(objects, "scheduler", tmp_path)
+    assert scheduler.kubernetes.tls_secret == "thresher-worker-tls"  # worker pods mount it for their dequeuer
+    for target in ("base", "overlays/dev"):  # a laptop cluster needs no certificates
+        assert not service_config(render(target), "scheduler", tmp_path).tls.enabled
 
 
 def test_the_dashboard_is_valid_json_that_queries_only_known_metrics() -> None:

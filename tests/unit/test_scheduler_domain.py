@@ -96,7 +96,7 @@ def test_a_valid_submission_passes() -> None:
         (lambda s: setattr(s, "workers", 0), "workers: must be greater than or equal to 1 (got 0)"),
         (lambda s: setattr(s, "timeout_s", 0), "timeout: must be greater than or equal to 1"),
         (lambda s: setattr(s, "batch_timeout_s", 0.0), "batch_timeout: must be greater than 0"),
-        (lambda s: s.sqs_dead_letter_queue.SetInParent(), "arn: cannot be empty"),
+        (lambda s: s.sqs_dead_letter_queue.SetInParent(), "max_receive_count: must be greater than or equal to 1"),
         (lambda s: setattr(s, "config_json", b"[1]"), "config: must be a JSON object"),
         (lambda s: s.item_list.items.append(b'"' + b"x" * MAX_ITEM_BYTES + b'"'), "item 2 has size"),
     ],

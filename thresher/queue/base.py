@@ -5,8 +5,10 @@ Policy (attempt counting, when to dead-letter) stays above this seam, in the deq
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
 from abc import ABC, abstractmethod
-from collections.abc import Sequence
+from collections.abc import Awaitable, Sequence
 from dataclasses import dataclass
 
 KIND_BATCH = "batch"
@@ -25,6 +27,9 @@ class Delivery:
     batch: Batch
     receipt: str  # the backend's handle for this one receive
     receive_count: int  # how many times the batch has been received, this one included
+    # time.monotonic() until which this delivery surely holds its batch (its visibility timeout, counted from
+    # before the call that received or extended it); 0 when unknown
+    held_until: float = 0.0
 
 
 @dataclass(frozen=True)
@@ -51,19 +56,25 @@ class Queue(ABC):
 
     @abstractmethod
     async def receive(self, max_batches: int, wait_s: float) -> list[Delivery]:
-        """Up to `max_batches` visible batches, made invisible for the queue's visibility timeout."""
+        """Up to `max_batches` visible batches, made invisible for the queue's visibility timeout.
+
+        Cancelling it loses nothing: what it was receiving at that moment is released (see `_received`).
+        """
+
+    # The verbs that settle deliveries take many at once: a dequeuer settles its batches in groups, and a group
+    # costs one transaction (SQLite) or one call per 10 (SQS's batch calls), not one per batch.
 
     @abstractmethod
-    async def extend(self, delivery: Delivery, visibility_s: float) -> bool:
-        """Keep the batch invisible `visibility_s` from now; False if this delivery no longer holds it."""
+    async def extend(self, deliveries: Sequence[Delivery], visibility_s: float) -> list[Delivery]:
+        """Keep the batches invisible `visibility_s` from now; returns the deliveries that no longer hold theirs."""
 
     @abstractmethod
-    async def ack(self, delivery: Delivery) -> None:
-        """Done: the batch is never delivered again."""
+    async def ack(self, deliveries: Sequence[Delivery]) -> None:
+        """Done: the batches are never delivered again."""
 
     @abstractmethod
-    async def release(self, delivery: Delivery) -> None:
-        """Make the batch visible again at once."""
+    async def release(self, deliveries: Sequence[Delivery]) -> None:
+        """Make the batches visible again at once."""
 
     @abstractmethod
     async def dead_letter(self, delivery: Delivery, error: str) -> None:
@@ -71,6 +82,17 @@ class Queue(ABC):
 
     @abstractmethod
     async def depth(self) -> Depth: ...
+
+    async def _received(self, call: Awaitable[list[Delivery]]) -> list[Delivery]:
+        """The deliveries of a backend call that receives. Cancelled meanwhile, it lets the call finish (it runs in a
+        thread, and cannot be stopped) and releases what it got, so that a cancelled receive hides no batch."""
+        task = asyncio.ensure_future(call)
+        try:
+            return await asyncio.shield(task)
+        except asyncio.CancelledError:
+            with contextlib.suppress(Exception):  # the queue is gone, or unreachable: the batches come back anyway
+                await self.release(await task)
+            raise
 
     @abstractmethod
     async def dead_letters(self) -> list[DeadLetter]: ...

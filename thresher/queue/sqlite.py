@@ -7,6 +7,7 @@ row is kept, without its body, so that sending the same batch id again is a no-o
 from __future__ import annotations
 
 import asyncio
+import functools
 import secrets
 import sqlite3
 import time
@@ -39,7 +40,10 @@ CREATE TABLE IF NOT EXISTS messages (
     error TEXT,
     UNIQUE (queue, id)
 );
-CREATE INDEX IF NOT EXISTS messages_ready ON messages (queue, state, visible_at);
+-- Receiving walks a queue's ready rows in seq order and skips the few in flight: O(batches received), where an
+-- index on visible_at made each receive sort every visible row. (messages_ready was that index.)
+DROP INDEX IF EXISTS messages_ready;
+CREATE INDEX IF NOT EXISTS messages_next ON messages (queue, state, seq);
 """
 
 
@@ -52,6 +56,7 @@ class SqliteQueueBackend(QueueBackend):
     async def create(self, name: str, visibility_s: float, dead_letter_arn: str = "") -> str:
         if dead_letter_arn:
             await self.check_dead_letter_queue(dead_letter_arn)
+
         def create(db: sqlite3.Connection) -> None:
             db.execute(
                 "INSERT OR IGNORE INTO queues (name, visibility_s, created) VALUES (?, ?, ?)",
@@ -101,13 +106,14 @@ class SqliteQueue(Queue):
         deadline = time.monotonic() + wait_s
         pause = POLL_MIN_S
         while True:
-            deliveries = await self._backend.run(lambda db: self._claim(db, max_batches))
+            claim = functools.partial(self._claim, max_batches=max_batches, asked_at=time.monotonic())
+            deliveries = await self._received(self._backend.run(claim))
             if deliveries or time.monotonic() >= deadline:
                 return deliveries
             await asyncio.sleep(min(pause, max(0.0, deadline - time.monotonic())))
             pause = min(pause * 2, POLL_MAX_S)
 
-    def _claim(self, db: sqlite3.Connection, max_batches: int) -> list[Delivery]:
+    def _claim(self, db: sqlite3.Connection, max_batches: int, asked_at: float) -> list[Delivery]:
         now = time.time()
         query = "SELECT seq FROM messages WHERE queue = ? AND state = 'ready' AND visible_at <= ? ORDER BY seq LIMIT ?"
         # A plain read first: an empty poll takes no write lock.
@@ -116,55 +122,48 @@ class SqliteQueue(Queue):
             return []
         with transaction(db):
             visibility_s = self._visibility_s(db)
-            seqs = [row[0] for row in db.execute(query, (self.name, now, max_batches))]
-            deliveries = []
-            for seq in seqs:
-                lease = f"{seq}:{secrets.token_hex(8)}"
-                row = db.execute(
-                    "UPDATE messages SET visible_at = ?, receive_count = receive_count + 1, lease = ?"
-                    " WHERE seq = ? RETURNING id, kind, body, receive_count",
-                    (now + visibility_s, lease, seq),
-                ).fetchone()
-                deliveries.append(Delivery(Batch(row[0], bytes(row[2]), row[1]), lease, row[3]))
-            return deliveries
+            rows = db.execute(
+                "UPDATE messages SET visible_at = ?, receive_count = receive_count + 1, lease = seq || ':' || ?"
+                f" WHERE seq IN ({query}) RETURNING seq, id, kind, body, receive_count, lease",
+                (now + visibility_s, secrets.token_hex(8), self.name, now, max_batches),
+            ).fetchall()
+        held_until = asked_at + visibility_s
+        return [Delivery(Batch(r[1], bytes(r[3]), r[2]), r[5], r[4], held_until) for r in sorted(rows)]
 
-    async def extend(self, delivery: Delivery, visibility_s: float) -> bool:
-        def extend(db: sqlite3.Connection) -> bool:
-            cursor = db.execute(
-                "UPDATE messages SET visible_at = ? WHERE seq = ? AND lease = ? AND state = 'ready'",
-                (time.time() + visibility_s, _seq(delivery), delivery.receipt),
-            )
-            if cursor.rowcount == 0:
+    async def extend(self, deliveries: Sequence[Delivery], visibility_s: float) -> list[Delivery]:
+        statement = "UPDATE messages SET visible_at = ? WHERE seq = ? AND lease = ? AND state = 'ready'"
+
+        def extend(db: sqlite3.Connection) -> list[Delivery]:
+            visible_at = time.time() + visibility_s
+            with transaction(db):
                 self._visibility_s(db)
-            return cursor.rowcount == 1
+                return [d for d in deliveries if db.execute(statement, (visible_at, _seq(d), d.receipt)).rowcount == 0]
 
-        return await self._backend.run(extend)
+        return await self._backend.run(extend) if deliveries else []
 
-    async def ack(self, delivery: Delivery) -> None:
-        await self._finish(delivery, "UPDATE messages SET state = 'done', body = NULL, lease = NULL WHERE seq = ?")
+    async def ack(self, deliveries: Sequence[Delivery]) -> None:
+        statement = "UPDATE messages SET state = 'done', body = NULL, lease = NULL WHERE seq = ?"
+        await self._finish(statement, [(_seq(d),) for d in deliveries])
 
-    async def release(self, delivery: Delivery) -> None:
-        await self._finish(delivery, "UPDATE messages SET visible_at = 0, lease = NULL WHERE seq = ? AND lease = ?")
+    async def release(self, deliveries: Sequence[Delivery]) -> None:
+        statement = "UPDATE messages SET visible_at = 0, lease = NULL WHERE seq = ? AND lease = ?"
+        await self._finish(statement, [(_seq(d), d.receipt) for d in deliveries])
 
     async def dead_letter(self, delivery: Delivery, error: str) -> None:
-        await self._finish(
-            delivery,
-            "UPDATE messages SET state = 'dead', error = ?, lease = NULL WHERE seq = ? AND state = 'ready'",
-            error,
-        )
+        statement = "UPDATE messages SET state = 'dead', error = ?, lease = NULL WHERE seq = ? AND state = 'ready'"
+        await self._finish(statement, [(error, _seq(delivery))])
 
-    async def _finish(self, delivery: Delivery, statement: str, error: str | None = None) -> None:
-        params: tuple[object, ...] = (_seq(delivery),)
-        if "lease = ?" in statement:
-            params += (delivery.receipt,)
-        if error is not None:
-            params = (error, *params)
+    async def _finish(self, statement: str, rows: list[tuple[object, ...]]) -> None:
+        """One statement per row, in one transaction; a row it changes not (another delivery holds the batch, or
+        it is settled already) is not an error, unless the queue is gone."""
 
         def finish(db: sqlite3.Connection) -> None:
-            if db.execute(statement, params).rowcount == 0:
-                self._visibility_s(db)  # raises if the queue is gone; otherwise another delivery holds the batch
+            with transaction(db):
+                if db.executemany(statement, rows).rowcount < len(rows):
+                    self._visibility_s(db)  # raises if the queue is gone
 
-        await self._backend.run(finish)
+        if rows:
+            await self._backend.run(finish)
 
     async def depth(self) -> Depth:
         def depth(db: sqlite3.Connection) -> Depth:

@@ -15,9 +15,11 @@
   messages (job_complete) sent through this backend; one sent by another process counts as a batch. The
   scheduler sends job_complete, and reads depth, through one backend, only once every batch is terminal.
 - A stale receipt (a delivery received again by someone else since) may still work on SQS (moto's server
-  accepts it too), unlike SQLite: extend() then answers True, and release() makes the batch visible.
-- Cost: about 1.2 calls per batch for the dequeuer's receive, extend and ack (see EXTEND_SLACK), plus
-  idle long polls and depth reads; `backend.calls` counts every call by operation, retries included.
+  accepts it too), unlike SQLite: extend() then keeps the batch hidden, and release() makes it visible.
+- Cost: extend, ack and release take groups, sent as batch calls of up to 10 entries, and the dequeuer settles
+  its batches in groups: a receive and a delete per 10 batches, plus a visibility change per 10 batches held
+  longer than a third of the visibility timeout, idle long polls and depth reads. `backend.calls` counts every
+  call by operation, retries included.
 """
 
 from __future__ import annotations
@@ -31,7 +33,7 @@ import re
 import time
 import uuid
 from collections import Counter, defaultdict
-from collections.abc import Sequence
+from collections.abc import Awaitable, Sequence
 from typing import Any
 
 from tenacity import AsyncRetrying, retry_if_exception_type, stop_after_attempt, wait_exponential
@@ -39,7 +41,7 @@ from tenacity import AsyncRetrying, retry_if_exception_type, stop_after_attempt,
 from thresher.config import QueueSettings
 from thresher.errors import InvalidRequest, QueueNotFound, Unavailable
 from thresher.queue.base import KIND_JOB_COMPLETE, Batch, DeadLetter, Delivery, Depth, Queue, QueueBackend
-from thresher.queue.sqs_client import CALL_ATTEMPTS, Coalescer, SqsClient, SqsError
+from thresher.queue.sqs_client import CALL_ATTEMPTS, SqsClient, SqsError
 from thresher.queue.sqs_messages import (
     ATTRIBUTES,
     MAX_BATCH_ENTRIES,
@@ -66,11 +68,6 @@ RETENTION_S = 14 * 24 * 3600  # the longest SQS keeps a message: jobs and dead l
 
 MAX_ERROR_BYTES = 4096  # of a dead letter's error: message attributes count toward the message size
 LIST_HIDE_S = 30  # dead_letters() hides what it has read this long, then makes it visible again at once
-# An extend that would keep a batch hidden for at least (1 - EXTEND_SLACK) of what is asked anyway (it was received
-# or extended moments ago by this process) is answered without a call: that saves the dequeuer's check before each
-# batch, one call per batch. Its own extensions, every third of the visibility timeout, still reach SQS. Such an
-# answer does not notice a deletion of the queue by another process; the next call does.
-EXTEND_SLACK = 0.25
 
 DLQ_SUFFIX = "-dlq"
 _FIFO = ".fifo"
@@ -110,11 +107,9 @@ class SqsQueueBackend(QueueBackend):
         self.calls: Counter[str] = self.client.calls  # SQS calls by operation, retries included
         self._urls: dict[str, str] = {}  # SQS queue name -> URL
         self._control_sent: defaultdict[str, set[str]] = defaultdict(set)  # queue -> control messages sent
-        self.deleted: set[str] = set()  # queues deleted through this backend: nothing is answered from memory
         self._dead_letter_urls: dict[str, str] = {}  # Thresher queue -> URL of its dead letter queue
 
     async def create(self, name: str, visibility_s: float, dead_letter_arn: str = "") -> str:
-        self.deleted.discard(name)
         main, dlq = sqs_names(name)
         if dead_letter_arn:
             self._dead_letter_urls[name] = await self._named_dead_letter_url(dead_letter_arn)
@@ -169,7 +164,6 @@ class SqsQueueBackend(QueueBackend):
         return str(reply["QueueUrl"])
 
     async def delete(self, name: str) -> None:
-        self.deleted.add(name)
         for sqs_name in sqs_names(name):
             try:
                 url = await self.url(name, sqs_name)
@@ -219,10 +213,7 @@ class SqsQueue(Queue):
         self._client = backend.client
         self.name = name
         self._main = sqs_names(name)[0]
-        self._deletes = Coalescer(self._delete_batch, MAX_BATCH_ENTRIES)
-        self._releases = Coalescer(self._release_batch, MAX_BATCH_ENTRIES)
         self._visibility_s: int | None = None  # the queue's, read once
-        self._held_until: dict[str, float] = {}  # receipt -> monotonic time until which it surely holds its batch
 
     @property
     def calls(self) -> Counter[str]:
@@ -232,8 +223,9 @@ class SqsQueue(Queue):
     async def send(self, batches: Sequence[Batch]) -> None:
         entries = [entry(batch) for batch in batches]
         url = await self._url()
-        for group in groups(entries):
-            await self._batch_call("SendMessageBatch", url, group)
+        # The calls go together (as many at a time as the client has threads): each batch is its own message group,
+        # so the order they land in does not matter, and a job's batches are on the queue sooner.
+        await asyncio.gather(*(self._batch_call("SendMessageBatch", url, group) for group in groups(entries)))
         for batch in batches:
             if batch.kind == KIND_JOB_COMPLETE:
                 self._backend._control_sent[self.name].add(batch.batch_id)
@@ -245,8 +237,9 @@ class SqsQueue(Queue):
         attempt_id = uuid.uuid4().hex  # a retried receive gets the same messages back, not new ones
         while True:
             asked_at = time.monotonic()
-            wait = min(MAX_WAIT_S, max(0, int(deadline - asked_at)))  # never longer than asked
-            reply = await self._client.call(
+            # Whole seconds, the nearest: 0.9999 s left must not become a short poll (that would make a busy loop).
+            wait = min(MAX_WAIT_S, max(0, round(deadline - asked_at)))
+            call = self._client.call(
                 "ReceiveMessage",
                 self.name,
                 QueueUrl=url,
@@ -256,42 +249,27 @@ class SqsQueue(Queue):
                 MessageAttributeNames=ATTRIBUTES,
                 ReceiveRequestAttemptId=attempt_id,
             )
-            messages = reply.get("Messages", [])
-            if messages or deadline - time.monotonic() < 1:
-                deliveries = [delivery_of(m) for m in messages]
-                self._hold([d.receipt for d in deliveries], asked_at + visibility_s)
+            deliveries = await self._received(self._deliveries(call, asked_at + visibility_s))
+            if deliveries or deadline - time.monotonic() < 1:
                 return deliveries
             attempt_id = uuid.uuid4().hex
 
-    async def extend(self, delivery: Delivery, visibility_s: float) -> bool:
-        asked_at = time.monotonic()
-        held_s = self._held_until.get(delivery.receipt, 0.0) - asked_at
-        if held_s >= visibility_s * (1 - EXTEND_SLACK) and self.name not in self._backend.deleted:
-            return True
-        try:
-            await self._client.call(
-                "ChangeMessageVisibility",
-                self.name,
-                QueueUrl=await self._url(),
-                ReceiptHandle=delivery.receipt,
-                VisibilityTimeout=_whole_seconds(visibility_s),
-            )
-        except SqsError as e:
-            if e.code in _STALE_RECEIPT:
-                self._held_until.pop(delivery.receipt, None)
-                return False
-            raise
-        self._hold([delivery.receipt], asked_at + _whole_seconds(visibility_s))
-        return True
+    async def _deliveries(self, call: Awaitable[dict[str, Any]], held_until: float) -> list[Delivery]:
+        return [delivery_of(m, held_until) for m in (await call).get("Messages", [])]
 
-    async def ack(self, delivery: Delivery) -> None:
-        self._held_until.pop(delivery.receipt, None)
-        await self._deletes.submit(delivery.receipt)
-        self._backend._control_sent[self.name].discard(delivery.batch.batch_id)
+    async def extend(self, deliveries: Sequence[Delivery], visibility_s: float) -> list[Delivery]:
+        timeout = _whole_seconds(visibility_s)
+        entries = [{"ReceiptHandle": d.receipt, "VisibilityTimeout": timeout} for d in deliveries]
+        stale = await self._entries_call("ChangeMessageVisibilityBatch", entries)
+        return [deliveries[i] for i in stale]
 
-    async def release(self, delivery: Delivery) -> None:
-        self._held_until.pop(delivery.receipt, None)
-        await self._releases.submit(delivery.receipt)
+    async def ack(self, deliveries: Sequence[Delivery]) -> None:
+        await self._entries_call("DeleteMessageBatch", [{"ReceiptHandle": d.receipt} for d in deliveries])
+        for delivery in deliveries:
+            self._backend._control_sent[self.name].discard(delivery.batch.batch_id)
+
+    async def release(self, deliveries: Sequence[Delivery]) -> None:
+        await self._release([d.receipt for d in deliveries])
 
     async def dead_letter(self, delivery: Delivery, error: str) -> None:
         """Send the batch to the dead letter queue with its error, then delete it: never lost in between."""
@@ -304,7 +282,7 @@ class SqsQueue(Queue):
             attributes["error"] = error.encode()[:keep].decode(errors="ignore") or "(error too long to keep)"
             message = entry(delivery.batch, attributes)
         await self._client.call("SendMessage", self.name, QueueUrl=await self._dead_letter_url(), **message)
-        await self.ack(delivery)
+        await self.ack([delivery])
 
     async def depth(self) -> Depth:
         urls = await self._url(), await self._dead_letter_url()
@@ -343,8 +321,7 @@ class SqsQueue(Queue):
                 letter = dead_letter_of(message)
                 if letter_queue(message) in (self.name, None):  # None: moved by the redrive safety net
                     letters.setdefault(letter.batch.batch_id, letter)
-        for start in range(0, len(receipts), MAX_BATCH_ENTRIES):
-            await self._release_batch(receipts[start : start + MAX_BATCH_ENTRIES], url)
+        await self._release(receipts, url)
         return list(letters.values())
 
     # --- mechanics ---------------------------------------------------------------------------
@@ -363,13 +340,6 @@ class SqsQueue(Queue):
             self._visibility_s = int(reply["Attributes"]["VisibilityTimeout"])
         return self._visibility_s
 
-    def _hold(self, receipts: list[str], until: float) -> None:
-        now = time.monotonic()
-        for receipt, held_until in list(self._held_until.items()):  # forget deliveries whose time has passed
-            if held_until < now:
-                del self._held_until[receipt]
-        self._held_until.update(dict.fromkeys(receipts, until))
-
     async def _counts(self, url: str) -> tuple[int, int]:
         reply = await self._client.call(
             "GetQueueAttributes",
@@ -380,22 +350,29 @@ class SqsQueue(Queue):
         attributes = reply["Attributes"]
         return int(attributes["ApproximateNumberOfMessages"]), int(attributes["ApproximateNumberOfMessagesNotVisible"])
 
-    async def _delete_batch(self, receipts: list[str]) -> None:
-        entries = [{"ReceiptHandle": receipt} for receipt in receipts]
-        await self._batch_call("DeleteMessageBatch", await self._url(), entries, ignore=_STALE_RECEIPT)
-
-    async def _release_batch(self, receipts: list[str], url: str | None = None) -> None:
+    async def _release(self, receipts: list[str], url: str | None = None) -> None:
         entries = [{"ReceiptHandle": receipt, "VisibilityTimeout": 0} for receipt in receipts]
-        await self._batch_call("ChangeMessageVisibilityBatch", url or await self._url(), entries, ignore=_STALE_RECEIPT)
+        await self._entries_call("ChangeMessageVisibilityBatch", entries, url)
+
+    async def _entries_call(self, operation: str, entries: list[dict[str, Any]], url: str | None = None) -> set[int]:
+        """`operation` on receipt entries, 10 per call, the calls made together; returns the indexes of the entries
+        whose receipt is stale (the batch is someone else's now, or gone), which is not an error."""
+        if not entries:
+            return set()
+        url = url or await self._url()
+        chunks = [entries[i : i + MAX_BATCH_ENTRIES] for i in range(0, len(entries), MAX_BATCH_ENTRIES)]
+        stale = await asyncio.gather(*(self._batch_call(operation, url, c, ignore=_STALE_RECEIPT) for c in chunks))
+        return {n * MAX_BATCH_ENTRIES + i for n, indexes in enumerate(stale) for i in indexes}
 
     async def _batch_call(
         self, operation: str, url: str, entries: list[dict[str, Any]], ignore: frozenset[str] = frozenset()
-    ) -> None:
+    ) -> list[int]:
         """One batch call; entries that fail for a passing reason are sent again (with backoff), the rest raise.
 
-        Failures listed in `ignore` (a stale receipt: the batch is someone else's now) are not errors.
+        Failures listed in `ignore` are not errors: returns the indexes of those entries.
         """
         pending = {f"e{i}": fields for i, fields in enumerate(entries)}
+        ignored: list[int] = []
         async for attempt in AsyncRetrying(
             retry=retry_if_exception_type(_EntriesFailed),
             wait=wait_exponential(multiplier=0.1, max=5.0),
@@ -405,6 +382,7 @@ class SqsQueue(Queue):
             with attempt:
                 given = [{"Id": key, **fields} for key, fields in pending.items()]
                 reply = await self._client.call(operation, self.name, QueueUrl=url, Entries=given)
+                ignored += [int(f["Id"][1:]) for f in reply.get("Failed", []) if f.get("Code") in ignore]
                 failed = [f for f in reply.get("Failed", []) if f.get("Code") not in ignore]
                 for failure in failed:
                     if failure.get("SenderFault"):
@@ -413,6 +391,7 @@ class SqsQueue(Queue):
                 if pending:
                     first = failure_message(operation, failed[0], pending)
                     raise _EntriesFailed(f"{len(pending)} entries kept failing; the first: {first}")
+        return ignored
 
 
 def _whole_seconds(seconds: float) -> int:

@@ -9,9 +9,8 @@ from __future__ import annotations
 import asyncio
 import functools
 from collections import Counter, defaultdict
-from collections.abc import Awaitable, Callable
 from concurrent.futures import ThreadPoolExecutor
-from typing import Any, Generic, TypeVar
+from typing import Any
 
 import boto3
 from botocore import xform_name
@@ -29,8 +28,6 @@ from tenacity import AsyncRetrying, retry_if_exception, stop_after_attempt, stop
 
 from thresher.config import QueueSettings
 from thresher.errors import QueueNotFound, ThresherError, Unavailable
-
-T = TypeVar("T")
 
 MAX_THREADS = 16  # concurrent calls per backend; also the size of boto3's connection pool
 CALL_ATTEMPTS = 8  # tries of one call on throttling and transient errors ...
@@ -142,48 +139,3 @@ class SqsClient:
         # Do not wait: a long poll may be in flight for up to 20 s, and nobody needs its answer any more.
         self._executor.shutdown(wait=False, cancel_futures=True)
         self._client.close()
-
-
-class Coalescer(Generic[T]):
-    """Joins the calls made in one event-loop turn into batch calls of at most `size` entries.
-
-    Each caller still waits for its own entry's call, so the semantics are those of one call per entry; only
-    the number of requests goes down when callers settle several deliveries at once.
-    """
-
-    def __init__(self, flush: Callable[[list[T]], Awaitable[None]], size: int) -> None:
-        self._flush = flush
-        self._size = size
-        self._pending: list[tuple[T, asyncio.Future[None]]] = []
-        self._task: asyncio.Task[None] | None = None
-
-    async def submit(self, entry: T) -> None:
-        future: asyncio.Future[None] = asyncio.get_running_loop().create_future()
-        self._pending.append((entry, future))
-        if self._task is None:
-            self._task = asyncio.create_task(self._run())
-        await future
-
-    async def _run(self) -> None:
-        await asyncio.sleep(0)  # let the other callers of this turn add their entries
-        try:
-            while self._pending:
-                chunk, self._pending = self._pending[: self._size], self._pending[self._size :]
-                try:
-                    await self._flush([entry for entry, _ in chunk])
-                except asyncio.CancelledError:
-                    self._pending = chunk + self._pending
-                    raise
-                except Exception as e:  # each waiting caller gets the error
-                    for _, future in chunk:
-                        if not future.done():
-                            future.set_exception(e)
-                else:
-                    for _, future in chunk:
-                        if not future.done():
-                            future.set_result(None)
-        finally:
-            for _, future in self._pending:  # only when cancelled (the loop is closing): nobody is left hanging
-                future.cancel()
-            self._pending = []
-            self._task = None

@@ -81,13 +81,14 @@ def _attribute(message: dict[str, Any], name: str) -> str | None:
     return None if value is None else str(value["StringValue"])
 
 
-def delivery_of(message: dict[str, Any]) -> Delivery:
+def delivery_of(message: dict[str, Any], held_until: float = 0.0) -> Delivery:
     batch = Batch(
         _attribute(message, "batch_id") or message["MessageId"],
         message["Body"].encode(),
         _attribute(message, "kind") or KIND_BATCH,
     )
-    return Delivery(batch, message["ReceiptHandle"], int(message["Attributes"]["ApproximateReceiveCount"]))
+    receive_count = int(message["Attributes"]["ApproximateReceiveCount"])
+    return Delivery(batch, message["ReceiptHandle"], receive_count, held_until)
 
 
 def dead_letter_of(message: dict[str, Any]) -> DeadLetter:

@@ -8,6 +8,7 @@ from abc import ABC, abstractmethod
 from dataclasses import dataclass
 from typing import Any
 
+from thresher.config import Config, config_env
 from thresher.errors import InvalidRequest
 from thresher.v1 import jobs_pb2
 
@@ -22,6 +23,16 @@ class WorkerLaunch:
     job_spec: dict[str, Any]  # what the worker reads from $THRESHER_JOB_SPEC
     max_receive_count: int
     batch_timeout_s: float
+
+
+# Settings a dequeuer never needs, so never gets: the control plane's own (API keys, limits, input and cluster
+# access, the runtime's budget). It keeps the queue's, the monitor's address, TLS and its own section.
+DEQUEUER_SETTINGS_LEFT_OUT = ("auth", "limits", "inputs", "kubernetes", "runtime", "gateway")
+
+
+def dequeuer_config_env(config: Config) -> dict[str, str]:
+    """The THRESHER_* variables of a dequeuer's settings, the same in every runtime."""
+    return config_env(config, leave_out=DEQUEUER_SETTINGS_LEFT_OUT)
 
 
 def dequeuer_argv(launch: WorkerLaunch, worker_id: str, port: int, python: str = sys.executable) -> list[str]:

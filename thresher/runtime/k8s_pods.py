@@ -1,9 +1,9 @@
 """What a worker pod's status says, as a WorkerState: pure functions over the pod's JSON.
 
-Disruptions (eviction, preemption, node drain or loss, a deleted pod) end a worker STOPPED: they are no fault of
-the worker and spend no restart budget. A pod that failed by itself is FAILED, or OOM_KILLED when a container was
-killed for memory, with the container and its exit code in the reason. A pod that cannot be scheduled stays
-PENDING; past `stalled_after_s` its reason says it is stalled.
+Disruptions (eviction, preemption, node drain or loss, a deleted pod) and a dequeuer that drained on SIGTERM end a
+worker STOPPED: they are no fault of the worker and spend no restart budget. A pod that failed by itself is
+FAILED, or OOM_KILLED when a container was killed for memory, with the container and its exit code in the reason.
+A pod that cannot be scheduled stays PENDING; past `stalled_after_s` its reason says it is stalled.
 """
 
 from __future__ import annotations
@@ -11,6 +11,7 @@ from __future__ import annotations
 from datetime import datetime
 from typing import Any
 
+from thresher.names import EXIT_DRAINED
 from thresher.runtime.base import WorkerPhase, WorkerState
 from thresher.runtime.k8s_manifests import DEQUEUER
 
@@ -42,7 +43,7 @@ def worker_state(
     status = pod.get("status") or {}
     phase = status.get("phase") or "Pending"
     if phase == "Succeeded":
-        return WorkerState(name, WorkerPhase.STOPPED, "the dequeuer ended: the job's queue is gone, or it drained")
+        return WorkerState(name, WorkerPhase.STOPPED, "the dequeuer ended: the job's queue is gone")
     if phase == "Failed":
         return _failed(name, status)
     disruption = _disruption(status)
@@ -74,6 +75,8 @@ def _failed(name: str, status: dict[str, Any]) -> WorkerState:
         return WorkerState(name, WorkerPhase.STOPPED, disruption)
     if status.get("reason") == "Evicted":
         return WorkerState(name, WorkerPhase.STOPPED, f"evicted: {status.get('message', '')}".rstrip(": "))
+    if _dequeuer_exit_code(status) == EXIT_DRAINED:
+        return WorkerState(name, WorkerPhase.STOPPED, "the dequeuer drained on SIGTERM (e.g. a spot reclaim)")
     crash = _crash(status)
     if crash is None:
         why = ": ".join(filter(None, (status.get("reason"), status.get("message")))) or "no container status"
@@ -106,6 +109,14 @@ def _crash(status: dict[str, Any]) -> tuple[str, dict[str, Any]] | None:
             crashes.append((DEQUEUER, now))
     oom = [crash for crash in crashes if _oom(crash[1])]
     return (oom or crashes or [None])[0]
+
+
+def _dequeuer_exit_code(status: dict[str, Any]) -> int | None:
+    for container in status.get("containerStatuses") or []:
+        terminated = (container.get("state") or {}).get("terminated")
+        if container.get("name") == DEQUEUER and terminated:
+            return int(terminated.get("exitCode", 0))
+    return None
 
 
 def _oom(terminated: dict[str, Any]) -> bool:

@@ -1,7 +1,7 @@
 """KubernetesRuntime: each job's workers are the pods of one `batch/v1` Job (see k8s_manifests.py).
 
-The Job controller starts `parallelism` pods and replaces failed ones; evictions and preemptions spend no
-`backoffLimit` (podFailurePolicy). One watch over the namespace's worker pods keeps every pod's last state in
+The Job controller starts `parallelism` pods and replaces failed ones; evictions, preemptions and drained dequeuers
+spend no `backoffLimit` (podFailurePolicy). One watch over the namespace's worker pods keeps every pod's last state in
 memory: `workers()` answers from it, and `stop_workers()` waits on it until no pod of the job is left. After a
 scheduler restart the first list brings the state back, ended pods included (the Job keeps them until deleted).
 """
@@ -51,6 +51,7 @@ class KubernetesRuntime(Runtime):
     def __init__(self, config: Config, api_client: k8s.ApiClient | None = None) -> None:
         """`api_client`: an API client to use (tests point one at a fake API server); by default one is made from
         `kubernetes.kubeconfig`, else in-cluster credentials, else ~/.kube/config."""
+        manifests.check_settings(config)
         self._config = config
         self._api = api_client
         self._owns_api = api_client is None
@@ -92,8 +93,8 @@ class KubernetesRuntime(Runtime):
                 await self._call(partial(batch.patch_namespaced_job, name, self._namespace, patch))
             return
         if job is not None:
-            # Every pod ended without failing (all drained, e.g. a whole spot pool reclaimed), yet workers are
-            # wanted: a finished Job makes no new pods, so it makes way for a new one.
+            # A pod succeeded (its dequeuer found no queue: a job ending, or a queue not visible yet) and every pod has
+            # ended, yet workers are wanted: a finished Job makes no new pods, so it makes way for a new one.
             log.info("Job %s has finished while its job goes on; replacing it", name)
             delete = partial(batch.delete_namespaced_job, name, self._namespace, propagation_policy="Background")
             await self._call(delete, missing_ok=True)

@@ -19,12 +19,13 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
 
-from thresher.config import Config, config_env
-from thresher.names import ENV_JOB_SPEC, ENV_PORT
-from thresher.runtime.base import Runtime, WorkerLaunch, WorkerPhase, WorkerState, dequeuer_argv
+from thresher.config import Config
+from thresher.names import ENV_JOB_SPEC, ENV_PORT, EXIT_DRAINED
+from thresher.runtime.base import Runtime, WorkerLaunch, WorkerPhase, WorkerState, dequeuer_argv, dequeuer_config_env
 
 # What a worker inherits from this process; nothing else (no credentials, no API keys).
 _INHERITED_ENV = ("HOME", "LANG", "LC_ALL", "TMPDIR", "TZ", "USER")
+# A dequeuer also gets PYTHONPATH and, on SQS, the AWS_* variables of boto3's chain (the queue's credentials).
 _STOP_POLL_S = 0.02
 MAX_LOG_READ_BYTES = 4 * 1024 * 1024  # per file and read; the rest comes with the next one
 
@@ -112,7 +113,8 @@ class LocalRuntime(Runtime):
         if pod.stopped:
             return WorkerState(pod.worker_id, WorkerPhase.STOPPED, "stopped with its job")
         codes = [(proc.name, self._exit_code(proc)) for proc in pod.processes]
-        if ("dequeuer", 0) in codes:  # drained (SIGTERM, as on a spot termination): the rest is stopped after it
+        # Drained on SIGTERM (as on a spot termination), or its job's queue is gone: the rest is stopped after it.
+        if ("dequeuer", EXIT_DRAINED) in codes or ("dequeuer", 0) in codes:
             return WorkerState(pod.worker_id, WorkerPhase.STOPPED, "dequeuer drained and exited")
         for name, code in codes:
             if code is not None:
@@ -192,8 +194,10 @@ class LocalRuntime(Runtime):
         return env
 
     def _dequeuer_env(self) -> dict[str, str]:
-        env = {k: v for k, v in os.environ.items() if not k.startswith("THRESHER_")}
-        env.update(config_env(self._config))
+        sqs = self._config.queue.backend == "sqs"
+        env = {k: v for k, v in os.environ.items() if k in (*_INHERITED_ENV, "PATH", "PYTHONPATH")}
+        env.update({k: v for k, v in os.environ.items() if sqs and k.startswith("AWS_")})
+        env.update(dequeuer_config_env(self._config))
         env["THRESHER_DATA_DIR"] = str(Path(self._config.data_dir).resolve())
         return env
 

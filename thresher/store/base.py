@@ -5,6 +5,7 @@ Paths are the user's own spelling, kept as given: `s3://bucket/key`, `file:///di
 
 from __future__ import annotations
 
+import re
 from abc import ABC, abstractmethod
 from collections.abc import AsyncIterator
 from dataclasses import dataclass
@@ -12,6 +13,9 @@ from dataclasses import dataclass
 from thresher.errors import InvalidRequest
 
 S3_SCHEME = "s3://"
+# The bucket names that botocore sends at all (older buckets may have upper case and "_"); others are refused here,
+# as a bad request, rather than by botocore as a failed call.
+_BUCKET = re.compile(r"[A-Za-z0-9._-]{1,255}")
 
 
 @dataclass(frozen=True)
@@ -44,4 +48,6 @@ def split_s3_path(path: str) -> tuple[str, str]:
     bucket, _, key = path[len(S3_SCHEME) :].partition("/")
     if not bucket:
         raise InvalidRequest(f"{path}: an S3 path must be s3://bucket[/key], with a bucket")
+    if not _BUCKET.fullmatch(bucket):
+        raise InvalidRequest(f"{path}: {bucket!r} is not an S3 bucket name (letters, digits, '.', '-' and '_')")
     return bucket, key

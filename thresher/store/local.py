@@ -74,6 +74,8 @@ class LocalStore(ObjectStore):
 
     def _walk_entry(self, prefix: str, entry: os.DirEntry[str]) -> Iterator[tuple[str, int]]:
         if entry.is_dir(follow_symlinks=False):
+            if not self._allowed(entry.path, directory=True):
+                return  # neither inside a root nor above one: not even its names are read
             for child in self._entries(prefix, entry.path):
                 yield from self._walk_entry(prefix, child)
         elif entry.is_file() and self._allowed(entry.path):

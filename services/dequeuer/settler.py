@@ -1,0 +1,104 @@
+"""Settling batches on the queue once the monitor has acked their outcome: successes acked together, failures
+released or dead-lettered as the monitor's ack says.
+
+It runs beside the batches: the worker gets its next batch while the last one's report travels to the monitor and
+its ack to the queue, and the queue's acks go in groups (one transaction, or one call per 10 on SQS). A batch is
+never acked on the queue before the monitor has acked its report, so the ledger never misses a batch the queue has
+forgotten.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+from dataclasses import dataclass
+
+from services.dequeuer.holdings import Holdings
+from thresher.errors import QueueNotFound
+from thresher.logs import batch_id_var
+from thresher.queue import Delivery, Queue
+from thresher.v1 import monitor_pb2
+
+log = logging.getLogger(__name__)
+
+GROUP_MAX = 10  # outcomes settled together: one transaction, or one SQS batch call (10 entries at most)
+# How long a group waits to fill up once its first outcome is in: fewer, fuller queue calls, at no cost to the
+# worker (it is never waiting for them), and too short to matter to a failed batch waiting for its release.
+LINGER_S = 0.02
+
+
+@dataclass(frozen=True)
+class _Outcome:
+    delivery: Delivery
+    report: asyncio.Future[monitor_pb2.ReportAck]  # the monitor's ack of the batch's report
+    error: str  # empty when the batch succeeded
+
+
+class Settler:
+    def __init__(self, queue: Queue, holdings: Holdings, max_unsettled: int) -> None:
+        self._queue = queue
+        self._holdings = holdings
+        self._inbox: asyncio.Queue[_Outcome] = asyncio.Queue()
+        self._room = asyncio.Semaphore(max_unsettled)  # outcomes not settled yet, at most
+        self._group_full = asyncio.Event()
+        self.queue_gone = asyncio.Event()  # the queue was deleted: the job is over
+        self.succeeded = self.failed = self.dead_lettered = 0
+
+    async def add(self, delivery: Delivery, report: asyncio.Future[monitor_pb2.ReportAck], error: str = "") -> None:
+        """Settle the batch once `report` is acked; waits while `max_unsettled` batches are (the monitor is slow)."""
+        await self._room.acquire()
+        self._inbox.put_nowait(_Outcome(delivery, report, error))
+        if self._inbox.qsize() >= GROUP_MAX - 1:  # with the one the settler holds, a full group
+            self._group_full.set()
+
+    async def drain(self, timeout_s: float) -> bool:
+        """Wait until every outcome added is settled; False if some are not after `timeout_s`."""
+        try:
+            await asyncio.wait_for(self._inbox.join(), timeout_s)
+        except TimeoutError:
+            return False
+        return True
+
+    async def run(self) -> None:
+        """Settle the outcomes in the order added, in groups of up to GROUP_MAX, each once its reports are acked."""
+        while True:
+            group = [await self._inbox.get()]
+            if self._inbox.qsize() < GROUP_MAX - 1:
+                self._group_full.clear()
+                with contextlib.suppress(TimeoutError):
+                    await asyncio.wait_for(self._group_full.wait(), LINGER_S)
+            while len(group) < GROUP_MAX and not self._inbox.empty():
+                group.append(self._inbox.get_nowait())
+            try:
+                acks = await asyncio.gather(*(outcome.report for outcome in group))
+                await self._settle(group, acks)
+            except QueueNotFound:
+                self.queue_gone.set()
+            except Exception:
+                log.exception("could not settle %d batches; they come back after their visibility timeout", len(group))
+            finally:
+                self._holdings.drop(outcome.delivery for outcome in group)
+                for _ in group:
+                    self._room.release()
+                    self._inbox.task_done()
+
+    async def _settle(self, group: list[_Outcome], acks: list[monitor_pb2.ReportAck]) -> None:
+        done = [outcome.delivery for outcome in group if not outcome.error]
+        failed = [(outcome, ack.dead_letter) for outcome, ack in zip(group, acks, strict=True) if outcome.error]
+        await self._queue.ack(done)
+        self.succeeded += len(done)
+        await self._queue.release([outcome.delivery for outcome, dead in failed if not dead])
+        for outcome, dead in failed:
+            batch_id = outcome.delivery.batch.batch_id
+            batch_id_var.set(batch_id)
+            if dead:
+                await self._queue.dead_letter(outcome.delivery, outcome.error)
+                self.dead_lettered += 1
+                log.warning("batch %s dead-lettered after its last attempt: %s", batch_id, outcome.error)
+            else:
+                self.failed += 1
+                log.warning(
+                    "batch %s failed (delivery %d): %s", batch_id, outcome.delivery.receive_count, outcome.error
+                )
+        batch_id_var.set("")
