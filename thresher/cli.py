@@ -159,7 +159,9 @@ def _add_key(args: argparse.Namespace) -> int:
     keys_file = Path(args.keys_file or config.auth.keys_file or Path(config.data_dir) / auth.KEYS_FILE)
     key = auth.generate_key()
     auth.add_key(keys_file, args.name, args.scopes.split(","), key)
-    print(f"added API key {args.name!r} ({args.scopes}) to {keys_file}; it is shown only now:\n{key}")
+    # The key alone on stdout, so that scripts can take it: `export THRESHER_API_KEY=$(thresher add-key ...)`.
+    print(f"added API key {args.name!r} ({args.scopes}) to {keys_file}; it is shown only now:", file=sys.stderr)
+    print(key)
     return 0
 
 

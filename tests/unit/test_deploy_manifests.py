@@ -168,6 +168,22 @@ def test_the_config_file_is_one_thresher_reads_and_runs_workers_on_kubernetes(ta
 
 
 @pytest.mark.parametrize("target", TARGETS)
+def test_the_api_needs_keys_that_only_the_scheduler_reads(target: str, tmp_path: Path) -> None:
+    objects = render(target)
+    keys_file = Path(thresher_config(objects, tmp_path).auth.keys_file)
+    assert keys_file.is_absolute(), "an API open to anyone who reaches the gateway is never the default"
+    for deployment in find(objects, "Deployment", "thresher-"):
+        pod = deployment["spec"]["template"]["spec"]
+        mounts = {m["mountPath"]: m["name"] for m in container(deployment)["volumeMounts"]}
+        secrets = {v["name"]: v["secret"] for v in pod["volumes"] if "secret" in v}
+        if deployment["metadata"]["name"] == "thresher-scheduler":
+            volume = secrets[mounts[str(keys_file.parent)]]
+            assert volume == {"secretName": "thresher-api-keys"}, "required: without keys the scheduler waits"
+        else:
+            assert "thresher-api-keys" not in {s.get("secretName") for s in secrets.values()}
+
+
+@pytest.mark.parametrize("target", TARGETS)
 def test_only_the_scheduler_may_use_the_kubernetes_api_and_only_on_worker_objects(target: str) -> None:
     objects = render(target)
     assert not find(objects, "ClusterRole") and not find(objects, "ClusterRoleBinding")
