@@ -15,7 +15,7 @@ import pytest
 from tests.conftest import AWS_ENV
 from thresher.config import Config, QueueSettings
 from thresher.errors import QueueNotFound
-from thresher.queue import KIND_JOB_COMPLETE, Batch, Depth, Queue, QueueBackend, open_queue_backend
+from thresher.queue import KIND_JOB_COMPLETE, Batch, Delivery, Depth, Queue, QueueBackend, open_queue_backend
 
 VISIBILITY_S = {"sqlite": 0.3, "sqs": 1.0}
 
@@ -139,14 +139,20 @@ async def test_extended_batch_stays_invisible_past_its_first_timeout(queue: Queu
     assert await queue.receive(1, wait_s=0) == []
 
 
-async def test_a_stale_delivery_never_fails_and_the_current_one_settles_the_batch(
-    queue: Queue, visibility_s: float
-) -> None:
-    # What every backend guarantees; SQLite also ignores the stale delivery (next test), SQS may not.
+async def received_twice(queue: Queue, visibility_s: float) -> tuple[Delivery, Delivery]:
+    """One batch received, then received again once its visibility ran out: a stale delivery and the current one."""
     await queue.send(batches(1))
     [stale] = await queue.receive(1, wait_s=0)
     await asyncio.sleep(visibility_s + 0.05)
     [current] = await queue.receive(1, wait_s=0)
+    return stale, current
+
+
+async def test_a_stale_delivery_never_fails_and_the_current_one_settles_the_batch(
+    queue: Queue, visibility_s: float
+) -> None:
+    # What every backend guarantees; SQLite also ignores the stale delivery (next test), SQS may not.
+    stale, current = await received_twice(queue, visibility_s)
     assert current.receive_count == 2
 
     await queue.extend([stale], 10)
@@ -163,10 +169,7 @@ async def test_a_stale_delivery_cannot_extend_or_release_a_batch_received_again(
     queue: Queue, visibility_s: float
 ) -> None:
     # SQS accepts a stale receipt handle (so does moto's server): there the stale delivery does act.
-    await queue.send(batches(1))
-    [stale] = await queue.receive(1, wait_s=0)
-    await asyncio.sleep(visibility_s + 0.05)
-    [current] = await queue.receive(1, wait_s=0)
+    stale, current = await received_twice(queue, visibility_s)
     assert await queue.extend([stale, current], 10) == [stale]
     await queue.release([stale])
     assert await queue.depth() == Depth(visible=0, in_flight=1, dead=0)
