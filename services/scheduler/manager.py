@@ -11,16 +11,15 @@ from collections import defaultdict
 from collections.abc import AsyncIterator
 from typing import Any
 
-from prometheus_client import Counter
-from prometheus_client.core import GaugeMetricFamily
-
 from services.scheduler import access, jobs
 from services.scheduler.inputs import check_files_exist, dry_run_paths
 from services.scheduler.jobs import JobRecord, Status
+from services.scheduler.metrics import WORKER_RESTARTS, jobs_by_status
 from services.scheduler.store import JobStore
 from services.scheduler.validation import check_limits, validate_submission
 from services.scheduler.views import (
     batch_timeout_s,
+    failed_batch,
     hook_summary,
     job_message,
     job_spec,
@@ -32,8 +31,6 @@ from thresher.auth import ANONYMOUS, Caller
 from thresher.config import Config
 from thresher.errors import InvalidRequest, LimitExceeded, NotFound, ThresherError, Unavailable, WrongState
 from thresher.ids import new_job_id
-from thresher.metrics import exposition
-from thresher.names import METRIC_PREFIX
 from thresher.queue import KIND_JOB_COMPLETE, Batch, QueueBackend
 from thresher.rpc import Client, retry_unavailable
 from thresher.runtime import Runtime, WorkerLaunch, WorkerPhase
@@ -46,9 +43,6 @@ PROGRESS_TIMEOUT_S = 2.0  # a status read does not wait longer than this for the
 RETRY_FOREVER_S = 365 * 24 * 3600.0
 SUBMISSIONS_CACHED = 64
 LOG_POLL_S = 0.5  # how often a followed log is read again
-WORKER_RESTARTS = Counter(
-    f"{METRIC_PREFIX}worker_restarts", "Workers that crashed and were replaced, by reason.", ["api_name", "reason"]
-)
 
 
 class JobManager:
@@ -336,11 +330,8 @@ class JobManager:
     # --- reads ------------------------------------------------------------------------------
 
     async def metrics_text(self) -> bytes:
-        """Jobs by API and status, for /metrics."""
-        jobs = GaugeMetricFamily(f"{METRIC_PREFIX}jobs", "Jobs by API and status.", labels=["api_name", "status"])
-        for (api_name, status), count in sorted((await self._store.count_by_status()).items()):
-            jobs.add_metric([api_name, status], count)
-        return exposition([jobs])
+        """The scheduler's series, for /metrics."""
+        return await jobs_by_status(self._store)
 
     async def logs(
         self, job_id: str, follow: bool, caller: Caller = ANONYMOUS
@@ -368,13 +359,7 @@ class JobManager:
         return await self._store.failed_batches(job_id)
 
     async def _dead_letters(self, job: JobRecord) -> list[jobs_pb2.FailedBatch]:
-        dead = await self._queues.open(job.queue_name).dead_letters()
-        return [
-            jobs_pb2.FailedBatch(
-                batch_id=d.batch.batch_id, items_json=d.batch.body, attempts=d.receive_count, error=d.error
-            )
-            for d in dead
-        ]
+        return [failed_batch(letter) for letter in await self._queues.open(job.queue_name).dead_letters()]
 
     async def _submission(self, job_id: str) -> jobs_pb2.JobSubmission:
         """A job's submission: immutable, so the recent ones stay in memory."""

@@ -10,6 +10,7 @@ from google.protobuf.timestamp_pb2 import Timestamp
 
 from services.scheduler.jobs import JobRecord, Status
 from thresher.config import Config
+from thresher.queue import DeadLetter
 from thresher.runtime import WorkerPhase, WorkerState
 from thresher.v1 import jobs_pb2, monitor_pb2, scheduler_pb2
 
@@ -157,3 +158,11 @@ def _timestamp(seconds: float) -> Timestamp:
     stamp = Timestamp()
     stamp.FromNanoseconds(int(seconds * 1e9))
     return stamp
+
+
+def failed_batch(letter: DeadLetter) -> jobs_pb2.FailedBatch:
+    """A dead letter as the job service shows it (and the store keeps it after the queue is gone)."""
+    batch = letter.batch
+    return jobs_pb2.FailedBatch(
+        batch_id=batch.batch_id, items_json=batch.body, attempts=letter.receive_count, error=letter.error
+    )
