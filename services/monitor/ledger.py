@@ -1,8 +1,8 @@
 """The SQLite ledger (WAL, one file): every batch's attempts and state, workers, and what the scheduler was told.
 
-All SQL of the monitor lives here. One thread owns the connection, so calls are serialized and the event loop
-never blocks on the disk. A report is recorded at most once: attempts are keyed by (job, batch, attempt), and
-a repeated report changes nothing.
+All SQL of the monitor lives here, in ledger_schema.py (the tables) and in ledger_metrics.py (the scrape). One
+thread owns the connection, so calls are serialized and the event loop never blocks on the disk. A report is
+recorded at most once: attempts are keyed by (job, batch, attempt), and a repeated report changes nothing.
 """
 
 from __future__ import annotations
@@ -27,55 +27,11 @@ from services.monitor.accounting import (
     is_settled,
 )
 from services.monitor.ledger_metrics import JobMetrics, read_metrics
+from services.monitor.ledger_schema import SCHEMA
 from thresher.errors import WrongState
 from thresher.sqlite import SqliteFile, transaction
 
 PACE_WINDOW_S = 60.0  # a job's pace is measured over this last stretch of time
-
-_SCHEMA = """
-CREATE TABLE IF NOT EXISTS jobs (
-    job_id TEXT PRIMARY KEY,
-    api_name TEXT NOT NULL DEFAULT '',
-    queue_name TEXT NOT NULL DEFAULT '',  -- where a lost worker's batches are released
-    total_batch_count INTEGER,            -- NULL until TrackJob
-    settled_at REAL,                      -- when every batch was first seen terminal
-    settled_notified INTEGER NOT NULL DEFAULT 0,
-    hook_outcome BLOB,                    -- serialized HookOutcome, the first one reported
-    hook_notified INTEGER NOT NULL DEFAULT 0,
-    updated REAL NOT NULL                 -- last report or tracking, for /metrics retention
-);
-CREATE INDEX IF NOT EXISTS jobs_updated ON jobs (updated);
-CREATE TABLE IF NOT EXISTS attempts (
-    job_id TEXT NOT NULL,
-    batch_id TEXT NOT NULL,
-    attempt INTEGER NOT NULL,
-    result TEXT NOT NULL,
-    duration_s REAL NOT NULL,
-    error TEXT NOT NULL,
-    reported_at REAL NOT NULL,
-    worker_id TEXT NOT NULL DEFAULT '',
-    receipt TEXT NOT NULL DEFAULT '',     -- of a STARTED attempt
-    PRIMARY KEY (job_id, batch_id, attempt)
-) WITHOUT ROWID;
-CREATE TABLE IF NOT EXISTS batches (
-    job_id TEXT NOT NULL,
-    batch_id TEXT NOT NULL,
-    state TEXT NOT NULL,
-    attempt INTEGER NOT NULL,
-    failed_attempts INTEGER NOT NULL,
-    duration_s REAL,
-    last_error TEXT NOT NULL,
-    PRIMARY KEY (job_id, batch_id)
-) WITHOUT ROWID;
-CREATE INDEX IF NOT EXISTS batches_state ON batches (job_id, state);
-CREATE TABLE IF NOT EXISTS workers (
-    job_id TEXT NOT NULL,
-    worker_id TEXT NOT NULL,
-    phase TEXT NOT NULL,
-    last_seen REAL NOT NULL,
-    PRIMARY KEY (job_id, worker_id)
-) WITHOUT ROWID;
-"""
 
 
 @dataclass(frozen=True)
@@ -143,7 +99,7 @@ class Ledger:
     def __init__(self, path: Path) -> None:
         self.path = path
         # FULL: a report is acked only once it is on disk, and the dequeuer then deletes the batch for good.
-        self._file = SqliteFile(path, _SCHEMA, synchronous="FULL")
+        self._file = SqliteFile(path, SCHEMA, synchronous="FULL")
         self._run = self._file.run
 
     async def close(self) -> None:
