@@ -19,7 +19,7 @@ from services.dequeuer.worker import Outcome, WorkerClient
 from thresher.aiotasks import create_guarded_task
 from thresher.errors import QueueNotFound
 from thresher.logs import batch_id_var, job_id_var
-from thresher.queue import KIND_JOB_COMPLETE, Delivery, Queue
+from thresher.queue import KIND_JOB_COMPLETE, Delivery, Queue, calls_source
 from thresher.v1 import jobs_pb2, monitor_pb2
 
 log = logging.getLogger(__name__)
@@ -56,6 +56,7 @@ class Dequeuer:
         self._buffer: deque[Delivery] = deque()  # received, not started
         self._receiving: asyncio.Task[None] | None = None
         self._batch_s: float | None = None  # running mean of the worker's batch durations
+        self._calls_source = calls_source(f"dequeuer {settings.worker_id}")
 
     @property
     def ready(self) -> bool:
@@ -84,7 +85,7 @@ class Dequeuer:
     async def _heartbeat(self) -> None:
         """Tell the monitor, now and then, that this worker is alive; silence makes it release our batches."""
         while True:
-            self._reporter.send(_phase(self._phase))
+            self._reporter.send(self._worker_report(self._phase))
             await asyncio.sleep(self._settings.heartbeat_s)
 
     async def _serve(self) -> int:
@@ -100,7 +101,7 @@ class Dequeuer:
             )
             return 1
         self._phase = Phase.WORKER_PHASE_READY
-        self._reporter.send(_phase(self._phase))
+        self._reporter.send(self._worker_report(self._phase))
         log.info("worker ready; taking batches from queue %s", s.queue_name)
         code = 0
         try:
@@ -329,14 +330,17 @@ class Dequeuer:
     async def _report_stopping(self) -> None:
         self._phase = Phase.WORKER_PHASE_STOPPING
         try:
-            await self._reporter.record(_phase(Phase.WORKER_PHASE_STOPPING), timeout_s=STOPPING_REPORT_TIMEOUT_S)
+            await self._reporter.record(
+                self._worker_report(Phase.WORKER_PHASE_STOPPING), timeout_s=STOPPING_REPORT_TIMEOUT_S
+            )
         except TimeoutError:
             log.warning("the monitor did not ack the STOPPING report within %g s", STOPPING_REPORT_TIMEOUT_S)
         log.info("stopped")
 
-
-def _phase(phase: monitor_pb2.WorkerPhase.ValueType) -> monitor_pb2.WorkerReport:
-    return monitor_pb2.WorkerReport(phase=phase)
+    def _worker_report(self, phase: monitor_pb2.WorkerPhase.ValueType) -> monitor_pb2.WorkerReport:
+        """The phase, and the queue calls made so far (heartbeats carry them: the monitor adds up a job's)."""
+        calls = jobs_pb2.QueueCalls(source=self._calls_source, calls=self._queue.calls)
+        return monitor_pb2.WorkerReport(phase=phase, queue_calls=calls)
 
 
 def _report(

@@ -17,10 +17,10 @@ from thresher.errors import InvalidRequest
 from thresher.logs import job_id_var
 from thresher.metrics import start_metrics_server
 from thresher.names import METRIC_PREFIX
-from thresher.queue import open_queue_backend
+from thresher.queue import calls_source, open_queue_backend
 from thresher.rpc import start_server
 from thresher.store import ObjectStores
-from thresher.v1 import enqueuer_pb2, enqueuer_pb2_grpc
+from thresher.v1 import enqueuer_pb2, enqueuer_pb2_grpc, jobs_pb2
 
 log = logging.getLogger(__name__)
 
@@ -49,6 +49,7 @@ class EnqueuerServicer(enqueuer_pb2_grpc.EnqueuerServicer):
         # stays open between them.
         backend, stores = open_queue_backend(self._config), ObjectStores(self._config.inputs)
         api_name, started, sent = request.submission.api_name, time.perf_counter(), 0
+        source = calls_source("enqueuer")  # this call's own backend counts from zero
         try:
             queue = backend.open(request.queue_name)
             progress_stream = enqueue_input(
@@ -63,6 +64,7 @@ class EnqueuerServicer(enqueuer_pb2_grpc.EnqueuerServicer):
                     batches_enqueued=progress.batches_enqueued,
                     items_enqueued=progress.items_enqueued,
                     done=progress.done,
+                    queue_calls=jobs_pb2.QueueCalls(source=source, calls=queue.calls),
                 )
         finally:
             await stores.close()

@@ -89,6 +89,7 @@ def job_status(job: jobs_pb2.Job) -> dict[str, Any]:
         "worker_restarts": job.worker_restarts,
         "retry_of": job.retry_of or None,
         "owner": job.owner or None,
+        "queue_calls": {"total": sum(job.queue_calls.values()), "by_operation": dict(sorted(job.queue_calls.items()))},
     }
     return status
 

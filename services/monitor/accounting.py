@@ -56,10 +56,19 @@ class BatchEvent:
 
 
 @dataclass(frozen=True)
+class QueueCalls:
+    """Queue API calls one process made for a job: running totals by operation, which only grow."""
+
+    source: str  # unique per process: a restarted one starts from zero under a new name
+    calls: tuple[tuple[str, int], ...]  # (operation, calls)
+
+
+@dataclass(frozen=True)
 class WorkerEvent:
     job_id: str
     worker_id: str
     phase: Phase
+    queue_calls: QueueCalls | None = None  # the dequeuer's (or, for LOST, the monitor's own) calls so far
 
 
 @dataclass(frozen=True)

@@ -20,6 +20,7 @@ from services.monitor.accounting import (
     Event,
     HookEvent,
     Phase,
+    QueueCalls,
     Result,
     WorkerEvent,
     advance,
@@ -59,6 +60,7 @@ class Progress:
     workers_seen: list[WorkerSeen] = field(default_factory=list)
     batches_per_s: float = 0.0  # batches that became terminal per second, over the last PACE_WINDOW_S
     oldest_in_flight_s: float | None = None
+    queue_calls: dict[str, int] = field(default_factory=dict)  # by operation, every source's
 
 
 @dataclass(frozen=True)
@@ -201,9 +203,30 @@ class Ledger:
             for worker in seen:
                 counts[worker.phase] = counts.get(worker.phase, 0) + 1
             rate, oldest = _pace(db, job_id, time.time())
-            return Progress(row[0], row[1], _batch_counts(db, job_id), counts, seen, rate, oldest)
+            calls = dict(
+                db.execute(
+                    "SELECT operation, SUM(calls) FROM queue_calls WHERE job_id = ? GROUP BY operation", (job_id,)
+                ).fetchall()
+            )
+            return Progress(row[0], row[1], _batch_counts(db, job_id), counts, seen, rate, oldest, calls)
 
         return await self._run(progress)
+
+    async def record_queue_calls(self, job_id: str, api_name: str, calls: Sequence[QueueCalls]) -> None:
+        """Keep the newest running totals of each source (idempotent: totals only grow)."""
+
+        def record(db: sqlite3.Connection) -> None:
+            with transaction(db):
+                db.execute(
+                    "INSERT INTO jobs (job_id, api_name, updated) VALUES (?, ?, ?) ON CONFLICT DO UPDATE SET"
+                    " updated = excluded.updated,"
+                    " api_name = CASE WHEN api_name = '' THEN excluded.api_name ELSE api_name END",
+                    (job_id, api_name, time.time()),
+                )
+                for source in calls:
+                    _record_queue_calls(db, job_id, source)
+
+        await self._run(record)
 
     async def pending(self, job_id: str) -> Pending:
         def pending(db: sqlite3.Connection) -> Pending:
@@ -246,12 +269,22 @@ def _apply_one(db: sqlite3.Connection, event: WorkerEvent | HookEvent, now: floa
             " ON CONFLICT DO UPDATE SET phase = excluded.phase, last_seen = excluded.last_seen",
             (event.job_id, event.worker_id, event.phase.value, now),
         )
+        if event.queue_calls is not None:
+            _record_queue_calls(db, event.job_id, event.queue_calls)
     elif isinstance(event, HookEvent):
         cursor = db.execute(
             "UPDATE jobs SET hook_outcome = ? WHERE job_id = ? AND hook_outcome IS NULL", (event.outcome, event.job_id)
         )
         return cursor.rowcount == 1
     return False
+
+
+def _record_queue_calls(db: sqlite3.Connection, job_id: str, source: QueueCalls) -> None:
+    db.executemany(
+        "INSERT INTO queue_calls (job_id, source, operation, calls) VALUES (?, ?, ?, ?)"
+        " ON CONFLICT DO UPDATE SET calls = MAX(calls, excluded.calls)",  # a late, older total changes nothing
+        [(job_id, source.source, operation, calls) for operation, calls in source.calls],
+    )
 
 
 def _attempt_key(event: BatchEvent) -> tuple[str, str, int]:

@@ -25,6 +25,7 @@ class JobMetrics:
     workers: dict[str, int] = field(default_factory=dict)  # by phase
     batches: dict[str, int] = field(default_factory=dict)  # by state: the ledger's view of the job's queue
     hook_calls: dict[str, int] = field(default_factory=dict)  # /on-job-complete calls by outcome
+    queue_calls: dict[str, int] = field(default_factory=dict)  # queue API calls by operation
 
 
 def read_metrics(db: sqlite3.Connection, since: float, bounds_s: Sequence[float]) -> dict[str, JobMetrics]:
@@ -67,4 +68,11 @@ def read_metrics(db: sqlite3.Connection, since: float, bounds_s: Sequence[float]
                 "succeeded": int(outcome.succeeded),
                 "failed": outcome.attempts - int(outcome.succeeded),
             }
+    calls = db.execute(
+        f"SELECT job_id, operation, SUM(calls) FROM queue_calls WHERE job_id IN {recent} GROUP BY job_id, operation",
+        (since,),
+    )
+    for job_id, operation, count in calls:
+        if job_id in jobs:
+            jobs[job_id].queue_calls[operation] = count
     return jobs

@@ -1,4 +1,5 @@
-"""The ledger's tables (services/monitor/ledger.py): jobs, attempts, batches and workers, in one SQLite file."""
+"""The ledger's tables (services/monitor/ledger.py): jobs, attempts, batches, workers and queue calls, in one SQLite
+file."""
 
 SCHEMA = """
 CREATE TABLE IF NOT EXISTS jobs (
@@ -42,5 +43,12 @@ CREATE TABLE IF NOT EXISTS workers (
     phase TEXT NOT NULL,
     last_seen REAL NOT NULL,
     PRIMARY KEY (job_id, worker_id)
+) WITHOUT ROWID;
+CREATE TABLE IF NOT EXISTS queue_calls (
+    job_id TEXT NOT NULL,
+    source TEXT NOT NULL,                 -- a process's running totals: a dequeuer, the enqueuer, the scheduler...
+    operation TEXT NOT NULL,              -- e.g. ReceiveMessage
+    calls INTEGER NOT NULL,
+    PRIMARY KEY (job_id, source, operation)
 ) WITHOUT ROWID;
 """

@@ -73,7 +73,15 @@ class _Snapshot:
             "A job's batches by state: pending and retrying wait on the queue, in_flight are being worked on.",
             labels=[*JOB_LABELS, "state"],
         )
+        queue_calls = CounterMetricFamily(
+            METRIC_PREFIX + "job_queue_calls",
+            "Queue API calls made for the job by every Thresher process, by operation (SQS bills per call; the SQLite"
+            " queue makes none).",
+            labels=[*JOB_LABELS, "operation"],
+        )
         for job_id, job in self._jobs:
+            for operation, count in sorted(job.queue_calls.items()):
+                queue_calls.add_metric([job.api_name, job_id, operation], count)
             for outcome in OUTCOMES:
                 outcomes.add_metric([job.api_name, job_id, outcome], job.outcomes.get(outcome, 0))
                 if outcome in job.durations:
@@ -88,7 +96,7 @@ class _Snapshot:
                 batches.add_metric([job.api_name, job_id, state], count)
             for outcome, count in sorted(job.hook_calls.items()):
                 hooks.add_metric([job.api_name, job_id, outcome], count)
-        yield from (outcomes, durations, cortex_time, workers, batches, hooks)
+        yield from (outcomes, durations, cortex_time, workers, batches, hooks, queue_calls)
 
 
 def _buckets(histogram: Histogram) -> list[tuple[str, float]]:

@@ -9,12 +9,12 @@ import logging
 import time
 from collections.abc import Awaitable, Sequence
 
-from services.monitor.accounting import BatchEvent, Event, Phase, Result, WorkerEvent
+from services.monitor.accounting import BatchEvent, Event, Phase, QueueCalls, Result, WorkerEvent
 from services.monitor.ledger import Applied, Ledger, Progress
 from services.monitor.notifier import Notifier
 from thresher.aiotasks import create_guarded_task
 from thresher.errors import InvalidRequest, NotFound, QueueNotFound
-from thresher.queue import Batch, Delivery, QueueBackend
+from thresher.queue import Batch, Delivery, QueueBackend, calls_source
 
 log = logging.getLogger(__name__)
 
@@ -26,6 +26,7 @@ class Monitor:
         self._queues = queues
         self._heartbeat_timeout_s = heartbeat_timeout_s
         self._started = time.time()
+        self._calls_source = calls_source("monitor")
         self.stopping = False
         # Reports waiting for the ledger, from every stream: each write takes all of them, in one transaction.
         self._waiting: list[tuple[Sequence[Event], dict[str, tuple[str, str]], asyncio.Future[set[int]]]] = []
@@ -79,6 +80,11 @@ class Monitor:
         for job in jobs:
             self._notifier.kick(job)
 
+    async def record_queue_calls(self, job_id: str, api_name: str, calls: Sequence[QueueCalls]) -> None:
+        if not job_id:
+            raise InvalidRequest("job_id is required")
+        await asyncio.shield(self._ledger.record_queue_calls(job_id, api_name, calls))
+
     async def _notify_after(self, write: Awaitable[Applied]) -> Applied:
         applied = await write
         for job_id in applied.notify:
@@ -104,17 +110,19 @@ class Monitor:
     async def release_lost(self, job_id: str, worker_id: str, why: str) -> None:
         """Make the batches a lost worker held visible again at once; they keep their attempts."""
         queue_name, held = await self._ledger.held_by(job_id, worker_id)
-        released = []
+        released, calls = [], None
         if queue_name and held:
+            queue = self._queues.open(queue_name)
             with contextlib.suppress(QueueNotFound):  # the job has ended meanwhile
-                await self._queues.open(queue_name).release(
+                await queue.release(
                     [Delivery(Batch(batch.batch_id, b""), batch.receipt, batch.attempt) for batch in held]
                 )
             released = [
                 BatchEvent(job_id, batch.batch_id, batch.attempt, Result.RELEASED, error=f"worker lost: {why}")
                 for batch in held
             ]
-        await self.record([*released, WorkerEvent(job_id, worker_id, Phase.LOST)])
+            calls = QueueCalls(self._calls_source, tuple(sorted(queue.calls.items())))
+        await self.record([*released, WorkerEvent(job_id, worker_id, Phase.LOST, calls)])
         log.warning("worker %s lost (%s); released %d batches", worker_id, why, len(released), extra={"job_id": job_id})
 
     async def watch_heartbeats(self) -> None:

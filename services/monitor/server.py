@@ -15,7 +15,7 @@ from services.monitor.ledger import Ledger
 from services.monitor.metrics import start_metrics_server
 from services.monitor.monitor import Monitor
 from services.monitor.notifier import Notifier
-from services.monitor.wire import decode_report, encode_progress
+from services.monitor.wire import decode_queue_calls, decode_report, encode_progress
 from thresher import rpc
 from thresher.aiotasks import create_guarded_task, until_stop_signal
 from thresher.config import Config
@@ -73,6 +73,13 @@ class MonitorServicer(monitor_pb2_grpc.MonitorServicer):
     ) -> monitor_pb2.TrackJobResponse:
         await self._monitor.track(request.job_id, request.api_name, request.total_batch_count)
         return monitor_pb2.TrackJobResponse()
+
+    async def RecordQueueCalls(
+        self, request: monitor_pb2.RecordQueueCallsRequest, context: grpc.aio.ServicerContext
+    ) -> monitor_pb2.RecordQueueCallsResponse:
+        calls = [decode_queue_calls(c, f"queue_calls[{i}]") for i, c in enumerate(request.queue_calls)]
+        await self._monitor.record_queue_calls(request.job_id, request.api_name, calls)
+        return monitor_pb2.RecordQueueCallsResponse()
 
     async def GetJobProgress(
         self, request: jobs_pb2.JobRef, context: grpc.aio.ServicerContext

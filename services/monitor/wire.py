@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import math
 
-from services.monitor.accounting import BatchEvent, Event, HookEvent, Phase, Result, WorkerEvent
+from services.monitor.accounting import BatchEvent, Event, HookEvent, Phase, QueueCalls, Result, WorkerEvent
 from services.monitor.ledger import BatchCounts, Progress, Settlement
 from thresher.errors import InvalidRequest
 from thresher.v1 import jobs_pb2, monitor_pb2, scheduler_pb2
@@ -16,6 +16,8 @@ _RESULTS = {
     monitor_pb2.BATCH_RESULT_DEAD_LETTERED: Result.DEAD_LETTERED,
     monitor_pb2.BATCH_RESULT_RELEASED: Result.RELEASED,
 }
+MAX_OPERATIONS = 64  # in one QueueCalls: SQS has about 20
+MAX_NAME = 200  # characters of a source or an operation
 _PHASES = {
     monitor_pb2.WORKER_PHASE_STARTING: Phase.STARTING,
     monitor_pb2.WORKER_PHASE_READY: Phase.READY,
@@ -35,10 +37,24 @@ def decode_report(report: monitor_pb2.Report) -> Event:
             raise InvalidRequest(f"{where}: worker_id is required in a worker report")
         if report.worker.phase not in _PHASES:
             raise InvalidRequest(f"{where}: unknown worker phase {report.worker.phase}")
-        return WorkerEvent(report.job_id, report.worker_id, _PHASES[report.worker.phase])
+        calls = None
+        if report.worker.HasField("queue_calls"):
+            calls = decode_queue_calls(report.worker.queue_calls, where)
+        return WorkerEvent(report.job_id, report.worker_id, _PHASES[report.worker.phase], calls)
     if body == "hook":
         return HookEvent(report.job_id, report.hook.SerializeToString(deterministic=True))
     raise InvalidRequest(f"{where}: a report needs a body (batch, worker or hook)")
+
+
+def decode_queue_calls(message: jobs_pb2.QueueCalls, where: str) -> QueueCalls:
+    if not 0 < len(message.source) <= MAX_NAME:
+        raise InvalidRequest(f"{where}: queue_calls needs a source of 1 to {MAX_NAME} characters")
+    if len(message.calls) > MAX_OPERATIONS:
+        raise InvalidRequest(f"{where}: queue_calls has {len(message.calls)} operations, more than {MAX_OPERATIONS}")
+    for operation, calls in message.calls.items():
+        if not 0 < len(operation) <= MAX_NAME or calls < 0:
+            raise InvalidRequest(f"{where}: queue_calls: {operation!r}: {calls} is not an operation and a count >= 0")
+    return QueueCalls(message.source, tuple(sorted(message.calls.items())))
 
 
 def _decode_batch(job_id: str, worker_id: str, batch: monitor_pb2.BatchReport, where: str) -> BatchEvent:
@@ -93,6 +109,7 @@ def encode_progress(job_id: str, progress: Progress) -> monitor_pb2.JobProgress:
         status.last_seen.FromNanoseconds(int(worker.last_seen * 1e9))
     if progress.total_batch_count is not None:
         message.total_batch_count = progress.total_batch_count
+    message.queue_calls.update(progress.queue_calls)
     return message
 
 

@@ -55,6 +55,7 @@ class JobRecord:
     final_counts: bytes | None = None  # jobs_pb2.BatchCounts at the end
     cleaned: bool = False  # workers stopped and queue deleted after the final status
     owner: str = ""  # the name of the API key that submitted the job ("" when keys are off)
+    queue_calls: bytes | None = None  # jobs_pb2.QueueCalls: every process's calls for the job, read at cleanup
 
     @property
     def settled(self) -> bool:
@@ -112,6 +113,21 @@ def new_job(job_id: str, submission: jobs_pb2.JobSubmission, now: float, owner: 
         timeout_s=submission.timeout_s if submission.HasField("timeout_s") else None,
         owner=owner,
     )
+
+
+def retry_submission(
+    job_id: str, submission: jobs_pb2.JobSubmission, failed: list[jobs_pb2.FailedBatch]
+) -> jobs_pb2.JobSubmission:
+    """A new job made of exactly the `failed` batches of job `job_id`, with the same settings."""
+    retry = jobs_pb2.JobSubmission()
+    retry.CopyFrom(submission)
+    for source in ("item_list", "file_path_lister", "delimited_files"):
+        retry.ClearField(source)
+    retry.ClearField("batches")
+    retry.batches.extend(f.items_json for f in failed)
+    retry.retry_of = job_id
+    retry.workers = min(retry.workers, len(failed))
+    return retry
 
 
 def timed_out(job: JobRecord, now: float) -> bool:

@@ -14,7 +14,9 @@ from typing import Any
 from services.scheduler import access, jobs
 from services.scheduler.inputs import check_files_exist, dry_run_paths
 from services.scheduler.jobs import JobRecord, Status
+from services.scheduler.logs import job_logs
 from services.scheduler.metrics import WORKER_RESTARTS, jobs_by_status
+from services.scheduler.queue_calls import QueueCallsSender
 from services.scheduler.store import JobStore
 from services.scheduler.validation import check_limits, validate_submission
 from services.scheduler.views import (
@@ -42,7 +44,7 @@ SUPERVISE_INTERVAL_S = 0.5  # how often timeouts, cleanups and exited workers ar
 PROGRESS_TIMEOUT_S = 2.0  # a status read does not wait longer than this for the monitor
 RETRY_FOREVER_S = 365 * 24 * 3600.0
 SUBMISSIONS_CACHED = 64
-LOG_POLL_S = 0.5  # how often a followed log is read again
+QUEUE_CALLS_RETRY_S = 10.0  # a count is best effort: how long it waits for the monitor, at most
 
 
 class JobManager:
@@ -55,6 +57,7 @@ class JobManager:
         self._runtime = runtime
         self._enqueuer = enqueuer
         self._monitor = monitor
+        self._queue_calls = QueueCallsSender(queues, monitor)
         self._locks: defaultdict[str, asyncio.Lock] = defaultdict(asyncio.Lock)  # one change at a time per job
         self._launches: dict[str, asyncio.Task[Any]] = {}
         self._cleanups: dict[str, asyncio.Task[Any]] = {}
@@ -131,15 +134,7 @@ class JobManager:
         failed = await self.failed_batches(job_id)
         if not failed:
             raise InvalidRequest(f"job {job_id} has no failed batches to retry")
-        retry = jobs_pb2.JobSubmission()
-        retry.CopyFrom(await self._submission(job_id))
-        for source in ("item_list", "file_path_lister", "delimited_files"):
-            retry.ClearField(source)
-        retry.ClearField("batches")
-        retry.batches.extend(f.items_json for f in failed)
-        retry.retry_of = job_id
-        retry.workers = min(retry.workers, len(failed))
-        return await self.submit(retry, caller=caller)
+        return await self.submit(jobs.retry_submission(job_id, await self._submission(job_id), failed), caller=caller)
 
     # --- reports from the monitor ---------------------------------------------------------
 
@@ -209,6 +204,7 @@ class JobManager:
                 await self._finish(job, Status.TIMED_OUT, f"the job ran longer than its timeout of {job.timeout_s} s")
             elif job.queue_url:  # launched: its workers are to be kept running
                 await self._keep_workers(job)
+        await self._queue_calls.send_own(job)  # status reads call the queue too
 
     async def _keep_workers(self, job: JobRecord) -> None:
         """Replace workers that ended while the job has work; a job whose workers crash too often ends."""
@@ -261,7 +257,7 @@ class JobManager:
             request = enqueuer_pb2.EnqueueRequest(
                 job_id=job_id, queue_name=job.queue_name, submission=await self._submission(job_id)
             )
-            batches, items = await retry_unavailable(lambda: self._enqueue_once(request), RETRY_FOREVER_S)
+            batches, items = await retry_unavailable(lambda: self._enqueue_once(job, request), RETRY_FOREVER_S)
             async with self._locks[job_id]:
                 job = jobs.enqueued(await self._store.get_job(job_id), batches, items)
                 await self._store.put_job(job)
@@ -272,10 +268,14 @@ class JobManager:
         )
         await retry_unavailable(lambda: self._monitor.TrackJob(track), RETRY_FOREVER_S)
 
-    async def _enqueue_once(self, request: enqueuer_pb2.EnqueueRequest) -> tuple[int, int]:
+    async def _enqueue_once(self, job: JobRecord, request: enqueuer_pb2.EnqueueRequest) -> tuple[int, int]:
         last = enqueuer_pb2.EnqueueProgress()
-        async for progress in self._enqueuer.Enqueue(request, timeout=None):
-            last = progress
+        try:
+            async for progress in self._enqueuer.Enqueue(request, timeout=None):
+                last = progress
+        finally:  # a broken call's calls count too
+            if last.HasField("queue_calls"):
+                await self._queue_calls.send(job, last.queue_calls, QUEUE_CALLS_RETRY_S)
         if not last.done:
             raise Unavailable("the enqueuer stopped before the end")
         return last.batches_enqueued, last.items_enqueued
@@ -321,10 +321,15 @@ class JobManager:
         job = await self._store.get_job(job_id)
         with contextlib.suppress(NotFound):  # deleted already, before a restart
             await self._store.put_failed_batches(job_id, await self._dead_letters(job))
+        calls = self._queues.open(job.queue_name).calls  # delete() forgets them; this mapping keeps counting
         await self._queues.delete(job.queue_name)
+        await self._queue_calls.send_own(job, calls, QUEUE_CALLS_RETRY_S)
+        totals = await self._queue_calls.totals(job)  # every process's calls are in: the workers have stopped
         async with self._locks[job_id]:
             job = await self._store.get_job(job_id)
-            await self._store.put_job(dataclasses.replace(job, cleaned=True))
+            queue_calls = totals.SerializeToString() if totals else None
+            await self._store.put_job(dataclasses.replace(job, cleaned=True, queue_calls=queue_calls))
+        self._queue_calls.forget(job_id)
         log.info("job %s: workers stopped, queue deleted", job_id, extra={"job_id": job_id})
 
     # --- reads ------------------------------------------------------------------------------
@@ -338,15 +343,8 @@ class JobManager:
     ) -> AsyncIterator[list[jobs_pb2.LogLine]]:
         """The job's log lines, oldest first; following, new ones until the job has ended (and a last read after)."""
         await self._job(job_id, "", caller)
-        offsets: dict[str, int] = {}
-        while True:
-            job = await self._store.get_job(job_id)  # before reading: the last read after the end gets every line
-            lines = await self._runtime.read_logs(job_id, offsets)
-            if lines:
-                yield [jobs_pb2.LogLine(worker_id=w, source=s, line=text) for w, s, text in lines]
-            if not follow or (job.status.is_final and job.cleaned):
-                return
-            await asyncio.sleep(LOG_POLL_S)
+        async for lines in job_logs(self._store, self._runtime, job_id, follow):
+            yield lines
 
     async def failed_batches(
         self, job_id: str, api_name: str = "", caller: Caller = ANONYMOUS

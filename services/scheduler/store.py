@@ -35,7 +35,8 @@ CREATE TABLE IF NOT EXISTS jobs (
     hook BLOB,
     final_counts BLOB,
     cleaned INTEGER NOT NULL,
-    owner TEXT NOT NULL DEFAULT ''          -- the name of the API key that submitted the job
+    owner TEXT NOT NULL DEFAULT '',         -- the name of the API key that submitted the job
+    queue_calls BLOB                        -- a serialized QueueCalls: the job's queue API calls, by operation
 );
 CREATE INDEX IF NOT EXISTS jobs_by_api ON jobs (api_name, job_id);
 CREATE TABLE IF NOT EXISTS submissions (
@@ -67,9 +68,10 @@ _COLUMNS = [
     "final_counts",
     "cleaned",
     "owner",
+    "queue_calls",
 ]
 # Columns added after the first release: (name, definition), added to older files when they are opened.
-_ADDED_COLUMNS = [("owner", "TEXT NOT NULL DEFAULT ''")]
+_ADDED_COLUMNS = [("owner", "TEXT NOT NULL DEFAULT ''"), ("queue_calls", "BLOB")]
 _IN_PROGRESS = ", ".join(f"'{s.value}'" for s in Status if not s.is_final)
 
 

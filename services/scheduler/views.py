@@ -73,6 +73,10 @@ def job_message(
         message.pace.CopyFrom(progress.pace)
         _add_remaining(message)
     message.worker_counts.failed = worker_restarts
+    if job.queue_calls is not None:
+        message.queue_calls.update(jobs_pb2.QueueCalls.FromString(job.queue_calls).calls)
+    elif progress is not None:
+        message.queue_calls.update(progress.queue_calls)
     return message
 
 

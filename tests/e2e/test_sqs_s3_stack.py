@@ -107,7 +107,21 @@ def test_a_delimited_files_job_on_sqs_and_s3_processes_every_item_and_dead_lette
 
     eventually(lambda: queues_left() == [])
 
-    # And the calls that grow with the batches stay well under 3 per batch (about 1.4 here; receives and queue
+    # And the job counted its own SQS calls, every process's (scheduler, enqueuer, dequeuers): exactly the calls SQS
+    # got, since no other job ran; its status and the monitor's /metrics say so
+    def counted_every_call() -> bool:
+        counted = client.get("recorder", submitted["job_id"])["job_status"]["queue_calls"]
+        print(f"counted by the job: {counted}")
+        return bool(counted == {"total": sum(sqs.calls.values()), "by_operation": dict(sorted(sqs.calls.items()))})
+
+    eventually(counted_every_call)
+    endpoints = json.loads((stack.data_dir / "endpoints.json").read_text())
+    metrics = urllib.request.urlopen(endpoints["monitor"]["metrics"], timeout=10).read().decode()
+    labels = f'api_name="recorder",job_id="{submitted["job_id"]}"'
+    for operation, calls in sqs.calls.items():
+        assert f'thresher_job_queue_calls_total{{{labels},operation="{operation}"}} {calls}.0' in metrics
+
+    # And the calls that grow with the batches stay well under 3 per batch (about 1 here; receives and queue
     # attributes grow with time instead: idle long polls, status reads)
     batches = ITEMS // BATCH_SIZE
     per_batch = {op: n for op, n in sqs.calls.items() if op not in ("ReceiveMessage", "GetQueueAttributes")}

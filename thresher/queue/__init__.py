@@ -6,7 +6,17 @@ from pathlib import Path
 
 from thresher.config import Config
 from thresher.errors import InvalidRequest
-from thresher.queue.base import KIND_BATCH, KIND_JOB_COMPLETE, Batch, DeadLetter, Delivery, Depth, Queue, QueueBackend
+from thresher.queue.base import (
+    KIND_BATCH,
+    KIND_JOB_COMPLETE,
+    Batch,
+    DeadLetter,
+    Delivery,
+    Depth,
+    Queue,
+    QueueBackend,
+    calls_source,
+)
 
 __all__ = [
     "KIND_BATCH",
@@ -17,6 +27,7 @@ __all__ = [
     "Depth",
     "Queue",
     "QueueBackend",
+    "calls_source",
     "open_queue_backend",
 ]
 

@@ -7,8 +7,9 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import uuid
 from abc import ABC, abstractmethod
-from collections.abc import Awaitable, Sequence
+from collections.abc import Awaitable, Mapping, Sequence
 from dataclasses import dataclass
 
 KIND_BATCH = "batch"
@@ -96,6 +97,19 @@ class Queue(ABC):
 
     @abstractmethod
     async def dead_letters(self) -> list[DeadLetter]: ...
+
+    @property
+    def calls(self) -> Mapping[str, int]:
+        """The API calls this process made for this queue, by operation: running totals of what the queue costs (SQS
+        bills per call). The SQLite queue makes none. `QueueBackend.delete` forgets them: keep this mapping from
+        before the delete to see the calls it made."""
+        return {}
+
+
+def calls_source(role: str) -> str:
+    """A name for this process's running totals of queue calls: `role` and a random part. Totals only grow, so a
+    process that starts again must not take up its predecessor's name: its totals start from zero."""
+    return f"{role} {uuid.uuid4().hex[:12]}"
 
 
 class QueueBackend(ABC):

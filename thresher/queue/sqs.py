@@ -19,7 +19,7 @@
 - Cost: extend, ack and release take groups, sent as batch calls of up to 10 entries, and the dequeuer settles
   its batches in groups: a receive and a delete per 10 batches, plus a visibility change per 10 batches held
   longer than a third of the visibility timeout, idle long polls and depth reads. `backend.calls` counts every
-  call by operation, retries included.
+  call by operation, retries included; `queue.calls` a job queue's (its dead letter queue's included).
 """
 
 from __future__ import annotations
@@ -112,7 +112,7 @@ class SqsQueueBackend(QueueBackend):
     async def create(self, name: str, visibility_s: float, dead_letter_arn: str = "") -> str:
         main, dlq = sqs_names(name)
         if dead_letter_arn:
-            self._dead_letter_urls[name] = await self._named_dead_letter_url(dead_letter_arn)
+            self._dead_letter_urls[name] = await self._named_dead_letter_url(dead_letter_arn, name)
         else:
             self._dead_letter_urls[name] = await self._create(name, dlq, {"MessageRetentionPeriod": str(RETENTION_S)})
             reply = await self.client.call(
@@ -128,10 +128,11 @@ class SqsQueueBackend(QueueBackend):
         return await self._create(name, main, attributes)
 
     async def check_dead_letter_queue(self, arn: str) -> None:
-        await self._named_dead_letter_url(arn)
+        await self._named_dead_letter_url(arn, arn.rpartition(":")[2])  # no job yet: counted under its own name
 
-    async def _named_dead_letter_url(self, arn: str) -> str:
-        """The URL of a user's dead letter queue: FIFO, in this backend's region, and existing (InvalidRequest)."""
+    async def _named_dead_letter_url(self, arn: str, name: str) -> str:
+        """The URL of a user's dead letter queue: FIFO, in this backend's region, and existing (InvalidRequest).
+        Its calls count as Thresher queue `name`'s."""
         match = _QUEUE_ARN.fullmatch(arn)
         if match is None:
             raise InvalidRequest(
@@ -144,7 +145,7 @@ class SqsQueueBackend(QueueBackend):
             region_is = f"the job queues' region, {self.client.region}"
             raise InvalidRequest(f"sqs_dead_letter_queue: {arn}: must be in {region_is}")
         try:
-            reply = await self.client.call("GetQueueUrl", sqs_name, QueueName=sqs_name, QueueOwnerAWSAccountId=account)
+            reply = await self.client.call("GetQueueUrl", name, QueueName=sqs_name, QueueOwnerAWSAccountId=account)
         except QueueNotFound as e:
             raise InvalidRequest(f"sqs_dead_letter_queue: {arn}: no such queue (create it first)") from e
         return str(reply["QueueUrl"])
@@ -172,6 +173,9 @@ class SqsQueueBackend(QueueBackend):
                 pass
         self._control_sent.pop(name, None)
         self._dead_letter_urls.pop(name, None)
+        for sqs_name in sqs_names(name):  # a long-lived scheduler deletes many queues: keep nothing of them
+            self._urls.pop(sqs_name, None)
+        self.client.calls_by_queue.pop(name, None)
 
     def open(self, name: str) -> SqsQueue:
         return SqsQueue(self, name)
@@ -203,7 +207,7 @@ class SqsQueueBackend(QueueBackend):
             if arn.endswith(":" + own):
                 self._dead_letter_urls[name] = await self.url(name, own)
             else:
-                self._dead_letter_urls[name] = await self._named_dead_letter_url(arn)
+                self._dead_letter_urls[name] = await self._named_dead_letter_url(arn, name)
         return self._dead_letter_urls[name]
 
 
@@ -217,7 +221,7 @@ class SqsQueue(Queue):
 
     @property
     def calls(self) -> Counter[str]:
-        """SQS calls made for this queue by this backend, by operation."""
+        """SQS calls made for this queue by this backend, by operation, retries included."""
         return self._client.calls_by_queue[self.name]
 
     async def send(self, batches: Sequence[Batch]) -> None:
