@@ -40,6 +40,7 @@ DASHBOARD_METRICS = {
     "thresher_workers",
     "thresher_worker_restarts_total",
     "thresher_enqueued_batches_total",
+    "thresher_job_queue_calls_total",
 }
 
 
