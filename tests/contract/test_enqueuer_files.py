@@ -135,7 +135,9 @@ async def test_enqueuing_files_again_resumes_without_duplicates(stack: Stack) ->
     first = await enqueue(stack, req)
     second = await enqueue(stack, req)
 
-    assert first[-1] == second[-1] == enqueuer_pb2.EnqueueProgress(batches_enqueued=3, items_enqueued=25, done=True)
+    for last in (first[-1], second[-1]):
+        last.ClearField("queue_calls")  # each call counts its own, under a name of its own
+        assert last == enqueuer_pb2.EnqueueProgress(batches_enqueued=3, items_enqueued=25, done=True)
     bodies = await received(stack.queue)
     assert list(bodies) == [f"{JOB_ID}-{i:06d}" for i in range(3)]
     assert sum(len(json.loads(b)) for b in bodies.values()) == 25
