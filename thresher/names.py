@@ -7,6 +7,9 @@ HEADER_BATCH_ID = "X-Thresher-Batch-Id"
 HEADER_ATTEMPT = "X-Thresher-Attempt"
 # On the /on-job-complete call: the same key on every try, so a worker can ignore a repeat.
 HEADER_IDEMPOTENCY_KEY = "X-Thresher-Idempotency-Key"
+# On a worker's answers, "1": it answers pipelined requests one after another, in order (the worker helper does), so
+# the dequeuer may send the next batch before the answer to the one in progress.
+HEADER_PIPELINING = "X-Thresher-Pipelining"
 
 HOOK_PATH = "/on-job-complete"
 

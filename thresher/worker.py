@@ -18,18 +18,21 @@ from __future__ import annotations
 import json
 import logging
 import os
+import select
 import signal
+import socket
+import socketserver
 import sys
 import threading
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from http import HTTPStatus
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any
 
 from thresher import names
 from thresher.logs import batch_id_var, configure_logging, job_id_var, service_var
+from thresher.worker_http import BadRequest, Request, read_body, read_request
 
 __all__ = ["BatchContext", "JobContext", "JobSpecFile", "WorkerServer", "job_spec", "make_server", "serve"]
 
@@ -41,6 +44,19 @@ READINESS_PATH = "/healthz"  # the route examples name in readiness_probe.http_g
 GRACE_S = 30.0  # on SIGTERM, batches in progress get this long to finish
 
 JSON = dict[str, Any]
+
+# Requests on a connection are read and answered one after another, so a client may pipeline them: the dequeuer then
+# sends the next batch before this one's answer, and it is read as soon as this one is answered.
+_PIPELINING = f"{names.HEADER_PIPELINING}: 1\r\n"
+_RDHUP = getattr(select, "POLLRDHUP", 0)  # Linux: the peer closed its side (even with some of its data unread)
+_OK: JSON = {"ok": True}
+_OK_BODY = json.dumps(_OK).encode()
+# Header field names as the reader keeps them: lower case.
+_JOB_ID = names.HEADER_JOB_ID.lower()
+_CORTEX_JOB_ID = names.HEADER_CORTEX_JOB_ID.lower()
+_BATCH_ID = names.HEADER_BATCH_ID.lower()
+_ATTEMPT = names.HEADER_ATTEMPT.lower()
+_IDEMPOTENCY_KEY = names.HEADER_IDEMPOTENCY_KEY.lower()
 
 
 @dataclass(frozen=True)
@@ -107,10 +123,12 @@ class _App:
     spec_file: JobSpecFile
 
 
-class WorkerServer(ThreadingHTTPServer):
-    """The worker's HTTP server; counts requests in progress so that a shutdown can wait for them."""
+class WorkerServer(socketserver.ThreadingTCPServer):
+    """The worker's HTTP server, a thread per connection; counts requests in progress so that a shutdown can wait
+    for them."""
 
     daemon_threads = True  # idle keep-alive connections must not hold the process open
+    allow_reuse_address = True  # a restarted worker binds its port again at once
 
     def __init__(self, address: tuple[str, int], app: _App) -> None:
         super().__init__(address, _Handler)
@@ -209,39 +227,74 @@ def _read_text(path: str) -> str:
         return f.read()
 
 
-class _Handler(BaseHTTPRequestHandler):
-    protocol_version = "HTTP/1.1"  # keep-alive: the dequeuer reuses its connection
+class _Handler(socketserver.StreamRequestHandler):
+    """One connection: its requests one after another (keep-alive), each answered in one write."""
+
     disable_nagle_algorithm = True  # a small answer goes out at once, not held back until an earlier one is acked
     server: WorkerServer
 
-    def do_GET(self) -> None:
-        if self._route() == READINESS_PATH:
-            self._reply(200, {"ok": True})
-        else:
-            self._reply(404, {"ok": False, "error": f"no route GET {self._route()}"})
+    def setup(self) -> None:
+        super().setup()
+        self.request_line = ""
+        self.headers: dict[str, str] = {}  # the current request's, field names in lower case
+        self.keep_alive = False  # the current request's client may send another on this connection
+        self.open = True  # the last answer left the connection open for another request
 
-    def do_POST(self) -> None:
-        with self.server.request_in_progress():
-            body = self._read_body()
-            if body is None:
+    def handle(self) -> None:
+        keep_alive, first = True, True
+        while keep_alive:
+            try:
+                request = read_request(self.rfile)
+                if request is None:
+                    return  # the client closed the connection
+                if not first and _client_gone(self.connection):
+                    # A request pipelined by a client that has gone since (a dequeuer killed, or one that gave up on
+                    # the request before): nobody would read the answer, and the batch may go to another worker.
+                    log.debug("client gone: %r not run", request.line)
+                    return
+                first = False
+                self.request_line, self.headers, self.keep_alive = request.line, request.headers, request.keep_alive
+                keep_alive = self._dispatch(request)
+            except BadRequest as e:
+                self._reply(e.status, {"ok": False, "error": str(e)}, close=True)
                 return
-            route = self._route()
-            if route == "/":
-                self._batch(body)
-            elif route == names.HOOK_PATH:
-                self._hook(body)
+
+    def _dispatch(self, request: Request) -> bool:
+        """Answer one request; whether the connection stays open for another."""
+        self.open = False
+        route = request.path
+        if request.method == "POST":
+            with self.server.request_in_progress():
+                body = read_body(request, self.rfile, self.wfile)
+                if body is None:
+                    return False
+                if route == "/":
+                    self._batch(body)
+                elif route == names.HOOK_PATH:
+                    self._hook(body)
+                else:
+                    self._reply(404, {"ok": False, "error": f"no route POST {route}"})
+        elif request.method == "GET":
+            if read_body(request, self.rfile, self.wfile) is None:  # a body on a GET is read past, if any
+                return False
+            if route == READINESS_PATH:
+                self._reply(200, _OK)
             else:
-                self._reply(404, {"ok": False, "error": f"no route POST {route}"})
+                self._reply(404, {"ok": False, "error": f"no route GET {route}"})
+        else:
+            raise BadRequest(501, f"unsupported method {request.method}")
+        return self.open
 
     def _batch(self, body: bytes) -> None:
         items = self._json(body, list, "a batch must be a JSON array")
         if items is None:
             return
         spec = self.server.app.spec_file.read()
+        headers = self.headers
         ctx = BatchContext(
             job_id=self._job_id(spec),
-            batch_id=self.headers.get(names.HEADER_BATCH_ID, ""),
-            attempt=_int(self.headers.get(names.HEADER_ATTEMPT), default=1),
+            batch_id=headers.get(_BATCH_ID, ""),
+            attempt=_int(headers.get(_ATTEMPT), default=1),
             config=_config(spec),
             spec=spec,
         )
@@ -259,7 +312,7 @@ class _Handler(BaseHTTPRequestHandler):
         if summary is None:
             return
         spec = self.server.app.spec_file.read()
-        key = self.headers.get(names.HEADER_IDEMPOTENCY_KEY, "")
+        key = self.headers.get(_IDEMPOTENCY_KEY, "")
         ctx = JobContext(job_id=self._job_id(spec), config=_config(spec), spec=spec, idempotency_key=key)
         service_var.set("worker")
         job_id_var.set(ctx.job_id)
@@ -273,26 +326,13 @@ class _Handler(BaseHTTPRequestHandler):
             log.exception(failure)
             self._reply(500, {"ok": False, "error": f"{type(e).__name__}: {e}"})
         else:
-            self._reply(200, {"ok": True})
+            self._reply(200, _OK)
 
     def _job_id(self, spec: JSON) -> str:
-        return (
-            self.headers.get(names.HEADER_JOB_ID)
-            or self.headers.get(names.HEADER_CORTEX_JOB_ID)
-            or spec.get("job_id", "")
-        )
-
-    def _route(self) -> str:
-        return self.path.split("?", 1)[0]
-
-    def _read_body(self) -> bytes | None:
-        length = self.headers.get("Content-Length")
-        if length is None or not length.isdigit():
-            self._reply(411, {"ok": False, "error": "a Content-Length header is required"}, close=True)
-            return None
-        return self.rfile.read(int(length))
+        return self.headers.get(_JOB_ID) or self.headers.get(_CORTEX_JOB_ID) or spec.get("job_id", "")
 
     def _json(self, body: bytes, kind: type, message: str) -> Any:
+        """The body's JSON value if it is a `kind`; else None, answered 400 (the connection stays open)."""
         try:
             value = json.loads(body)
         except ValueError as e:
@@ -304,20 +344,25 @@ class _Handler(BaseHTTPRequestHandler):
         return value
 
     def _reply(self, status: int, payload: JSON, close: bool = False) -> None:
-        data = json.dumps(payload).encode()
-        head = f"{self.protocol_version} {status} {HTTPStatus(status).phrase}\r\nContent-Type: application/json\r\n"
-        head += f"Content-Length: {len(data)}\r\n"
-        if close or self.server.stopping:
+        """Answer in one write: one packet, and one wake-up of the dequeuer waiting for it."""
+        data = _OK_BODY if payload is _OK else json.dumps(payload).encode()
+        head = f"HTTP/1.1 {status} {HTTPStatus(status).phrase}\r\nContent-Type: application/json\r\n"
+        head += f"Content-Length: {len(data)}\r\n{_PIPELINING}"
+        self.open = self.keep_alive and not (close or self.server.stopping)
+        if not self.open:
             head += "Connection: close\r\n"
-            self.close_connection = True
-        # The status line, headers and body in one write (send_response and end_headers make two): one packet, and
-        # one wake-up of the dequeuer waiting for it.
         self.wfile.write(head.encode() + b"\r\n" + data)
-        self.log_request(status, len(data))
-
-    def log_message(self, format: str, *args: Any) -> None:
         if log.isEnabledFor(logging.DEBUG):  # one call per request: not even the formatting when it is not shown
-            log.debug("%s %s", self.address_string(), format % args)
+            log.debug('%s "%s" %d %d', self.client_address[0], self.request_line, status, len(data))
+
+
+def _client_gone(sock: socket.socket) -> bool:
+    """The client has closed its side of the connection (POLLRDHUP, where the platform has it)."""
+    if not _RDHUP:
+        return False
+    poller = select.poll()
+    poller.register(sock, _RDHUP)
+    return bool(poller.poll(0))
 
 
 def _int(value: str | None, default: int) -> int:

@@ -206,6 +206,117 @@ def test_a_client_resetting_its_connection_is_not_logged_as_an_error(
     assert [r for r in caplog.records if r.levelno >= logging.WARNING] == []
 
 
+def exchange(server: WorkerServer, data: bytes) -> bytes:
+    """Send raw bytes on one connection and read until the server closes it."""
+    with socket.create_connection(("127.0.0.1", server.port), timeout=10) as sock:
+        sock.sendall(data)
+        chunks = []
+        while chunk := sock.recv(65536):
+            chunks.append(chunk)
+    return b"".join(chunks)
+
+
+def post_bytes(body: bytes, extra: bytes = b"") -> bytes:
+    return b"POST / HTTP/1.1\r\nHost: w\r\nContent-Length: %d\r\n%s\r\n%s" % (len(body), extra, body)
+
+
+def test_one_connection_takes_many_requests_and_pipelined_ones_in_order(
+    server: WorkerServer, recorder: Recorder
+) -> None:
+    # Given three requests sent at once on one kept-alive connection, the last asking to close it
+    data = post_bytes(b"[1]") + post_bytes(b"[2]") + post_bytes(b"[3]", b"Connection: close\r\n")
+
+    # When the server reads them
+    answer = exchange(server, data)
+
+    # Then each is answered, in order, and the connection closes after the third
+    assert answer.count(b"HTTP/1.1 200 OK\r\n") == 3
+    assert [items for items, _ in recorder.batches] == [[1], [2], [3]]
+    assert answer.endswith(b"Connection: close\r\n\r\n" + b'{"ok": true}')
+
+
+def test_an_http_1_0_request_is_answered_and_its_connection_closed(server: WorkerServer) -> None:
+    answer = exchange(server, b"GET /healthz HTTP/1.0\r\n\r\n")
+
+    assert answer.startswith(b"HTTP/1.1 200 OK\r\n") and b"Connection: close" in answer
+
+
+@pytest.mark.parametrize(
+    ("data", "status"),
+    [
+        (b"HELLO\r\n\r\n", 400),
+        (b"GET /healthz HTTP/2.0\r\n\r\n", 400),
+        (b"GET /healthz HTTP/1.1\r\nno colon here\r\n\r\n", 400),
+        (b"GET /healthz HTTP/1.1\r\nHost : w\r\n\r\n", 400),
+        (b"GET /healthz HTTP/1.1\r\nX-A: 1\r\n folded\r\n\r\n", 400),
+        (b"POST / HTTP/1.1\r\nContent-Length: 3\r\nContent-Length: 4\r\n\r\n[1]", 400),
+        (b"POST / HTTP/1.1\r\nHost: w\r\n\r\n[1]", 411),
+        (b"POST / HTTP/1.1\r\nTransfer-Encoding: chunked\r\n\r\n3\r\n[1]\r\n0\r\n\r\n", 411),
+        (b"POST / HTTP/1.1\r\nContent-Length: -3\r\n\r\n[1]", 411),
+        (b"GET /" + b"a" * 70_000 + b" HTTP/1.1\r\n\r\n", 414),
+        (b"GET /healthz HTTP/1.1\r\n" + b"X-A: 1\r\n" * 101 + b"\r\n", 431),
+        (b"DELETE / HTTP/1.1\r\n\r\n", 501),
+    ],
+)
+def test_a_request_it_cannot_read_is_refused_and_its_connection_closed(
+    server: WorkerServer, recorder: Recorder, data: bytes, status: int
+) -> None:
+    answer = exchange(server, data + b"GET /healthz HTTP/1.1\r\n\r\n")  # a second request, never read
+
+    assert answer.startswith(b"HTTP/1.1 %d " % status)
+    assert answer.count(b"HTTP/1.1 ") == 1 and b"Connection: close" in answer
+    assert json.loads(answer.split(b"\r\n\r\n", 1)[1])["ok"] is False
+    assert recorder.batches == []
+
+
+def test_a_client_that_expects_100_continue_gets_it_before_sending_the_body(server: WorkerServer) -> None:
+    with socket.create_connection(("127.0.0.1", server.port), timeout=10) as sock:
+        sock.sendall(b"POST / HTTP/1.1\r\nContent-Length: 3\r\nExpect: 100-continue\r\n\r\n")
+        assert sock.recv(1024) == b"HTTP/1.1 100 Continue\r\n\r\n"
+        sock.sendall(b"[1]")
+        assert sock.recv(1024).startswith(b"HTTP/1.1 200 OK\r\n")
+
+
+def test_a_body_on_a_get_is_read_past(server: WorkerServer) -> None:
+    data = (
+        b"GET /healthz HTTP/1.1\r\nContent-Length: 2\r\n\r\n{}" + b"GET /healthz HTTP/1.1\r\nConnection: close\r\n\r\n"
+    )
+
+    assert exchange(server, data).count(b"HTTP/1.1 200 OK\r\n") == 2
+
+
+def test_a_pipelined_request_of_a_client_gone_meanwhile_is_not_run(
+    server: WorkerServer, recorder: Recorder, caplog: pytest.LogCaptureFixture
+) -> None:
+    # Given a batch in progress, with the next one pipelined behind it
+    release = threading.Event()
+
+    def slow_batch(items: list[Any], ctx: BatchContext) -> None:
+        recorder.batches.append((items, ctx))
+        release.wait(10)
+
+    server.app.handle_batch = slow_batch
+    with caplog.at_level(logging.DEBUG, logger="thresher.worker"):
+        sock = socket.create_connection(("127.0.0.1", server.port), timeout=10)
+        sock.sendall(post_bytes(b"[1]") + post_bytes(b"[2]"))
+        _wait_for(lambda: len(recorder.batches) == 1)
+
+        # When the client goes away (a dequeuer killed) before the first one is answered
+        sock.close()
+        release.set()
+
+        # Then the server ends the connection without running the pipelined batch: nobody would read its answer
+        _wait_for(lambda: any(m in r.getMessage() for r in caplog.records for m in ("not run", "closed")))
+    assert [items for items, _ in recorder.batches] == [[1]]
+
+
+def test_header_names_are_case_insensitive(server: WorkerServer, recorder: Recorder) -> None:
+    exchange(server, post_bytes(b"[1]", b"x-thresher-batch-id: b9\r\nX-THRESHER-ATTEMPT: 3\r\nConnection: close\r\n"))
+
+    ((_, ctx),) = recorder.batches
+    assert (ctx.batch_id, ctx.attempt) == ("b9", 3)
+
+
 WORKER_SCRIPT = """
     import sys, time
     from pathlib import Path
