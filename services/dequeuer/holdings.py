@@ -37,17 +37,20 @@ class Holdings:
     def all(self) -> list[Delivery]:
         return list(self._held.values())
 
+    def surely_held(self, delivery: Delivery) -> bool:
+        """Held, with at least a third of its visibility left: no need to ask the queue before it starts."""
+        current = self._held.get(delivery.receipt)
+        return current is not None and current.held_until - time.monotonic() >= self._visibility_s / 3
+
     async def still_held(self, delivery: Delivery) -> bool:
         """Before a batch starts: False if its visibility ran out while it waited and another worker may have it.
 
         The queue is asked only when the batch's time is short, which the background extensions normally prevent.
         """
-        current = self._held.get(delivery.receipt)
-        if current is None:
-            return False
-        if current.held_until - time.monotonic() >= self._visibility_s / 3:
+        if self.surely_held(delivery):
             return True
-        return not await self._extend([current])
+        current = self._held.get(delivery.receipt)
+        return current is not None and not await self._extend([current])
 
     async def keep_invisible(self) -> None:
         """Every third of the visibility timeout, extend each held batch that has used a third of its time."""

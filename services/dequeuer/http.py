@@ -3,6 +3,10 @@
 Thousands of batches a second go through it, so it does only what talking to one local worker needs: a request with
 a body, an answer with Content-Length, chunked or read-to-close framing, and connections kept open between requests.
 It costs a third of aiohttp's client per request and needs no import beyond asyncio.
+
+A request can also be pipelined: written on a connection behind one whose answer has not come yet, for a server that
+answers its requests one after another and says so (the worker helper's `X-Thresher-Pipelining` header). The server
+then finds the next request waiting as soon as it has answered one.
 """
 
 from __future__ import annotations
@@ -11,7 +15,10 @@ import asyncio
 from collections.abc import Mapping
 from dataclasses import dataclass
 
-MAX_BODY_BYTES = 64 * 1024  # of an answer, kept (only for errors); a longer one closes its connection
+from thresher import names
+
+MAX_BODY_BYTES = 64 * 1024  # of an answer, kept (only for errors); the rest of a longer one is read past
+PIPELINING_HEADER = names.HEADER_PIPELINING.lower().encode()  # "1": the server answers pipelined requests, in order
 _HEAD_END = b"\r\n\r\n"
 
 
@@ -19,10 +26,18 @@ class ProtocolError(Exception):
     """The server's answer is not HTTP/1.x as this client reads it."""
 
 
-@dataclass(frozen=True)
+class NotStarted(ConnectionResetError):
+    """A pipelined request that the server did not read: it closed the connection after answering the one before
+    (Connection: close, or that answer failed). It was not handled and may be sent again."""
+
+
+@dataclass(slots=True)
 class Response:
+    """An answer (not to be changed: not frozen only because that makes it slower)."""
+
     status: int
     body: bytes  # at most MAX_BODY_BYTES
+    pipelining: bool = False  # the server says it takes pipelined requests
 
 
 @dataclass
@@ -30,8 +45,11 @@ class _Connection:
     reader: asyncio.StreamReader
     writer: asyncio.StreamWriter
     used: bool = False  # has answered a request: the server may have closed it since
+    pending: int = 0  # requests written, not answered yet
+    closed: bool = False
 
     def close(self) -> None:
+        self.closed = True
         self.writer.close()
 
 
@@ -52,29 +70,38 @@ class HttpClient:
         Cancelling it (a timeout) closes its connection. A kept-alive connection the server closed while idle is
         replaced, and the request made again on the new one, as browsers and HTTP libraries do.
         """
-        head = f"{method} {path} HTTP/1.1\r\n{self._host_header}Content-Length: {len(body)}\r\n"
+        return await (await self.send(method, path, body, headers)).response()
+
+    async def send(
+        self,
+        method: str,
+        path: str,
+        body: bytes = b"",
+        headers: Mapping[str, str] | None = None,
+        after: Exchange | None = None,
+        header_lines: str = "",
+    ) -> Exchange:
+        """Write a request; its answer is `await exchange.response()`, and the caller may work meanwhile.
+
+        `after`: pipeline it on that exchange's connection (its answer must be awaited first); else it goes on an
+        idle connection, or a new one. `header_lines`: more header fields, already as "Name: value\\r\\n" lines.
+        """
+        head = f"{method} {path} HTTP/1.1\r\n{self._host_header}Content-Length: {len(body)}\r\n{header_lines}"
         if headers:
             head += "".join(f"{name}: {value}\r\n" for name, value in headers.items())
-        message = head.encode("latin-1") + b"\r\n" + body
-        while True:
-            connection = self._idle.pop() if self._idle else await self._connect()
-            try:
-                connection.writer.write(message)
-                response, keep_alive = await _read_response(connection.reader, method)
-            except (OSError, asyncio.IncompleteReadError) as e:
-                connection.close()
-                if connection.used and not (isinstance(e, asyncio.IncompleteReadError) and e.partial):
-                    continue  # closed while idle, before it read our request
-                raise ConnectionResetError(f"the server closed the connection: {e}") from e
-            except BaseException:  # a malformed answer, or cancelled mid-request: the connection is unusable
-                connection.close()
-                raise
-            if keep_alive:
-                connection.used = True
-                self._idle.append(connection)
-            else:
-                connection.close()
-            return response
+        exchange = Exchange(self, method, head.encode("latin-1") + b"\r\n" + body)
+        if after is None:
+            exchange.write_on(self._idle.pop() if self._idle else await self._connect(), pipelined=False)
+        elif after.open:
+            exchange.write_on(after.connection, pipelined=True)  # type: ignore[arg-type]
+        else:  # never on another connection: the server would run the two requests at once
+            raise NotStarted("the connection to pipeline on is closed")
+        return exchange
+
+    @property
+    def idle(self) -> bool:
+        """A kept-alive connection is free: send() writes at once, without connecting."""
+        return bool(self._idle)
 
     async def _connect(self) -> _Connection:
         reader, writer = await asyncio.open_connection(self._host, self._port)
@@ -84,6 +111,57 @@ class HttpClient:
         for connection in self._idle:
             connection.close()
         self._idle.clear()
+
+
+class Exchange:
+    """One request written on a connection, and its answer to come."""
+
+    def __init__(self, client: HttpClient, method: str, message: bytes) -> None:
+        self._client = client
+        self._method = method
+        self._message = message
+        self.connection: _Connection | None = None
+        self.pipelined = False
+        self.answered = False
+
+    @property
+    def open(self) -> bool:
+        """Not answered yet, on an open connection: another request can be pipelined behind it."""
+        return self.connection is not None and not self.connection.closed and not self.answered
+
+    def write_on(self, connection: _Connection, pipelined: bool) -> None:
+        self.connection, self.pipelined = connection, pipelined
+        connection.pending += 1
+        connection.writer.write(self._message)
+
+    async def response(self) -> Response:
+        """The answer; see HttpClient.request for the errors, and NotStarted. Await it once, in the order sent."""
+        client = self._client
+        while True:
+            connection = self.connection
+            assert connection is not None
+            if connection.closed:  # after the answer before ours (or its failure), without reading ours
+                raise NotStarted("the server closed the connection before reading this request")
+            try:
+                response, keep_alive = await _read_response(connection.reader, self._method)
+            except (OSError, asyncio.IncompleteReadError) as e:
+                connection.close()
+                if connection.used and not (isinstance(e, asyncio.IncompleteReadError) and e.partial):
+                    # Closed while idle, before it read our request: again, on another connection.
+                    self.write_on(client._idle.pop() if client._idle else await client._connect(), pipelined=False)
+                    continue
+                raise ConnectionResetError(f"the server closed the connection: {e}") from e
+            except BaseException:  # a malformed answer, or cancelled mid-request: the connection is unusable
+                connection.close()
+                raise
+            self.answered = True
+            connection.pending -= 1
+            connection.used = True
+            if not keep_alive:
+                connection.close()
+            elif connection.pending == 0:
+                client._idle.append(connection)
+            return response
 
 
 async def _read_response(reader: asyncio.StreamReader, method: str) -> tuple[Response, bool]:
@@ -106,18 +184,25 @@ async def _read_response(reader: asyncio.StreamReader, method: str) -> tuple[Res
         headers[name.strip().lower()] = value.strip().lower()
     connection = headers.get(b"connection", b"")
     keep_alive = b"close" not in connection if parts[0] == b"HTTP/1.1" else b"keep-alive" in connection
+    pipelining = headers.get(PIPELINING_HEADER) == b"1"
     if method == "HEAD" or status in (204, 304):
-        return Response(status, b""), keep_alive
+        return Response(status, b"", pipelining), keep_alive
     if b"chunked" in headers.get(b"transfer-encoding", b""):
         body, whole = await _read_chunked(reader)
-        return Response(status, body), keep_alive and whole
+        return Response(status, body, pipelining), keep_alive and whole
     length = headers.get(b"content-length")
     if length is not None:
         if not length.isdigit():
             raise ProtocolError(f"bad Content-Length: {length[:40]!r}")
-        body = await reader.readexactly(min(int(length), MAX_BODY_BYTES))
-        return Response(status, body), keep_alive and int(length) <= MAX_BODY_BYTES
-    return Response(status, await reader.read(MAX_BODY_BYTES)), False  # framed by the end of the connection
+        size = int(length)
+        body = await reader.readexactly(min(size, MAX_BODY_BYTES))
+        # The rest is read past, not left to a close: a request pipelined behind this one may be running already,
+        # and a closed connection would make it look unread.
+        left = size - len(body)
+        while left:
+            left -= len(await reader.readexactly(min(left, MAX_BODY_BYTES)))
+        return Response(status, body, pipelining), keep_alive
+    return Response(status, await reader.read(MAX_BODY_BYTES), pipelining), False  # framed by the connection's end
 
 
 async def _read_chunked(reader: asyncio.StreamReader) -> tuple[bytes, bool]:

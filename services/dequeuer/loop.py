@@ -2,7 +2,9 @@
 
 Three things run beside the worker so that it never waits for them: receiving (a few batches are kept ahead, as
 many as the worker gets through in PREFETCH_S), keeping held batches invisible (holdings.py) and settling finished
-ones (settler.py: reported to the monitor, then acked on the queue, in groups).
+ones (settler.py: reported to the monitor, then acked on the queue, in groups; successes.py: successes are reported
+in bursts). A worker that takes pipelined requests (the worker helper) gets the next batch before it answers the one
+in progress.
 """
 
 from __future__ import annotations
@@ -15,7 +17,8 @@ from services.dequeuer.holdings import Holdings
 from services.dequeuer.reporter import Reporter
 from services.dequeuer.settings import Settings
 from services.dequeuer.settler import Settler
-from services.dequeuer.worker import Outcome, WorkerClient
+from services.dequeuer.successes import Successes, batch_report
+from services.dequeuer.worker import Call, WorkerClient
 from thresher.aiotasks import create_guarded_task
 from thresher.errors import QueueNotFound
 from thresher.logs import batch_id_var, job_id_var
@@ -37,6 +40,7 @@ UNSETTLED_PER_RECEIVE = 10  # finished batches awaiting the monitor's ack, at mo
 
 Phase = monitor_pb2.WorkerPhase
 Result = monitor_pb2.BatchResult
+_STARTED = monitor_pb2.BATCH_RESULT_STARTED  # as an int: the enum wrapper's attribute lookup costs more than a report
 
 
 class WorkerLost(Exception):
@@ -56,6 +60,9 @@ class Dequeuer:
         self._buffer: deque[Delivery] = deque()  # received, not started
         self._receiving: asyncio.Task[None] | None = None
         self._batch_s: float | None = None  # running mean of the worker's batch durations
+        self._successes = Successes(reporter, self._settler)
+        self._ahead: tuple[Delivery, Call] | None = None  # pipelined behind the batch the worker is running
+        self._running: Call | None = None  # the batch the worker is running, until its answer is read
         self._calls_source = calls_source(f"dequeuer {settings.worker_id}")
 
     @property
@@ -177,12 +184,16 @@ class Dequeuer:
     # --- receiving ahead of the worker ------------------------------------------------------------------------------
 
     async def _run_batches(self) -> None:
-        while (delivery := await self._next()) is not None:
-            await self._run_one(delivery)
+        try:  # a batch already pipelined goes first: it is run (or released) whatever happens
+            while (delivery := self._ahead[0] if self._ahead else await self._next()) is not None:
+                await self._run_one(delivery)
+        finally:
+            self._successes.flush()
 
     async def _next(self) -> Delivery | None:
         """The next batch to run, None once stopping; QueueNotFound once the queue is gone."""
         while not self._buffer:
+            self._successes.flush()  # no batch ready: the receive may wait for a while
             self._top_up()
             if self._receiving is None:
                 return None  # stopping
@@ -195,8 +206,8 @@ class Dequeuer:
 
     def _top_up(self) -> None:
         """Start receiving when the buffer runs low (half the batches wanted ahead), unless a receive is under way."""
-        wanted = self._prefetch()
-        if self._receiving is None and len(self._buffer) <= wanted // 2 and not self._stopping.is_set():
+        wanted, waiting = self._prefetch(), len(self._buffer) + (self._ahead is not None)
+        if self._receiving is None and waiting <= wanted // 2 and not self._stopping.is_set():
             self._receiving = asyncio.create_task(self._receive(wanted), name="receive")
             self._receiving.add_done_callback(self._received)
 
@@ -206,8 +217,7 @@ class Dequeuer:
 
     def _stop_receiving(self) -> asyncio.Task[None] | None:
         """Cancel the receive under way, if any (a cancelled receive releases what it got); returns it."""
-        task = self._receiving
-        if task is not None:
+        if (task := self._receiving) is not None:
             task.cancel()
         return task
 
@@ -228,15 +238,18 @@ class Dequeuer:
             await asyncio.sleep(RECEIVE_ERROR_BACKOFF_S)
             return
         self._holdings.add(deliveries)
+        self._successes.flush()  # in the same stream message as these STARTED reports
         for delivery in deliveries:
             # Lets the monitor release the batch at once if this worker is lost before it is settled.
-            report = _report(delivery, Result.BATCH_RESULT_STARTED)
+            report = batch_report(delivery, _STARTED)
             report.receipt = delivery.receipt
             self._reporter.send(report)
         if self._stopping.is_set():
             await self._release(deliveries, "the dequeuer is stopping")
         else:
             self._buffer.extend(deliveries)
+            if self._running is not None:
+                await self._send_ahead(self._running)
 
     async def _release(self, deliveries: list[Delivery], why: str) -> None:
         """Make batches visible again at once, reported RELEASED: no attempt used."""
@@ -244,7 +257,7 @@ class Dequeuer:
             return
         self._holdings.drop(deliveries)
         for delivery in deliveries:
-            report = _report(delivery, Result.BATCH_RESULT_RELEASED)
+            report = batch_report(delivery, Result.BATCH_RESULT_RELEASED)
             report.error = why
             self._reporter.send(report)
         try:
@@ -262,7 +275,9 @@ class Dequeuer:
         batch_id = delivery.batch.batch_id
         batch_id_var.set(batch_id)
         try:
-            if not await self._holdings.still_held(delivery):
+            if self._ahead is not None and self._ahead[0] is delivery:
+                await self._run_batch(delivery)  # checked before it was pipelined
+            elif not await self._holdings.still_held(delivery):
                 # Its visibility ran out while it waited behind other batches, and another worker may have it.
                 log.warning("batch %s is no longer held by this worker; skipping it", batch_id)
             elif delivery.batch.kind == KIND_JOB_COMPLETE:
@@ -279,31 +294,54 @@ class Dequeuer:
 
     async def _run_batch(self, delivery: Delivery) -> None:
         s, attempt = self._settings, delivery.receive_count
-        outcome = await self._worker.post_batch(delivery.batch, attempt, s.batch_timeout_s)
+        if self._ahead is not None and self._ahead[0] is delivery:
+            (_, call), self._ahead = self._ahead, None
+            call.start()  # the worker is done with the batch before it
+            self._top_up()
+        else:
+            await self._settler.wait_for_room()
+            call = await self._worker.send_batch(delivery.batch, attempt, s.batch_timeout_s)
+        self._successes.flush()  # the batches before: reported while the worker runs this one
+        self._running = call
+        try:
+            await self._send_ahead(call)
+            outcome = await call.outcome()
+        finally:
+            self._running = None
+        if outcome.not_started and self._stopping.is_set():  # pipelined, unread: back to the queue, no attempt used
+            return await self._release([delivery], "the worker stopped before starting it")
+        if outcome.not_started:  # pipelined, and the worker closed the connection after the one before: again
+            outcome = await (await self._worker.send_batch(delivery.batch, attempt, s.batch_timeout_s)).outcome()
         self._batch_s = outcome.duration_s if self._batch_s is None else self._batch_s
         self._batch_s += PACE_WEIGHT * (outcome.duration_s - self._batch_s)
         if outcome.ok:
-            await self._settler.add(
-                delivery, self._reporter.send(_report(delivery, Result.BATCH_RESULT_SUCCEEDED, outcome))
-            )
+            self._successes.add(delivery, outcome)
             log.debug("batch %s succeeded (attempt %d, %.3f s)", delivery.batch.batch_id, attempt, outcome.duration_s)
-        elif outcome.unreachable and not await self._worker_alive():
+        elif outcome.unreachable and not await self._worker.alive(after_s=WORKER_EXIT_S):
             # Not the batch's fault: it goes back at once and keeps its attempts.
-            await self._reporter.record(_report(delivery, Result.BATCH_RESULT_RELEASED, outcome))
+            await self._reporter.record(batch_report(delivery, Result.BATCH_RESULT_RELEASED, outcome))
             self._holdings.drop([delivery])
             await self._queue.release([delivery])
             raise WorkerLost(f"worker on port {s.worker_port} is gone ({outcome.error})")
         else:
-            report = _report(delivery, Result.BATCH_RESULT_FAILED, outcome)
+            report = batch_report(delivery, Result.BATCH_RESULT_FAILED, outcome)
             report.max_attempts = s.max_receive_count  # the monitor counts attempts and decides
-            await self._settler.add(delivery, self._reporter.send(report), outcome.error)
+            self._settler.add(delivery, self._reporter.send(report), outcome.error)
 
-    async def _worker_alive(self) -> bool:
-        """After a broken connection: a worker that died mid-batch may take a moment to close its port."""
-        await asyncio.sleep(WORKER_EXIT_S)
-        return await self._worker.alive()
+    async def _send_ahead(self, running: Call) -> None:
+        """Pipeline the next batch behind the running one if the worker takes that: it finds the batch waiting when it
+        answers, without two wake-ups of this process in between. Not the hook, nor a batch to check with the queue."""
+        nxt = self._buffer[0] if self._buffer else None
+        if nxt is None or self._ahead is not None or not running.pipelinable or self._stopping.is_set():
+            return
+        if nxt.batch.kind == KIND_JOB_COMPLETE or not self._holdings.surely_held(nxt) or not self._settler.has_room():
+            return
+        self._buffer.popleft()  # (no await between the checks and here: nothing else took it)
+        call = await self._worker.send_batch(nxt.batch, nxt.receive_count, self._settings.batch_timeout_s, running)
+        self._ahead = (nxt, call)
 
     async def _call_hook(self, delivery: Delivery) -> None:
+        self._successes.flush()
         attempt = delivery.receive_count
         outcome = await self._worker.post_hook(delivery.batch.body, self._settings.hook_timeout_s)
         if not outcome.ok and attempt < self._settings.max_receive_count:
@@ -341,13 +379,3 @@ class Dequeuer:
         """The phase, and the queue calls made so far (heartbeats carry them: the monitor adds up a job's)."""
         calls = jobs_pb2.QueueCalls(source=self._calls_source, calls=self._queue.calls)
         return monitor_pb2.WorkerReport(phase=phase, queue_calls=calls)
-
-
-def _report(
-    delivery: Delivery, result: monitor_pb2.BatchResult.ValueType, outcome: Outcome | None = None
-) -> monitor_pb2.BatchReport:
-    report = monitor_pb2.BatchReport(batch_id=delivery.batch.batch_id, attempt=delivery.receive_count, result=result)
-    if outcome is not None:
-        report.duration_s = outcome.duration_s
-        report.error = outcome.error
-    return report

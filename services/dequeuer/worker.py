@@ -7,7 +7,7 @@ import logging
 import time
 from dataclasses import dataclass
 
-from services.dequeuer.http import HttpClient, ProtocolError
+from services.dequeuer.http import Exchange, HttpClient, NotStarted, ProtocolError
 from thresher import names
 from thresher.queue import Batch
 
@@ -19,15 +19,16 @@ READINESS_PROBE_TIMEOUT_S = 1.0  # one probe; the overall limit is readiness_tim
 ERROR_BODY_BYTES = 500  # how much of a failed answer goes into the batch's error
 
 
-@dataclass(frozen=True)
+@dataclass(slots=True)
 class Outcome:
-    """The result of one call to the worker."""
+    """The result of one call to the worker (not to be changed: not frozen only because that makes it slower)."""
 
     ok: bool
     http_status: int  # 0 when no answer was received
     error: str  # empty when ok
     duration_s: float
     unreachable: bool = False  # no answer at all: the worker may be gone (the caller checks)
+    not_started: bool = False  # pipelined, and the worker closed the connection without reading it: send it again
 
 
 class WorkerClient:
@@ -35,6 +36,12 @@ class WorkerClient:
         self._http = HttpClient(HOST, port)
         self._port = port
         self._job_id = job_id
+        self.pipelining = False  # the worker said it takes pipelined requests (in its last answer)
+        # The header fields every POST carries, as lines.
+        self._job_lines = (
+            f"Content-Type: application/json\r\n{names.HEADER_CORTEX_JOB_ID}: {job_id}\r\n"
+            f"{names.HEADER_JOB_ID}: {job_id}\r\n"
+        )
 
     def close(self) -> None:
         self._http.close()
@@ -65,46 +72,98 @@ class WorkerClient:
         await writer.wait_closed()
         return True
 
-    async def post_batch(self, batch: Batch, attempt: int, timeout_s: float) -> Outcome:
-        """POST the batch body as is; any 2xx is success."""
-        headers = {
-            names.HEADER_CORTEX_JOB_ID: self._job_id,
-            names.HEADER_JOB_ID: self._job_id,
-            names.HEADER_BATCH_ID: batch.batch_id,
-            names.HEADER_ATTEMPT: str(attempt),
-        }
-        return await self._post("/", batch.body, headers, timeout_s, accept_404=False)
+    async def send_batch(self, batch: Batch, attempt: int, timeout_s: float, after: Call | None = None) -> Call:
+        """Write the batch's POST (its body as is); `await call.outcome()` waits for the answer: any 2xx is success.
+
+        `timeout_s` counts from now. `after`: pipeline it behind that call (whose answer comes first), which must be
+        `pipelinable`; its time then counts from `call.start()`, when the worker is done with the one before.
+        """
+        lines = f"{self._job_lines}{names.HEADER_BATCH_ID}: {batch.batch_id}\r\n{names.HEADER_ATTEMPT}: {attempt}\r\n"
+        return await self._send("/", batch.body, lines, timeout_s, accept_404=False, after=after)
 
     async def post_hook(self, summary: bytes, timeout_s: float) -> Outcome:
         """POST the job summary to the completion hook; 404 means the worker has no hook, which is success."""
-        headers = {
-            names.HEADER_CORTEX_JOB_ID: self._job_id,
-            names.HEADER_JOB_ID: self._job_id,
-            names.HEADER_IDEMPOTENCY_KEY: f"{self._job_id}:on-job-complete",
-        }
-        return await self._post(names.HOOK_PATH, summary, headers, timeout_s, accept_404=True)
+        lines = f"{self._job_lines}{names.HEADER_IDEMPOTENCY_KEY}: {self._job_id}:on-job-complete\r\n"
+        return await (await self._send(names.HOOK_PATH, summary, lines, timeout_s, accept_404=True)).outcome()
 
-    async def _post(
-        self, path: str, body: bytes, headers: dict[str, str], timeout_s: float, accept_404: bool
-    ) -> Outcome:
-        headers = {"Content-Type": "application/json", **headers}
-        started = time.monotonic()
-        status, error, unreachable = 0, "", False
+    async def _send(
+        self,
+        path: str,
+        body: bytes,
+        header_lines: str,
+        timeout_s: float,
+        accept_404: bool,
+        after: Call | None = None,
+    ) -> Call:
+        call = Call(self, path, timeout_s, accept_404)
+        after_exchange = after.exchange if after is not None else None
         try:
-            async with asyncio.timeout(timeout_s):
-                response = await self._http.request("POST", path, body, headers)
-            status = response.status
-            if not (200 <= status < 300 or (accept_404 and status == 404)):
-                text = response.body[:ERROR_BODY_BYTES].decode("utf-8", errors="replace")
-                error = f"worker answered HTTP {status} to POST {path}: {text}"
+            if after_exchange is not None or self._http.idle:  # written at once, no connect to wait for
+                call.exchange = await self._http.send(
+                    "POST", path, body, after=after_exchange, header_lines=header_lines
+                )
+            else:
+                async with asyncio.timeout(timeout_s):
+                    call.exchange = await self._http.send("POST", path, body, header_lines=header_lines)
         except TimeoutError:
-            error = f"worker did not answer POST {path} within {timeout_s:g} s (timeout)"
-        except (OSError, ProtocolError) as e:
-            error = f"worker not reachable for POST {path}: {type(e).__name__}: {e}"
-            unreachable = True
-        duration_s = time.monotonic() - started
-        return Outcome(ok=not error, http_status=status, error=error, duration_s=duration_s, unreachable=unreachable)
+            call.error = f"worker did not answer POST {path} within {timeout_s:g} s (timeout)"
+        except NotStarted as e:
+            call.error, call.not_started = f"worker did not read POST {path}: {e}", True
+        except OSError as e:
+            call.error, call.unreachable = f"worker not reachable for POST {path}: {type(e).__name__}: {e}", True
+        return call
 
-    async def alive(self) -> bool:
-        """The worker still accepts connections on its port."""
+    async def alive(self, after_s: float = 0.0) -> bool:
+        """The worker still accepts connections on its port `after_s` from now (after a broken connection: a worker
+        that died mid-batch may take a moment to close its port)."""
+        await asyncio.sleep(after_s)
         return await self._tcp_ready()
+
+
+class Call:
+    """A POST written to the worker, its answer to come."""
+
+    def __init__(self, client: WorkerClient, path: str, timeout_s: float, accept_404: bool) -> None:
+        self._client = client
+        self._path = path
+        self._timeout_s = timeout_s
+        self._accept_404 = accept_404
+        self._started = time.monotonic()
+        self.exchange: Exchange | None = None
+        self.error = ""  # set when it could not even be written
+        self.unreachable = False
+        self.not_started = False
+
+    @property
+    def pipelinable(self) -> bool:
+        """Another request can be pipelined behind this one (the worker said it takes them, and it is on its way)."""
+        return self._client.pipelining and self.exchange is not None and self.exchange.open
+
+    def start(self) -> None:
+        """The worker starts it now (a pipelined call, once the one before is answered): its time counts from here."""
+        self._started = time.monotonic()
+
+    async def outcome(self) -> Outcome:
+        """Wait for the answer, until `timeout_s` after the POST was written; any 2xx is success."""
+        path, status, error, unreachable, not_started = self._path, 0, self.error, self.unreachable, self.not_started
+        if self.exchange is not None:
+            try:
+                async with asyncio.timeout_at(asyncio.get_running_loop().time() + self._remaining_s()):
+                    response = await self.exchange.response()
+                status = response.status
+                self._client.pipelining = response.pipelining
+                if not (200 <= status < 300 or (self._accept_404 and status == 404)):
+                    text = response.body[:ERROR_BODY_BYTES].decode("utf-8", errors="replace")
+                    error = f"worker answered HTTP {status} to POST {path}: {text}"
+            except TimeoutError:
+                error = f"worker did not answer POST {path} within {self._timeout_s:g} s (timeout)"
+            except NotStarted as e:
+                error, not_started = f"worker did not read POST {path}: {e}", True
+            except (OSError, ProtocolError) as e:
+                error = f"worker not reachable for POST {path}: {type(e).__name__}: {e}"
+                unreachable = True
+        duration_s = time.monotonic() - self._started
+        return Outcome(not error, status, error, duration_s, unreachable=unreachable, not_started=not_started)
+
+    def _remaining_s(self) -> float:
+        return self._timeout_s - (time.monotonic() - self._started)

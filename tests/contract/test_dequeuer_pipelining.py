@@ -1,0 +1,125 @@
+"""The dequeuer and the worker helper (thresher.worker), which takes pipelined requests: the next batch is written
+before the answer to the one in progress. Each batch still runs once, one at a time, in order; a batch the worker
+closed its connection on without reading it is sent again, or released when the dequeuer is stopping."""
+
+from __future__ import annotations
+
+import asyncio
+import threading
+import time
+from collections.abc import AsyncIterator, Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from tests.contract.test_dequeuer import Harness, Result, all_done, make_harness, until
+from tests.helpers import assert_eventually
+from thresher.queue import Depth
+from thresher.worker import BatchContext, WorkerServer, make_server
+
+
+class HelperWorker:
+    """The worker helper in this process: records each batch's start and end; sleeps on chosen batches; can be
+    told to start stopping (answers then close their connection) when a chosen batch ends."""
+
+    def __init__(self) -> None:
+        self.runs: list[tuple[str, float, float]] = []  # (batch id, start, end)
+        self.sleep_s: dict[str, float] = {}
+        self.stop_after: str | None = None
+        self.server: WorkerServer = make_server(self.handle_batch, spec_path="")
+        self.port = self.server.port
+        self._thread = threading.Thread(target=self.server.serve_forever, kwargs={"poll_interval": 0.05}, daemon=True)
+
+    def handle_batch(self, items: list[Any], ctx: BatchContext) -> None:
+        started = time.monotonic()
+        time.sleep(self.sleep_s.get(ctx.batch_id, 0))
+        self.runs.append((ctx.batch_id, started, time.monotonic()))
+        if ctx.batch_id == self.stop_after:
+            self.server.stopping = True  # as serve() on SIGTERM: this answer says Connection: close
+
+    def batch_ids(self) -> list[str]:
+        return [batch_id for batch_id, _, _ in self.runs]
+
+    def start(self) -> None:
+        self._thread.start()
+
+    def close(self) -> None:
+        self.server.stop(grace_s=5)
+        self._thread.join(timeout=5)
+
+
+@pytest.fixture
+def helper() -> Iterator[HelperWorker]:
+    worker = HelperWorker()
+    worker.start()
+    yield worker
+    worker.close()
+
+
+@pytest.fixture
+async def h(tmp_path: Path, helper: HelperWorker) -> AsyncIterator[Harness]:
+    harness = await make_harness(tmp_path, visibility_s=30.0)
+    harness.worker.port = helper.port  # the dequeuers talk to the helper; the harness's aiohttp worker is unused
+    try:
+        yield harness
+    finally:
+        await harness.close()
+
+
+async def test_pipelined_batches_each_run_once_one_at_a_time_in_order(h: Harness, helper: HelperWorker) -> None:
+    # Given 40 batches, some slow enough for the next one to wait in the connection behind them
+    batch_ids = [f"b{i:02d}" for i in range(40)]
+    helper.sleep_s = {b: 0.01 for b in batch_ids[::3]}
+    await h.send(*batch_ids)
+
+    # When one dequeuer feeds them to the helper
+    running = h.start_dequeuer()
+    await assert_eventually(all_done(h), timeout_s=20)
+
+    # Then each ran once, in the queue's order, never two at a time; each succeeded at its first attempt
+    assert helper.batch_ids() == batch_ids
+    assert all(end <= next_start for (_, _, end), (_, next_start, _) in zip(helper.runs, helper.runs[1:], strict=False))
+    assert running.dequeuer._worker.pipelining  # the helper said it takes pipelined requests
+    for batch_id in batch_ids:
+        assert h.monitor.results(batch_id) == [(Result.BATCH_RESULT_SUCCEEDED, 1)]
+
+
+async def test_a_pipelined_batch_the_worker_closed_on_unread_is_sent_again(h: Harness, helper: HelperWorker) -> None:
+    # Given a worker that closes its connection after answering b03, with b04 already written behind it
+    batch_ids = [f"b{i:02d}" for i in range(8)]
+    helper.sleep_s = {"b03": 0.2}
+    helper.stop_after = "b03"
+    await h.send(*batch_ids)
+
+    # When the dequeuer goes on
+    h.start_dequeuer()
+    await assert_eventually(all_done(h), timeout_s=20)
+
+    # Then b04 is sent again on a new connection: every batch ran once and succeeded, no attempt failed
+    assert helper.batch_ids() == batch_ids
+    assert h.monitor.batch_reports(Result.BATCH_RESULT_FAILED) == []
+    assert h.monitor.batch_reports(Result.BATCH_RESULT_RELEASED) == []
+
+
+async def test_a_stopping_dequeuer_releases_a_pipelined_batch_the_worker_did_not_read(
+    h: Harness, helper: HelperWorker
+) -> None:
+    # Given b1 running (slow), b2 pipelined behind it, and a worker that stops after b1 (as on SIGTERM)
+    helper.sleep_s = {"b1": 1.0}
+    helper.stop_after = "b1"
+    await h.send("b0")
+    running = h.start_dequeuer()
+    await assert_eventually(all_done(h), timeout_s=10)  # b0 teaches the dequeuer that the helper pipelines
+    await h.send("b1", "b2")
+    await assert_eventually(until(lambda: running.dequeuer._ahead is not None), timeout_s=10)
+
+    # When the dequeuer is stopped while b1 runs
+    running.dequeuer.stop()
+    assert await asyncio.wait_for(running.task, 10) == 0
+
+    # Then b1 finishes and is acked, and b2, never read by the worker, is released without using an attempt
+    assert helper.batch_ids() == ["b0", "b1"]
+    assert h.monitor.results("b1") == [(Result.BATCH_RESULT_SUCCEEDED, 1)]
+    assert h.monitor.results("b2") == [(Result.BATCH_RESULT_RELEASED, 1)]
+    assert await h.depth() == Depth(visible=1, in_flight=0, dead=0)
