@@ -6,14 +6,13 @@ Every service reads the same `Config`; `thresher up` hands each one its addresse
 from __future__ import annotations
 
 import dataclasses
+import functools
 import os
 import types
 import typing
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
-
-import yaml
 
 from thresher.errors import InvalidRequest
 
@@ -179,6 +178,8 @@ def load_config(path: str | os.PathLike[str] | None = None, env: typing.Mapping[
     config = Config()
     path = path or env.get(ENV_PREFIX + "CONFIG")
     if path:
+        import yaml  # here: most processes (every dequeuer) have no settings file, and yaml costs their start
+
         with open(path, encoding="utf-8") as f:
             _apply_mapping(config, yaml.safe_load(f) or {}, where=str(path))
     _apply_env(config, env)
@@ -214,7 +215,12 @@ def _apply_env(config: Config, env: typing.Mapping[str, str]) -> None:
 
 
 def _field_type(target: Any, name: str) -> Any:
-    return typing.get_type_hints(type(target))[name]
+    return _type_hints(type(target))[name]
+
+
+@functools.cache
+def _type_hints(cls: type) -> dict[str, Any]:
+    return typing.get_type_hints(cls)  # evaluates every annotation of the class: once per class, not per field
 
 
 def _coerce(value: Any, kind: Any, where: str) -> Any:

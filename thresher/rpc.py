@@ -1,4 +1,8 @@
-"""gRPC helpers: servers with health, reflection and error mapping; channels; clients that raise ThresherError."""
+"""gRPC helpers: servers with health, reflection and error mapping; channels; clients that raise ThresherError.
+
+A dequeuer imports this module for its channel to the monitor, at every worker start: what only servers use (health,
+reflection, prometheus_client) and retries (tenacity) are imported where they are used.
+"""
 
 from __future__ import annotations
 
@@ -12,12 +16,10 @@ from typing import Any
 
 import grpc
 from google.protobuf.message import DecodeError
-from tenacity import AsyncRetrying, retry_if_exception_type, stop_after_delay, wait_exponential
 
 from thresher.aiotasks import create_guarded_task
 from thresher.config import TlsSettings
 from thresher.errors import InvalidRequest, ThresherError, Unavailable, from_grpc
-from thresher.metrics import GRPC_REQUESTS, GRPC_SECONDS
 from thresher.names import GRPC_KIND_KEY
 
 log = logging.getLogger(__name__)
@@ -44,7 +46,9 @@ async def start_server(
     from grpc_health.v1 import health, health_pb2, health_pb2_grpc
     from grpc_reflection.v1alpha import reflection
 
-    server = grpc.aio.server(interceptors=[_ErrorInterceptor()], options=OPTIONS)
+    from thresher.metrics import GRPC_REQUESTS, GRPC_SECONDS
+
+    server = grpc.aio.server(interceptors=[_ErrorInterceptor(GRPC_REQUESTS, GRPC_SECONDS)], options=OPTIONS)
     health_servicer = health.aio.HealthServicer()
     health_pb2_grpc.add_HealthServicer_to_server(health_servicer, server)
     names = [health_pb2.DESCRIPTOR.services_by_name["Health"].full_name, reflection.SERVICE_NAME]
@@ -150,6 +154,8 @@ def _to_error(e: grpc.aio.AioRpcError) -> ThresherError:
 
 async def retry_unavailable(fn: Callable[[], Awaitable[Any]], deadline_s: float = 60.0) -> Any:
     """Call `fn` until it does not raise Unavailable (a peer restarting), for up to `deadline_s`."""
+    from tenacity import AsyncRetrying, retry_if_exception_type, stop_after_delay, wait_exponential
+
     async for attempt in AsyncRetrying(
         retry=retry_if_exception_type(Unavailable),
         wait=wait_exponential(multiplier=0.05, max=2.0),
@@ -162,7 +168,10 @@ async def retry_unavailable(fn: Callable[[], Awaitable[Any]], deadline_s: float 
 
 class _ErrorInterceptor(grpc.aio.ServerInterceptor):
     """Turns ThresherError into a gRPC status carrying its kind (anything else is logged once as INTERNAL), and
-    counts and times every request."""
+    counts and times every request in `requests` (by method and code) and `seconds` (by method)."""
+
+    def __init__(self, requests: Any, seconds: Any) -> None:
+        self._meters = (requests, seconds)
 
     async def intercept_service(self, continuation: Any, details: grpc.HandlerCallDetails) -> Any:
         handler = await continuation(details)
@@ -179,7 +188,7 @@ class _ErrorInterceptor(grpc.aio.ServerInterceptor):
         )
         behavior = handler.unary_unary or handler.stream_unary or handler.unary_stream or handler.stream_stream
         return make(
-            wrap(behavior, details.method),
+            wrap(behavior, details.method, self._meters),
             request_deserializer=_lenient(handler.request_deserializer),
             response_serializer=handler.response_serializer,
         )
@@ -219,9 +228,9 @@ def _checked(request: Any) -> Any:
     return messages()
 
 
-def _guard_unary(behavior: Any, method: str) -> Any:
+def _guard_unary(behavior: Any, method: str, meters: tuple[Any, Any]) -> Any:
     async def guarded(request: Any, context: grpc.aio.ServicerContext) -> Any:
-        with _measured(method) as outcome:
+        with _measured(method, meters) as outcome:
             try:
                 return await behavior(_checked(request), context)
             except Exception as e:
@@ -231,9 +240,9 @@ def _guard_unary(behavior: Any, method: str) -> Any:
     return guarded
 
 
-def _guard_stream(behavior: Any, method: str) -> Any:
+def _guard_stream(behavior: Any, method: str, meters: tuple[Any, Any]) -> Any:
     async def guarded(request: Any, context: grpc.aio.ServicerContext) -> AsyncIterator[Any]:
-        with _measured(method) as outcome:
+        with _measured(method, meters) as outcome:
             try:
                 async for response in behavior(_checked(request), context):
                     yield response
@@ -245,8 +254,9 @@ def _guard_stream(behavior: Any, method: str) -> Any:
 
 
 @contextlib.contextmanager
-def _measured(method: str) -> Iterator[list[str]]:
+def _measured(method: str, meters: tuple[Any, Any]) -> Iterator[list[str]]:
     """Count the request by its status code (the caller appends one when it fails) and time it."""
+    requests, seconds = meters
     outcome: list[str] = []
     started = time.perf_counter()
     try:
@@ -255,8 +265,8 @@ def _measured(method: str) -> Iterator[list[str]]:
         outcome.append(grpc.StatusCode.CANCELLED.name)
         raise
     finally:
-        GRPC_REQUESTS.labels(method, outcome[0] if outcome else grpc.StatusCode.OK.name).inc()
-        GRPC_SECONDS.labels(method).observe(time.perf_counter() - started)
+        requests.labels(method, outcome[0] if outcome else grpc.StatusCode.OK.name).inc()
+        seconds.labels(method).observe(time.perf_counter() - started)
 
 
 def _code_of(e: Exception) -> str:

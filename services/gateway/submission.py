@@ -26,10 +26,16 @@ def parse_json_body(body: bytes) -> Any:
         raise InvalidRequest(f"malformed JSON: {e}") from e
 
 
+# One encoder for every value: json.dumps with options builds a new one per call, and a job may have millions of items.
+_COMPACT = json.JSONEncoder(separators=(",", ":"), ensure_ascii=False, allow_nan=False)
+
+
 def compact_json(value: Any, where: str) -> bytes:
     """The value as compact UTF-8 JSON, the form workers receive."""
+    if type(value) is int:  # the commonest item, ten times faster than through the encoder (bools are not ints here)
+        return b"%d" % value
     try:
-        return json.dumps(value, separators=(",", ":"), ensure_ascii=False, allow_nan=False).encode("utf-8")
+        return _COMPACT.encode(value).encode("utf-8")
     except ValueError as e:  # a number too large for a double, such as 1e400
         raise InvalidRequest(f"{where}: number out of range") from e
 

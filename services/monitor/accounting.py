@@ -111,8 +111,7 @@ def advance(batch: Batch | None, event: BatchEvent) -> Batch:
     batch = batch or _UNSEEN
     failed = event.result in FAILED_RESULTS
     first_success = event.result is Result.SUCCEEDED and batch.state is not BatchState.SUCCEEDED
-    return dataclasses.replace(
-        batch,
+    return Batch(  # every field given: dataclasses.replace would cost more than the rest (once per report)
         state=_next_state(batch, event),
         attempt=max(batch.attempt, event.attempt),
         failed_attempts=batch.failed_attempts + failed,
