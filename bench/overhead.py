@@ -82,14 +82,6 @@ def run(stack: BenchStack, items: int, repeats: int) -> Scenario:
     return scenario
 
 
-def default_items(quick: bool) -> int:
-    return 2_000 if quick else 20_000
-
-
-def default_repeats(quick: bool) -> int:
-    return 1 if quick else 3
-
-
 if __name__ == "__main__":  # the baseline alone: python -m bench.overhead
     sample = [list(range(i, i + BATCH_SIZE)) for i in range(0, 20_000, BATCH_SIZE)]
     print(f"multiprocessing.Pool({WORKERS}): {len(sample) / pool_seconds(sample, WORKERS):,.0f} batches/s")

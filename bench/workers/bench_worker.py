@@ -13,16 +13,24 @@ import json
 import os
 import time
 from pathlib import Path
-from typing import Any
+from typing import IO, Any
 
 from thresher.worker import serve
 
+_RECORDS: dict[str, IO[str]] = {}  # record_dir -> this process's file, kept open
+
 
 def record(config: dict[str, Any], event: dict[str, Any]) -> None:
+    """One JSON line, written at once (line buffering: a killed worker loses nothing it recorded).
+
+    The file stays open: opening and closing it for each line cost this VM about 0.3 ms per event after an idle
+    wait, which the bench counted as the batch's time at the worker, a measuring cost the Pool baseline does not pay.
+    """
     if record_dir := config.get("record_dir"):
-        line = json.dumps({**event, "t": time.time(), "pid": os.getpid()}) + "\n"
-        with open(Path(record_dir) / f"events-{os.getpid()}.jsonl", "a", encoding="utf-8") as f:
-            f.write(line)
+        if record_dir not in _RECORDS:
+            path = Path(record_dir) / f"events-{os.getpid()}.jsonl"
+            _RECORDS[record_dir] = open(path, "a", encoding="utf-8", buffering=1)
+        _RECORDS[record_dir].write(json.dumps({**event, "t": time.time(), "pid": os.getpid()}) + "\n")
 
 
 def handle_batch(items: list[Any], ctx: Any) -> None:
