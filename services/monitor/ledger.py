@@ -9,11 +9,13 @@ from __future__ import annotations
 
 import sqlite3
 import time
+from collections import Counter
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
 from services.monitor.accounting import (
+    TERMINAL_STATES,
     Batch,
     BatchEvent,
     BatchState,
@@ -29,6 +31,7 @@ from services.monitor.accounting import (
 )
 from services.monitor.ledger_metrics import JobMetrics, read_metrics
 from services.monitor.ledger_schema import SCHEMA
+from services.monitor.terminal_counts import TerminalCounts
 from thresher.errors import WrongState
 from thresher.sqlite import SqliteFile, transaction
 
@@ -103,6 +106,7 @@ class Ledger:
         # FULL: a report is acked only once it is on disk, and the dequeuer then deletes the batch for good.
         self._file = SqliteFile(path, SCHEMA, synchronous="FULL")
         self._run = self._file.run
+        self._terminal = TerminalCounts()
 
     async def close(self) -> None:
         await self._file.close()
@@ -123,6 +127,7 @@ class Ledger:
                     [(job_id, *names.get(job_id, ("", "")), now) for job_id in touched],
                 )
                 notify, dead_letter = set(), set()
+                added: Counter[str] = Counter()  # job id -> its batches that became terminal here
                 ended = {
                     _attempt_key(e) for e in events if isinstance(e, BatchEvent) and e.result is not Result.STARTED
                 }
@@ -130,11 +135,14 @@ class Ledger:
                     if isinstance(event, BatchEvent):
                         if event.result is Result.STARTED and _attempt_key(event) in ended:
                             continue  # the attempt's outcome is in this group too: its row says all, in one write
-                        if _record_attempt(db, event, now) is Result.DEAD_LETTERED:
+                        result, terminal = _record_attempt(db, event, now)
+                        added[event.job_id] += terminal
+                        if result is Result.DEAD_LETTERED:
                             dead_letter.add(index)
                     elif _apply_one(db, event, now):
                         notify.add(event.job_id)
-                notify |= {job_id for job_id in touched if _settle_if_done(db, job_id, now)}
+                notify |= {job_id for job_id in touched if self._settle_if_done(db, job_id, now, added[job_id])}
+            self._terminal.commit(added)
             return Applied(notify, dead_letter)
 
         return await self._run(apply)
@@ -182,7 +190,7 @@ class Ledger:
                     " api_name = CASE WHEN api_name = '' THEN excluded.api_name ELSE api_name END",
                     (job_id, api_name, total_batch_count, now),
                 )
-                return {job_id} if _settle_if_done(db, job_id, now) else set()
+                return {job_id} if self._settle_if_done(db, job_id, now) else set()
 
         return await self._run(track)
 
@@ -256,6 +264,20 @@ class Ledger:
         )
         return await self._run(lambda db: [row[0] for row in db.execute(query)])
 
+    def _settle_if_done(self, db: sqlite3.Connection, job_id: str, now: float, added: int = 0) -> bool:
+        """Mark the job settled the first time every batch is terminal (`added` of them in this transaction); True
+        then."""
+        row = db.execute(
+            "SELECT total_batch_count FROM jobs"
+            " WHERE job_id = ? AND settled_at IS NULL AND total_batch_count IS NOT NULL",
+            (job_id,),
+        ).fetchone()
+        if row is None or not is_settled(row[0], self._terminal.count(db, job_id, added)):
+            return False
+        db.execute("UPDATE jobs SET settled_at = ? WHERE job_id = ?", (now, job_id))
+        self._terminal.forget(job_id)
+        return True
+
     async def metrics(self, since: float, bounds_s: Sequence[float]) -> dict[str, JobMetrics]:
         """Per job updated since `since`: outcome counts, duration histograms and workers by phase."""
         return await self._run(lambda db: read_metrics(db, since, bounds_s))
@@ -291,8 +313,9 @@ def _attempt_key(event: BatchEvent) -> tuple[str, str, int]:
     return event.job_id, event.batch_id, event.attempt
 
 
-def _record_attempt(db: sqlite3.Connection, event: BatchEvent, now: float) -> Result:
-    """Record one attempt's report; returns its result as recorded (for a repeat: as first recorded)."""
+def _record_attempt(db: sqlite3.Connection, event: BatchEvent, now: float) -> tuple[Result, bool]:
+    """Record one attempt's report; returns its result as recorded (for a repeat: as first recorded), and whether
+    the batch became terminal."""
     row = db.execute(
         "SELECT state, attempt, failed_attempts, duration_s, last_error FROM batches WHERE job_id = ? AND batch_id = ?",
         (event.job_id, event.batch_id),
@@ -322,7 +345,8 @@ def _record_attempt(db: sqlite3.Connection, event: BatchEvent, now: float) -> Re
             "SELECT result FROM attempts WHERE job_id = ? AND batch_id = ? AND attempt = ?",
             (event.job_id, event.batch_id, event.attempt),
         ).fetchone()
-        return Result(stored)
+        return Result(stored), False
+    was_terminal = batch is not None and batch.state in TERMINAL_STATES
     batch = advance(batch, event)
     db.execute(
         "INSERT OR REPLACE INTO batches (job_id, batch_id, state, attempt, failed_attempts, duration_s, last_error)"
@@ -337,25 +361,7 @@ def _record_attempt(db: sqlite3.Connection, event: BatchEvent, now: float) -> Re
             batch.last_error,
         ),
     )
-    return event.result
-
-
-def _settle_if_done(db: sqlite3.Connection, job_id: str, now: float) -> bool:
-    """Mark the job settled the first time every batch is terminal; True then."""
-    row = db.execute(
-        "SELECT total_batch_count FROM jobs WHERE job_id = ? AND settled_at IS NULL AND total_batch_count IS NOT NULL",
-        (job_id,),
-    ).fetchone()
-    if row is None:
-        return False
-    (terminal,) = db.execute(
-        "SELECT COUNT(*) FROM batches WHERE job_id = ? AND state IN (?, ?)",
-        (job_id, BatchState.SUCCEEDED.value, BatchState.DEAD_LETTERED.value),
-    ).fetchone()
-    if not is_settled(row[0], terminal):
-        return False
-    db.execute("UPDATE jobs SET settled_at = ? WHERE job_id = ?", (now, job_id))
-    return True
+    return event.result, batch.state in TERMINAL_STATES and not was_terminal
 
 
 def _pace(db: sqlite3.Connection, job_id: str, now: float) -> tuple[float, float | None]:

@@ -298,6 +298,21 @@ async def test_job_tracked_before_its_batches_settles_when_the_last_one_ends(
     assert (await monitor.progress()).total_batch_count == 2
 
 
+async def test_a_batch_counts_once_toward_settling_however_many_terminal_reports_it_gets(
+    monitor: RunningMonitor, fake: FakeScheduler
+) -> None:
+    # Given a job of 2 batches whose first is dead-lettered, then succeeds, then is reported again (each on its own)
+    await monitor.track(2)
+    for reports in (attempt("b1", 1, DEAD_LETTERED), attempt("b1", 2, SUCCEEDED), attempt("b1", 2, SUCCEEDED)):
+        await monitor.report(reports)
+    # Then the job is not settled while its second batch is out
+    await barrier(monitor, fake)
+    assert fake.settled_for(JOB) == []
+    # And it settles once the second batch ends
+    await monitor.report(attempt("b2", 1, SUCCEEDED))
+    await assert_eventually(lambda: _assert_len(fake.settled_for(JOB), 1))
+
+
 async def test_job_with_no_batches_settles_as_soon_as_it_is_tracked(
     monitor: RunningMonitor, fake: FakeScheduler
 ) -> None:
