@@ -25,8 +25,9 @@ from thresher.config import Config, QueueSettings
 from thresher.errors import InvalidRequest, TooLarge
 from thresher.queue import Batch, Depth, open_queue_backend
 from thresher.queue.sqlite import SqliteQueueBackend
-from thresher.queue.sqs import SqsQueue, SqsQueueBackend, sqs_names
+from thresher.queue.sqs import SqsQueue, SqsQueueBackend
 from thresher.queue.sqs_messages import MAX_MESSAGE_BYTES, REDRIVE_MAX_RECEIVES
+from thresher.queue.sqs_names import sqs_names
 
 
 @pytest.fixture

@@ -25,11 +25,9 @@
 from __future__ import annotations
 
 import asyncio
-import hashlib
 import json
 import logging
 import math
-import re
 import time
 import uuid
 from collections import Counter, defaultdict
@@ -55,26 +53,20 @@ from thresher.queue.sqs_messages import (
     letter_queue,
     size,
 )
+from thresher.queue.sqs_names import FIFO, QUEUE_ARN, sqs_names
 
 log = logging.getLogger(__name__)
 
 # Provider limits (https://docs.aws.amazon.com/AWSSimpleQueueService/latest/SQSDeveloperGuide/quotas-queues.html);
-# those of messages are in sqs_messages.py.
+# those of messages are in sqs_messages.py, those of names in sqs_names.py.
 MAX_RECEIVE = 10  # messages per ReceiveMessage
 MAX_WAIT_S = 20  # longest long poll of one ReceiveMessage
 MAX_VISIBILITY_S = 12 * 3600  # VisibilityTimeout is whole seconds, at most 12 hours
-MAX_QUEUE_NAME = 80  # characters, ".fifo" included: letters, digits, "-" and "_"
 RETENTION_S = 14 * 24 * 3600  # the longest SQS keeps a message: jobs and dead letters outlive the 4-day default
 
 MAX_ERROR_BYTES = 4096  # of a dead letter's error: message attributes count toward the message size
 LIST_HIDE_S = 30  # dead_letters() hides what it has read this long, then makes it visible again at once
 
-DLQ_SUFFIX = "-dlq"
-_FIFO = ".fifo"
-_QUEUE_NAME_OK = re.compile(r"[A-Za-z0-9_-]+")
-_QUEUE_ARN = re.compile(
-    r"arn:aws[a-z-]*:sqs:(?P<region>[a-z0-9-]+):(?P<account>[0-9]{12}):(?P<name>[A-Za-z0-9_.-]{1,80})"
-)
 # Error codes as botocore reports them: SQS's older ("query") codes where it sends them, else the JSON ones.
 _STALE_RECEIPT = frozenset(
     {
@@ -85,16 +77,6 @@ _STALE_RECEIPT = frozenset(
     }
 )
 _ALREADY_EXISTS = frozenset({"QueueAlreadyExists", "QueueNameExists"})
-
-
-def sqs_names(name: str) -> tuple[str, str]:
-    """The SQS names of a Thresher queue and of its dead letter queue (deterministic, within 80 characters)."""
-    longest = MAX_QUEUE_NAME - len(DLQ_SUFFIX + _FIFO)
-    base = name
-    if not _QUEUE_NAME_OK.fullmatch(name) or len(name) > longest:
-        digest = hashlib.sha256(name.encode()).hexdigest()[:12]
-        base = re.sub(r"[^A-Za-z0-9_-]", "_", name)[: longest - len(digest) - 1] + "-" + digest
-    return base + _FIFO, base + DLQ_SUFFIX + _FIFO
 
 
 class _EntriesFailed(Unavailable):
@@ -133,13 +115,13 @@ class SqsQueueBackend(QueueBackend):
     async def _named_dead_letter_url(self, arn: str, name: str) -> str:
         """The URL of a user's dead letter queue: FIFO, in this backend's region, and existing (InvalidRequest).
         Its calls count as Thresher queue `name`'s."""
-        match = _QUEUE_ARN.fullmatch(arn)
+        match = QUEUE_ARN.fullmatch(arn)
         if match is None:
             raise InvalidRequest(
                 f"sqs_dead_letter_queue: arn: {arn!r} is not an SQS queue ARN (arn:aws:sqs:<region>:<account>:<name>)"
             )
         region, account, sqs_name = match.group("region", "account", "name")
-        if not sqs_name.endswith(_FIFO):
+        if not sqs_name.endswith(FIFO):
             raise InvalidRequest(f"sqs_dead_letter_queue: {arn}: must be a FIFO queue (.fifo), as job queues are")
         if region != self.client.region:
             region_is = f"the job queues' region, {self.client.region}"
