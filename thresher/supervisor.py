@@ -11,7 +11,6 @@ import contextlib
 import json
 import logging
 import os
-import socket
 import subprocess
 import sys
 import time
@@ -26,6 +25,7 @@ from grpc_health.v1 import health_pb2, health_pb2_grpc
 from thresher import rpc
 from thresher.aiotasks import on_stop_signal
 from thresher.config import Config, config_env
+from thresher.ports import free_port
 from thresher.runtime import open_runtime
 
 log = logging.getLogger(__name__)
@@ -166,9 +166,7 @@ def _with_free_port(address: str) -> str:
     host, _, port = address.rpartition(":")
     if port != "0":
         return address
-    with socket.socket() as s:
-        s.bind((host, 0))
-        return f"{host}:{s.getsockname()[1]}"
+    return f"{host}:{free_port(host)}"
 
 
 async def _wait_exit(process: subprocess.Popen[bytes], grace_s: float) -> None:

@@ -11,7 +11,6 @@ import json
 import os
 import secrets
 import signal
-import socket
 import subprocess
 import sys
 import time
@@ -21,6 +20,7 @@ from typing import Any
 
 from thresher.config import Config
 from thresher.names import ENV_JOB_SPEC, ENV_PORT, EXIT_DRAINED
+from thresher.ports import free_port
 from thresher.runtime.base import Runtime, WorkerLaunch, WorkerPhase, WorkerState, dequeuer_argv, dequeuer_config_env
 
 # What a worker inherits from this process; nothing else (no credentials, no API keys).
@@ -141,7 +141,7 @@ class LocalRuntime(Runtime):
 
     def _start_pod(self, launch: WorkerLaunch, worker_id: str) -> _Pod:
         job_dir = self.job_dir(launch.job_id)
-        port = _free_port()
+        port = free_port()
         processes: list[_Process] = []
         pgid = 0
         for container in launch.api.containers:
@@ -236,12 +236,6 @@ def _describe_exit(name: str, code: int) -> str:
     if code < 0:
         return f"{name} was killed by {signal.Signals(-code).name}"
     return f"{name} exited with code {code}"
-
-
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
 
 
 def _start_ticks(pid: int) -> int:
