@@ -92,7 +92,7 @@ def profile_overhead(stack: BenchStack, work_dir: Path, items: int) -> Profile |
     recorder = subprocess.Popen(argv, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
     meter = CpuMeter(stack)
     try:
-        seconds = overhead.job_seconds(stack, items, on_submit=meter.watch)
+        seconds, _ = overhead.job_seconds(stack, items, on_submit=meter.watch)
     finally:
         meter.stop()
         recorder.send_signal(signal.SIGINT)
