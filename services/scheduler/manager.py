@@ -324,10 +324,10 @@ class JobManager:
         calls = self._queues.open(job.queue_name).calls  # delete() forgets them; this mapping keeps counting
         await self._queues.delete(job.queue_name)
         await self._queue_calls.send_own(job, calls, QUEUE_CALLS_RETRY_S)
-        totals = await self._queue_calls.totals(job)  # every process's calls are in: the workers have stopped
+        progress = await self._progress(job)  # every process's calls are in: the workers have stopped
         async with self._locks[job_id]:
             job = await self._store.get_job(job_id)
-            queue_calls = totals.SerializeToString() if totals else None
+            queue_calls = jobs_pb2.QueueCalls(calls=progress.queue_calls).SerializeToString() if progress else None
             await self._store.put_job(dataclasses.replace(job, cleaned=True, queue_calls=queue_calls))
         self._queue_calls.forget(job_id)
         log.info("job %s: workers stopped, queue deleted", job_id, extra={"job_id": job_id})

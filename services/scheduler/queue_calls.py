@@ -43,14 +43,5 @@ class QueueCallsSender:
             return False
         return True
 
-    async def totals(self, job: JobRecord) -> jobs_pb2.QueueCalls | None:
-        """The job's calls by operation, every process's, as the monitor adds them up; None if it cannot say."""
-        try:
-            progress = await self._monitor.GetJobProgress(jobs_pb2.JobRef(job_id=job.job_id, api_name=job.api_name))
-        except ThresherError as e:
-            log.warning("job %s: queue calls not read: %s", job.job_id, e, extra={"job_id": job.job_id})
-            return None
-        return jobs_pb2.QueueCalls(calls=progress.queue_calls)
-
     def forget(self, job_id: str) -> None:
         self._sent.pop(job_id, None)
