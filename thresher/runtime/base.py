@@ -35,12 +35,17 @@ def dequeuer_config_env(config: Config) -> dict[str, str]:
     return config_env(config, leave_out=DEQUEUER_SETTINGS_LEFT_OUT)
 
 
+DEQUEUER_MODULE = "services.dequeuer"
+
+
 def dequeuer_argv(launch: WorkerLaunch, worker_id: str, port: int, python: str = sys.executable) -> list[str]:
     """The command line of one worker's dequeuer (services/dequeuer/settings.py), the same in every runtime."""
-    argv = [
-        python,
-        "-m",
-        "services.dequeuer",
+    return [python, "-m", DEQUEUER_MODULE, *dequeuer_args(launch, worker_id, port)]
+
+
+def dequeuer_args(launch: WorkerLaunch, worker_id: str, port: int) -> list[str]:
+    """The dequeuer's arguments, after its program."""
+    args = [
         "--job-id",
         launch.job_id,
         "--api-name",
@@ -57,8 +62,8 @@ def dequeuer_argv(launch: WorkerLaunch, worker_id: str, port: int, python: str =
         str(launch.max_receive_count),
     ]
     if launch.api.readiness_path:
-        argv += ["--readiness-path", launch.api.readiness_path]
-    return argv
+        args += ["--readiness-path", launch.api.readiness_path]
+    return args
 
 
 class WorkerPhase(enum.Enum):
