@@ -170,6 +170,10 @@ class ForkServer:
             self._server = subprocess.Popen(self._argv, env=self._env, stdin=theirs, process_group=0)
         self._channel = ours
 
+    @property
+    def server_pid(self) -> int | None:
+        return self._server.pid if self._server is not None else None
+
     def spawn(self, args: list[str], log_path: Path, pgid: int) -> int:
         """Start the program with `args`, output appended to `log_path`, in process group `pgid` (0: a new one)."""
         if self._server is None or self._server.poll() is not None:

@@ -60,6 +60,7 @@ class JobManager:
         self._queue_calls = QueueCallsSender(queues, monitor)
         self._locks: defaultdict[str, asyncio.Lock] = defaultdict(asyncio.Lock)  # one change at a time per job
         self._launches: dict[str, asyncio.Task[Any]] = {}
+        self._supervisor: asyncio.Task[None] | None = None
         self._cleanups: dict[str, asyncio.Task[Any]] = {}
         self._submissions: dict[str, jobs_pb2.JobSubmission] = {}  # insertion order: the oldest goes first
         self._crashes_counted: dict[str, int] = {}  # per job, the crashes already in WORKER_RESTARTS
@@ -173,10 +174,17 @@ class JobManager:
             if job.settled:
                 await self._send_job_complete(job)
 
+    def start_supervising(self) -> None:
+        self._supervisor = create_guarded_task(self.supervise(), "supervise jobs")
+
     async def shutdown(self) -> None:
-        """Stop launching; where the runtime wants it, stop the workers of unfinished jobs (recover() restarts them)."""
-        for task in self._launches.values():
+        """Stop launching and supervising; where the runtime wants it, stop the workers of unfinished jobs
+        (recover() restarts them)."""
+        # First, and waited for: supervision would replace the workers being stopped below.
+        tasks = [*self._launches.values(), *([self._supervisor] if self._supervisor else [])]
+        for task in tasks:
             task.cancel()
+        await asyncio.gather(*tasks, return_exceptions=True)
         if self._runtime.workers_stop_with_scheduler:
             unfinished = await self._store.list_jobs(limit=1_000_000, unfinished_only=True)
             grace_s = self._config.runtime.stop_grace_s

@@ -13,7 +13,6 @@ from services.scheduler import access
 from services.scheduler.manager import JobManager
 from services.scheduler.store import JobStore
 from thresher import rpc
-from thresher.aiotasks import create_guarded_task
 from thresher.auth import Caller, KeyRing
 from thresher.config import Config
 from thresher.names import GRPC_AUTHORIZATION_KEY
@@ -144,5 +143,5 @@ async def create_server(config: Config, address: str) -> tuple[grpc.aio.Server, 
         config.tls,
     )
     await manager.recover()
-    create_guarded_task(manager.supervise(), "supervise jobs")
+    manager.start_supervising()
     return server, port, manager

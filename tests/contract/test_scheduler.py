@@ -62,9 +62,9 @@ class FakeMonitor(monitor_pb2_grpc.MonitorServicer):
     async def GetJobProgress(self, request: Any, context: Any) -> monitor_pb2.JobProgress:
         return monitor_pb2.JobProgress(job_id=request.job_id, batches=jobs_pb2.BatchCounts(succeeded=1))
 
-    async def Report(self, requests: Any, context: Any) -> AsyncIterator[monitor_pb2.ReportAck]:
-        async for report in requests:
-            yield monitor_pb2.ReportAck(seq=report.seq)
+    async def Report(self, requests: Any, context: Any) -> AsyncIterator[monitor_pb2.ReportAcks]:
+        async for message in requests:  # the workers' dequeuers report: acked, not looked at
+            yield monitor_pb2.ReportAcks(acks=[monitor_pb2.ReportAck(seq=r.seq) for r in message.reports])
 
 
 class Harness:
@@ -314,3 +314,31 @@ async def test_a_crash_looping_worker_uses_up_the_restart_budget_and_the_job_end
     budget = harness.config.runtime.max_worker_restarts
     assert "api exited with code 3" in status.status_reason and f"budget {budget}" in status.status_reason
     assert status.worker_restarts == budget + 1
+
+
+async def test_a_scheduler_that_shuts_down_stops_its_workers_and_starts_none_meanwhile(harness: Harness) -> None:
+    # Workers that ignore SIGTERM: stopping them takes the whole grace (2 s), over several supervision rounds
+    stubborn = [
+        sys.executable,
+        "-c",
+        "import signal, time; signal.signal(signal.SIGTERM, signal.SIG_IGN); time.sleep(300)",
+    ]
+    api = jobs_pb2.ApiSpec(name="stubborn", containers=[jobs_pb2.Container(name="api", command=stubborn)])
+    await harness.jobs.DeployApi(jobs_pb2.DeployApiRequest(api=api))
+    submission = jobs_pb2.JobSubmission(api_name="stubborn", workers=2)
+    submission.item_list.items.append(b"1")
+    submission.item_list.batch_size = 1
+    job = await harness.jobs.SubmitJob(jobs_pb2.SubmitJobRequest(submission=submission))
+
+    async def workers_started() -> None:
+        assert len(worker_pids(harness.config.data_dir, job.job_id)) == 4
+
+    await assert_eventually(workers_started)
+    await asyncio.sleep(0.2)  # their SIGTERM handlers are in place
+
+    await harness.stop_scheduler()
+
+    pids = worker_pids(harness.config.data_dir, job.job_id)
+    assert len(pids) == 4, "no worker was started while the others were being stopped"
+    assert not [pid for pid in pids if running(pid)]
+    await harness.start_scheduler()  # for the fixture, which stops it
