@@ -54,7 +54,7 @@ class _Pod:
     worker_id: str
     pgid: int
     processes: list[_Process]
-    failure: str = ""  # set when the pod could not even start
+    failure: str = ""  # why it failed: it could not start, or one of its processes crashed while the others ran
     stopped: bool = False  # stopped on purpose (stop_workers): however its processes end, it did not crash
 
 
@@ -88,12 +88,23 @@ class LocalRuntime(Runtime):
         _write_atomically(path, json.dumps(job_spec, indent=2))  # a worker never reads half a file
 
     async def workers(self, job_id: str) -> list[WorkerState]:
-        states = []
-        for pod in self._load(job_id):
+        pods, states, decided = self._load(job_id), [], False
+        for pod in pods:
             state = self._state(pod)
             if state.ended and self._running(pod):
+                # The first process to end says how the pod ended, not how the rest ends once stopped (a dequeuer
+                # drains on SIGTERM): a crash stays a crash. A process that ended on SIGTERM was asked to stop, as a
+                # drain is: the rest decides.
+                if (
+                    state.crashed
+                    and not pod.failure
+                    and not any(self._exit_code(p) == -signal.SIGTERM for p in pod.processes)
+                ):
+                    pod.failure, decided = state.reason, True
                 self._end_half_pod(pod)
             states.append(state)
+        if decided:
+            self._save(job_id, pods)
         return states
 
     async def read_logs(self, job_id: str, offsets: dict[str, int]) -> list[tuple[str, str, str]]:
