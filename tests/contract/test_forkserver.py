@@ -12,6 +12,7 @@ from pathlib import Path
 
 import pytest
 
+from tests.e2e.conftest import alive, processes_of
 from thresher.forkserver import TITLE_ROOM, ForkServer
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -20,18 +21,17 @@ TIMEOUT_S = 10.0
 
 @pytest.fixture
 def server(tmp_path: Path) -> Iterator[ForkServer]:
-    mark = f"fork-server-test-{tmp_path}"
-    env = {"PATH": os.environ["PATH"], "PYTHONPATH": str(ROOT), "MARK": mark}
+    env = {"PATH": os.environ["PATH"], "PYTHONPATH": str(ROOT), "MARK": f"fork-server-test-{tmp_path}"}
     server = ForkServer([sys.executable, "-m", "tests.programs.fork_target", TITLE_ROOM], env)
     yield server
     server.close()
-    for pid in _processes_with_environment(f"MARK={mark}"):  # the children share the server's environment
+    for pid in processes_of(tmp_path):  # the children share the server's environment, which names tmp_path
         _kill(pid)
 
 
 def wait_for_exit(server: ForkServer, pid: int) -> int:
     deadline = time.monotonic() + TIMEOUT_S
-    while (code := server.exit_code(pid, gone=not _alive(pid))) is None:
+    while (code := server.exit_code(pid, gone=not alive(pid))) is None:
         assert time.monotonic() < deadline, f"process {pid} did not end"
         time.sleep(0.01)
     return code
@@ -95,7 +95,7 @@ def test_a_child_joins_the_process_group_it_is_given(server: ForkServer, tmp_pat
         assert os.getpgid(member) == leader.pid
         os.killpg(leader.pid, signal.SIGTERM)  # as the local runtime stops a worker: the whole group
         assert wait_for_exit(server, member) == -signal.SIGTERM
-        assert _alive(alone)
+        assert alive(alone)
     finally:
         leader.kill()
         leader.wait()
@@ -117,7 +117,7 @@ def test_a_server_that_died_is_replaced_and_its_children_go_on(server: ForkServe
     assert first is not None
     os.kill(first, signal.SIGKILL)
     deadline = time.monotonic() + TIMEOUT_S
-    while _alive(first):
+    while alive(first):
         assert time.monotonic() < deadline
         time.sleep(0.01)
 
@@ -125,7 +125,7 @@ def test_a_server_that_died_is_replaced_and_its_children_go_on(server: ForkServe
 
     assert server.server_pid not in (None, first)
     assert wait_for_exit(server, child) == 3
-    assert _alive(orphan)
+    assert alive(orphan)
     assert server.exit_code(orphan, gone=False) is None  # its exit code is lost with the server: unknown
 
 
@@ -135,27 +135,8 @@ def test_closing_the_server_leaves_its_children_running(server: ForkServer, tmp_
 
     server.close()
 
-    assert first is not None and not _alive(first)
-    assert _alive(child)
-
-
-def _alive(pid: int) -> bool:
-    try:
-        stat = Path(f"/proc/{pid}/stat").read_text()
-    except OSError:
-        return False
-    return stat[stat.rfind(")") + 2] != "Z"
-
-
-def _processes_with_environment(entry: str) -> list[int]:
-    found = []
-    for proc in Path("/proc").iterdir():
-        try:
-            if proc.name.isdigit() and entry.encode() in (proc / "environ").read_bytes().split(b"\0"):
-                found.append(int(proc.name))
-        except OSError:
-            pass
-    return found
+    assert first is not None and not alive(first)
+    assert alive(child)
 
 
 def _kill(pid: int) -> None:

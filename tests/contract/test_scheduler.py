@@ -13,6 +13,7 @@ import grpc
 import pytest
 
 from services.scheduler.server import create_server
+from tests.e2e.conftest import alive
 from tests.helpers import assert_eventually
 from thresher import rpc
 from thresher.config import Config
@@ -95,12 +96,12 @@ class Harness:
         await self.scheduler.stop(1)
         await self.channel.close()
 
-    async def deploy(self, name: str = "sum") -> None:
-        api = jobs_pb2.ApiSpec(name=name, containers=[jobs_pb2.Container(name="api", command=IDLE_WORKER)])
+    async def deploy(self, name: str = "sum", command: list[str] = IDLE_WORKER) -> None:
+        api = jobs_pb2.ApiSpec(name=name, containers=[jobs_pb2.Container(name="api", command=command)])
         await self.jobs.DeployApi(jobs_pb2.DeployApiRequest(api=api))
 
-    async def submit(self, items: int = 3, workers: int = 2, **fields: Any) -> jobs_pb2.Job:
-        submission = jobs_pb2.JobSubmission(api_name="sum", workers=workers, **fields)
+    async def submit(self, items: int = 3, workers: int = 2, api_name: str = "sum", **fields: Any) -> jobs_pb2.Job:
+        submission = jobs_pb2.JobSubmission(api_name=api_name, workers=workers, **fields)
         submission.item_list.items.extend(str(i).encode() for i in range(items))
         submission.item_list.batch_size = 1
         return await self.jobs.SubmitJob(jobs_pb2.SubmitJobRequest(submission=submission))
@@ -125,14 +126,6 @@ async def harness(tmp_path: Path) -> AsyncIterator[Harness]:
 def worker_pids(data_dir: Path, job_id: str) -> list[int]:
     path = data_dir / "jobs" / job_id / "workers.json"
     return [p["pid"] for pod in json.loads(path.read_text()) for p in pod["processes"]] if path.exists() else []
-
-
-def running(pid: int) -> bool:
-    try:
-        stat = Path(f"/proc/{pid}/stat").read_text()
-    except OSError:
-        return False
-    return stat[stat.rfind(")") + 2] != "Z"
 
 
 async def running_job(h: Harness, **fields: Any) -> jobs_pb2.Job:
@@ -188,7 +181,7 @@ async def test_a_settled_job_gets_its_hook_message_then_succeeds_and_leaves_noth
     assert status.hook.http_status == 200 and status.HasField("end_time")
 
     async def cleaned_up() -> None:
-        assert not [pid for pid in pids if running(pid)]
+        assert not [pid for pid in pids if alive(pid)]
         try:
             await queue.depth()
         except QueueNotFound:
@@ -209,7 +202,7 @@ async def test_stopping_a_job_stops_its_workers_and_a_second_stop_is_a_conflict(
         await harness.jobs.StopJob(jobs_pb2.JobRef(job_id=job.job_id))
 
     async def no_worker_left() -> None:
-        assert not [pid for pid in pids if running(pid)]
+        assert not [pid for pid in pids if alive(pid)]
 
     await assert_eventually(no_worker_left)
 
@@ -297,13 +290,8 @@ async def test_watch_streams_changes_until_the_final_status(harness: Harness) ->
 async def test_a_crash_looping_worker_uses_up_the_restart_budget_and_the_job_ends_worker_error(
     harness: Harness,
 ) -> None:
-    crashing = [sys.executable, "-c", "import sys; sys.exit(3)"]
-    api = jobs_pb2.ApiSpec(name="crash", containers=[jobs_pb2.Container(name="api", command=crashing)])
-    await harness.jobs.DeployApi(jobs_pb2.DeployApiRequest(api=api))
-    submission = jobs_pb2.JobSubmission(api_name="crash", workers=1)
-    submission.item_list.items.append(b"1")
-    submission.item_list.batch_size = 1
-    job = await harness.jobs.SubmitJob(jobs_pb2.SubmitJobRequest(submission=submission))
+    await harness.deploy("crash", [sys.executable, "-c", "import sys; sys.exit(3)"])
+    job = await harness.submit(items=1, workers=1, api_name="crash")
 
     async def worker_error() -> jobs_pb2.Job:
         status = await harness.status(job.job_id)
@@ -318,17 +306,9 @@ async def test_a_crash_looping_worker_uses_up_the_restart_budget_and_the_job_end
 
 async def test_a_scheduler_that_shuts_down_stops_its_workers_and_starts_none_meanwhile(harness: Harness) -> None:
     # Workers that ignore SIGTERM: stopping them takes the whole grace (2 s), over several supervision rounds
-    stubborn = [
-        sys.executable,
-        "-c",
-        "import signal, time; signal.signal(signal.SIGTERM, signal.SIG_IGN); time.sleep(300)",
-    ]
-    api = jobs_pb2.ApiSpec(name="stubborn", containers=[jobs_pb2.Container(name="api", command=stubborn)])
-    await harness.jobs.DeployApi(jobs_pb2.DeployApiRequest(api=api))
-    submission = jobs_pb2.JobSubmission(api_name="stubborn", workers=2)
-    submission.item_list.items.append(b"1")
-    submission.item_list.batch_size = 1
-    job = await harness.jobs.SubmitJob(jobs_pb2.SubmitJobRequest(submission=submission))
+    stubborn = "import signal, time; signal.signal(signal.SIGTERM, signal.SIG_IGN); time.sleep(300)"
+    await harness.deploy("stubborn", [sys.executable, "-c", stubborn])
+    job = await harness.submit(items=1, workers=2, api_name="stubborn")
 
     async def workers_started() -> None:
         assert len(worker_pids(harness.config.data_dir, job.job_id)) == 4
@@ -340,5 +320,5 @@ async def test_a_scheduler_that_shuts_down_stops_its_workers_and_starts_none_mea
 
     pids = worker_pids(harness.config.data_dir, job.job_id)
     assert len(pids) == 4, "no worker was started while the others were being stopped"
-    assert not [pid for pid in pids if running(pid)]
+    assert not [pid for pid in pids if alive(pid)]
     await harness.start_scheduler()  # for the fixture, which stops it
