@@ -18,7 +18,7 @@ from services.scheduler.logs import job_logs
 from services.scheduler.metrics import WORKER_RESTARTS, jobs_by_status
 from services.scheduler.queue_calls import QueueCallsSender
 from services.scheduler.store import JobStore
-from services.scheduler.validation import check_limits, validate_submission
+from services.scheduler.validation import check_limits, check_room, validate_submission
 from services.scheduler.views import (
     batch_timeout_s,
     failed_batch,
@@ -31,7 +31,7 @@ from services.scheduler.views import (
 from thresher.aiotasks import create_guarded_task
 from thresher.auth import ANONYMOUS, Caller
 from thresher.config import Config
-from thresher.errors import InvalidRequest, LimitExceeded, NotFound, ThresherError, Unavailable, WrongState
+from thresher.errors import InvalidRequest, NotFound, ThresherError, Unavailable, WrongState
 from thresher.ids import new_job_id
 from thresher.queue import KIND_JOB_COMPLETE, Batch, QueueBackend
 from thresher.rpc import Client, retry_unavailable
@@ -95,7 +95,7 @@ class JobManager:
         if submission.sqs_dead_letter_queue.arn:
             await self._queues.check_dead_letter_queue(submission.sqs_dead_letter_queue.arn)
         async with self._admissions[submission.api_name]:  # no other submission between the count and the insert
-            await self._check_room(submission.api_name)
+            check_room(submission.api_name, await self._store.count_in_progress(submission.api_name), self._config)
             job = jobs.new_job(new_job_id(), submission, time.time(), owner=caller.name)
             await self._store.put_submission(job.job_id, submission)  # first: a stored job has its submission
             await self._store.put_job(job)
@@ -165,7 +165,7 @@ class JobManager:
     # --- start-up and the supervision loop -----------------------------------------------
 
     async def recover(self) -> None:
-        """After a (re)start: pick every unfinished job up where it was."""
+        """After a (re)start: pick every unfinished job up where it was, then supervise them all."""
         for job in await self._store.list_jobs(limit=1_000_000, unfinished_only=True):
             if job.status.is_final:
                 self._clean_up(job)
@@ -173,14 +173,11 @@ class JobManager:
             self._launch(job.job_id)  # queue and workers again where missing; enqueuing resumes if unfinished
             if job.settled:
                 await self._send_job_complete(job)
-
-    def start_supervising(self) -> None:
-        self._supervisor = create_guarded_task(self.supervise(), "supervise jobs")
+        self._supervisor = create_guarded_task(self._supervise(), "supervise jobs")
 
     async def shutdown(self) -> None:
-        """Stop launching and supervising; where the runtime wants it, stop the workers of unfinished jobs
-        (recover() restarts them)."""
-        # First, and waited for: supervision would replace the workers being stopped below.
+        """Stop launching and supervising (first, and waited for: supervision would replace the workers stopped
+        here); where the runtime wants it, stop the workers of unfinished jobs (recover() restarts them)."""
         tasks = [*self._launches.values(), *([self._supervisor] if self._supervisor else [])]
         for task in tasks:
             task.cancel()
@@ -191,7 +188,7 @@ class JobManager:
             await asyncio.gather(*(self._runtime.stop_workers(j.job_id, grace_s) for j in unfinished))
         await self._runtime.close()
 
-    async def supervise(self) -> None:
+    async def _supervise(self) -> None:
         while True:
             await asyncio.sleep(SUPERVISE_INTERVAL_S)
             for job in await self._store.list_jobs(limit=1_000_000, unfinished_only=True):
@@ -382,14 +379,6 @@ class JobManager:
             raise NotFound(f"unable to find job {job_id} of API {api_name}")
         access.check_job(caller, job_id, job.owner, change)
         return job
-
-    async def _check_room(self, api_name: str) -> None:
-        limit = self._config.limits.max_jobs_in_progress_per_api
-        if await self._store.count_in_progress(api_name) >= limit:
-            raise LimitExceeded(
-                f"{api_name} has {limit} jobs in progress, the most allowed (limits.max_jobs_in_progress_per_api);"
-                " submit again once one has ended"
-            )
 
     async def _progress(self, job: JobRecord) -> monitor_pb2.JobProgress | None:
         request = jobs_pb2.JobRef(api_name=job.api_name, job_id=job.job_id)

@@ -143,5 +143,4 @@ async def create_server(config: Config, address: str) -> tuple[grpc.aio.Server, 
         config.tls,
     )
     await manager.recover()
-    manager.start_supervising()
     return server, port, manager

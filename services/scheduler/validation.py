@@ -8,7 +8,7 @@ from __future__ import annotations
 import json
 
 from thresher.config import Config
-from thresher.errors import InvalidRequest
+from thresher.errors import InvalidRequest, LimitExceeded
 from thresher.queue.sqs_messages import MAX_MESSAGE_BYTES as SQS_MAX_MESSAGE_BYTES
 from thresher.store.select import FileQuery
 from thresher.v1 import jobs_pb2
@@ -66,6 +66,16 @@ def check_limits(submission: jobs_pb2.JobSubmission, config: Config) -> None:
     max_batch_bytes = MAX_BATCH_BYTES.get(config.queue.backend)
     if max_batch_bytes is not None and submission.HasField("item_list"):
         _check_batch_bytes(submission.item_list, max_batch_bytes)
+
+
+def check_room(api_name: str, in_progress: int, config: Config) -> None:
+    """A new job of `api_name` fits beside its `in_progress` ones (limits.max_jobs_in_progress_per_api)."""
+    limit = config.limits.max_jobs_in_progress_per_api
+    if in_progress >= limit:
+        raise LimitExceeded(
+            f"{api_name} has {limit} jobs in progress, the most allowed (limits.max_jobs_in_progress_per_api);"
+            " submit again once one has ended"
+        )
 
 
 def _check_batch_bytes(item_list: jobs_pb2.ItemList, limit: int) -> None:
