@@ -14,7 +14,11 @@ from thresher.queue import Batch
 log = logging.getLogger(__name__)
 
 HOST = "127.0.0.1"  # the worker runs beside the dequeuer (same pod or machine)
-READINESS_INTERVAL_S = 0.02  # a refused connect costs next to nothing; every worker start waits for this poll
+# How often a starting worker is probed. Every start waits for the next probe, and a refused connect costs next to
+# nothing: often at first, then less for a slow start (a model loading), where 0.1 s more is nothing.
+READINESS_INTERVAL_S = 0.005
+READINESS_SLOW_AFTER_S = 1.0
+READINESS_SLOW_INTERVAL_S = 0.1
 READINESS_PROBE_TIMEOUT_S = 1.0  # one probe; the overall limit is readiness_timeout_s
 ERROR_BODY_BYTES = 500  # how much of a failed answer goes into the batch's error
 
@@ -48,11 +52,12 @@ class WorkerClient:
 
     async def wait_ready(self, readiness_path: str | None, timeout_s: float) -> bool:
         """Poll until the worker is ready (HTTP 2xx on `readiness_path`, else a TCP connect); False at the deadline."""
-        deadline = time.monotonic() + timeout_s
-        while time.monotonic() < deadline:
+        started = time.monotonic()
+        while (waited_s := time.monotonic() - started) < timeout_s:
             if await (self._http_ready(readiness_path) if readiness_path else self._tcp_ready()):
                 return True
-            await asyncio.sleep(READINESS_INTERVAL_S)
+            slow = waited_s >= READINESS_SLOW_AFTER_S
+            await asyncio.sleep(READINESS_SLOW_INTERVAL_S if slow else READINESS_INTERVAL_S)
         return False
 
     async def _http_ready(self, path: str) -> bool:
