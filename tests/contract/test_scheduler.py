@@ -322,3 +322,19 @@ async def test_a_scheduler_that_shuts_down_stops_its_workers_and_starts_none_mea
     assert len(pids) == 4, "no worker was started while the others were being stopped"
     assert not [pid for pid in pids if alive(pid)]
     await harness.start_scheduler()  # for the fixture, which stops it
+
+
+async def test_a_worker_command_that_cannot_start_fails_the_job_and_signals_nothing_else(harness: Harness) -> None:
+    # The scheduler runs in this process: a signal meant for a pod that never started must not reach its group
+    await harness.deploy("missing", ["/nonexistent/worker-binary"])
+    job = await harness.submit(items=1, workers=1, api_name="missing")
+
+    async def worker_error() -> jobs_pb2.Job:
+        status = await harness.status(job.job_id)
+        assert status.status == jobs_pb2.JOB_STATUS_WORKER_ERROR
+        return status
+
+    status = await assert_eventually(worker_error, timeout_s=20)
+    assert "cannot start api (/nonexistent/worker-binary)" in status.status_reason
+    await harness.stop_scheduler()  # stops the workers of every job, the never-started ones included
+    await harness.start_scheduler()  # for the fixture; this process is still here to do it

@@ -78,8 +78,16 @@ class LocalRuntime(Runtime):
         await self.update_job_spec(launch.job_id, launch.job_spec)
         pods = self._load(launch.job_id)  # the ended ones stay: they are the job's history
         running = [p for p in pods if not self._state(p).ended]
+        started = []
         for _ in range(count - len(running)):
-            pods.append(self._start_pod(launch, f"{launch.job_id}-w{len(pods)}"))
+            port = free_port()
+            pods.append(self._start_containers(launch, f"{launch.job_id}-w{len(pods)}", port))
+            started.append((pods[-1], port))
+        # The dequeuers once every worker process is on its way: they start in milliseconds, the workers take the
+        # time, and the sooner they all start, the closer together they become ready.
+        for pod, port in started:
+            if not pod.failure:
+                self._start_dequeuer(launch, pod, port)
         self._save(launch.job_id, pods)
 
     async def update_job_spec(self, job_id: str, job_spec: dict[str, Any]) -> None:
@@ -166,9 +174,8 @@ class LocalRuntime(Runtime):
         while any(self._running(p) for p in pods):
             await asyncio.sleep(_STOP_POLL_S)
 
-    def _start_pod(self, launch: WorkerLaunch, worker_id: str) -> _Pod:
+    def _start_containers(self, launch: WorkerLaunch, worker_id: str, port: int) -> _Pod:
         job_dir = self.job_dir(launch.job_id)
-        port = free_port()
         processes: list[_Process] = []
         pgid = 0
         for container in launch.api.containers:
@@ -183,15 +190,17 @@ class LocalRuntime(Runtime):
                 return _Pod(worker_id, pgid, processes, failure=f"cannot start {container.name} ({argv[0]}): {e}")
             pgid = pgid or proc.pid
             processes.append(_Process(container.name, proc.pid, _start_ticks(proc.pid)))
-        try:
-            dequeuer = self._dequeuers.spawn(
-                dequeuer_args(launch, worker_id, port), job_dir / f"{worker_id}.dequeuer.log", pgid
-            )
-        except OSError as e:
-            _signal_group(pgid, signal.SIGKILL)
-            return _Pod(worker_id, pgid, processes, failure=f"cannot start the dequeuer: {e}")
-        processes.append(_Process("dequeuer", dequeuer, _start_ticks(dequeuer)))
         return _Pod(worker_id, pgid, processes)
+
+    def _start_dequeuer(self, launch: WorkerLaunch, pod: _Pod, port: int) -> None:
+        log_path = self.job_dir(launch.job_id) / f"{pod.worker_id}.dequeuer.log"
+        try:
+            pid = self._dequeuers.spawn(dequeuer_args(launch, pod.worker_id, port), log_path, pod.pgid)
+        except OSError as e:
+            _signal_group(pod.pgid, signal.SIGKILL)
+            pod.failure = f"cannot start the dequeuer: {e}"
+            return
+        pod.processes.append(_Process("dequeuer", pid, _start_ticks(pid)))
 
     def _spawn(
         self, argv: list[str], env: dict[str, str], cwd: str | None, log_path: Path, pgid: int
@@ -283,6 +292,8 @@ def _start_ticks(pid: int) -> int:
 
 
 def _signal_group(pgid: int, sig: signal.Signals) -> None:
+    if pgid <= 0:  # a pod whose first process never started has no group; killpg(0) would signal our own
+        return
     try:
         os.killpg(pgid, sig)
     except ProcessLookupError:
