@@ -67,6 +67,14 @@ class Settings:
 
 def parse_args(argv: Sequence[str] | None, config: Config) -> Settings:
     """Read the command line; a bad value exits with status 2 and a message saying which."""
+    args = _PARSER.parse_args(argv)
+    for name, value in (("job-id", args.job_id), ("worker-id", args.worker_id), ("queue", args.queue_name)):
+        if not value.strip():
+            _PARSER.error(f"--{name} must not be empty")
+    return Settings.create(config, **vars(args))
+
+
+def _parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="python -m services.dequeuer", description="Thresher's worker sidecar.")
     parser.add_argument("--job-id", required=True)
     parser.add_argument("--api-name", required=True)
@@ -77,11 +85,7 @@ def parse_args(argv: Sequence[str] | None, config: Config) -> Settings:
     parser.add_argument("--batch-timeout-s", type=_positive(float), help="default: dequeuer.batch_timeout_s")
     parser.add_argument("--max-receive-count", type=_positive(int), help="default: queue.max_receive_count")
     parser.add_argument("--grace-s", type=_non_negative, default=DEFAULT_GRACE_S, help="after SIGTERM (default 20)")
-    args = parser.parse_args(argv)
-    for name, value in (("job-id", args.job_id), ("worker-id", args.worker_id), ("queue", args.queue_name)):
-        if not value.strip():
-            parser.error(f"--{name} must not be empty")
-    return Settings.create(config, **vars(args))
+    return parser
 
 
 def _port(text: str) -> int:
@@ -113,3 +117,8 @@ def _non_negative(text: str) -> float:
     if value < 0:
         raise argparse.ArgumentTypeError(f"{text} must not be negative")
     return value
+
+
+# Built once, on import: a forked dequeuer (services/dequeuer/forkserver.py) finds it built; building it is a third
+# of what a forked dequeuer does before it looks at its worker (argparse looks up a translation for each message).
+_PARSER = _parser()
