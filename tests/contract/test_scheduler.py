@@ -109,6 +109,14 @@ class Harness:
     async def status(self, job_id: str) -> jobs_pb2.Job:
         return await self.jobs.GetJob(jobs_pb2.JobRef(job_id=job_id))
 
+    async def wait_for_status(self, job_id: str, status: int, timeout_s: float = 20.0) -> jobs_pb2.Job:
+        async def reached() -> jobs_pb2.Job:
+            job = await self.status(job_id)
+            assert job.status == status
+            return job
+
+        return await assert_eventually(reached, timeout_s=timeout_s)
+
 
 @pytest.fixture
 async def harness(tmp_path: Path) -> AsyncIterator[Harness]:
@@ -293,12 +301,7 @@ async def test_a_crash_looping_worker_uses_up_the_restart_budget_and_the_job_end
     await harness.deploy("crash", [sys.executable, "-c", "import sys; sys.exit(3)"])
     job = await harness.submit(items=1, workers=1, api_name="crash")
 
-    async def worker_error() -> jobs_pb2.Job:
-        status = await harness.status(job.job_id)
-        assert status.status == jobs_pb2.JOB_STATUS_WORKER_ERROR
-        return status
-
-    status = await assert_eventually(worker_error, timeout_s=20)
+    status = await harness.wait_for_status(job.job_id, jobs_pb2.JOB_STATUS_WORKER_ERROR)
     budget = harness.config.runtime.max_worker_restarts
     assert "api exited with code 3" in status.status_reason and f"budget {budget}" in status.status_reason
     assert status.worker_restarts == budget + 1
@@ -329,12 +332,7 @@ async def test_a_worker_command_that_cannot_start_fails_the_job_and_signals_noth
     await harness.deploy("missing", ["/nonexistent/worker-binary"])
     job = await harness.submit(items=1, workers=1, api_name="missing")
 
-    async def worker_error() -> jobs_pb2.Job:
-        status = await harness.status(job.job_id)
-        assert status.status == jobs_pb2.JOB_STATUS_WORKER_ERROR
-        return status
-
-    status = await assert_eventually(worker_error, timeout_s=20)
+    status = await harness.wait_for_status(job.job_id, jobs_pb2.JOB_STATUS_WORKER_ERROR)
     assert "cannot start api (/nonexistent/worker-binary)" in status.status_reason
     await harness.stop_scheduler()  # stops the workers of every job, the never-started ones included
     await harness.start_scheduler()  # for the fixture; this process is still here to do it
