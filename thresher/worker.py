@@ -24,15 +24,23 @@ import socket
 import socketserver
 import sys
 import threading
-from collections.abc import Callable, Iterator
-from contextlib import contextmanager
-from dataclasses import dataclass, field
-from http import HTTPStatus
-from typing import Any
+from contextlib import contextmanager  # imported by logging anyway
 
 from thresher import names
 from thresher.logs import batch_id_var, configure_logging, job_id_var, service_var
-from thresher.worker_http import BadRequest, Request, read_body, read_request
+from thresher.worker_http import REASONS, BadRequest, Request, read_body, read_request
+
+# A worker process starts on this module, so it imports no more than it runs: dataclasses, typing and http would
+# add a third to the time a worker takes to become ready. Type checkers see the names below (they treat any
+# TYPE_CHECKING as true); at run time they are only in annotations, which are not evaluated.
+TYPE_CHECKING = False
+if TYPE_CHECKING:
+    from collections.abc import Callable, Iterator
+    from typing import Any
+
+    JSON = dict[str, Any]
+    BatchHandler = Callable[[list[Any], "BatchContext"], None]
+    HookHandler = Callable[[JSON, "JobContext"], None]
 
 __all__ = ["BatchContext", "JobContext", "JobSpecFile", "WorkerServer", "job_spec", "make_server", "serve"]
 
@@ -42,8 +50,6 @@ DEFAULT_HOST = "127.0.0.1"  # the dequeuer runs beside the worker; nothing else 
 DEFAULT_PORT = 8080  # when $CORTEX_PORT is unset, as Cortex's default pod port
 READINESS_PATH = "/healthz"  # the route examples name in readiness_probe.http_get.path
 GRACE_S = 30.0  # on SIGTERM, batches in progress get this long to finish
-
-JSON = dict[str, Any]
 
 # Requests on a connection are read and answered one after another, so a client may pipeline them: the dequeuer then
 # sends the next batch before this one's answer, and it is read as soon as this one is answered.
@@ -59,29 +65,57 @@ _ATTEMPT = names.HEADER_ATTEMPT.lower()
 _IDEMPOTENCY_KEY = names.HEADER_IDEMPOTENCY_KEY.lower()
 
 
-@dataclass(frozen=True)
-class BatchContext:
+class _Record:
+    """Read-only fields, set in `__init__`, shown and compared by value: what a frozen dataclass gives."""
+
+    __slots__: tuple[str, ...] = ()
+
+    def _set(self, **fields: Any) -> None:
+        for name, value in fields.items():
+            object.__setattr__(self, name, value)
+
+    def __setattr__(self, name: str, value: Any) -> None:
+        raise AttributeError(f"{type(self).__name__} is read-only")
+
+    def __repr__(self) -> str:
+        fields = ", ".join(f"{name}={getattr(self, name)!r}" for name in self.__slots__)
+        return f"{type(self).__name__}({fields})"
+
+    def __eq__(self, other: object) -> bool:
+        return type(other) is type(self) and all(getattr(self, n) == getattr(other, n) for n in self.__slots__)
+
+    __hash__ = None  # type: ignore[assignment]  # its config and spec are dicts
+
+
+class BatchContext(_Record):
     """What a worker knows about the batch it is handling."""
 
+    __slots__ = ("job_id", "batch_id", "attempt", "config", "spec")
     job_id: str
     batch_id: str
     attempt: int  # 1 on the first delivery of this batch
-    config: JSON = field(default_factory=dict)  # the job's `config` object
-    spec: JSON = field(default_factory=dict)  # the whole job spec (job_id, api_name, total_batch_count, ...)
+    config: JSON  # the job's `config` object
+    spec: JSON  # the whole job spec (job_id, api_name, total_batch_count, ...)
+
+    def __init__(
+        self, job_id: str, batch_id: str, attempt: int, config: JSON | None = None, spec: JSON | None = None
+    ) -> None:
+        self._set(job_id=job_id, batch_id=batch_id, attempt=attempt, config=_dict(config), spec=_dict(spec))
 
 
-@dataclass(frozen=True)
-class JobContext:
+class JobContext(_Record):
     """What a worker knows about the job in the completion hook."""
 
+    __slots__ = ("job_id", "config", "spec", "idempotency_key")
     job_id: str
-    config: JSON = field(default_factory=dict)
-    spec: JSON = field(default_factory=dict)
-    idempotency_key: str = ""  # the same on every try of the hook: lets a worker ignore a repeat
+    config: JSON
+    spec: JSON
+    idempotency_key: str  # the same on every try of the hook: lets a worker ignore a repeat
 
-
-BatchHandler = Callable[[list[Any], BatchContext], None]
-HookHandler = Callable[[JSON, JobContext], None]
+    def __init__(
+        self, job_id: str, config: JSON | None = None, spec: JSON | None = None, idempotency_key: str = ""
+    ) -> None:
+        self._set(job_id=job_id, config=_dict(config), spec=_dict(spec), idempotency_key=idempotency_key)
 
 
 class JobSpecFile:
@@ -116,11 +150,11 @@ def job_spec() -> JSON:
     return JobSpecFile(os.environ.get(names.ENV_JOB_SPEC)).read()
 
 
-@dataclass
 class _App:
-    handle_batch: BatchHandler
-    on_job_complete: HookHandler | None
-    spec_file: JobSpecFile
+    def __init__(self, handle_batch: BatchHandler, on_job_complete: HookHandler | None, spec_file: JobSpecFile) -> None:
+        self.handle_batch = handle_batch
+        self.on_job_complete = on_job_complete
+        self.spec_file = spec_file
 
 
 class WorkerServer(socketserver.ThreadingTCPServer):
@@ -346,7 +380,7 @@ class _Handler(socketserver.StreamRequestHandler):
     def _reply(self, status: int, payload: JSON, close: bool = False) -> None:
         """Answer in one write: one packet, and one wake-up of the dequeuer waiting for it."""
         data = _OK_BODY if payload is _OK else json.dumps(payload).encode()
-        head = f"HTTP/1.1 {status} {HTTPStatus(status).phrase}\r\nContent-Type: application/json\r\n"
+        head = f"HTTP/1.1 {status} {REASONS.get(status, '')}\r\nContent-Type: application/json\r\n"
         head += f"Content-Length: {len(data)}\r\n{_PIPELINING}"
         self.open = self.keep_alive and not (close or self.server.stopping)
         if not self.open:
@@ -370,6 +404,10 @@ def _int(value: str | None, default: int) -> int:
         return int(value) if value is not None else default
     except ValueError:
         return default
+
+
+def _dict(value: JSON | None) -> JSON:
+    return {} if value is None else value
 
 
 def _config(spec: JSON) -> JSON:

@@ -126,6 +126,29 @@ def test_a_body_that_is_not_a_json_array_is_refused(
     assert recorder.batches == []
 
 
+def test_contexts_are_read_only_and_compare_by_value() -> None:
+    ctx = BatchContext(job_id="j", batch_id="j-000001", attempt=1)
+
+    with pytest.raises(AttributeError, match="read-only"):
+        ctx.attempt = 2  # type: ignore[misc]
+    assert ctx == BatchContext("j", "j-000001", 1, config={}, spec={})
+    assert ctx != BatchContext("j", "j-000001", 2)
+    assert repr(ctx) == "BatchContext(job_id='j', batch_id='j-000001', attempt=1, config={}, spec={})"
+    # Each context has its own dicts: a handler writing in one does not change another's.
+    ctx.config["seen"] = True
+    assert BatchContext("j", "j-000002", 1).config == {}
+    assert JobContext("j").idempotency_key == "" and JobContext("j").spec == {}
+
+
+def test_the_helper_imports_only_what_a_worker_runs() -> None:
+    """A worker starts on this import: dataclasses, typing, http and pathlib would add a third to its start."""
+    code = "import sys, thresher.worker; print(' '.join(sorted(sys.modules)))"
+    loaded = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout.split()
+
+    assert {"thresher.worker", "socketserver", "logging"} <= set(loaded)
+    assert not {"dataclasses", "typing", "http", "pathlib", "inspect", "asyncio"} & set(loaded)
+
+
 def test_the_hook_gets_the_summary_and_the_job_context(server: WorkerServer, recorder: Recorder) -> None:
     summary = {"total_batch_count": 3, "batches": {"succeeded": 3}}
 
