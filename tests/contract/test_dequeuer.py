@@ -42,13 +42,17 @@ class FakeMonitor(monitor_pb2_grpc.MonitorServicer):
 
     def __init__(self, ack: bool = True) -> None:
         self.ack = ack
+        self.acks_open = asyncio.Event()  # cleared: acks wait until it is set again
+        self.acks_open.set()
         self.reports: list[monitor_pb2.Report] = []
+        self.message_sizes: list[int] = []  # reports per stream message, as they came
         self.failed: dict[str, set[int]] = {}
 
     async def Report(
         self, request_iterator: AsyncIterator[monitor_pb2.Reports], context: grpc.aio.ServicerContext
     ) -> AsyncIterator[monitor_pb2.ReportAcks]:
         async for message in request_iterator:
+            self.message_sizes.append(len(message.reports))
             acks = monitor_pb2.ReportAcks()
             for report in message.reports:
                 self.reports.append(report)
@@ -58,6 +62,7 @@ class FakeMonitor(monitor_pb2_grpc.MonitorServicer):
                     failed.add(report.batch.attempt)
                     dead_letter = len(failed) >= report.batch.max_attempts
                 acks.acks.add(seq=report.seq, dead_letter=dead_letter)
+            await self.acks_open.wait()
             if self.ack:
                 yield acks
 
@@ -500,9 +505,11 @@ async def test_unacked_reports_are_resent_after_a_monitor_restart_and_nothing_is
     try:
         await h.send("b0", "b1", "b2")
         h.start_dequeuer()
-        # When every batch has succeeded, their reports are unacked: the batches stay held on the queue
-        await assert_eventually(until(lambda: len(h.monitor.batch_reports(Result.BATCH_RESULT_SUCCEEDED)) == 3))
-        [first, *_] = [r for r in h.monitor.reports if r.batch.result == Result.BATCH_RESULT_SUCCEEDED]
+        # When every batch has succeeded, their reports are unacked: the batches stay held on the queue (only the
+        # first message reached the monitor: the reporter sends the next once the one before is acked)
+        await assert_eventually(until(lambda: all(h.worker.batch_calls(b) for b in ("b0", "b1", "b2"))))
+        await assert_eventually(until(lambda: h.monitor.reports))
+        first = h.monitor.reports[0]
         await asyncio.sleep(3 * VISIBILITY_S)  # long enough for them to come back, were they not kept invisible
         assert await h.depth() == Depth(visible=0, in_flight=3, dead=0)
         # When the monitor restarts, acking this time
@@ -517,6 +524,33 @@ async def test_unacked_reports_are_resent_after_a_monitor_restart_and_nothing_is
             assert len(h.worker.batch_calls(batch_id)) == 1
     finally:
         await h.close()
+
+
+async def test_reports_queued_while_the_monitor_has_not_acked_go_together_in_the_next_message() -> None:
+    monitor = FakeMonitor()
+    monitor.acks_open.clear()
+    server, port = await start_monitor(monitor)
+    reporter = Reporter(f"127.0.0.1:{port}", JOB_ID, "w-1")
+    reporter.start()
+    try:
+        # Given a first report, sent at once (the stream is idle), that the monitor has not acked yet
+        first = reporter.send(_succeeded("b0"))
+        await assert_eventually(until(lambda: monitor.message_sizes == [1]))
+        # When five more are queued meanwhile, they wait for that ack
+        rest = [reporter.send(_succeeded(f"b{i}")) for i in range(1, 6)]
+        await asyncio.sleep(0.1)
+        assert monitor.message_sizes == [1]
+        # Then, once it comes, they go in one message, and every report is acked
+        monitor.acks_open.set()
+        await asyncio.wait_for(asyncio.gather(first, *rest), 10)
+        assert monitor.message_sizes == [1, 5]
+    finally:
+        await reporter.close()
+        await server.stop(0)
+
+
+def _succeeded(batch_id: str) -> monitor_pb2.BatchReport:
+    return monitor_pb2.BatchReport(batch_id=batch_id, attempt=1, result=Result.BATCH_RESULT_SUCCEEDED)
 
 
 async def _depth_is(h: Harness, expected: Depth) -> None:
