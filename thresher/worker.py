@@ -50,6 +50,9 @@ DEFAULT_HOST = "127.0.0.1"  # the dequeuer runs beside the worker; nothing else 
 DEFAULT_PORT = 8080  # when $CORTEX_PORT is unset, as Cortex's default pod port
 READINESS_PATH = "/healthz"  # the route examples name in readiness_probe.http_get.path
 GRACE_S = 30.0  # on SIGTERM, batches in progress get this long to finish
+# How often serve_forever looks for a shutdown request: socketserver's 0.5 s made every stopping worker, even an idle
+# one, take half a second to exit (scale to zero, drains).
+SHUTDOWN_POLL_S = 0.02
 
 # Requests on a connection are read and answered one after another, so a client may pipeline them: the dequeuer then
 # sends the next batch before this one's answer, and it is read as soon as this one is answered.
@@ -174,6 +177,9 @@ class WorkerServer(socketserver.ThreadingTCPServer):
     @property
     def port(self) -> int:
         return int(self.server_address[1])
+
+    def serve_forever(self, poll_interval: float = SHUTDOWN_POLL_S) -> None:
+        super().serve_forever(poll_interval)
 
     @contextmanager
     def request_in_progress(self) -> Iterator[None]:

@@ -317,7 +317,7 @@ class Dequeuer:
         if outcome.ok:
             self._successes.add(delivery, outcome)
             log.debug("batch %s succeeded (attempt %d, %.3f s)", delivery.batch.batch_id, attempt, outcome.duration_s)
-        elif outcome.unreachable and not await self._worker.alive(after_s=WORKER_EXIT_S):
+        elif outcome.unreachable and not await self._worker.alive(within_s=WORKER_EXIT_S):
             # Not the batch's fault: it goes back at once and keeps its attempts.
             await self._reporter.record(batch_report(delivery, Result.BATCH_RESULT_RELEASED, outcome))
             self._holdings.drop([delivery])

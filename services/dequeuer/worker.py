@@ -22,6 +22,7 @@ READINESS_INTERVAL_S = 0.005
 READINESS_SLOW_AFTER_S = 1.0
 READINESS_SLOW_INTERVAL_S = 0.1
 READINESS_PROBE_TIMEOUT_S = 1.0  # one probe; the overall limit is readiness_timeout_s
+EXIT_POLL_INTERVAL_S = 0.01  # how often a worker that broke a connection is checked for a closed port
 ERROR_BODY_BYTES = 500  # how much of a failed answer goes into the batch's error
 
 
@@ -130,10 +131,15 @@ class WorkerClient:
             call.error, call.unreachable = f"worker not reachable for POST {path}: {type(e).__name__}: {e}", True
         return call
 
-    async def alive(self, after_s: float = 0.0) -> bool:
-        """The worker still accepts connections on its port `after_s` from now (after a broken connection: a worker
-        that died mid-batch may take a moment to close its port)."""
-        await asyncio.sleep(after_s)
+    async def alive(self, within_s: float = 0.0) -> bool:
+        """The worker still accepts connections on its port. After a broken connection, a worker that died mid-batch
+        may take a moment to close its port: a refused connect within `within_s` says at once that it is gone, and
+        only at the end is a worker still listening judged alive (one full connect)."""
+        deadline = time.monotonic() + within_s
+        while time.monotonic() < deadline:
+            if self._refused_at_once():
+                return False
+            await asyncio.sleep(EXIT_POLL_INTERVAL_S)
         return await self._tcp_ready()
 
 

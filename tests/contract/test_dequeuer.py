@@ -101,11 +101,13 @@ class Call:
 
 @dataclass
 class FakeWorker:
-    """A worker HTTP server: records calls; answers chosen batches with an error; sleeps on chosen batches."""
+    """A worker HTTP server: records calls; answers chosen batches with an error; sleeps on chosen batches; cuts the
+    connection of chosen batches without an answer."""
 
     ready: bool = True
     fail: dict[str, int] = field(default_factory=dict)  # batch id -> HTTP status to answer
     sleep_s: dict[str, float] = field(default_factory=dict)  # batch id -> seconds to take
+    cut: dict[str, int] = field(default_factory=dict)  # batch id -> how many of its calls to cut
     hook_status: int = 200
     hook_failures: int = 0  # answer 500 to this many hook calls first
     calls: list[Call] = field(default_factory=list)
@@ -141,6 +143,10 @@ class FakeWorker:
     async def _batch(self, request: web.Request) -> web.Response:
         batch_id = request.headers[names.HEADER_BATCH_ID]
         self.calls.append(Call("/", dict(request.headers), await request.read()))
+        if self.cut.get(batch_id, 0) > 0 and request.transport is not None:
+            self.cut[batch_id] -= 1
+            request.transport.abort()  # a reset, as a worker's crashed request thread leaves; the worker stays up
+            return web.Response()
         with contextlib.suppress(TimeoutError):
             await asyncio.wait_for(self._closing.wait(), self.sleep_s.get(batch_id, 0))
         self.finished.append(batch_id)
@@ -312,6 +318,18 @@ async def test_failing_batch_is_retried_then_dead_lettered_with_its_error(harnes
     assert {f.max_attempts for f in failures} == {3}
     assert failures[-1].error == dead.error
     assert harness.monitor.results("good") == [(Result.BATCH_RESULT_SUCCEEDED, 1)]
+
+
+async def test_a_cut_connection_from_a_worker_still_up_is_a_failed_attempt_not_a_lost_worker(harness: Harness) -> None:
+    # Given a worker that cuts the connection of one batch once, without an answer, and goes on listening
+    harness.worker.cut["cut"] = 1
+    await harness.send("cut")
+    # When the dequeuer runs
+    running = harness.start_dequeuer()
+    # Then that attempt failed, the batch was run again and succeeded, and the dequeuer goes on with its worker
+    await assert_eventually(all_done(harness))
+    assert harness.monitor.results("cut") == [(Result.BATCH_RESULT_FAILED, 1), (Result.BATCH_RESULT_SUCCEEDED, 2)]
+    assert not running.task.done()
 
 
 async def test_a_batch_that_outlasts_its_timeout_is_a_failed_attempt(harness: Harness) -> None:

@@ -29,7 +29,7 @@ class HelperWorker:
         self.stop_after: str | None = None
         self.server: WorkerServer = make_server(self.handle_batch, spec_path="")
         self.port = self.server.port
-        self._thread = threading.Thread(target=self.server.serve_forever, kwargs={"poll_interval": 0.05}, daemon=True)
+        self._thread = threading.Thread(target=self.server.serve_forever, daemon=True)
 
     def handle_batch(self, items: list[Any], ctx: BatchContext) -> None:
         started = time.monotonic()

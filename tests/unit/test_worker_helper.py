@@ -46,7 +46,7 @@ class Recorder:
 
 
 def start(server: WorkerServer) -> Iterator[WorkerServer]:
-    thread = threading.Thread(target=server.serve_forever, kwargs={"poll_interval": 0.05}, daemon=True)
+    thread = threading.Thread(target=server.serve_forever, daemon=True)
     thread.start()
     try:
         yield server
