@@ -32,12 +32,27 @@ _COMPACT = json.JSONEncoder(separators=(",", ":"), ensure_ascii=False, allow_nan
 
 def compact_json(value: Any, where: str) -> bytes:
     """The value as compact UTF-8 JSON, the form workers receive."""
-    if type(value) is int:  # the commonest item, ten times faster than through the encoder (bools are not ints here)
-        return b"%d" % value
     try:
-        return _COMPACT.encode(value).encode("utf-8")
+        return _compact(value)
     except ValueError as e:  # a number too large for a double, such as 1e400
         raise InvalidRequest(f"{where}: number out of range") from e
+
+
+def compact_json_items(items: list[Any], where: str) -> list[bytes]:
+    """Each item as compact JSON. The index of an item that cannot be is looked for only then: formatting `where`
+    for every item took half the time of a large submission."""
+    try:
+        return [_compact(item) for item in items]
+    except ValueError:
+        for i, item in enumerate(items):
+            compact_json(item, f"{where}[{i}]")
+        raise
+
+
+def _compact(value: Any) -> bytes:
+    if type(value) is int:  # the commonest item, ten times faster than through the encoder (bools are not ints here)
+        return b"%d" % value
+    return _COMPACT.encode(value).encode("utf-8")
 
 
 def parse_submission(api_name: str, body: Any) -> jobs_pb2.JobSubmission:
@@ -67,7 +82,7 @@ def _item_list(target: jobs_pb2.ItemList, value: dict[str, Any]) -> None:
     if (items := value.get("items")) is not None:
         if not isinstance(items, list):
             raise InvalidRequest("item_list: items: must be a list")
-        target.items.extend(compact_json(item, f"item_list: items[{i}]") for i, item in enumerate(items))
+        target.items.extend(compact_json_items(items, "item_list: items"))
     if (batch_size := value.get("batch_size")) is not None:
         target.batch_size = _int(batch_size, "item_list: batch_size", INT32_MAX)
 

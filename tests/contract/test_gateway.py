@@ -300,6 +300,12 @@ async def test_a_body_that_is_not_a_json_object_is_400_invalid(
     assert scheduler.calls("SubmitJob") == []
 
 
+async def test_an_item_out_of_range_is_400_naming_its_index(client: TestClient[Any, Any], scheduler: FakeJobs) -> None:
+    response = await client.post("/batch/my-api", data=b'{"item_list": {"items": [1, {"a": 2}, [1e400]]}}')
+    await assert_error(response, 400, "invalid", "item_list: items[2]: number out of range")
+    assert scheduler.calls("SubmitJob") == []
+
+
 async def test_a_body_over_the_limit_is_413_too_large(client: TestClient[Any, Any], scheduler: FakeJobs) -> None:
     head, tail = b'{"workers":1,"pad":"', b'"}'
     limit = Config().gateway.max_body_bytes
