@@ -89,6 +89,10 @@ class _Record:
 
     __hash__ = None  # type: ignore[assignment]  # its config and spec are dicts
 
+    def __reduce__(self) -> tuple[type, tuple[Any, ...]]:
+        # For pickle and copy (a handler may pass its context to a process pool): __init__ takes the fields in order.
+        return type(self), tuple(getattr(self, name) for name in self.__slots__)
+
 
 class BatchContext(_Record):
     """What a worker knows about the batch it is handling."""

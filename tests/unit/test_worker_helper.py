@@ -2,10 +2,12 @@
 
 from __future__ import annotations
 
+import copy
 import http.client
 import json
 import logging
 import os
+import pickle
 import signal
 import socket
 import struct
@@ -138,6 +140,10 @@ def test_contexts_are_read_only_and_compare_by_value() -> None:
     ctx.config["seen"] = True
     assert BatchContext("j", "j-000002", 1).config == {}
     assert JobContext("j").idempotency_key == "" and JobContext("j").spec == {}
+    # A handler may hand its context to a process pool
+    job = JobContext("j", config={"a": 1}, spec={"job_id": "j"}, idempotency_key="k")
+    assert pickle.loads(pickle.dumps(ctx)) == ctx and pickle.loads(pickle.dumps(job)) == job
+    assert copy.deepcopy(job) == job
 
 
 def test_the_helper_imports_only_what_a_worker_runs() -> None:
