@@ -26,6 +26,7 @@ from bench import procs
 from bench.results import Figure, Scenario, Target, median, percentile
 from bench.stack import API, BenchStack
 from thresher.cli import FINAL
+from thresher.config import Config
 
 BATCH_SIZE = 100
 WORKERS = 2
@@ -33,6 +34,7 @@ SAMPLE_S = 0.1
 TIMEOUT_S = 300.0
 SEND_CHUNK = 500  # as services/enqueuer/enqueue.py
 MAX_BODY_BYTES = 10 * 1024 * 1024  # the gateway's default limit
+CHUNK_MIB = Config().inputs.read_chunk_bytes / 2**20
 
 
 @dataclass
@@ -45,6 +47,7 @@ class JobSamples:
     peak_rss_mib: dict[str, float] = field(default_factory=dict)  # service (or "dequeuer") -> MiB
     final_status: str = ""
     body_bytes: int = 0  # of an inline item_list submission
+    file_bytes: int = 0  # of the delimited input file
 
     @property
     def enqueue_rate(self) -> float | None:
@@ -115,6 +118,15 @@ def run(stack: BenchStack, work_dir: Path, sizes: tuple[int, int]) -> Scenario:
         *(_job_line(samples[n]) for n in sizes),
         "Peak RSS is VmHWM, reset (clear_refs) before each job; the ratio column compares the big job with the "
         "small one: near 1× means memory does not grow with the job.",
+        *(
+            [
+                f"The enqueuer reads a delimited file in ranges of `inputs.read_chunk_bytes` ({CHUNK_MIB:g} MiB by "
+                "default, as Cortex), so a file smaller than one range is held whole while it is cut: the enqueuer's "
+                "peak follows the file's size up to the range's, not the job's length."
+            ]
+            if use_files
+            else []
+        ),
     ]
     return scenario
 
@@ -125,7 +137,8 @@ def _job_line(s: JobSamples) -> str:
     return (
         f"{s.items:,} items: enqueued in {enqueue_s}, final status `{s.final_status}` after {total_s}, "
         f"{len(s.status_latencies)} status queries"
-        + (f"; submission body {s.body_bytes / 2**20:.1f} MiB of the 10 MiB limit." if s.body_bytes else ".")
+        + (f"; submission body {s.body_bytes / 2**20:.1f} MiB of the 10 MiB limit." if s.body_bytes else "")
+        + (f"; input file {s.file_bytes / 2**20:.1f} MiB." if s.file_bytes else ".")
     )
 
 
@@ -137,6 +150,7 @@ def _one_job(stack: BenchStack, work_dir: Path, items: int, use_files: bool) -> 
     if use_files:
         path = work_dir / f"items-{items}.jsonl"
         _write_items(path, items)
+        samples.file_bytes = path.stat().st_size
         job = {"workers": WORKERS, "delimited_files": {"s3_paths": [str(path)], "batch_size": BATCH_SIZE}}
     else:
         job = {"workers": WORKERS, "item_list": {"items": list(range(items)), "batch_size": BATCH_SIZE}}
