@@ -45,6 +45,8 @@ PROGRESS_TIMEOUT_S = 2.0  # a status read does not wait longer than this for the
 RETRY_FOREVER_S = 365 * 24 * 3600.0
 SUBMISSIONS_CACHED = 64
 QUEUE_CALLS_RETRY_S = 10.0  # a count is best effort: how long it waits for the monitor, at most
+# How long a read of an ended job's dead letters waits for its clean-up (its workers draining), at most.
+FAILED_WAIT_S = 10.0
 
 
 class JobManager:
@@ -316,26 +318,28 @@ class JobManager:
         self._clean_up(job)
 
     def _clean_up(self, job: JobRecord) -> None:
-        if job.cleaned or (job.job_id in self._cleanups and not self._cleanups[job.job_id].done()):
-            return
-        self._cleanups[job.job_id] = create_guarded_task(self._run_cleanup(job.job_id), f"clean up {job.job_id}")
+        if not job.cleaned and job.job_id not in self._cleanups:
+            self._cleanups[job.job_id] = create_guarded_task(self._run_cleanup(job.job_id), f"clean up {job.job_id}")
 
     async def _run_cleanup(self, job_id: str) -> None:
-        # Workers first: a dequeuer drains its batch on SIGTERM; deleting the queue first would cut it off.
-        await self._runtime.stop_workers(job_id, self._config.runtime.stop_grace_s)
-        job = await self._store.get_job(job_id)
-        with contextlib.suppress(NotFound):  # deleted already, before a restart
-            await self._store.put_failed_batches(job_id, await self._dead_letters(job))
-        calls = self._queues.open(job.queue_name).calls  # delete() forgets them; this mapping keeps counting
-        await self._queues.delete(job.queue_name)
-        await self._queue_calls.send_own(job, calls, QUEUE_CALLS_RETRY_S)
-        progress = await self._progress(job)  # every process's calls are in: the workers have stopped
-        async with self._locks[job_id]:
+        try:
+            # Workers first: a dequeuer drains its batch on SIGTERM; deleting the queue first would cut it off.
+            await self._runtime.stop_workers(job_id, self._config.runtime.stop_grace_s)
             job = await self._store.get_job(job_id)
-            queue_calls = jobs_pb2.QueueCalls(calls=progress.queue_calls).SerializeToString() if progress else None
-            await self._store.put_job(dataclasses.replace(job, cleaned=True, queue_calls=queue_calls))
-        self._queue_calls.forget(job_id)
-        log.info("job %s: workers stopped, queue deleted", job_id, extra={"job_id": job_id})
+            with contextlib.suppress(NotFound):  # deleted already, before a restart
+                await self._store.put_failed_batches(job_id, await self._dead_letters(job))
+            calls = self._queues.open(job.queue_name).calls  # delete() forgets them; this mapping keeps counting
+            await self._queues.delete(job.queue_name)
+            await self._queue_calls.send_own(job, calls, QUEUE_CALLS_RETRY_S)
+            progress = await self._progress(job)  # every process's calls are in: the workers have stopped
+            async with self._locks[job_id]:
+                job = await self._store.get_job(job_id)
+                queue_calls = jobs_pb2.QueueCalls(calls=progress.queue_calls).SerializeToString() if progress else None
+                await self._store.put_job(dataclasses.replace(job, cleaned=True, queue_calls=queue_calls))
+            self._queue_calls.forget(job_id)
+            log.info("job %s: workers stopped, queue deleted", job_id, extra={"job_id": job_id})
+        finally:  # a long-lived scheduler ends many jobs: it keeps no task of theirs (the supervision tries again)
+            del self._cleanups[job_id]
 
     # --- reads ------------------------------------------------------------------------------
 
@@ -354,8 +358,13 @@ class JobManager:
     async def failed_batches(
         self, job_id: str, api_name: str = "", caller: Caller = ANONYMOUS
     ) -> list[jobs_pb2.FailedBatch]:
-        """A job's dead-lettered batches: from its queue while it has one, then from the store."""
+        """A job's dead-lettered batches: from its queue while it runs, then from the store. A job ends once every
+        batch is decided, maybe with a dead letter still on its way: an ended job's list waits for its clean-up, which
+        reads them after its workers have drained (FAILED_WAIT_S at most; then the queue's list so far)."""
         job = await self._job(job_id, api_name, caller)
+        if job.status.is_final and not job.cleaned and (cleanup := self._cleanups.get(job_id)) is not None:
+            await asyncio.wait([cleanup], timeout=FAILED_WAIT_S)
+            job = await self._store.get_job(job_id)
         if not job.cleaned:
             with contextlib.suppress(NotFound):
                 return await self._dead_letters(job)

@@ -32,6 +32,7 @@ from thresher.v1 import (
 
 pytestmark = pytest.mark.timeout(60)
 IDLE_WORKER = [sys.executable, "-c", "import time; time.sleep(300)"]
+STUBBORN_WORKER = "import signal, time; signal.signal(signal.SIGTERM, signal.SIG_IGN); time.sleep(300)"
 
 
 class FakeEnqueuer(enqueuer_pb2_grpc.EnqueuerServicer):
@@ -197,6 +198,27 @@ async def test_a_settled_job_gets_its_hook_message_then_succeeds_and_leaves_noth
         raise AssertionError("the queue still exists")
 
     await assert_eventually(cleaned_up)
+
+
+async def test_an_ended_jobs_dead_letters_include_one_moved_while_its_workers_drain(harness: Harness) -> None:
+    # Given a running job whose workers take their whole grace period to stop (they ignore SIGTERM)
+    await harness.deploy("stubborn", [sys.executable, "-c", STUBBORN_WORKER])
+    job = await harness.submit(api_name="stubborn")
+    await harness.wait_for_status(job.job_id, jobs_pb2.JOB_STATUS_RUNNING)
+    queue = open_queue_backend(harness.config).open(harness.enqueuer.requests[0].queue_name)
+    # When the monitor has decided every batch and the job ends, with one dead letter still on its way (a dequeuer
+    # moves it while draining, after the job's dead letters are first asked for)
+    summary = scheduler_pb2.JobSummary(total_batch_count=3, batches=jobs_pb2.BatchCounts(succeeded=2, dead_lettered=1))
+    await harness.internal.JobSettled(scheduler_pb2.JobSettledRequest(job_id=job.job_id, summary=summary))
+    outcome = jobs_pb2.HookOutcome(called=True, succeeded=True, http_status=200, attempts=1)
+    await harness.internal.HookFinished(scheduler_pb2.HookFinishedRequest(job_id=job.job_id, outcome=outcome))
+    listing = asyncio.create_task(harness.jobs.ListFailedBatches(jobs_pb2.JobRef(job_id=job.job_id)))
+    await asyncio.sleep(0.2)
+    [delivery, *_] = await queue.receive(1, wait_s=0)
+    await queue.dead_letter(delivery, "poison item")
+    # Then the list has it: it is read once the workers have drained
+    [failed] = (await asyncio.wait_for(listing, 20)).batches
+    assert (failed.batch_id, failed.error) == (delivery.batch.batch_id, "poison item")
 
 
 async def test_stopping_a_job_stops_its_workers_and_a_second_stop_is_a_conflict(harness: Harness) -> None:
