@@ -18,7 +18,7 @@ if TYPE_CHECKING:
 
     JSON = dict[str, Any]
 
-log = logging.getLogger("thresher.worker")
+log = logging.getLogger("thresher.worker")  # the helper's logger: one name for everything a worker logs
 
 
 class _Record:
