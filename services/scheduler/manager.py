@@ -7,7 +7,6 @@ import contextlib
 import dataclasses
 import logging
 import time
-from collections import defaultdict
 from collections.abc import AsyncIterator
 from typing import Any
 
@@ -33,6 +32,7 @@ from thresher.auth import ANONYMOUS, Caller
 from thresher.config import Config
 from thresher.errors import InvalidRequest, NotFound, ThresherError, Unavailable, WrongState
 from thresher.ids import new_job_id
+from thresher.keyed_locks import KeyedLocks
 from thresher.queue import KIND_JOB_COMPLETE, Batch, QueueBackend
 from thresher.rpc import Client, retry_unavailable
 from thresher.runtime import Runtime, WorkerLaunch, WorkerPhase
@@ -60,13 +60,13 @@ class JobManager:
         self._enqueuer = enqueuer
         self._monitor = monitor
         self._queue_calls = QueueCallsSender(queues, monitor)
-        self._locks: defaultdict[str, asyncio.Lock] = defaultdict(asyncio.Lock)  # one change at a time per job
+        self._locks = KeyedLocks()  # one change at a time per job
         self._launches: dict[str, asyncio.Task[Any]] = {}
         self._supervisor: asyncio.Task[None] | None = None
         self._cleanups: dict[str, asyncio.Task[Any]] = {}
         self._submissions: dict[str, jobs_pb2.JobSubmission] = {}  # insertion order: the oldest goes first
         self._crashes_counted: dict[str, int] = {}  # per job, the crashes already in WORKER_RESTARTS
-        self._admissions: defaultdict[str, asyncio.Lock] = defaultdict(asyncio.Lock)  # per API: count, then store
+        self._admissions = KeyedLocks()  # per API: count, then store
 
     # --- the public job service -------------------------------------------------------------
 
@@ -247,6 +247,9 @@ class JobManager:
                 job = await self._store.get_job(job_id)
                 if not job.status.is_final:
                     await self._finish(job, Status.ENQUEUE_FAILED, str(e))
+        finally:  # a long-lived scheduler launches many jobs: it keeps no task of theirs
+            if self._launches.get(job_id) is asyncio.current_task():
+                del self._launches[job_id]
 
     async def _start(self, job: JobRecord) -> None:
         """Create the queue and start the workers, without waiting for enqueuing (streaming start)."""
@@ -337,6 +340,7 @@ class JobManager:
                 queue_calls = jobs_pb2.QueueCalls(calls=progress.queue_calls).SerializeToString() if progress else None
                 await self._store.put_job(dataclasses.replace(job, cleaned=True, queue_calls=queue_calls))
             self._queue_calls.forget(job_id)
+            self._crashes_counted.pop(job_id, None)
             log.info("job %s: workers stopped, queue deleted", job_id, extra={"job_id": job_id})
         finally:  # a long-lived scheduler ends many jobs: it keeps no task of theirs (the supervision tries again)
             del self._cleanups[job_id]
