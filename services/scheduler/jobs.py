@@ -8,6 +8,7 @@ import time
 from dataclasses import dataclass
 
 from thresher.errors import WrongState
+from thresher.runtime import WorkerPhase, WorkerState
 from thresher.v1 import jobs_pb2
 
 
@@ -128,6 +129,15 @@ def retry_submission(
     retry.retry_of = job_id
     retry.workers = min(retry.workers, len(failed))
     return retry
+
+
+def out_of_restarts(crashes: list[WorkerState], budget: int) -> tuple[Status, str] | None:
+    """How a job ends whose workers crashed more often than its restart budget allows; None while within it."""
+    if len(crashes) <= budget:
+        return None
+    oom = any(w.phase is WorkerPhase.OOM_KILLED for w in crashes)
+    reason = f"workers crashed {len(crashes)} times (restart budget {budget}); last: {crashes[-1].reason}"
+    return (Status.WORKER_OOM if oom else Status.WORKER_ERROR), reason
 
 
 def timed_out(job: JobRecord, now: float) -> bool:

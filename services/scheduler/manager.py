@@ -14,7 +14,7 @@ from services.scheduler import access, jobs
 from services.scheduler.inputs import check_files_exist, dry_run_paths
 from services.scheduler.jobs import JobRecord, Status
 from services.scheduler.logs import job_logs
-from services.scheduler.metrics import WORKER_RESTARTS, jobs_by_status
+from services.scheduler.metrics import RestartCounter, jobs_by_status
 from services.scheduler.queue_calls import QueueCallsSender
 from services.scheduler.store import JobStore
 from services.scheduler.validation import check_limits, check_room, validate_submission
@@ -35,7 +35,7 @@ from thresher.ids import new_job_id
 from thresher.keyed_locks import KeyedLocks
 from thresher.queue import KIND_JOB_COMPLETE, Batch, QueueBackend
 from thresher.rpc import Client, retry_unavailable
-from thresher.runtime import Runtime, WorkerLaunch, WorkerPhase
+from thresher.runtime import Runtime, WorkerLaunch
 from thresher.v1 import enqueuer_pb2, jobs_pb2, monitor_pb2, scheduler_pb2
 
 log = logging.getLogger(__name__)
@@ -45,8 +45,7 @@ PROGRESS_TIMEOUT_S = 2.0  # a status read does not wait longer than this for the
 RETRY_FOREVER_S = 365 * 24 * 3600.0
 SUBMISSIONS_CACHED = 64
 QUEUE_CALLS_RETRY_S = 10.0  # a count is best effort: how long it waits for the monitor, at most
-# How long a read of an ended job's dead letters waits for its clean-up (its workers draining), at most.
-FAILED_WAIT_S = 10.0
+FAILED_WAIT_S = 10.0  # how long a read of an ended job's dead letters waits for its clean-up, at most
 
 
 class JobManager:
@@ -65,7 +64,7 @@ class JobManager:
         self._supervisor: asyncio.Task[None] | None = None
         self._cleanups: dict[str, asyncio.Task[Any]] = {}
         self._submissions: dict[str, jobs_pb2.JobSubmission] = {}  # insertion order: the oldest goes first
-        self._crashes_counted: dict[str, int] = {}  # per job, the crashes already in WORKER_RESTARTS
+        self._restarts = RestartCounter()
         self._admissions = KeyedLocks()  # per API: count, then store
 
     # --- the public job service -------------------------------------------------------------
@@ -217,16 +216,10 @@ class JobManager:
         """Replace workers that ended while the job has work; a job whose workers crash too often ends."""
         states = await self._runtime.workers(job.job_id)
         crashes = [w for w in states if w.crashed]
-        for crash in crashes[self._crashes_counted.get(job.job_id, 0) :]:
-            WORKER_RESTARTS.labels(job.api_name, crash.phase.value).inc()
-        self._crashes_counted[job.job_id] = len(crashes)
-        budget = self._config.runtime.max_worker_restarts
-        if len(crashes) > budget:
-            oom = any(w.phase is WorkerPhase.OOM_KILLED for w in crashes)
-            reason = f"workers crashed {len(crashes)} times (restart budget {budget}); last: {crashes[-1].reason}"
-            await self._finish(job, Status.WORKER_OOM if oom else Status.WORKER_ERROR, reason)
-            return
-        if sum(not w.ended for w in states) < job.workers:
+        self._restarts.count(job.api_name, job.job_id, crashes)
+        if (ending := jobs.out_of_restarts(crashes, self._config.runtime.max_worker_restarts)) is not None:
+            await self._finish(job, *ending)
+        elif sum(not w.ended for w in states) < job.workers:
             await self._runtime.ensure_workers(await self._worker_launch(job), job.workers)
 
     # --- launching: queue, workers, enqueuing -------------------------------------------
@@ -340,7 +333,7 @@ class JobManager:
                 queue_calls = jobs_pb2.QueueCalls(calls=progress.queue_calls).SerializeToString() if progress else None
                 await self._store.put_job(dataclasses.replace(job, cleaned=True, queue_calls=queue_calls))
             self._queue_calls.forget(job_id)
-            self._crashes_counted.pop(job_id, None)
+            self._restarts.forget(job_id)
             log.info("job %s: workers stopped, queue deleted", job_id, extra={"job_id": job_id})
         finally:  # a long-lived scheduler ends many jobs: it keeps no task of theirs (the supervision tries again)
             del self._cleanups[job_id]
@@ -362,9 +355,8 @@ class JobManager:
     async def failed_batches(
         self, job_id: str, api_name: str = "", caller: Caller = ANONYMOUS
     ) -> list[jobs_pb2.FailedBatch]:
-        """A job's dead-lettered batches: from its queue while it runs, then from the store. A job ends once every
-        batch is decided, maybe with a dead letter still on its way: an ended job's list waits for its clean-up, which
-        reads them after its workers have drained (FAILED_WAIT_S at most; then the queue's list so far)."""
+        """From the queue while the job runs, then from the store: an ended job's list waits for its clean-up, which
+        reads them once the workers have drained (a dead letter may still be on its way when the job ends)."""
         job = await self._job(job_id, api_name, caller)
         if job.status.is_final and not job.cleaned and (cleanup := self._cleanups.get(job_id)) is not None:
             await asyncio.wait([cleanup], timeout=FAILED_WAIT_S)

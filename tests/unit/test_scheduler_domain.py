@@ -145,3 +145,18 @@ def test_a_job_that_is_not_moving_says_why() -> None:
     starting = [WorkerState("w1", WorkerPhase.RUNNING)]
     assert waiting_reason(starting, nobody_ready) == "2 workers starting: waiting for the worker's readiness check"
     assert waiting_reason(pending, ready) == ""
+
+
+def test_a_job_ends_once_its_workers_crash_more_often_than_its_restart_budget() -> None:
+    crashed = WorkerState("w0", WorkerPhase.FAILED, reason="api exited with code 1")
+    oom = WorkerState("w1", WorkerPhase.OOM_KILLED, reason="api killed for memory")
+
+    assert jobs.out_of_restarts([crashed, crashed], budget=2) is None
+    assert jobs.out_of_restarts([crashed, crashed, crashed], budget=2) == (
+        Status.WORKER_ERROR,
+        "workers crashed 3 times (restart budget 2); last: api exited with code 1",
+    )
+    assert jobs.out_of_restarts([oom, crashed], budget=1) == (
+        Status.WORKER_OOM,
+        "workers crashed 2 times (restart budget 1); last: api exited with code 1",
+    )
