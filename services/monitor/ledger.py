@@ -11,7 +11,7 @@ import sqlite3
 import time
 from collections import Counter
 from collections.abc import Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 
 from services.monitor.accounting import (
@@ -29,13 +29,11 @@ from services.monitor.accounting import (
     decide,
     is_settled,
 )
-from services.monitor.ledger_metrics import JobMetrics, read_metrics
+from services.monitor.ledger_metrics import JobMetrics, read_metrics, read_pace
 from services.monitor.ledger_schema import SCHEMA
 from services.monitor.terminal_counts import TerminalCounts
 from thresher.errors import WrongState
 from thresher.sqlite import SqliteFile, transaction
-
-PACE_WINDOW_S = 60.0  # a job's pace is measured over this last stretch of time
 
 
 @dataclass(frozen=True)
@@ -131,10 +129,18 @@ class Ledger:
                 ended = {
                     _attempt_key(e) for e in events if isinstance(e, BatchEvent) and e.result is not Result.STARTED
                 }
+                # The receipts of attempts that end in this group: their rows keep them (see held_by).
+                receipts = {
+                    key: e.receipt
+                    for e in events
+                    if isinstance(e, BatchEvent) and e.result is Result.STARTED and (key := _attempt_key(e)) in ended
+                }
                 for index, event in enumerate(events):
                     if isinstance(event, BatchEvent):
                         if event.result is Result.STARTED and _attempt_key(event) in ended:
                             continue  # the attempt's outcome is in this group too: its row says all, in one write
+                        if receipts and not event.receipt and (receipt := receipts.get(_attempt_key(event))):
+                            event = replace(event, receipt=receipt)
                         result, terminal = _record_attempt(db, event, now)
                         added[event.job_id] += terminal
                         if result is Result.DEAD_LETTERED:
@@ -148,13 +154,16 @@ class Ledger:
         return await self._run(apply)
 
     async def held_by(self, job_id: str, worker_id: str) -> tuple[str, list[HeldBatch]]:
-        """The job's queue and the batches `worker_id` is working on (their newest attempt is its, started)."""
+        """The job's queue and the batches `worker_id` may still hold: their newest attempt is its, and they are not
+        terminal. That includes an attempt it reported failed or released: the report is acked before the dequeuer
+        releases the batch on the queue, so a dequeuer lost in between still holds it. Releasing one it did release
+        changes nothing (its receipt is stale)."""
 
         def held(db: sqlite3.Connection) -> tuple[str, list[HeldBatch]]:
             row = db.execute("SELECT queue_name FROM jobs WHERE job_id = ?", (job_id,)).fetchone()
             rows = db.execute(
                 "SELECT a.batch_id, a.attempt, a.receipt FROM attempts a JOIN batches b USING (job_id, batch_id)"
-                " WHERE a.job_id = ? AND a.worker_id = ? AND a.result = 'started' AND b.state = 'in_flight'"
+                " WHERE a.job_id = ? AND a.worker_id = ? AND a.receipt != '' AND b.state IN ('in_flight', 'retrying')"
                 " AND b.attempt = a.attempt",
                 (job_id, worker_id),
             )
@@ -210,7 +219,7 @@ class Ledger:
             counts: dict[Phase, int] = {}
             for worker in seen:
                 counts[worker.phase] = counts.get(worker.phase, 0) + 1
-            rate, oldest = _pace(db, job_id, time.time())
+            rate, oldest = read_pace(db, job_id, time.time())
             calls = dict(
                 db.execute(
                     "SELECT operation, SUM(calls) FROM queue_calls WHERE job_id = ? GROUP BY operation", (job_id,)
@@ -362,22 +371,6 @@ def _record_attempt(db: sqlite3.Connection, event: BatchEvent, now: float) -> tu
         ),
     )
     return event.result, batch.state in TERMINAL_STATES and not was_terminal
-
-
-def _pace(db: sqlite3.Connection, job_id: str, now: float) -> tuple[float, float | None]:
-    """(terminal batches per second over the last PACE_WINDOW_S, age of the oldest attempt in progress)."""
-    first, recent = db.execute(
-        "SELECT MIN(reported_at), COALESCE(SUM(reported_at >= ? AND result IN ('succeeded', 'dead_lettered')), 0)"
-        " FROM attempts WHERE job_id = ?",
-        (now - PACE_WINDOW_S, job_id),
-    ).fetchone()
-    window_s = min(PACE_WINDOW_S, now - first) if first is not None else 0.0
-    (started,) = db.execute(
-        "SELECT MIN(a.reported_at) FROM attempts a JOIN batches b USING (job_id, batch_id)"
-        " WHERE a.job_id = ? AND a.result = 'started' AND b.state = 'in_flight' AND b.attempt = a.attempt",
-        (job_id,),
-    ).fetchone()
-    return (recent / window_s if window_s > 0 else 0.0), (now - started if started is not None else None)
 
 
 def _batch_counts(db: sqlite3.Connection, job_id: str) -> BatchCounts:

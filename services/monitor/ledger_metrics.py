@@ -9,6 +9,8 @@ from dataclasses import dataclass, field
 from services.monitor.accounting import FAILED_RESULTS, Result
 from thresher.v1 import jobs_pb2
 
+PACE_WINDOW_S = 60.0  # a job's pace is measured over this last stretch of time
+
 
 @dataclass
 class Histogram:
@@ -76,3 +78,19 @@ def read_metrics(db: sqlite3.Connection, since: float, bounds_s: Sequence[float]
         if job_id in jobs:
             jobs[job_id].queue_calls[operation] = count
     return jobs
+
+
+def read_pace(db: sqlite3.Connection, job_id: str, now: float) -> tuple[float, float | None]:
+    """(terminal batches per second over the last PACE_WINDOW_S, age of the oldest attempt in progress)."""
+    first, recent = db.execute(
+        "SELECT MIN(reported_at), COALESCE(SUM(reported_at >= ? AND result IN ('succeeded', 'dead_lettered')), 0)"
+        " FROM attempts WHERE job_id = ?",
+        (now - PACE_WINDOW_S, job_id),
+    ).fetchone()
+    window_s = min(PACE_WINDOW_S, now - first) if first is not None else 0.0
+    (started,) = db.execute(
+        "SELECT MIN(a.reported_at) FROM attempts a JOIN batches b USING (job_id, batch_id)"
+        " WHERE a.job_id = ? AND a.result = 'started' AND b.state = 'in_flight' AND b.attempt = a.attempt",
+        (job_id,),
+    ).fetchone()
+    return (recent / window_s if window_s > 0 else 0.0), (now - started if started is not None else None)

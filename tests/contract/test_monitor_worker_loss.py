@@ -45,17 +45,21 @@ class Stream:
     """One dequeuer's report stream, kept open: reports go in, acks come out."""
 
     def __init__(self, monitor: RunningMonitor) -> None:
-        self._outbox: asyncio.Queue[monitor_pb2.Report] = asyncio.Queue()
+        self._outbox: asyncio.Queue[list[monitor_pb2.Report]] = asyncio.Queue()
         self.call = monitor.stub.Report(self._drain())
 
     async def _drain(self) -> AsyncIterator[monitor_pb2.Reports]:
         while True:
-            yield monitor_pb2.Reports(reports=[await self._outbox.get()])
+            yield monitor_pb2.Reports(reports=await self._outbox.get())
 
     async def send(self, message: monitor_pb2.Report) -> monitor_pb2.ReportAck:
-        self._outbox.put_nowait(message)
-        [ack] = (await self.call.read()).acks
+        [ack] = await self.send_together(message)
         return ack
+
+    async def send_together(self, *messages: monitor_pb2.Report) -> list[monitor_pb2.ReportAck]:
+        """In one stream message, as a busy dequeuer sends them."""
+        self._outbox.put_nowait(list(messages))
+        return list((await self.call.read()).acks)
 
 
 @pytest.fixture
@@ -119,6 +123,36 @@ async def test_a_worker_whose_stream_breaks_has_its_batches_released_at_once(
 
     await assert_eventually(released, timeout_s=5)
     assert counts(await monitor.progress()) == (0, 0, 0, 0)
+
+
+@pytest.mark.parametrize("together", [False, True], ids=["reported-apart", "reported-together"])
+async def test_a_lost_dequeuers_answered_batch_is_released_at_once(
+    monitor: RunningMonitor, queues: QueueBackend, together: bool
+) -> None:
+    # Given a worker whose batch failed: the monitor acked the FAILED report (so the batch waits for a retry), but
+    # the dequeuer has not yet released it on the queue (visibility 60 s)
+    queue = queues.open(QUEUE)
+    receipt = await held_batch(queue)
+    stream = Stream(monitor)
+    await stream.send(report("w1", phase=monitor_pb2.WORKER_PHASE_READY))
+    started = report("w1", batch_id="b1", attempt=1, result=STARTED, receipt=receipt)
+    answered = failed("b1", 1)
+    if together:  # the worker answered before the STARTED report left: both go in one message
+        await stream.send_together(started, answered)
+    else:
+        await stream.send(started)
+        await stream.send(answered)
+    assert counts(await monitor.progress()) == (0, 1, 0, 0)
+
+    # When its dequeuer dies before the release
+    stream.call.cancel()
+
+    # Then the batch is visible again at once, for its next attempt
+    async def released() -> None:
+        assert await queue.depth() == Depth(visible=1, in_flight=0, dead=0)
+
+    await assert_eventually(released, timeout_s=5)
+    assert counts(await monitor.progress()) == (0, 1, 0, 0), "the failed attempt counts once, the release not at all"
 
 
 async def test_a_worker_that_said_it_was_stopping_is_not_lost(monitor: RunningMonitor, queues: QueueBackend) -> None:
