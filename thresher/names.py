@@ -34,3 +34,6 @@ JOB_COMPLETE = "job_complete"
 # The dequeuer's exit code once it drained on SIGTERM (spot reclaim, node drain): neither a crash (1) nor the end of
 # the job (0: its queue is gone). Runtimes replace such a worker without counting it against the restart budget.
 EXIT_DRAINED = 75  # sysexits' EX_TEMPFAIL: try again later
+# The dequeuer's exit code once its worker hung (it answered neither a batch within batch_timeout nor a health check):
+# a crash of the worker's, not the batch's. Runtimes kill the worker and replace it, as after a crash.
+EXIT_WORKER_HUNG = 69  # sysexits' EX_UNAVAILABLE

@@ -18,7 +18,7 @@ from services.dequeuer.reporter import Reporter
 from services.dequeuer.settings import Settings
 from services.dequeuer.settler import Settler
 from services.dequeuer.successes import Successes, batch_report
-from services.dequeuer.worker import Call, WorkerClient
+from services.dequeuer.worker import Call, Outcome, WorkerClient, WorkerLost
 from thresher.aiotasks import create_guarded_task
 from thresher.errors import QueueNotFound
 from thresher.logs import batch_id_var, job_id_var
@@ -31,7 +31,6 @@ STOPPING_REPORT_TIMEOUT_S = 2.0  # the last report is best effort: the monitor m
 SETTLE_TIMEOUT_S = 2.0  # on the way out, how long finished batches wait for the monitor; the rest are released
 HOOK_BACKOFF_S = 0.5  # × attempt, before a failed hook call is released for another try
 RECEIVE_ERROR_BACKOFF_S = 1.0
-WORKER_EXIT_S = 0.2  # how long a worker that broke a connection gets to finish dying before it is judged alive
 # Batches received ahead of the worker: enough for PREFETCH_S of its recent pace (at least 1, at most receive_max).
 # More would only leave other workers idle at the end of a job while this one still holds work.
 PREFETCH_S = 0.02
@@ -41,10 +40,6 @@ UNSETTLED_PER_RECEIVE = 10  # finished batches awaiting the monitor's ack, at mo
 Phase = monitor_pb2.WorkerPhase
 Result = monitor_pb2.BatchResult
 _STARTED = monitor_pb2.BATCH_RESULT_STARTED  # as an int: the enum wrapper's attribute lookup costs more than a report
-
-
-class WorkerLost(Exception):
-    """The worker stopped answering on its port: this pod is broken, the runtime replaces it."""
 
 
 class Dequeuer:
@@ -117,7 +112,7 @@ class Dequeuer:
             log.info("queue %s is gone: the job is over", s.queue_name)
         except WorkerLost as e:
             log.error("%s; exiting so that this worker is replaced", e)
-            code = 1
+            code = e.exit_code
         settler = self._settler
         log.info(
             "batches settled: %d succeeded, %d failed and released, %d dead-lettered",
@@ -317,16 +312,23 @@ class Dequeuer:
         if outcome.ok:
             self._successes.add(delivery, outcome)
             log.debug("batch %s succeeded (attempt %d, %.3f s)", delivery.batch.batch_id, attempt, outcome.duration_s)
-        elif outcome.unreachable and not await self._worker.alive(within_s=WORKER_EXIT_S):
-            # Not the batch's fault: it goes back at once and keeps its attempts.
-            await self._reporter.record(batch_report(delivery, Result.BATCH_RESULT_RELEASED, outcome))
-            self._holdings.drop([delivery])
-            await self._queue.release([delivery])
-            raise WorkerLost(f"worker on port {s.worker_port} is gone ({outcome.error})")
         else:
+            await self._judge_worker(delivery, outcome, batch_report(delivery, Result.BATCH_RESULT_RELEASED, outcome))
             report = batch_report(delivery, Result.BATCH_RESULT_FAILED, outcome)
             report.max_attempts = s.max_receive_count  # the monitor counts attempts and decides
             self._settler.add(delivery, self._reporter.send(report), outcome.error)
+
+    async def _judge_worker(self, delivery: Delivery, outcome: Outcome, report: monitor_pb2.BatchReport | None) -> None:
+        """After a failed call: a worker gone or hung is not the batch's fault. The batch then goes back at once,
+        keeping its attempts (`report` says so to the monitor), and WorkerLost ends the loop."""
+        try:
+            await self._worker.judge(outcome, self._settings.readiness_path or "/")
+        except WorkerLost:
+            if report is not None:
+                await self._reporter.record(report)
+            self._holdings.drop([delivery])
+            await self._queue.release([delivery])
+            raise
 
     async def _send_ahead(self, running: Call) -> None:
         """Pipeline the next batch behind the running one if the worker takes that: it finds the batch waiting when it
@@ -344,6 +346,8 @@ class Dequeuer:
         self._successes.flush()
         attempt = delivery.receive_count
         outcome = await self._worker.post_hook(delivery.batch.body, self._settings.hook_timeout_s)
+        if not outcome.ok:
+            await self._judge_worker(delivery, outcome, None)  # a hook is no batch: nothing to report
         if not outcome.ok and attempt < self._settings.max_receive_count:
             log.warning("job completion hook failed (attempt %d), trying again: %s", attempt, outcome.error)
             await asyncio.sleep(HOOK_BACKOFF_S * attempt)

@@ -11,6 +11,7 @@ from dataclasses import dataclass
 
 from services.dequeuer.http import Exchange, HttpClient, NotStarted, ProtocolError
 from thresher import names
+from thresher.names import EXIT_WORKER_HUNG
 from thresher.queue import Batch
 
 log = logging.getLogger(__name__)
@@ -24,6 +25,22 @@ READINESS_SLOW_INTERVAL_S = 0.1
 READINESS_PROBE_TIMEOUT_S = 1.0  # one probe; the overall limit is readiness_timeout_s
 EXIT_POLL_INTERVAL_S = 0.01  # how often a worker that broke a connection is checked for a closed port
 ERROR_BODY_BYTES = 500  # how much of a failed answer goes into the batch's error
+WORKER_EXIT_S = 0.2  # how long a worker that broke a connection gets to finish dying before it is judged alive
+# After a call timed out, how long the worker gets to answer a GET of its readiness path (or `/`), whatever the
+# status: one that does not is hung (stopped, deadlocked), not slow, and is replaced; the batch keeps its attempts.
+HUNG_PROBE_TIMEOUT_S = 2.0
+
+
+class WorkerLost(Exception):
+    """The worker stopped answering on its port: this pod is broken, the runtime replaces it."""
+
+    exit_code = 1
+
+
+class WorkerHung(WorkerLost):
+    """The worker answers nothing, not even a health check: the runtime kills and replaces it."""
+
+    exit_code = EXIT_WORKER_HUNG
 
 
 @dataclass(slots=True)
@@ -36,6 +53,7 @@ class Outcome:
     duration_s: float
     unreachable: bool = False  # no answer at all: the worker may be gone (the caller checks)
     not_started: bool = False  # pipelined, and the worker closed the connection without reading it: send it again
+    timed_out: bool = False  # no answer within the timeout: a slow batch, or a hung worker (the caller checks)
 
 
 class WorkerClient:
@@ -81,6 +99,30 @@ class WorkerClient:
             return False
         return 200 <= response.status < 300
 
+    async def judge(self, outcome: Outcome, probe_path: str) -> None:
+        """After a call that failed: WorkerLost if the worker is gone (it broke the connection and closed its port),
+        WorkerHung if it timed out and answers no `GET probe_path` either; else it is alive and the call failed."""
+        if outcome.unreachable and not await self.alive(within_s=WORKER_EXIT_S):
+            raise WorkerLost(f"worker on port {self._port} is gone ({outcome.error})")
+        if outcome.timed_out and not await self.answers(probe_path, HUNG_PROBE_TIMEOUT_S):
+            raise WorkerHung(
+                f"worker on port {self._port} is hung: {outcome.error}, and it did not answer GET {probe_path}"
+                f" within {HUNG_PROBE_TIMEOUT_S:g} s either"
+            )
+
+    async def answers(self, path: str, timeout_s: float) -> bool:
+        """The worker answers `GET path` on a new connection within `timeout_s`, whatever the status: its process is
+        not frozen. (A connect alone proves nothing: the kernel accepts connections for a stopped process.)"""
+        http = HttpClient(HOST, self._port)  # not a kept-alive connection: its worker thread may be the stuck one
+        try:
+            async with asyncio.timeout(timeout_s):
+                await http.request("GET", path)
+        except (OSError, ProtocolError, TimeoutError):
+            return False
+        finally:
+            http.close()
+        return True
+
     async def _tcp_ready(self) -> bool:
         try:
             _, writer = await asyncio.wait_for(asyncio.open_connection(HOST, self._port), READINESS_PROBE_TIMEOUT_S)
@@ -124,7 +166,7 @@ class WorkerClient:
                 async with asyncio.timeout(timeout_s):
                     call.exchange = await self._http.send("POST", path, body, header_lines=header_lines)
         except TimeoutError:
-            call.error = f"worker did not answer POST {path} within {timeout_s:g} s (timeout)"
+            call.error, call.timed_out = f"worker did not answer POST {path} within {timeout_s:g} s (timeout)", True
         except NotStarted as e:
             call.error, call.not_started = f"worker did not read POST {path}: {e}", True
         except OSError as e:
@@ -156,6 +198,7 @@ class Call:
         self.error = ""  # set when it could not even be written
         self.unreachable = False
         self.not_started = False
+        self.timed_out = False
 
     @property
     def pipelinable(self) -> bool:
@@ -169,6 +212,7 @@ class Call:
     async def outcome(self) -> Outcome:
         """Wait for the answer, until `timeout_s` after the POST was written; any 2xx is success."""
         path, status, error, unreachable, not_started = self._path, 0, self.error, self.unreachable, self.not_started
+        timed_out = self.timed_out
         if self.exchange is not None:
             try:
                 async with asyncio.timeout_at(asyncio.get_running_loop().time() + self._remaining_s()):
@@ -179,14 +223,14 @@ class Call:
                     text = response.body[:ERROR_BODY_BYTES].decode("utf-8", errors="replace")
                     error = f"worker answered HTTP {status} to POST {path}: {text}"
             except TimeoutError:
-                error = f"worker did not answer POST {path} within {self._timeout_s:g} s (timeout)"
+                error, timed_out = f"worker did not answer POST {path} within {self._timeout_s:g} s (timeout)", True
             except NotStarted as e:
                 error, not_started = f"worker did not read POST {path}: {e}", True
             except (OSError, ProtocolError) as e:
                 error = f"worker not reachable for POST {path}: {type(e).__name__}: {e}"
                 unreachable = True
         duration_s = time.monotonic() - self._started
-        return Outcome(not error, status, error, duration_s, unreachable=unreachable, not_started=not_started)
+        return Outcome(not error, status, error, duration_s, unreachable, not_started, timed_out)
 
     def _remaining_s(self) -> float:
         return self._timeout_s - (time.monotonic() - self._started)

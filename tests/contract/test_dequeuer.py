@@ -110,6 +110,7 @@ class FakeWorker:
     cut: dict[str, int] = field(default_factory=dict)  # batch id -> how many of its calls to cut
     hook_status: int = 200
     hook_failures: int = 0  # answer 500 to this many hook calls first
+    freeze_on: str = ""  # a batch id or the hook's path: from that call on, it answers nothing at all (a SIGSTOP)
     calls: list[Call] = field(default_factory=list)
     finished: list[str] = field(default_factory=list)
     readiness_checks: int = 0
@@ -143,6 +144,7 @@ class FakeWorker:
     async def _batch(self, request: web.Request) -> web.Response:
         batch_id = request.headers[names.HEADER_BATCH_ID]
         self.calls.append(Call("/", dict(request.headers), await request.read()))
+        await self._answer_nothing_if_frozen(batch_id)
         if self.cut.get(batch_id, 0) > 0 and request.transport is not None:
             self.cut[batch_id] -= 1
             request.transport.abort()  # a reset, as a worker's crashed request thread leaves; the worker stays up
@@ -156,6 +158,7 @@ class FakeWorker:
 
     async def _hook(self, request: web.Request) -> web.Response:
         self.calls.append(Call(names.HOOK_PATH, dict(request.headers), await request.read()))
+        await self._answer_nothing_if_frozen(names.HOOK_PATH)
         if self.hook_failures > 0:
             self.hook_failures -= 1
             return web.Response(status=500, text="hook broke")
@@ -163,7 +166,14 @@ class FakeWorker:
 
     async def _healthz(self, request: web.Request) -> web.Response:
         self.readiness_checks += 1
+        await self._answer_nothing_if_frozen()
         return web.Response(status=200 if self.ready else 503)
+
+    async def _answer_nothing_if_frozen(self, call: str = "") -> None:
+        if call and call == self.freeze_on:
+            self.freeze_on = "*"
+        if self.freeze_on == "*":
+            await self._closing.wait()
 
 
 @dataclass
@@ -337,12 +347,31 @@ async def test_a_batch_that_outlasts_its_timeout_is_a_failed_attempt(harness: Ha
     harness.worker.sleep_s["slow"] = 5.0
     await harness.send("slow")
     # When the dequeuer runs
-    harness.start_dequeuer(batch_timeout_s=0.3, max_receive_count=1)
-    # Then the batch is dead-lettered with a timeout error
+    running = harness.start_dequeuer(batch_timeout_s=0.3, max_receive_count=1, readiness_path="/healthz")
+    # Then the batch is dead-lettered with a timeout error: the worker answers its health check, so it is not hung
     await assert_eventually(all_done(harness, dead=1))
     [dead] = await harness.queue.dead_letters()
     assert "timeout" in dead.error
     assert harness.monitor.results("slow") == [(Result.BATCH_RESULT_FAILED, 1)]
+    assert not running.task.done(), "a slow batch is not a sick worker"
+
+
+async def test_a_worker_that_answers_nothing_is_hung_and_its_batches_go_back_keeping_their_attempts(
+    slow_harness: Harness,
+) -> None:
+    # Given a worker that freezes on b0 (from then on it answers nothing, not even its health check), a 0.3 s batch
+    # timeout, and batches invisible for 30 s unless released
+    h = slow_harness
+    h.worker.freeze_on = "b0"
+    await h.send("b0", "b1")
+    # When the dequeuer runs
+    running = h.start_dequeuer(batch_timeout_s=0.3, readiness_path="/healthz")
+    # Then it exits with the hung worker's code, having fed it nothing more
+    assert await asyncio.wait_for(running.task, 10) == names.EXIT_WORKER_HUNG
+    assert [c.headers[names.HEADER_BATCH_ID] for c in h.worker.batch_calls()] == ["b0"]
+    # And both batches are visible again at once, b0 reported RELEASED: no attempt used
+    assert await h.depth() == Depth(visible=2, in_flight=0, dead=0)
+    assert h.monitor.results("b0") == [(Result.BATCH_RESULT_RELEASED, 1)]
 
 
 async def test_a_batch_slower_than_three_visibility_periods_is_delivered_once(harness: Harness) -> None:
@@ -441,6 +470,19 @@ async def test_the_completion_hook_gets_the_summary_and_idempotency_key_and_is_r
     assert call.headers[names.HEADER_JOB_ID] == JOB_ID
     assert harness.monitor.hooks() == [jobs_pb2.HookOutcome(called=True, succeeded=True, http_status=200, attempts=1)]
     await assert_hook_acked(harness)
+
+
+async def test_a_hook_call_to_a_hung_worker_goes_back_for_a_healthy_one(slow_harness: Harness) -> None:
+    # Given the job_complete message and a worker that freezes on the hook call
+    h = slow_harness
+    h.worker.freeze_on = names.HOOK_PATH
+    await send_job_complete(h, b'{"job_id": "job-1"}')
+    # When the dequeuer calls the hook, then it exits with the hung worker's code and the message is visible again
+    running = h.start_dequeuer(readiness_path="/healthz")
+    assert await asyncio.wait_for(running.task, 10) == names.EXIT_WORKER_HUNG
+    [again] = await h.queue.receive(10, 0)  # at once, not after the visibility timeout (30 s)
+    assert again.batch.kind == KIND_JOB_COMPLETE and again.receive_count == 2
+    assert h.monitor.hooks() == [], "no outcome: the hook is still to be called"
 
 
 async def test_a_hook_answering_404_counts_as_success(harness: Harness) -> None:
