@@ -5,6 +5,7 @@ from __future__ import annotations
 import dataclasses
 import enum
 import time
+from collections.abc import Sequence
 from dataclasses import dataclass
 
 from thresher.errors import WrongState
@@ -86,12 +87,17 @@ def settled(job: JobRecord, summary: bytes) -> JobRecord:
     return dataclasses.replace(job, status=Status.RUNNING, summary=summary)
 
 
-def hook_finished(job: JobRecord, hook: bytes, dead_lettered: int, final_counts: bytes) -> JobRecord:
+def hook_finished(
+    job: JobRecord, hook: bytes, dead_lettered: int, final_counts: bytes, replaced: Sequence[WorkerState] = ()
+) -> JobRecord:
+    """The job ends once its hook ran; its reason names the dead letters and the workers replaced (crashed, hung)."""
     if not job.settled:
         raise WrongState(f"job {job.job_id} has batches left; its hook cannot have run")
     status = Status.COMPLETED_WITH_FAILURES if dead_lettered else Status.SUCCEEDED
-    reason = f"{dead_lettered} batches were dead-lettered" if dead_lettered else ""
-    return dataclasses.replace(finished(job, status, reason, final_counts), hook=hook)
+    reasons = [f"{dead_lettered} batches were dead-lettered"] if dead_lettered else []
+    if replaced:
+        reasons.append(f"workers replaced: {len(replaced)} (last: {replaced[-1].reason})")
+    return dataclasses.replace(finished(job, status, "; ".join(reasons), final_counts), hook=hook)
 
 
 def finished(job: JobRecord, status: Status, reason: str, final_counts: bytes | None) -> JobRecord:

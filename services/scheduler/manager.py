@@ -155,10 +155,10 @@ class JobManager:
             job = await self._store.get_job(job_id)
             if job.status.is_final:
                 return  # a repeat
-            summary = scheduler_pb2.JobSummary.FromString(job.summary or b"")
-            job = jobs.hook_finished(
-                job, outcome.SerializeToString(), summary.batches.dead_lettered, summary.batches.SerializeToString()
-            )
+            counts = scheduler_pb2.JobSummary.FromString(job.summary or b"").batches
+            replaced = [w for w in await self._runtime.workers(job_id) if w.crashed]
+            hook, final_counts = outcome.SerializeToString(), counts.SerializeToString()
+            job = jobs.hook_finished(job, hook, counts.dead_lettered, final_counts, replaced)
             await self._store.put_job(job)
         log.info("job %s ended %s", job_id, job.status.value, extra={"job_id": job_id})
         self._clean_up(job)

@@ -14,7 +14,7 @@ import urllib.request
 
 import pytest
 
-from tests.e2e.conftest import Stack, processes_mentioning, processes_of
+from tests.e2e.conftest import Stack, alive, processes_mentioning, processes_of
 from tests.faults.conftest import Outputs, assert_nothing_left, submit, wait_for
 from thresher.errors import Unavailable
 
@@ -170,7 +170,28 @@ def test_a_hanging_batch_times_out_and_is_dead_lettered(stack: Stack, outputs: O
     assert (status["metrics"]["succeeded"], status["metrics"]["dead_lettered"]) == (2, 1)
     [failed] = stack.client.failed(job_id)
     assert failed["items"] == [2] and "timeout" in failed["error"]
+    assert status["job_status"]["worker_restarts"] == 0, "a slow batch on a worker that answers its health check"
     assert_nothing_left(job_id, outputs)
+
+
+def test_a_hung_worker_is_replaced_and_its_batches_keep_their_attempts(stack: Stack, outputs: Outputs) -> None:
+    # Given a job on two workers with a 2 s batch timeout, under way
+    items = list(range(30))
+    job_id = submit(stack, outputs, items, config={"slow_s": 0.2}, batch_timeout=2)
+    progress_reached(stack, job_id, 3)
+    hung = outputs.worker_pids()[0]
+
+    # When one worker stops mid-batch (SIGSTOP: a deadlock, a hung GPU call)
+    os.kill(hung, signal.SIGSTOP)
+
+    # Then the job succeeds with no batch failed or dead-lettered, the hook went to a healthy worker at its first
+    # attempt, the status says a hung worker was replaced, and the hung one is gone (killed after its grace)
+    status = assert_succeeded_exactly(stack, outputs, job_id, items)
+    js = status["job_status"]
+    assert status["metrics"]["failed"] == 0, "a hung worker is not a failed attempt"
+    assert js["hook"]["attempts"] == 1 and js["hook"]["succeeded"], js["hook"]
+    assert js["worker_restarts"] == 1 and "worker hung" in js["status_reason"], js
+    assert not alive(hung)
 
 
 def test_a_failing_hook_is_retried_and_its_outcome_shown(stack: Stack, outputs: Outputs) -> None:

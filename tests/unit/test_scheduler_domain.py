@@ -42,6 +42,14 @@ def test_a_job_with_dead_lettered_batches_completes_with_failures() -> None:
     assert "2 batches" in job.status_reason
 
 
+def test_a_job_whose_workers_were_replaced_says_so_when_it_ends() -> None:
+    job = jobs.settled(a_job(status=Status.RUNNING), b"s")
+    hung = WorkerState("w1", WorkerPhase.FAILED, "worker hung: it answered nothing")
+    job = jobs.hook_finished(job, b"h", dead_lettered=0, final_counts=b"c", replaced=[hung])
+    assert job.status is Status.SUCCEEDED
+    assert job.status_reason == "workers replaced: 1 (last: worker hung: it answered nothing)"
+
+
 def test_the_hook_cannot_finish_before_every_batch_is_terminal() -> None:
     with pytest.raises(WrongState):
         jobs.hook_finished(a_job(status=Status.RUNNING), b"h", 0, b"c")
