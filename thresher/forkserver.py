@@ -233,16 +233,17 @@ class ForkServer:
                 self._answers.append(message)
 
     def close(self) -> None:
-        """Stop the server; the processes it started go on."""
+        """Stop the server, at once; the processes it started go on.
+
+        Killed, not left to see its channel close: it holds nothing but its children's exit codes, which nobody will
+        ask for now, and a server still importing would see the close only once done, outliving its client.
+        """
         if self._channel is not None:
             self._channel.close()
             self._channel = None
         if self._server is not None:
-            try:
-                self._server.wait(timeout=5)
-            except subprocess.TimeoutExpired:
-                self._server.kill()
-                self._server.wait()
+            self._server.kill()
+            self._server.wait()
             self._server = None
         self._buffer = b""
         self._answers.clear()

@@ -119,8 +119,11 @@ class Stack:
     async def _stop_local_workers(self) -> None:
         """Workers the scheduler could not stop (it was down, or being restarted, when the stack stopped)."""
         runtime = open_runtime(self.config)
-        for workers in sorted((self.data_dir / "jobs").glob("*/workers.json")):
-            await runtime.stop_workers(workers.parent.name, self.config.runtime.stop_grace_s)
+        try:
+            for workers in sorted((self.data_dir / "jobs").glob("*/workers.json")):
+                await runtime.stop_workers(workers.parent.name, self.config.runtime.stop_grace_s)
+        finally:
+            await runtime.close()  # its fork server too: nothing outlives `thresher up`
 
     def _spawn(self, service: _Service) -> None:
         if service.log_file is None:

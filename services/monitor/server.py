@@ -35,12 +35,22 @@ _END = object()
 class MonitorServicer(monitor_pb2_grpc.MonitorServicer):
     def __init__(self, monitor: Monitor) -> None:
         self._monitor = monitor
+        self._readers: set[asyncio.Task[None]] = set()  # one per open report stream
+
+    def end_streams(self) -> None:
+        """Stopping: end every report stream once what it read is recorded and acked. Streams never end by
+        themselves, and held open they would keep a stopping server for its whole grace period while it refuses new
+        calls: ended, their dequeuers reconnect at once (to the restarted monitor) and send again what is unacked."""
+        for reader in self._readers:
+            reader.cancel()
 
     async def Report(
         self, request_iterator: AsyncIterator[monitor_pb2.Reports], context: grpc.aio.ServicerContext
     ) -> AsyncIterator[monitor_pb2.ReportAcks]:
         inbox: asyncio.Queue[Any] = asyncio.Queue(INBOX_SIZE)
         reader = asyncio.create_task(_read_into(request_iterator, inbox))
+        self._readers.add(reader)
+        reader.add_done_callback(self._readers.discard)
         workers: set[tuple[str, str]] = set()  # (job id, worker id) seen on this stream
         try:
             while True:
@@ -91,6 +101,8 @@ async def _read_into(requests: AsyncIterator[monitor_pb2.Reports], inbox: asynci
     try:
         async for message in requests:
             await inbox.put(list(message.reports))
+    except asyncio.CancelledError:  # end_streams(): the stream ends cleanly after what was read
+        pass
     except Exception as e:  # handed to the writer, which ends the call with it
         await inbox.put(e)
         return
@@ -124,8 +136,10 @@ class MonitorServer:
         queues: QueueBackend,
         heartbeats: asyncio.Task[None],
         monitor: Monitor,
+        servicer: MonitorServicer,
     ) -> None:
         self.grpc_server = grpc_server
+        self._servicer = servicer
         self.metrics_port = metrics_port
         self._metrics_runner = metrics_runner
         self._notifier = notifier
@@ -141,7 +155,8 @@ class MonitorServer:
     async def stop(self, grace_s: float | None = GRACE_S) -> None:
         self._monitor.stopping = True  # streams cut by our own stop say nothing about the workers
         self._heartbeats.cancel()
-        await self.grpc_server.stop(grace_s)
+        self._servicer.end_streams()
+        await self.grpc_server.stop(grace_s)  # the grace is for unary calls under way: the streams end at once
         await self._metrics_runner.cleanup()
         await self._notifier.close()
         await self._scheduler_channel.close()
@@ -166,8 +181,9 @@ async def create_server(config: Config, address: str) -> tuple[MonitorServer, in
         await channel.close()
         await ledger.close()
         raise
+    servicer = MonitorServicer(monitor)
     try:
-        registration = (monitor_pb2_grpc.add_MonitorServicer_to_server, MonitorServicer(monitor), "thresher.v1.Monitor")
+        registration = (monitor_pb2_grpc.add_MonitorServicer_to_server, servicer, "thresher.v1.Monitor")
         grpc_server, port = await rpc.start_server(address, [registration], config.tls)
     except Exception:
         await metrics_runner.cleanup()
@@ -177,7 +193,7 @@ async def create_server(config: Config, address: str) -> tuple[MonitorServer, in
     await monitor.resume()
     heartbeats = create_guarded_task(monitor.watch_heartbeats(), "watch heartbeats")
     server = MonitorServer(
-        grpc_server, metrics_runner, metrics_port, notifier, channel, ledger, queues, heartbeats, monitor
+        grpc_server, metrics_runner, metrics_port, notifier, channel, ledger, queues, heartbeats, monitor, servicer
     )
     return server, port
 

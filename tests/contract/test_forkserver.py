@@ -13,7 +13,9 @@ from pathlib import Path
 import pytest
 
 from tests.e2e.conftest import alive, processes_of
+from thresher.config import Config
 from thresher.forkserver import TITLE_ROOM, ForkServer
+from thresher.supervisor import Stack
 
 ROOT = Path(__file__).resolve().parents[2]
 TIMEOUT_S = 10.0
@@ -137,6 +139,20 @@ def test_closing_the_server_leaves_its_children_running(server: ForkServer, tmp_
 
     assert first is not None and not alive(first)
     assert alive(child)
+
+
+async def test_a_stack_that_stops_leaves_no_fork_server_behind(tmp_path: Path) -> None:
+    # Given the embedded stack's configuration (local runtime: stopping the stack stops leftover workers through one)
+    stack = Stack(Config(data_dir=tmp_path / "data"))
+    try:
+        # When the stack stops
+        await stack.stop()
+
+        # Then no process of it is left, not even a fork server still importing the dequeuer
+        assert processes_of(tmp_path) == []
+    finally:
+        for pid in processes_of(tmp_path):
+            _kill(pid)
 
 
 def _kill(pid: int) -> None:

@@ -390,6 +390,31 @@ async def test_a_settlement_acknowledged_before_a_restart_is_not_sent_again(
     assert len(fake.settled_for(JOB)) == 1
 
 
+@pytest.mark.timeout(30)  # far less than the grace below: a stream held open makes the stop take all of it
+async def test_a_stopping_monitor_ends_its_report_streams_at_once_after_acking_what_it_read(
+    tmp_path: Path, scheduler: tuple[FakeScheduler, int]
+) -> None:
+    # Given a live dequeuer's report stream (open, with its first reports acked)
+    server, port = await create_server(make_config(tmp_path, scheduler[1]), "127.0.0.1:0")
+    forever = asyncio.Event()
+
+    async def stream() -> AsyncIterator[monitor_pb2.Reports]:
+        yield monitor_pb2.Reports(reports=attempt("b1", 1, SUCCEEDED))
+        await forever.wait()
+
+    async with rpc.channel(f"127.0.0.1:{port}") as channel:
+        call = monitor_pb2_grpc.MonitorStub(channel).Report(stream())
+        assert len(await read_acks(call, 2)) == 2
+
+        # When the monitor stops (SIGTERM), with a grace for calls under way far longer than the test may take
+        await server.stop(grace_s=3600)
+
+        # Then the stream has ended cleanly, so that the dequeuer reconnects at once (to the restarted monitor)
+        assert await call.read() is grpc.aio.EOF
+        assert await call.code() == grpc.StatusCode.OK
+        forever.set()
+
+
 async def test_a_hook_outcome_is_forwarded_once(monitor: RunningMonitor, fake: FakeScheduler) -> None:
     outcome = jobs_pb2.HookOutcome(called=True, succeeded=True, http_status=200, attempts=2)
     report = hook(outcome)
