@@ -238,7 +238,7 @@ class Dequeuer:
             # Lets the monitor release the batch at once if this worker is lost before it is settled.
             report = batch_report(delivery, _STARTED)
             report.receipt = delivery.receipt
-            self._reporter.send(report)
+            self._reporter.send(report, urgent=True)
         if self._stopping.is_set():
             await self._release(deliveries, "the dequeuer is stopping")
         else:

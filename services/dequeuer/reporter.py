@@ -54,6 +54,8 @@ class Reporter:
         self._outbox: asyncio.Queue[monitor_pb2.Report] | None = None  # the open stream's, if any
         self._channel: grpc.aio.Channel | None = None
         self._task: asyncio.Task[None] | None = None
+        self._urgent = False  # an urgent report is queued: the next message goes without waiting for the last ack
+        self._wake: asyncio.Future[None] | None = None  # set to send the next message now
 
     def start(self) -> None:
         self._channel = rpc.channel(self._address, self._tls)
@@ -74,8 +76,10 @@ class Reporter:
     def unacked(self) -> int:
         return len(self._unacked)
 
-    def send(self, body: Body) -> asyncio.Future[monitor_pb2.ReportAck]:
-        """Queue a report; the future completes with the monitor's ack."""
+    def send(self, body: Body, urgent: bool = False) -> asyncio.Future[monitor_pb2.ReportAck]:
+        """Queue a report; the future completes with the monitor's ack. `urgent`: it goes at once, without waiting
+        for the ack of the message before (a batch just received: until the monitor knows it, a loss of this
+        process would leave the batch invisible for the whole visibility timeout)."""
         seq = self._next_seq
         self._next_seq += 1
         report = monitor_pb2.Report(
@@ -90,6 +94,10 @@ class Reporter:
         self._unacked[seq] = (report, future)
         if self._outbox is not None:
             self._outbox.put_nowait(report)
+        if urgent:
+            self._urgent = True
+            if self._wake is not None and not self._wake.done():
+                self._wake.set_result(None)
         return future
 
     async def record(self, body: Body, timeout_s: float | None = None) -> monitor_pb2.ReportAck:
@@ -125,6 +133,21 @@ class Reporter:
             await asyncio.sleep(backoff_s)
             backoff_s = min(backoff_s * 2, BACKOFF_MAX_S)
 
+    async def _ack_or_urgent(self, ack: asyncio.Future[monitor_pb2.ReportAck]) -> None:
+        """Wait for `ack` (not cancelling it if this stream closes), or for an urgent report."""
+        wake = self._wake = asyncio.get_running_loop().create_future()
+
+        def wake_up(_: object) -> None:
+            if not wake.done():
+                wake.set_result(None)
+
+        ack.add_done_callback(wake_up)
+        try:
+            await wake
+        finally:
+            ack.remove_done_callback(wake_up)
+            self._wake = None
+
     def _acked(self, ack: monitor_pb2.ReportAck) -> None:
         entry = self._unacked.pop(ack.seq, None)
         if entry is not None and not entry[1].done():
@@ -139,8 +162,9 @@ class Reporter:
         last: int | None = None  # the last report of the message sent before
         while True:
             reports = [await outbox.get()]
-            if last is not None and (entry := self._unacked.get(last)) is not None:
-                await asyncio.shield(entry[1])  # shielded: this stream closing must not cancel the report's future
+            if not self._urgent and last is not None and (entry := self._unacked.get(last)) is not None:
+                await self._ack_or_urgent(entry[1])
+            self._urgent = False
             while not outbox.empty() and len(reports) < MAX_GROUP:
                 reports.append(outbox.get_nowait())
             last = reports[-1].seq

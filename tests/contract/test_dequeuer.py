@@ -51,7 +51,18 @@ class FakeMonitor(monitor_pb2_grpc.MonitorServicer):
     async def Report(
         self, request_iterator: AsyncIterator[monitor_pb2.Reports], context: grpc.aio.ServicerContext
     ) -> AsyncIterator[monitor_pb2.ReportAcks]:
-        async for message in request_iterator:
+        answers: asyncio.Queue[Any] = asyncio.Queue()  # acks to send, then None
+        reader = asyncio.create_task(self._read(request_iterator, answers))  # reads ahead of the acks, as the real one
+        try:
+            while (acks := await answers.get()) is not None:
+                await self.acks_open.wait()
+                if self.ack:
+                    yield acks
+        finally:
+            reader.cancel()
+
+    async def _read(self, requests: AsyncIterator[monitor_pb2.Reports], answers: asyncio.Queue[Any]) -> None:
+        async for message in requests:
             self.message_sizes.append(len(message.reports))
             acks = monitor_pb2.ReportAcks()
             for report in message.reports:
@@ -62,9 +73,8 @@ class FakeMonitor(monitor_pb2_grpc.MonitorServicer):
                     failed.add(report.batch.attempt)
                     dead_letter = len(failed) >= report.batch.max_attempts
                 acks.acks.add(seq=report.seq, dead_letter=dead_letter)
-            await self.acks_open.wait()
-            if self.ack:
-                yield acks
+            answers.put_nowait(acks)
+        answers.put_nowait(None)
 
     def unique(self) -> list[monitor_pb2.Report]:
         """The reports once each, as a monitor that drops repeats by seq keeps them."""
@@ -607,6 +617,29 @@ async def test_reports_queued_while_the_monitor_has_not_acked_go_together_in_the
     finally:
         await reporter.close()
         await server.stop(0)
+
+
+async def test_a_batch_received_is_reported_at_once_even_while_the_monitor_has_not_acked(harness: Harness) -> None:
+    h = harness
+    h.worker.sleep_s["b1"] = 60.0
+    running = h.start_dequeuer()
+    await assert_eventually(until(lambda: running.dequeuer.ready))
+    # Given a report the monitor has read but not acked yet (a slow commit)
+    h.monitor.acks_open.clear()
+    try:
+        read = len(h.monitor.message_sizes)
+        running.reporter.send(monitor_pb2.WorkerReport(phase=Phase.WORKER_PHASE_READY))
+        await assert_eventually(until(lambda: len(h.monitor.message_sizes) > read))
+        # When the dequeuer receives a batch (and its worker starts on it)
+        await h.send("b1")
+        await assert_eventually(until(lambda: len(h.worker.batch_calls("b1")) == 1))
+        # Then its STARTED report, with the receipt to release it by should this dequeuer be lost, has reached the
+        # monitor without waiting for that ack
+        started = lambda: h.monitor.batch_reports(Result.BATCH_RESULT_STARTED)  # noqa: E731
+        await assert_eventually(until(lambda: [r.batch_id for r in started()] == ["b1"]))
+        assert started()[0].receipt
+    finally:
+        h.monitor.acks_open.set()
 
 
 def _succeeded(batch_id: str) -> monitor_pb2.BatchReport:

@@ -11,6 +11,7 @@ import pytest
 
 from tests.e2e.conftest import WORKERS_DIR, Stack, alive, eventually, processes_mentioning, stopped_after
 
+LONG_VISIBILITY_S = 300
 FAULT_SETTINGS = """
 queue:
   visibility_s: 2
@@ -27,9 +28,20 @@ runtime:
 
 @pytest.fixture
 def stack(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[Stack]:
-    settings = tmp_path / "thresher.yaml"
-    settings.write_text(FAULT_SETTINGS)
-    monkeypatch.setenv("THRESHER_CONFIG", str(settings))  # read by `thresher up`, handed to every service
+    yield from _stack(tmp_path, monkeypatch, FAULT_SETTINGS)
+
+
+@pytest.fixture
+def long_visibility_stack(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[Stack]:
+    """Batches stay invisible for LONG_VISIBILITY_S unless released: a job that ends before that had them released."""
+    settings = FAULT_SETTINGS.replace("visibility_s: 2", f"visibility_s: {LONG_VISIBILITY_S}")
+    yield from _stack(tmp_path, monkeypatch, settings)
+
+
+def _stack(tmp_path: Path, monkeypatch: pytest.MonkeyPatch, settings: str) -> Iterator[Stack]:
+    path = tmp_path / "thresher.yaml"
+    path.write_text(settings)
+    monkeypatch.setenv("THRESHER_CONFIG", str(path))  # read by `thresher up`, handed to every service
     with stopped_after(Stack(tmp_path / "data", WORKERS_DIR / "apis.yaml")) as stack:
         yield stack
 

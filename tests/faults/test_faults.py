@@ -15,7 +15,7 @@ import urllib.request
 import pytest
 
 from tests.e2e.conftest import Stack, alive, processes_mentioning, processes_of
-from tests.faults.conftest import Outputs, assert_nothing_left, submit, wait_for
+from tests.faults.conftest import LONG_VISIBILITY_S, Outputs, assert_nothing_left, submit, wait_for
 from thresher.errors import Unavailable
 
 pytestmark = [pytest.mark.faults, pytest.mark.timeout(240)]
@@ -115,6 +115,30 @@ def test_a_dequeuer_killed_mid_batch_gets_its_batch_released_at_once(stack: Stac
 
     status = assert_succeeded_exactly(stack, outputs, job_id, items)
     assert status["metrics"]["failed"] == 0
+
+
+@pytest.mark.timeout(LONG_VISIBILITY_S - 60)  # only batches released at once let the job end in time
+@pytest.mark.parametrize("answer", ["succeeded", "failed"])
+def test_a_dequeuer_killed_just_after_its_worker_answered_has_every_batch_it_held_released_at_once(
+    long_visibility_stack: Stack, outputs: Outputs, answer: str
+) -> None:
+    # Given a job whose worker, once it has answered the batch of item 5 (success, or HTTP 500 each time), kills its
+    # own dequeuer 20 ms later: before that answer is reported, or before the batch is acked or released on the queue
+    stack = long_visibility_stack
+    config = {"slow_s": 0.05, "kill_dequeuer_items": [5], "kill_dequeuer_after_s": 0.02}
+    if answer == "failed":
+        config["fail_items"] = [5]
+    job_id = submit(stack, outputs, list(range(20)), config=config)
+
+    # Then the job ends long before the batches it held could come back by themselves
+    status = stack.wait_for_final("recorder", job_id, timeout_s=LONG_VISIBILITY_S)
+    js, metrics = status["job_status"], status["metrics"]
+    assert sorted(set(outputs.items())) == [i for i in range(20) if answer == "succeeded" or i != 5]
+    if answer == "succeeded":
+        assert (js["status"], metrics["succeeded"], metrics["failed"]) == ("succeeded", 20, 0), status
+    else:
+        assert (js["status"], metrics["dead_lettered"], metrics["failed"]) == ("completed_with_failures", 1, 3), status
+    assert_nothing_left(job_id, outputs)
 
 
 def test_spot_termination_sigterm_drains_the_dequeuer_and_it_is_replaced(stack: Stack, outputs: Outputs) -> None:

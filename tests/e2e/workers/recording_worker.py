@@ -7,12 +7,16 @@ misbehaves on request, for the fault-injection tests. Config keys (all optional)
 - `slow_s`: seconds each batch takes
 - `crash_at_start`: the worker exits with code 3 as soon as it starts (a crash loop)
 - `hook_failures`: how many /on-job-complete calls answer HTTP 500 before one succeeds
+- `kill_dequeuer_items`: items whose batch, once answered, has its dequeuer killed (SIGKILL) `kill_dequeuer_after_s`
+  later (default 0.005), the first time they are seen
 """
 
 from __future__ import annotations
 
 import json
 import os
+import signal
+import threading
 import time
 from pathlib import Path
 from typing import Any
@@ -38,11 +42,27 @@ def handle_batch(items: list[Any], ctx: Any) -> None:
         if item in config.get("hang_items", []):
             time.sleep(3600)
     time.sleep(config.get("slow_s", 0))
+    if any(item in config.get("kill_dequeuer_items", []) and _first_time(out / f"killed-{item}") for item in items):
+        delay_s = config.get("kill_dequeuer_after_s", 0.005)
+        threading.Thread(target=_kill_my_dequeuer, args=(delay_s,), daemon=True).start()  # once this batch is answered
     fail_while = config.get("fail_while")
     if set(items) & set(config.get("fail_items", [])) and (not fail_while or Path(fail_while).exists()):
         raise RuntimeError(f"poison item in {items}")
     with open(out / f"items-{os.getpid()}.jsonl", "a", encoding="utf-8") as f:
         f.write(json.dumps(record) + "\n")
+
+
+def _kill_my_dequeuer(delay_s: float) -> None:
+    """SIGKILL the dequeuer of this worker: the process of its group (its pod) that runs services.dequeuer."""
+    time.sleep(delay_s)
+    group = os.getpgid(0)
+    for entry in Path("/proc").iterdir():
+        if entry.name.isdigit() and int(entry.name) != os.getpid():
+            try:
+                if os.getpgid(int(entry.name)) == group and b"services.dequeuer" in (entry / "cmdline").read_bytes():
+                    os.kill(int(entry.name), signal.SIGKILL)
+            except OSError:
+                continue
 
 
 def on_job_complete(summary: dict[str, Any], ctx: Any) -> None:
