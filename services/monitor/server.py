@@ -36,11 +36,13 @@ class MonitorServicer(monitor_pb2_grpc.MonitorServicer):
     def __init__(self, monitor: Monitor) -> None:
         self._monitor = monitor
         self._readers: set[asyncio.Task[None]] = set()  # one per open report stream
+        self._ending = asyncio.Event()  # set by end_streams()
 
     def end_streams(self) -> None:
         """Stopping: end every report stream once what it read is recorded and acked. Streams never end by
         themselves, and held open they would keep a stopping server for its whole grace period while it refuses new
         calls: ended, their dequeuers reconnect at once (to the restarted monitor) and send again what is unacked."""
+        self._ending.set()
         for reader in self._readers:
             reader.cancel()
 
@@ -48,7 +50,7 @@ class MonitorServicer(monitor_pb2_grpc.MonitorServicer):
         self, request_iterator: AsyncIterator[monitor_pb2.Reports], context: grpc.aio.ServicerContext
     ) -> AsyncIterator[monitor_pb2.ReportAcks]:
         inbox: asyncio.Queue[Any] = asyncio.Queue(INBOX_SIZE)
-        reader = asyncio.create_task(_read_into(request_iterator, inbox))
+        reader = asyncio.create_task(_read_into(request_iterator, inbox, self._ending))
         self._readers.add(reader)
         reader.add_done_callback(self._readers.discard)
         workers: set[tuple[str, str]] = set()  # (job id, worker id) seen on this stream
@@ -97,12 +99,16 @@ class MonitorServicer(monitor_pb2_grpc.MonitorServicer):
         return encode_progress(request.job_id, await self._monitor.progress(request.job_id, request.api_name))
 
 
-async def _read_into(requests: AsyncIterator[monitor_pb2.Reports], inbox: asyncio.Queue[Any]) -> None:
+async def _read_into(
+    requests: AsyncIterator[monitor_pb2.Reports], inbox: asyncio.Queue[Any], ending: asyncio.Event
+) -> None:
     try:
         async for message in requests:
             await inbox.put(list(message.reports))
-    except asyncio.CancelledError:  # end_streams(): the stream ends cleanly after what was read
-        pass
+    except asyncio.CancelledError:
+        if not ending.is_set():
+            raise  # the call ended: nobody reads the inbox any more
+        # end_streams(): the stream ends cleanly after what was read
     except Exception as e:  # handed to the writer, which ends the call with it
         await inbox.put(e)
         return
