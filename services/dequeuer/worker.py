@@ -1,4 +1,5 @@
-"""The worker's HTTP side: its readiness check, `POST /` for a batch and `POST /on-job-complete` for the hook."""
+"""The worker's HTTP side: its readiness check, `POST /` for a batch and `POST /on-job-complete` for the hook; and
+after a call that failed, whether the worker is gone or hung (judge), which is not the batch's fault."""
 
 from __future__ import annotations
 
@@ -11,7 +12,6 @@ from dataclasses import dataclass
 
 from services.dequeuer.http import Exchange, HttpClient, NotStarted, ProtocolError
 from thresher import names
-from thresher.names import EXIT_WORKER_HUNG
 from thresher.queue import Batch
 
 log = logging.getLogger(__name__)
@@ -40,7 +40,7 @@ class WorkerLost(Exception):
 class WorkerHung(WorkerLost):
     """The worker answers nothing, not even a health check: the runtime kills and replaces it."""
 
-    exit_code = EXIT_WORKER_HUNG
+    exit_code = names.EXIT_WORKER_HUNG
 
 
 @dataclass(slots=True)
