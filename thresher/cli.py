@@ -129,12 +129,13 @@ def _up(args: argparse.Namespace) -> int:
 
     async def on_ready(stack: Stack) -> None:
         if args.apis:
-            from thresher import rpc
+            from thresher import rpc, trust
             from thresher.apis import load_api_file
 
             credentials = ((GRPC_AUTHORIZATION_KEY, auth.authorization(api_key)),) if api_key else ()
+            token = trust.load(stack.config).token(trust.GATEWAY)  # it deploys as the gateway would, with the API key
             async with rpc.channel(stack.config.addresses.scheduler, stack.config.tls) as channel:
-                jobs = rpc.Client(jobs_pb2_grpc.JobsStub(channel))
+                jobs = rpc.Client(jobs_pb2_grpc.JobsStub(channel), token)
                 for spec in load_api_file(args.apis):
                     await jobs.DeployApi(jobs_pb2.DeployApiRequest(api=spec), metadata=credentials)
                     print(f"deployed API {spec.name}")

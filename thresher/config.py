@@ -69,11 +69,15 @@ class GatewaySettings:
 
 @dataclass
 class AuthSettings:
-    """API keys of the public API: the gateway's job and API routes, and the scheduler's Jobs service."""
+    """API keys of the public API (the gateway's job and API routes, the scheduler's Jobs service), and the secret
+    that authenticates the services to each other."""
 
     # A file of hashed keys, a line each (thresher/auth.py); empty: no keys, the API is open to anyone who can reach
     # it. `thresher up` makes <data_dir>/api_keys, with the key of <data_dir>/api_key, unless this is set.
     keys_file: str = ""
+    # The secret every internal gRPC call's token is made from (thresher/trust.py); empty: <data_dir>/internal_secret,
+    # which `thresher up` makes (mode 0600). On Kubernetes: the Secret thresher-internal, mounted in each service.
+    internal_secret_file: str = ""
 
 
 @dataclass

@@ -9,7 +9,7 @@ reaps them and reports their exit codes (as `subprocess` gives them: negative fo
 Linux only (pidfd_open, /proc), like the local runtime.
 
 Protocol, one JSON object per line over the server's stdin (one end of a Unix socket pair):
-    client → server  {"args": [...], "log": "path", "pgid": N}
+    client → server  {"args": [...], "log": "path", "pgid": N, "env": {...}}  (env: added to the server's)
     server → client  {"pid": N} or {"error": "why"}; later, at any time, {"exited": N, "code": C}
 The server ends when its client closes the socket; the processes it started go on.
 """
@@ -110,7 +110,8 @@ def _fork(channel: socket.socket, request: dict[str, Any]) -> int:
 
 
 def _become(request: dict[str, Any]) -> None:
-    """In the child: the log as stdout and stderr, nothing on stdin, the requested process group."""
+    """In the child: its own variables, the log as stdout and stderr, nothing on stdin, the requested process group."""
+    os.environ.update(request.get("env") or {})
     try:
         log = os.open(request["log"], os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o666)
         os.dup2(log, 1)
@@ -174,14 +175,15 @@ class ForkServer:
     def server_pid(self) -> int | None:
         return self._server.pid if self._server is not None else None
 
-    def spawn(self, args: list[str], log_path: Path, pgid: int) -> int:
-        """Start the program with `args`, output appended to `log_path`, in process group `pgid` (0: a new one)."""
+    def spawn(self, args: list[str], log_path: Path, pgid: int, env: dict[str, str] | None = None) -> int:
+        """Start the program with `args` and the server's environment plus `env`, output appended to `log_path`, in
+        process group `pgid` (0: a new one). Unlike `args`, `env` never shows on the child's command line."""
         if self._server is None or self._server.poll() is not None:
             self._start()
         assert self._channel is not None
         log_path.parent.mkdir(parents=True, exist_ok=True)
         try:
-            _send(self._channel, {"args": args, "log": str(log_path), "pgid": pgid})
+            _send(self._channel, {"args": args, "log": str(log_path), "pgid": pgid, "env": env or {}})
             deadline = time.monotonic() + SPAWN_TIMEOUT_S
             while not self._answers:
                 if self._channel is None:

@@ -26,6 +26,11 @@ HEADER_AUTHORIZATION = "Authorization"
 GRPC_AUTHORIZATION_KEY = "authorization"
 ENV_API_KEY = "THRESHER_API_KEY"
 
+# Internal calls: the caller's token (thresher/trust.py) under this gRPC metadata key. A dequeuer finds its token in
+# this variable, set by the runtime that starts it (never on a command line: `ps` shows those to everyone).
+GRPC_TOKEN_KEY = "thresher-token"
+ENV_WORKER_TOKEN = "THRESHER_WORKER_TOKEN"
+
 METRIC_PREFIX = "thresher_"
 
 # The control message a job's queue carries once every batch is terminal.

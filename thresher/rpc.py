@@ -1,4 +1,8 @@
-"""gRPC helpers: servers with health, reflection and error mapping; channels; clients that raise ThresherError.
+"""gRPC helpers: servers with health, reflection, caller checks and error mapping; channels; clients that send
+their token and raise ThresherError.
+
+Every call but health checks and reflection needs a token (thresher/trust.py): servers check it, and the role's
+right to the method, in one interceptor, before the servicer sees the call; `peer()` tells the servicer who called.
 
 A dequeuer imports this module for its channel to the monitor, at every worker start: what only servers use (health,
 reflection, prometheus_client) and retries (tenacity) are imported where they are used.
@@ -8,6 +12,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import contextvars
 import logging
 import time
 from collections.abc import AsyncIterator, Awaitable, Callable, Iterator, Sequence
@@ -19,8 +24,9 @@ from google.protobuf.message import DecodeError
 
 from thresher.aiotasks import create_guarded_task
 from thresher.config import TlsSettings
-from thresher.errors import InvalidRequest, ThresherError, Unavailable, from_grpc
-from thresher.names import GRPC_KIND_KEY
+from thresher.errors import Forbidden, InvalidRequest, ThresherError, Unavailable, from_grpc
+from thresher.names import GRPC_KIND_KEY, GRPC_TOKEN_KEY
+from thresher.trust import OPEN_SERVICES, Peer, Trust
 
 log = logging.getLogger(__name__)
 
@@ -34,21 +40,23 @@ OPTIONS = [
 
 PLAINTEXT = TlsSettings()
 Registration = tuple[Callable[[Any, grpc.aio.Server], None], Any, str]  # (add_XServicer_to_server, servicer, full name)
+_PEER: contextvars.ContextVar[Peer] = contextvars.ContextVar("thresher_rpc_peer")
 
 
 async def start_server(
-    address: str, services: Sequence[Registration], tls: TlsSettings = PLAINTEXT
+    address: str, services: Sequence[Registration], trust: Trust, tls: TlsSettings = PLAINTEXT
 ) -> tuple[grpc.aio.Server, int]:
     """Serve `services` on `address` ("127.0.0.1:0" picks a port) with health and reflection; returns the port.
 
-    `tls`: the service's mutual TLS settings (`config.tls`); plaintext when they are empty."""
+    `trust`: the stack's, which checks each caller's token; `tls`: the service's mutual TLS settings (`config.tls`),
+    plaintext when they are empty."""
     # Imported here, by servers only: a dequeuer (a client) starts faster without them.
     from grpc_health.v1 import health, health_pb2, health_pb2_grpc
     from grpc_reflection.v1alpha import reflection
 
     from thresher.metrics import GRPC_REQUESTS, GRPC_SECONDS
 
-    server = grpc.aio.server(interceptors=[_ErrorInterceptor(GRPC_REQUESTS, GRPC_SECONDS)], options=OPTIONS)
+    server = grpc.aio.server(interceptors=[_GuardInterceptor(trust, GRPC_REQUESTS, GRPC_SECONDS)], options=OPTIONS)
     health_servicer = health.aio.HealthServicer()
     health_pb2_grpc.add_HealthServicer_to_server(health_servicer, server)
     names = [health_pb2.DESCRIPTOR.services_by_name["Health"].full_name, reflection.SERVICE_NAME]
@@ -119,17 +127,27 @@ def _read_tls(tls: TlsSettings) -> tuple[bytes, bytes, bytes]:
 
 
 class Client:
-    """Wraps a generated stub so that failed calls raise the ThresherError they stand for."""
+    """Wraps a generated stub so that every call carries `token` (thresher/trust.py) and failed calls raise the
+    ThresherError they stand for."""
 
-    def __init__(self, stub: Any, timeout_s: float | None = 30.0) -> None:
+    def __init__(self, stub: Any, token: str, timeout_s: float | None = 30.0) -> None:
         self._stub = stub
+        self._token = token
         self._timeout_s = timeout_s
 
     def __getattr__(self, name: str) -> Any:
         method = getattr(self._stub, name)
         if isinstance(method, grpc.aio.UnaryStreamMultiCallable):
-            return lambda request, **kw: _stream(method(request, **kw))
-        return lambda request, **kw: _unary(method(request, **({"timeout": self._timeout_s} | kw)))
+            return lambda request, **kw: _stream(method(request, **self._with_token(kw)))
+        return lambda request, **kw: _unary(method(request, **({"timeout": self._timeout_s} | self._with_token(kw))))
+
+    def _with_token(self, kw: dict[str, Any]) -> dict[str, Any]:
+        return kw | {"metadata": (*kw.get("metadata", ()), (GRPC_TOKEN_KEY, self._token))}
+
+
+def peer() -> Peer:
+    """Who made the call being served, as its token says (in a servicer method only)."""
+    return _PEER.get()
 
 
 async def _unary(call: Awaitable[Any]) -> Any:
@@ -166,11 +184,13 @@ async def retry_unavailable(fn: Callable[[], Awaitable[Any]], deadline_s: float 
             return await fn()
 
 
-class _ErrorInterceptor(grpc.aio.ServerInterceptor):
-    """Turns ThresherError into a gRPC status carrying its kind (anything else is logged once as INTERNAL), and
-    counts and times every request in `requests` (by method and code) and `seconds` (by method)."""
+class _GuardInterceptor(grpc.aio.ServerInterceptor):
+    """Lets a call through only with a token (checked by `trust`) whose role may call the method, unless its service
+    is open to all; turns ThresherError into a gRPC status carrying its kind (anything else is logged once as
+    INTERNAL); counts and times every request in `requests` (by method and code) and `seconds` (by method)."""
 
-    def __init__(self, requests: Any, seconds: Any) -> None:
+    def __init__(self, trust: Trust, requests: Any, seconds: Any) -> None:
+        self._trust = trust
         self._meters = (requests, seconds)
 
     async def intercept_service(self, continuation: Any, details: grpc.HandlerCallDetails) -> Any:
@@ -187,8 +207,10 @@ class _ErrorInterceptor(grpc.aio.ServerInterceptor):
             else (_guard_stream, grpc.stream_stream_rpc_method_handler)
         )
         behavior = handler.unary_unary or handler.stream_unary or handler.unary_stream or handler.stream_stream
+        service = details.method.lstrip("/").split("/", 1)[0]
+        trust = None if service in OPEN_SERVICES else self._trust
         return make(
-            wrap(behavior, details.method, self._meters),
+            wrap(behavior, details.method, trust, self._meters),
             request_deserializer=_lenient(handler.request_deserializer),
             response_serializer=handler.response_serializer,
         )
@@ -228,10 +250,22 @@ def _checked(request: Any) -> Any:
     return messages()
 
 
-def _guard_unary(behavior: Any, method: str, meters: tuple[Any, Any]) -> Any:
+def _authorize(trust: Trust | None, method: str, context: grpc.aio.ServicerContext) -> None:
+    """Unauthenticated without a valid token, Forbidden when its role may not call `method`; `peer()` is its holder."""
+    if trust is None:
+        return
+    token = next((str(v) for k, v in (context.invocation_metadata() or ()) if k == GRPC_TOKEN_KEY), None)
+    caller = trust.peer(token)
+    if not caller.may_call(method):
+        raise Forbidden(f"a {caller.role} may not call {method}")
+    _PEER.set(caller)
+
+
+def _guard_unary(behavior: Any, method: str, trust: Trust | None, meters: tuple[Any, Any]) -> Any:
     async def guarded(request: Any, context: grpc.aio.ServicerContext) -> Any:
         with _measured(method, meters) as outcome:
             try:
+                _authorize(trust, method, context)
                 return await behavior(_checked(request), context)
             except Exception as e:
                 outcome.append(_code_of(e))
@@ -240,10 +274,11 @@ def _guard_unary(behavior: Any, method: str, meters: tuple[Any, Any]) -> Any:
     return guarded
 
 
-def _guard_stream(behavior: Any, method: str, meters: tuple[Any, Any]) -> Any:
+def _guard_stream(behavior: Any, method: str, trust: Trust | None, meters: tuple[Any, Any]) -> Any:
     async def guarded(request: Any, context: grpc.aio.ServicerContext) -> AsyncIterator[Any]:
         with _measured(method, meters) as outcome:
             try:
+                _authorize(trust, method, context)
                 async for response in behavior(_checked(request), context):
                     yield response
             except Exception as e:

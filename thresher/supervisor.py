@@ -22,7 +22,7 @@ import aiohttp
 import grpc
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 
-from thresher import rpc
+from thresher import rpc, trust
 from thresher.aiotasks import on_stop_signal
 from thresher.config import Config, config_env
 from thresher.ports import free_port
@@ -65,8 +65,10 @@ class Stack:
         }
 
     async def start(self) -> None:
-        """Pick addresses, start every service and wait until each answers its health check."""
+        """Make the stack secret at first start, pick addresses, start every service and wait until each answers its
+        health check."""
         (self.data_dir / "logs").mkdir(parents=True, exist_ok=True)
+        trust.ensure_secret(self.config)
         a = self.config.addresses
         for name in (
             "gateway",

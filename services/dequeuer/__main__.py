@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import os
 import sys
 from collections.abc import Sequence
 
@@ -20,19 +21,20 @@ from thresher.aiotasks import on_stop_signal
 from thresher.config import Config, load_config
 from thresher.errors import ThresherError
 from thresher.logs import configure_logging
-from thresher.names import EXIT_DRAINED
+from thresher.names import ENV_WORKER_TOKEN, EXIT_DRAINED
 from thresher.queue import open_queue_backend
 
 log = logging.getLogger("services.dequeuer")
 
 
-async def serve(settings: Settings, config: Config) -> int:
-    """Run one dequeuer until its job ends or a signal stops it; returns the exit code."""
+async def serve(settings: Settings, config: Config, token: str) -> int:
+    """Run one dequeuer, reporting with `token`, until its job ends or a signal stops it; returns the exit code."""
     backend = open_queue_backend(config)
     reporter = Reporter(
         config.addresses.monitor,
         settings.job_id,
         settings.worker_id,
+        token,
         settings.api_name,
         settings.queue_name,
         tls=config.tls,
@@ -67,8 +69,12 @@ def main(argv: Sequence[str] | None = None) -> int:
         log.error("bad configuration: %s", e)
         return 2
     settings = parse_args(argv, config)
+    token = os.environ.get(ENV_WORKER_TOKEN, "")
+    if not token:
+        log.error("bad configuration: %s is not set: the runtime that starts a dequeuer gives it one", ENV_WORKER_TOKEN)
+        return 2
     try:
-        return asyncio.run(serve(settings, config))
+        return asyncio.run(serve(settings, config, token))
     except Exception:
         log.exception("dequeuer failed")
         return 1

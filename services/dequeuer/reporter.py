@@ -18,6 +18,7 @@ import grpc
 from thresher import rpc
 from thresher.aiotasks import create_guarded_task
 from thresher.config import TlsSettings
+from thresher.names import GRPC_TOKEN_KEY
 from thresher.v1 import jobs_pb2, monitor_pb2, monitor_pb2_grpc
 
 log = logging.getLogger(__name__)
@@ -38,11 +39,13 @@ class Reporter:
         address: str,
         job_id: str,
         worker_id: str,
+        token: str,  # this worker's (thresher/trust.py): it reports for its own job and worker only
         api_name: str = "",
         queue_name: str = "",
         tls: TlsSettings | None = None,  # the monitor's mutual TLS (config.tls); None: plaintext
     ) -> None:
         self._address = address
+        self._metadata = ((GRPC_TOKEN_KEY, token),)
         self._tls = tls or TlsSettings()
         self._job_id = job_id
         self._worker_id = worker_id
@@ -113,7 +116,7 @@ class Reporter:
                 outbox.put_nowait(report)
             self._outbox = outbox
             try:
-                async for acks in stub.Report(self._drain(outbox)):
+                async for acks in stub.Report(self._drain(outbox), metadata=self._metadata):
                     backoff_s = BACKOFF_MIN_S
                     for ack in acks.acks:
                         self._acked(ack)

@@ -11,6 +11,7 @@ from prometheus_client import Counter, Histogram
 
 from services.enqueuer.enqueue import enqueue_input
 from services.enqueuer.sources import check_input
+from thresher import trust
 from thresher.aiotasks import until_stop_signal
 from thresher.config import Config
 from thresher.errors import InvalidRequest
@@ -75,7 +76,7 @@ async def create_server(config: Config, address: str) -> tuple[grpc.aio.Server, 
     """Serve thresher.v1.Enqueuer on `address` ("127.0.0.1:0" picks a port); returns the server and its port."""
     servicer = EnqueuerServicer(config)
     registration = (enqueuer_pb2_grpc.add_EnqueuerServicer_to_server, servicer, "thresher.v1.Enqueuer")
-    return await start_server(address, [registration], config.tls)
+    return await start_server(address, [registration], trust.load(config), config.tls)
 
 
 async def serve(config: Config, grace_s: float = GRACE_S) -> None:

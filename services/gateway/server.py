@@ -12,7 +12,7 @@ from services.gateway.events import job_events, job_logs
 from services.gateway.middleware import error_middleware, request_log_middleware
 from services.gateway.openapi import openapi_document
 from services.gateway.routes import CONFIG, add_routes
-from thresher import rpc
+from thresher import rpc, trust
 from thresher.aiotasks import until_stop_signal
 from thresher.config import Config
 from thresher.metrics import metrics_handler, start_metrics_server
@@ -46,8 +46,10 @@ def create_app(config: Config) -> web.Application:
 
 
 async def _scheduler_client(app: web.Application) -> AsyncIterator[None]:
-    channel = rpc.channel(app[CONFIG].addresses.scheduler, app[CONFIG].tls)
-    app[JOBS] = rpc.Client(jobs_pb2_grpc.JobsStub(channel))
+    config = app[CONFIG]
+    token = trust.load(config).token(trust.GATEWAY)
+    channel = rpc.channel(config.addresses.scheduler, config.tls)
+    app[JOBS] = rpc.Client(jobs_pb2_grpc.JobsStub(channel), token)
     try:
         yield
     finally:

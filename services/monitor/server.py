@@ -16,7 +16,7 @@ from services.monitor.metrics import start_metrics_server
 from services.monitor.monitor import Monitor
 from services.monitor.notifier import Notifier
 from services.monitor.wire import decode_queue_calls, decode_report, encode_progress
-from thresher import rpc
+from thresher import rpc, trust
 from thresher.aiotasks import create_guarded_task, until_stop_signal
 from thresher.config import Config
 from thresher.queue import QueueBackend, open_queue_backend
@@ -49,6 +49,7 @@ class MonitorServicer(monitor_pb2_grpc.MonitorServicer):
     async def Report(
         self, request_iterator: AsyncIterator[monitor_pb2.Reports], context: grpc.aio.ServicerContext
     ) -> AsyncIterator[monitor_pb2.ReportAcks]:
+        sender = rpc.peer()  # a dequeuer, whose token speaks for its own job and worker only
         inbox: asyncio.Queue[Any] = asyncio.Queue(INBOX_SIZE)
         reader = asyncio.create_task(_read_into(request_iterator, inbox, self._ending))
         self._readers.add(reader)
@@ -58,6 +59,8 @@ class MonitorServicer(monitor_pb2_grpc.MonitorServicer):
             while True:
                 group, end = await _next_group(inbox)
                 if group:
+                    for report in group:
+                        sender.check_speaks_for(report.job_id, report.worker_id)
                     workers.update((r.job_id, r.worker_id) for r in group if r.worker_id)
                     names = {r.job_id: (r.api_name, r.queue_name) for r in group}
                     dead_letter = await self._monitor.record([decode_report(r) for r in group], names)
@@ -175,9 +178,11 @@ async def create_server(config: Config, address: str) -> tuple[MonitorServer, in
 
     The /metrics port is `server.metrics_port`. Settlements the scheduler did not acknowledge are sent again.
     """
+    stack = trust.load(config)
     ledger = Ledger(Path(config.data_dir) / "monitor" / "ledger.db")
     channel = rpc.channel(config.addresses.scheduler, config.tls)
-    scheduler = rpc.Client(scheduler_pb2_grpc.SchedulerStub(channel), timeout_s=SCHEDULER_CALL_TIMEOUT_S)
+    token = stack.token(trust.MONITOR)
+    scheduler = rpc.Client(scheduler_pb2_grpc.SchedulerStub(channel), token, timeout_s=SCHEDULER_CALL_TIMEOUT_S)
     notifier = Notifier(ledger, scheduler)
     queues = open_queue_backend(config)
     monitor = Monitor(ledger, notifier, queues, config.monitor.heartbeat_timeout_s)
@@ -190,7 +195,7 @@ async def create_server(config: Config, address: str) -> tuple[MonitorServer, in
     servicer = MonitorServicer(monitor)
     try:
         registration = (monitor_pb2_grpc.add_MonitorServicer_to_server, servicer, "thresher.v1.Monitor")
-        grpc_server, port = await rpc.start_server(address, [registration], config.tls)
+        grpc_server, port = await rpc.start_server(address, [registration], stack, config.tls)
     except Exception:
         await metrics_runner.cleanup()
         await channel.close()

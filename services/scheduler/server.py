@@ -12,7 +12,7 @@ import grpc
 from services.scheduler import access
 from services.scheduler.manager import JobManager
 from services.scheduler.store import JobStore
-from thresher import rpc
+from thresher import rpc, trust
 from thresher.auth import Caller, KeyRing
 from thresher.config import Config
 from thresher.names import GRPC_AUTHORIZATION_KEY
@@ -130,9 +130,11 @@ class SchedulerServicer(scheduler_pb2_grpc.SchedulerServicer):
 async def create_server(config: Config, address: str) -> tuple[grpc.aio.Server, int, JobManager]:
     """Open the store, backends and peers, pick up unfinished jobs, and serve Jobs and Scheduler on `address`."""
     keys = KeyRing(config.auth.keys_file)
+    stack = trust.load(config)
+    token = stack.token(trust.SCHEDULER)
     store = await JobStore.open(Path(config.data_dir) / "scheduler" / "jobs.db")
-    enqueuer = rpc.Client(enqueuer_pb2_grpc.EnqueuerStub(rpc.channel(config.addresses.enqueuer, config.tls)))
-    monitor = rpc.Client(monitor_pb2_grpc.MonitorStub(rpc.channel(config.addresses.monitor, config.tls)))
+    enqueuer = rpc.Client(enqueuer_pb2_grpc.EnqueuerStub(rpc.channel(config.addresses.enqueuer, config.tls)), token)
+    monitor = rpc.Client(monitor_pb2_grpc.MonitorStub(rpc.channel(config.addresses.monitor, config.tls)), token)
     manager = JobManager(config, store, open_queue_backend(config), open_runtime(config), enqueuer, monitor)
     server, port = await rpc.start_server(
         address,
@@ -140,6 +142,7 @@ async def create_server(config: Config, address: str) -> tuple[grpc.aio.Server, 
             (jobs_pb2_grpc.add_JobsServicer_to_server, JobsServicer(manager, keys), "thresher.v1.Jobs"),
             (scheduler_pb2_grpc.add_SchedulerServicer_to_server, SchedulerServicer(manager), "thresher.v1.Scheduler"),
         ],
+        stack,
         config.tls,
     )
     await manager.recover()

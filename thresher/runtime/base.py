@@ -8,6 +8,7 @@ from abc import ABC, abstractmethod
 from dataclasses import dataclass
 from typing import Any
 
+from thresher import trust
 from thresher.config import Config, config_env
 from thresher.errors import InvalidRequest
 from thresher.v1 import jobs_pb2
@@ -33,6 +34,11 @@ DEQUEUER_SETTINGS_LEFT_OUT = ("auth", "limits", "inputs", "kubernetes", "runtime
 def dequeuer_config_env(config: Config) -> dict[str, str]:
     """The THRESHER_* variables of a dequeuer's settings, the same in every runtime."""
     return config_env(config, leave_out=DEQUEUER_SETTINGS_LEFT_OUT)
+
+
+def dequeuer_token(config: Config, job_id: str, worker_id: str) -> str:
+    """What a worker's dequeuer reports with: a token for its job and worker only, never the stack secret."""
+    return trust.load(config).token(trust.DEQUEUER, job_id, worker_id)
 
 
 DEQUEUER_MODULE = "services.dequeuer"

@@ -24,7 +24,7 @@ from typing import Any
 from thresher.apis import EFFECTS, label_key, label_value, quantity
 from thresher.config import Config
 from thresher.errors import InvalidRequest
-from thresher.names import ENV_JOB_SPEC, ENV_PORT, EXIT_DRAINED
+from thresher.names import ENV_JOB_SPEC, ENV_PORT, ENV_WORKER_TOKEN, EXIT_DRAINED
 from thresher.runtime.base import WorkerLaunch, dequeuer_argv, dequeuer_config_env
 from thresher.v1 import jobs_pb2
 
@@ -99,9 +99,10 @@ def owner_reference(job_name: str, job_uid: str) -> dict[str, Any]:
 
 
 def worker_job(
-    launch: WorkerLaunch, count: int, name: str, namespace: str, config: Config, now: float
+    launch: WorkerLaunch, count: int, name: str, namespace: str, config: Config, now: float, token: str
 ) -> dict[str, Any]:
-    """The Job: `count` pods at once (work-queue pattern: no completions), each a worker and its dequeuer."""
+    """The Job: `count` pods at once (work-queue pattern: no completions), each a worker and its dequeuer, which
+    reports with `token` (for any worker of the job: pod names are not known yet)."""
     job_labels = labels(launch.api.name, launch.job_id)
     spec: dict[str, Any] = {
         "parallelism": count,
@@ -124,7 +125,7 @@ def worker_job(
                 # A worker holds batches: the cluster autoscaler must not move it to empty a node.
                 "annotations": {"cluster-autoscaler.kubernetes.io/safe-to-evict": "false"},
             },
-            "spec": pod_spec(launch, name, config),
+            "spec": pod_spec(launch, name, config, token),
         },
     }
     deadline_s = active_deadline_s(launch.job_spec, now)
@@ -164,14 +165,14 @@ def check_settings(config: Config) -> None:
         raise InvalidRequest("tls is on, so dequeuers need a client certificate too: set kubernetes.tls_secret")
 
 
-def pod_spec(launch: WorkerLaunch, config_map_name: str, config: Config) -> dict[str, Any]:
+def pod_spec(launch: WorkerLaunch, config_map_name: str, config: Config, token: str) -> dict[str, Any]:
     k = config.kubernetes
     if (launch.api.port or DEFAULT_PORT) == ADMIN_PORT:
         raise InvalidRequest(f"API {launch.api.name}: port {ADMIN_PORT} is the dequeuer's on Kubernetes; pick another")
     spec: dict[str, Any] = {
         "restartPolicy": "Never",  # the pod fails when its dequeuer does; the Job makes a new one
         "initContainers": [api_container(launch, i, config) for i in range(len(launch.api.containers))],
-        "containers": [dequeuer_container(launch, config)],
+        "containers": [dequeuer_container(launch, config, token)],
         "volumes": [
             {"name": "job-spec", "configMap": {"name": config_map_name}},
             {"name": "tmp", "emptyDir": {}},
@@ -286,8 +287,9 @@ def api_resources(compute: jobs_pb2.Compute, config: Config) -> dict[str, Any]:
     return {key: value for key, value in (("requests", requests), ("limits", limits)) if value}
 
 
-def dequeuer_container(launch: WorkerLaunch, config: Config) -> dict[str, Any]:
-    """The dequeuer, with the scheduler's THRESHER_* settings (no secrets) and the pod's name as worker id."""
+def dequeuer_container(launch: WorkerLaunch, config: Config, token: str) -> dict[str, Any]:
+    """The dequeuer, with the scheduler's THRESHER_* settings (no secrets), the pod's name as worker id and the job's
+    report token (which readers of the namespace's Jobs can see: it lets one report for this job only)."""
     argv = dequeuer_argv(launch, f"$({ENV_WORKER_ID})", launch.api.port or DEFAULT_PORT, python="python")
     spec: dict[str, Any] = {
         "name": DEQUEUER,
@@ -297,6 +299,7 @@ def dequeuer_container(launch: WorkerLaunch, config: Config) -> dict[str, Any]:
         "args": argv[3:],
         "env": [
             {"name": ENV_WORKER_ID, "valueFrom": {"fieldRef": {"fieldPath": "metadata.name"}}},
+            {"name": ENV_WORKER_TOKEN, "value": token},
             *({"name": key, "value": value} for key, value in sorted(dequeuer_env(config).items())),
         ],
         "ports": [{"name": "admin", "containerPort": ADMIN_PORT}],

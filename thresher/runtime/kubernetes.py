@@ -26,8 +26,9 @@ from thresher.aiotasks import create_guarded_task
 from thresher.config import Config
 from thresher.errors import InvalidRequest, ThresherError, Unavailable
 from thresher.runtime import k8s_manifests as manifests
-from thresher.runtime.base import Runtime, WorkerLaunch, WorkerState
+from thresher.runtime.base import Runtime, WorkerLaunch, WorkerState, dequeuer_token
 from thresher.runtime.k8s_pods import unschedulable_message, unschedulable_since_from, worker_state
+from thresher.trust import ANY_WORKER
 
 log = logging.getLogger(__name__)
 T = TypeVar("T")
@@ -83,7 +84,8 @@ class KubernetesRuntime(Runtime):
         """Create the job's Job (and its ConfigMap) unless it exists; the Job controller replaces ended pods."""
         name = manifests.resource_name(launch.api.name, launch.job_id)
         spec_map = manifests.config_map(launch, name, self._namespace)
-        body = manifests.worker_job(launch, count, name, self._namespace, self._config, time.time())
+        token = dequeuer_token(self._config, launch.job_id, ANY_WORKER)
+        body = manifests.worker_job(launch, count, name, self._namespace, self._config, time.time(), token)
         await self._started()
         batch, core = await self._batch(), await self._core()
         job = await self._call(partial(batch.read_namespaced_job, name, self._namespace), missing_ok=True)

@@ -23,7 +23,7 @@ from typing import Any
 
 from thresher.config import Config
 from thresher.forkserver import TITLE_ROOM, ForkServer
-from thresher.names import ENV_JOB_SPEC, ENV_PORT, EXIT_DRAINED, EXIT_WORKER_HUNG
+from thresher.names import ENV_JOB_SPEC, ENV_PORT, ENV_WORKER_TOKEN, EXIT_DRAINED, EXIT_WORKER_HUNG
 from thresher.ports import free_port
 from thresher.runtime.base import (
     DEQUEUER_MODULE,
@@ -33,6 +33,7 @@ from thresher.runtime.base import (
     WorkerState,
     dequeuer_args,
     dequeuer_config_env,
+    dequeuer_token,
 )
 
 # What a worker inherits from this process; nothing else (no credentials, no API keys).
@@ -195,7 +196,8 @@ class LocalRuntime(Runtime):
     def _start_dequeuer(self, launch: WorkerLaunch, pod: _Pod, port: int) -> None:
         log_path = self.job_dir(launch.job_id) / f"{pod.worker_id}.dequeuer.log"
         try:
-            pid = self._dequeuers.spawn(dequeuer_args(launch, pod.worker_id, port), log_path, pod.pgid)
+            token = {ENV_WORKER_TOKEN: dequeuer_token(self._config, launch.job_id, pod.worker_id)}
+            pid = self._dequeuers.spawn(dequeuer_args(launch, pod.worker_id, port), log_path, pod.pgid, token)
         except OSError as e:
             _signal_group(pod.pgid, signal.SIGKILL)
             pod.failure = f"cannot start the dequeuer: {e}"
