@@ -10,6 +10,10 @@ import time
 from collections.abc import Callable
 from typing import Any
 
+from thresher import trust
+from thresher.config import Config
+from thresher.names import GRPC_TOKEN_KEY
+
 
 async def assert_eventually(check: Callable[[], Any], timeout_s: float = 10.0, interval_s: float = 0.05) -> Any:
     """Call `check` (sync or async) until it stops raising AssertionError; re-raise the last one at the deadline."""
@@ -24,6 +28,37 @@ async def assert_eventually(check: Callable[[], Any], timeout_s: float = 10.0, i
             if time.monotonic() >= deadline:
                 raise
         await asyncio.sleep(interval_s)
+
+
+def stack_trust(config: Config) -> trust.Trust:
+    """The stack secret of `config` (made as `thresher up` makes it, unless it exists), to serve and call with."""
+    trust.ensure_secret(config)
+    return trust.load(config)
+
+
+# For tests whose servers start before their data dir is known: one stack secret, written where `thresher up` writes
+# its own by `write_test_secret`.
+TEST_SECRET = b"the-stack-secret-of-the-tests-" + b"0" * 34
+TEST_TRUST = trust.Trust(TEST_SECRET)
+
+
+def write_test_secret(config: Config) -> None:
+    trust.secret_path(config).write_bytes(TEST_SECRET)
+
+
+class Signed:
+    """A generated stub whose calls carry `token` (or, for the methods named in `tokens`, another), as a service's
+    rpc.Client's do; for tests that need the stub's own call objects (streams they read and cancel)."""
+
+    def __init__(self, stub: Any, token: str, **tokens: str) -> None:
+        self._stub = stub
+        self._tokens = tokens
+        self._token = token
+
+    def __getattr__(self, name: str) -> Any:
+        method = getattr(self._stub, name)
+        metadata = ((GRPC_TOKEN_KEY, self._tokens.get(name, self._token)),)
+        return lambda *args, **kw: method(*args, **kw, metadata=metadata)
 
 
 def listening_port(proc: subprocess.Popen[bytes]) -> int:

@@ -17,9 +17,10 @@ from aiohttp.test_utils import TestClient, TestServer
 from services.gateway import create_app
 from services.scheduler.server import create_server
 from tests.contract.test_scheduler import IDLE_WORKER, Harness
-from thresher import auth, rpc
+from thresher import auth, rpc, trust
 from thresher.config import Config
 from thresher.logs import JsonFormatter
+from thresher.names import GRPC_TOKEN_KEY
 from thresher.v1 import jobs_pb2, jobs_pb2_grpc, scheduler_pb2, scheduler_pb2_grpc
 
 pytestmark = pytest.mark.timeout(60)
@@ -52,7 +53,9 @@ class Stack:
         return str(job["job_id"])
 
     def metadata(self, who: str) -> tuple[tuple[str, str], ...]:
-        return (("authorization", auth.authorization(self.keys[who])),)
+        """The key of `who` as the gateway sends it: beside the gateway's own token."""
+        gateway = (GRPC_TOKEN_KEY, self.harness.trust.token(trust.GATEWAY))
+        return (gateway,) if who == "none" else (gateway, ("authorization", auth.authorization(self.keys[who])))
 
 
 @contextlib.asynccontextmanager
@@ -159,7 +162,7 @@ async def test_jobs_record_their_owner_a_submit_key_lists_and_stops_only_its_own
     assert (await stack.call("admin", "DELETE", f"/v1/jobs/{bobs}"))[1]["job_status"]["status"] == "stopped"
 
 
-async def test_the_jobs_service_takes_the_same_keys_as_call_metadata_and_the_internal_service_none(
+async def test_the_jobs_service_takes_the_same_keys_as_call_metadata_and_the_internal_service_the_monitors_token(
     stack: Stack,
 ) -> None:
     jobs = jobs_pb2_grpc.JobsStub(stack.harness.channel)
@@ -172,7 +175,7 @@ async def test_the_jobs_service_takes_the_same_keys_as_call_metadata_and_the_int
     codes = {}
     for who in ("none", "reader", "alice"):
         try:
-            await jobs.SubmitJob(request, metadata=() if who == "none" else stack.metadata(who), timeout=10)
+            await jobs.SubmitJob(request, metadata=stack.metadata(who), timeout=10)
             codes[who] = grpc.StatusCode.OK
         except grpc.aio.AioRpcError as e:
             codes[who] = e.code()
@@ -184,8 +187,9 @@ async def test_the_jobs_service_takes_the_same_keys_as_call_metadata_and_the_int
     caller = await jobs.Authorize(jobs_pb2.AuthorizeRequest(method="GetJob"), metadata=stack.metadata("reader"))
     assert (caller.name, list(caller.scopes)) == ("reader", ["read"])
 
-    # The monitor's service is internal: no key, and an unknown job is simply not found
+    # The monitor's service is internal: no API key, the monitor's token, and an unknown job is simply not found
     internal = scheduler_pb2_grpc.SchedulerStub(stack.harness.channel)
+    monitor = ((GRPC_TOKEN_KEY, stack.harness.trust.token(trust.MONITOR)),)
     with pytest.raises(grpc.aio.AioRpcError) as raised:
-        await internal.JobSettled(scheduler_pb2.JobSettledRequest(job_id="nope"), timeout=10)
+        await internal.JobSettled(scheduler_pb2.JobSettledRequest(job_id="nope"), metadata=monitor, timeout=10)
     assert raised.value.code() == grpc.StatusCode.NOT_FOUND

@@ -20,8 +20,8 @@ import pytest
 from aiohttp import web
 
 from services.dequeuer import Dequeuer, Reporter, Settings
-from tests.helpers import assert_eventually
-from thresher import names, rpc
+from tests.helpers import TEST_TRUST, assert_eventually
+from thresher import names, rpc, trust
 from thresher.config import Config, config_env
 from thresher.queue import KIND_JOB_COMPLETE, Batch, Depth, Queue, QueueBackend, open_queue_backend
 from thresher.v1 import jobs_pb2, monitor_pb2, monitor_pb2_grpc
@@ -97,9 +97,14 @@ class FakeMonitor(monitor_pb2_grpc.MonitorServicer):
         return [r.hook for r in self.unique() if r.HasField("hook")]
 
 
+def token(worker_id: str) -> str:
+    """What the runtime gives a dequeuer of JOB_ID."""
+    return TEST_TRUST.token(trust.DEQUEUER, JOB_ID, worker_id)
+
+
 async def start_monitor(monitor: FakeMonitor, port: int = 0) -> tuple[grpc.aio.Server, int]:
     registration = (monitor_pb2_grpc.add_MonitorServicer_to_server, monitor, "thresher.v1.Monitor")
-    return await rpc.start_server(f"127.0.0.1:{port}", [registration])
+    return await rpc.start_server(f"127.0.0.1:{port}", [registration], TEST_TRUST)
 
 
 @dataclass
@@ -217,7 +222,7 @@ class Harness:
             worker_port=self.worker.port,
             **overrides,
         )
-        reporter = Reporter(f"127.0.0.1:{self.monitor_port}", JOB_ID, worker_id)
+        reporter = Reporter(f"127.0.0.1:{self.monitor_port}", JOB_ID, worker_id, token(worker_id))
         reporter.start()
         dequeuer = Dequeuer(settings, self.queue, reporter)
         running = Running(dequeuer, asyncio.create_task(dequeuer.run()), reporter)
@@ -600,7 +605,7 @@ async def test_reports_queued_while_the_monitor_has_not_acked_go_together_in_the
     monitor = FakeMonitor()
     monitor.acks_open.clear()
     server, port = await start_monitor(monitor)
-    reporter = Reporter(f"127.0.0.1:{port}", JOB_ID, "w-1")
+    reporter = Reporter(f"127.0.0.1:{port}", JOB_ID, "w-1", token("w-1"))
     reporter.start()
     try:
         # Given a first report, sent at once (the stream is idle), that the monitor has not acked yet
@@ -654,7 +659,7 @@ async def _depth_is(h: Harness, expected: Depth) -> None:
 
 
 async def start_subprocess(h: Harness, log_path: Path, *args: str) -> asyncio.subprocess.Process:
-    env = {**os.environ, **config_env(h.config)}
+    env = {**os.environ, **config_env(h.config), names.ENV_WORKER_TOKEN: token("w-proc")}
     command = [sys.executable, "-m", "services.dequeuer", "--job-id", JOB_ID, "--api-name", "api"]
     command += ["--worker-id", "w-proc", "--queue", QUEUE, "--worker-port", str(h.worker.port), *args]
     with open(log_path, "wb") as log:

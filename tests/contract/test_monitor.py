@@ -20,8 +20,9 @@ import grpc
 import pytest
 
 from services.monitor import MonitorServer, create_server
-from tests.helpers import assert_eventually
-from thresher import rpc
+from tests.helpers import TEST_TRUST as STACK
+from tests.helpers import Signed, assert_eventually, write_test_secret
+from thresher import rpc, trust
 from thresher.config import Addresses, Config
 from thresher.errors import Unavailable
 from thresher.v1 import jobs_pb2, monitor_pb2, monitor_pb2_grpc, scheduler_pb2, scheduler_pb2_grpc
@@ -68,13 +69,13 @@ class FakeScheduler(scheduler_pb2_grpc.SchedulerServicer):
 
 async def start_scheduler(fake: FakeScheduler, port: int = 0) -> tuple[grpc.aio.Server, int]:
     registration = (scheduler_pb2_grpc.add_SchedulerServicer_to_server, fake, "thresher.v1.Scheduler")
-    return await rpc.start_server(f"127.0.0.1:{port}", [registration])
+    return await rpc.start_server(f"127.0.0.1:{port}", [registration], STACK)
 
 
 @dataclass
 class RunningMonitor:
     server: MonitorServer
-    stub: monitor_pb2_grpc.MonitorStub
+    stub: Any  # a MonitorStub whose calls are the scheduler's, but for reports: a dequeuer's of JOB, for any worker
     open_streams: asyncio.Event = field(default_factory=asyncio.Event)  # set: every report stream ends
 
     async def report(self, reports: Sequence[monitor_pb2.Report]) -> list[int]:
@@ -125,7 +126,9 @@ async def read_acks(call: Any, count: int) -> list[int]:
 async def running_monitor(config: Config) -> AsyncIterator[RunningMonitor]:
     server, port = await create_server(config, "127.0.0.1:0")
     channel = rpc.channel(f"127.0.0.1:{port}")
-    running = RunningMonitor(server, monitor_pb2_grpc.MonitorStub(channel))
+    reports = STACK.token(trust.DEQUEUER, JOB, trust.ANY_WORKER)
+    stub = Signed(monitor_pb2_grpc.MonitorStub(channel), STACK.token(trust.SCHEDULER), Report=reports)
+    running = RunningMonitor(server, stub)
     try:
         yield running
     finally:
@@ -143,10 +146,12 @@ async def scheduler() -> AsyncIterator[tuple[FakeScheduler, int]]:
 
 
 def make_config(data_dir: Path, scheduler_port: int) -> Config:
-    return Config(
+    config = Config(
         data_dir=data_dir,
         addresses=Addresses(scheduler=f"127.0.0.1:{scheduler_port}", monitor_metrics="127.0.0.1:0"),
     )
+    write_test_secret(config)
+    return config
 
 
 @pytest.fixture
@@ -504,6 +509,7 @@ async def test_metrics_show_workers_by_phase(monitor: RunningMonitor) -> None:
 
 
 async def test_the_monitor_process_serves_and_stops_cleanly_on_sigterm(tmp_path: Path) -> None:
+    make_config(tmp_path, 0)  # the stack secret, in its data dir
     env = os.environ | {
         "THRESHER_DATA_DIR": str(tmp_path),
         "THRESHER_ADDRESSES_MONITOR": "127.0.0.1:0",
@@ -515,7 +521,8 @@ async def test_the_monitor_process_serves_and_stops_cleanly_on_sigterm(tmp_path:
     try:
         grpc_port = await asyncio.wait_for(_serving_port(process), timeout=20)
         async with rpc.channel(f"127.0.0.1:{grpc_port}") as channel:
-            progress = await monitor_pb2_grpc.MonitorStub(channel).GetJobProgress(jobs_pb2.JobRef(job_id=JOB))
+            stub = Signed(monitor_pb2_grpc.MonitorStub(channel), STACK.token(trust.SCHEDULER))
+            progress = await stub.GetJobProgress(jobs_pb2.JobRef(job_id=JOB))
         assert counts(progress) == (0, 0, 0, 0)
 
         process.send_signal(signal.SIGTERM)

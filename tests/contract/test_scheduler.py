@@ -14,8 +14,8 @@ import pytest
 
 from services.scheduler.server import create_server
 from tests.e2e.conftest import alive
-from tests.helpers import assert_eventually
-from thresher import rpc
+from tests.helpers import assert_eventually, stack_trust
+from thresher import rpc, trust
 from thresher.config import Config
 from thresher.errors import InvalidRequest, NotFound, QueueNotFound, WrongState
 from thresher.queue import KIND_JOB_COMPLETE, Batch, open_queue_backend
@@ -73,6 +73,7 @@ class Harness:
     def __init__(self, tmp_path: Path) -> None:
         self.config = Config(data_dir=tmp_path)
         self.config.runtime.stop_grace_s = 2.0
+        self.trust = stack_trust(self.config)
         self.enqueuer = FakeEnqueuer(self.config)
         self.monitor = FakeMonitor()
         self.servers: list[grpc.aio.Server] = []
@@ -82,15 +83,15 @@ class Harness:
             (enqueuer_pb2_grpc.add_EnqueuerServicer_to_server, self.enqueuer, "thresher.v1.Enqueuer", "enqueuer"),
             (monitor_pb2_grpc.add_MonitorServicer_to_server, self.monitor, "thresher.v1.Monitor", "monitor"),
         ):
-            server, port = await rpc.start_server("127.0.0.1:0", [(add, servicer, name)])
+            server, port = await rpc.start_server("127.0.0.1:0", [(add, servicer, name)], self.trust)
             self.servers.append(server)
             setattr(self.config.addresses, attr, f"127.0.0.1:{port}")
 
     async def start_scheduler(self) -> None:
         self.scheduler, port, self.manager = await create_server(self.config, "127.0.0.1:0")
         self.channel = rpc.channel(f"127.0.0.1:{port}")
-        self.jobs = rpc.Client(jobs_pb2_grpc.JobsStub(self.channel))
-        self.internal = rpc.Client(scheduler_pb2_grpc.SchedulerStub(self.channel))
+        self.jobs = rpc.Client(jobs_pb2_grpc.JobsStub(self.channel), self.trust.token(trust.GATEWAY))
+        self.internal = rpc.Client(scheduler_pb2_grpc.SchedulerStub(self.channel), self.trust.token(trust.MONITOR))
 
     async def stop_scheduler(self) -> None:
         await self.manager.shutdown()
