@@ -16,6 +16,8 @@ import pytest
 
 from services.enqueuer.batching import cut_batches
 from services.enqueuer.server import create_server
+from tests.helpers import Signed, stack_trust
+from thresher import trust
 from thresher.config import Config
 from thresher.errors import NotFound
 from thresher.queue import Queue, QueueBackend, open_queue_backend
@@ -26,11 +28,17 @@ JOB_ID = "7fffabc123"
 QUEUE = "textstats-7fffabc123"
 
 
+def scheduler_stub(chan: grpc.aio.Channel, config: Config) -> Signed:
+    """The Enqueuer's stub as the scheduler calls it: with its token."""
+    return Signed(enqueuer_pb2_grpc.EnqueuerStub(chan), stack_trust(config).token(trust.SCHEDULER))
+
+
 @dataclass
 class Stack:
-    stub: enqueuer_pb2_grpc.EnqueuerStub
+    stub: Signed  # an EnqueuerStub whose calls are the scheduler's
     backend: QueueBackend
     queue: Queue
+    client: Client  # the same service through the scheduler's client, which raises ThresherError
 
 
 @pytest.fixture
@@ -38,9 +46,11 @@ async def stack(tmp_path) -> AsyncIterator[Stack]:
     config = Config(data_dir=tmp_path)
     backend = open_queue_backend(config)
     await backend.create(QUEUE, visibility_s=30)
+    stack_trust(config)  # the stack secret, as `thresher up` makes it
     server, port = await create_server(config, "127.0.0.1:0")
     async with channel(f"127.0.0.1:{port}") as chan:
-        yield Stack(enqueuer_pb2_grpc.EnqueuerStub(chan), backend, backend.open(QUEUE))
+        client = Client(enqueuer_pb2_grpc.EnqueuerStub(chan), stack_trust(config).token(trust.SCHEDULER))
+        yield Stack(scheduler_stub(chan, config), backend, backend.open(QUEUE), client)
     await server.stop(None)
     await backend.close()
 
@@ -127,10 +137,8 @@ async def test_a_missing_queue_is_not_found(stack: Stack) -> None:
 
 
 async def test_a_missing_queue_reaches_a_client_as_not_found(stack: Stack) -> None:
-    client = Client(stack.stub)
-
     with pytest.raises(NotFound):
-        async for _ in client.Enqueue(request(10, 5, queue="deleted-queue")):
+        async for _ in stack.client.Enqueue(request(10, 5, queue="deleted-queue")):
             pass
 
 
@@ -171,6 +179,7 @@ async def test_the_service_runs_as_a_module_and_stops_on_sigterm(tmp_path) -> No
     config = Config(data_dir=tmp_path)
     backend = open_queue_backend(config)
     await backend.create(QUEUE, visibility_s=30)
+    stack_trust(config)  # the stack secret, as `thresher up` makes it
     env = os.environ | {"THRESHER_DATA_DIR": str(tmp_path), "THRESHER_ADDRESSES_ENQUEUER": "127.0.0.1:0"}
     proc = await asyncio.create_subprocess_exec(
         sys.executable, "-m", "services.enqueuer", env=env, stderr=asyncio.subprocess.PIPE
@@ -178,7 +187,7 @@ async def test_the_service_runs_as_a_module_and_stops_on_sigterm(tmp_path) -> No
     try:
         port = await asyncio.wait_for(_listening_port(proc), timeout=20)
         async with channel(f"127.0.0.1:{port}") as chan:
-            progress = [p async for p in enqueuer_pb2_grpc.EnqueuerStub(chan).Enqueue(request(20, 5))]
+            progress = [p async for p in scheduler_stub(chan, config).Enqueue(request(20, 5))]
         assert progress[-1].done and progress[-1].batches_enqueued == 4
 
         proc.send_signal(signal.SIGTERM)

@@ -17,6 +17,8 @@ import pytest
 from services.enqueuer.server import create_server
 from tests.contract.test_object_store import Tree, local_tree, s3_settings, s3_tree
 from tests.contract.test_queue_contract import sqs_settings
+from tests.helpers import Signed, stack_trust
+from thresher import trust
 from thresher.config import Config, InputSettings
 from thresher.queue import Queue, open_queue_backend
 from thresher.rpc import channel
@@ -27,9 +29,14 @@ QUEUE = "files-7fffabc123"
 CHUNK_BYTES = 7
 
 
+def scheduler_stub(chan: grpc.aio.Channel, config: Config) -> Signed:
+    """The Enqueuer's stub as the scheduler calls it: with its token."""
+    return Signed(enqueuer_pb2_grpc.EnqueuerStub(chan), stack_trust(config).token(trust.SCHEDULER))
+
+
 @dataclass
 class Stack:
-    stub: enqueuer_pb2_grpc.EnqueuerStub
+    stub: Signed  # an EnqueuerStub whose calls are the scheduler's
     queue: Queue
     tree: Tree
 
@@ -59,9 +66,10 @@ def config(tree: Tree, chunk_bytes: int, request: pytest.FixtureRequest, tmp_pat
 async def stack(config: Config, tree: Tree) -> AsyncIterator[Stack]:
     backend = open_queue_backend(config)
     await backend.create(QUEUE, visibility_s=30)
+    stack_trust(config)  # the stack secret, as `thresher up` makes it
     server, port = await create_server(config, "127.0.0.1:0")
     async with channel(f"127.0.0.1:{port}") as chan:
-        yield Stack(enqueuer_pb2_grpc.EnqueuerStub(chan), backend.open(QUEUE), tree)
+        yield Stack(scheduler_stub(chan, config), backend.open(QUEUE), tree)
     await server.stop(None)
     await backend.close()
 
@@ -211,10 +219,11 @@ async def test_a_delimited_file_on_s3_reaches_an_sqs_queue(aws_endpoint: str, tm
     config = Config(data_dir=tmp_path, queue=sqs_settings(aws_endpoint), inputs=inputs)
     backend = open_queue_backend(config)
     await backend.create(QUEUE, visibility_s=30)
+    stack_trust(config)  # the stack secret, as `thresher up` makes it
     server, port = await create_server(config, "127.0.0.1:0")
     try:
         async with channel(f"127.0.0.1:{port}") as chan:
-            stack = Stack(enqueuer_pb2_grpc.EnqueuerStub(chan), backend.open(QUEUE), tree)
+            stack = Stack(scheduler_stub(chan, config), backend.open(QUEUE), tree)
             progress = await enqueue(stack, submission("delimited_files", ["s3://jobs/in"], 10))
         assert (progress[-1].batches_enqueued, progress[-1].items_enqueued) == (10, 95)
         bodies = await received(stack.queue)
