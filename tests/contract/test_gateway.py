@@ -20,6 +20,7 @@ from google.protobuf.message import Message
 from google.protobuf.timestamp_pb2 import Timestamp
 
 from services.gateway import create_app
+from tests.helpers import TEST_TRUST, write_test_secret
 from thresher.config import Config
 from thresher.errors import NotFound, WrongState
 from thresher.rpc import start_server
@@ -111,7 +112,8 @@ class FakeJobs(jobs_pb2_grpc.JobsServicer):
 async def scheduler() -> AsyncIterator[FakeJobs]:
     fake = FakeJobs()
     name = jobs_pb2.DESCRIPTOR.services_by_name["Jobs"].full_name
-    server, port = await start_server("127.0.0.1:0", [(jobs_pb2_grpc.add_JobsServicer_to_server, fake, name)])
+    registration = (jobs_pb2_grpc.add_JobsServicer_to_server, fake, name)
+    server, port = await start_server("127.0.0.1:0", [registration], TEST_TRUST)
     fake.address = f"127.0.0.1:{port}"
     fake.server = server
     yield fake
@@ -119,8 +121,9 @@ async def scheduler() -> AsyncIterator[FakeJobs]:
 
 
 @pytest.fixture
-async def client(scheduler: FakeJobs) -> AsyncIterator[TestClient[Any, Any]]:
-    config = Config()
+async def client(scheduler: FakeJobs, tmp_path: Path) -> AsyncIterator[TestClient[Any, Any]]:
+    config = Config(data_dir=tmp_path)
+    write_test_secret(config)
     config.addresses.scheduler = scheduler.address
     async with TestClient(TestServer(create_app(config), host="127.0.0.1")) as client:
         yield client
@@ -585,8 +588,13 @@ async def test_jobs_are_listed_read_and_stopped_under_v1(client: TestClient[Any,
 # --- the process ---
 
 
-async def test_the_gateway_process_serves_its_address_and_stops_on_sigterm(scheduler: FakeJobs) -> None:
-    env = os.environ | {"THRESHER_ADDRESSES_GATEWAY": "127.0.0.1:0", "THRESHER_ADDRESSES_SCHEDULER": scheduler.address}
+async def test_the_gateway_process_serves_its_address_and_stops_on_sigterm(scheduler: FakeJobs, tmp_path: Path) -> None:
+    write_test_secret(Config(data_dir=tmp_path))
+    env = os.environ | {
+        "THRESHER_DATA_DIR": str(tmp_path),
+        "THRESHER_ADDRESSES_GATEWAY": "127.0.0.1:0",
+        "THRESHER_ADDRESSES_SCHEDULER": scheduler.address,
+    }
     proc = await asyncio.create_subprocess_exec(
         sys.executable, "-m", "services.gateway", cwd=REPO, env=env, stderr=asyncio.subprocess.PIPE
     )

@@ -19,9 +19,10 @@ from schemathesis.specs.openapi.checks import positive_data_acceptance
 from tests.conftest import AWS_ENV
 from tests.contract.test_scheduler import IDLE_WORKER
 from tests.e2e.conftest import children_of, stopped_after
-from thresher import auth
+from thresher import auth, trust
+from thresher.config import Config
 from thresher.launcher import StackProcess
-from thresher.names import HEADER_AUTHORIZATION
+from thresher.names import GRPC_TOKEN_KEY, HEADER_AUTHORIZATION
 from thresher.v1 import enqueuer_pb2, jobs_pb2, monitor_pb2, scheduler_pb2
 
 pytestmark = [pytest.mark.e2e, pytest.mark.timeout(300)]
@@ -88,6 +89,7 @@ def test_no_request_fails_the_gateway_and_every_error_is_documented_json(stack: 
 async def test_bytes_that_are_no_message_get_invalid_argument_from_every_method(stack: StackProcess) -> None:
     endpoints = json.loads((stack.data_dir / "endpoints.json").read_text())
     services = children_of(stack.proc.pid)
+    stack_trust = trust.load(Config(data_dir=stack.data_dir))
     codes = {}
     for service, server in SERVICES.items():
         async with grpc.aio.insecure_channel(endpoints[server]["grpc"]) as channel:
@@ -99,8 +101,11 @@ async def test_bytes_that_are_no_message_get_invalid_argument_from_every_method(
                 )
                 call = getattr(channel, "_".join(shape))(path)
                 request = iter([NOT_PROTOBUF]) if method.client_streaming else NOT_PROTOBUF
+                # Past the token check, with the token of the role that may call the method
+                role = next(role for role in trust.ROLE_METHODS if trust.Peer(role).may_call(path))
+                token = stack_trust.token(role, "fuzz", "w0") if role == trust.DEQUEUER else stack_trust.token(role)
                 try:
-                    answer = call(request, timeout=10)
+                    answer = call(request, timeout=10, metadata=((GRPC_TOKEN_KEY, token),))
                     if method.server_streaming:
                         [_ async for _ in answer]
                     else:

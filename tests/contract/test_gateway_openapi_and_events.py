@@ -4,12 +4,14 @@ from __future__ import annotations
 
 import json
 from collections.abc import AsyncIterator
+from pathlib import Path
 from typing import Any
 
 import pytest
 from aiohttp.test_utils import TestClient, TestServer
 
 from services.gateway import create_app
+from tests.helpers import TEST_TRUST, write_test_secret
 from thresher import rpc
 from thresher.config import Config
 from thresher.errors import NotFound
@@ -30,10 +32,11 @@ class WatchingJobs(jobs_pb2_grpc.JobsServicer):
 
 
 @pytest.fixture
-async def client() -> AsyncIterator[TestClient[Any, Any]]:
+async def client(tmp_path: Path) -> AsyncIterator[TestClient[Any, Any]]:
     registration = (jobs_pb2_grpc.add_JobsServicer_to_server, WatchingJobs(), "thresher.v1.Jobs")
-    server, port = await rpc.start_server("127.0.0.1:0", [registration])
-    config = Config()
+    server, port = await rpc.start_server("127.0.0.1:0", [registration], TEST_TRUST)
+    config = Config(data_dir=tmp_path)
+    write_test_secret(config)
     config.addresses.scheduler = f"127.0.0.1:{port}"
     async with TestClient(TestServer(create_app(config), host="127.0.0.1")) as client:
         yield client
