@@ -23,7 +23,8 @@ import kubernetes_validate
 import pytest
 from kubernetes.aio import client as k8s
 
-from tests.helpers import assert_eventually
+from tests.helpers import assert_eventually, stack_trust
+from thresher import trust
 from thresher.config import Config, TlsSettings
 from thresher.errors import InvalidRequest
 from thresher.names import EXIT_DRAINED
@@ -235,8 +236,10 @@ def config(tmp_path: Any) -> Config:
     for section in dataclasses.fields(config):  # whatever credentials the config holds must not reach a pod
         value = getattr(config, section.name)
         for field in dataclasses.fields(value) if dataclasses.is_dataclass(value) else ():
-            if "secret" in field.name and section.name != "kubernetes":  # kubernetes.env_secret is only a name
+            # kubernetes.env_secret is only a name, auth.internal_secret_file a file's
+            if "secret" in field.name and section.name != "kubernetes" and not field.name.endswith("_file"):
                 setattr(value, field.name, SECRET)
+    stack_trust(config)
     return config
 
 
@@ -307,7 +310,7 @@ async def test_a_job_becomes_one_kubernetes_job_with_a_pod_per_worker(
 
 
 async def test_the_worker_is_a_native_sidecar_and_the_dequeuer_the_main_container(
-    runtime: KubernetesRuntime, kubelet: Kubelet
+    runtime: KubernetesRuntime, kubelet: Kubelet, config: Config
 ) -> None:
     """So the kubelet stops the dequeuer first (it drains while its worker still answers) and the worker last."""
     await runtime.ensure_workers(launch(), 1)
@@ -334,6 +337,9 @@ async def test_the_worker_is_a_native_sidecar_and_the_dequeuer_the_main_containe
     assert env["THRESHER_WORKER_ID"] == {"fieldRef": {"fieldPath": "metadata.name"}}  # the worker id is the pod's name
     assert env["THRESHER_QUEUE_BACKEND"] == "sqs" and env["THRESHER_ADDRESSES_MONITOR"] == "thresher-monitor:7003"
     assert SECRET not in json.dumps(pod)
+    # Its token reports for this job's workers only (pod names are not known yet); the stack secret stays out
+    assert trust.load(config).peer(env["THRESHER_WORKER_TOKEN"]) == trust.Peer(trust.DEQUEUER, JOB_ID, "*")
+    assert trust.secret_path(config).read_text().strip() not in json.dumps(pod)
 
 
 async def test_the_dequeuer_is_probed_on_its_admin_port_and_every_container_is_locked_down(

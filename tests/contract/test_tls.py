@@ -26,10 +26,11 @@ from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 from grpc_reflection.v1alpha import reflection_pb2, reflection_pb2_grpc
 
-from tests.helpers import assert_eventually
+from tests.helpers import TEST_TRUST, assert_eventually, write_test_secret
 from thresher import rpc
-from thresher.config import TlsSettings
+from thresher.config import Config, TlsSettings
 from thresher.errors import InvalidRequest
+from thresher.v1 import enqueuer_pb2, enqueuer_pb2_grpc
 
 pytestmark = pytest.mark.timeout(60)
 ROOT = Path(__file__).resolve().parents[2]
@@ -119,7 +120,7 @@ async def refused(call: Callable[[], object]) -> grpc.StatusCode:
 
 
 async def test_a_client_with_a_certificate_from_the_ca_is_served(ca: Authority) -> None:
-    server, port = await rpc.start_server("127.0.0.1:0", [], tls=ca.issue("server"))
+    server, port = await rpc.start_server("127.0.0.1:0", [], TEST_TRUST, tls=ca.issue("server"))
     try:
         assert await check_health(f"127.0.0.1:{port}", ca.issue("client")) == SERVING
     finally:
@@ -127,7 +128,7 @@ async def test_a_client_with_a_certificate_from_the_ca_is_served(ca: Authority) 
 
 
 async def test_a_client_without_a_certificate_from_the_ca_is_refused(ca: Authority, rogue: Authority) -> None:
-    server, port = await rpc.start_server("127.0.0.1:0", [], tls=ca.issue("server"))
+    server, port = await rpc.start_server("127.0.0.1:0", [], TEST_TRUST, tls=ca.issue("server"))
     address = f"127.0.0.1:{port}"
     try:
         # Without TLS at all
@@ -145,7 +146,9 @@ async def test_a_client_without_a_certificate_from_the_ca_is_refused(ca: Authori
 
 
 async def test_a_client_refuses_a_server_whose_certificate_another_ca_signed(ca: Authority, rogue: Authority) -> None:
-    server, port = await rpc.start_server("127.0.0.1:0", [], tls=rogue.issue("impostor", trusted_ca=ca.ca_file))
+    server, port = await rpc.start_server(
+        "127.0.0.1:0", [], TEST_TRUST, tls=rogue.issue("impostor", trusted_ca=ca.ca_file)
+    )
     try:
         code = await refused(lambda: check_health(f"127.0.0.1:{port}", ca.issue("client")))
         assert code is grpc.StatusCode.UNAVAILABLE
@@ -157,7 +160,9 @@ async def test_probes_get_the_health_service_in_plaintext_on_its_own_port_and_no
     ca: Authority, caplog: pytest.LogCaptureFixture
 ) -> None:
     caplog.set_level(logging.INFO, logger="thresher.rpc")
-    server, port = await rpc.start_server("127.0.0.1:0", [], tls=ca.issue("server", health_address="127.0.0.1:0"))
+    server, port = await rpc.start_server(
+        "127.0.0.1:0", [], TEST_TRUST, tls=ca.issue("server", health_address="127.0.0.1:0")
+    )
     try:
         [health_port] = re.findall(r"plaintext gRPC health checks on port (\d+)", caplog.text)
         probe = f"127.0.0.1:{health_port}"
@@ -203,6 +208,8 @@ async def test_a_service_configured_for_tls_serves_only_clients_with_a_certifica
         f"tls: {{ca_file: {server.ca_file}, cert_file: {server.cert_file}, key_file: {server.key_file},"
         " health_address: '127.0.0.1:0'}\n"
     )
+    (tmp_path / "data").mkdir()
+    write_test_secret(Config(data_dir=tmp_path / "data"))
     env = {k: v for k, v in os.environ.items() if not k.startswith("THRESHER_")} | {"THRESHER_CONFIG": str(settings)}
     log_path = tmp_path / "enqueuer.log"
     with open(log_path, "wb") as log:
@@ -225,6 +232,11 @@ async def test_a_service_configured_for_tls_serves_only_clients_with_a_certifica
             check = health_pb2_grpc.HealthStub(channel).Check
             reply = await check(health_pb2.HealthCheckRequest(service="thresher.v1.Enqueuer"), timeout=5)
             assert reply.status == SERVING
+            # A certificate is not a token: the call itself still needs one
+            enqueue = enqueuer_pb2_grpc.EnqueuerStub(channel).Enqueue(
+                enqueuer_pb2.EnqueueRequest(job_id="j"), timeout=5
+            )
+            assert await refused(lambda: enqueue.read()) is grpc.StatusCode.UNAUTHENTICATED
         # And a client without one is not, while probes get its health in plaintext
         assert await refused(lambda: check_health(address, TlsSettings())) is grpc.StatusCode.UNAVAILABLE
         assert await check_health(f"127.0.0.1:{health_port}", TlsSettings(), "thresher.v1.Enqueuer") == SERVING
