@@ -90,6 +90,7 @@ class Gateway(NamedTuple):
 async def gateway(stack: Stack) -> AsyncIterator[Gateway]:
     """The gateway as a process (its real server limits), in front of the stack's scheduler; `/metrics` apart."""
     env = os.environ | {
+        "THRESHER_DATA_DIR": str(stack.harness.config.data_dir),  # the stack secret is there
         "THRESHER_ADDRESSES_GATEWAY": "127.0.0.1:0",
         "THRESHER_ADDRESSES_GATEWAY_METRICS": "127.0.0.1:0",
         "THRESHER_ADDRESSES_SCHEDULER": stack.harness.config.addresses.scheduler,
