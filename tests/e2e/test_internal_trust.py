@@ -1,0 +1,173 @@
+"""Trust between services, attacked from outside (issue 16): a plain local process calls the internal gRPC services
+of a real `thresher up`, with no credential, a forged one, or the token a dequeuer gets for its own job and worker."""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Awaitable, Callable
+from pathlib import Path
+from typing import Any
+
+import grpc
+import pytest
+
+from tests.e2e.conftest import Stack
+from thresher import trust
+from thresher.config import Config
+from thresher.names import GRPC_TOKEN_KEY
+from thresher.v1 import (
+    enqueuer_pb2,
+    enqueuer_pb2_grpc,
+    jobs_pb2,
+    jobs_pb2_grpc,
+    monitor_pb2,
+    monitor_pb2_grpc,
+    scheduler_pb2,
+    scheduler_pb2_grpc,
+)
+
+pytestmark = [pytest.mark.e2e, pytest.mark.timeout(120)]
+
+# A job of 20 batches whose worker takes 0.2 s a batch: it runs while the calls below are made.
+SLOW_JOB = {"workers": 1, "item_list": {"items": list(range(20)), "batch_size": 1}}
+OK = grpc.StatusCode.OK
+Attack = Callable[[tuple[tuple[str, str], ...]], Awaitable[grpc.StatusCode]]
+
+
+class Attacker:
+    """A local process that dials the stack's gRPC services as endpoints.json lists them."""
+
+    def __init__(self, stack: Stack) -> None:
+        endpoints = json.loads((stack.data_dir / "endpoints.json").read_text())
+        self._channels = [grpc.aio.insecure_channel(endpoints[name]["grpc"]) for name in ("scheduler", "monitor")]
+        self._channels.append(grpc.aio.insecure_channel(endpoints["enqueuer"]["grpc"]))
+        scheduler, monitor, enqueuer = self._channels
+        self.scheduler = scheduler_pb2_grpc.SchedulerStub(scheduler)
+        self.jobs = jobs_pb2_grpc.JobsStub(scheduler)
+        self.monitor = monitor_pb2_grpc.MonitorStub(monitor)
+        self.enqueuer = enqueuer_pb2_grpc.EnqueuerStub(enqueuer)
+
+    def attacks(self, job_id: str, queue_name: str, worker_id: str = "w-forged") -> dict[str, Attack]:
+        """Each harmful internal call on `job_id`, by name; each returns the status code it got."""
+        forged = scheduler_pb2.JobSummary(total_batch_count=1, batches=jobs_pb2.BatchCounts(succeeded=1))
+        succeeded = monitor_pb2.BatchReport(batch_id="b-forged", attempt=1, result=monitor_pb2.BATCH_RESULT_SUCCEEDED)
+        report = monitor_pb2.Report(seq=1, job_id=job_id, worker_id=worker_id, batch=succeeded)
+        submission = jobs_pb2.JobSubmission(api_name="recorder", workers=1)
+        submission.item_list.items.append(b'"injected"')
+        submission.item_list.batch_size = 1
+        return {
+            "Scheduler.JobSettled": lambda m: _code(self.scheduler.JobSettled(_settled(job_id, forged), metadata=m)),
+            "Scheduler.HookFinished": lambda m: _code(
+                self.scheduler.HookFinished(
+                    scheduler_pb2.HookFinishedRequest(job_id=job_id, outcome=jobs_pb2.HookOutcome(called=True)),
+                    metadata=m,
+                )
+            ),
+            "Monitor.Report": lambda m: _code(
+                self.monitor.Report(iter([monitor_pb2.Reports(reports=[report])]), metadata=m)
+            ),
+            "Monitor.TrackJob": lambda m: _code(
+                self.monitor.TrackJob(monitor_pb2.TrackJobRequest(job_id=job_id, total_batch_count=1), metadata=m)
+            ),
+            "Monitor.GetJobProgress": lambda m: _code(
+                self.monitor.GetJobProgress(jobs_pb2.JobRef(job_id=job_id), metadata=m)
+            ),
+            "Enqueuer.Enqueue": lambda m: _code(
+                self.enqueuer.Enqueue(
+                    enqueuer_pb2.EnqueueRequest(job_id=job_id, queue_name=queue_name, submission=submission),
+                    metadata=m,
+                )
+            ),
+            "Jobs.GetJob": lambda m: _code(self.jobs.GetJob(jobs_pb2.JobRef(job_id=job_id), metadata=m)),
+        }
+
+    async def close(self) -> None:
+        for channel in self._channels:
+            await channel.close()
+
+
+def _settled(job_id: str, summary: scheduler_pb2.JobSummary) -> scheduler_pb2.JobSettledRequest:
+    return scheduler_pb2.JobSettledRequest(job_id=job_id, summary=summary)
+
+
+async def _code(call: Any) -> grpc.StatusCode:
+    try:
+        if hasattr(call, "__aiter__"):
+            [_ async for _ in call]
+        else:
+            await call
+    except grpc.aio.AioRpcError as e:
+        return e.code()
+    return OK
+
+
+def token(role: str, secret: bytes = b"", job_id: str = "", worker_id: str = "") -> tuple[tuple[str, str], ...]:
+    return ((GRPC_TOKEN_KEY, trust.Trust(secret).token(role, job_id, worker_id)),)
+
+
+def stack_secret(data_dir: Path) -> bytes:
+    return trust.secret_path(Config(data_dir=data_dir)).read_bytes().strip()
+
+
+def queue_name(job_id: str) -> str:
+    return f"thresher_recorder_{job_id}"  # predictable, as every job's is
+
+
+def assert_ended_with_its_true_counts(stack: Stack, job_id: str, out: Path) -> None:
+    status = stack.wait_for_final("recorder", job_id)
+    assert status["job_status"]["status"] == "succeeded", status
+    assert status["job_status"]["total_batch_count"] == 20
+    assert (status["metrics"]["succeeded"], status["metrics"]["failed"]) == (20, 0)
+    items = [json.loads(line)["items"] for path in out.glob("items-*.jsonl") for line in path.read_text().splitlines()]
+    assert sorted(item for batch in items for item in batch) == list(range(20)), "nothing injected"
+    [hook] = [json.loads(line) for line in (out / "hooks.jsonl").read_text().splitlines()]
+    assert (hook["total_batch_count"], hook["succeeded"]) == (20, 20)
+
+
+async def test_a_local_process_without_the_stacks_secret_is_refused_every_internal_call(
+    stack: Stack, tmp_path: Path
+) -> None:
+    # Given a job in progress, and a process that knows its id and queue, but not the stack's secret
+    config = {"out_dir": str(tmp_path / "out"), "slow_s": 0.2}
+    job_id = stack.client.submit("recorder", {**SLOW_JOB, "config": config})["job_id"]
+    attacker = Attacker(stack)
+    try:
+        attacks = attacker.attacks(job_id, queue_name(job_id))
+        secret = stack_secret(stack.data_dir)
+        forged_secret = bytes(reversed(secret))
+
+        # When it calls each internal method with no token, and with tokens of every role made with a guessed secret
+        codes = {name: await attack(()) for name, attack in attacks.items()}
+        for role in trust.ROLE_METHODS:
+            forged = token(role, forged_secret, job_id, "w0")
+            codes |= {f"{name} as a forged {role}": await attack(forged) for name, attack in attacks.items()}
+
+        # Then each one is refused as unauthenticated
+        assert {name: code for name, code in codes.items() if code != grpc.StatusCode.UNAUTHENTICATED} == {}
+    finally:
+        await attacker.close()
+    # And the job ends on its own, with its true counts: nothing was settled, reported or enqueued for it
+    assert_ended_with_its_true_counts(stack, job_id, tmp_path / "out")
+
+
+async def test_a_dequeuers_token_reports_only_for_its_own_job_and_worker_and_settles_nothing(
+    stack: Stack, tmp_path: Path
+) -> None:
+    # Given a job in progress, and the token a runtime gives worker w0 of another job
+    config = {"out_dir": str(tmp_path / "out"), "slow_s": 0.2}
+    job_id = stack.client.submit("recorder", {**SLOW_JOB, "config": config})["job_id"]
+    own = token(trust.DEQUEUER, stack_secret(stack.data_dir), "job-a", "w0")
+    attacker = Attacker(stack)
+    try:
+        # When it reports for its own job and worker, it is heard
+        assert await attacker.attacks("job-a", "any", worker_id="w0")["Monitor.Report"](own) == OK
+        # But for another worker of its job, or for the other job, or any other call, it is refused
+        other_worker = attacker.attacks("job-a", "any", worker_id="w1")["Monitor.Report"]
+        codes = {"Monitor.Report as w1": await other_worker(own)}
+        codes |= {name: await attack(own) for name, attack in attacker.attacks(job_id, queue_name(job_id)).items()}
+
+        assert codes == dict.fromkeys(codes, grpc.StatusCode.PERMISSION_DENIED)
+    finally:
+        await attacker.close()
+    # And the other job ends on its own, with its true counts
+    assert_ended_with_its_true_counts(stack, job_id, tmp_path / "out")
