@@ -18,7 +18,6 @@ from __future__ import annotations
 import hashlib
 import hmac
 import os
-import secrets
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -125,6 +124,8 @@ def load(config: Config) -> Trust:
 
 def ensure_secret(config: Config) -> Path:
     """Make the stack secret (mode 0600, whatever the umask) unless it exists; returns its path."""
+    import secrets  # here: only `thresher up` makes secrets, and every dequeuer imports this module
+
     path = secret_path(config)
     if path.exists():
         return path

@@ -658,8 +658,11 @@ async def _depth_is(h: Harness, expected: Depth) -> None:
 # --- the command line ------------------------------------------------------------------------------------------------
 
 
-async def start_subprocess(h: Harness, log_path: Path, *args: str) -> asyncio.subprocess.Process:
-    env = {**os.environ, **config_env(h.config), names.ENV_WORKER_TOKEN: token("w-proc")}
+async def start_subprocess(
+    h: Harness, log_path: Path, *args: str, worker_token: str | None = token("w-proc")
+) -> asyncio.subprocess.Process:
+    env = {k: v for k, v in os.environ.items() if k != names.ENV_WORKER_TOKEN} | config_env(h.config)
+    env |= {names.ENV_WORKER_TOKEN: worker_token} if worker_token else {}
     command = [sys.executable, "-m", "services.dequeuer", "--job-id", JOB_ID, "--api-name", "api"]
     command += ["--worker-id", "w-proc", "--queue", QUEUE, "--worker-port", str(h.worker.port), *args]
     with open(log_path, "wb") as log:
@@ -705,6 +708,14 @@ async def test_a_bad_command_line_is_refused_with_a_clear_message(harness: Harne
     process = await start_subprocess(harness, log_path, "--readiness-path", "healthz")
     assert await asyncio.wait_for(process.wait(), 8) == 2
     assert "--readiness-path" in log_path.read_text() and "must start with '/'" in log_path.read_text()
+
+
+async def test_a_dequeuer_without_its_token_exits_2_and_says_why(harness: Harness, tmp_path: Path) -> None:
+    log_path = tmp_path / "dequeuer.log"
+    process = await start_subprocess(harness, log_path, worker_token=None)
+    assert await asyncio.wait_for(process.wait(), 8) == 2
+    assert f"{names.ENV_WORKER_TOKEN} is not set" in log_path.read_text()
+    assert harness.monitor.reports == []
 
 
 async def test_the_dequeuer_process_serves_its_health_and_metrics(harness: Harness, tmp_path: Path) -> None:
