@@ -185,6 +185,22 @@ def test_the_api_needs_keys_that_only_the_scheduler_reads(target: str, tmp_path:
 
 
 @pytest.mark.parametrize("target", TARGETS)
+def test_every_service_reads_the_stack_secret_from_its_secret_and_no_worker_gets_it(
+    target: str, tmp_path: Path
+) -> None:
+    objects = render(target)
+    for name in SERVICES:
+        deployment = one(objects, "Deployment", f"thresher-{name}")
+        secret_file = Path(service_config(objects, name, tmp_path).auth.internal_secret_file)
+        assert secret_file.is_absolute(), "never the data dir's: each pod would make its own"
+        mounts = {m["mountPath"]: m["name"] for m in container(deployment)["volumeMounts"]}
+        volumes = {v["name"]: v for v in deployment["spec"]["template"]["spec"]["volumes"]}
+        assert volumes[mounts[str(secret_file.parent)]]["secret"]["secretName"] == "thresher-internal"
+    # Worker pods get a token for their job from the scheduler, never the secret (kubernetes.env_secret is theirs)
+    assert thresher_config(objects, tmp_path).kubernetes.env_secret != "thresher-internal"
+
+
+@pytest.mark.parametrize("target", TARGETS)
 def test_only_the_scheduler_may_use_the_kubernetes_api_and_only_on_worker_objects(target: str) -> None:
     objects = render(target)
     assert not find(objects, "ClusterRole") and not find(objects, "ClusterRoleBinding")
