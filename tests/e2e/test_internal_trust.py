@@ -10,6 +10,8 @@ from typing import Any
 
 import grpc
 import pytest
+from grpc_health.v1 import health_pb2, health_pb2_grpc
+from grpc_reflection.v1alpha import reflection_pb2, reflection_pb2_grpc
 
 from tests.e2e.conftest import Stack
 from thresher import trust
@@ -39,8 +41,9 @@ class Attacker:
 
     def __init__(self, stack: Stack) -> None:
         endpoints = json.loads((stack.data_dir / "endpoints.json").read_text())
-        self._channels = [grpc.aio.insecure_channel(endpoints[name]["grpc"]) for name in ("scheduler", "monitor")]
-        self._channels.append(grpc.aio.insecure_channel(endpoints["enqueuer"]["grpc"]))
+        self._channels = [
+            grpc.aio.insecure_channel(endpoints[name]["grpc"]) for name in ("scheduler", "monitor", "enqueuer")
+        ]
         scheduler, monitor, enqueuer = self._channels
         self.scheduler = scheduler_pb2_grpc.SchedulerStub(scheduler)
         self.jobs = jobs_pb2_grpc.JobsStub(scheduler)
@@ -80,6 +83,14 @@ class Attacker:
             ),
             "Jobs.GetJob": lambda m: _code(self.jobs.GetJob(jobs_pb2.JobRef(job_id=job_id), metadata=m)),
         }
+
+    async def open_calls(self) -> dict[str, grpc.StatusCode]:
+        """A health check and a reflection listing of the scheduler's, without a token."""
+        channel = self._channels[0]
+        health = health_pb2_grpc.HealthStub(channel).Check(health_pb2.HealthCheckRequest(), timeout=10)
+        listing = reflection_pb2.ServerReflectionRequest(list_services="")
+        reflection = reflection_pb2_grpc.ServerReflectionStub(channel).ServerReflectionInfo(iter([listing]), timeout=10)
+        return {"health": await _code(health), "reflection": await _code(reflection)}
 
     async def close(self) -> None:
         for channel in self._channels:
@@ -142,8 +153,9 @@ async def test_a_local_process_without_the_stacks_secret_is_refused_every_intern
             forged = token(role, forged_secret, job_id, "w0")
             codes |= {f"{name} as a forged {role}": await attack(forged) for name, attack in attacks.items()}
 
-        # Then each one is refused as unauthenticated
+        # Then each one is refused as unauthenticated, while health checks and reflection stay open to it
         assert {name: code for name, code in codes.items() if code != grpc.StatusCode.UNAUTHENTICATED} == {}
+        assert await attacker.open_calls() == {"health": OK, "reflection": OK}
     finally:
         await attacker.close()
     # And the job ends on its own, with its true counts: nothing was settled, reported or enqueued for it
