@@ -20,7 +20,7 @@ import pytest
 from kubernetes.aio import client as k8s
 from kubernetes.aio import config as k8s_config
 
-from tests.helpers import assert_eventually
+from tests.helpers import assert_eventually, stack_trust
 from thresher.config import Config
 from thresher.runtime import WorkerLaunch
 from thresher.runtime.kubernetes import KubernetesRuntime
@@ -61,6 +61,7 @@ async def runtime(namespace: str, tmp_path: Path) -> AsyncIterator[KubernetesRun
     config.kubernetes.namespace = namespace
     config.kubernetes.image = os.environ.get("THRESHER_TEST_IMAGE", "thresher:dev")
     config.runtime.stop_grace_s = 5
+    stack_trust(config)  # the scheduler's secret, from which the worker Job's token is made
     runtime = KubernetesRuntime(config)
     yield runtime
     await runtime.close()
