@@ -10,7 +10,7 @@ its job and worker (`*`: any worker of the job, on Kubernetes, where pod names a
 server checks tokens in one interceptor (thresher/rpc.py) against ROLE_METHODS, and the monitor checks that each
 report is for the job and worker of the token that sent it.
 
-Imported by every dequeuer (through thresher/rpc.py): the standard library only.
+Imported by every dequeuer (through thresher/rpc.py): nothing heavy at import.
 """
 
 from __future__ import annotations
@@ -86,6 +86,8 @@ class Trust:
         """A token for `role` (for a dequeuer: speaking for `job_id` and `worker_id` only)."""
         if role not in ROLE_METHODS:
             raise InvalidRequest(f"unknown role {role!r} (known: {', '.join(ROLE_METHODS)})")
+        if (role == DEQUEUER) != bool(job_id and worker_id):
+            raise InvalidRequest("a dequeuer's token, and only a dequeuer's, names a job and a worker")
         if ":" in job_id + worker_id:
             raise InvalidRequest(f"job and worker ids in a token must not hold ':' ({job_id!r}, {worker_id!r})")
         claim = f"{role}:{job_id}:{worker_id}"
@@ -94,7 +96,9 @@ class Trust:
     def peer(self, token: str | None) -> Peer:
         """The holder of `token`; Unauthenticated when there is none or it was not made with this secret."""
         if not token:
-            raise Unauthenticated(f"internal calls need a token (metadata {GRPC_TOKEN_KEY}); see README.md, Security")
+            raise Unauthenticated(
+                f"internal calls need a token (metadata {GRPC_TOKEN_KEY}); see README.md, Trust between services"
+            )
         claim, _, mac = token.rpartition(":")
         fields = claim.split(":")
         if len(fields) != 3 or not hmac.compare_digest(mac.encode(), self._mac(claim).encode()):

@@ -150,7 +150,7 @@ async def test_a_local_process_without_the_stacks_secret_is_refused_every_intern
         # When it calls each internal method with no token, and with tokens of every role made with a guessed secret
         codes = {name: await attack(()) for name, attack in attacks.items()}
         for role in trust.ROLE_METHODS:
-            forged = token(role, forged_secret, job_id, "w0")
+            forged = token(role, forged_secret, *((job_id, "w0") if role == trust.DEQUEUER else ()))
             codes |= {f"{name} as a forged {role}": await attack(forged) for name, attack in attacks.items()}
 
         # Then each one is refused as unauthenticated, while health checks and reflection stay open to it

@@ -93,6 +93,9 @@ def test_a_dequeuer_speaks_for_its_own_job_and_worker_or_with_a_job_token_for_an
 def test_tokens_are_refused_for_unknown_roles_ambiguous_ids_and_short_secrets() -> None:
     with pytest.raises(InvalidRequest, match="unknown role"):
         STACK.token("root")
+    for role, job_id in ((trust.DEQUEUER, ""), (trust.MONITOR, "job-a")):
+        with pytest.raises(InvalidRequest, match="only a dequeuer's"):
+            STACK.token(role, job_id, "w0")
     with pytest.raises(InvalidRequest, match="':'"):
         STACK.token(trust.DEQUEUER, "job:a", "w0")
     with pytest.raises(InvalidRequest, match="at least 32"):
