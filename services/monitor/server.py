@@ -59,7 +59,8 @@ class MonitorServicer(monitor_pb2_grpc.MonitorServicer):
             while True:
                 group, end = await _next_group(inbox)
                 if group:
-                    for report in group:  # before anything of it is kept: nor a lost worker of another job
+                    # First: a refused group leaves nothing behind, not even the workers it names marked lost
+                    for report in group:
                         sender.check_speaks_for(report.job_id, report.worker_id)
                     workers.update((r.job_id, r.worker_id) for r in group if r.worker_id)
                     names = {r.job_id: (r.api_name, r.queue_name) for r in group}
