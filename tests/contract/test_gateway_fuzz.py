@@ -4,6 +4,7 @@ every gRPC method of every service gets bytes that are no protobuf message at al
 from __future__ import annotations
 
 import json
+import re
 from collections.abc import Iterator
 from typing import Any
 
@@ -117,10 +118,13 @@ async def test_bytes_that_are_no_message_get_invalid_argument_from_every_method(
     assert children_of(stack.proc.pid) == services, "no service crashed"
 
 
-def test_no_api_key_appears_in_the_stacks_output_or_logs(stack: StackProcess) -> None:
+def test_no_api_key_internal_secret_or_token_appears_in_the_stacks_output_or_logs(stack: StackProcess) -> None:
     assert stack.api_key and auth.KEY_PATTERN.fullmatch(stack.api_key)
     assert f"API key: {stack.data_dir / auth.API_KEY_FILE}" in "".join(stack.output), "where the key is, not the key"
+    secret = trust.secret_path(Config(data_dir=stack.data_dir)).read_text().strip()
+    token = re.compile(rf"({'|'.join(trust.ROLE_METHODS)}):[^:\s]*:[^:\s]*:[0-9a-f]{{64}}")
     logs = [path for path in stack.data_dir.rglob("*.log")]
     assert len(logs) >= 4
     for text in ["".join(stack.output), *(path.read_text(errors="replace") for path in logs)]:
         assert not auth.KEY_PATTERN.search(text)
+        assert secret not in text and not token.search(text)
