@@ -408,7 +408,8 @@ async def test_a_stopping_monitor_ends_its_report_streams_at_once_after_acking_w
         await forever.wait()
 
     async with rpc.channel(f"127.0.0.1:{port}") as channel:
-        call = monitor_pb2_grpc.MonitorStub(channel).Report(stream())
+        reports = STACK.token(trust.DEQUEUER, JOB, "w1")
+        call = Signed(monitor_pb2_grpc.MonitorStub(channel), reports).Report(stream())
         assert len(await read_acks(call, 2)) == 2
 
         # When the monitor stops (SIGTERM), with a grace for calls under way far longer than the test may take
