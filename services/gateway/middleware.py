@@ -1,4 +1,5 @@
-"""The two middlewares: a log line per request, and every failure as JSON `{"kind", "message"}`."""
+"""The two middlewares: a log line per request, and every failure as JSON `{"kind", "message"}`; and the logger of
+aiohttp's connection handler, which never logs the text of a request it could not parse."""
 
 from __future__ import annotations
 
@@ -12,6 +13,25 @@ from thresher.errors import ThresherError, TooLarge
 from thresher.metrics import HTTP_REQUESTS, HTTP_SECONDS
 
 log = logging.getLogger(__name__)
+
+# What aiohttp logs before a request reaches a handler: a request line or header it cannot parse (400). Its errors
+# quote the raw request, an `Authorization: Bearer <key>` header too, so records keep only the error's type and code.
+PROTOCOL_LOG = logging.getLogger("services.gateway.protocol")
+
+
+class _WithoutRequestText(logging.Filter):
+    def filter(self, record: logging.LogRecord) -> bool:
+        error = record.exc_info[1] if record.exc_info else None
+        if error is not None:
+            what = record.getMessage()
+            record.msg = "%s: %s %s (the request's text is not logged: it may hold an API key)"
+            record.args = (what, type(error).__name__, getattr(error, "code", ""))
+            record.exc_info = record.exc_text = None
+            record.levelno, record.levelname = logging.WARNING, "WARNING"  # the client's mistake, not ours
+        return True
+
+
+PROTOCOL_LOG.addFilter(_WithoutRequestText())
 
 # Kinds for the HTTP errors that aiohttp itself raises (no route, wrong method); others are "invalid".
 _HTTP_KINDS = {404: "not_found", 405: "method_not_allowed", 408: "timeout"}

@@ -9,7 +9,7 @@ from aiohttp import web
 
 from services.gateway.calls import JOBS, authorize_middleware
 from services.gateway.events import job_events, job_logs
-from services.gateway.middleware import error_middleware, request_log_middleware
+from services.gateway.middleware import PROTOCOL_LOG, error_middleware, request_log_middleware
 from services.gateway.openapi import openapi_document
 from services.gateway.routes import CONFIG, add_routes
 from thresher import rpc
@@ -59,6 +59,7 @@ async def serve(config: Config, grace_s: float = GRACE_S) -> None:
     runner = web.AppRunner(
         create_app(config),
         access_log=None,
+        logger=PROTOCOL_LOG,
         shutdown_timeout=grace_s,
         keepalive_timeout=config.gateway.read_timeout_s,  # also closes a connection whose request never completes
         max_line_size=MAX_LINE_BYTES,
