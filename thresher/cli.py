@@ -104,7 +104,7 @@ def _parser() -> argparse.ArgumentParser:
 
 
 def _up(args: argparse.Namespace) -> int:
-    from thresher.supervisor import Stack, run_stack
+    from thresher.supervisor import Stack, make_data_dir_private, run_stack
     from thresher.v1 import jobs_pb2, jobs_pb2_grpc
 
     config = load_config(args.config)
@@ -122,6 +122,7 @@ def _up(args: argparse.Namespace) -> int:
         if value is not None:
             setattr(section, name, value)
     data_dir = Path(config.data_dir).resolve()
+    make_data_dir_private(data_dir)
     own_keys = not config.auth.keys_file  # else the keys file is the operator's, and so are its keys
     if own_keys:
         config.auth.keys_file = str(auth.ensure_local_key(data_dir))

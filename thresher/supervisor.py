@@ -36,6 +36,15 @@ READY_TIMEOUT_S = 30.0
 RESTART_BACKOFF_S = (0.2, 0.5, 1.0, 2.0, 5.0)  # after the n-th quick death in a row
 STABLE_AFTER_S = 10.0  # a service that ran this long resets its backoff
 STOP_GRACE_S = 35.0  # above the scheduler's worker stop grace, so workers are drained first
+PRIVATE_UMASK = 0o077  # what the stack creates (job store, logs, job specs, keys) is its user's alone: 0600, 0700
+
+
+def make_data_dir_private(data_dir: Path) -> None:
+    """The data dir 0700 and everything the stack (and its workers) creates 0600/0700, whatever the caller's umask:
+    the umask is inherited by every service and worker. An existing data dir is made private too."""
+    os.umask(PRIVATE_UMASK)
+    data_dir.mkdir(mode=0o700, parents=True, exist_ok=True)
+    data_dir.chmod(0o700)
 
 
 @dataclass
