@@ -92,4 +92,6 @@ def _http_error(request: web.Request, e: web.HTTPException) -> web.Response:
     response = error_response(e.status, _HTTP_KINDS.get(e.status, "invalid"), message)
     if "Allow" in e.headers:
         response.headers["Allow"] = e.headers["Allow"]
+    if e.headers.get("Connection") == "close":
+        response.force_close()
     return response

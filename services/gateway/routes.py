@@ -147,6 +147,9 @@ async def _read_json(request: web.Request) -> Any:
             body = await request.read()
     except TimeoutError:
         raise web.HTTPRequestTimeout(reason=f"the request body did not arrive within {timeout_s:g} s") from None
+    except web.RequestPayloadError as e:  # a gzip or deflate body that does not decode: the rest cannot be read
+        reason = "the request body does not decode as its Content-Encoding says"
+        raise web.HTTPBadRequest(reason=reason, headers={"Connection": "close"}) from e
     return parse_json_body(body)
 
 

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import json
 import math
+import re
 from typing import Any
 
 from thresher.errors import InvalidRequest
@@ -16,14 +17,43 @@ from thresher.v1 import jobs_pb2
 INT32_MAX = 2**31 - 1
 INT64_MAX = 2**63 - 1
 FILE_SOURCES = ("file_path_lister", "delimited_files")
+# Arrays and objects nest at most this deep in a request body (an item is at depth 3): deeper values would reach
+# Python's recursion limit in some service or worker that parses or writes them again.
+MAX_JSON_DEPTH = 100
+_SURROGATE_ESCAPE = re.compile(rb"\\u[dD][89a-fA-F]")  # \ud800-\udfff: half of a pair, or a lone surrogate
 
 
 def parse_json_body(body: bytes) -> Any:
-    """Strict JSON: NaN and Infinity are not JSON, so they are refused rather than passed to workers."""
+    """Strict JSON: NaN and Infinity are not JSON, so they are refused rather than passed to workers; so are lone
+    surrogates (no character: they cannot be written as UTF-8) and values nested deeper than MAX_JSON_DEPTH."""
     try:
-        return json.loads(body.decode("utf-8"), parse_constant=_refuse_constant)
+        value = json.loads(body.decode("utf-8"), parse_constant=_refuse_constant)
     except ValueError as e:  # JSONDecodeError and UnicodeDecodeError are both ValueErrors
         raise InvalidRequest(f"malformed JSON: {e}") from e
+    except RecursionError:
+        raise InvalidRequest(f"malformed JSON: arrays and objects nested deeper than {MAX_JSON_DEPTH}") from None
+    # Only a body that could break a rule is walked: most have few brackets and no \ud800-\udfff escapes.
+    if body.count(b"[") + body.count(b"{") > MAX_JSON_DEPTH or _SURROGATE_ESCAPE.search(body):
+        _check_depth_and_strings(value)
+    return value
+
+
+def _check_depth_and_strings(value: Any) -> None:
+    todo = [(value, 1)]
+    while todo:
+        node, depth = todo.pop()
+        if isinstance(node, str):
+            try:
+                node.encode("utf-8")
+            except UnicodeEncodeError as e:
+                raise InvalidRequest(f"malformed JSON: {node[e.start]!r} is a lone surrogate, not a character") from e
+            continue
+        if not isinstance(node, list | dict):
+            continue
+        if depth > MAX_JSON_DEPTH:
+            raise InvalidRequest(f"malformed JSON: arrays and objects nested deeper than {MAX_JSON_DEPTH}")
+        children = [*node.keys(), *node.values()] if isinstance(node, dict) else node
+        todo += [(child, depth + 1) for child in children]
 
 
 # One encoder for every value: json.dumps with options builds a new one per call, and a job may have millions of items.

@@ -21,6 +21,8 @@ LIST_PAGE = 1000  # entries read per hop to a thread while listing
 
 def local_path(path: str) -> str:
     """The filesystem path of `path` (a plain absolute path or a file:// URL); InvalidRequest if it is neither."""
+    if "\0" in path:
+        raise InvalidRequest(f"{path!r}: a path cannot hold a NUL character")
     if path.startswith(FILE_SCHEME):
         host, slash, rest = path[len(FILE_SCHEME) :].partition("/")
         if host not in ("", "localhost") or not slash:
