@@ -28,6 +28,7 @@ from services.scheduler.views import (
     waiting_reason,
 )
 from thresher.aiotasks import create_guarded_task
+from thresher.apis import check_api_spec
 from thresher.auth import ANONYMOUS, Caller
 from thresher.config import Config
 from thresher.errors import InvalidRequest, NotFound, ThresherError, Unavailable, WrongState
@@ -70,8 +71,7 @@ class JobManager:
     # --- the public job service -------------------------------------------------------------
 
     async def deploy_api(self, spec: jobs_pb2.ApiSpec) -> jobs_pb2.ApiSpec:
-        if not spec.name or not spec.containers:
-            raise InvalidRequest("an API needs a name and at least one container")
+        check_api_spec(spec)  # here too: DeployApi is also called over gRPC, without the gateway's parsing
         spec.updated_time.GetCurrentTime()
         await self._store.put_api(spec)
         log.info("deployed API %s", spec.name)
