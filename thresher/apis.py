@@ -6,10 +6,9 @@ import re
 from pathlib import Path
 from typing import Any
 
-import yaml
-
 from thresher.errors import InvalidRequest
 from thresher.v1 import jobs_pb2
+from thresher.yamlfile import load_yaml
 
 # Patterns are used with fullmatch: "$" would also match before a final newline ("ok\n").
 NAME_PATTERN = re.compile(r"[a-z0-9]([a-z0-9-]{0,61}[a-z0-9])?")  # a DNS label: it names queues and pods
@@ -28,10 +27,10 @@ def load_api_file(path: str | Path) -> list[jobs_pb2.ApiSpec]:
     """Parse an APIs file; commands run in its folder."""
     path = Path(path).resolve()
     try:
-        data = yaml.safe_load(path.read_text(encoding="utf-8"))
-    except (OSError, yaml.YAMLError) as e:
-        raise InvalidRequest(f"{path}: {e}") from e
-    return parse_api_definitions(data, working_dir=str(path.parent))
+        text = path.read_text(encoding="utf-8")
+    except (OSError, UnicodeDecodeError) as e:
+        raise InvalidRequest(f"{path}: cannot read: {e}") from e
+    return parse_api_definitions(load_yaml(text, str(path)), working_dir=str(path.parent))
 
 
 def parse_api_definitions(data: Any, working_dir: str = "") -> list[jobs_pb2.ApiSpec]:

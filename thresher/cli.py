@@ -11,13 +11,12 @@ import time
 from pathlib import Path
 from typing import Any, TextIO
 
-import yaml
-
 from thresher import auth
 from thresher.client import GatewayClient
 from thresher.config import load_config
 from thresher.errors import ThresherError
 from thresher.names import ENV_API_KEY, GRPC_AUTHORIZATION_KEY
+from thresher.yamlfile import load_yaml
 
 FINAL = {"succeeded", "completed_with_failures", "enqueue_failed", "worker_error", "worker_oom", "timed_out", "stopped",
          "unexpected_error"}  # fmt: skip
@@ -169,10 +168,11 @@ def _add_key(args: argparse.Namespace) -> int:
 def _deploy(args: argparse.Namespace) -> int:
     path = Path(args.file)
     try:
-        definitions = yaml.safe_load(path.read_text(encoding="utf-8"))
-    except (OSError, yaml.YAMLError) as e:
+        text = path.read_text(encoding="utf-8")
+    except (OSError, UnicodeDecodeError) as e:
         print(f"error: cannot read {path}: {e}", file=sys.stderr)
         return 2
+    definitions = load_yaml(text, str(path))
     for api in GatewayClient(args.url).deploy(definitions, path.resolve().parent):
         print(f"deployed API {api['name']}")
     return 0

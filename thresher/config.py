@@ -178,10 +178,11 @@ def load_config(path: str | os.PathLike[str] | None = None, env: typing.Mapping[
     config = Config()
     path = path or env.get(ENV_PREFIX + "CONFIG")
     if path:
-        import yaml  # here: most processes (every dequeuer) have no settings file, and yaml costs their start
+        # Imported here: most processes (every dequeuer) have no settings file, and yaml costs their start.
+        from thresher.yamlfile import load_yaml
 
         with open(path, encoding="utf-8") as f:
-            _apply_mapping(config, yaml.safe_load(f) or {}, where=str(path))
+            _apply_mapping(config, load_yaml(f.read(), str(path)) or {}, where=str(path))
     _apply_env(config, env)
     return config
 
