@@ -83,6 +83,9 @@ class LimitSettings:
     max_workers: int = 100  # a job's `workers`
     max_batch_size: int = 10_000  # items per batch (`batch_size` of every source)
     max_jobs_in_progress_per_api: int = 50  # more submissions to the API get 429 until one of its jobs ends
+    # The workers of every job not yet ended, together: a submission that would pass it gets 429 (each worker is
+    # a process, or a pod, whoever submits it).
+    max_workers_in_progress: int = 200
 
 
 @dataclass

@@ -32,6 +32,7 @@ def small_limits(config: Config) -> None:
     config.limits.max_workers = 3
     config.limits.max_batch_size = 5
     config.limits.max_jobs_in_progress_per_api = 2
+    config.limits.max_workers_in_progress = 4
 
 
 @pytest.fixture
@@ -78,6 +79,19 @@ async def test_jobs_in_progress_per_api_are_capped_with_429_until_one_ends(stack
     # Then once one has ended there is room again
     assert (await stack.call("alice", "DELETE", f"/v1/jobs/{first}"))[0] == 200
     assert (await stack.call("alice", "POST", "/batch/sum", SUBMISSION))[0] == 200
+
+
+async def test_workers_in_progress_are_capped_in_all_with_429(stack: Stack) -> None:
+    # Given a job with 3 of the 4 workers that may be in progress
+    assert (await stack.call("alice", "POST", "/batch/sum", submission(workers=3)))[0] == 200
+
+    # When another asks for 2, it is refused and not created; one that asks for 1 fits
+    status, error = await stack.call("bob", "POST", "/batch/sum", submission(workers=2))
+    assert (status, error["kind"]) == (429, "limit_exceeded"), error
+    assert "have 3 workers and this one asks for 2: at most 4 in all" in error["message"]
+    assert "(limits.max_workers_in_progress)" in error["message"]
+    assert len((await stack.call("admin", "GET", "/v1/jobs"))[1]["jobs"]) == 1
+    assert (await stack.call("bob", "POST", "/batch/sum", submission(workers=1)))[0] == 200
 
 
 class Gateway(NamedTuple):
