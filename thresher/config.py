@@ -62,6 +62,9 @@ class DequeuerSettings:
 @dataclass
 class GatewaySettings:
     max_body_bytes: int = 10 * 1024 * 1024  # submissions larger than this get 413 (as Cortex: 10 MiB)
+    # Requests with a body over 1 MiB (or of unknown length) handled at once; more wait their turn. Parsing one of
+    # 10 MiB takes hundreds of MB and a second or more of CPU: four at once took the gateway to 1.28 GiB.
+    max_large_bodies: int = 2
     # Against slow clients (slow-loris): a connection that has not sent a whole request this long after it opened
     # (or after its last answer) is closed, and a body still arriving after it gets 408. Seconds.
     read_timeout_s: float = 60.0

@@ -1,8 +1,10 @@
-"""The two middlewares: a log line per request, and every failure as JSON `{"kind", "message"}`; and the logger of
-aiohttp's connection handler, which never logs the text of a request it could not parse."""
+"""The middlewares: a log line per request, every failure as JSON `{"kind", "message"}`, and a cap on the requests
+with a large body handled at once; and the logger of aiohttp's connection handler, which never logs the text of a
+request it could not parse."""
 
 from __future__ import annotations
 
+import asyncio
 import logging
 import time
 
@@ -57,6 +59,23 @@ async def request_log_middleware(request: web.Request, handler: Handler) -> web.
         route = request.match_info.route.resource.canonical if request.match_info.route.resource else "unmatched"
         HTTP_REQUESTS.labels(request.method, route, str(status)).inc()
         HTTP_SECONDS.labels(route).observe(elapsed_s)
+
+
+LARGE_BODY_BYTES = 1024 * 1024  # a body over this, or of unknown length, is large
+LARGE_BODY_SLOTS = web.AppKey("large_body_slots", asyncio.Semaphore)  # gateway.max_large_bodies of them
+
+
+def has_large_body(request: web.Request) -> bool:
+    return request.body_exists and (request.content_length is None or request.content_length > LARGE_BODY_BYTES)
+
+
+@web.middleware
+async def large_body_middleware(request: web.Request, handler: Handler) -> web.StreamResponse:
+    """A request with a large body waits for a free slot before its body is read, and holds it until answered."""
+    if not has_large_body(request):
+        return await handler(request)
+    async with request.app[LARGE_BODY_SLOTS]:
+        return await handler(request)
 
 
 @web.middleware

@@ -20,6 +20,7 @@ FILE_SOURCES = ("file_path_lister", "delimited_files")
 # Arrays and objects nest at most this deep in a request body (an item is at depth 3): deeper values would reach
 # Python's recursion limit in some service or worker that parses or writes them again.
 MAX_JSON_DEPTH = 100
+_CONTAINERS = (list, dict)
 _SURROGATE_ESCAPE = re.compile(rb"\\u[dD][89a-fA-F]")  # \ud800-\udfff: half of a pair, or a lone surrogate
 
 
@@ -32,28 +33,25 @@ def parse_json_body(body: bytes) -> Any:
         raise InvalidRequest(f"malformed JSON: {e}") from e
     except RecursionError:
         raise InvalidRequest(f"malformed JSON: arrays and objects nested deeper than {MAX_JSON_DEPTH}") from None
-    # Only a body that could break a rule is walked: most have few brackets and no \ud800-\udfff escapes.
-    if body.count(b"[") + body.count(b"{") > MAX_JSON_DEPTH or _SURROGATE_ESCAPE.search(body):
-        _check_depth_and_strings(value)
+    # Only a body that could break a rule is looked at again: most have few brackets and no \ud800-\udfff escapes.
+    if body.count(b"[") + body.count(b"{") > MAX_JSON_DEPTH:
+        _check_depth(value)
+    if _SURROGATE_ESCAPE.search(body):
+        try:
+            json.dumps(value, ensure_ascii=False).encode("utf-8")
+        except UnicodeEncodeError as e:
+            raise InvalidRequest(f"malformed JSON: {e.object[e.start]!r} is a lone surrogate, not a character") from e
     return value
 
 
-def _check_depth_and_strings(value: Any) -> None:
-    todo = [(value, 1)]
-    while todo:
-        node, depth = todo.pop()
-        if isinstance(node, str):
-            try:
-                node.encode("utf-8")
-            except UnicodeEncodeError as e:
-                raise InvalidRequest(f"malformed JSON: {node[e.start]!r} is a lone surrogate, not a character") from e
-            continue
-        if not isinstance(node, list | dict):
-            continue
-        if depth > MAX_JSON_DEPTH:
-            raise InvalidRequest(f"malformed JSON: arrays and objects nested deeper than {MAX_JSON_DEPTH}")
-        children = [*node.keys(), *node.values()] if isinstance(node, dict) else node
-        todo += [(child, depth + 1) for child in children]
+def _check_depth(value: Any) -> None:
+    """InvalidRequest for arrays and objects nested deeper than MAX_JSON_DEPTH; looked at a level at a time."""
+    level = [value] if type(value) in _CONTAINERS else []
+    for _ in range(MAX_JSON_DEPTH):
+        level = [c for node in level for c in (node.values() if type(node) is dict else node) if type(c) in _CONTAINERS]
+        if not level:
+            return
+    raise InvalidRequest(f"malformed JSON: arrays and objects nested deeper than {MAX_JSON_DEPTH}")
 
 
 # One encoder for every value: json.dumps with options builds a new one per call, and a job may have millions of items.

@@ -325,6 +325,35 @@ async def test_a_body_of_exactly_the_limit_is_accepted(client: TestClient[Any, A
     assert len(scheduler.calls("SubmitJob")) == 1
 
 
+async def test_large_bodies_are_handled_one_at_a_time_when_one_slot_is_configured(scheduler: FakeJobs) -> None:
+    config = Config()
+    config.addresses.scheduler = scheduler.address
+    config.gateway.max_large_bodies = 1
+    pad = "a" * (2 * 1024 * 1024)  # over 1 MiB: large
+    first, second = (json.dumps({"workers": n, "pad": pad}).encode() for n in (1, 2))
+    async with TestServer(create_app(config), host="127.0.0.1") as server:
+        # Given a large submission whose body is still arriving (it holds the only slot)
+        reader, writer = await asyncio.open_connection("127.0.0.1", server.port)
+        head = f"POST /batch/my-api HTTP/1.1\r\nHost: x\r\nContent-Length: {len(first)}\r\nConnection: close\r\n\r\n"
+        writer.write(head.encode() + first[:1000])
+        await writer.drain()
+        await asyncio.sleep(0.3)  # it reaches the gateway first
+
+        # When a second large submission arrives complete, then the rest of the first
+        async with aiohttp.ClientSession() as session:
+            url = f"http://127.0.0.1:{server.port}/batch/my-api"
+            second_answer = asyncio.create_task(session.post(url, data=io.BytesIO(second)))
+            await asyncio.sleep(0.5)  # it would be handled meanwhile if nothing held it back
+            writer.write(first[1000:])
+            first_answer = await reader.read()
+            writer.close()
+            assert (await second_answer).status == 200
+
+    # Then the second was handled only after the first: the scheduler got them in that order
+    assert first_answer.startswith(b"HTTP/1.1 200 ")
+    assert [call.submission.workers for call in scheduler.calls("SubmitJob")] == [1, 2]
+
+
 async def test_a_dry_run_asks_the_scheduler_to_validate_only(client: TestClient[Any, Any], scheduler: FakeJobs) -> None:
     response = await client.post("/batch/my-api?dryRun=true", json={"workers": 1, "item_list": {"items": [1]}})
     assert response.status == 200 and response.content_type == "text/plain"
