@@ -52,7 +52,9 @@ def _parser() -> argparse.ArgumentParser:
     backends.add_argument("--sqs-region", help="the SQS region (else AWS_DEFAULT_REGION)")
     backends.add_argument("--s3-endpoint-url", help="an S3-compatible endpoint for s3:// inputs instead of AWS's")
     backends.add_argument("--s3-region", help="the S3 region (else AWS_DEFAULT_REGION)")
-    backends.add_argument("--local-roots", help="directories (':'-separated) that local inputs may read (default: any)")
+    backends.add_argument(
+        "--local-roots", help="directories (':'-separated) that local inputs may read (default: none; '/': any)"
+    )
     up.set_defaults(run=_up)
 
     add_key = commands.add_parser("add-key", help="make an API key and add it to the keys file; prints it once")
@@ -148,6 +150,7 @@ def _up(args: argparse.Namespace) -> int:
             print(f"  API key: {data_dir / auth.API_KEY_FILE}  (the CLI reads <THRESHER_DATA_DIR>/api_key)")
         else:
             print(f"  API keys: {config.auth.keys_file}")
+        print(f"  local inputs: {config.inputs.local_roots or 'none (--local-roots DIR lets file sources read DIR)'}")
         sys.stdout.flush()
 
     asyncio.run(run_stack(config, on_ready))

@@ -112,7 +112,7 @@ class InputSettings:
     s3_region: str = ""  # e.g. us-east-1
     s3_access_key_id: str = ""
     s3_secret_access_key: str = field(default="", repr=False)  # never logged
-    # Local paths: directories that file sources may read, separated by ":"; empty: any readable path.
+    # Local paths: directories that file sources may read, separated by ":"; empty: none ("/": any readable path).
     local_roots: str = ""
     read_chunk_bytes: int = 32 * 1024 * 1024  # delimited files are read in ranges of this size (Cortex: 32 MiB)
 

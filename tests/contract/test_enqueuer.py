@@ -36,6 +36,7 @@ class Stack:
 @pytest.fixture
 async def stack(tmp_path) -> AsyncIterator[Stack]:
     config = Config(data_dir=tmp_path)
+    config.inputs.local_roots = "/"
     backend = open_queue_backend(config)
     await backend.create(QUEUE, visibility_s=30)
     server, port = await create_server(config, "127.0.0.1:0")
