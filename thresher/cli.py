@@ -150,11 +150,21 @@ def _up(args: argparse.Namespace) -> int:
             print(f"  API key: {data_dir / auth.API_KEY_FILE}  (the CLI reads <THRESHER_DATA_DIR>/api_key)")
         else:
             print(f"  API keys: {config.auth.keys_file}")
-        print(f"  local inputs: {config.inputs.local_roots or 'none (--local-roots DIR lets file sources read DIR)'}")
+        print(f"  local inputs: {_local_inputs(config.inputs.local_roots, data_dir)}")
         sys.stdout.flush()
 
     asyncio.run(run_stack(config, on_ready))
     return 0
+
+
+def _local_inputs(local_roots: str, data_dir: Path) -> str:
+    """What file sources may read, said plainly, with a warning when that includes the data dir (the admin key)."""
+    roots = [Path(root).resolve() for root in local_roots.split(os.pathsep) if root]
+    if not roots:
+        return "none (--local-roots DIR lets file sources read DIR)"
+    exposed = any(data_dir == root or root in data_dir.parents for root in roots)
+    warning = f"  WARNING: {data_dir} is inside: a submit key can read its files, the admin key too" if exposed else ""
+    return local_roots + warning
 
 
 def _add_key(args: argparse.Namespace) -> int:
