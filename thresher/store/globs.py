@@ -51,7 +51,7 @@ class _Jump:
 class _States:
     """A set of states of the automaton that read the same text: where it may be now."""
 
-    reading: tuple[int, ...]  # the _Char states among them, which read the next character
+    reading: tuple[tuple[int, _Char], ...]  # the states among them that read the next character, and where they are
     accepting: bool  # the end of the pattern is among them: the text so far matches
     after: dict[str, _States] = field(default_factory=dict)  # the set after each character met so far
 
@@ -77,8 +77,7 @@ class Glob:
         return states.accepting
 
     def _step(self, states: _States, c: str) -> _States:
-        program = self._program
-        following = self._states_from([i + 1 for i in states.reading if program[i].accepts(c)])  # type: ignore[union-attr]
+        following = self._states_from([i + 1 for i, char in states.reading if char.accepts(c)])
         if len(self._known) > _MAX_CACHED_STATES:  # bounded memory: start the cache afresh
             self._known.clear()
             self._start = self._states_from([0])
@@ -87,7 +86,7 @@ class Glob:
 
     def _states_from(self, starts: list[int]) -> _States:
         """The set of states reachable from `starts` without reading (the choices and jumps followed)."""
-        reading: set[int] = set()
+        reading: dict[int, _Char] = {}
         accepting = False
         seen: set[int] = set()
         todo = list(reversed(starts))
@@ -105,11 +104,11 @@ class Glob:
             elif isinstance(state, _Jump):
                 todo.append(state.to)
             else:
-                reading.add(i)
+                reading[i] = state
         key = tuple(sorted(reading)) + ((-1,) if accepting else ())
         known = self._known.get(key)
         if known is None:
-            known = self._known[key] = _States(tuple(sorted(reading)), accepting)
+            known = self._known[key] = _States(tuple(sorted(reading.items())), accepting)
         return known
 
 
@@ -187,8 +186,8 @@ def _alternatives(pattern: str, i: int, program: list[_Char | _Split | _Jump]) -
     position = i + 1
     exits: list[_Jump] = []
     while True:
-        choice = len(program)
-        program.append(_Split(choice + 1))
+        choice = _Split(len(program) + 1)
+        program.append(choice)
         position = _compile(pattern, position, program, in_braces=True)
         if position >= len(pattern):
             raise ValueError(f"unclosed {{ at {i}")
@@ -197,8 +196,8 @@ def _alternatives(pattern: str, i: int, program: list[_Char | _Split | _Jump]) -
         position += 1
         if pattern[position - 1] == "}":
             break
-        program[choice].second = len(program)  # type: ignore[union-attr]
-    program[choice] = _Jump(choice + 1)  # the last alternative is no choice: nothing comes after it
+        choice.second = len(program)
+    program[choice.first - 1] = _Jump(choice.first)  # the last alternative is no choice: nothing comes after it
     for exit_jump in exits:
         exit_jump.to = len(program)
     return position
