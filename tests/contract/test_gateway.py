@@ -20,6 +20,8 @@ from google.protobuf.message import Message
 from google.protobuf.timestamp_pb2 import Timestamp
 
 from services.gateway import create_app
+from services.gateway.middleware import LARGE_BODY_SLOTS
+from tests.helpers import assert_eventually
 from thresher.config import Config
 from thresher.errors import NotFound, WrongState
 from thresher.rpc import start_server
@@ -331,25 +333,34 @@ async def test_large_bodies_are_handled_one_at_a_time_when_one_slot_is_configure
     config.gateway.max_large_bodies = 1
     pad = "a" * (2 * 1024 * 1024)  # over 1 MiB: large
     first, second = (json.dumps({"workers": n, "pad": pad}).encode() for n in (1, 2))
-    async with TestServer(create_app(config), host="127.0.0.1") as server:
-        # Given a large submission whose body is still arriving (it holds the only slot)
+    app = create_app(config)
+    async with TestServer(app, host="127.0.0.1") as server:
+        # Given a large submission whose body is still arriving, holding the only slot
         reader, writer = await asyncio.open_connection("127.0.0.1", server.port)
-        head = f"POST /batch/my-api HTTP/1.1\r\nHost: x\r\nContent-Length: {len(first)}\r\nConnection: close\r\n\r\n"
-        writer.write(head.encode() + first[:1000])
-        await writer.drain()
-        await asyncio.sleep(0.3)  # it reaches the gateway first
+        try:
+            head = (
+                f"POST /batch/my-api HTTP/1.1\r\nHost: x\r\nContent-Length: {len(first)}\r\nConnection: close\r\n\r\n"
+            )
+            writer.write(head.encode() + first[:1000])
+            await writer.drain()
 
-        # When a second large submission arrives complete, then the rest of the first
-        async with aiohttp.ClientSession() as session:
-            url = f"http://127.0.0.1:{server.port}/batch/my-api"
-            second_answer = asyncio.create_task(session.post(url, data=io.BytesIO(second)))
-            await asyncio.sleep(0.5)  # it would be handled meanwhile if nothing held it back
-            writer.write(first[1000:])
-            first_answer = await reader.read()
+            def slot_taken() -> None:
+                assert app[LARGE_BODY_SLOTS].locked()
+
+            await assert_eventually(slot_taken)
+
+            # When a second large submission arrives complete, then (a while later) the rest of the first
+            async with aiohttp.ClientSession() as session:
+                url = f"http://127.0.0.1:{server.port}/batch/my-api"
+                second_answer = asyncio.create_task(session.post(url, data=io.BytesIO(second)))
+                await asyncio.sleep(0.5)  # without the cap, the second is handled meanwhile
+                writer.write(first[1000:])
+                first_answer = await reader.read()
+                assert (await second_answer).status == 200
+        finally:
             writer.close()
-            assert (await second_answer).status == 200
 
-    # Then the second was handled only after the first: the scheduler got them in that order
+    # Then the second was handled only once the first was answered: the scheduler got them in that order
     assert first_answer.startswith(b"HTTP/1.1 200 ")
     assert [call.submission.workers for call in scheduler.calls("SubmitJob")] == [1, 2]
 
