@@ -76,7 +76,9 @@ def _run_embedded(
 ) -> Profile | str | None:
     """Scenarios 1 to 4 on one embedded stack; returns the profile (or why there is none)."""
     floors: Floors | None = measure_floors(sizes.repeats) if 3 in only else None
-    stack = BenchStack(work / "stack")
+    inputs = work / "inputs"  # scenario 4's input files: the one folder file sources may read (inputs.local_roots)
+    inputs.mkdir(parents=True, exist_ok=True)
+    stack = BenchStack(work / "stack", {"inputs": {"local_roots": str(inputs)}})
     print(f"  stack up in {stack.start_s:.1f} s at {stack.url}", flush=True)
     profile: Profile | str | None = None
     try:
@@ -90,7 +92,7 @@ def _run_embedded(
             assert floors is not None
             scenarios.append(_timed(3, "Latencies", lambda: _latencies(stack, work, floors, sizes.repeats)))
         if 4 in only:
-            scenarios.append(_timed(4, "Scale", lambda: scale.run(stack, work, sizes.scale_items)))
+            scenarios.append(_timed(4, "Scale", lambda: scale.run(stack, inputs, sizes.scale_items)))
     finally:
         stack.stop()
     return profile

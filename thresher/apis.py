@@ -6,17 +6,17 @@ import re
 from pathlib import Path
 from typing import Any
 
-import yaml
-
 from thresher.errors import InvalidRequest
 from thresher.v1 import jobs_pb2
+from thresher.yamlfile import load_yaml
 
-NAME_PATTERN = re.compile(r"^[a-z0-9]([a-z0-9-]{0,61}[a-z0-9])?$")  # a DNS label: it names queues and pods
+# Patterns are used with fullmatch: "$" would also match before a final newline ("ok\n").
+NAME_PATTERN = re.compile(r"[a-z0-9]([a-z0-9-]{0,61}[a-z0-9])?")  # a DNS label: it names queues and pods
 DEFAULT_PORT = 8080
 # Kubernetes' own syntax (k8s.io/apimachinery: resource.Quantity, validation.IsQualifiedName, IsValidLabelValue).
-_QUANTITY = re.compile(r"^(?P<number>[0-9]+(\.[0-9]*)?|\.[0-9]+)(?P<suffix>[eE][+-]?[0-9]+|m|k|M|G|T|P|E|[KMGTPE]i)?$")
-_LABEL_NAME = re.compile(r"^[A-Za-z0-9]([A-Za-z0-9._-]{0,61}[A-Za-z0-9])?$")
-_DNS_SUBDOMAIN = re.compile(r"^[a-z0-9]([a-z0-9.-]{0,251}[a-z0-9])?$")
+_QUANTITY = re.compile(r"(?P<number>[0-9]+(\.[0-9]*)?|\.[0-9]+)(?P<suffix>[eE][+-]?[0-9]+|m|k|M|G|T|P|E|[KMGTPE]i)?")
+_LABEL_NAME = re.compile(r"[A-Za-z0-9]([A-Za-z0-9._-]{0,61}[A-Za-z0-9])?")
+_DNS_SUBDOMAIN = re.compile(r"[a-z0-9]([a-z0-9.-]{0,251}[a-z0-9])?")
 COMPUTE_KEYS = ("cpu", "mem", "gpu")
 TOLERATION_KEYS = ("key", "operator", "value", "effect")
 OPERATORS = ("Equal", "Exists")
@@ -27,10 +27,10 @@ def load_api_file(path: str | Path) -> list[jobs_pb2.ApiSpec]:
     """Parse an APIs file; commands run in its folder."""
     path = Path(path).resolve()
     try:
-        data = yaml.safe_load(path.read_text(encoding="utf-8"))
-    except (OSError, yaml.YAMLError) as e:
-        raise InvalidRequest(f"{path}: {e}") from e
-    return parse_api_definitions(data, working_dir=str(path.parent))
+        text = path.read_text(encoding="utf-8")
+    except (OSError, UnicodeDecodeError) as e:
+        raise InvalidRequest(f"{path}: cannot read: {e}") from e
+    return parse_api_definitions(load_yaml(text, str(path)), working_dir=str(path.parent))
 
 
 def parse_api_definitions(data: Any, working_dir: str = "") -> list[jobs_pb2.ApiSpec]:
@@ -51,7 +51,7 @@ def _parse_one(item: Any, index: int, working_dir: str) -> jobs_pb2.ApiSpec:
     if not isinstance(item, dict):
         raise InvalidRequest(f"{where}: expected a mapping")
     name = item.get("name")
-    if not isinstance(name, str) or not NAME_PATTERN.match(name):
+    if not isinstance(name, str) or not NAME_PATTERN.fullmatch(name):
         raise InvalidRequest(f"{where}: name: must be lower-case letters, digits and '-' (at most 63), got {name!r}")
     where = f"API {name}"
     if item.get("kind", "BatchAPI") != "BatchAPI":
@@ -71,7 +71,36 @@ def _parse_one(item: Any, index: int, working_dir: str) -> jobs_pb2.ApiSpec:
         if http_get.get("path") and not spec.readiness_path:
             spec.readiness_path = str(http_get["path"])
     _placement(spec, item, where)
+    check_api_spec(spec)
     return spec
+
+
+def check_api_spec(spec: jobs_pb2.ApiSpec) -> None:
+    """InvalidRequest unless every process of the API can be started: a valid name, a command in each container, and
+    no NUL in a command, argument, environment variable or working dir, nor "=" in a variable's name (exec and the
+    environment cannot carry them: the workers would never start)."""
+    if not NAME_PATTERN.fullmatch(spec.name):
+        raise InvalidRequest(f"name: must be lower-case letters, digits and '-' (at most 63), got {spec.name!r}")
+    where = f"API {spec.name}"
+    if not spec.containers:
+        raise InvalidRequest(f"{where}: pod: containers: must contain at least 1 element")
+    _no_nul(spec.working_dir, f"{where}: working_dir")
+    for i, container in enumerate(spec.containers):
+        at = f"{where}: pod: containers[{i}]"
+        if not container.command:
+            raise InvalidRequest(f"{at}: command: required, a list of strings")
+        for field, values in (("name", [container.name]), ("command", container.command), ("args", container.args)):
+            for value in values:
+                _no_nul(value, f"{at}: {field}")
+        for name, value in container.env.items():
+            if not name or "=" in name or "\0" in name:
+                raise InvalidRequest(f"{at}: env: {name!r} is not a variable name (not empty, no '=' and no NUL)")
+            _no_nul(value, f"{at}: env: {name}")
+
+
+def _no_nul(value: str, where: str) -> None:
+    if "\0" in value:
+        raise InvalidRequest(f"{where}: {value!r} holds a NUL character, which no process can be given")
 
 
 def _placement(spec: jobs_pb2.ApiSpec, item: dict[str, Any], where: str) -> None:
@@ -136,7 +165,7 @@ def _toleration(raw: Any, where: str) -> jobs_pb2.Toleration:
 def quantity(value: Any, where: str, memory: bool = False) -> str:
     """A Kubernetes quantity above zero (`500m`, `2`, `4Gi`), as text."""
     text = str(value).strip() if isinstance(value, str | int | float) and not isinstance(value, bool) else ""
-    match = _QUANTITY.match(text)
+    match = _QUANTITY.fullmatch(text)
     if match is None or float(match["number"]) <= 0:
         example = "512Mi or 4Gi" if memory else "500m or 2"
         raise InvalidRequest(f"{where}: must be a Kubernetes quantity above zero such as {example}, got {value!r}")
@@ -148,12 +177,12 @@ def quantity(value: Any, where: str, memory: bool = False) -> str:
 def label_key(key: str, where: str) -> None:
     """A Kubernetes label key: `name` or `prefix/name`."""
     prefix, _, name = key.rpartition("/")
-    if not _LABEL_NAME.match(name) or (prefix and not _DNS_SUBDOMAIN.match(prefix)) or key.startswith("/"):
+    if not _LABEL_NAME.fullmatch(name) or (prefix and not _DNS_SUBDOMAIN.fullmatch(prefix)) or key.startswith("/"):
         raise InvalidRequest(f"{where}: {key!r} is not a Kubernetes label key ([prefix/]name of at most 63 characters)")
 
 
 def label_value(value: str, where: str) -> None:
-    if value and not _LABEL_NAME.match(value):
+    if value and not _LABEL_NAME.fullmatch(value):
         raise InvalidRequest(
             f"{where}: {value!r} is not a Kubernetes label value (at most 63 letters, digits, '-', '_' or '.')"
         )

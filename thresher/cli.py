@@ -11,13 +11,12 @@ import time
 from pathlib import Path
 from typing import Any, TextIO
 
-import yaml
-
 from thresher import auth
 from thresher.client import GatewayClient
 from thresher.config import load_config
 from thresher.errors import ThresherError
 from thresher.names import ENV_API_KEY, GRPC_AUTHORIZATION_KEY
+from thresher.yamlfile import load_yaml
 
 FINAL = {"succeeded", "completed_with_failures", "enqueue_failed", "worker_error", "worker_oom", "timed_out", "stopped",
          "unexpected_error"}  # fmt: skip
@@ -53,7 +52,9 @@ def _parser() -> argparse.ArgumentParser:
     backends.add_argument("--sqs-region", help="the SQS region (else AWS_DEFAULT_REGION)")
     backends.add_argument("--s3-endpoint-url", help="an S3-compatible endpoint for s3:// inputs instead of AWS's")
     backends.add_argument("--s3-region", help="the S3 region (else AWS_DEFAULT_REGION)")
-    backends.add_argument("--local-roots", help="directories (':'-separated) that local inputs may read (default: any)")
+    backends.add_argument(
+        "--local-roots", help="directories (':'-separated) that local inputs may read (default: none; '/': any)"
+    )
     up.set_defaults(run=_up)
 
     add_key = commands.add_parser("add-key", help="make an API key and add it to the keys file; prints it once")
@@ -104,7 +105,7 @@ def _parser() -> argparse.ArgumentParser:
 
 
 def _up(args: argparse.Namespace) -> int:
-    from thresher.supervisor import Stack, run_stack
+    from thresher.supervisor import Stack, make_data_dir_private, run_stack
     from thresher.v1 import jobs_pb2, jobs_pb2_grpc
 
     config = load_config(args.config)
@@ -122,6 +123,7 @@ def _up(args: argparse.Namespace) -> int:
         if value is not None:
             setattr(section, name, value)
     data_dir = Path(config.data_dir).resolve()
+    make_data_dir_private(data_dir)
     own_keys = not config.auth.keys_file  # else the keys file is the operator's, and so are its keys
     if own_keys:
         config.auth.keys_file = str(auth.ensure_local_key(data_dir))
@@ -149,10 +151,21 @@ def _up(args: argparse.Namespace) -> int:
             print(f"  API key: {data_dir / auth.API_KEY_FILE}  (the CLI reads <THRESHER_DATA_DIR>/api_key)")
         else:
             print(f"  API keys: {config.auth.keys_file}")
+        print(f"  local inputs: {_local_inputs(config.inputs.local_roots, data_dir)}")
         sys.stdout.flush()
 
     asyncio.run(run_stack(config, on_ready))
     return 0
+
+
+def _local_inputs(local_roots: str, data_dir: Path) -> str:
+    """What file sources may read, said plainly, with a warning when that includes the data dir (the admin key)."""
+    roots = [Path(root).resolve() for root in local_roots.split(os.pathsep) if root]
+    if not roots:
+        return "none (--local-roots DIR lets file sources read DIR)"
+    exposed = any(data_dir == root or root in data_dir.parents for root in roots)
+    warning = f"  WARNING: {data_dir} is inside: a submit key can read its files, the admin key too" if exposed else ""
+    return local_roots + warning
 
 
 def _add_key(args: argparse.Namespace) -> int:
@@ -169,10 +182,11 @@ def _add_key(args: argparse.Namespace) -> int:
 def _deploy(args: argparse.Namespace) -> int:
     path = Path(args.file)
     try:
-        definitions = yaml.safe_load(path.read_text(encoding="utf-8"))
-    except (OSError, yaml.YAMLError) as e:
+        text = path.read_text(encoding="utf-8")
+    except (OSError, UnicodeDecodeError) as e:
         print(f"error: cannot read {path}: {e}", file=sys.stderr)
         return 2
+    definitions = load_yaml(text, str(path))
     for api in GatewayClient(args.url).deploy(definitions, path.resolve().parent):
         print(f"deployed API {api['name']}")
     return 0

@@ -62,6 +62,9 @@ class DequeuerSettings:
 @dataclass
 class GatewaySettings:
     max_body_bytes: int = 10 * 1024 * 1024  # submissions larger than this get 413 (as Cortex: 10 MiB)
+    # Requests with a body over 1 MiB (or of unknown length) handled at once; more wait their turn. Parsing one of
+    # 10 MiB takes hundreds of MB and a second or more of CPU: four at once took the gateway to 1.28 GiB.
+    max_large_bodies: int = 2
     # Against slow clients (slow-loris): a connection that has not sent a whole request this long after it opened
     # (or after its last answer) is closed, and a body still arriving after it gets 408. Seconds.
     read_timeout_s: float = 60.0
@@ -87,6 +90,9 @@ class LimitSettings:
     max_workers: int = 100  # a job's `workers`
     max_batch_size: int = 10_000  # items per batch (`batch_size` of every source)
     max_jobs_in_progress_per_api: int = 50  # more submissions to the API get 429 until one of its jobs ends
+    # The workers of every job not yet ended, together: a submission that would pass it gets 429 (each worker is
+    # a process, or a pod, whoever submits it).
+    max_workers_in_progress: int = 200
 
 
 @dataclass
@@ -110,7 +116,7 @@ class InputSettings:
     s3_region: str = ""  # e.g. us-east-1
     s3_access_key_id: str = ""
     s3_secret_access_key: str = field(default="", repr=False)  # never logged
-    # Local paths: directories that file sources may read, separated by ":"; empty: any readable path.
+    # Local paths: directories that file sources may read, separated by ":"; empty: none ("/": any readable path).
     local_roots: str = ""
     read_chunk_bytes: int = 32 * 1024 * 1024  # delimited files are read in ranges of this size (Cortex: 32 MiB)
 
@@ -182,10 +188,11 @@ def load_config(path: str | os.PathLike[str] | None = None, env: typing.Mapping[
     config = Config()
     path = path or env.get(ENV_PREFIX + "CONFIG")
     if path:
-        import yaml  # here: most processes (every dequeuer) have no settings file, and yaml costs their start
+        # Imported here: most processes (every dequeuer) have no settings file, and yaml costs their start.
+        from thresher.yamlfile import load_yaml
 
         with open(path, encoding="utf-8") as f:
-            _apply_mapping(config, yaml.safe_load(f) or {}, where=str(path))
+            _apply_mapping(config, load_yaml(f.read(), str(path)) or {}, where=str(path))
     _apply_env(config, env)
     return config
 

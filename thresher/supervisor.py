@@ -36,6 +36,27 @@ READY_TIMEOUT_S = 30.0
 RESTART_BACKOFF_S = (0.2, 0.5, 1.0, 2.0, 5.0)  # after the n-th quick death in a row
 STABLE_AFTER_S = 10.0  # a service that ran this long resets its backoff
 STOP_GRACE_S = 35.0  # above the scheduler's worker stop grace, so workers are drained first
+# The credentials in the settings, by section, and the services that use them (AWS_* variables go to each service
+# that uses any: boto3's chain reads them for SQS and S3 alike). The gateway calls only the scheduler.
+_CREDENTIALS = {
+    "queue": ("THRESHER_QUEUE_SQS_ACCESS_KEY_ID", "THRESHER_QUEUE_SQS_SECRET_ACCESS_KEY"),
+    "inputs": ("THRESHER_INPUTS_S3_ACCESS_KEY_ID", "THRESHER_INPUTS_S3_SECRET_ACCESS_KEY"),
+}
+CREDENTIALS_USED = {
+    "monitor": ("queue",),
+    "enqueuer": ("queue", "inputs"),
+    "scheduler": ("queue", "inputs"),  # and it hands the queue's to the dequeuers it starts
+    "gateway": (),
+}
+PRIVATE_UMASK = 0o077  # what the stack creates (job store, logs, job specs, keys) is its user's alone: 0600, 0700
+
+
+def make_data_dir_private(data_dir: Path) -> None:
+    """The data dir 0700 and everything the stack (and its workers) creates 0600/0700, whatever the caller's umask:
+    the umask is inherited by every service and worker. An existing data dir is made private too."""
+    os.umask(PRIVATE_UMASK)
+    data_dir.mkdir(mode=0o700, parents=True, exist_ok=True)
+    data_dir.chmod(0o700)
 
 
 @dataclass
@@ -130,11 +151,9 @@ class Stack:
     def _spawn(self, service: _Service) -> None:
         if service.log_file is None:
             service.log_file = open(self.data_dir / "logs" / f"{service.name}.log", "ab")
-        env = {k: v for k, v in os.environ.items() if not k.startswith("THRESHER_")}
-        env.update(config_env(self.config))
         service.process = subprocess.Popen(
             [sys.executable, "-m", f"services.{service.name}"],
-            env=env,
+            env=service_env(service.name, self.config),
             stdin=subprocess.DEVNULL,
             stdout=service.log_file,
             stderr=subprocess.STDOUT,
@@ -164,6 +183,19 @@ class Stack:
             except grpc.aio.AioRpcError:
                 return False
             return reply.status == health_pb2.HealthCheckResponse.SERVING
+
+
+def service_env(name: str, config: Config) -> dict[str, str]:
+    """The environment of service `name`: this process's (but THRESHER_*), the config, and only the credentials it
+    uses: AWS_* variables and the SQS and S3 keys. A service that is broken into holds no other secret."""
+    uses = CREDENTIALS_USED[name]
+    env = {k: v for k, v in os.environ.items() if not k.startswith("THRESHER_") and (uses or not k.startswith("AWS_"))}
+    env.update(config_env(config))
+    for section, variables in _CREDENTIALS.items():
+        if section not in uses:
+            for variable in variables:
+                del env[variable]
+    return env
 
 
 def _with_free_port(address: str) -> str:

@@ -1,7 +1,10 @@
-"""The two middlewares: a log line per request, and every failure as JSON `{"kind", "message"}`."""
+"""The middlewares: a log line per request, every failure as JSON `{"kind", "message"}`, and a cap on the requests
+with a large body handled at once; and the logger of aiohttp's connection handler, which never logs the text of a
+request it could not parse."""
 
 from __future__ import annotations
 
+import asyncio
 import logging
 import time
 
@@ -12,6 +15,25 @@ from thresher.errors import ThresherError, TooLarge
 from thresher.metrics import HTTP_REQUESTS, HTTP_SECONDS
 
 log = logging.getLogger(__name__)
+
+# What aiohttp logs before a request reaches a handler: a request line or header it cannot parse (400). Its errors
+# quote the raw request, an `Authorization: Bearer <key>` header too, so records keep only the error's type and code.
+PROTOCOL_LOG = logging.getLogger("services.gateway.protocol")
+
+
+class _WithoutRequestText(logging.Filter):
+    def filter(self, record: logging.LogRecord) -> bool:
+        error = record.exc_info[1] if record.exc_info else None
+        if error is not None:
+            what = record.getMessage()
+            record.msg = "%s: %s %s (the request's text is not logged: it may hold an API key)"
+            record.args = (what, type(error).__name__, getattr(error, "code", ""))
+            record.exc_info = record.exc_text = None
+            record.levelno, record.levelname = logging.WARNING, "WARNING"  # the client's mistake, not ours
+        return True
+
+
+PROTOCOL_LOG.addFilter(_WithoutRequestText())
 
 # Kinds for the HTTP errors that aiohttp itself raises (no route, wrong method); others are "invalid".
 _HTTP_KINDS = {404: "not_found", 405: "method_not_allowed", 408: "timeout"}
@@ -37,6 +59,23 @@ async def request_log_middleware(request: web.Request, handler: Handler) -> web.
         route = request.match_info.route.resource.canonical if request.match_info.route.resource else "unmatched"
         HTTP_REQUESTS.labels(request.method, route, str(status)).inc()
         HTTP_SECONDS.labels(route).observe(elapsed_s)
+
+
+LARGE_BODY_BYTES = 1024 * 1024  # a body over this, or of unknown length, is large
+LARGE_BODY_SLOTS = web.AppKey("large_body_slots", asyncio.Semaphore)  # gateway.max_large_bodies of them
+
+
+def has_large_body(request: web.Request) -> bool:
+    return request.body_exists and (request.content_length is None or request.content_length > LARGE_BODY_BYTES)
+
+
+@web.middleware
+async def large_body_middleware(request: web.Request, handler: Handler) -> web.StreamResponse:
+    """A request with a large body waits for a free slot before its body is read, and holds it until answered."""
+    if not has_large_body(request):
+        return await handler(request)
+    async with request.app[LARGE_BODY_SLOTS]:
+        return await handler(request)
 
 
 @web.middleware
@@ -72,4 +111,6 @@ def _http_error(request: web.Request, e: web.HTTPException) -> web.Response:
     response = error_response(e.status, _HTTP_KINDS.get(e.status, "invalid"), message)
     if "Allow" in e.headers:
         response.headers["Allow"] = e.headers["Allow"]
+    if e.headers.get("Connection") == "close":
+        response.force_close()
     return response

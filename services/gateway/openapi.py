@@ -9,6 +9,8 @@ from aiohttp import web
 from services.gateway.routes import CONFIG
 from services.gateway.submission import INT32_MAX, INT64_MAX
 from thresher.config import LimitSettings
+from thresher.store.globs import MAX_GLOB_CHARS
+from thresher.store.select import MAX_GLOBS
 
 _ERROR = {"$ref": "#/components/schemas/Error"}
 _JOB = {"$ref": "#/components/schemas/JobResponse"}
@@ -25,7 +27,7 @@ def _errors(*codes: int) -> dict[str, Any]:
         408: "the request body did not arrive in time",
         409: "wrong state",
         413: "body over the limit",
-        429: "too many jobs in progress for the API",
+        429: "too many jobs in progress for the API, or too many workers in all",
         503: "a service is unavailable",
     }
     return {str(c): {"description": words[c], "content": {"application/json": {"schema": _ERROR}}} for c in codes}
@@ -238,13 +240,14 @@ def submission_schema(limits: LimitSettings) -> dict[str, Any]:
     one source is given, and the numbers stay within the configured limits."""
     batch_size = {"type": "integer", "minimum": 1, "maximum": limits.max_batch_size}
     strings = {"type": "array", "items": {"type": "string"}}
+    globs = {"type": "array", "maxItems": MAX_GLOBS, "items": {"type": "string", "maxLength": MAX_GLOB_CHARS}}
     file_source = {
         "type": "object",
         "required": ["s3_paths", "batch_size"],
         "properties": {
             "s3_paths": strings | {"minItems": 1},
-            "includes": _nullable(strings),
-            "excludes": _nullable(strings),
+            "includes": _nullable(globs),
+            "excludes": _nullable(globs),
             "batch_size": batch_size,
         },
     }

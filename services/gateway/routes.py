@@ -4,12 +4,14 @@ from __future__ import annotations
 
 import asyncio
 import os
-from typing import Any
+from collections.abc import Callable
+from typing import Any, TypeVar
 
 from aiohttp import web
 
 from services.gateway import views
 from services.gateway.calls import calls, jobs
+from services.gateway.middleware import has_large_body
 from services.gateway.submission import parse_json_body, parse_submission
 from thresher.apis import parse_api_definitions
 from thresher.config import Config
@@ -17,6 +19,7 @@ from thresher.errors import InvalidRequest
 from thresher.v1 import jobs_pb2
 
 CONFIG = web.AppKey("config", Config)
+T = TypeVar("T")
 JOB_ID_PARAM = "jobID"  # Cortex's query parameter
 _TRUE = frozenset({"1", "t", "T", "TRUE", "true", "True"})  # Go's strconv.ParseBool, which Cortex uses
 
@@ -43,7 +46,8 @@ def add_routes(app: web.Application) -> None:
 @calls("SubmitJob")
 async def submit_job(request: web.Request) -> web.Response:
     """Cortex's submit; `?dryRun=true` runs every check, creates nothing and answers `validations passed`."""
-    submission = parse_submission(request.match_info["api"], await _read_json(request))
+    body = await _read_json(request)
+    submission = await _off_the_loop_if_large(request, parse_submission, request.match_info["api"], body)
     dry_run = request.query.get("dryRun") in _TRUE
     job = await jobs(request).SubmitJob(jobs_pb2.SubmitJobRequest(submission=submission, dry_run=dry_run))
     if dry_run:  # as Cortex: each file a file source would read on its own line, then the verdict
@@ -147,7 +151,15 @@ async def _read_json(request: web.Request) -> Any:
             body = await request.read()
     except TimeoutError:
         raise web.HTTPRequestTimeout(reason=f"the request body did not arrive within {timeout_s:g} s") from None
-    return parse_json_body(body)
+    except web.RequestPayloadError as e:  # a gzip or deflate body that does not decode: the rest cannot be read
+        reason = "the request body does not decode as its Content-Encoding says"
+        raise web.HTTPBadRequest(reason=reason, headers={"Connection": "close"}) from e
+    return await _off_the_loop_if_large(request, parse_json_body, body)
+
+
+async def _off_the_loop_if_large(request: web.Request, parse: Callable[..., T], *args: Any) -> T:
+    """`parse(*args)`, in a thread for a large body: the event loop goes on serving other requests meanwhile."""
+    return await asyncio.to_thread(parse, *args) if has_large_body(request) else parse(*args)
 
 
 def _cortex_job_ref(request: web.Request) -> jobs_pb2.JobRef:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import logging
 from collections.abc import AsyncIterator
 
@@ -9,7 +10,13 @@ from aiohttp import web
 
 from services.gateway.calls import JOBS, authorize_middleware
 from services.gateway.events import job_events, job_logs
-from services.gateway.middleware import error_middleware, request_log_middleware
+from services.gateway.middleware import (
+    LARGE_BODY_SLOTS,
+    PROTOCOL_LOG,
+    error_middleware,
+    large_body_middleware,
+    request_log_middleware,
+)
 from services.gateway.openapi import openapi_document
 from services.gateway.routes import CONFIG, add_routes
 from thresher import rpc, trust
@@ -32,9 +39,10 @@ def create_app(config: Config) -> web.Application:
     """The app; its channel to the scheduler opens on startup and closes on cleanup."""
     app = web.Application(
         client_max_size=config.gateway.max_body_bytes,
-        middlewares=[request_log_middleware, error_middleware, authorize_middleware],
+        middlewares=[request_log_middleware, error_middleware, authorize_middleware, large_body_middleware],
     )
     app[CONFIG] = config
+    app[LARGE_BODY_SLOTS] = asyncio.Semaphore(config.gateway.max_large_bodies)
     app.cleanup_ctx.append(_scheduler_client)
     add_routes(app)
     app.router.add_get("/v1/jobs/{job_id}/events", job_events)
@@ -61,6 +69,7 @@ async def serve(config: Config, grace_s: float = GRACE_S) -> None:
     runner = web.AppRunner(
         create_app(config),
         access_log=None,
+        logger=PROTOCOL_LOG,
         shutdown_timeout=grace_s,
         keepalive_timeout=config.gateway.read_timeout_s,  # also closes a connection whose request never completes
         max_line_size=MAX_LINE_BYTES,

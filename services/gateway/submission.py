@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import json
 import math
+import re
 from typing import Any
 
 from thresher.errors import InvalidRequest
@@ -16,14 +17,41 @@ from thresher.v1 import jobs_pb2
 INT32_MAX = 2**31 - 1
 INT64_MAX = 2**63 - 1
 FILE_SOURCES = ("file_path_lister", "delimited_files")
+# Arrays and objects nest at most this deep in a request body (an item is at depth 3): deeper values would reach
+# Python's recursion limit in some service or worker that parses or writes them again.
+MAX_JSON_DEPTH = 100
+_CONTAINERS = (list, dict)
+_SURROGATE_ESCAPE = re.compile(rb"\\u[dD][89a-fA-F]")  # \ud800-\udfff: half of a pair, or a lone surrogate
 
 
 def parse_json_body(body: bytes) -> Any:
-    """Strict JSON: NaN and Infinity are not JSON, so they are refused rather than passed to workers."""
+    """Strict JSON: NaN and Infinity are not JSON, so they are refused rather than passed to workers; so are lone
+    surrogates (no character: they cannot be written as UTF-8) and values nested deeper than MAX_JSON_DEPTH."""
     try:
-        return json.loads(body.decode("utf-8"), parse_constant=_refuse_constant)
+        value = json.loads(body.decode("utf-8"), parse_constant=_refuse_constant)
     except ValueError as e:  # JSONDecodeError and UnicodeDecodeError are both ValueErrors
         raise InvalidRequest(f"malformed JSON: {e}") from e
+    except RecursionError:
+        raise InvalidRequest(f"malformed JSON: arrays and objects nested deeper than {MAX_JSON_DEPTH}") from None
+    # Only a body that could break a rule is looked at again: most have few brackets and no \ud800-\udfff escapes.
+    if body.count(b"[") + body.count(b"{") > MAX_JSON_DEPTH:
+        _check_depth(value)
+    if _SURROGATE_ESCAPE.search(body):
+        try:
+            json.dumps(value, ensure_ascii=False).encode("utf-8")
+        except UnicodeEncodeError as e:
+            raise InvalidRequest(f"malformed JSON: {e.object[e.start]!r} is a lone surrogate, not a character") from e
+    return value
+
+
+def _check_depth(value: Any) -> None:
+    """InvalidRequest for arrays and objects nested deeper than MAX_JSON_DEPTH; looked at a level at a time."""
+    level = [value] if type(value) in _CONTAINERS else []
+    for _ in range(MAX_JSON_DEPTH):
+        level = [c for node in level for c in (node.values() if type(node) is dict else node) if type(c) in _CONTAINERS]
+        if not level:
+            return
+    raise InvalidRequest(f"malformed JSON: arrays and objects nested deeper than {MAX_JSON_DEPTH}")
 
 
 # One encoder for every value: json.dumps with options builds a new one per call, and a job may have millions of items.

@@ -28,6 +28,7 @@ from services.scheduler.views import (
     waiting_reason,
 )
 from thresher.aiotasks import create_guarded_task
+from thresher.apis import check_api_spec
 from thresher.auth import ANONYMOUS, Caller
 from thresher.config import Config
 from thresher.errors import InvalidRequest, NotFound, ThresherError, Unavailable, WrongState
@@ -65,13 +66,12 @@ class JobManager:
         self._cleanups: dict[str, asyncio.Task[Any]] = {}
         self._submissions: dict[str, jobs_pb2.JobSubmission] = {}  # insertion order: the oldest goes first
         self._restarts = RestartCounter()
-        self._admissions = KeyedLocks()  # per API: count, then store
+        self._admission = asyncio.Lock()  # one submission at a time between counting what runs and storing it
 
     # --- the public job service -------------------------------------------------------------
 
     async def deploy_api(self, spec: jobs_pb2.ApiSpec) -> jobs_pb2.ApiSpec:
-        if not spec.name or not spec.containers:
-            raise InvalidRequest("an API needs a name and at least one container")
+        check_api_spec(spec)  # here too: DeployApi is also called over gRPC, without the gateway's parsing
         spec.updated_time.GetCurrentTime()
         await self._store.put_api(spec)
         log.info("deployed API %s", spec.name)
@@ -95,8 +95,8 @@ class JobManager:
         await check_files_exist(submission, self._config.inputs)  # Cortex's short-circuit listing: a 400, not later
         if submission.sqs_dead_letter_queue.arn:
             await self._queues.check_dead_letter_queue(submission.sqs_dead_letter_queue.arn)
-        async with self._admissions[submission.api_name]:  # no other submission between the count and the insert
-            check_room(submission.api_name, await self._store.count_in_progress(submission.api_name), self._config)
+        async with self._admission:
+            check_room(submission, *await self._store.in_progress(submission.api_name), self._config)
             job = jobs.new_job(new_job_id(), submission, time.time(), owner=caller.name)
             await self._store.put_submission(job.job_id, submission)  # first: a stored job has its submission
             await self._store.put_job(job)

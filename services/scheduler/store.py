@@ -143,11 +143,13 @@ class JobStore:
         rows = await self._run(lambda db: db.execute(statement, (*params, limit)).fetchall())
         return [_decode(r) for r in rows]
 
-    async def count_in_progress(self, api_name: str) -> int:
-        """Jobs of the API that have not ended (pending, enqueuing, running)."""
-        query = f"SELECT COUNT(*) FROM jobs WHERE api_name = ? AND status IN ({_IN_PROGRESS})"
+    async def in_progress(self, api_name: str) -> tuple[int, int]:
+        """How many jobs of the API have not ended (pending, enqueuing, running), and the workers of every job that
+        has not ended, together."""
+        counts = "COALESCE(SUM(api_name = ?), 0), COALESCE(SUM(workers), 0)"
+        query = f"SELECT {counts} FROM jobs WHERE status IN ({_IN_PROGRESS})"
         row = await self._run(lambda db: db.execute(query, (api_name,)).fetchone())
-        return int(row[0])
+        return int(row[0]), int(row[1])
 
     async def count_by_status(self) -> dict[tuple[str, str], int]:
         """(api name, status) -> how many jobs."""

@@ -68,13 +68,20 @@ def check_limits(submission: jobs_pb2.JobSubmission, config: Config) -> None:
         _check_batch_bytes(submission.item_list, max_batch_bytes)
 
 
-def check_room(api_name: str, in_progress: int, config: Config) -> None:
-    """A new job of `api_name` fits beside its `in_progress` ones (limits.max_jobs_in_progress_per_api)."""
+def check_room(submission: jobs_pb2.JobSubmission, in_progress: int, workers_in_progress: int, config: Config) -> None:
+    """The new job fits beside the `in_progress` jobs of its API (limits.max_jobs_in_progress_per_api), and its
+    workers beside the `workers_in_progress` of every job (limits.max_workers_in_progress)."""
     limit = config.limits.max_jobs_in_progress_per_api
     if in_progress >= limit:
         raise LimitExceeded(
-            f"{api_name} has {limit} jobs in progress, the most allowed (limits.max_jobs_in_progress_per_api);"
-            " submit again once one has ended"
+            f"{submission.api_name} has {limit} jobs in progress, the most allowed"
+            " (limits.max_jobs_in_progress_per_api); submit again once one has ended"
+        )
+    workers_limit = config.limits.max_workers_in_progress
+    if workers_in_progress + submission.workers > workers_limit:
+        raise LimitExceeded(
+            f"jobs in progress have {workers_in_progress} workers and this one asks for {submission.workers}: at most"
+            f" {workers_limit} in all (limits.max_workers_in_progress); submit again once jobs have ended"
         )
 
 

@@ -44,6 +44,7 @@ class Stack:
 @pytest.fixture
 async def stack(tmp_path) -> AsyncIterator[Stack]:
     config = Config(data_dir=tmp_path)
+    config.inputs.local_roots = "/"
     backend = open_queue_backend(config)
     await backend.create(QUEUE, visibility_s=30)
     stack_trust(config)  # the stack secret, as `thresher up` makes it

@@ -55,7 +55,7 @@ def chunk_bytes() -> int:
 
 @pytest.fixture
 def config(tree: Tree, chunk_bytes: int, request: pytest.FixtureRequest, tmp_path: Path) -> Config:
-    inputs = InputSettings()
+    inputs = InputSettings(local_roots="/")  # local trees live in tmp_path
     if tree.root.startswith("s3://"):
         inputs = s3_settings(request.getfixturevalue("aws_endpoint"))
     inputs.read_chunk_bytes = chunk_bytes

@@ -20,7 +20,8 @@ from google.protobuf.message import Message
 from google.protobuf.timestamp_pb2 import Timestamp
 
 from services.gateway import create_app
-from tests.helpers import TEST_TRUST, write_test_secret
+from services.gateway.middleware import LARGE_BODY_SLOTS
+from tests.helpers import TEST_TRUST, assert_eventually, write_test_secret
 from thresher.config import Config
 from thresher.errors import NotFound, WrongState
 from thresher.rpc import start_server
@@ -326,6 +327,44 @@ async def test_a_body_of_exactly_the_limit_is_accepted(client: TestClient[Any, A
     response = await client.post("/batch/my-api", data=body)
     assert response.status == 200
     assert len(scheduler.calls("SubmitJob")) == 1
+
+
+async def test_large_bodies_are_handled_one_at_a_time_when_one_slot_is_configured(scheduler: FakeJobs) -> None:
+    config = Config()
+    config.addresses.scheduler = scheduler.address
+    config.gateway.max_large_bodies = 1
+    pad = "a" * (2 * 1024 * 1024)  # over 1 MiB: large
+    first, second = (json.dumps({"workers": n, "pad": pad}).encode() for n in (1, 2))
+    app = create_app(config)
+    async with TestServer(app, host="127.0.0.1") as server:
+        # Given a large submission whose body is still arriving, holding the only slot
+        reader, writer = await asyncio.open_connection("127.0.0.1", server.port)
+        try:
+            head = (
+                f"POST /batch/my-api HTTP/1.1\r\nHost: x\r\nContent-Length: {len(first)}\r\nConnection: close\r\n\r\n"
+            )
+            writer.write(head.encode() + first[:1000])
+            await writer.drain()
+
+            def slot_taken() -> None:
+                assert app[LARGE_BODY_SLOTS].locked()
+
+            await assert_eventually(slot_taken)
+
+            # When a second large submission arrives complete, then (a while later) the rest of the first
+            async with aiohttp.ClientSession() as session:
+                url = f"http://127.0.0.1:{server.port}/batch/my-api"
+                second_answer = asyncio.create_task(session.post(url, data=io.BytesIO(second)))
+                await asyncio.sleep(0.5)  # without the cap, the second is handled meanwhile
+                writer.write(first[1000:])
+                first_answer = await reader.read()
+                assert (await second_answer).status == 200
+        finally:
+            writer.close()
+
+    # Then the second was handled only once the first was answered: the scheduler got them in that order
+    assert first_answer.startswith(b"HTTP/1.1 200 ")
+    assert [call.submission.workers for call in scheduler.calls("SubmitJob")] == [1, 2]
 
 
 async def test_a_dry_run_asks_the_scheduler_to_validate_only(client: TestClient[Any, Any], scheduler: FakeJobs) -> None:

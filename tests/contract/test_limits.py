@@ -32,6 +32,7 @@ def small_limits(config: Config) -> None:
     config.limits.max_workers = 3
     config.limits.max_batch_size = 5
     config.limits.max_jobs_in_progress_per_api = 2
+    config.limits.max_workers_in_progress = 4
 
 
 @pytest.fixture
@@ -80,10 +81,24 @@ async def test_jobs_in_progress_per_api_are_capped_with_429_until_one_ends(stack
     assert (await stack.call("alice", "POST", "/batch/sum", SUBMISSION))[0] == 200
 
 
+async def test_workers_in_progress_are_capped_in_all_with_429(stack: Stack) -> None:
+    # Given a job with 3 of the 4 workers that may be in progress
+    assert (await stack.call("alice", "POST", "/batch/sum", submission(workers=3)))[0] == 200
+
+    # When another asks for 2, it is refused and not created; one that asks for 1 fits
+    status, error = await stack.call("bob", "POST", "/batch/sum", submission(workers=2))
+    assert (status, error["kind"]) == (429, "limit_exceeded"), error
+    assert "have 3 workers and this one asks for 2: at most 4 in all" in error["message"]
+    assert "(limits.max_workers_in_progress)" in error["message"]
+    assert len((await stack.call("admin", "GET", "/v1/jobs"))[1]["jobs"]) == 1
+    assert (await stack.call("bob", "POST", "/batch/sum", submission(workers=1)))[0] == 200
+
+
 class Gateway(NamedTuple):
     host: str
     port: int
     metrics_port: int
+    log: asyncio.StreamReader  # its stderr: one JSON line per record
 
 
 @pytest.fixture
@@ -104,7 +119,7 @@ async def gateway(stack: Stack) -> AsyncIterator[Gateway]:
         assert proc.stderr is not None
         metrics = json.loads(await asyncio.wait_for(proc.stderr.readline(), timeout=20))["message"]
         assert metrics.startswith("gateway /metrics on port "), metrics
-        yield Gateway("127.0.0.1", port, int(metrics.rsplit(" ", 1)[1]))
+        yield Gateway("127.0.0.1", port, int(metrics.rsplit(" ", 1)[1]), proc.stderr)
     finally:
         proc.kill()
         await proc.wait()
@@ -153,3 +168,31 @@ async def test_a_body_that_does_not_arrive_in_time_gets_408(gateway: Gateway, st
 async def test_oversized_headers_get_400_and_the_connection_closes(gateway: Gateway, headers: str) -> None:
     answer, _ = await exchange(gateway, f"GET /healthz HTTP/1.1\r\nHost: x\r\n{headers}\r\n".encode())
     assert answer.split(b"\r\n", 1)[0].endswith(b" 400 Bad Request"), answer[:200]
+
+
+@pytest.mark.parametrize(
+    "request_text",
+    [
+        "GET /v1/jobs HTTP/1.1\r\nHost: x\r\nAuthorization: Bearer {key}\x01\r\n\r\n",
+        "GET /v1/jobs HTTP/1.1\r\nHost: x\r\nAuthorization: Bearer {key}{padding}\r\n\r\n",
+        "GET /v1/jobs?{key}\x01 HTTP/1.1\r\nHost: x\r\n\r\n",
+    ],
+    ids=["a control character after the key", "an Authorization header over 8 KiB", "a key in a bad request line"],
+)
+async def test_a_request_that_cannot_be_parsed_is_logged_without_its_text(
+    gateway: Gateway, stack: Stack, request_text: str
+) -> None:
+    # Given a request that aiohttp's parser refuses, quoting the line that holds an API key in its error
+    key = stack.keys["admin"]
+    answer, _ = await exchange(gateway, request_text.format(key=key, padding="a" * 9000).encode())
+    assert answer.split(b"\r\n", 1)[0].endswith(b" 400 Bad Request"), answer[:200]
+
+    # When the gateway has logged it (a request after it is logged after it)
+    await exchange(gateway, b"GET /healthz HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n")
+    lines = []
+    while not lines or '"GET /healthz 200' not in lines[-1]:
+        lines.append((await asyncio.wait_for(gateway.log.readline(), timeout=10)).decode())
+
+    # Then the refusal is logged, without the key
+    assert any("Error handling request" in line for line in lines), lines
+    assert not [line for line in lines if auth.KEY_PATTERN.search(line)]

@@ -67,7 +67,9 @@ def store_name(request: pytest.FixtureRequest) -> str:
 
 @pytest.fixture
 def settings(store_name: str, request: pytest.FixtureRequest) -> InputSettings:
-    return s3_settings(request.getfixturevalue("aws_endpoint")) if store_name == "s3" else InputSettings()
+    if store_name == "s3":
+        return s3_settings(request.getfixturevalue("aws_endpoint"))
+    return InputSettings(local_roots="/")  # the trees are in tmp_path
 
 
 @pytest.fixture
@@ -187,7 +189,7 @@ async def test_a_missing_bucket_is_invalid_and_named(aws_endpoint: str) -> None:
 async def test_file_urls_list_as_file_urls(tmp_path: Path) -> None:
     tree = local_tree(tmp_path / "t")
     tree.put("a.json", b"1")
-    store = LocalStore()
+    store = LocalStore(["/"])
     assert await listed(store, f"file://{tmp_path}/t/") == [ObjectInfo(f"file://{tmp_path}/t/a.json", 1)]
     assert await store.read_range(f"file://{tmp_path}/t/a.json", 0, 5) == b"1"
 
@@ -195,7 +197,7 @@ async def test_file_urls_list_as_file_urls(tmp_path: Path) -> None:
 @pytest.mark.parametrize("path", ["relative/dir", "file://host/dir", "file:relative"])
 async def test_a_local_path_must_be_absolute(path: str) -> None:
     with pytest.raises(InvalidRequest, match="absolute"):
-        await listed(LocalStore(), path)
+        await listed(LocalStore(["/"]), path)
 
 
 async def test_local_roots_keep_inputs_inside_them(tmp_path: Path) -> None:
@@ -210,3 +212,15 @@ async def test_local_roots_keep_inputs_inside_them(tmp_path: Path) -> None:
         await listed(store, secret.root)
     with pytest.raises(InvalidRequest, match="outside"):
         await store.read_range(allowed.path("link.json"), 0, 10)
+
+
+async def test_without_local_roots_no_local_path_is_listed_or_read(tmp_path: Path) -> None:
+    # Given the default settings (no inputs.local_roots) and a file any process of this user could read
+    tree = local_tree(tmp_path / "t")
+    tree.put("a.json", b"1")
+    store = ObjectStores(InputSettings()).for_path(tree.root)
+
+    # Then a file source can neither list nor read it, and says how to allow it
+    for attempt in (listed(store, tree.root), store.read_range(tree.path("a.json"), 0, 9)):
+        with pytest.raises(InvalidRequest, match="local paths are not read here: inputs.local_roots names no"):
+            await attempt

@@ -13,6 +13,7 @@ import grpc
 import pytest
 
 from services.scheduler.server import create_server
+from services.scheduler.store import JobStore
 from tests.e2e.conftest import alive
 from tests.helpers import assert_eventually, stack_trust
 from thresher import rpc, trust
@@ -359,3 +360,39 @@ async def test_a_worker_command_that_cannot_start_fails_the_job_and_signals_noth
     assert "cannot start api (/nonexistent/worker-binary)" in status.status_reason
     await harness.stop_scheduler()  # stops the workers of every job, the never-started ones included
     await harness.start_scheduler()  # for the fixture; this process is still here to do it
+
+
+@pytest.mark.parametrize(
+    "container",
+    [
+        jobs_pb2.Container(name="api", command=IDLE_WORKER, env={"A=B": "1"}),
+        jobs_pb2.Container(name="api", command=[*IDLE_WORKER, "\0"]),
+    ],
+    ids=["= in an env name", "NUL in an argument"],
+)
+async def test_an_api_whose_workers_cannot_be_started_is_refused_at_deploy(
+    harness: Harness, container: jobs_pb2.Container
+) -> None:
+    api = jobs_pb2.ApiSpec(name="bad", containers=[container])
+    with pytest.raises(InvalidRequest, match="not a variable name|holds a NUL"):
+        await harness.jobs.DeployApi(jobs_pb2.DeployApiRequest(api=api))
+    with pytest.raises(NotFound):
+        await harness.jobs.GetApi(jobs_pb2.GetApiRequest(name="bad"))
+
+
+async def test_a_job_of_an_old_api_whose_workers_cannot_start_ends_worker_error_with_the_reason(
+    harness: Harness,
+) -> None:
+    # Given an API stored before deploys checked it (env names with "=" cannot be passed to exec)
+    store = await JobStore.open(harness.config.data_dir / "scheduler" / "jobs.db")
+    container = jobs_pb2.Container(name="api", command=IDLE_WORKER, env={"A=B": "1"})
+    await store.put_api(jobs_pb2.ApiSpec(name="old", containers=[container]))
+    await store.close()
+
+    # When a job of it is submitted
+    job = await harness.submit(items=1, workers=1, api_name="old")
+
+    # Then each worker fails to start, as a crash does, and the job ends once the restart budget is used up
+    status = await harness.wait_for_status(job.job_id, jobs_pb2.JOB_STATUS_WORKER_ERROR)
+    assert "cannot start api" in status.status_reason and "environment variable" in status.status_reason
+    assert status.worker_restarts == harness.config.runtime.max_worker_restarts + 1

@@ -26,7 +26,7 @@ async def test_a_dry_run_lists_every_matching_local_file_in_reading_order(tmp_pa
         tree.put(name, b"1")
     submission = file_source("file_path_lister", [tree.path("b"), f"file://{tree.root}/a"], includes=["**.json"])
 
-    assert await dry_run_paths(submission, InputSettings()) == [
+    assert await dry_run_paths(submission, InputSettings(local_roots="/")) == [
         tree.path("b/2.json"),
         f"file://{tree.path('a/1.json')}",
     ]
@@ -50,7 +50,7 @@ async def test_a_long_dry_run_listing_says_where_it_stops(tmp_path: Path) -> Non
     for i in range(MAX_DRY_RUN_PATHS + 5):
         tree.put(f"{i:05d}", b"")
 
-    paths = await dry_run_paths(file_source("file_path_lister", [tree.root + "/"]), InputSettings())
+    paths = await dry_run_paths(file_source("file_path_lister", [tree.root + "/"]), InputSettings(local_roots="/"))
 
     assert len(paths) == MAX_DRY_RUN_PATHS + 1
     assert paths[-2] == tree.path(f"{MAX_DRY_RUN_PATHS - 1:05d}")
@@ -63,8 +63,8 @@ async def test_no_matching_file_is_invalid(tmp_path: Path, aws_endpoint: str) ->
     s3_tree(aws_endpoint, "empty")
 
     for submission, settings in [
-        (file_source("delimited_files", [tree.root], includes=["**.json"]), InputSettings()),
-        (file_source("delimited_files", [str(tmp_path / "nothing")]), InputSettings()),
+        (file_source("delimited_files", [tree.root], includes=["**.json"]), InputSettings(local_roots="/")),
+        (file_source("delimited_files", [str(tmp_path / "nothing")]), InputSettings(local_roots="/")),
         (file_source("file_path_lister", ["s3://empty/"]), s3_settings(aws_endpoint)),
     ]:
         source = "delimited_files" if submission.HasField("delimited_files") else "file_path_lister"
@@ -84,4 +84,4 @@ async def test_other_sources_list_nothing() -> None:
     submission = jobs_pb2.JobSubmission(
         api_name="x", workers=1, item_list=jobs_pb2.ItemList(items=[b"1"], batch_size=1)
     )
-    assert await dry_run_paths(submission, InputSettings()) == []
+    assert await dry_run_paths(submission, InputSettings(local_roots="/")) == []

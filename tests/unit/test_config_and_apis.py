@@ -133,8 +133,20 @@ def test_bad_compute_or_placement_is_rejected_with_the_field_named(definitions: 
         ([{"name": "a", "pod": {"port": 0, "containers": [{"command": ["x"]}]}}], "port: must be an integer"),
         ([{"name": "a", "pod": {"containers": [{"command": ["x"], "env": {"CORTEX_PORT": "1"}}]}}], "reserved"),
         ([{"name": "a", "pod": {"containers": [{"command": ["x"]}]}}] * 2, "must be unique"),
+        ([{"name": "ok\n", "pod": {"containers": [{"command": ["x"]}]}}], "name: must be lower-case"),
+        (_with(node_selector={"gpu": "a100\n"}), "is not a Kubernetes label value"),
+        ([{"name": "a", "pod": {"containers": [{"command": ["x\0y"]}]}}], "command: .* holds a NUL"),
+        ([{"name": "a", "pod": {"containers": [{"command": ["x"], "args": ["\0"]}]}}], "args: .* holds a NUL"),
+        ([{"name": "a", "pod": {"containers": [{"command": ["x"], "env": {"A=B": "1"}}]}}], "'A=B' is not a variable"),
+        ([{"name": "a", "pod": {"containers": [{"command": ["x"], "env": {"A\0": "1"}}]}}], "is not a variable name"),
+        ([{"name": "a", "pod": {"containers": [{"command": ["x"], "env": {"A": "\0"}}]}}], "env: A: .* holds a NUL"),
     ],
 )
 def test_invalid_api_definitions_are_rejected(definitions: object, message: str) -> None:
     with pytest.raises(InvalidRequest, match=message):
         parse_api_definitions(definitions)
+
+
+def test_a_working_dir_with_nul_is_rejected() -> None:
+    with pytest.raises(InvalidRequest, match="working_dir: .* holds a NUL"):
+        parse_api_definitions(_with(), working_dir="/srv/\0")

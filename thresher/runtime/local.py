@@ -185,7 +185,7 @@ class LocalRuntime(Runtime):
             log_path = job_dir / f"{worker_id}.{container.name}.log"
             try:
                 proc = self._spawn(argv, env, launch.api.working_dir or None, log_path, pgid)
-            except OSError as e:
+            except (OSError, ValueError) as e:  # ValueError: NUL or "=" where exec takes neither (an old API)
                 if pgid:
                     _signal_group(pgid, signal.SIGKILL)
                 return _Pod(worker_id, pgid, processes, failure=f"cannot start {container.name} ({argv[0]}): {e}")

@@ -1,8 +1,8 @@
 """LocalStore: files on this machine, as plain absolute paths or file:// URLs (taken literally, no %-decoding).
 
 A prefix is a string prefix, as on S3: `/data/in` lists `/data/in/a.json` and `/data/input.json`. Directories are
-walked in name order, one level after another, without following symlinked directories. When `roots` is set,
-only files inside those directories can be listed or read.
+walked in name order, one level after another, without following symlinked directories. Only files inside `roots`
+can be listed or read: none without roots (the default: a submit key must not read the host's files), any with "/".
 """
 
 from __future__ import annotations
@@ -21,6 +21,8 @@ LIST_PAGE = 1000  # entries read per hop to a thread while listing
 
 def local_path(path: str) -> str:
     """The filesystem path of `path` (a plain absolute path or a file:// URL); InvalidRequest if it is neither."""
+    if "\0" in path:
+        raise InvalidRequest(f"{path!r}: a path cannot hold a NUL character")
     if path.startswith(FILE_SCHEME):
         host, slash, rest = path[len(FILE_SCHEME) :].partition("/")
         if host not in ("", "localhost") or not slash:
@@ -89,14 +91,17 @@ class LocalStore(ObjectStore):
             raise InvalidRequest(f"{prefix}: cannot list {directory}: {e.strerror or e}") from e
 
     def _allowed(self, fs_path: str, directory: bool = False) -> bool:
-        if not self._roots:
-            return True
         real = os.path.realpath(fs_path)
         # A prefix may name a directory above a root (listing "/data" with the root "/data/in" is fine: only
         # what lies inside the root is listed); a file must lie inside one.
         return any(_inside(real, root) or (directory and _inside(root, real)) for root in self._roots)
 
     def _check_allowed(self, path: str, fs_path: str, directory: bool = False) -> None:
+        if not self._roots:
+            raise InvalidRequest(
+                f"{path}: local paths are not read here: inputs.local_roots names no directory"
+                " (set it, or start thresher up with --local-roots DIR)"
+            )
         if not self._allowed(fs_path, directory):
             raise InvalidRequest(f"{path}: outside the directories that inputs may read ({':'.join(self._roots)})")
 

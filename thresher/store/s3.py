@@ -18,7 +18,7 @@ from botocore.config import Config as BotoConfig
 from botocore.exceptions import BotoCoreError, ClientError, NoCredentialsError, PartialCredentialsError
 
 from thresher.config import InputSettings
-from thresher.errors import InvalidRequest, ThresherError, Unavailable
+from thresher.errors import InvalidRequest, Unavailable
 from thresher.store.base import S3_SCHEME, ObjectInfo, ObjectStore, split_s3_path
 
 T = TypeVar("T")
@@ -102,7 +102,7 @@ class S3Store(ObjectStore):
                 raise Unavailable(f"{path}: S3 is unavailable ({code}: {message})") from e
             raise InvalidRequest(f"{path}: S3 refused the request ({code}: {message})") from e
         except (NoCredentialsError, PartialCredentialsError) as e:
-            raise ThresherError(
+            raise Unavailable(
                 "no AWS credentials for S3: set inputs.s3_access_key_id and inputs.s3_secret_access_key, "
                 "or the usual AWS_* variables"
             ) from e
