@@ -220,6 +220,42 @@ async def test_dead_lettered_batch_keeps_its_body_count_and_error(queue: Queue) 
     assert await queue.depth() == Depth(visible=0, in_flight=1, dead=1)
 
 
+async def test_a_dead_letter_whose_error_holds_control_characters_is_kept(queue: Queue) -> None:
+    # A coloured traceback (ESC) or a NUL: characters SQS refuses in a message attribute (moto accepts them)
+    await queue.send(batches(1))
+    [delivery] = await queue.receive(1, wait_s=0)
+    await queue.dead_letter(delivery, "Traceback: \x1b[31mValueError\x1b[0m: bad\x00byte")
+    [dead] = await queue.dead_letters()
+    assert dead.batch == delivery.batch
+    assert "ValueError" in dead.error and "bad" in dead.error and "byte" in dead.error, dead.error
+    assert await queue.depth() == Depth(visible=0, in_flight=0, dead=1)
+
+
+@pytest.mark.parametrize("backend_name", ["sqs", "elasticmq"])
+async def test_a_named_dead_letter_queue_is_found_whatever_region_the_server_names_in_its_arns(
+    backend_name: str, request: pytest.FixtureRequest, tmp_path: Path
+) -> None:
+    # Given clients in a region other than the server's (ElasticMQ puts its own region in the ARNs it hands back,
+    # the redrive policy's included), and a job queue whose dead letter queue is named by an ARN in the clients' one
+    endpoint = request.getfixturevalue(SQS_ENDPOINTS[backend_name])
+    config = Config(data_dir=tmp_path, queue=sqs_settings(endpoint, region="eu-west-1"))
+    scheduler, dequeuer = open_queue_backend(config), open_queue_backend(config)
+    try:
+        url = await scheduler.create("shared", 30)  # any FIFO queue will do as the named one
+        account = url.rstrip("/").split("/")[-2]
+        await scheduler.create("job-1", 30, dead_letter_arn=f"arn:aws:sqs:eu-west-1:{account}:shared.fifo")
+        await scheduler.open("job-1").send(batches(1))
+        # When another process, which knows the dead letter queue only from the server, dead-letters the batch
+        queue = dequeuer.open("job-1")
+        [delivery] = await queue.receive(1, wait_s=0)
+        await queue.dead_letter(delivery, "boom")
+        # Then it is there
+        assert [d.batch.batch_id for d in await queue.dead_letters()] == ["b0"]
+    finally:
+        await scheduler.close()
+        await dequeuer.close()
+
+
 async def test_long_poll_returns_a_batch_sent_while_waiting(queue: Queue) -> None:
     async def send_later() -> None:
         await asyncio.sleep(0.1)

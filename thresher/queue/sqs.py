@@ -45,6 +45,7 @@ from thresher.queue.sqs_messages import (
     MAX_BATCH_ENTRIES,
     MAX_MESSAGE_BYTES,
     REDRIVE_MAX_RECEIVES,
+    attribute_text,
     dead_letter_of,
     delivery_of,
     entry,
@@ -127,9 +128,15 @@ class SqsQueueBackend(QueueBackend):
             region_is = f"the job queues' region, {self.client.region}"
             raise InvalidRequest(f"sqs_dead_letter_queue: {arn}: must be in {region_is}")
         try:
-            reply = await self.client.call("GetQueueUrl", name, QueueName=sqs_name, QueueOwnerAWSAccountId=account)
+            return await self._url_of_arn(arn, name)
         except QueueNotFound as e:
             raise InvalidRequest(f"sqs_dead_letter_queue: {arn}: no such queue (create it first)") from e
+
+    async def _url_of_arn(self, arn: str, name: str) -> str:
+        """The URL of the queue of `arn`, as it is: an ARN the server hands back is not checked again (ElasticMQ
+        writes its own region name into the ARNs it returns, whatever region the queue was named with)."""
+        account, sqs_name = arn.split(":")[4:6]
+        reply = await self.client.call("GetQueueUrl", name, QueueName=sqs_name, QueueOwnerAWSAccountId=account)
         return str(reply["QueueUrl"])
 
     async def _create(self, name: str, sqs_name: str, attributes: dict[str, str]) -> str:
@@ -189,7 +196,7 @@ class SqsQueueBackend(QueueBackend):
             if arn.endswith(":" + own):
                 self._dead_letter_urls[name] = await self.url(name, own)
             else:
-                self._dead_letter_urls[name] = await self._named_dead_letter_url(arn, name)
+                self._dead_letter_urls[name] = await self._url_of_arn(arn, name)
         return self._dead_letter_urls[name]
 
 
@@ -259,6 +266,7 @@ class SqsQueue(Queue):
 
     async def dead_letter(self, delivery: Delivery, error: str) -> None:
         """Send the batch to the dead letter queue with its error, then delete it: never lost in between."""
+        error = attribute_text(error)  # SQS refuses some characters in attributes: a coloured traceback's ESC, NUL
         # "queue" tells this job's dead letters from other jobs' in a dead letter queue that jobs share.
         attributes = {"error": error, "receive_count": str(delivery.receive_count), "queue": self.name}
         message = entry(delivery.batch, attributes)
