@@ -45,7 +45,7 @@ PROGRESS_TIMEOUT_S = 2.0  # a status read does not wait longer than this for the
 RETRY_FOREVER_S = 365 * 24 * 3600.0
 SUBMISSIONS_CACHED = 64
 QUEUE_CALLS_RETRY_S = 10.0  # a count is best effort: how long it waits for the monitor, at most
-FAILED_WAIT_S = 10.0  # how long a read of an ended job's dead letters waits for its clean-up, at most
+CLEANUP_WAIT_S = 10.0  # how long a read of an ended job (status, dead letters) waits for its clean-up, at most
 
 
 class JobManager:
@@ -110,7 +110,9 @@ class JobManager:
         workers = await self._runtime.workers(job_id)
         crashes = sum(w.crashed for w in workers)
         if job.status.is_final:
-            return job_message(job, submission, self._config, worker_restarts=crashes)
+            job = await self._once_cleaned(job)
+            progress = None if job.cleaned else await self._progress(job)  # a slow clean-up: the calls so far
+            return job_message(job, submission, self._config, progress, worker_restarts=crashes)
         progress, in_queue = await asyncio.gather(self._progress(job), self._batches_in_queue(job))
         message = job_message(job, submission, self._config, progress, in_queue, worker_restarts=crashes)
         message.status_reason = message.status_reason or waiting_reason(workers, progress)
@@ -357,14 +359,19 @@ class JobManager:
     ) -> list[jobs_pb2.FailedBatch]:
         """From the queue while the job runs, then from the store: an ended job's list waits for its clean-up, which
         reads them once the workers have drained (a dead letter may still be on its way when the job ends)."""
-        job = await self._job(job_id, api_name, caller)
-        if job.status.is_final and not job.cleaned and (cleanup := self._cleanups.get(job_id)) is not None:
-            await asyncio.wait([cleanup], timeout=FAILED_WAIT_S)
-            job = await self._store.get_job(job_id)
+        job = await self._once_cleaned(await self._job(job_id, api_name, caller))
         if not job.cleaned:
             with contextlib.suppress(NotFound):
                 return await self._dead_letters(job)
         return await self._store.failed_batches(job_id)
+
+    async def _once_cleaned(self, job: JobRecord) -> JobRecord:
+        """An ended job as it is once its clean-up is done (waiting CLEANUP_WAIT_S at most): its dead letters and its
+        queue calls are final then, and a read that shows a final status shows them final too."""
+        if job.status.is_final and not job.cleaned and (cleanup := self._cleanups.get(job.job_id)) is not None:
+            await asyncio.wait([cleanup], timeout=CLEANUP_WAIT_S)
+            job = await self._store.get_job(job.job_id)
+        return job
 
     async def _dead_letters(self, job: JobRecord) -> list[jobs_pb2.FailedBatch]:
         return [failed_batch(letter) for letter in await self._queues.open(job.queue_name).dead_letters()]
