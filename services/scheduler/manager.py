@@ -11,6 +11,7 @@ from collections.abc import AsyncIterator
 from typing import Any
 
 from services.scheduler import access, jobs
+from services.scheduler.dead_letters import dead_letters_now, written_dead_letters
 from services.scheduler.inputs import check_files_exist, dry_run_paths
 from services.scheduler.jobs import JobRecord, Status
 from services.scheduler.logs import job_logs
@@ -20,7 +21,6 @@ from services.scheduler.store import JobStore
 from services.scheduler.validation import check_limits, check_room, validate_submission
 from services.scheduler.views import (
     batch_timeout_s,
-    failed_batch,
     hook_summary,
     job_message,
     job_spec,
@@ -45,6 +45,7 @@ PROGRESS_TIMEOUT_S = 2.0  # a status read does not wait longer than this for the
 RETRY_FOREVER_S = 365 * 24 * 3600.0
 SUBMISSIONS_CACHED = 64
 QUEUE_CALLS_RETRY_S = 10.0  # a count is best effort: how long it waits for the monitor, at most
+CLEANUP_RETRY_S = 2.0  # between two clean-ups of a job whose dead letters are not all written yet
 CLEANUP_WAIT_S = 10.0  # how long a read of an ended job (status, dead letters) waits for its clean-up, at most
 
 
@@ -325,7 +326,10 @@ class JobManager:
             await self._runtime.stop_workers(job_id, self._config.runtime.stop_grace_s)
             job = await self._store.get_job(job_id)
             with contextlib.suppress(NotFound):  # deleted already, before a restart
-                await self._store.put_failed_batches(job_id, await self._dead_letters(job))
+                if (failed := await written_dead_letters(self._queues.open(job.queue_name), job)) is None:
+                    await asyncio.sleep(CLEANUP_RETRY_S)  # some are not written yet: the queue is kept, tried again
+                    return
+                await self._store.put_failed_batches(job_id, failed)
             calls = self._queues.open(job.queue_name).calls  # delete() forgets them; this mapping keeps counting
             await self._queues.delete(job.queue_name)
             await self._queue_calls.send_own(job, calls, QUEUE_CALLS_RETRY_S)
@@ -362,19 +366,15 @@ class JobManager:
         job = await self._once_cleaned(await self._job(job_id, api_name, caller))
         if not job.cleaned:
             with contextlib.suppress(NotFound):
-                return await self._dead_letters(job)
+                return await dead_letters_now(self._queues.open(job.queue_name))
         return await self._store.failed_batches(job_id)
 
     async def _once_cleaned(self, job: JobRecord) -> JobRecord:
-        """An ended job as it is once its clean-up is done (waiting CLEANUP_WAIT_S at most): its dead letters and its
-        queue calls are final then, and a read that shows a final status shows them final too."""
+        """An ended job once its clean-up is done (CLEANUP_WAIT_S at most): its dead letters, queue calls final."""
         if job.status.is_final and not job.cleaned and (cleanup := self._cleanups.get(job.job_id)) is not None:
             await asyncio.wait([cleanup], timeout=CLEANUP_WAIT_S)
             job = await self._store.get_job(job.job_id)
         return job
-
-    async def _dead_letters(self, job: JobRecord) -> list[jobs_pb2.FailedBatch]:
-        return [failed_batch(letter) for letter in await self._queues.open(job.queue_name).dead_letters()]
 
     async def _submission(self, job_id: str) -> jobs_pb2.JobSubmission:
         """A job's submission: immutable, so the recent ones stay in memory."""

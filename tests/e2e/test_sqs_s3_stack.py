@@ -45,12 +45,13 @@ class SqsStack:
 
 
 @contextlib.contextmanager
-def sqs_s3_stack(sqs_upstream: str, s3: str, tmp_path: Path) -> Iterator[SqsStack]:
+def sqs_s3_stack(sqs_upstream: str, s3: str, tmp_path: Path, env: dict[str, str] | None = None) -> Iterator[SqsStack]:
     region = AWS_ENV["AWS_DEFAULT_REGION"]
     with flaky_sqs(sqs_upstream) as sqs:
         backends = ["--queue-backend", "sqs", "--sqs-endpoint-url", sqs.url, "--sqs-region", region,
                     "--s3-endpoint-url", s3, "--s3-region", region]  # fmt: skip
-        stack = StackProcess(tmp_path / "data", apis=WORKERS_DIR / "apis.yaml", args=backends, env=AWS_ENV)
+        env = {**AWS_ENV, **(env or {})}
+        stack = StackProcess(tmp_path / "data", apis=WORKERS_DIR / "apis.yaml", args=backends, env=env)
         try:
             yield SqsStack(stack, sqs, sqs_upstream, s3)
         finally:
@@ -135,6 +136,39 @@ def test_a_job_whose_receives_keep_failing_says_why_in_its_status_and_the_monito
     client.stop(job_id)
 
 
+def test_a_dead_letter_sqs_refused_is_moved_at_the_clean_up_and_the_queue_is_kept_until_then(
+    aws_endpoint: str, tmp_path: Path
+) -> None:
+    # Given an SQS that refuses SendMessage (dead letters only: batches go by SendMessageBatch), so that the
+    # dequeuers cannot write the poison batch's dead letter, and a short visibility timeout for it to come back
+    with sqs_s3_stack(aws_endpoint, aws_endpoint, tmp_path, {"THRESHER_QUEUE_VISIBILITY_S": "2"}) as on:
+        on.sqs.unsupported.add("SendMessage")
+        job = delimited_job(on, items=10, batch_size=5, out=tmp_path / "out")
+        job["config"]["fail_items"] = [3]
+        client = GatewayClient(on.stack.url, api_key=on.stack.api_key)
+        job_id = client.submit("recorder", job)["job_id"]
+
+        # When the job ends (the monitor counted the batch dead-lettered when it told the dequeuer to move it)
+        status = wait_for_final(client, job_id)
+        assert (status["job_status"]["status"], status["metrics"]["dead_lettered"]) == ("completed_with_failures", 1)
+
+        # Then its clean-up finds the dead letter missing and keeps the job's queue, which still holds the batch
+        scheduler_log = on.stack.data_dir / "logs" / "scheduler.log"
+        eventually(lambda: "were not in the dead letter queue" in scheduler_log.read_text(), timeout_s=60)
+        assert queues_of(on, job_id) != []
+
+        # And once SQS takes it, the clean-up moves it to the dead letter queue, then deletes the queues
+        on.sqs.unsupported.clear()
+        eventually(lambda: queues_of(on, job_id) == [], timeout_s=60)
+        [failed] = client.failed(job_id)
+        assert failed["items"] == [0, 1, 2, 3, 4]
+
+
+def queues_of(on: SqsStack, job_id: str) -> list[str]:
+    urls = moto_client("sqs", on.sqs_upstream).list_queues().get("QueueUrls", [])
+    return [url for url in urls if job_id in url]
+
+
 def delimited_job(on: SqsStack, items: int, batch_size: int, out: Path) -> dict[str, Any]:
     """`items` JSON lines (0, 1, ...) in two S3 objects under s3://jobs/in/, and a job that reads them."""
     s3 = moto_client("s3", on.s3)
@@ -176,11 +210,7 @@ def run_and_check(on: SqsStack, job: dict[str, Any], items: int, batch_size: int
     assert "poison item" in failed["error"]
 
     # The job's queue and dead letter queue are gone from SQS
-    def queues_left() -> list[str]:
-        urls = moto_client("sqs", on.sqs_upstream).list_queues().get("QueueUrls", [])
-        return [url for url in urls if submitted["job_id"] in url]
-
-    eventually(lambda: queues_left() == [])
+    eventually(lambda: queues_of(on, submitted["job_id"]) == [])
 
     # The monitor's /metrics counts the same calls
     endpoints = json.loads((on.stack.data_dir / "endpoints.json").read_text())
