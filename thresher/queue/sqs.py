@@ -15,7 +15,8 @@
   messages (job_complete) sent through this backend; one sent by another process counts as a batch. The
   scheduler sends job_complete, and reads depth, through one backend, only once every batch is terminal.
 - A stale receipt (a delivery received again by someone else since) may still work on SQS (moto's server
-  accepts it too), unlike SQLite: extend() then keeps the batch hidden, and release() makes it visible.
+  accepts it), unlike SQLite and ElasticMQ (ReceiptHandleIsInvalid, taken as stale, as on SQLite): there extend()
+  keeps the batch hidden, and release() makes it visible.
 - Cost: extend, ack and release take groups, sent as batch calls of up to 10 entries, and the dequeuer settles
   its batches in groups: a receive and a delete per 10 batches, plus a visibility change per 10 batches held
   longer than a third of the visibility timeout, idle long polls and depth reads. `backend.calls` counts every
