@@ -71,7 +71,8 @@ def dead_lettered_ids(job: JobRecord) -> set[str]:
 async def _move_left_behind(queue: Queue, batch_ids: set[str]) -> int:
     """Dead-letter the batches of `batch_ids` found on the job's queue (no worker takes from it any more); returns
     how many. One held by a stopped worker shows once its visibility timeout has passed."""
-    moved, others = 0, list[Delivery]()
+    moved = 0
+    others: list[Delivery] = []
     while deliveries := await queue.receive(10, wait_s=0):
         for delivery in deliveries:
             if delivery.batch.batch_id in batch_ids:
