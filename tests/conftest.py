@@ -1,5 +1,5 @@
-"""Fixtures shared by every test folder: moto's server as the SQS and S3 endpoint, on 127.0.0.1 only; and the check
-that no API key is ever logged."""
+"""Fixtures shared by every test folder: moto's server as the SQS and S3 endpoint and ElasticMQ as a second, strict
+SQS endpoint, on 127.0.0.1 only; and the check that no API key is ever logged."""
 
 from __future__ import annotations
 
@@ -11,6 +11,7 @@ from typing import Any
 import boto3
 import pytest
 
+from tests.elasticmq import ElasticMqMissing, delete_every_queue, elasticmq
 from thresher.auth import KEY_PATTERN
 from thresher.logs import JsonFormatter
 
@@ -71,6 +72,24 @@ def aws_endpoint(moto_server: str) -> str:
     return moto_server
 
 
+@pytest.fixture(scope="session")
+def elasticmq_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
+    """ElasticMQ (strict SQS limits, the tests' region) as a process on 127.0.0.1, started once; yields its URL.
+    Fails, never skips, when it cannot be had: `make test` fetches it (`make elasticmq`)."""
+    try:
+        with elasticmq(tmp_path_factory.mktemp("elasticmq"), AWS_ENV["AWS_DEFAULT_REGION"]) as url:
+            yield url
+    except ElasticMqMissing as e:
+        pytest.fail(str(e))
+
+
+@pytest.fixture
+def elasticmq_endpoint(elasticmq_server: str) -> str:
+    """ElasticMQ's URL, with every queue of earlier tests gone."""
+    delete_every_queue(moto_client("sqs", elasticmq_server))
+    return elasticmq_server
+
+
 def _keep_deduplication_ids_after_delete() -> None:
     """Make moto drop a FIFO message whose deduplication id was sent in the last 5 minutes, as SQS does.
 
@@ -97,7 +116,7 @@ def _keep_deduplication_ids_after_delete() -> None:
 
 
 def moto_client(service: str, endpoint: str) -> Any:
-    """A boto3 client of moto's server on loopback, with the tests' dummy credentials."""
+    """A boto3 client of moto's server (or ElasticMQ) on loopback, with the tests' dummy credentials."""
     return boto3.client(
         service,
         endpoint_url=endpoint,

@@ -59,6 +59,7 @@ class Dequeuer:
         self._ahead: tuple[Delivery, Call] | None = None  # pipelined behind the batch the worker is running
         self._running: Call | None = None  # the batch the worker is running, until its answer is read
         self._calls_source = calls_source(f"dequeuer {settings.worker_id}")
+        self._queue_error = ""  # why receives keep failing, until one succeeds
 
     @property
     def ready(self) -> bool:
@@ -228,10 +229,12 @@ class Dequeuer:
         except QueueNotFound:
             self._settler.queue_gone.set()
             return
-        except Exception:
+        except Exception as e:
             log.exception("receive from queue %s failed; trying again", self._queue.name)
+            self._queue_error = str(e) or type(e).__name__  # the heartbeats say it, and the job's status then
             await asyncio.sleep(RECEIVE_ERROR_BACKOFF_S)
             return
+        self._queue_error = ""
         self._holdings.add(deliveries)
         self._successes.flush()  # in the same stream message as these STARTED reports
         for delivery in deliveries:
@@ -382,4 +385,4 @@ class Dequeuer:
     def _worker_report(self, phase: monitor_pb2.WorkerPhase.ValueType) -> monitor_pb2.WorkerReport:
         """The phase, and the queue calls made so far (heartbeats carry them: the monitor adds up a job's)."""
         calls = jobs_pb2.QueueCalls(source=self._calls_source, calls=self._queue.calls)
-        return monitor_pb2.WorkerReport(phase=phase, queue_calls=calls)
+        return monitor_pb2.WorkerReport(phase=phase, queue_calls=calls, queue_error=self._queue_error)

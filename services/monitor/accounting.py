@@ -69,6 +69,7 @@ class WorkerEvent:
     worker_id: str
     phase: Phase
     queue_calls: QueueCalls | None = None  # the dequeuer's (or, for LOST, the monitor's own) calls so far
+    queue_error: str = ""  # why the dequeuer's receives keep failing, if they do
 
 
 @dataclass(frozen=True)

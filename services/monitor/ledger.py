@@ -62,6 +62,7 @@ class Progress:
     batches_per_s: float = 0.0  # batches that became terminal per second, over the last PACE_WINDOW_S
     oldest_in_flight_s: float | None = None
     queue_calls: dict[str, int] = field(default_factory=dict)  # by operation, every source's
+    queue_errors: dict[str, str] = field(default_factory=dict)  # worker id -> why its receives keep failing
 
 
 @dataclass(frozen=True)

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import dataclasses
 import logging
 import time
 from collections.abc import Awaitable, Sequence
@@ -27,6 +28,9 @@ class Monitor:
         self._heartbeat_timeout_s = heartbeat_timeout_s
         self._started = time.time()
         self._calls_source = calls_source("monitor")
+        # job id -> worker id -> why its receives keep failing, as its last heartbeat said (in memory: heartbeats
+        # say it again after a restart)
+        self._queue_errors: dict[str, dict[str, str]] = {}
         self.stopping = False
         # Reports waiting for the ledger, from every stream: each write takes all of them, in one transaction.
         self._waiting: list[tuple[Sequence[Event], dict[str, tuple[str, str]], asyncio.Future[set[int]]]] = []
@@ -43,6 +47,7 @@ class Monitor:
         The reports of every stream that arrive while the ledger writes go together into its next transaction: one
         commit (and fsync) for all of them.
         """
+        self._note_queue_errors(events)
         future: asyncio.Future[set[int]] = asyncio.get_running_loop().create_future()
         self._waiting.append((events, names or {}, future))
         if self._writer is None:
@@ -71,6 +76,26 @@ class Monitor:
         finally:
             self._writer = None
 
+    def _note_queue_errors(self, events: Sequence[Event]) -> None:
+        """Keep what workers say of their failing receives, for the job's status; log each new one."""
+        for event in events:
+            if not isinstance(event, WorkerEvent):
+                continue
+            errors = self._queue_errors.setdefault(event.job_id, {})
+            if event.queue_error and event.phase in (Phase.STARTING, Phase.READY):
+                if errors.get(event.worker_id) != event.queue_error:
+                    log.warning(
+                        "worker %s cannot receive batches: %s",
+                        event.worker_id,
+                        event.queue_error,
+                        extra={"job_id": event.job_id},
+                    )
+                errors[event.worker_id] = event.queue_error
+            else:
+                errors.pop(event.worker_id, None)
+            if not errors:
+                del self._queue_errors[event.job_id]
+
     async def track(self, job_id: str, api_name: str, total_batch_count: int) -> None:
         if not job_id:
             raise InvalidRequest("job_id is required")
@@ -98,7 +123,7 @@ class Monitor:
         progress = await self._ledger.progress(job_id)
         if api_name and progress.api_name and progress.api_name != api_name:
             raise NotFound(f"job {job_id} does not belong to API {api_name!r}")
-        return progress
+        return dataclasses.replace(progress, queue_errors=dict(self._queue_errors.get(job_id, {})))
 
     async def worker_gone(self, job_id: str, worker_id: str, why: str) -> None:
         """A worker's report stream ended: unless it said it was stopping, it is lost."""

@@ -18,6 +18,7 @@ _RESULTS = {
 }
 MAX_OPERATIONS = 64  # in one QueueCalls: SQS has about 20
 MAX_NAME = 200  # characters of a source or an operation
+MAX_QUEUE_ERROR = 1000  # characters of a worker's queue error kept
 _PHASES = {
     monitor_pb2.WORKER_PHASE_STARTING: Phase.STARTING,
     monitor_pb2.WORKER_PHASE_READY: Phase.READY,
@@ -40,7 +41,8 @@ def decode_report(report: monitor_pb2.Report) -> Event:
         calls = None
         if report.worker.HasField("queue_calls"):
             calls = decode_queue_calls(report.worker.queue_calls, where)
-        return WorkerEvent(report.job_id, report.worker_id, _PHASES[report.worker.phase], calls)
+        error = report.worker.queue_error[:MAX_QUEUE_ERROR]
+        return WorkerEvent(report.job_id, report.worker_id, _PHASES[report.worker.phase], calls, error)
     if body == "hook":
         return HookEvent(report.job_id, report.hook.SerializeToString(deterministic=True))
     raise InvalidRequest(f"{where}: a report needs a body (batch, worker or hook)")
@@ -105,7 +107,8 @@ def encode_progress(job_id: str, progress: Progress) -> monitor_pb2.JobProgress:
     if progress.oldest_in_flight_s is not None:
         message.pace.oldest_in_flight_s = progress.oldest_in_flight_s
     for worker in progress.workers_seen:
-        status = message.workers.add(worker_id=worker.worker_id, phase=worker.phase.value)
+        error = progress.queue_errors.get(worker.worker_id, "")
+        status = message.workers.add(worker_id=worker.worker_id, phase=worker.phase.value, queue_error=error)
         status.last_seen.FromNanoseconds(int(worker.last_seen * 1e9))
     if progress.total_batch_count is not None:
         message.total_batch_count = progress.total_batch_count

@@ -11,6 +11,7 @@ from collections.abc import AsyncIterator
 from typing import Any
 
 from services.scheduler import access, jobs
+from services.scheduler.cleanup import dead_letters_now, once_cleaned, written_dead_letters
 from services.scheduler.inputs import check_files_exist, dry_run_paths
 from services.scheduler.jobs import JobRecord, Status
 from services.scheduler.logs import job_logs
@@ -20,7 +21,6 @@ from services.scheduler.store import JobStore
 from services.scheduler.validation import check_limits, check_room, validate_submission
 from services.scheduler.views import (
     batch_timeout_s,
-    failed_batch,
     hook_summary,
     job_message,
     job_spec,
@@ -46,7 +46,6 @@ PROGRESS_TIMEOUT_S = 2.0  # a status read does not wait longer than this for the
 RETRY_FOREVER_S = 365 * 24 * 3600.0
 SUBMISSIONS_CACHED = 64
 QUEUE_CALLS_RETRY_S = 10.0  # a count is best effort: how long it waits for the monitor, at most
-FAILED_WAIT_S = 10.0  # how long a read of an ended job's dead letters waits for its clean-up, at most
 
 
 class JobManager:
@@ -110,7 +109,9 @@ class JobManager:
         workers = await self._runtime.workers(job_id)
         crashes = sum(w.crashed for w in workers)
         if job.status.is_final:
-            return job_message(job, submission, self._config, worker_restarts=crashes)
+            job = await once_cleaned(job, self._cleanups, self._store)
+            progress = None if job.cleaned else await self._progress(job)  # a slow clean-up: the calls so far
+            return job_message(job, submission, self._config, progress, worker_restarts=crashes)
         progress, in_queue = await asyncio.gather(self._progress(job), self._batches_in_queue(job))
         message = job_message(job, submission, self._config, progress, in_queue, worker_restarts=crashes)
         message.status_reason = message.status_reason or waiting_reason(workers, progress)
@@ -323,7 +324,9 @@ class JobManager:
             await self._runtime.stop_workers(job_id, self._config.runtime.stop_grace_s)
             job = await self._store.get_job(job_id)
             with contextlib.suppress(NotFound):  # deleted already, before a restart
-                await self._store.put_failed_batches(job_id, await self._dead_letters(job))
+                if (failed := await written_dead_letters(self._queues.open(job.queue_name), job)) is None:
+                    return  # some are not written yet: the queue is kept; the supervision tries again
+                await self._store.put_failed_batches(job_id, failed)
             calls = self._queues.open(job.queue_name).calls  # delete() forgets them; this mapping keeps counting
             await self._queues.delete(job.queue_name)
             await self._queue_calls.send_own(job, calls, QUEUE_CALLS_RETRY_S)
@@ -357,17 +360,11 @@ class JobManager:
     ) -> list[jobs_pb2.FailedBatch]:
         """From the queue while the job runs, then from the store: an ended job's list waits for its clean-up, which
         reads them once the workers have drained (a dead letter may still be on its way when the job ends)."""
-        job = await self._job(job_id, api_name, caller)
-        if job.status.is_final and not job.cleaned and (cleanup := self._cleanups.get(job_id)) is not None:
-            await asyncio.wait([cleanup], timeout=FAILED_WAIT_S)
-            job = await self._store.get_job(job_id)
+        job = await once_cleaned(await self._job(job_id, api_name, caller), self._cleanups, self._store)
         if not job.cleaned:
             with contextlib.suppress(NotFound):
-                return await self._dead_letters(job)
+                return await dead_letters_now(self._queues.open(job.queue_name))
         return await self._store.failed_batches(job_id)
-
-    async def _dead_letters(self, job: JobRecord) -> list[jobs_pb2.FailedBatch]:
-        return [failed_batch(letter) for letter in await self._queues.open(job.queue_name).dead_letters()]
 
     async def _submission(self, job_id: str) -> jobs_pb2.JobSubmission:
         """A job's submission: immutable, so the recent ones stay in memory."""

@@ -93,6 +93,9 @@ def _add_remaining(message: jobs_pb2.Job) -> None:
 
 def waiting_reason(workers: list[WorkerState], progress: monitor_pb2.JobProgress | None) -> str:
     """Why a job in progress is not moving, in words, or "" when a worker is taking batches."""
+    failing = [w for w in progress.workers if w.queue_error] if progress is not None else []
+    if failing:
+        return f"{len(failing)} workers cannot receive batches from the queue: {failing[-1].queue_error}"
     if progress is not None and progress.worker_counts.ready > 0:
         return ""
     pending = [w for w in workers if w.phase is WorkerPhase.PENDING]

@@ -92,6 +92,19 @@ async def test_a_restarted_process_adds_to_what_its_predecessor_made(monitor: Ru
     assert dict((await monitor.progress()).queue_calls) == {"ReceiveMessage": 9}
 
 
+async def test_a_workers_queue_error_shows_in_the_progress_until_its_receives_succeed_again(
+    monitor: RunningMonitor,
+) -> None:
+    failing = heartbeat("w1", "dequeuer w1 a", ReceiveMessage=3)
+    failing.worker.queue_error = "SQS ReceiveMessage on queue q failed: UnsupportedOperation: not supported"
+    await monitor.report([failing, heartbeat("w2", "dequeuer w2 b")])
+    progress = await monitor.progress()
+    assert {w.worker_id: w.queue_error for w in progress.workers} == {"w1": failing.worker.queue_error, "w2": ""}
+
+    await monitor.report([heartbeat("w1", "dequeuer w1 a", ReceiveMessage=4)])  # a receive succeeded since
+    assert [w.queue_error for w in (await monitor.progress()).workers] == ["", ""]
+
+
 @pytest.mark.parametrize(
     ("source", "calls", "complaint"),
     [

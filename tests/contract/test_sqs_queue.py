@@ -173,7 +173,8 @@ async def test_the_secret_key_is_never_shown_in_settings() -> None:
 
 
 class FlakySqs(ThreadingHTTPServer):
-    """Forwards every call to moto, except those it was told to fail; counts the calls it gets by operation."""
+    """Forwards every call to moto (or ElasticMQ), except those it was told to fail; counts the calls it gets by
+    operation."""
 
     def __init__(self, upstream: str) -> None:
         super().__init__(("127.0.0.1", 0), _FlakyHandler)
@@ -181,6 +182,7 @@ class FlakySqs(ThreadingHTTPServer):
         self.calls: Counter[str] = Counter()
         self.throttle: Counter[str] = Counter()  # operation -> how many of its next calls are throttled
         self.fail_last_entry: Counter[str] = Counter()  # operation -> how many next batch calls lose their last entry
+        self.unsupported: set[str] = set()  # operations refused every time, as by a server that lacks them
 
     @property
     def url(self) -> str:
@@ -194,6 +196,10 @@ class _FlakyHandler(BaseHTTPRequestHandler):
         body = self.rfile.read(int(self.headers["Content-Length"]))
         operation = self.headers["X-Amz-Target"].split(".")[-1]
         self.server.calls[operation] += 1
+        if operation in self.server.unsupported:
+            refusal = {"__type": "com.amazonaws.sqs#UnsupportedOperation", "message": f"{operation} is not supported"}
+            self._answer(400, refusal)
+            return
         if self.server.throttle[operation] > 0:
             self.server.throttle[operation] -= 1
             self._answer(400, {"__type": "com.amazonaws.sqs#ThrottlingException", "message": "Rate exceeded"})

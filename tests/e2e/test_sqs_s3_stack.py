@@ -1,11 +1,14 @@
-"""The whole embedded stack (`thresher up`) on SQS and S3: moto's server over HTTP on 127.0.0.1 stands for AWS.
+"""The whole embedded stack (`thresher up`) on SQS and S3, over HTTP on 127.0.0.1: moto's server stands for S3, and
+for SQS either moto's (slow: its jobs stay at a few dozen batches) or ElasticMQ (strict, and fast enough for jobs of
+thousands of batches).
 
 A delimited_files job reads JSON lines from S3, its batches travel through an SQS FIFO queue, and a batch holding a
-poison item is dead-lettered. moto's SQS is slow, so the job stays at a few hundred items.
+poison item is dead-lettered.
 """
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import signal
@@ -13,6 +16,7 @@ import time
 import urllib.error
 import urllib.request
 from collections.abc import Iterator
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -27,106 +31,193 @@ from thresher.client import GatewayClient
 from thresher.errors import Unavailable
 from thresher.launcher import StackProcess
 
-pytestmark = [pytest.mark.e2e, pytest.mark.timeout(240)]
+pytestmark = [pytest.mark.e2e, pytest.mark.timeout(300)]
 
-ITEMS = 300
-BATCH_SIZE = 5
 POISON = 137  # the recording worker fails every batch holding it (config fail_items)
 
 
-@pytest.fixture
-def sqs(aws_endpoint: str) -> Iterator[FlakySqs]:
-    """The stack's SQS endpoint: moto's, through a proxy that counts the calls (and injects no fault)."""
-    with flaky_sqs(aws_endpoint) as proxy:
-        yield proxy
+@dataclass(frozen=True)
+class SqsStack:
+    stack: StackProcess
+    sqs: FlakySqs  # the stack's SQS endpoint: a proxy that counts the calls (and injects faults when told)
+    sqs_upstream: str  # moto's or ElasticMQ's URL
+    s3: str  # moto's URL
 
 
-@pytest.fixture
-def stack(sqs: FlakySqs, aws_endpoint: str, tmp_path: Path) -> Iterator[StackProcess]:
+@contextlib.contextmanager
+def sqs_s3_stack(sqs_upstream: str, s3: str, tmp_path: Path, env: dict[str, str] | None = None) -> Iterator[SqsStack]:
     region = AWS_ENV["AWS_DEFAULT_REGION"]
-    backends = ["--queue-backend", "sqs", "--sqs-endpoint-url", sqs.url, "--sqs-region", region,
-                "--s3-endpoint-url", aws_endpoint, "--s3-region", region]  # fmt: skip
-    stack = StackProcess(tmp_path / "data", apis=WORKERS_DIR / "apis.yaml", args=backends, env=AWS_ENV)
-    try:
+    with flaky_sqs(sqs_upstream) as sqs:
+        backends = ["--queue-backend", "sqs", "--sqs-endpoint-url", sqs.url, "--sqs-region", region,
+                    "--s3-endpoint-url", s3, "--s3-region", region]  # fmt: skip
+        env = {**AWS_ENV, **(env or {})}
+        stack = StackProcess(tmp_path / "data", apis=WORKERS_DIR / "apis.yaml", args=backends, env=env)
+        try:
+            yield SqsStack(stack, sqs, sqs_upstream, s3)
+        finally:
+            stack.stop()
+            for pid in processes_mentioning(str(tmp_path)):
+                os.kill(pid, signal.SIGKILL)  # nothing the test started outlives it
+
+
+@pytest.fixture
+def on_moto(aws_endpoint: str, tmp_path: Path) -> Iterator[SqsStack]:
+    with sqs_s3_stack(aws_endpoint, aws_endpoint, tmp_path) as stack:
         yield stack
-    finally:
-        stack.stop()
-        for pid in processes_mentioning(str(tmp_path)):
-            os.kill(pid, signal.SIGKILL)  # nothing the test started outlives it
+
+
+@pytest.fixture
+def on_elasticmq(elasticmq_endpoint: str, aws_endpoint: str, tmp_path: Path) -> Iterator[SqsStack]:
+    with sqs_s3_stack(elasticmq_endpoint, aws_endpoint, tmp_path) as stack:
+        yield stack
 
 
 def test_a_delimited_files_job_on_sqs_and_s3_processes_every_item_and_dead_letters_the_poison(
-    stack: StackProcess, sqs: FlakySqs, aws_endpoint: str, tmp_path: Path
+    on_moto: SqsStack, tmp_path: Path
 ) -> None:
-    # Given 300 JSON lines in two S3 objects (and a marker file the globs leave out)
-    s3 = moto_client("s3", aws_endpoint)
-    s3.create_bucket(Bucket="jobs")
-    half = ITEMS // 2
-    s3.put_object(Bucket="jobs", Key="in/part-0.jsonl", Body="".join(f"{i}\n" for i in range(half)).encode())
-    s3.put_object(Bucket="jobs", Key="in/part-1.jsonl", Body="".join(f"{i}\n" for i in range(half, ITEMS)).encode())
-    s3.put_object(Bucket="jobs", Key="in/_SUCCESS", Body=b"")
-    out = tmp_path / "out"
-    job = {
-        "workers": 2,
-        "delimited_files": {"s3_paths": ["s3://jobs/in/"], "includes": ["**.jsonl"], "batch_size": BATCH_SIZE},
-        "config": {"out_dir": str(out), "fail_items": [POISON]},
-    }
+    # Given 300 JSON lines in two S3 objects (and a marker file the globs leave out), in batches of 5
+    job = delimited_job(on_moto, items=300, batch_size=5, out=tmp_path / "out")
 
     # A dry run lists the files it would read, and files that do not exist are refused
-    assert post(stack, "/batch/recorder?dryRun=true", job) == (
+    assert post(on_moto.stack, "/batch/recorder?dryRun=true", job) == (
         200,
         "s3://jobs/in/part-0.jsonl\ns3://jobs/in/part-1.jsonl\nvalidations passed\n",
     )
     nothing = {**job, "delimited_files": {"s3_paths": ["s3://jobs/none/"], "batch_size": 1}}
-    code, error = post(stack, "/batch/recorder?dryRun=true", nothing)
+    code, error = post(on_moto.stack, "/batch/recorder?dryRun=true", nothing)
     assert (code, json.loads(error)["message"]) == (400, "delimited_files: no files match search criteria")
 
-    # When the job runs
-    client = GatewayClient(stack.url, api_key=stack.api_key)
+    # When the job runs, then every item but the poison batch's is processed, that batch is dead-lettered, and the
+    # job counted its own SQS calls
+    run_and_check(on_moto, job, items=300, batch_size=5, out=tmp_path / "out")
+
+    # And the calls that grow with the batches stay well under 3 per batch (about 1 here; receives and queue
+    # attributes grow with time instead: idle long polls, status reads)
+    calls = on_moto.sqs.calls
+    per_batch = {op: n for op, n in calls.items() if op not in ("ReceiveMessage", "GetQueueAttributes")}
+    print(f"SQS calls for a job of {300 // 5} batches: {dict(sorted(calls.items()))}")
+    assert sum(per_batch.values()) < 2 * 300 // 5, calls
+
+
+def test_a_job_of_2000_batches_on_elasticmq_whose_poison_error_holds_characters_sqs_refuses(
+    on_elasticmq: SqsStack, tmp_path: Path
+) -> None:
+    # Given 10,000 JSON lines in batches of 5, on an SQS that keeps SQS's limits strictly, and a poison batch whose
+    # error holds what a coloured traceback does: ESC, and a NUL (SQS refuses both in message attributes)
+    out = tmp_path / "out"
+    job = delimited_job(on_elasticmq, items=10_000, batch_size=5, out=out)
+    job["config"]["fail_message"] = "\x1b[31mpoison item\x1b[0m\x00"
+    # When the job runs, then it ends as on AWS: every batch but one succeeded, the poison one is in the dead
+    # letter queue (and `thresher failed` lists it), and the count of SQS calls is final when the status is
+    run_and_check(on_elasticmq, job, items=10_000, batch_size=5, out=out)
+
+
+def test_a_job_whose_receives_keep_failing_says_why_in_its_status_and_the_monitors_log(
+    on_moto: SqsStack, tmp_path: Path
+) -> None:
+    # Given an SQS server that refuses every receive (as one without MessageSystemAttributeNames does)
+    on_moto.sqs.unsupported.add("ReceiveMessage")
+    job = delimited_job(on_moto, items=10, batch_size=5, out=tmp_path / "out")
+    client = GatewayClient(on_moto.stack.url, api_key=on_moto.stack.api_key)
+    job_id = client.submit("recorder", job)["job_id"]
+
+    # When its workers try to take batches, then the job's status says why it does not move
+    def says_why() -> bool:
+        status = client.get("recorder", job_id)["job_status"]
+        print(status["status"], status["status_reason"])
+        return "cannot receive batches from the queue" in status["status_reason"] and (
+            "UnsupportedOperation" in status["status_reason"]
+        )
+
+    eventually(says_why, timeout_s=60)
+    # And so does a service's log (the monitor's), not only the dequeuers'
+    monitor_log = (on_moto.stack.data_dir / "logs" / "monitor.log").read_text()
+    assert "cannot receive batches" in monitor_log and "UnsupportedOperation" in monitor_log
+    client.stop(job_id)
+
+
+def test_a_dead_letter_sqs_refused_is_moved_at_the_clean_up_and_the_queue_is_kept_until_then(
+    aws_endpoint: str, tmp_path: Path
+) -> None:
+    # Given an SQS that refuses SendMessage (dead letters only: batches go by SendMessageBatch), so that the
+    # dequeuers cannot write the poison batch's dead letter, and a short visibility timeout for it to come back
+    with sqs_s3_stack(aws_endpoint, aws_endpoint, tmp_path, {"THRESHER_QUEUE_VISIBILITY_S": "2"}) as on:
+        on.sqs.unsupported.add("SendMessage")
+        job = delimited_job(on, items=10, batch_size=5, out=tmp_path / "out")
+        job["config"]["fail_items"] = [3]
+        client = GatewayClient(on.stack.url, api_key=on.stack.api_key)
+        job_id = client.submit("recorder", job)["job_id"]
+
+        # When the job ends (the monitor counted the batch dead-lettered when it told the dequeuer to move it)
+        status = wait_for_final(client, job_id)
+        assert (status["job_status"]["status"], status["metrics"]["dead_lettered"]) == ("completed_with_failures", 1)
+
+        # Then its clean-up finds the dead letter missing and keeps the job's queue, which still holds the batch
+        scheduler_log = on.stack.data_dir / "logs" / "scheduler.log"
+        eventually(lambda: "were not in the dead letter queue" in scheduler_log.read_text(), timeout_s=60)
+        assert queues_of(on, job_id) != []
+
+        # And once SQS takes it, the clean-up moves it to the dead letter queue, then deletes the queues
+        on.sqs.unsupported.clear()
+        eventually(lambda: queues_of(on, job_id) == [], timeout_s=60)
+        [failed] = client.failed(job_id)
+        assert failed["items"] == [0, 1, 2, 3, 4]
+
+
+def queues_of(on: SqsStack, job_id: str) -> list[str]:
+    urls = moto_client("sqs", on.sqs_upstream).list_queues().get("QueueUrls", [])
+    return [url for url in urls if job_id in url]
+
+
+def delimited_job(on: SqsStack, items: int, batch_size: int, out: Path) -> dict[str, Any]:
+    """`items` JSON lines (0, 1, ...) in two S3 objects under s3://jobs/in/, and a job that reads them."""
+    s3 = moto_client("s3", on.s3)
+    s3.create_bucket(Bucket="jobs")
+    half = items // 2
+    s3.put_object(Bucket="jobs", Key="in/part-0.jsonl", Body="".join(f"{i}\n" for i in range(half)).encode())
+    s3.put_object(Bucket="jobs", Key="in/part-1.jsonl", Body="".join(f"{i}\n" for i in range(half, items)).encode())
+    s3.put_object(Bucket="jobs", Key="in/_SUCCESS", Body=b"")
+    return {
+        "workers": 2,
+        "delimited_files": {"s3_paths": ["s3://jobs/in/"], "includes": ["**.jsonl"], "batch_size": batch_size},
+        "config": {"out_dir": str(out), "fail_items": [POISON]},
+    }
+
+
+def run_and_check(on: SqsStack, job: dict[str, Any], items: int, batch_size: int, out: Path) -> None:
+    client = GatewayClient(on.stack.url, api_key=on.stack.api_key)
     submitted = client.submit("recorder", job)
     status = wait_for_final(client, submitted["job_id"])
 
-    # Then every batch but the poison one succeeded, and that one was tried 3 times, then dead-lettered
+    # The first read that shows a final status shows the final count of SQS calls: exactly the calls SQS got from
+    # every process (scheduler, enqueuer, dequeuers, monitor), since no other job ran
+    sqs_calls = {"total": sum(on.sqs.calls.values()), "by_operation": dict(sorted(on.sqs.calls.items()))}
+    assert status["job_status"]["queue_calls"] == sqs_calls
+
+    # Every batch but the poison one succeeded, and that one was tried 3 times, then dead-lettered
     js, metrics = status["job_status"], status["metrics"]
-    assert js["total_batch_count"] == ITEMS // BATCH_SIZE
-    assert (metrics["succeeded"], metrics["dead_lettered"]) == (ITEMS // BATCH_SIZE - 1, 1), status
+    assert js["total_batch_count"] == items // batch_size
+    assert (metrics["succeeded"], metrics["dead_lettered"]) == (items // batch_size - 1, 1), status
     assert js["status"] == "completed_with_failures", status
-    poison_batch = list(range(POISON - POISON % BATCH_SIZE, POISON - POISON % BATCH_SIZE + BATCH_SIZE))
+    first = POISON - POISON % batch_size
+    poison_batch = list(range(first, first + batch_size))
     succeeded = sorted(item for record in records(out, "items") for item in record["items"])
-    assert succeeded == [i for i in range(ITEMS) if i not in poison_batch]
-    assert sorted({item for record in records(out, "calls") for item in record["items"]}) == list(range(ITEMS))
+    assert succeeded == [i for i in range(items) if i not in poison_batch]
+    assert sorted({item for record in records(out, "calls") for item in record["items"]}) == list(range(items))
     assert sorted(r["attempt"] for r in records(out, "calls") if POISON in r["items"]) == [1, 2, 3]  # any worker
     [failed] = client.failed(submitted["job_id"])
     assert (failed["items"], failed["attempts"]) == (poison_batch, 3)
     assert "poison item" in failed["error"]
 
-    # And the job's queue and dead letter queue are gone from SQS
-    def queues_left() -> list[str]:
-        urls = moto_client("sqs", aws_endpoint).list_queues().get("QueueUrls", [])
-        return [url for url in urls if submitted["job_id"] in url]
+    # The job's queue and dead letter queue are gone from SQS
+    eventually(lambda: queues_of(on, submitted["job_id"]) == [])
 
-    eventually(lambda: queues_left() == [])
-
-    # And the job counted its own SQS calls, every process's (scheduler, enqueuer, dequeuers): exactly the calls SQS
-    # got, since no other job ran; its status and the monitor's /metrics say so
-    def counted_every_call() -> bool:
-        counted = client.get("recorder", submitted["job_id"])["job_status"]["queue_calls"]
-        print(f"counted by the job: {counted}")
-        return bool(counted == {"total": sum(sqs.calls.values()), "by_operation": dict(sorted(sqs.calls.items()))})
-
-    eventually(counted_every_call)
-    endpoints = json.loads((stack.data_dir / "endpoints.json").read_text())
-    metrics = urllib.request.urlopen(endpoints["monitor"]["metrics"], timeout=10).read().decode()
+    # The monitor's /metrics counts the same calls
+    endpoints = json.loads((on.stack.data_dir / "endpoints.json").read_text())
+    text = urllib.request.urlopen(endpoints["monitor"]["metrics"], timeout=10).read().decode()
     labels = f'api_name="recorder",job_id="{submitted["job_id"]}"'
-    for operation, calls in sqs.calls.items():
-        assert f'thresher_job_queue_calls_total{{{labels},operation="{operation}"}} {calls}.0' in metrics
-
-    # And the calls that grow with the batches stay well under 3 per batch (about 1 here; receives and queue
-    # attributes grow with time instead: idle long polls, status reads)
-    batches = ITEMS // BATCH_SIZE
-    per_batch = {op: n for op, n in sqs.calls.items() if op not in ("ReceiveMessage", "GetQueueAttributes")}
-    print(f"SQS calls for a job of {batches} batches: {dict(sorted(sqs.calls.items()))}")
-    assert sum(per_batch.values()) < 2 * batches, sqs.calls
+    for operation, calls in sqs_calls["by_operation"].items():
+        assert f'thresher_job_queue_calls_total{{{labels},operation="{operation}"}} {calls}.0' in text
 
 
 def post(stack: StackProcess, path: str, body: Any) -> tuple[int, str]:
@@ -139,7 +230,7 @@ def post(stack: StackProcess, path: str, body: Any) -> tuple[int, str]:
         return e.code, e.read().decode()
 
 
-def wait_for_final(client: GatewayClient, job_id: str, timeout_s: float = 180.0) -> dict[str, Any]:
+def wait_for_final(client: GatewayClient, job_id: str, timeout_s: float = 240.0) -> dict[str, Any]:
     deadline = time.monotonic() + timeout_s
     status: dict[str, Any] = {}
     while time.monotonic() < deadline:

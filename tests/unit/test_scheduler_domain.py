@@ -153,6 +153,14 @@ def test_a_job_that_is_not_moving_says_why() -> None:
     starting = [WorkerState("w1", WorkerPhase.RUNNING)]
     assert waiting_reason(starting, nobody_ready) == "2 workers starting: waiting for the worker's readiness check"
     assert waiting_reason(pending, ready) == ""
+    # Workers ready, but their receives keep failing: the job cannot move either
+    running = [WorkerState("w0", WorkerPhase.RUNNING), WorkerState("w1", WorkerPhase.RUNNING)]
+    failing = monitor_pb2.JobProgress(worker_counts=jobs_pb2.WorkerCounts(ready=2))
+    failing.workers.add(worker_id="w0", phase="ready", queue_error="SQS ReceiveMessage failed: UnsupportedOperation")
+    failing.workers.add(worker_id="w1", phase="ready")
+    assert waiting_reason(running, failing) == (
+        "1 workers cannot receive batches from the queue: SQS ReceiveMessage failed: UnsupportedOperation"
+    )
 
 
 def test_a_job_ends_once_its_workers_crash_more_often_than_its_restart_budget() -> None:

@@ -15,7 +15,8 @@
   messages (job_complete) sent through this backend; one sent by another process counts as a batch. The
   scheduler sends job_complete, and reads depth, through one backend, only once every batch is terminal.
 - A stale receipt (a delivery received again by someone else since) may still work on SQS (moto's server
-  accepts it too), unlike SQLite: extend() then keeps the batch hidden, and release() makes it visible.
+  accepts it), unlike SQLite and ElasticMQ (ReceiptHandleIsInvalid, taken as stale, as on SQLite): there extend()
+  keeps the batch hidden, and release() makes it visible.
 - Cost: extend, ack and release take groups, sent as batch calls of up to 10 entries, and the dequeuer settles
   its batches in groups: a receive and a delete per 10 batches, plus a visibility change per 10 batches held
   longer than a third of the visibility timeout, idle long polls and depth reads. `backend.calls` counts every
@@ -45,6 +46,7 @@ from thresher.queue.sqs_messages import (
     MAX_BATCH_ENTRIES,
     MAX_MESSAGE_BYTES,
     REDRIVE_MAX_RECEIVES,
+    attribute_text,
     dead_letter_of,
     delivery_of,
     entry,
@@ -127,9 +129,15 @@ class SqsQueueBackend(QueueBackend):
             region_is = f"the job queues' region, {self.client.region}"
             raise InvalidRequest(f"sqs_dead_letter_queue: {arn}: must be in {region_is}")
         try:
-            reply = await self.client.call("GetQueueUrl", name, QueueName=sqs_name, QueueOwnerAWSAccountId=account)
+            return await self._url_of_arn(arn, name)
         except QueueNotFound as e:
             raise InvalidRequest(f"sqs_dead_letter_queue: {arn}: no such queue (create it first)") from e
+
+    async def _url_of_arn(self, arn: str, name: str) -> str:
+        """The URL of the queue of `arn`, as it is: an ARN the server hands back is not checked again (ElasticMQ
+        writes its own region name into the ARNs it returns, whatever region the queue was named with)."""
+        account, sqs_name = arn.split(":")[4:6]
+        reply = await self.client.call("GetQueueUrl", name, QueueName=sqs_name, QueueOwnerAWSAccountId=account)
         return str(reply["QueueUrl"])
 
     async def _create(self, name: str, sqs_name: str, attributes: dict[str, str]) -> str:
@@ -189,7 +197,7 @@ class SqsQueueBackend(QueueBackend):
             if arn.endswith(":" + own):
                 self._dead_letter_urls[name] = await self.url(name, own)
             else:
-                self._dead_letter_urls[name] = await self._named_dead_letter_url(arn, name)
+                self._dead_letter_urls[name] = await self._url_of_arn(arn, name)
         return self._dead_letter_urls[name]
 
 
@@ -259,6 +267,7 @@ class SqsQueue(Queue):
 
     async def dead_letter(self, delivery: Delivery, error: str) -> None:
         """Send the batch to the dead letter queue with its error, then delete it: never lost in between."""
+        error = attribute_text(error)  # SQS refuses some characters in attributes: a coloured traceback's ESC, NUL
         # "queue" tells this job's dead letters from other jobs' in a dead letter queue that jobs share.
         attributes = {"error": error, "receive_count": str(delivery.receive_count), "queue": self.name}
         message = entry(delivery.batch, attributes)

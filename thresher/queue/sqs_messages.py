@@ -23,6 +23,13 @@ MAX_MESSAGE_ID = 128  # MessageGroupId / MessageDeduplicationId: printable ASCII
 REDRIVE_MAX_RECEIVES = 1000  # safety net only: the dequeuer dead-letters after max_receive_count attempts
 ATTRIBUTES = ["kind", "batch_id", "error", "receive_count", "queue"]  # message attributes Thresher sets
 _MESSAGE_ID_OK = re.compile(rf"[\x21-\x7e]{{1,{MAX_MESSAGE_ID}}}")
+# What SQS refuses in a message's text: all but #x9 | #xA | #xD | #x20-#xD7FF | #xE000-#xFFFD | #x10000-#x10FFFF.
+_REFUSED_CHARACTER = re.compile("[^\t\n\r\x20-\ud7ff\ue000-\ufffd\U00010000-\U0010ffff]")
+
+
+def attribute_text(text: str) -> str:
+    """`text` with each character SQS refuses written as a Python escape (ESC as \\x1b, NUL as \\x00)."""
+    return _REFUSED_CHARACTER.sub(lambda m: ascii(m[0])[1:-1], text)
 
 
 def message_id(batch_id: str) -> str:

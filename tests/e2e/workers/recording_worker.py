@@ -1,7 +1,8 @@
 """The test worker: records every item it sees and every hook call under the job config's `out_dir`, and
 misbehaves on request, for the fault-injection tests. Config keys (all optional):
 
-- `fail_items`: items whose batch answers HTTP 500 (while the file `fail_while` exists, if that is given)
+- `fail_items`: items whose batch answers HTTP 500 (while the file `fail_while` exists, if that is given), with the
+  error `fail_message` (default: "poison item") and the items
 - `crash_once_items`: items whose batch kills the worker process the first time it sees them
 - `hang_items`: items whose batch never returns
 - `slow_s`: seconds each batch takes
@@ -47,7 +48,7 @@ def handle_batch(items: list[Any], ctx: Any) -> None:
         threading.Thread(target=_kill_my_dequeuer, args=(delay_s,), daemon=True).start()  # once this batch is answered
     fail_while = config.get("fail_while")
     if set(items) & set(config.get("fail_items", [])) and (not fail_while or Path(fail_while).exists()):
-        raise RuntimeError(f"poison item in {items}")
+        raise RuntimeError(f"{config.get('fail_message', 'poison item')} in {items}")
     with open(out / f"items-{os.getpid()}.jsonl", "a", encoding="utf-8") as f:
         f.write(json.dumps(record) + "\n")
 
