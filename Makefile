@@ -6,7 +6,7 @@ STAMP := $(VENV)/.installed
 PROTOS := $(wildcard proto/thresher/v1/*.proto)
 GENERATED := $(PROTOS:proto/%.proto=%_pb2.py)
 
-.PHONY: install proto demo up test tools lint format bench clean image
+.PHONY: install proto demo up test tools kube lint format bench clean image
 
 # Bytecode compiled ahead, as an installed package has it: otherwise, where PYTHONDONTWRITEBYTECODE is set, every
 # process (each worker, each dequeuer, each test's subprocess) would compile what it imports at each start.
@@ -33,7 +33,7 @@ demo: install
 up: install
 	$(VENV)/bin/thresher up
 
-test: install tools
+test: install tools kube
 	$(PY) -m pytest -q
 
 # Test tools that are not Python packages: promtool (Debian's prometheus) for the alerting rules' tests.
@@ -41,6 +41,11 @@ tools:
 	@command -v promtool >/dev/null || { command -v apt-get >/dev/null && [ "$$(id -u)" = 0 ] && \
 		apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends prometheus \
 		>/dev/null; } || echo "make tools: could not install promtool (Debian's prometheus); its tests will say so"
+
+# A real Kubernetes control plane for tests/kube (kube-apiserver, kube-controller-manager, etcd), built from the Go
+# module proxy once and cached in ~/.cache/thresher: 15-25 minutes the first time, nothing after.
+kube:
+	tests/fixtures/build-kube.sh
 
 lint: install
 	$(VENV)/bin/ruff check . && $(VENV)/bin/ruff format --check . && $(VENV)/bin/lint-imports
