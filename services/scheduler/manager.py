@@ -14,7 +14,7 @@ from services.scheduler import access, jobs
 from services.scheduler.inputs import check_files_exist, dry_run_paths
 from services.scheduler.jobs import JobRecord, Status
 from services.scheduler.logs import job_logs
-from services.scheduler.metrics import RestartCounter, jobs_by_status
+from services.scheduler.metrics import EndedWorkerCounter, jobs_by_status
 from services.scheduler.queue_calls import QueueCallsSender
 from services.scheduler.store import JobStore
 from services.scheduler.validation import check_limits, check_room, validate_submission
@@ -64,7 +64,7 @@ class JobManager:
         self._supervisor: asyncio.Task[None] | None = None
         self._cleanups: dict[str, asyncio.Task[Any]] = {}
         self._submissions: dict[str, jobs_pb2.JobSubmission] = {}  # insertion order: the oldest goes first
-        self._restarts = RestartCounter()
+        self._ended_workers = EndedWorkerCounter()
         self._admissions = KeyedLocks()  # per API: count, then store
 
     # --- the public job service -------------------------------------------------------------
@@ -108,11 +108,14 @@ class JobManager:
         job = await self._job(job_id, api_name, caller)
         submission = await self._submission(job_id)
         workers = await self._runtime.workers(job_id)
-        crashes = sum(w.crashed for w in workers)
+        ended = {
+            "worker_restarts": sum(w.crashed for w in workers),
+            "worker_disruptions": sum(w.disrupted for w in workers),
+        }
         if job.status.is_final:
-            return job_message(job, submission, self._config, worker_restarts=crashes)
+            return job_message(job, submission, self._config, **ended)
         progress, in_queue = await asyncio.gather(self._progress(job), self._batches_in_queue(job))
-        message = job_message(job, submission, self._config, progress, in_queue, worker_restarts=crashes)
+        message = job_message(job, submission, self._config, progress, in_queue, **ended)
         message.status_reason = message.status_reason or waiting_reason(workers, progress)
         return message
 
@@ -216,7 +219,7 @@ class JobManager:
         """Replace workers that ended while the job has work; a job whose workers crash too often ends."""
         states = await self._runtime.workers(job.job_id)
         crashes = [w for w in states if w.crashed]
-        self._restarts.count(job.api_name, job.job_id, crashes)
+        self._ended_workers.count(job.api_name, job.job_id, states)
         if (ending := jobs.out_of_restarts(crashes, self._config.runtime.max_worker_restarts)) is not None:
             await self._finish(job, *ending)
         elif sum(not w.ended for w in states) < job.workers:
@@ -333,7 +336,7 @@ class JobManager:
                 queue_calls = jobs_pb2.QueueCalls(calls=progress.queue_calls).SerializeToString() if progress else None
                 await self._store.put_job(dataclasses.replace(job, cleaned=True, queue_calls=queue_calls))
             self._queue_calls.forget(job_id)
-            self._restarts.forget(job_id)
+            self._ended_workers.forget(job_id)
             log.info("job %s: workers stopped, queue deleted", job_id, extra={"job_id": job_id})
         finally:  # a long-lived scheduler ends many jobs: it keeps no task of theirs (the supervision tries again)
             del self._cleanups[job_id]

@@ -32,6 +32,7 @@ def job_message(
     progress: monitor_pb2.JobProgress | None = None,
     batches_in_queue: int = 0,
     worker_restarts: int = 0,
+    worker_disruptions: int = 0,
 ) -> jobs_pb2.Job:
     """The Job message: the stored record, plus live progress while the job runs."""
     status = job.status
@@ -51,6 +52,7 @@ def job_message(
         batch_timeout_s=batch_timeout_s(submission, config),
         max_receive_count=max_receive_count(submission, config),
         worker_restarts=worker_restarts,
+        worker_disruptions=worker_disruptions,
         retry_of=submission.retry_of,
         owner=job.owner,
     )

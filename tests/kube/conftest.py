@@ -6,6 +6,7 @@ from __future__ import annotations
 import secrets
 import shutil
 import tempfile
+import time
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -20,6 +21,7 @@ from tests.kube.kubelet import Kubelet
 ROOT = Path(__file__).resolve().parents[2]
 THRESHER_IMAGE = "thresher:test"  # the dequeuer's image: this repository, run with this venv's Python
 RECORDER_IMAGE = "thresher-test-recorder"  # tests/e2e/workers/apis.yaml's worker
+SERVICE_ACCOUNT_TIMEOUT_S = 30.0
 
 
 @pytest.fixture(scope="session")
@@ -49,23 +51,27 @@ def admin_api(control_plane: controlplane.ControlPlane) -> Iterator[k8s.ApiClien
         yield api
 
 
-@pytest.fixture
+@pytest.fixture(scope="module")
 def namespace(admin_api: k8s.ApiClient) -> Iterator[str]:
-    """A namespace of the test's own, with its `default` service account (pods need one to be admitted)."""
+    """A namespace of the module's own, once its `default` service account exists (pods need one)."""
     core = k8s.CoreV1Api(admin_api)
     name = f"t-{secrets.token_hex(4)}"
     core.create_namespace({"metadata": {"name": name}})
+    deadline = time.monotonic() + SERVICE_ACCOUNT_TIMEOUT_S
+    while not core.list_namespaced_service_account(name, field_selector="metadata.name=default").items:
+        assert time.monotonic() < deadline, f"no default service account in namespace {name}"
+        time.sleep(0.2)
     try:
         yield name
     finally:
         core.delete_namespace(name, grace_period_seconds=0)
 
 
-@pytest.fixture
-def kubelet(admin_api: k8s.ApiClient, namespace: str, tmp_path: Path) -> Iterator[Kubelet]:
-    """The node: runs the namespace's pods as local processes, none of which outlives the test."""
+@pytest.fixture(scope="module")
+def kubelet(admin_api: k8s.ApiClient, namespace: str, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Kubelet]:
+    """The node: runs the namespace's pods as local processes, none of which outlives the module."""
     images = {THRESHER_IMAGE: ROOT, RECORDER_IMAGE: WORKERS_DIR}
-    node = Kubelet(admin_api, namespace, tmp_path / "node", images)
+    node = Kubelet(admin_api, namespace, tmp_path_factory.mktemp("node"), images)
     node.start()
     try:
         yield node

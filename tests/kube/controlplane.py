@@ -29,7 +29,9 @@ from thresher.ports import free_port
 
 # Where tests/fixtures/build-kube.sh puts the binaries (the same variables, the same defaults).
 K8S_VERSION = os.environ.get("THRESHER_K8S_VERSION", "1.34.4")
-CACHE = Path(os.environ.get("THRESHER_CACHE") or Path(os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache") / "thresher")
+CACHE = Path(
+    os.environ.get("THRESHER_CACHE") or Path(os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache") / "thresher"
+)
 BINARIES = CACHE / f"kube-v{K8S_VERSION}"
 READY_TIMEOUT_S = 90.0  # measured 7-11 s on an idle machine; the machine is shared
 STOP_TIMEOUT_S = 15.0
@@ -173,15 +175,14 @@ def _make_pki(folder: Path) -> dict[str, Path]:
         write(f"{name}.key", _pem(key))
     signing = rsa.generate_private_key(public_exponent=65537, key_size=2048)
     write("sa.key", _pem(signing))
-    public = signing.public_key().public_bytes(serialization.Encoding.PEM, serialization.PublicFormat.SubjectPublicKeyInfo)
-    write("sa.pub", public)
+    public = serialization.PublicFormat.SubjectPublicKeyInfo
+    write("sa.pub", signing.public_key().public_bytes(serialization.Encoding.PEM, public))
     return files
 
 
 def _subject(common_name: str, organization: str) -> x509.Name:
-    return x509.Name(
-        [x509.NameAttribute(NameOID.ORGANIZATION_NAME, organization), x509.NameAttribute(NameOID.COMMON_NAME, common_name)]
-    )
+    organization_name = x509.NameAttribute(NameOID.ORGANIZATION_NAME, organization)
+    return x509.Name([organization_name, x509.NameAttribute(NameOID.COMMON_NAME, common_name)])
 
 
 def _certificate(

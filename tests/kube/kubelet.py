@@ -154,6 +154,7 @@ class Kubelet:
         self.root = root
         self.images = images
         self.pods: dict[str, Pod] = {}
+        self.history: list[str] = []  # every pod that ran here, in order
         self._requests: list[tuple[str, str, str]] = []  # (what, pod, container), from the tests' thread
         self._lock = threading.Lock()
         self._closing = threading.Event()
@@ -249,6 +250,7 @@ class Kubelet:
                 return  # not ours, or going before it ran
             self._bind(name)
             self.pods[name] = self._prepare(data)
+            self.history.append(name)
             return
         if meta.get("deletionTimestamp") and pod.stop_deadline is None and not pod.terminal:
             grace_s = meta.get("deletionGracePeriodSeconds")
@@ -347,7 +349,8 @@ class Kubelet:
     def _status(self, pod: Pod, data: dict[str, Any]) -> dict[str, Any]:
         ready = pod.started and not pod.terminal and all(c.ready for c in pod.containers if c.running)
         ready = ready and all(c.running for c in pod.mains)
-        why = {} if ready or not pod.terminal else {"reason": "PodCompleted" if pod.phase == "Succeeded" else "PodFailed"}
+        ended = "PodCompleted" if pod.phase == "Succeeded" else "PodFailed"
+        why = {"reason": ended} if pod.terminal else {}
         stamp = (data.get("status") or {}).get("startTime") or now_iso()
         conditions = [
             {"type": "PodScheduled", "status": "True"},
