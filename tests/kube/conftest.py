@@ -3,6 +3,7 @@ node (the kubelet stand-in) that runs the namespace's pods."""
 
 from __future__ import annotations
 
+import os
 import secrets
 import shutil
 import tempfile
@@ -28,10 +29,13 @@ SERVICE_ACCOUNT_TIMEOUT_S = 30.0
 def control_plane(tmp_path_factory: pytest.TempPathFactory) -> Iterator[controlplane.ControlPlane]:
     """etcd, kube-apiserver and kube-controller-manager on 127.0.0.1, stopped at the end of the session."""
     if missing := controlplane.missing_binaries():
-        pytest.fail(
+        why = (
             f"the Kubernetes control plane is not built ({', '.join(missing)} missing in {controlplane.BINARIES}): "
             "run `make kube` (once; 15-25 minutes)"
         )
+        if os.environ.get("CI") == "true":
+            pytest.fail(why)
+        pytest.skip(why)
     folder = tmp_path_factory.mktemp("control-plane")
     shm = Path("/dev/shm")
     data_dir = Path(tempfile.mkdtemp(prefix="thresher-etcd-", dir=shm if shm.is_dir() else None))

@@ -28,7 +28,8 @@ from tests.conftest import AWS_ENV
 from tests.e2e.conftest import WORKERS_DIR, processes_mentioning
 from tests.kube.conftest import THRESHER_IMAGE
 from tests.kube.controlplane import ControlPlane
-from tests.kube.kubelet import Kubelet, describe
+from tests.kube.kubelet import Kubelet
+from tests.kube.pods import describe
 from thresher.cli import FINAL
 from thresher.client import GatewayClient
 from thresher.launcher import StackProcess
