@@ -21,6 +21,7 @@ import urllib.request
 from pathlib import Path
 from typing import Any
 
+import urllib3
 from kubernetes import client as k8s
 
 from tests.kube.pods import Container, Pod, PodMaker, now_iso
@@ -28,6 +29,7 @@ from tests.kube.pods import Container, Pod, PodMaker, now_iso
 SYNC_S = 0.2  # how often the node looks at its pods
 PROBE_S = 1.0  # readiness checks, at most this often per container (a kubelet's period is 5 s or more)
 SHUTDOWN_MESSAGE = "Pod was terminated in response to imminent node shutdown."
+MAX_FAILED_SYNCS = 50  # passes in a row (10 s) that the API server may fail before the node gives up
 
 
 class Kubelet:
@@ -84,9 +86,17 @@ class Kubelet:
     # --- the sync loop ----------------------------------------------------------------------------------------------
 
     def _run(self) -> None:
+        failures = 0
         try:
             while not self._closing.is_set():
-                self._sync()
+                try:
+                    self._sync()
+                    failures = 0
+                except (k8s.ApiException, urllib3.exceptions.HTTPError) as e:
+                    # A busy API server may fail a call (5xx, a timeout): a kubelet tries again on its next pass.
+                    failures += 1
+                    if failures > MAX_FAILED_SYNCS or (isinstance(e, k8s.ApiException) and (e.status or 500) < 500):
+                        raise
                 time.sleep(SYNC_S)
         except BaseException as e:  # the tests check `error`: a broken node must not pass unnoticed
             self.error = e
