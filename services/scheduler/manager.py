@@ -107,15 +107,11 @@ class JobManager:
     async def get(self, job_id: str, api_name: str = "", caller: Caller = ANONYMOUS) -> jobs_pb2.Job:
         job = await self._job(job_id, api_name, caller)
         submission = await self._submission(job_id)
+        if job.status.is_final:  # its own counts of ended workers: its runtime forgets them once they are stopped
+            return job_message(job, submission, self._config)
         workers = await self._runtime.workers(job_id)
-        ended = {
-            "worker_restarts": sum(w.crashed for w in workers),
-            "worker_disruptions": sum(w.disrupted for w in workers),
-        }
-        if job.status.is_final:
-            return job_message(job, submission, self._config, **ended)
         progress, in_queue = await asyncio.gather(self._progress(job), self._batches_in_queue(job))
-        message = job_message(job, submission, self._config, progress, in_queue, **ended)
+        message = job_message(job, submission, self._config, progress, in_queue, workers)
         message.status_reason = message.status_reason or waiting_reason(workers, progress)
         return message
 
@@ -159,9 +155,9 @@ class JobManager:
             if job.status.is_final:
                 return  # a repeat
             counts = scheduler_pb2.JobSummary.FromString(job.summary or b"").batches
-            replaced = [w for w in await self._runtime.workers(job_id) if w.crashed]
+            workers = await self._runtime.workers(job_id)
             hook, final_counts = outcome.SerializeToString(), counts.SerializeToString()
-            job = jobs.hook_finished(job, hook, counts.dead_lettered, final_counts, replaced)
+            job = jobs.hook_finished(job, hook, counts.dead_lettered, final_counts, workers)
             await self._store.put_job(job)
         log.info("job %s ended %s", job_id, job.status.value, extra={"job_id": job_id})
         self._clean_up(job)
@@ -308,7 +304,7 @@ class JobManager:
         """Record a final status (the caller holds the job's lock), then clean up in the background."""
         progress = await self._progress(job)
         counts = progress.batches.SerializeToString() if progress else None
-        job = jobs.finished(job, status, reason, counts)
+        job = jobs.finished(job, status, reason, counts, self._ended_workers.counted(job.job_id))
         await self._store.put_job(job)
         log.info("job %s ended %s: %s", job.job_id, status.value, reason, extra={"job_id": job.job_id})
         launch = self._launches.pop(job.job_id, None)

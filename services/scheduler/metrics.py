@@ -38,6 +38,10 @@ class EndedWorkerCounter:
             WORKER_DISRUPTIONS.labels(api_name).inc(disruptions - counted_disruptions)
         self._counted[job_id] = (len(crashes), max(disruptions, counted_disruptions))
 
+    def counted(self, job_id: str) -> tuple[int, int]:
+        """The job's crashed and disrupted workers counted so far."""
+        return self._counted.get(job_id, (0, 0))
+
     def forget(self, job_id: str) -> None:
         self._counted.pop(job_id, None)
 

@@ -10,7 +10,8 @@ import pytest
 from services.scheduler import jobs
 from services.scheduler.jobs import JobRecord, Status
 from services.scheduler.validation import MAX_ITEM_BYTES, validate_submission
-from services.scheduler.views import waiting_reason
+from services.scheduler.views import job_message, waiting_reason
+from thresher.config import Config
 from thresher.errors import InvalidRequest, WrongState
 from thresher.ids import new_job_id
 from thresher.runtime import WorkerPhase, WorkerState
@@ -45,14 +46,28 @@ def test_a_job_with_dead_lettered_batches_completes_with_failures() -> None:
 def test_a_job_whose_workers_were_replaced_says_so_when_it_ends() -> None:
     job = jobs.settled(a_job(status=Status.RUNNING), b"s")
     hung = WorkerState("w1", WorkerPhase.FAILED, "worker hung: it answered nothing")
-    job = jobs.hook_finished(job, b"h", dead_lettered=0, final_counts=b"c", replaced=[hung])
+    reclaimed = WorkerState("w2", WorkerPhase.STOPPED, "terminated by the kubelet", disrupted=True)
+    job = jobs.hook_finished(job, b"h", dead_lettered=0, final_counts=b"c", workers=[hung, reclaimed])
     assert job.status is Status.SUCCEEDED
     assert job.status_reason == "workers replaced: 1 (last: worker hung: it answered nothing)"
+    assert (job.worker_restarts, job.worker_disruptions) == (1, 1)
 
 
 def test_the_hook_cannot_finish_before_every_batch_is_terminal() -> None:
     with pytest.raises(WrongState):
         jobs.hook_finished(a_job(status=Status.RUNNING), b"h", 0, b"c")
+
+
+def test_an_ended_job_keeps_its_counts_of_replaced_workers_which_its_status_shows() -> None:
+    """Its runtime forgets its workers once they are stopped, and stopping them is no disruption."""
+    running = [WorkerState("w1", WorkerPhase.FAILED, "api exited with code 1"), WorkerState("w2", WorkerPhase.RUNNING)]
+    drained = WorkerState("w3", WorkerPhase.STOPPED, "drained", disrupted=True)
+    message = job_message(a_job(status=Status.RUNNING), jobs_pb2.JobSubmission(), Config(), workers=[*running, drained])
+    assert (message.worker_restarts, message.worker_disruptions, message.worker_counts.failed) == (1, 1, 1)
+
+    ended = jobs.finished(a_job(status=Status.RUNNING), Status.STOPPED, "stopped", None, ended_workers=(1, 2))
+    message = job_message(ended, jobs_pb2.JobSubmission(), Config())
+    assert (message.worker_restarts, message.worker_disruptions, message.worker_counts.failed) == (1, 2, 1)
 
 
 @pytest.mark.parametrize("final", [s for s in Status if s.is_final])
