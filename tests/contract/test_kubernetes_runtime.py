@@ -3,6 +3,7 @@
 kmock stores and serves objects and watch events but runs no controller: the test plays the Job controller and the
 kubelet, making pods from the Job's template and patching their status, as a cluster would. The Job controller's
 rules that the design relies on (the work queue, podFailurePolicy, backoffLimit) are played from the Job's own spec.
+The same runtime meets a real API server and the real Job controller in tests/kube.
 """
 
 from __future__ import annotations

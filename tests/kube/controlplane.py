@@ -55,6 +55,7 @@ class ControlPlane:
         """A kubeconfig that authenticates with a bearer token (e.g. a service account's), not a certificate."""
         path = self.folder / f"{name}.kubeconfig"
         path.write_text(yaml.safe_dump(_kubeconfig(self.url, self.ca_file, {"token": token})), encoding="utf-8")
+        path.chmod(0o600)
         return path
 
 
