@@ -612,7 +612,8 @@ async def test_an_evicted_or_deleted_worker_is_stopped_not_crashed(
     async def check() -> None:
         workers = await runtime.workers(JOB_ID)
         assert [(w.phase, w.crashed) for w in workers] == [(WorkerPhase.STOPPED, False)] * 2
-        assert {w.reason for w in workers} == {"evicted (node drain or scale-down)", "deleted"}
+        assert {(w.reason, w.disrupted) for w in workers} == {("evicted (node drain or scale-down)", True),
+                                                              ("deleted", False)}  # fmt: skip
 
     await assert_eventually(check)
 

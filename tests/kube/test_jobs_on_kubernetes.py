@@ -331,7 +331,7 @@ def _pod_running_a_batch(kubelet: Kubelet, job_id: str, out: Path) -> str | None
     """A live pod of the job whose worker has taken a batch (its pid recorded a call)."""
     called = {int(p.name) for p in (out / "pids").glob("*")} if (out / "pids").is_dir() else set()
     for name in _live_pods(kubelet, job_id):
-        pod = kubelet.pods[name]
-        if any(c.proc is not None and c.proc.pid in called and c.running for c in pod.containers):
+        pod = kubelet.pods.get(name)
+        if pod is not None and any(c.proc is not None and c.proc.pid in called and c.running for c in pod.containers):
             return name
     return None
