@@ -6,9 +6,11 @@ import json
 import re
 
 import pytest
+from prometheus_client import REGISTRY
 
 from services.scheduler import jobs
 from services.scheduler.jobs import JobRecord, Status
+from services.scheduler.metrics import EndedWorkerCounter
 from services.scheduler.validation import MAX_ITEM_BYTES, validate_submission
 from services.scheduler.views import job_message, waiting_reason
 from thresher.config import Config
@@ -183,3 +185,18 @@ def test_a_job_ends_once_its_workers_crash_more_often_than_its_restart_budget() 
         Status.WORKER_OOM,
         "workers crashed 2 times (restart budget 1); last: api exited with code 1",
     )
+
+
+def test_each_replaced_worker_is_counted_once_in_the_metrics_however_often_it_is_seen() -> None:
+    def value(name: str, **labels: str) -> float:
+        return REGISTRY.get_sample_value(name, {"api_name": "counted", **labels}) or 0.0
+
+    counter = EndedWorkerCounter()
+    crashed = WorkerState("w1", WorkerPhase.FAILED, "api exited with code 1")
+    reclaimed = WorkerState("w2", WorkerPhase.STOPPED, "terminated by the kubelet", disrupted=True)
+    for seen in ([crashed], [crashed, reclaimed], [crashed, reclaimed, WorkerState("w3", WorkerPhase.RUNNING)]):
+        counter.count("counted", "job-1", seen)
+
+    assert value("thresher_worker_restarts_total", reason="failed") == 1
+    assert value("thresher_worker_disruptions_total") == 1
+    assert counter.counted("job-1") == (1, 1)
