@@ -192,6 +192,19 @@ def ran_pods(kubelet: Kubelet, job_id: str) -> list[str]:
 # --- the tests -----------------------------------------------------------------------------------------------------
 
 
+def test_the_scheduler_runs_as_its_service_account_with_only_its_roles_rights(
+    scheduler_kubeconfig: Path, namespace: str
+) -> None:
+    """What the jobs below prove sufficient is the Role, not an admin's rights."""
+
+    def can_i(verb: str, resource: str, where: str = namespace) -> str:
+        argv = ["kubectl", "--kubeconfig", str(scheduler_kubeconfig), "auth", "can-i", verb, resource, "-n", where]
+        return subprocess.run(argv, capture_output=True, text=True, timeout=60, check=False).stdout.strip()
+
+    assert [can_i("create", "jobs.batch"), can_i("watch", "pods"), can_i("patch", "configmaps")] == ["yes"] * 3
+    assert [can_i("get", "secrets"), can_i("list", "nodes"), can_i("create", "jobs.batch", "default")] == ["no"] * 3
+
+
 def test_a_job_succeeds_on_worker_pods_and_nothing_of_it_is_left(
     client: GatewayClient, core: k8s.CoreV1Api, namespace: str, kubelet: Kubelet, tmp_path: Path
 ) -> None:
