@@ -117,10 +117,9 @@ def core(admin_api: k8s.ApiClient) -> k8s.CoreV1Api:
 
 
 def items_job(out: Path, items: int, batch_size: int, workers: int = 2, **config: Any) -> dict[str, Any]:
-    items_list = list(range(items))
     return {
         "workers": workers,
-        "item_list": {"items": items_list, "batch_size": batch_size},
+        "item_list": {"items": list(range(items)), "batch_size": batch_size},
         "config": {"out_dir": str(out), **config},
     }
 
