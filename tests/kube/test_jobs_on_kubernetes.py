@@ -288,6 +288,26 @@ def test_a_spot_reclaim_mid_batch_replaces_the_pod_uses_no_attempt_and_is_counte
     nothing_left(core, namespace, job_id, kubelet)
 
 
+def test_a_worker_evicted_by_a_node_drain_is_replaced_and_counted(
+    client: GatewayClient, core: k8s.CoreV1Api, namespace: str, kubelet: Kubelet, tmp_path: Path
+) -> None:
+    """A drain (kubectl drain, or a spot handler's) goes through the Eviction API: DisruptionTarget, then deletion."""
+    out = tmp_path / "out"
+    submitted = client.submit("recorder", items_job(out, 40, 1, slow_s=1.0))
+    job_id = submitted["job_id"]
+    busy = wait_for(lambda: _pod_running_a_batch(kubelet, job_id, out), 60, "a worker to take a batch")
+
+    eviction = {"apiVersion": "policy/v1", "kind": "Eviction", "metadata": {"name": busy, "namespace": namespace}}
+    core.create_namespaced_pod_eviction(busy, namespace, eviction)
+
+    wait_for(lambda: len(ran_pods(kubelet, job_id)) >= 3, 60, "a replacement pod")
+    status = final_status(client, job_id, kubelet)
+    assert status["job_status"]["status"] == "succeeded", describe(status)
+    assert (status["job_status"]["worker_disruptions"], status["job_status"]["worker_restarts"]) == (1, 0)
+    assert status["metrics"]["failed"] == 0 and not client.failed(job_id)
+    nothing_left(core, namespace, job_id, kubelet)
+
+
 def test_a_worker_killed_for_memory_ends_the_job_worker_oom(
     client: GatewayClient, core: k8s.CoreV1Api, namespace: str, kubelet: Kubelet, tmp_path: Path
 ) -> None:
