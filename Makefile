@@ -6,7 +6,7 @@ STAMP := $(VENV)/.installed
 PROTOS := $(wildcard proto/thresher/v1/*.proto)
 GENERATED := $(PROTOS:proto/%.proto=%_pb2.py)
 
-.PHONY: install proto demo up test tools elasticmq lint format bench clean image
+.PHONY: install proto demo up test tools elasticmq kube lint format bench clean image
 
 # Bytecode compiled ahead, as an installed package has it: otherwise, where PYTHONDONTWRITEBYTECODE is set, every
 # process (each worker, each dequeuer, each test's subprocess) would compile what it imports at each start.
@@ -33,7 +33,10 @@ demo: install
 up: install
 	$(VENV)/bin/thresher up
 
-test: install tools elasticmq
+# A fixture that cannot be had does not stop the other tests: the tests that need it fail and say why.
+test: install tools
+	@$(MAKE) --no-print-directory elasticmq || echo "make test: could not fetch ElasticMQ; its tests will say so"
+	@$(MAKE) --no-print-directory kube || echo "make test: could not build the Kubernetes control plane; tests/kube will say so"
 	$(PY) -m pytest -q
 
 # Test tools that are not Python packages: promtool (Debian's prometheus) for the alerting rules' tests.
@@ -46,6 +49,11 @@ tools:
 # outside the repository (~/.cache/thresher/elasticmq-<version>/).
 elasticmq:
 	@tests/fixtures/fetch-elasticmq.sh >/dev/null
+
+# A real Kubernetes control plane for tests/kube (kube-apiserver, kube-controller-manager, etcd), built from the Go
+# module proxy once and cached in ~/.cache/thresher: 15-25 minutes the first time, nothing after.
+kube:
+	tests/fixtures/build-kube.sh
 
 lint: install
 	$(VENV)/bin/ruff check . && $(VENV)/bin/ruff format --check . && $(VENV)/bin/lint-imports

@@ -87,6 +87,7 @@ def job_status(job: jobs_pb2.Job) -> dict[str, Any]:
         "batch_timeout": job.batch_timeout_s,
         "max_receive_count": job.max_receive_count,
         "worker_restarts": job.worker_restarts,
+        "worker_disruptions": job.worker_disruptions,
         "retry_of": job.retry_of or None,
         "owner": job.owner or None,
         "queue_calls": {"total": sum(job.queue_calls.values()), "by_operation": dict(sorted(job.queue_calls.items()))},

@@ -58,6 +58,10 @@ class JobRecord:
     cleaned: bool = False  # workers stopped and queue deleted after the final status
     owner: str = ""  # the name of the API key that submitted the job ("" when keys are off)
     queue_calls: bytes | None = None  # jobs_pb2.QueueCalls: every process's calls for the job, read at cleanup
+    # Workers replaced after a crash, and after a disruption, as counted until the job ended (its runtime forgets
+    # them once they are cleaned up; stopping them then is no disruption).
+    worker_restarts: int = 0
+    worker_disruptions: int = 0
 
     @property
     def settled(self) -> bool:
@@ -88,25 +92,39 @@ def settled(job: JobRecord, summary: bytes) -> JobRecord:
 
 
 def hook_finished(
-    job: JobRecord, hook: bytes, dead_lettered: int, final_counts: bytes, replaced: Sequence[WorkerState] = ()
+    job: JobRecord, hook: bytes, dead_lettered: int, final_counts: bytes, workers: Sequence[WorkerState] = ()
 ) -> JobRecord:
-    """The job ends once its hook ran; its reason names the dead letters and the workers replaced (crashed, hung)."""
+    """The job ends once its hook ran; its reason names the dead letters and the workers replaced (crashed, hung).
+    `workers`: every worker the job has had, whose replacements it keeps counting."""
     if not job.settled:
         raise WrongState(f"job {job.job_id} has batches left; its hook cannot have run")
     status = Status.COMPLETED_WITH_FAILURES if dead_lettered else Status.SUCCEEDED
     reasons = [f"{dead_lettered} batches were dead-lettered"] if dead_lettered else []
+    replaced = [w for w in workers if w.crashed]
     if replaced:
         reasons.append(f"workers replaced: {len(replaced)} (last: {replaced[-1].reason})")
-    return dataclasses.replace(finished(job, status, "; ".join(reasons), final_counts), hook=hook)
+    ended_workers = (len(replaced), sum(w.disrupted for w in workers))
+    return dataclasses.replace(finished(job, status, "; ".join(reasons), final_counts, ended_workers), hook=hook)
 
 
-def finished(job: JobRecord, status: Status, reason: str, final_counts: bytes | None) -> JobRecord:
-    """The job ends with a final `status`; its workers and queue are to be cleaned up."""
+def finished(
+    job: JobRecord, status: Status, reason: str, final_counts: bytes | None, ended_workers: tuple[int, int] = (0, 0)
+) -> JobRecord:
+    """The job ends with a final `status`; its workers and queue are to be cleaned up. `ended_workers`: its workers
+    replaced after a crash and after a disruption."""
     if not status.is_final:
         raise ValueError(f"{status} is not a final status")
     _require_in_progress(job, f"end as {status.value}")
+    restarts, disruptions = ended_workers
     return dataclasses.replace(
-        job, status=status, status_reason=reason, end_time=time.time(), final_counts=final_counts, cleaned=False
+        job,
+        status=status,
+        status_reason=reason,
+        end_time=time.time(),
+        final_counts=final_counts,
+        cleaned=False,
+        worker_restarts=restarts,
+        worker_disruptions=disruptions,
     )
 
 

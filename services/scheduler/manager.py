@@ -15,7 +15,7 @@ from services.scheduler.cleanup import dead_letters_now, once_cleaned, written_d
 from services.scheduler.inputs import check_files_exist, dry_run_paths
 from services.scheduler.jobs import JobRecord, Status
 from services.scheduler.logs import job_logs
-from services.scheduler.metrics import RestartCounter, jobs_by_status
+from services.scheduler.metrics import EndedWorkerCounter, jobs_by_status
 from services.scheduler.queue_calls import QueueCallsSender
 from services.scheduler.store import JobStore
 from services.scheduler.validation import check_limits, check_room, validate_submission
@@ -64,7 +64,7 @@ class JobManager:
         self._supervisor: asyncio.Task[None] | None = None
         self._cleanups: dict[str, asyncio.Task[Any]] = {}
         self._submissions: dict[str, jobs_pb2.JobSubmission] = {}  # insertion order: the oldest goes first
-        self._restarts = RestartCounter()
+        self._ended_workers = EndedWorkerCounter()
         self._admission = asyncio.Lock()  # one submission at a time between counting what runs and storing it
 
     # --- the public job service -------------------------------------------------------------
@@ -106,14 +106,13 @@ class JobManager:
     async def get(self, job_id: str, api_name: str = "", caller: Caller = ANONYMOUS) -> jobs_pb2.Job:
         job = await self._job(job_id, api_name, caller)
         submission = await self._submission(job_id)
-        workers = await self._runtime.workers(job_id)
-        crashes = sum(w.crashed for w in workers)
-        if job.status.is_final:
+        if job.status.is_final:  # its own counts of ended workers: its runtime forgets them once they are stopped
             job = await once_cleaned(job, self._cleanups, self._store)
             progress = None if job.cleaned else await self._progress(job)  # a slow clean-up: the calls so far
-            return job_message(job, submission, self._config, progress, worker_restarts=crashes)
+            return job_message(job, submission, self._config, progress)
+        workers = await self._runtime.workers(job_id)
         progress, in_queue = await asyncio.gather(self._progress(job), self._batches_in_queue(job))
-        message = job_message(job, submission, self._config, progress, in_queue, worker_restarts=crashes)
+        message = job_message(job, submission, self._config, progress, in_queue, workers)
         message.status_reason = message.status_reason or waiting_reason(workers, progress)
         return message
 
@@ -157,9 +156,9 @@ class JobManager:
             if job.status.is_final:
                 return  # a repeat
             counts = scheduler_pb2.JobSummary.FromString(job.summary or b"").batches
-            replaced = [w for w in await self._runtime.workers(job_id) if w.crashed]
+            workers = await self._runtime.workers(job_id)
             hook, final_counts = outcome.SerializeToString(), counts.SerializeToString()
-            job = jobs.hook_finished(job, hook, counts.dead_lettered, final_counts, replaced)
+            job = jobs.hook_finished(job, hook, counts.dead_lettered, final_counts, workers)
             await self._store.put_job(job)
         log.info("job %s ended %s", job_id, job.status.value, extra={"job_id": job_id})
         self._clean_up(job)
@@ -217,7 +216,7 @@ class JobManager:
         """Replace workers that ended while the job has work; a job whose workers crash too often ends."""
         states = await self._runtime.workers(job.job_id)
         crashes = [w for w in states if w.crashed]
-        self._restarts.count(job.api_name, job.job_id, crashes)
+        self._ended_workers.count(job.api_name, job.job_id, states)
         if (ending := jobs.out_of_restarts(crashes, self._config.runtime.max_worker_restarts)) is not None:
             await self._finish(job, *ending)
         elif sum(not w.ended for w in states) < job.workers:
@@ -306,7 +305,7 @@ class JobManager:
         """Record a final status (the caller holds the job's lock), then clean up in the background."""
         progress = await self._progress(job)
         counts = progress.batches.SerializeToString() if progress else None
-        job = jobs.finished(job, status, reason, counts)
+        job = jobs.finished(job, status, reason, counts, self._ended_workers.counted(job.job_id))
         await self._store.put_job(job)
         log.info("job %s ended %s: %s", job.job_id, status.value, reason, extra={"job_id": job.job_id})
         launch = self._launches.pop(job.job_id, None)
@@ -336,7 +335,7 @@ class JobManager:
                 queue_calls = jobs_pb2.QueueCalls(calls=progress.queue_calls).SerializeToString() if progress else None
                 await self._store.put_job(dataclasses.replace(job, cleaned=True, queue_calls=queue_calls))
             self._queue_calls.forget(job_id)
-            self._restarts.forget(job_id)
+            self._ended_workers.forget(job_id)
             log.info("job %s: workers stopped, queue deleted", job_id, extra={"job_id": job_id})
         finally:  # a long-lived scheduler ends many jobs: it keeps no task of theirs (the supervision tries again)
             del self._cleanups[job_id]

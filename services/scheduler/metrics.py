@@ -1,4 +1,5 @@
-"""The scheduler's own series: jobs by API and status (read from the store at each scrape) and worker restarts."""
+"""The scheduler's own series: jobs by API and status (read from the store at each scrape), worker restarts and
+worker disruptions."""
 
 from __future__ import annotations
 
@@ -13,18 +14,33 @@ from thresher.runtime import WorkerState
 WORKER_RESTARTS = Counter(
     f"{METRIC_PREFIX}worker_restarts", "Workers that crashed and were replaced, by reason.", ["api_name", "reason"]
 )
+WORKER_DISRUPTIONS = Counter(
+    f"{METRIC_PREFIX}worker_disruptions",
+    "Workers ended by their infrastructure (spot reclaim, eviction, preemption, drain) and replaced.",
+    ["api_name"],
+)
 
 
-class RestartCounter:
-    """Counts each job's crashed workers into WORKER_RESTARTS once each, though every look at a job sees them all."""
+class EndedWorkerCounter:
+    """Counts each job's crashed and disrupted workers into WORKER_RESTARTS and WORKER_DISRUPTIONS once each,
+    though every look at a job sees them all (a runtime lists a job's workers in the order they came)."""
 
     def __init__(self) -> None:
-        self._counted: dict[str, int] = {}  # job id -> its crashes already counted
+        self._counted: dict[str, tuple[int, int]] = {}  # job id -> its crashes and disruptions already counted
 
-    def count(self, api_name: str, job_id: str, crashes: list[WorkerState]) -> None:
-        for crash in crashes[self._counted.get(job_id, 0) :]:
+    def count(self, api_name: str, job_id: str, workers: list[WorkerState]) -> None:
+        crashes = [w for w in workers if w.crashed]
+        disruptions = sum(w.disrupted for w in workers)
+        counted_crashes, counted_disruptions = self._counted.get(job_id, (0, 0))
+        for crash in crashes[counted_crashes:]:
             WORKER_RESTARTS.labels(api_name, crash.phase.value).inc()
-        self._counted[job_id] = len(crashes)
+        if disruptions > counted_disruptions:
+            WORKER_DISRUPTIONS.labels(api_name).inc(disruptions - counted_disruptions)
+        self._counted[job_id] = (len(crashes), max(disruptions, counted_disruptions))
+
+    def counted(self, job_id: str) -> tuple[int, int]:
+        """The job's crashed and disrupted workers counted so far."""
+        return self._counted.get(job_id, (0, 0))
 
     def forget(self, job_id: str) -> None:
         self._counted.pop(job_id, None)

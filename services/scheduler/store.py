@@ -69,9 +69,16 @@ _COLUMNS = [
     "cleaned",
     "owner",
     "queue_calls",
+    "worker_restarts",
+    "worker_disruptions",
 ]
 # Columns added after the first release: (name, definition), added to older files when they are opened.
-_ADDED_COLUMNS = [("owner", "TEXT NOT NULL DEFAULT ''"), ("queue_calls", "BLOB")]
+_ADDED_COLUMNS = [
+    ("owner", "TEXT NOT NULL DEFAULT ''"),
+    ("queue_calls", "BLOB"),
+    ("worker_restarts", "INTEGER NOT NULL DEFAULT 0"),
+    ("worker_disruptions", "INTEGER NOT NULL DEFAULT 0"),
+]
 _IN_PROGRESS = ", ".join(f"'{s.value}'" for s in Status if not s.is_final)
 
 

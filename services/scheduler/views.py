@@ -31,9 +31,9 @@ def job_message(
     config: Config,
     progress: monitor_pb2.JobProgress | None = None,
     batches_in_queue: int = 0,
-    worker_restarts: int = 0,
+    workers: list[WorkerState] | None = None,
 ) -> jobs_pb2.Job:
-    """The Job message: the stored record, plus live progress while the job runs."""
+    """The Job message: the stored record, plus live progress and its `workers` while the job runs."""
     status = job.status
     if status is Status.ENQUEUING and progress is not None and progress.worker_counts.ready > 0:
         status = Status.RUNNING  # a worker is taking batches while the rest is still being enqueued
@@ -50,7 +50,8 @@ def job_message(
         items_enqueued=job.items_enqueued,
         batch_timeout_s=batch_timeout_s(submission, config),
         max_receive_count=max_receive_count(submission, config),
-        worker_restarts=worker_restarts,
+        worker_restarts=job.worker_restarts if workers is None else sum(w.crashed for w in workers),
+        worker_disruptions=job.worker_disruptions if workers is None else sum(w.disrupted for w in workers),
         retry_of=submission.retry_of,
         owner=job.owner,
     )
@@ -72,7 +73,7 @@ def job_message(
         message.workers_detail.extend(progress.workers)
         message.pace.CopyFrom(progress.pace)
         _add_remaining(message)
-    message.worker_counts.failed = worker_restarts
+    message.worker_counts.failed = message.worker_restarts
     if job.queue_calls is not None:
         message.queue_calls.update(jobs_pb2.QueueCalls.FromString(job.queue_calls).calls)
     elif progress is not None:

@@ -155,6 +155,7 @@ def full_job() -> jobs_pb2.Job:
         batch_timeout_s=60.0,
         max_receive_count=5,
         worker_restarts=1,
+        worker_disruptions=2,
         retry_of="69b377c15a1314be0000",
         owner="alice",
         workers_detail=[jobs_pb2.WorkerStatus(worker_id="w0", phase="ready", last_seen=END)],
@@ -414,6 +415,7 @@ async def test_get_maps_every_field_of_the_job(client: TestClient[Any, Any], sch
             "batch_timeout": 60.0,
             "max_receive_count": 5,
             "worker_restarts": 1,
+            "worker_disruptions": 2,
             "retry_of": "69b377c15a1314be0000",
             "owner": "alice",
             "queue_calls": {

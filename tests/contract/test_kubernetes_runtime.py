@@ -3,6 +3,7 @@
 kmock stores and serves objects and watch events but runs no controller: the test plays the Job controller and the
 kubelet, making pods from the Job's template and patching their status, as a cluster would. The Job controller's
 rules that the design relies on (the work queue, podFailurePolicy, backoffLimit) are played from the Job's own spec.
+The same runtime meets a real API server and the real Job controller in tests/kube.
 """
 
 from __future__ import annotations
@@ -617,7 +618,8 @@ async def test_an_evicted_or_deleted_worker_is_stopped_not_crashed(
     async def check() -> None:
         workers = await runtime.workers(JOB_ID)
         assert [(w.phase, w.crashed) for w in workers] == [(WorkerPhase.STOPPED, False)] * 2
-        assert {w.reason for w in workers} == {"evicted (node drain or scale-down)", "deleted"}
+        assert {(w.reason, w.disrupted) for w in workers} == {("evicted (node drain or scale-down)", True),
+                                                              ("deleted", False)}  # fmt: skip
 
     await assert_eventually(check)
 

@@ -1,5 +1,6 @@
 """The Kubernetes runtime against a real cluster (kind is enough). Opt-in: skipped unless THRESHER_TEST_KUBECONFIG
-names a kubeconfig file. No cluster can run on the development machines, so this is never part of `make test`.
+names a kubeconfig file. No full cluster (kubelets, a container runtime, images) can run on the development
+machines, so this is never part of `make test`; tests/kube runs jobs on a real control plane instead.
 
     THRESHER_TEST_KUBECONFIG=~/.kube/config .venv/bin/python -m pytest -q tests/e2e/test_real_cluster.py
 

@@ -13,6 +13,7 @@ import os
 import re
 import shutil
 import subprocess
+import sys
 from functools import cache
 from pathlib import Path
 from typing import Any
@@ -370,3 +371,49 @@ def test_prod_gives_each_aws_user_its_own_iam_role_and_pins_its_image() -> None:
     for deployment in find(objects, "Deployment", "thresher-"):
         assert not container(deployment)["image"].endswith(":latest")
     assert one(objects, "Deployment", "thresher-gateway")["spec"]["replicas"] == 2
+
+
+def _region_botocore_reads(env: dict[str, str]) -> str | None:
+    """The region the pinned botocore finds in a container's environment (and nothing else of this machine's)."""
+    program = "import boto3; print(boto3.Session().region_name or '')"
+    isolated = {"PATH": os.environ["PATH"], "HOME": "/nonexistent", "AWS_CONFIG_FILE": "/nonexistent"}
+    out = subprocess.run(
+        [sys.executable, "-c", program], env={**isolated, **env}, capture_output=True, text=True, timeout=60, check=True
+    )
+    return out.stdout.strip() or None
+
+
+@pytest.mark.parametrize("target", ["overlays/dev", "overlays/prod"])
+def test_every_service_and_worker_has_a_region_that_botocore_reads(target: str, tmp_path: Path) -> None:
+    """The pinned botocore reads AWS_DEFAULT_REGION, not AWS_REGION: without it every service fails ("SQS needs a
+    region"). Each service's region comes from its variables (its Secret's too) or from queue.sqs_region."""
+    objects = render(target)
+    secrets = {
+        s["metadata"]["name"]: {k: base64.b64decode(v).decode() for k, v in (s.get("data") or {}).items()}
+        for s in find(objects, "Secret")
+    }
+
+    def environment(env: list[dict[str, Any]], env_from: list[dict[str, Any]]) -> dict[str, str]:
+        found = {k: v for source in env_from for k, v in secrets.get(source["secretRef"]["name"], {}).items()}
+        found |= {e["name"]: e["value"] for e in env if "value" in e}
+        return {k: v for k, v in found.items() if k.startswith("AWS_") and k != "AWS_CONFIG_FILE"}
+
+    config = thresher_config(objects, tmp_path)
+    for deployment in find(objects, "Deployment", "thresher-"):
+        spec = container(deployment)
+        env = environment(spec.get("env") or [], spec.get("envFrom") or [])
+        assert config.queue.sqs_region or _region_botocore_reads(env) == "us-east-1", deployment["metadata"]["name"]
+    # A worker's dequeuer gets the scheduler's queue settings and the kubernetes.env_secret, nothing else of AWS's.
+    worker_env = environment(
+        [], [{"secretRef": {"name": config.kubernetes.env_secret}}] if config.kubernetes.env_secret else []
+    )
+    assert config.queue.sqs_region == "us-east-1" or _region_botocore_reads(worker_env) == "us-east-1"
+
+
+def test_dev_elasticmq_names_the_region_of_the_queues_in_its_arns() -> None:
+    """ElasticMQ's default region is `elasticmq`: its redrive policies' ARNs would name a region no client uses."""
+    objects = render("overlays/dev")
+    conf = one(objects, "ConfigMap", "elasticmq-config")["data"]["elasticmq.conf"]
+    secret = one(objects, "Secret", "thresher-aws")
+    region = base64.b64decode(secret["data"]["AWS_DEFAULT_REGION"]).decode()
+    assert re.search(r"aws\s*\{[^}]*\bregion\s*=\s*" + re.escape(region) + r"\b", conf), conf

@@ -6,11 +6,14 @@ import json
 import re
 
 import pytest
+from prometheus_client import REGISTRY
 
 from services.scheduler import jobs
 from services.scheduler.jobs import JobRecord, Status
+from services.scheduler.metrics import EndedWorkerCounter
 from services.scheduler.validation import MAX_ITEM_BYTES, validate_submission
-from services.scheduler.views import waiting_reason
+from services.scheduler.views import job_message, waiting_reason
+from thresher.config import Config
 from thresher.errors import InvalidRequest, WrongState
 from thresher.ids import new_job_id
 from thresher.runtime import WorkerPhase, WorkerState
@@ -45,14 +48,28 @@ def test_a_job_with_dead_lettered_batches_completes_with_failures() -> None:
 def test_a_job_whose_workers_were_replaced_says_so_when_it_ends() -> None:
     job = jobs.settled(a_job(status=Status.RUNNING), b"s")
     hung = WorkerState("w1", WorkerPhase.FAILED, "worker hung: it answered nothing")
-    job = jobs.hook_finished(job, b"h", dead_lettered=0, final_counts=b"c", replaced=[hung])
+    reclaimed = WorkerState("w2", WorkerPhase.STOPPED, "terminated by the kubelet", disrupted=True)
+    job = jobs.hook_finished(job, b"h", dead_lettered=0, final_counts=b"c", workers=[hung, reclaimed])
     assert job.status is Status.SUCCEEDED
     assert job.status_reason == "workers replaced: 1 (last: worker hung: it answered nothing)"
+    assert (job.worker_restarts, job.worker_disruptions) == (1, 1)
 
 
 def test_the_hook_cannot_finish_before_every_batch_is_terminal() -> None:
     with pytest.raises(WrongState):
         jobs.hook_finished(a_job(status=Status.RUNNING), b"h", 0, b"c")
+
+
+def test_an_ended_job_keeps_its_counts_of_replaced_workers_which_its_status_shows() -> None:
+    """Its runtime forgets its workers once they are stopped, and stopping them is no disruption."""
+    running = [WorkerState("w1", WorkerPhase.FAILED, "api exited with code 1"), WorkerState("w2", WorkerPhase.RUNNING)]
+    drained = WorkerState("w3", WorkerPhase.STOPPED, "drained", disrupted=True)
+    message = job_message(a_job(status=Status.RUNNING), jobs_pb2.JobSubmission(), Config(), workers=[*running, drained])
+    assert (message.worker_restarts, message.worker_disruptions, message.worker_counts.failed) == (1, 1, 1)
+
+    ended = jobs.finished(a_job(status=Status.RUNNING), Status.STOPPED, "stopped", None, ended_workers=(1, 2))
+    message = job_message(ended, jobs_pb2.JobSubmission(), Config())
+    assert (message.worker_restarts, message.worker_disruptions, message.worker_counts.failed) == (1, 2, 1)
 
 
 @pytest.mark.parametrize("final", [s for s in Status if s.is_final])
@@ -176,3 +193,18 @@ def test_a_job_ends_once_its_workers_crash_more_often_than_its_restart_budget() 
         Status.WORKER_OOM,
         "workers crashed 2 times (restart budget 1); last: api exited with code 1",
     )
+
+
+def test_each_replaced_worker_is_counted_once_in_the_metrics_however_often_it_is_seen() -> None:
+    def value(name: str, **labels: str) -> float:
+        return REGISTRY.get_sample_value(name, {"api_name": "counted", **labels}) or 0.0
+
+    counter = EndedWorkerCounter()
+    crashed = WorkerState("w1", WorkerPhase.FAILED, "api exited with code 1")
+    reclaimed = WorkerState("w2", WorkerPhase.STOPPED, "terminated by the kubelet", disrupted=True)
+    for seen in ([crashed], [crashed, reclaimed], [crashed, reclaimed, WorkerState("w3", WorkerPhase.RUNNING)]):
+        counter.count("counted", "job-1", seen)
+
+    assert value("thresher_worker_restarts_total", reason="failed") == 1
+    assert value("thresher_worker_disruptions_total") == 1
+    assert counter.counted("job-1") == (1, 1)

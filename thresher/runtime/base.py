@@ -85,6 +85,9 @@ class WorkerState:
     worker_id: str
     phase: WorkerPhase
     reason: str = ""  # why it is not running, in words ("api exited with code 1", "evicted: node drained")
+    # Ended by its infrastructure (a spot reclaim, an eviction, a preemption, a drain on SIGTERM): STOPPED, replaced
+    # while the job has work, counted apart from crashes.
+    disrupted: bool = False
 
     @property
     def ended(self) -> bool:

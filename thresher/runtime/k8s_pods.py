@@ -1,7 +1,8 @@
 """What a worker pod's status says, as a WorkerState: pure functions over the pod's JSON.
 
-Disruptions (eviction, preemption, node drain or loss, a deleted pod) and a dequeuer that drained on SIGTERM end a
-worker STOPPED: they are no fault of the worker and spend no restart budget. A pod that failed by itself is
+Disruptions (a spot reclaim, eviction, preemption, node drain or loss, a deleted pod) and a dequeuer that drained on
+SIGTERM end a worker STOPPED and `disrupted`: they are no fault of the worker, spend no restart budget, and are
+counted apart. A pod that failed by itself is
 FAILED, or OOM_KILLED when a container was killed for memory, with the container and its exit code in the reason.
 A pod that cannot be scheduled stays PENDING; past `stalled_after_s` its reason says it is stalled.
 """
@@ -30,7 +31,7 @@ DISRUPTIONS = {
     "DeletionByTaintManager": "its node became unavailable",
     "EvictionByEvictionAPI": "evicted (node drain or scale-down)",
     "DeletionByPodGC": "its node is gone",
-    "TerminationByKubelet": "terminated by the kubelet (node pressure or shutdown)",
+    "TerminationByKubelet": "terminated by the kubelet (node pressure or shutdown, e.g. a spot reclaim)",
 }
 SIGNALLED_BY_KUBELET = {137, 143}  # SIGKILL/SIGTERM: how the kubelet ends a sidecar once its pod is over
 
@@ -72,11 +73,13 @@ def unschedulable_since_from(pod: dict[str, Any]) -> float | None:
 def _failed(name: str, status: dict[str, Any]) -> WorkerState:
     disruption = _disruption(status)
     if disruption:
-        return WorkerState(name, WorkerPhase.STOPPED, disruption)
+        return WorkerState(name, WorkerPhase.STOPPED, disruption, disrupted=True)
     if status.get("reason") == "Evicted":
-        return WorkerState(name, WorkerPhase.STOPPED, f"evicted: {status.get('message', '')}".rstrip(": "))
+        evicted = f"evicted: {status.get('message', '')}".rstrip(": ")
+        return WorkerState(name, WorkerPhase.STOPPED, evicted, disrupted=True)
     if _dequeuer_exit_code(status) == EXIT_DRAINED:
-        return WorkerState(name, WorkerPhase.STOPPED, "the dequeuer drained on SIGTERM (e.g. a spot reclaim)")
+        drained = "the dequeuer drained on SIGTERM (e.g. a spot reclaim)"
+        return WorkerState(name, WorkerPhase.STOPPED, drained, disrupted=True)
     crash = _crash(status)
     if crash is None:
         why = ": ".join(filter(None, (status.get("reason"), status.get("message")))) or "no container status"
