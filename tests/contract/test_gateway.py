@@ -330,8 +330,11 @@ async def test_a_body_of_exactly_the_limit_is_accepted(client: TestClient[Any, A
     assert len(scheduler.calls("SubmitJob")) == 1
 
 
-async def test_large_bodies_are_handled_one_at_a_time_when_one_slot_is_configured(scheduler: FakeJobs) -> None:
-    config = Config()
+async def test_large_bodies_are_handled_one_at_a_time_when_one_slot_is_configured(
+    scheduler: FakeJobs, tmp_path: Path
+) -> None:
+    config = Config(data_dir=tmp_path)
+    write_test_secret(config)
     config.addresses.scheduler = scheduler.address
     config.gateway.max_large_bodies = 1
     pad = "a" * (2 * 1024 * 1024)  # over 1 MiB: large
