@@ -386,7 +386,8 @@ def _region_botocore_reads(env: dict[str, str]) -> str | None:
 @pytest.mark.parametrize("target", ["overlays/dev", "overlays/prod"])
 def test_every_service_and_worker_has_a_region_that_botocore_reads(target: str, tmp_path: Path) -> None:
     """The pinned botocore reads AWS_DEFAULT_REGION, not AWS_REGION: without it every service fails ("SQS needs a
-    region"). Each service's region comes from its variables (its Secret's too) or from queue.sqs_region."""
+    region"). Each service given AWS settings (the ones that call SQS or S3) finds its region in its variables (its
+    Secret's too) or in queue.sqs_region."""
     objects = render(target)
     secrets = {
         s["metadata"]["name"]: {k: base64.b64decode(v).decode() for k, v in (s.get("data") or {}).items()}
@@ -402,7 +403,8 @@ def test_every_service_and_worker_has_a_region_that_botocore_reads(target: str, 
     for deployment in find(objects, "Deployment", "thresher-"):
         spec = container(deployment)
         env = environment(spec.get("env") or [], spec.get("envFrom") or [])
-        assert config.queue.sqs_region or _region_botocore_reads(env) == "us-east-1", deployment["metadata"]["name"]
+        if env:  # a service that calls no AWS API (the gateway) is given none of its settings
+            assert config.queue.sqs_region or _region_botocore_reads(env) == "us-east-1", deployment["metadata"]["name"]
     # A worker's dequeuer gets the scheduler's queue settings and the kubernetes.env_secret, nothing else of AWS's.
     worker_env = environment(
         [], [{"secretRef": {"name": config.kubernetes.env_secret}}] if config.kubernetes.env_secret else []
