@@ -262,9 +262,10 @@ def submission_schema(limits: LimitSettings) -> dict[str, Any]:
     }
     dead_letter_queue = {
         "type": "object",
-        "required": ["arn", "max_receive_count"],
+        "required": ["max_receive_count"],
         "properties": {
-            "arn": {"type": "string", "minLength": 1},
+            # Empty or left out: the job's own dead letter queue, with this max_receive_count (services/gateway/README).
+            "arn": {"type": "string"},
             "max_receive_count": {"type": "integer", "minimum": 1, "maximum": INT32_MAX},
         },
     }

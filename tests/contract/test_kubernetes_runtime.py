@@ -28,9 +28,9 @@ from tests.helpers import assert_eventually, stack_trust
 from thresher import trust
 from thresher.config import Config, TlsSettings
 from thresher.errors import InvalidRequest
-from thresher.names import EXIT_DRAINED
+from thresher.names import EXIT_DRAINED, EXIT_WORKER_HUNG
 from thresher.runtime import WorkerLaunch, WorkerPhase, open_runtime
-from thresher.runtime.base import dequeuer_argv
+from thresher.runtime.base import WORKER_HUNG, dequeuer_argv
 from thresher.runtime.k8s_manifests import resource_name
 from thresher.runtime.kubernetes import KubernetesRuntime
 from thresher.v1 import jobs_pb2
@@ -674,6 +674,27 @@ async def test_an_api_container_that_exits_with_the_drained_code_has_crashed(
     await assert_eventually(
         lambda: _assert_states(runtime, {pod: (WorkerPhase.FAILED, f"api exited with code {EXIT_DRAINED}")})
     )
+
+
+async def test_a_pod_whose_dequeuer_found_its_worker_hung_says_so_and_counts_as_a_crash(
+    runtime: KubernetesRuntime, kubelet: Kubelet
+) -> None:
+    """The dequeuer exits EXIT_WORKER_HUNG once its worker answers neither a batch nor a health check: the pod's
+    reason names the hung worker, as the local runtime's does, and it spends restart budget like any crash."""
+    await runtime.ensure_workers(launch(), 1)
+    await kubelet.reconcile()
+    [pod] = await kubelet.pods()
+    api = _container("api", {"terminated": {"exitCode": 137, "reason": "Error"}})  # killed by the kubelet after grace
+    status = {
+        "phase": "Failed",
+        "initContainerStatuses": [api],
+        "containerStatuses": [_dequeuer_exit(EXIT_WORKER_HUNG)],
+    }
+
+    await kubelet.set_status(pod, status)
+
+    assert failure_action(await kubelet.job(), status) == "Count"
+    await assert_eventually(lambda: _assert_states(runtime, {pod: (WorkerPhase.FAILED, WORKER_HUNG)}))
 
 
 async def _assert_states(runtime: KubernetesRuntime, expected: dict[str, tuple[WorkerPhase, str]]) -> None:

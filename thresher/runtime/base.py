@@ -11,6 +11,7 @@ from typing import Any
 from thresher import trust
 from thresher.config import Config, config_env
 from thresher.errors import InvalidRequest
+from thresher.names import EXIT_WORKER_HUNG
 from thresher.v1 import jobs_pb2
 
 
@@ -34,6 +35,14 @@ DEQUEUER_SETTINGS_LEFT_OUT = ("auth", "limits", "inputs", "kubernetes", "runtime
 def dequeuer_config_env(config: Config) -> dict[str, str]:
     """The THRESHER_* variables of a dequeuer's settings, the same in every runtime."""
     return config_env(config, leave_out=DEQUEUER_SETTINGS_LEFT_OUT)
+
+
+WORKER_HUNG = "worker hung: it answered neither a batch within batch_timeout nor a health check; killed and replaced"
+
+
+def dequeuer_exit_reason(code: int | None) -> str | None:
+    """What a dequeuer's own exit code says of its worker, in every runtime; None for an ordinary exit code."""
+    return WORKER_HUNG if code == EXIT_WORKER_HUNG else None
 
 
 def dequeuer_token(config: Config, job_id: str, worker_id: str) -> str:

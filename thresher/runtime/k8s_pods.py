@@ -13,7 +13,7 @@ from datetime import datetime
 from typing import Any
 
 from thresher.names import EXIT_DRAINED
-from thresher.runtime.base import WorkerPhase, WorkerState
+from thresher.runtime.base import WorkerPhase, WorkerState, dequeuer_exit_reason
 from thresher.runtime.k8s_manifests import DEQUEUER
 
 # Waiting reasons that no amount of waiting fixes: the reason of a pending worker says so at once.
@@ -77,9 +77,12 @@ def _failed(name: str, status: dict[str, Any]) -> WorkerState:
     if status.get("reason") == "Evicted":
         evicted = f"evicted: {status.get('message', '')}".rstrip(": ")
         return WorkerState(name, WorkerPhase.STOPPED, evicted, disrupted=True)
-    if _dequeuer_exit_code(status) == EXIT_DRAINED:
+    dequeuer_code = _dequeuer_exit_code(status)
+    if dequeuer_code == EXIT_DRAINED:
         drained = "the dequeuer drained on SIGTERM (e.g. a spot reclaim)"
         return WorkerState(name, WorkerPhase.STOPPED, drained, disrupted=True)
+    if hung := dequeuer_exit_reason(dequeuer_code):
+        return WorkerState(name, WorkerPhase.FAILED, hung)
     crash = _crash(status)
     if crash is None:
         why = ": ".join(filter(None, (status.get("reason"), status.get("message")))) or "no container status"

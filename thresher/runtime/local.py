@@ -23,7 +23,7 @@ from typing import Any
 
 from thresher.config import Config
 from thresher.forkserver import TITLE_ROOM, ForkServer
-from thresher.names import ENV_JOB_SPEC, ENV_PORT, ENV_WORKER_TOKEN, EXIT_DRAINED, EXIT_WORKER_HUNG
+from thresher.names import ENV_JOB_SPEC, ENV_PORT, ENV_WORKER_TOKEN, EXIT_DRAINED
 from thresher.ports import free_port
 from thresher.runtime.base import (
     DEQUEUER_MODULE,
@@ -33,6 +33,7 @@ from thresher.runtime.base import (
     WorkerState,
     dequeuer_args,
     dequeuer_config_env,
+    dequeuer_exit_reason,
     dequeuer_token,
 )
 
@@ -280,8 +281,8 @@ def _describe_exit(name: str, code: int) -> str:
         return f"{name} ended while the scheduler was not watching"
     if code < 0:
         return f"{name} was killed by {signal.Signals(-code).name}"
-    if name == "dequeuer" and code == EXIT_WORKER_HUNG:
-        return "worker hung: it answered neither a batch within batch_timeout nor a health check; killed and replaced"
+    if name == "dequeuer" and (reason := dequeuer_exit_reason(code)):
+        return reason
     return f"{name} exited with code {code}"
 
 
