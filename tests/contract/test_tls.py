@@ -7,8 +7,6 @@ probes cannot show a certificate, so a plaintext port answers the health service
 from __future__ import annotations
 
 import asyncio
-import datetime
-import ipaddress
 import logging
 import os
 import re
@@ -19,13 +17,10 @@ from pathlib import Path
 
 import grpc
 import pytest
-from cryptography import x509
-from cryptography.hazmat.primitives import hashes, serialization
-from cryptography.hazmat.primitives.asymmetric import ec
-from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 from grpc_reflection.v1alpha import reflection_pb2, reflection_pb2_grpc
 
+from tests import pki
 from tests.helpers import TEST_TRUST, assert_eventually, write_test_secret
 from thresher import rpc
 from thresher.config import Config, TlsSettings
@@ -37,59 +32,12 @@ ROOT = Path(__file__).resolve().parents[2]
 SERVING = health_pb2.HealthCheckResponse.SERVING
 
 
-def _name(common_name: str) -> x509.Name:
-    return x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, common_name)])
+class Authority(pki.Authority):
+    """The tests' CA, issuing a service's TLS settings: a certificate good as a server and as a client."""
 
-
-def _write(path: Path, key: ec.EllipticCurvePrivateKey, cert: x509.Certificate) -> tuple[str, str]:
-    key_pem = key.private_bytes(
-        serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8, serialization.NoEncryption()
-    )
-    path.with_suffix(".key").write_bytes(key_pem)
-    path.with_suffix(".crt").write_bytes(cert.public_bytes(serialization.Encoding.PEM))
-    return str(path.with_suffix(".crt")), str(path.with_suffix(".key"))
-
-
-def _builder(subject: x509.Name, issuer: x509.Name, public_key: ec.EllipticCurvePublicKey) -> x509.CertificateBuilder:
-    now = datetime.datetime.now(datetime.UTC)
-    return (
-        x509.CertificateBuilder()
-        .subject_name(subject)
-        .issuer_name(issuer)
-        .public_key(public_key)
-        .serial_number(x509.random_serial_number())
-        .not_valid_before(now - datetime.timedelta(minutes=5))
-        .not_valid_after(now + datetime.timedelta(hours=1))
-    )
-
-
-class Authority:
-    """A certificate authority in a folder: its own certificate, and certificates it issues for 127.0.0.1."""
-
-    def __init__(self, folder: Path, name: str) -> None:
-        self.folder, self.key, self.name = folder, ec.generate_private_key(ec.SECP256R1()), _name(name)
-        cert = (
-            _builder(self.name, self.name, self.key.public_key())
-            .add_extension(x509.BasicConstraints(ca=True, path_length=0), critical=True)
-            .sign(self.key, hashes.SHA256())
-        )
-        self.ca_file, _ = _write(folder / name, self.key, cert)
-
-    def issue(self, name: str, trusted_ca: str = "", health_address: str = "") -> TlsSettings:
-        """A certificate for a service on 127.0.0.1, good as a server and as a client; trusting `trusted_ca`."""
-        key = ec.generate_private_key(ec.SECP256R1())
-        usage = x509.ExtendedKeyUsage([ExtendedKeyUsageOID.SERVER_AUTH, ExtendedKeyUsageOID.CLIENT_AUTH])
-        sans = x509.SubjectAlternativeName(
-            [x509.DNSName("localhost"), x509.IPAddress(ipaddress.ip_address("127.0.0.1"))]
-        )
-        cert = (
-            _builder(_name(name), self.name, key.public_key())
-            .add_extension(usage, critical=False)
-            .add_extension(sans, critical=False)
-            .sign(self.key, hashes.SHA256())
-        )
-        cert_file, key_file = _write(self.folder / name, key, cert)
-        return TlsSettings(trusted_ca or self.ca_file, cert_file, key_file, health_address)
+    def settings(self, name: str, trusted_ca: str = "", health_address: str = "") -> TlsSettings:
+        cert_file, key_file = self.issue(name)
+        return TlsSettings(trusted_ca or str(self.ca_file), str(cert_file), str(key_file), health_address)
 
 
 @pytest.fixture(scope="module")
@@ -120,15 +68,15 @@ async def refused(call: Callable[[], object]) -> grpc.StatusCode:
 
 
 async def test_a_client_with_a_certificate_from_the_ca_is_served(ca: Authority) -> None:
-    server, port = await rpc.start_server("127.0.0.1:0", [], TEST_TRUST, tls=ca.issue("server"))
+    server, port = await rpc.start_server("127.0.0.1:0", [], TEST_TRUST, tls=ca.settings("server"))
     try:
-        assert await check_health(f"127.0.0.1:{port}", ca.issue("client")) == SERVING
+        assert await check_health(f"127.0.0.1:{port}", ca.settings("client")) == SERVING
     finally:
         await server.stop(None)
 
 
 async def test_a_client_without_a_certificate_from_the_ca_is_refused(ca: Authority, rogue: Authority) -> None:
-    server, port = await rpc.start_server("127.0.0.1:0", [], TEST_TRUST, tls=ca.issue("server"))
+    server, port = await rpc.start_server("127.0.0.1:0", [], TEST_TRUST, tls=ca.settings("server"))
     address = f"127.0.0.1:{port}"
     try:
         # Without TLS at all
@@ -139,7 +87,7 @@ async def test_a_client_without_a_certificate_from_the_ca_is_refused(ca: Authori
             check = health_pb2_grpc.HealthStub(channel).Check(health_pb2.HealthCheckRequest(), timeout=5)
             assert await refused(lambda: check) is grpc.StatusCode.UNAVAILABLE
         # With a certificate that another CA signed
-        intruder = rogue.issue("intruder", trusted_ca=ca.ca_file)
+        intruder = rogue.settings("intruder", trusted_ca=str(ca.ca_file))
         assert await refused(lambda: check_health(address, intruder)) is grpc.StatusCode.UNAVAILABLE
     finally:
         await server.stop(None)
@@ -147,10 +95,10 @@ async def test_a_client_without_a_certificate_from_the_ca_is_refused(ca: Authori
 
 async def test_a_client_refuses_a_server_whose_certificate_another_ca_signed(ca: Authority, rogue: Authority) -> None:
     server, port = await rpc.start_server(
-        "127.0.0.1:0", [], TEST_TRUST, tls=rogue.issue("impostor", trusted_ca=ca.ca_file)
+        "127.0.0.1:0", [], TEST_TRUST, tls=rogue.settings("impostor", trusted_ca=str(ca.ca_file))
     )
     try:
-        code = await refused(lambda: check_health(f"127.0.0.1:{port}", ca.issue("client")))
+        code = await refused(lambda: check_health(f"127.0.0.1:{port}", ca.settings("client")))
         assert code is grpc.StatusCode.UNAVAILABLE
     finally:
         await server.stop(None)
@@ -161,7 +109,7 @@ async def test_probes_get_the_health_service_in_plaintext_on_its_own_port_and_no
 ) -> None:
     caplog.set_level(logging.INFO, logger="thresher.rpc")
     server, port = await rpc.start_server(
-        "127.0.0.1:0", [], TEST_TRUST, tls=ca.issue("server", health_address="127.0.0.1:0")
+        "127.0.0.1:0", [], TEST_TRUST, tls=ca.settings("server", health_address="127.0.0.1:0")
     )
     try:
         [health_port] = re.findall(r"plaintext gRPC health checks on port (\d+)", caplog.text)
@@ -200,7 +148,7 @@ async def test_a_service_configured_for_tls_serves_only_clients_with_a_certifica
     ca: Authority, tmp_path: Path
 ) -> None:
     # Given the enqueuer as a process whose thresher.yaml turns TLS on
-    server = ca.issue("enqueuer")
+    server = ca.settings("enqueuer")
     settings = tmp_path / "thresher.yaml"
     settings.write_text(
         f"data_dir: {tmp_path / 'data'}\n"
@@ -227,7 +175,7 @@ async def test_a_service_configured_for_tls_serves_only_clients_with_a_certifica
         grpc_port, health_port = await assert_eventually(ports, timeout_s=20)
         address = f"127.0.0.1:{grpc_port}"
         # Then a client with a certificate of the CA is served
-        client = ca.issue("scheduler")
+        client = ca.settings("scheduler")
         async with rpc.channel(address, client) as channel:
             check = health_pb2_grpc.HealthStub(channel).Check
             reply = await check(health_pb2.HealthCheckRequest(service="thresher.v1.Enqueuer"), timeout=5)

@@ -9,8 +9,6 @@ sends no heartbeats. No scheduler either: the harness binds pods itself.
 
 from __future__ import annotations
 
-import datetime
-import ipaddress
 import os
 import ssl
 import subprocess
@@ -20,11 +18,10 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import yaml
-from cryptography import x509
-from cryptography.hazmat.primitives import hashes, serialization
-from cryptography.hazmat.primitives.asymmetric import ec, rsa
-from cryptography.x509.oid import NameOID
+from cryptography.hazmat.primitives import serialization
+from cryptography.hazmat.primitives.asymmetric import rsa
 
+from tests import pki
 from thresher.ports import free_port
 
 # Where tests/fixtures/build-kube.sh puts the binaries (the same variables, the same defaults).
@@ -152,72 +149,19 @@ def _make_pki(folder: Path) -> dict[str, Path]:
     """A CA; the API server's serving certificate; client certificates for an admin and the controller manager (both
     in system:masters: without the bootstrap RBAC of a full cluster, the manager's own identity has no rights); and
     the key pair that signs service account tokens."""
-    folder.mkdir(parents=True, exist_ok=True)
-    files: dict[str, Path] = {}
-
-    def write(name: str, data: bytes) -> None:
-        files[name] = folder / name
-        files[name].write_bytes(data)
-        files[name].chmod(0o600)
-
-    ca_key = ec.generate_private_key(ec.SECP256R1())
-    ca_name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, "thresher-test-ca")])
-    ca = _certificate(ca_name, ca_name, ca_key.public_key(), ca_key, is_ca=True)
-    write("ca.crt", ca.public_bytes(serialization.Encoding.PEM))
-    leaves = {
-        "apiserver": (x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, "kube-apiserver")]), True),
-        "admin": (_subject("admin", "system:masters"), False),
-        "controller-manager": (_subject("system:kube-controller-manager", "system:masters"), False),
-    }
-    for name, (subject, serving) in leaves.items():
-        key = ec.generate_private_key(ec.SECP256R1())
-        cert = _certificate(subject, ca_name, key.public_key(), ca_key, serving=serving)
-        write(f"{name}.crt", cert.public_bytes(serialization.Encoding.PEM))
-        write(f"{name}.key", _pem(key))
+    ca = pki.Authority(folder, "thresher-test-ca")
+    files = {"ca.crt": ca.ca_file}
+    leaves = {"apiserver": ("kube-apiserver", ""), "admin": ("admin", "system:masters"),
+              "controller-manager": ("system:kube-controller-manager", "system:masters")}  # fmt: skip
+    for name, (common_name, organization) in leaves.items():
+        files[f"{name}.crt"], files[f"{name}.key"] = ca.issue(common_name, organization)
     signing = rsa.generate_private_key(public_exponent=65537, key_size=2048)
-    write("sa.key", _pem(signing))
+    files["sa.key"] = pki.write_pem(folder / "sa.key", pki.private_pem(signing))
     public = serialization.PublicFormat.SubjectPublicKeyInfo
-    write("sa.pub", signing.public_key().public_bytes(serialization.Encoding.PEM, public))
+    files["sa.pub"] = pki.write_pem(
+        folder / "sa.pub", signing.public_key().public_bytes(serialization.Encoding.PEM, public)
+    )
     return files
-
-
-def _subject(common_name: str, organization: str) -> x509.Name:
-    organization_name = x509.NameAttribute(NameOID.ORGANIZATION_NAME, organization)
-    return x509.Name([organization_name, x509.NameAttribute(NameOID.COMMON_NAME, common_name)])
-
-
-def _certificate(
-    subject: x509.Name,
-    issuer: x509.Name,
-    public_key: ec.EllipticCurvePublicKey,
-    issuer_key: ec.EllipticCurvePrivateKey,
-    is_ca: bool = False,
-    serving: bool = False,
-) -> x509.Certificate:
-    now = datetime.datetime.now(datetime.UTC)
-    builder = (
-        x509.CertificateBuilder()
-        .subject_name(subject)
-        .issuer_name(issuer)
-        .public_key(public_key)
-        .serial_number(x509.random_serial_number())
-        .not_valid_before(now - datetime.timedelta(minutes=5))
-        .not_valid_after(now + datetime.timedelta(days=1))
-        .add_extension(x509.BasicConstraints(ca=is_ca, path_length=None), critical=True)
-    )
-    if serving:
-        names = [x509.IPAddress(ipaddress.ip_address("127.0.0.1")), x509.DNSName("localhost")]
-        builder = builder.add_extension(x509.SubjectAlternativeName(names), critical=False)
-    if not is_ca:
-        usage = x509.oid.ExtendedKeyUsageOID.SERVER_AUTH if serving else x509.oid.ExtendedKeyUsageOID.CLIENT_AUTH
-        builder = builder.add_extension(x509.ExtendedKeyUsage([usage]), critical=False)
-    return builder.sign(issuer_key, hashes.SHA256())
-
-
-def _pem(key: ec.EllipticCurvePrivateKey | rsa.RSAPrivateKey) -> bytes:
-    return key.private_bytes(
-        serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8, serialization.NoEncryption()
-    )
 
 
 def _write_kubeconfig(path: Path, url: str, pki: dict[str, Path], user: str) -> Path:
