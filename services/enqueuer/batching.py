@@ -13,6 +13,7 @@ from typing import TypeVar
 
 from thresher.errors import InvalidRequest
 from thresher.queue import Batch
+from thresher.sources import ITEM_LIST, check_batch_size
 
 MIN_INDEX_DIGITS = 6
 
@@ -21,7 +22,7 @@ T = TypeVar("T")
 
 def batch_count(item_count: int, batch_size: int) -> int:
     """How many batches `item_count` items make: the last one may be partial."""
-    _check_batch_size(batch_size)
+    check_batch_size(ITEM_LIST, batch_size)
     return -(-item_count // batch_size)
 
 
@@ -55,8 +56,3 @@ def chunked(iterable: Iterable[T], size: int) -> Iterator[list[T]]:
     iterator = iter(iterable)
     while chunk := list(islice(iterator, size)):
         yield chunk
-
-
-def _check_batch_size(batch_size: int) -> None:
-    if batch_size < 1:
-        raise InvalidRequest(f"item_list: batch_size must be at least 1, got {batch_size}")

@@ -15,11 +15,11 @@ from services.enqueuer.batching import batch_count, batch_id, check_items, cut_b
 from services.enqueuer.delimited import json_values
 from thresher.errors import InvalidRequest
 from thresher.queue import Batch
+from thresher.sources import BATCHES, ITEM_LIST, file_query, source_of
 from thresher.store import ObjectInfo, ObjectStores
-from thresher.store.select import FileQuery, matching_files
+from thresher.store.select import matching_files
 from thresher.v1 import jobs_pb2
 
-SOURCES = ("item_list", "file_path_lister", "delimited_files", "batches")
 NO_FILES = "no files match search criteria"  # Cortex's "no s3 files match search criteria", for every store
 
 
@@ -31,37 +31,33 @@ class Cut:
 
 def check_input(submission: jobs_pb2.JobSubmission) -> None:
     """InvalidRequest naming the problem when the submission's input cannot be enqueued; nothing is read yet."""
-    given = _sources(submission)
-    if not given:
-        raise InvalidRequest("the submission has no input: expected item_list, file_path_lister or delimited_files")
-    if len(given) > 1:
-        raise InvalidRequest(f"the submission has more than one input: {', '.join(given)}")
-    source = given[0]
-    if source == "item_list":
+    source = source_of(submission)
+    if source == ITEM_LIST:
         batch_count(len(submission.item_list.items), submission.item_list.batch_size)  # raises on a bad batch_size
         check_items(submission.item_list.items)
-    elif source == "batches":
+    elif source == BATCHES:
         for index, body in enumerate(submission.batches):
             if not body.strip().startswith(b"["):
                 raise InvalidRequest(f"batches[{index}]: must be a JSON array of items")
     else:
-        _file_query(submission, source)
+        file_query(submission, source)
 
 
 async def cut_input(
     submission: jobs_pb2.JobSubmission, job_id: str, stores: ObjectStores, chunk_bytes: int
 ) -> AsyncIterator[Cut]:
     """Every batch of the submission's input, in order (call check_input first)."""
-    source = _sources(submission)[0]
-    if source == "item_list":
+    source = source_of(submission)
+    if source == ITEM_LIST:
         items = submission.item_list
         for index, batch in enumerate(cut_batches(job_id, items.items, items.batch_size)):
             yield Cut(batch, len(items.items[index * items.batch_size : (index + 1) * items.batch_size]))
-    elif source == "batches":
+    elif source == BATCHES:
         for index, body in enumerate(submission.batches):
             yield Cut(Batch(batch_id(job_id, index), body), len(json.loads(body)))
     else:
-        query, batch_size = _file_query(submission, source)
+        query = file_query(submission, source)
+        batch_size = getattr(submission, source).batch_size
         files = matching_files(stores, query)
         if source == "file_path_lister":
             paths = _paths(files, source)
@@ -70,19 +66,6 @@ async def cut_input(
         else:
             async for cut in _cut(job_id, _items(files, source, stores, chunk_bytes), batch_size):
                 yield cut
-
-
-def _sources(submission: jobs_pb2.JobSubmission) -> list[str]:
-    given = [name for name in SOURCES[:3] if submission.HasField(name)]
-    return given + (["batches"] if submission.batches else [])
-
-
-def _file_query(submission: jobs_pb2.JobSubmission, source: str) -> tuple[FileQuery, int]:
-    files: jobs_pb2.FileSource = getattr(submission, source)
-    query = FileQuery.parse(files.paths, files.includes, files.excludes, source)
-    if files.batch_size < 1:
-        raise InvalidRequest(f"{source}: batch_size: must be greater than or equal to 1 (got {files.batch_size})")
-    return query, files.batch_size
 
 
 async def _paths(files: AsyncIterator[ObjectInfo], source: str) -> AsyncIterator[str]:

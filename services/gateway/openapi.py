@@ -9,6 +9,7 @@ from aiohttp import web
 from services.gateway.routes import CONFIG
 from services.gateway.submission import INT32_MAX, INT64_MAX
 from thresher.config import LimitSettings
+from thresher.sources import FILE_SOURCES, ITEM_LIST
 from thresher.store.globs import MAX_GLOB_CHARS
 from thresher.store.select import MAX_GLOBS
 
@@ -251,15 +252,12 @@ def submission_schema(limits: LimitSettings) -> dict[str, Any]:
             "batch_size": batch_size,
         },
     }
-    sources = {
-        "item_list": {
-            "type": "object",
-            "required": ["items", "batch_size"],
-            "properties": {"items": {"type": "array", "minItems": 1}, "batch_size": batch_size},
-        },
-        "file_path_lister": file_source,
-        "delimited_files": file_source,
+    item_list = {
+        "type": "object",
+        "required": ["items", "batch_size"],
+        "properties": {"items": {"type": "array", "minItems": 1}, "batch_size": batch_size},
     }
+    sources = {ITEM_LIST: item_list} | dict.fromkeys(FILE_SOURCES, file_source)
     dead_letter_queue = {
         "type": "object",
         "required": ["max_receive_count"],

@@ -12,11 +12,11 @@ import re
 from typing import Any
 
 from thresher.errors import InvalidRequest
+from thresher.sources import FILE_SOURCES, ITEM_LIST
 from thresher.v1 import jobs_pb2
 
 INT32_MAX = 2**31 - 1
 INT64_MAX = 2**63 - 1
-FILE_SOURCES = ("file_path_lister", "delimited_files")
 # Arrays and objects nest at most this deep in a request body (an item is at depth 3): deeper values would reach
 # Python's recursion limit in some service or worker that parses or writes them again.
 MAX_JSON_DEPTH = 100
@@ -89,8 +89,8 @@ def parse_submission(api_name: str, body: Any) -> jobs_pb2.JobSubmission:
     sub = jobs_pb2.JobSubmission(api_name=api_name)
     if (workers := body.get("workers")) is not None:
         sub.workers = _int(workers, "workers", INT32_MAX)
-    if (item_list := body.get("item_list")) is not None:
-        _item_list(sub.item_list, _object(item_list, "item_list"))
+    if (item_list := body.get(ITEM_LIST)) is not None:
+        _item_list(sub.item_list, _object(item_list, ITEM_LIST))
     for key in FILE_SOURCES:
         if (source := body.get(key)) is not None:
             _file_source(getattr(sub, key), _object(source, key), key)

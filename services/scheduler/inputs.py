@@ -6,9 +6,9 @@ unreadable path is `invalid` (400), a store that cannot be reached is `unavailab
 
 from __future__ import annotations
 
-from services.scheduler.validation import file_query
 from thresher.config import InputSettings
 from thresher.errors import InvalidRequest
+from thresher.sources import FILE_SOURCES, file_query, source_of
 from thresher.store import ObjectStores
 from thresher.store.base import S3_SCHEME
 from thresher.store.select import FileQuery, matching_files
@@ -36,10 +36,10 @@ async def dry_run_paths(submission: jobs_pb2.JobSubmission, settings: InputSetti
 
 
 async def _list(submission: jobs_pb2.JobSubmission, settings: InputSettings, limit: int) -> list[str]:
-    found = file_query(submission)
-    if found is None:
+    source = source_of(submission)
+    if source not in FILE_SOURCES:
         return []
-    source, query = found
+    query = file_query(submission, source)
     stores = ObjectStores(settings)
     try:
         await _check_local_roots(stores, query)

@@ -10,6 +10,7 @@ from dataclasses import dataclass
 
 from thresher.errors import WrongState
 from thresher.runtime import WorkerPhase, WorkerState
+from thresher.sources import SOURCES
 from thresher.v1 import jobs_pb2
 
 
@@ -146,9 +147,8 @@ def retry_submission(
     """A new job made of exactly the `failed` batches of job `job_id`, with the same settings."""
     retry = jobs_pb2.JobSubmission()
     retry.CopyFrom(submission)
-    for source in ("item_list", "file_path_lister", "delimited_files"):
+    for source in SOURCES:
         retry.ClearField(source)
-    retry.ClearField("batches")
     retry.batches.extend(f.items_json for f in failed)
     retry.retry_of = job_id
     retry.workers = min(retry.workers, len(failed))

@@ -10,11 +10,9 @@ import json
 from thresher.config import Config
 from thresher.errors import InvalidRequest, LimitExceeded
 from thresher.queue.sqs_messages import MAX_MESSAGE_BYTES as SQS_MAX_MESSAGE_BYTES
-from thresher.store.select import FileQuery
+from thresher.sources import BATCHES, ITEM_LIST, batch_size_of, check_batch_size, file_query, source_of
 from thresher.v1 import jobs_pb2
 
-SOURCES = ("item_list", "file_path_lister", "delimited_files")
-FILE_SOURCES = ("file_path_lister", "delimited_files")
 MAX_ITEM_BYTES = 250 * 1024  # SQS's 256 KiB message limit less room for attributes (Cortex's limit)
 # The largest batch (a JSON array) that one message of each queue backend takes: the message limit less room for
 # the attributes that travel with it (kind, batch id). SQLite's messages have no limit.
@@ -23,24 +21,13 @@ MAX_BATCH_BYTES = {"sqs": SQS_MAX_MESSAGE_BYTES - 1024}
 
 def validate_submission(submission: jobs_pb2.JobSubmission) -> None:
     """Raise InvalidRequest naming the first problem; return when the submission can become a job."""
-    given = [name for name in SOURCES if submission.HasField(name)]
-    if submission.batches:  # a retry of failed batches, already cut
-        given.append("batches")
-    if not given:
-        raise InvalidRequest(
-            "specify exactly one of the following keys: item_list, file_path_lister, or delimited_files"
-        )
-    if len(given) > 1:
-        raise InvalidRequest(
-            f"please specify either the {given[0]} or {given[1]} field (but not more than one at the same time)"
-        )
-    source = given[0]
-    if source == "item_list":
+    source = source_of(submission)
+    if source == ITEM_LIST:
         _validate_item_list(submission.item_list)
-    elif source == "batches":
+    elif source == BATCHES:
         _validate_batches(submission.batches)
     else:
-        file_query(submission)
+        file_query(submission, source)
     _at_least("workers", submission.workers, 1)
     if submission.HasField("timeout_s"):
         _at_least("timeout", submission.timeout_s, 1)
@@ -55,16 +42,16 @@ def validate_submission(submission: jobs_pb2.JobSubmission) -> None:
 
 def check_limits(submission: jobs_pb2.JobSubmission, config: Config) -> None:
     """InvalidRequest when the submission asks for more than `limits.*` allow, or when one of its batches would not
-    fit in one message of the configured queue (known up front for item_list; file sources are cut later)."""
+    fit in one message of the configured queue (known up front for item_list; file sources are cut later).
+    Call validate_submission first."""
     limits = config.limits
     if submission.workers > limits.max_workers:
         raise InvalidRequest(f"workers: must be at most {limits.max_workers} (got {submission.workers})")
-    for source in SOURCES:
-        batch_size = getattr(submission, source).batch_size
-        if submission.HasField(source) and batch_size > limits.max_batch_size:
-            raise InvalidRequest(f"{source}: batch_size: must be at most {limits.max_batch_size} (got {batch_size})")
+    source = source_of(submission)
+    if (batch_size := batch_size_of(submission, source)) is not None:
+        check_batch_size(source, batch_size, limits.max_batch_size)
     max_batch_bytes = MAX_BATCH_BYTES.get(config.queue.backend)
-    if max_batch_bytes is not None and submission.HasField("item_list"):
+    if max_batch_bytes is not None and source == ITEM_LIST:
         _check_batch_bytes(submission.item_list, max_batch_bytes)
 
 
@@ -97,17 +84,6 @@ def _check_batch_bytes(item_list: jobs_pb2.ItemList, limit: int) -> None:
             )
 
 
-def file_query(submission: jobs_pb2.JobSubmission) -> tuple[str, FileQuery] | None:
-    """The submission's file source and its checked query (paths, compiled globs); None for other sources."""
-    for source in FILE_SOURCES:
-        if submission.HasField(source):
-            files: jobs_pb2.FileSource = getattr(submission, source)
-            query = FileQuery.parse(files.paths, files.includes, files.excludes, source)
-            _at_least(f"{source}: batch_size", files.batch_size, 1)
-            return source, query
-    return None
-
-
 def _validate_item_list(item_list: jobs_pb2.ItemList) -> None:
     if not item_list.items:
         raise InvalidRequest("item_list: items: must contain at least 1 elements")
@@ -116,7 +92,7 @@ def _validate_item_list(item_list: jobs_pb2.ItemList) -> None:
             raise InvalidRequest(
                 f"item {index} has size {len(item)} bytes which exceeds the limit ({MAX_ITEM_BYTES} bytes)"
             )
-    _at_least("item_list: batch_size", item_list.batch_size, 1)
+    check_batch_size(ITEM_LIST, item_list.batch_size)
 
 
 def _validate_batches(batches: list[bytes]) -> None:

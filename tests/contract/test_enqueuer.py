@@ -161,7 +161,7 @@ async def test_a_file_source_matching_no_file_is_invalid_and_enqueues_nothing(st
     ("req", "message"),
     [
         (request(10, 0), "batch_size"),
-        (enqueuer_pb2.EnqueueRequest(job_id=JOB_ID, queue_name=QUEUE), "no input"),
+        (enqueuer_pb2.EnqueueRequest(job_id=JOB_ID, queue_name=QUEUE), "specify exactly one of the following keys"),
         (enqueuer_pb2.EnqueueRequest(queue_name=QUEUE, submission=request(1, 1).submission), "job_id"),
     ],
 )
