@@ -25,8 +25,8 @@ from typing import Any
 from bench import procs
 from bench.results import Figure, Scenario, Target, median, percentile
 from bench.stack import API, BenchStack
-from thresher.cli import FINAL
 from thresher.config import Config
+from thresher.statuses import FINAL_NAMES
 
 BATCH_SIZE = 100
 WORKERS = 2
@@ -179,7 +179,7 @@ def _sample_until_final(stack: BenchStack, job_id: str, services: dict[str, int]
             if samples.enqueued_at is None and status.get("items_enqueued", 0) >= samples.items:
                 samples.enqueued_at = now
             samples.final_status = status["status"]
-            if status["status"] in FINAL:
+            if status["status"] in FINAL_NAMES:
                 samples.final_at = now
                 return
             time.sleep(SAMPLE_S)

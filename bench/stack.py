@@ -12,10 +12,10 @@ import yaml
 
 from bench import procs
 from thresher.auth import authorization
-from thresher.cli import FINAL
 from thresher.client import GatewayClient
 from thresher.launcher import StackProcess
 from thresher.names import HEADER_AUTHORIZATION
+from thresher.statuses import FINAL_NAMES
 
 API = "bench"
 APIS_FILE = Path(__file__).parent / "workers" / "apis.yaml"
@@ -78,7 +78,7 @@ class BenchStack:
         deadline = time.monotonic() + timeout_s
         while True:
             status = self.status(job_id)
-            if status["job_status"]["status"] in FINAL:
+            if status["job_status"]["status"] in FINAL_NAMES:
                 return status, time.time()
             if time.monotonic() > deadline:
                 raise TimeoutError(f"job {job_id} did not finish in {timeout_s:g} s: {status['job_status']}")

@@ -11,15 +11,13 @@ import time
 from pathlib import Path
 from typing import Any, TextIO
 
-from thresher import auth
+from thresher import auth, statuses
 from thresher.client import GatewayClient
 from thresher.config import load_config
 from thresher.errors import ThresherError
 from thresher.names import ENV_API_KEY, GRPC_AUTHORIZATION_KEY
 from thresher.yamlfile import load_yaml
 
-FINAL = {"succeeded", "completed_with_failures", "enqueue_failed", "worker_error", "worker_oom", "timed_out", "stopped",
-         "unexpected_error"}  # fmt: skip
 POLL_S = 0.5
 
 
@@ -267,7 +265,7 @@ def follow(client: GatewayClient, api: str, job_id: str, out: TextIO = sys.stdou
             out.write(line + "\n")
         out.flush()
         last_line = line
-        if status["job_status"]["status"] in FINAL:
+        if status["job_status"]["status"] in statuses.FINAL_NAMES:
             if out.isatty():
                 out.write("\n")
             return status

@@ -8,17 +8,10 @@ from typing import Any
 from google.protobuf import timestamp_pb2
 from yarl import URL
 
+from thresher import statuses
 from thresher.v1 import jobs_pb2
 
 KIND = "BatchAPI"
-_STATUS_PREFIX = "JOB_STATUS_"
-
-
-def status_name(status: int) -> str:
-    """JOB_STATUS_COMPLETED_WITH_FAILURES -> "completed_with_failures"; Cortex says "unknown" when unset."""
-    if status == jobs_pb2.JOB_STATUS_UNSPECIFIED:
-        return "unknown"
-    return jobs_pb2.JobStatus.Name(status).removeprefix(_STATUS_PREFIX).lower()
 
 
 def job_endpoint(origin: URL, job: jobs_pb2.Job) -> str:
@@ -54,7 +47,7 @@ def job_status(job: jobs_pb2.Job) -> dict[str, Any]:
         status["end_time"] = _time(job.end_time)
     w, b, h = job.worker_counts, job.batches, job.hook
     status |= {
-        "status": status_name(job.status),
+        "status": statuses.json_name(job.status),
         "batches_in_queue": job.batches_in_queue,
         "worker_counts": {"pending": w.pending, "ready": w.ready, "succeeded": w.succeeded, "failed": w.failed},
         "status_reason": job.status_reason,

@@ -8,6 +8,7 @@ import time
 from collections.abc import Sequence
 from dataclasses import dataclass
 
+from thresher import statuses
 from thresher.errors import WrongState
 from thresher.runtime import WorkerPhase, WorkerState
 from thresher.sources import SOURCES
@@ -30,8 +31,13 @@ class Status(enum.Enum):
     UNEXPECTED_ERROR = "unexpected_error"
 
     @property
+    def proto(self) -> int:
+        """Its JobStatus number in the contract."""
+        return statuses.BY_JSON_NAME[self.value]
+
+    @property
     def is_final(self) -> bool:
-        return self not in (Status.PENDING, Status.ENQUEUING, Status.RUNNING)
+        return statuses.is_final(self.proto)
 
 
 @dataclass(frozen=True)

@@ -12,7 +12,7 @@ import grpc
 from services.scheduler import access
 from services.scheduler.manager import JobManager
 from services.scheduler.store import JobStore
-from thresher import rpc, trust
+from thresher import rpc, statuses, trust
 from thresher.auth import Caller, KeyRing
 from thresher.config import Config
 from thresher.names import GRPC_AUTHORIZATION_KEY
@@ -86,7 +86,7 @@ class JobsServicer(jobs_pb2_grpc.JobsServicer):
             if job != last:
                 yield job
                 last = job
-            if job.status >= jobs_pb2.JOB_STATUS_SUCCEEDED:
+            if statuses.is_final(job.status):
                 return
             await asyncio.sleep(WATCH_INTERVAL_S)
 

@@ -44,7 +44,7 @@ def job_message(
         config_json=submission.config_json,
         queue_url=job.queue_url,
         start_time=_timestamp(job.start_time),
-        status=jobs_pb2.JobStatus.Value(f"JOB_STATUS_{status.name}"),
+        status=status.proto,
         status_reason=job.status_reason,
         batches_in_queue=batches_in_queue,
         items_enqueued=job.items_enqueued,

@@ -22,6 +22,7 @@ from google.protobuf.timestamp_pb2 import Timestamp
 from services.gateway import create_app
 from services.gateway.middleware import LARGE_BODY_SLOTS
 from tests.helpers import TEST_TRUST, assert_eventually, write_test_secret
+from thresher import statuses
 from thresher.config import Config
 from thresher.errors import NotFound, WrongState
 from thresher.rpc import start_server
@@ -30,7 +31,6 @@ from thresher.v1 import jobs_pb2, jobs_pb2_grpc
 REPO = Path(__file__).resolve().parents[2]
 START = Timestamp(seconds=1700000000, nanos=123000000)  # 2023-11-14T22:13:20.123Z
 END = Timestamp(seconds=1700000600)  # 2023-11-14T22:23:20Z
-FINAL = {jobs_pb2.JOB_STATUS_SUCCEEDED, jobs_pb2.JOB_STATUS_COMPLETED_WITH_FAILURES, jobs_pb2.JOB_STATUS_STOPPED}
 
 
 class FakeJobs(jobs_pb2_grpc.JobsServicer):
@@ -73,7 +73,7 @@ class FakeJobs(jobs_pb2_grpc.JobsServicer):
     async def StopJob(self, request: jobs_pb2.JobRef, context: Any) -> jobs_pb2.Job:
         self.requests.append(("StopJob", request))
         job = self._job(request)
-        if job.status in FINAL:
+        if statuses.is_final(job.status):
             raise WrongState(f"job {job.job_id} already finished")
         job.status = jobs_pb2.JOB_STATUS_STOPPED
         job.end_time.CopyFrom(END)

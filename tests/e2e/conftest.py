@@ -12,11 +12,11 @@ from typing import Any
 
 import pytest
 
-from thresher.cli import FINAL
 from thresher.client import GatewayClient
 from thresher.errors import Unavailable
 from thresher.launcher import StackProcess
 from thresher.names import ENV_API_KEY
+from thresher.statuses import FINAL_NAMES
 
 WORKERS_DIR = Path(__file__).parent / "workers"
 
@@ -42,7 +42,7 @@ class Stack(StackProcess):
                 status = self.client.get(api, job_id)
             except Unavailable:  # a service restarting: the job goes on
                 status = {}
-            if status and status["job_status"]["status"] in FINAL:
+            if status and status["job_status"]["status"] in FINAL_NAMES:
                 return status
             if time.monotonic() > deadline:
                 raise AssertionError(f"job {job_id} did not finish in {timeout_s} s: {status}")

@@ -26,10 +26,10 @@ from tests.conftest import AWS_ENV, moto_client
 from tests.contract.test_sqs_queue import FlakySqs, flaky_sqs
 from tests.e2e.conftest import WORKERS_DIR, processes_mentioning
 from thresher.auth import authorization
-from thresher.cli import FINAL
 from thresher.client import GatewayClient
 from thresher.errors import Unavailable
 from thresher.launcher import StackProcess
+from thresher.statuses import FINAL_NAMES
 
 pytestmark = [pytest.mark.e2e, pytest.mark.timeout(300)]
 
@@ -238,7 +238,7 @@ def wait_for_final(client: GatewayClient, job_id: str, timeout_s: float = 240.0)
             status = client.get("recorder", job_id)
         except Unavailable:
             status = {}
-        if status and status["job_status"]["status"] in FINAL:
+        if status and status["job_status"]["status"] in FINAL_NAMES:
             return status
         time.sleep(0.5)  # each status read costs SQS calls on moto, which is slow
     raise AssertionError(f"job {job_id} did not finish in {timeout_s} s: {status}")

@@ -30,9 +30,9 @@ from tests.kube.conftest import THRESHER_IMAGE
 from tests.kube.controlplane import ControlPlane
 from tests.kube.kubelet import Kubelet
 from tests.kube.pods import describe
-from thresher.cli import FINAL
 from thresher.client import GatewayClient
 from thresher.launcher import StackProcess
+from thresher.statuses import FINAL_NAMES
 
 pytestmark = [pytest.mark.e2e, pytest.mark.timeout(180)]
 
@@ -142,7 +142,7 @@ def final_status(client: GatewayClient, job_id: str, kubelet: Kubelet, timeout_s
         nonlocal status
         assert kubelet.error is None, kubelet.error
         status = client.get("recorder", job_id)
-        return status["job_status"]["status"] in FINAL
+        return status["job_status"]["status"] in FINAL_NAMES
 
     try:
         wait_for(ended, timeout_s, f"job {job_id} to end")

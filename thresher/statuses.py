@@ -1,0 +1,34 @@
+"""Job statuses as the contract declares them: each one's JSON name, and whether it is final.
+
+Finality is the `final_status` option on each JobStatus value in proto/thresher/v1/jobs.proto, read here once;
+everything else (the scheduler's state machine, WatchJob, the gateway, the CLI) asks this module.
+"""
+
+from __future__ import annotations
+
+from thresher.v1 import jobs_pb2
+
+_PREFIX = "JOB_STATUS_"
+UNKNOWN = "unknown"  # Cortex's word for an unset status
+
+
+def _json_name(name: str) -> str:
+    return name.removeprefix(_PREFIX).lower()
+
+
+_VALUES = jobs_pb2.JobStatus.DESCRIPTOR.values
+BY_JSON_NAME: dict[str, int] = {_json_name(v.name): v.number for v in _VALUES if v.number}
+FINAL: frozenset[int] = frozenset(v.number for v in _VALUES if v.GetOptions().Extensions[jobs_pb2.final_status])
+FINAL_NAMES: frozenset[str] = frozenset(_json_name(jobs_pb2.JobStatus.Name(s)) for s in FINAL)
+
+
+def is_final(status: int) -> bool:
+    """Whether a job in this JobStatus has ended for good."""
+    return status in FINAL
+
+
+def json_name(status: int) -> str:
+    """JOB_STATUS_COMPLETED_WITH_FAILURES -> "completed_with_failures"; "unknown" when unset."""
+    if status == jobs_pb2.JOB_STATUS_UNSPECIFIED:
+        return UNKNOWN
+    return _json_name(jobs_pb2.JobStatus.Name(status))
