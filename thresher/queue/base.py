@@ -1,6 +1,6 @@
 """The queue seam: one job's batches plus its dead letter queue, behind a few verbs.
 
-Policy (attempt counting, when to dead-letter) stays above this seam, in the dequeuer.
+Policy (attempt counting, when to dead-letter) stays above this seam: the monitor decides, the dequeuer carries it out.
 """
 
 from __future__ import annotations

@@ -8,9 +8,9 @@
   deduplication id is derived from the batch id, so a batch sent again within SQS's 5-minute deduplication
   window is dropped by SQS. After that window a resent batch is delivered again: resuming an enqueue is safe
   for 5 minutes after the first send (the ledger still counts such a batch once).
-- Policy stays above the seam: the dequeuer decides when a batch is dead-lettered and calls dead_letter(),
-  which sends it to the dead letter queue with its error, then deletes it. The redrive policy is only a
-  safety net (REDRIVE_MAX_RECEIVES), because crashed workers must not consume a batch's attempts.
+- Policy stays above the seam: the monitor decides when a batch is dead-lettered, and the dequeuer then calls
+  dead_letter(), which sends it to the dead letter queue with its error, then deletes it. The redrive policy is
+  only a safety net (REDRIVE_MAX_RECEIVES), because crashed workers must not consume a batch's attempts.
 - depth() comes from queue attributes, which SQS documents as approximate. It leaves out the control
   messages (job_complete) sent through this backend; one sent by another process counts as a batch. The
   scheduler sends job_complete, and reads depth, through one backend, only once every batch is terminal.

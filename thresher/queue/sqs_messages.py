@@ -20,7 +20,7 @@ MAX_BATCH_ENTRIES = 10  # entries of one SendMessageBatch / DeleteMessageBatch /
 MAX_MESSAGE_BYTES = 256 * 1024
 MAX_MESSAGE_ID = 128  # MessageGroupId / MessageDeduplicationId: printable ASCII without spaces
 
-REDRIVE_MAX_RECEIVES = 1000  # safety net only: the dequeuer dead-letters after max_receive_count attempts
+REDRIVE_MAX_RECEIVES = 1000  # safety net only: the monitor dead-letters after max_receive_count attempts
 ATTRIBUTES = ["kind", "batch_id", "error", "receive_count", "queue"]  # message attributes Thresher sets
 _MESSAGE_ID_OK = re.compile(rf"[\x21-\x7e]{{1,{MAX_MESSAGE_ID}}}")
 # What SQS refuses in a message's text: all but #x9 | #xA | #xD | #x20-#xD7FF | #xE000-#xFFFD | #x10000-#x10FFFF.
