@@ -11,13 +11,13 @@ import os
 import re
 import shutil
 import subprocess
-import time
 import urllib.error
 import urllib.request
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
+from tests.helpers import eventually
 from thresher.ports import free_port
 
 FIXTURES = Path(__file__).parent / "fixtures"
@@ -78,18 +78,22 @@ def elasticmq(work_dir: Path, region: str) -> Iterator[str]:
 
 
 def _wait_until_ready(url: str, proc: subprocess.Popen[bytes], output: Path) -> None:
-    deadline = time.monotonic() + READY_TIMEOUT_S
-    while time.monotonic() < deadline:
+    def serving() -> None:
         if proc.poll() is not None:
             raise ElasticMqMissing(f"ElasticMQ exited with {proc.returncode}: {output.read_text()[-2000:]}")
         try:  # any HTTP answer (an SQS error for a bare GET) means it is serving
             urllib.request.urlopen(url, timeout=1).close()
-            return
         except urllib.error.HTTPError:
-            return
-        except OSError:
-            time.sleep(0.2)
-    raise ElasticMqMissing(f"ElasticMQ was not ready in {READY_TIMEOUT_S} s: {output.read_text()[-2000:]}")
+            pass
+        except OSError as e:
+            raise AssertionError(e) from e
+
+    try:
+        eventually(serving, READY_TIMEOUT_S, interval_s=0.2)
+    except AssertionError:
+        raise ElasticMqMissing(
+            f"ElasticMQ was not ready in {READY_TIMEOUT_S} s: {output.read_text()[-2000:]}"
+        ) from None
 
 
 def delete_every_queue(client: Any) -> None:

@@ -14,6 +14,10 @@ from thresher import trust
 from thresher.config import Config
 from thresher.names import GRPC_TOKEN_KEY
 
+# The tests' one way to wait for something: poll a check until it passes, then return what it returned. A check
+# says "not yet" by raising AssertionError (its message then says what was awaited); any other error ends the wait.
+# `assert_eventually` is for async tests, `eventually` the same loop for sync ones, `wait_until` for a condition.
+
 
 async def assert_eventually(check: Callable[[], Any], timeout_s: float = 10.0, interval_s: float = 0.05) -> Any:
     """Call `check` (sync or async) until it stops raising AssertionError; re-raise the last one at the deadline."""
@@ -28,6 +32,29 @@ async def assert_eventually(check: Callable[[], Any], timeout_s: float = 10.0, i
             if time.monotonic() >= deadline:
                 raise
         await asyncio.sleep(interval_s)
+
+
+def eventually(check: Callable[[], Any], timeout_s: float = 10.0, interval_s: float = 0.1) -> Any:
+    """`assert_eventually` outside an event loop: blocks between tries."""
+    deadline = time.monotonic() + timeout_s
+    while True:
+        try:
+            return check()
+        except AssertionError:
+            if time.monotonic() >= deadline:
+                raise
+        time.sleep(interval_s)
+
+
+def wait_until(condition: Callable[[], Any], timeout_s: float, what: str, interval_s: float = 0.1) -> Any:
+    """`condition()`'s first truthy result, polled with `eventually`; `what` names it if the deadline passes."""
+
+    def holds() -> Any:
+        result = condition()
+        assert result, f"{what}: not within {timeout_s} s"
+        return result
+
+    return eventually(holds, timeout_s, interval_s)
 
 
 def stack_trust(config: Config) -> trust.Trust:

@@ -6,13 +6,13 @@ import os
 import signal
 import subprocess
 import sys
-import time
 from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
 
 from tests.e2e.conftest import alive, processes_of
+from tests.helpers import eventually, wait_until
 from thresher.config import Config
 from thresher.forkserver import TITLE_ROOM, ForkServer
 from thresher.supervisor import Stack
@@ -32,19 +32,21 @@ def server(tmp_path: Path) -> Iterator[ForkServer]:
 
 
 def wait_for_exit(server: ForkServer, pid: int) -> int:
-    deadline = time.monotonic() + TIMEOUT_S
-    while (code := server.exit_code(pid, gone=not alive(pid))) is None:
-        assert time.monotonic() < deadline, f"process {pid} did not end"
-        time.sleep(0.01)
-    return code
+    def exit_code() -> int:
+        code = server.exit_code(pid, gone=not alive(pid))
+        assert code is not None, f"process {pid} did not end"
+        return code
+
+    return eventually(exit_code, TIMEOUT_S, interval_s=0.01)
 
 
 def wait_for_text(path: Path, text: str) -> str:
-    deadline = time.monotonic() + TIMEOUT_S
-    while text not in (content := path.read_text() if path.exists() else ""):
-        assert time.monotonic() < deadline, f"{text!r} not in {path}: {content!r}"
-        time.sleep(0.01)
-    return content
+    def content() -> str:
+        content = path.read_text() if path.exists() else ""
+        assert text in content, f"{text!r} not in {path}: {content!r}"
+        return content
+
+    return eventually(content, TIMEOUT_S, interval_s=0.01)
 
 
 def test_exit_codes_come_back_as_subprocess_gives_them(server: ForkServer, tmp_path: Path) -> None:
@@ -118,10 +120,7 @@ def test_a_server_that_died_is_replaced_and_its_children_go_on(server: ForkServe
     first = server.server_pid
     assert first is not None
     os.kill(first, signal.SIGKILL)
-    deadline = time.monotonic() + TIMEOUT_S
-    while alive(first):
-        assert time.monotonic() < deadline
-        time.sleep(0.01)
+    wait_until(lambda: not alive(first), TIMEOUT_S, f"the server {first} to die", interval_s=0.01)
 
     child = server.spawn(["exit", "3"], tmp_path / "child.log", 0)
 

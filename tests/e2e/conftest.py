@@ -5,13 +5,13 @@ from __future__ import annotations
 import contextlib
 import os
 import signal
-import time
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
 import pytest
 
+from tests.helpers import eventually
 from thresher.client import GatewayClient
 from thresher.errors import Unavailable
 from thresher.launcher import StackProcess
@@ -36,17 +36,17 @@ class Stack(StackProcess):
         raise LookupError(f"no {name} process")
 
     def wait_for_final(self, api: str, job_id: str, timeout_s: float = 90.0) -> dict[str, Any]:
-        deadline = time.monotonic() + timeout_s
-        while True:
+        def final() -> dict[str, Any]:
             try:
                 status = self.client.get(api, job_id)
             except Unavailable:  # a service restarting: the job goes on
                 status = {}
-            if status and status["job_status"]["status"] in FINAL_NAMES:
-                return status
-            if time.monotonic() > deadline:
-                raise AssertionError(f"job {job_id} did not finish in {timeout_s} s: {status}")
-            time.sleep(0.1)
+            assert status and status["job_status"]["status"] in FINAL_NAMES, (
+                f"job {job_id} did not finish in {timeout_s} s: {status}"
+            )
+            return status
+
+        return eventually(final, timeout_s, interval_s=0.1)
 
 
 def cmdline(pid: int) -> str:
@@ -105,17 +105,6 @@ def stopped_after(stack: StackProcess) -> Iterator[StackProcess]:
         stack.stop()
         for pid in processes_of(stack.data_dir):
             os.kill(pid, signal.SIGKILL)
-
-
-def eventually(check: Any, timeout_s: float = 15.0) -> Any:
-    deadline = time.monotonic() + timeout_s
-    while True:
-        try:
-            return check()
-        except AssertionError:
-            if time.monotonic() > deadline:
-                raise
-            time.sleep(0.1)
 
 
 @pytest.fixture

@@ -14,7 +14,8 @@ from pathlib import Path
 
 import pytest
 
-from tests.e2e.conftest import Stack, alive, eventually, processes_mentioning
+from tests.e2e.conftest import Stack, alive, processes_mentioning
+from tests.helpers import eventually
 from tests.unit.test_deploy_manifests import DASHBOARD_METRICS
 from thresher.auth import authorization
 from thresher.client import find_api_key
@@ -64,7 +65,7 @@ def test_a_job_of_1000_items_runs_to_succeeded_and_scales_to_zero(stack: Stack, 
         assert not [pid for pid in worker_pids if alive(pid)]
         assert not processes_mentioning(f"--job-id {job['job_id']}")
 
-    eventually(no_worker_left)
+    eventually(no_worker_left, timeout_s=15)
 
 
 def test_a_finished_job_is_still_readable_after_the_gateway_is_killed(stack: Stack, tmp_path: Path) -> None:
@@ -84,7 +85,7 @@ def test_a_finished_job_is_still_readable_after_the_gateway_is_killed(stack: Sta
         except (LookupError, Unavailable) as e:  # not back yet
             raise AssertionError(e) from e
 
-    after = eventually(restarted_and_answering)
+    after = eventually(restarted_and_answering, timeout_s=15)
     assert after["job_status"]["status"] == "succeeded"
     assert after == before
 

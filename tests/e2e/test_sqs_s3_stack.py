@@ -12,7 +12,6 @@ import contextlib
 import json
 import os
 import signal
-import time
 import urllib.error
 import urllib.request
 from collections.abc import Iterator
@@ -25,6 +24,7 @@ import pytest
 from tests.conftest import AWS_ENV, moto_client
 from tests.contract.test_sqs_queue import FlakySqs, flaky_sqs
 from tests.e2e.conftest import WORKERS_DIR, processes_mentioning
+from tests.helpers import eventually, wait_until
 from thresher.auth import authorization
 from thresher.client import GatewayClient
 from thresher.errors import Unavailable
@@ -129,7 +129,7 @@ def test_a_job_whose_receives_keep_failing_says_why_in_its_status_and_the_monito
             "UnsupportedOperation" in status["status_reason"]
         )
 
-    eventually(says_why, timeout_s=60)
+    wait_until(says_why, 60, "the status to say why the job does not move", interval_s=0.5)
     # And so does a service's log (the monitor's), not only the dequeuers'
     monitor_log = (on_moto.stack.data_dir / "logs" / "monitor.log").read_text()
     assert "cannot receive batches" in monitor_log and "UnsupportedOperation" in monitor_log
@@ -154,12 +154,17 @@ def test_a_dead_letter_sqs_refused_is_moved_at_the_clean_up_and_the_queue_is_kep
 
         # Then its clean-up finds the dead letter missing and keeps the job's queue, which still holds the batch
         scheduler_log = on.stack.data_dir / "logs" / "scheduler.log"
-        eventually(lambda: "were not in the dead letter queue" in scheduler_log.read_text(), timeout_s=60)
+        wait_until(
+            lambda: "were not in the dead letter queue" in scheduler_log.read_text(),
+            60,
+            "the scheduler to log the lost dead letters",
+            interval_s=0.5,
+        )
         assert queues_of(on, job_id) != []
 
         # And once SQS takes it, the clean-up moves it to the dead letter queue, then deletes the queues
         on.sqs.unsupported.clear()
-        eventually(lambda: queues_of(on, job_id) == [], timeout_s=60)
+        wait_until(lambda: queues_of(on, job_id) == [], 60, "the job's queues to go", interval_s=0.5)
         [failed] = client.failed(job_id)
         assert failed["items"] == [0, 1, 2, 3, 4]
 
@@ -210,7 +215,7 @@ def run_and_check(on: SqsStack, job: dict[str, Any], items: int, batch_size: int
     assert "poison item" in failed["error"]
 
     # The job's queue and dead letter queue are gone from SQS
-    eventually(lambda: queues_of(on, submitted["job_id"]) == [])
+    wait_until(lambda: queues_of(on, submitted["job_id"]) == [], 30, "the job's queues to go", interval_s=0.5)
 
     # The monitor's /metrics counts the same calls
     endpoints = json.loads((on.stack.data_dir / "endpoints.json").read_text())
@@ -231,26 +236,18 @@ def post(stack: StackProcess, path: str, body: Any) -> tuple[int, str]:
 
 
 def wait_for_final(client: GatewayClient, job_id: str, timeout_s: float = 240.0) -> dict[str, Any]:
-    deadline = time.monotonic() + timeout_s
-    status: dict[str, Any] = {}
-    while time.monotonic() < deadline:
+    def final() -> dict[str, Any]:
         try:
             status = client.get("recorder", job_id)
         except Unavailable:
             status = {}
-        if status and status["job_status"]["status"] in FINAL_NAMES:
-            return status
-        time.sleep(0.5)  # each status read costs SQS calls on moto, which is slow
-    raise AssertionError(f"job {job_id} did not finish in {timeout_s} s: {status}")
+        assert status and status["job_status"]["status"] in FINAL_NAMES, (
+            f"job {job_id} did not finish in {timeout_s} s: {status}"
+        )
+        return status
+
+    return eventually(final, timeout_s, interval_s=0.5)  # each status read costs SQS calls on moto, which is slow
 
 
 def records(out: Path, kind: str) -> list[dict[str, Any]]:
     return [json.loads(line) for path in out.glob(f"{kind}-*.jsonl") for line in path.read_text().splitlines()]
-
-
-def eventually(check: Any, timeout_s: float = 30.0) -> None:
-    deadline = time.monotonic() + timeout_s
-    while not check():
-        if time.monotonic() > deadline:
-            raise AssertionError(f"still not true after {timeout_s} s")
-        time.sleep(0.5)

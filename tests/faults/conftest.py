@@ -9,7 +9,8 @@ from typing import Any
 
 import pytest
 
-from tests.e2e.conftest import WORKERS_DIR, Stack, alive, eventually, processes_mentioning, stopped_after
+from tests.e2e.conftest import WORKERS_DIR, Stack, alive, processes_mentioning, stopped_after
+from tests.helpers import eventually
 
 LONG_VISIBILITY_S = 300
 FAULT_SETTINGS = """
@@ -92,7 +93,3 @@ def assert_nothing_left(job_id: str, outputs: Outputs) -> None:
         assert not [pid for pid in outputs.worker_pids() if alive(pid)], "a worker is left"
 
     eventually(nothing_left, timeout_s=30)
-
-
-def wait_for(check: Any, timeout_s: float = 30.0) -> Any:
-    return eventually(check, timeout_s)

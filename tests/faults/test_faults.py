@@ -15,7 +15,8 @@ import urllib.request
 import pytest
 
 from tests.e2e.conftest import Stack, alive, processes_mentioning, processes_of
-from tests.faults.conftest import LONG_VISIBILITY_S, Outputs, assert_nothing_left, submit, wait_for
+from tests.faults.conftest import LONG_VISIBILITY_S, Outputs, assert_nothing_left, submit
+from tests.helpers import eventually
 from thresher.errors import Unavailable
 
 pytestmark = [pytest.mark.faults, pytest.mark.timeout(240)]
@@ -46,7 +47,7 @@ def progress_reached(stack: Stack, job_id: str, done: int) -> None:
         except Unavailable as e:  # a service restarting
             raise AssertionError(e) from e
 
-    wait_for(reached)
+    eventually(reached, timeout_s=30)
 
 
 def test_failing_batches_are_retried_dead_lettered_listed_and_retried_as_a_new_job(
@@ -166,7 +167,7 @@ def test_a_control_plane_service_killed_mid_job_loses_nothing(stack: Stack, outp
         except LookupError as e:  # between its death and its restart
             raise AssertionError(e) from e
 
-    wait_for(restarted)
+    eventually(restarted, timeout_s=30)
     assert_succeeded_exactly(stack, outputs, job_id, items)
 
 

@@ -7,7 +7,6 @@ import os
 import secrets
 import shutil
 import tempfile
-import time
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -16,6 +15,7 @@ from kubernetes import client as k8s
 from kubernetes import config as k8s_config
 
 from tests.e2e.conftest import WORKERS_DIR
+from tests.helpers import wait_until
 from tests.kube import controlplane
 from tests.kube.kubelet import Kubelet
 
@@ -61,10 +61,12 @@ def namespace(admin_api: k8s.ApiClient) -> Iterator[str]:
     core = k8s.CoreV1Api(admin_api)
     name = f"t-{secrets.token_hex(4)}"
     core.create_namespace({"metadata": {"name": name}})
-    deadline = time.monotonic() + SERVICE_ACCOUNT_TIMEOUT_S
-    while not core.list_namespaced_service_account(name, field_selector="metadata.name=default").items:
-        assert time.monotonic() < deadline, f"no default service account in namespace {name}"
-        time.sleep(0.2)
+    wait_until(
+        lambda: core.list_namespaced_service_account(name, field_selector="metadata.name=default").items,
+        SERVICE_ACCOUNT_TIMEOUT_S,
+        f"a default service account in namespace {name}",
+        interval_s=0.2,
+    )
     try:
         yield name
     finally:

@@ -12,7 +12,6 @@ from __future__ import annotations
 import os
 import ssl
 import subprocess
-import time
 import urllib.request
 from dataclasses import dataclass
 from pathlib import Path
@@ -22,6 +21,7 @@ from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import rsa
 
 from tests import pki
+from tests.helpers import eventually
 from thresher.ports import free_port
 
 # Where tests/fixtures/build-kube.sh puts the binaries (the same variables, the same defaults).
@@ -128,18 +128,16 @@ def start(folder: Path, data_dir: Path, processes: Processes) -> ControlPlane:
 def _wait_ready(plane: ControlPlane, pki: dict[str, Path], processes: Processes) -> None:
     context = ssl.create_default_context(cafile=str(pki["ca.crt"]))
     context.load_cert_chain(pki["admin.crt"], pki["admin.key"])
-    deadline = time.monotonic() + READY_TIMEOUT_S
-    last = ""
-    while time.monotonic() < deadline:
-        processes.check_alive()
+
+    def ready() -> None:
+        processes.check_alive()  # a process that exited ends the wait at once (RuntimeError)
         try:
             with urllib.request.urlopen(f"{plane.url}/readyz", context=context, timeout=5) as response:
-                if response.status == 200:
-                    return
+                assert response.status == 200, f"kube-apiserver's /readyz answered {response.status}"
         except OSError as e:
-            last = str(e)
-        time.sleep(0.5)
-    raise RuntimeError(f"kube-apiserver was not ready within {READY_TIMEOUT_S} s: {last}")
+            raise AssertionError(f"kube-apiserver was not ready within {READY_TIMEOUT_S} s: {e}") from e
+
+    eventually(ready, READY_TIMEOUT_S, interval_s=0.5)
 
 
 # --- certificates ----------------------------------------------------------------------------------------------------

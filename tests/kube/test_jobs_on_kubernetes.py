@@ -13,7 +13,6 @@ import json
 import os
 import signal
 import subprocess
-import time
 import urllib.request
 from collections.abc import Iterator
 from pathlib import Path
@@ -26,6 +25,7 @@ from prometheus_client.parser import text_string_to_metric_families
 
 from tests.conftest import AWS_ENV
 from tests.e2e.conftest import WORKERS_DIR, processes_mentioning
+from tests.helpers import wait_until
 from tests.kube.conftest import THRESHER_IMAGE
 from tests.kube.controlplane import ControlPlane
 from tests.kube.kubelet import Kubelet
@@ -124,28 +124,18 @@ def items_job(out: Path, items: int, batch_size: int, workers: int = 2, **config
     }
 
 
-def wait_for(check: Any, timeout_s: float, what: str) -> Any:
-    deadline = time.monotonic() + timeout_s
-    while True:
-        result = check()
-        if result:
-            return result
-        if time.monotonic() > deadline:
-            raise AssertionError(f"{what}: not within {timeout_s} s")
-        time.sleep(0.2)
-
-
 def final_status(client: GatewayClient, job_id: str, kubelet: Kubelet, timeout_s: float = 120) -> dict[str, Any]:
     status: dict[str, Any] = {}
 
     def ended() -> bool:
         nonlocal status
-        assert kubelet.error is None, kubelet.error
+        if kubelet.error is not None:  # the node is broken: no use waiting
+            pytest.fail(f"the kubelet failed: {kubelet.error}")
         status = client.get("recorder", job_id)
         return status["job_status"]["status"] in FINAL_NAMES
 
     try:
-        wait_for(ended, timeout_s, f"job {job_id} to end")
+        wait_until(ended, timeout_s, f"job {job_id} to end", interval_s=0.2)
     except AssertionError as e:
         raise AssertionError(f"{e}: {describe(status)}") from None
     return status
@@ -167,8 +157,8 @@ def nothing_left(core: k8s.CoreV1Api, namespace: str, job_id: str, kubelet: Kube
             or core.list_namespaced_config_map(namespace, label_selector=selector).items
         )
 
-    wait_for(gone, 30, f"the Job, pods and ConfigMap of job {job_id} to go")
-    wait_for(lambda: not kubelet.processes(), 15, "every container process to end")
+    wait_until(gone, 30, f"the Job, pods and ConfigMap of job {job_id} to go")
+    wait_until(lambda: not kubelet.processes(), 15, "every container process to end")
 
 
 def scheduler_metric(stack: StackProcess, name: str, **labels: str) -> float:
@@ -267,12 +257,12 @@ def test_a_spot_reclaim_mid_batch_replaces_the_pod_uses_no_attempt_and_is_counte
     job_id = submitted["job_id"]
 
     # When a pod is reclaimed (graceful node shutdown of a spot instance) while its worker runs a batch
-    busy = wait_for(lambda: _pod_running_a_batch(kubelet, job_id, out), 60, "a worker to take a batch")
+    busy = wait_until(lambda: _pod_running_a_batch(kubelet, job_id, out), 60, "a worker to take a batch")
     kubelet.reclaim(busy)
 
     # Then the Job controller replaces it while the job has work (after its pod-failure backoff, 10 s the first
     # time), and the job's status counts the disruption, not a crash
-    wait_for(lambda: len(ran_pods(kubelet, job_id)) >= 3, 60, "a replacement pod")
+    wait_until(lambda: len(ran_pods(kubelet, job_id)) >= 3, 60, "a replacement pod")
     running = client.get("recorder", job_id)["job_status"]
     assert running["status"] == "running", describe(running)
     assert (running["worker_disruptions"], running["worker_restarts"]) == (1, 0), describe(running)
@@ -295,12 +285,12 @@ def test_a_worker_evicted_by_a_node_drain_is_replaced_and_counted(
     out = tmp_path / "out"
     submitted = client.submit("recorder", items_job(out, 40, 1, slow_s=1.0))
     job_id = submitted["job_id"]
-    busy = wait_for(lambda: _pod_running_a_batch(kubelet, job_id, out), 60, "a worker to take a batch")
+    busy = wait_until(lambda: _pod_running_a_batch(kubelet, job_id, out), 60, "a worker to take a batch")
 
     eviction = {"apiVersion": "policy/v1", "kind": "Eviction", "metadata": {"name": busy, "namespace": namespace}}
     core.create_namespaced_pod_eviction(busy, namespace, eviction)
 
-    wait_for(lambda: len(ran_pods(kubelet, job_id)) >= 3, 60, "a replacement pod")
+    wait_until(lambda: len(ran_pods(kubelet, job_id)) >= 3, 60, "a replacement pod")
     status = final_status(client, job_id, kubelet)
     assert status["job_status"]["status"] == "succeeded", describe(status)
     assert (status["job_status"]["worker_disruptions"], status["job_status"]["worker_restarts"]) == (1, 0)
@@ -318,9 +308,9 @@ def test_a_worker_killed_for_memory_ends_the_job_worker_oom(
 
     # When the kernel kills its worker for memory, on this pod and on its replacement
     for _ in range(RESTART_BUDGET + 1):
-        pod = wait_for(lambda: _pod_running_a_batch(kubelet, job_id, out), 60, "a worker to take a batch")
+        pod = wait_until(lambda: _pod_running_a_batch(kubelet, job_id, out), 60, "a worker to take a batch")
         kubelet.oom_kill(pod, "api")
-        wait_for(lambda: pod not in _live_pods(kubelet, job_id), 30, f"pod {pod} to end")  # noqa: B023
+        wait_until(lambda: pod not in _live_pods(kubelet, job_id), 30, f"pod {pod} to end")  # noqa: B023
 
     # Then the job ends worker_oom, saying so
     status = final_status(client, job_id, kubelet)
@@ -347,7 +337,7 @@ def test_a_stopped_job_ends_stopped_and_its_pods_go(
     out = tmp_path / "out"
     submitted = client.submit("recorder", items_job(out, 20, 1, slow_s=5))
     job_id = submitted["job_id"]
-    wait_for(lambda: _pod_running_a_batch(kubelet, job_id, out), 60, "a worker to take a batch")
+    wait_until(lambda: _pod_running_a_batch(kubelet, job_id, out), 60, "a worker to take a batch")
 
     client.stop(job_id)
 
