@@ -41,12 +41,12 @@ def wait_for_exit(server: ForkServer, pid: int) -> int:
 
 
 def wait_for_text(path: Path, text: str) -> str:
-    def content() -> str:
+    def with_text() -> str:
         content = path.read_text() if path.exists() else ""
         assert text in content, f"{text!r} not in {path}: {content!r}"
         return content
 
-    return eventually(content, TIMEOUT_S, interval_s=0.01)
+    return eventually(with_text, TIMEOUT_S, interval_s=0.01)
 
 
 def test_exit_codes_come_back_as_subprocess_gives_them(server: ForkServer, tmp_path: Path) -> None:
