@@ -13,6 +13,7 @@ from services.scheduler.jobs import JobRecord, Status
 from services.scheduler.metrics import EndedWorkerCounter
 from services.scheduler.validation import MAX_ITEM_BYTES, validate_submission
 from services.scheduler.views import job_message, waiting_reason
+from thresher import statuses
 from thresher.config import Config
 from thresher.errors import InvalidRequest, WrongState
 from thresher.ids import new_job_id
@@ -208,3 +209,8 @@ def test_each_replaced_worker_is_counted_once_in_the_metrics_however_often_it_is
     assert value("thresher_worker_restarts_total", reason="failed") == 1
     assert value("thresher_worker_disruptions_total") == 1
     assert counter.counted("job-1") == (1, 1)
+
+
+def test_the_scheduler_has_a_status_for_each_of_the_contract_and_the_same_finality() -> None:
+    assert {s.proto for s in Status} == set(statuses.BY_JSON_NAME.values())
+    assert {s.proto for s in Status if s.is_final} == statuses.FINAL
