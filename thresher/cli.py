@@ -16,6 +16,7 @@ from thresher.client import GatewayClient
 from thresher.config import load_config
 from thresher.errors import ThresherError
 from thresher.names import ENV_API_KEY, GRPC_AUTHORIZATION_KEY
+from thresher.queue.registry import QUEUE_BACKENDS
 from thresher.yamlfile import load_yaml
 
 POLL_S = 0.5
@@ -45,7 +46,7 @@ def _parser() -> argparse.ArgumentParser:
     up.add_argument("--config", help="a thresher.yaml settings file")
     # AWS credentials come from the usual AWS_* variables or the settings file: a command line is visible to all.
     backends = up.add_argument_group("backends (default: SQLite queues and local files)")
-    backends.add_argument("--queue-backend", choices=["sqlite", "sqs"], help="where job queues live (queue.backend)")
+    backends.add_argument("--queue-backend", choices=list(QUEUE_BACKENDS), help="where job queues live (queue.backend)")
     backends.add_argument("--sqs-endpoint-url", help="an SQS-compatible endpoint instead of AWS's")
     backends.add_argument("--sqs-region", help="the SQS region (else AWS_DEFAULT_REGION)")
     backends.add_argument("--s3-endpoint-url", help="an S3-compatible endpoint for s3:// inputs instead of AWS's")

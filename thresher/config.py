@@ -38,7 +38,7 @@ class Addresses:
 
 @dataclass
 class QueueSettings:
-    backend: str = "sqlite"  # sqlite (embedded) or sqs
+    backend: str = "sqlite"  # a name in thresher/queue/registry.py: sqlite (embedded), sqs
     visibility_s: float = 30.0  # how long a received batch stays invisible unless extended
     max_receive_count: int = 3  # attempts before a batch goes to the dead letter queue
     # SQS only. Empty values fall back to boto3's usual chain (AWS_* variables, profile, instance role).

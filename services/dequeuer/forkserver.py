@@ -7,13 +7,13 @@ on its own would. Its environment is the server's: the local runtime gives every
 
 from __future__ import annotations
 
-import importlib
 import sys
 
 from services.dequeuer.__main__ import main
 from thresher.config import load_config
 from thresher.errors import ThresherError
 from thresher.forkserver import run_server, set_command_line
+from thresher.queue.registry import backend_factory, queue_backend_entry
 
 DEQUEUER_COMMAND = [sys.executable, "-m", "services.dequeuer"]
 
@@ -21,10 +21,9 @@ DEQUEUER_COMMAND = [sys.executable, "-m", "services.dequeuer"]
 def _import_queue_backend() -> None:
     """The queue backend's modules (boto3 on SQS: the largest import of all), once for every dequeuer."""
     try:
-        backend = load_config().queue.backend
+        backend_factory(queue_backend_entry(load_config().queue.backend))
     except (ThresherError, OSError):  # each dequeuer reports a bad configuration itself
         return
-    importlib.import_module("thresher.queue.sqs" if backend == "sqs" else "thresher.queue.sqlite")
 
 
 if __name__ == "__main__":

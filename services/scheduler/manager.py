@@ -93,7 +93,7 @@ class JobManager:
             return jobs_pb2.Job(api_name=submission.api_name, dry_run_paths=paths)
         await check_files_exist(submission, self._config.inputs)  # Cortex's short-circuit listing: a 400, not later
         if submission.sqs_dead_letter_queue.arn:
-            await self._queues.check_dead_letter_queue(submission.sqs_dead_letter_queue.arn)
+            await self._queues.check_dead_letter_target(submission.sqs_dead_letter_queue.arn)
         async with self._admission:
             check_room(submission, *await self._store.in_progress(submission.api_name), self._config)
             job = jobs.new_job(new_job_id(), submission, time.time(), owner=caller.name)

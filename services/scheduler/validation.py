@@ -9,14 +9,16 @@ import json
 
 from thresher.config import Config
 from thresher.errors import InvalidRequest, LimitExceeded
-from thresher.queue.sqs_messages import MAX_MESSAGE_BYTES as SQS_MAX_MESSAGE_BYTES
+from thresher.queue.registry import QUEUE_BACKENDS
 from thresher.sources import BATCHES, ITEM_LIST, batch_size_of, check_batch_size, file_query, source_of
 from thresher.v1 import jobs_pb2
 
 MAX_ITEM_BYTES = 250 * 1024  # SQS's 256 KiB message limit less room for attributes (Cortex's limit)
 # The largest batch (a JSON array) that one message of each queue backend takes: the message limit less room for
-# the attributes that travel with it (kind, batch id). SQLite's messages have no limit.
-MAX_BATCH_BYTES = {"sqs": SQS_MAX_MESSAGE_BYTES - 1024}
+# the attributes that travel with it (kind, batch id). A backend without a message limit has none.
+MAX_BATCH_BYTES = {
+    name: entry.max_message_bytes - 1024 for name, entry in QUEUE_BACKENDS.items() if entry.max_message_bytes
+}
 
 
 def validate_submission(submission: jobs_pb2.JobSubmission) -> None:

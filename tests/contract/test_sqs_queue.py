@@ -373,7 +373,7 @@ async def test_a_named_queue_that_cannot_be_used_is_refused_with_a_reason(
     backend: SqsQueueBackend, arn: str, says: str
 ) -> None:
     with pytest.raises(InvalidRequest, match=says):
-        await backend.check_dead_letter_queue(arn)
+        await backend.check_dead_letter_target(arn)
 
 
 async def test_a_standard_queue_is_refused_because_a_fifo_queue_needs_a_fifo_dead_letter_queue(
@@ -381,7 +381,7 @@ async def test_a_standard_queue_is_refused_because_a_fifo_queue_needs_a_fifo_dea
 ) -> None:
     arn = create_user_queue(sqs, "standard-dead-letters", fifo=False)
     with pytest.raises(InvalidRequest, match="must be a FIFO queue"):
-        await backend.check_dead_letter_queue(arn)
+        await backend.check_dead_letter_target(arn)
     with pytest.raises(InvalidRequest, match="must be a FIFO queue"):
         await backend.create("job-d", 30, dead_letter_arn=arn)
     assert "job-d" not in str(sqs.list_queues().get("QueueUrls", [])), "nothing is created"
@@ -391,6 +391,6 @@ async def test_the_sqlite_backend_refuses_a_named_queue(tmp_path: Path) -> None:
     backend = SqliteQueueBackend(tmp_path / "queue.db")
     try:
         with pytest.raises(InvalidRequest, match="needs the sqs queue backend"):
-            await backend.check_dead_letter_queue("arn:aws:sqs:us-east-1:123456789012:x.fifo")
+            await backend.check_dead_letter_target("arn:aws:sqs:us-east-1:123456789012:x.fifo")
     finally:
         await backend.close()

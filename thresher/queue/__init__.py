@@ -1,11 +1,7 @@
-"""Queue backends, chosen by name; each is imported only when chosen."""
+"""Queue backends, chosen by name (registry.py); each is imported only when chosen."""
 
 from __future__ import annotations
 
-from pathlib import Path
-
-from thresher.config import Config
-from thresher.errors import InvalidRequest
 from thresher.queue.base import (
     KIND_BATCH,
     KIND_JOB_COMPLETE,
@@ -17,6 +13,7 @@ from thresher.queue.base import (
     QueueBackend,
     calls_source,
 )
+from thresher.queue.registry import QUEUE_BACKENDS, QueueBackendEntry, open_queue_backend, queue_backend_entry
 
 __all__ = [
     "KIND_BATCH",
@@ -25,33 +22,11 @@ __all__ = [
     "DeadLetter",
     "Delivery",
     "Depth",
+    "QUEUE_BACKENDS",
     "Queue",
     "QueueBackend",
+    "QueueBackendEntry",
     "calls_source",
     "open_queue_backend",
+    "queue_backend_entry",
 ]
-
-
-def _sqlite(config: Config) -> QueueBackend:
-    from thresher.queue.sqlite import SqliteQueueBackend
-
-    return SqliteQueueBackend(Path(config.data_dir) / "queue" / "queues.db")
-
-
-def _sqs(config: Config) -> QueueBackend:
-    from thresher.queue.sqs import SqsQueueBackend
-
-    return SqsQueueBackend(config.queue)
-
-
-_BACKENDS = {"sqlite": _sqlite, "sqs": _sqs}
-
-
-def open_queue_backend(config: Config) -> QueueBackend:
-    try:
-        factory = _BACKENDS[config.queue.backend]
-    except KeyError:
-        raise InvalidRequest(
-            f"unknown queue backend {config.queue.backend!r} (known: {', '.join(_BACKENDS)})"
-        ) from None
-    return factory(config)

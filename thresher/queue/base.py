@@ -124,8 +124,9 @@ class QueueBackend(ABC):
         """
 
     @abstractmethod
-    async def check_dead_letter_queue(self, arn: str) -> None:
-        """InvalidRequest unless `arn` names a dead letter queue that create() can use."""
+    async def check_dead_letter_target(self, target: str) -> None:
+        """InvalidRequest unless create() can use `target` as the job's dead letter queue: one the submission names
+        (Cortex's `sqs_dead_letter_queue.arn`), which jobs may share. A backend without such queues refuses each."""
 
     @abstractmethod
     async def delete(self, name: str) -> None:

@@ -14,6 +14,7 @@ import time
 from collections.abc import Sequence
 from pathlib import Path
 
+from thresher.config import Config
 from thresher.errors import InvalidRequest, QueueNotFound
 from thresher.queue.base import KIND_BATCH, Batch, DeadLetter, Delivery, Depth, Queue, QueueBackend
 from thresher.sqlite import SqliteFile, transaction
@@ -47,6 +48,10 @@ CREATE INDEX IF NOT EXISTS messages_next ON messages (queue, state, seq);
 """
 
 
+def open_sqlite_backend(config: Config) -> SqliteQueueBackend:
+    return SqliteQueueBackend(Path(config.data_dir) / "queue" / "queues.db")
+
+
 class SqliteQueueBackend(QueueBackend):
     def __init__(self, path: Path) -> None:
         self.path = path
@@ -55,7 +60,7 @@ class SqliteQueueBackend(QueueBackend):
 
     async def create(self, name: str, visibility_s: float, dead_letter_arn: str = "") -> str:
         if dead_letter_arn:
-            await self.check_dead_letter_queue(dead_letter_arn)
+            await self.check_dead_letter_target(dead_letter_arn)
 
         def create(db: sqlite3.Connection) -> None:
             db.execute(
@@ -74,9 +79,9 @@ class SqliteQueueBackend(QueueBackend):
 
         await self.run(delete)
 
-    async def check_dead_letter_queue(self, arn: str) -> None:
+    async def check_dead_letter_target(self, target: str) -> None:
         raise InvalidRequest(
-            f"sqs_dead_letter_queue: {arn}: a named dead letter queue needs the sqs queue backend"
+            f"sqs_dead_letter_queue: {target}: a named dead letter queue needs the sqs queue backend"
             " (queue.backend is sqlite here, which keeps every job's dead letters itself)"
         )
 

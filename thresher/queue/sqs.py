@@ -37,7 +37,7 @@ from typing import Any
 
 from tenacity import AsyncRetrying, retry_if_exception_type, stop_after_attempt, wait_exponential
 
-from thresher.config import QueueSettings
+from thresher.config import Config, QueueSettings
 from thresher.errors import InvalidRequest, QueueNotFound, Unavailable
 from thresher.queue.base import KIND_JOB_COMPLETE, Batch, DeadLetter, Delivery, Depth, Queue, QueueBackend
 from thresher.queue.sqs_client import CALL_ATTEMPTS, SqsClient, SqsError
@@ -85,6 +85,10 @@ class _EntriesFailed(Unavailable):
     """Some entries of a batch call failed for a reason that may pass; they are sent again."""
 
 
+def open_sqs_backend(config: Config) -> SqsQueueBackend:
+    return SqsQueueBackend(config.queue)
+
+
 class SqsQueueBackend(QueueBackend):
     def __init__(self, settings: QueueSettings) -> None:
         self.client = SqsClient(settings)
@@ -111,8 +115,8 @@ class SqsQueueBackend(QueueBackend):
         }
         return await self._create(name, main, attributes)
 
-    async def check_dead_letter_queue(self, arn: str) -> None:
-        await self._named_dead_letter_url(arn, arn.rpartition(":")[2])  # no job yet: counted under its own name
+    async def check_dead_letter_target(self, target: str) -> None:
+        await self._named_dead_letter_url(target, target.rpartition(":")[2])  # no job yet: counted under its own name
 
     async def _named_dead_letter_url(self, arn: str, name: str) -> str:
         """The URL of a user's dead letter queue: FIFO, in this backend's region, and existing (InvalidRequest).

@@ -25,6 +25,7 @@ from kubernetes.aio import config as k8s_config
 from thresher.aiotasks import create_guarded_task
 from thresher.config import Config
 from thresher.errors import InvalidRequest, ThresherError, Unavailable
+from thresher.queue.registry import QUEUE_BACKENDS, queue_backend_entry
 from thresher.runtime import k8s_manifests as manifests
 from thresher.runtime.base import Runtime, WorkerLaunch, WorkerState, dequeuer_token
 from thresher.runtime.k8s_pods import unschedulable_message, unschedulable_since_from, worker_state
@@ -61,8 +62,13 @@ class KubernetesRuntime(Runtime):
         self._changed = asyncio.Condition()
         self._synced = asyncio.Event()
         self._watch: asyncio.Task[Any] | None = None
-        if config.queue.backend == "sqlite":
-            log.warning("queue.backend is sqlite: worker pods cannot reach an embedded queue; use sqs on Kubernetes")
+        if not queue_backend_entry(config.queue.backend).reachable_from_other_hosts:
+            reachable = " or ".join(name for name, entry in QUEUE_BACKENDS.items() if entry.reachable_from_other_hosts)
+            log.warning(
+                "queue.backend is %s: worker pods cannot reach its queues; use %s on Kubernetes",
+                config.queue.backend,
+                reachable,
+            )
 
     @property
     def namespace(self) -> str:

@@ -25,6 +25,7 @@ from thresher.config import Config
 from thresher.forkserver import TITLE_ROOM, ForkServer
 from thresher.names import ENV_JOB_SPEC, ENV_PORT, ENV_WORKER_TOKEN, EXIT_DRAINED
 from thresher.ports import free_port
+from thresher.queue.registry import queue_backend_entry
 from thresher.runtime.base import (
     DEQUEUER_MODULE,
     Runtime,
@@ -39,7 +40,7 @@ from thresher.runtime.base import (
 
 # What a worker inherits from this process; nothing else (no credentials, no API keys).
 _INHERITED_ENV = ("HOME", "LANG", "LC_ALL", "TMPDIR", "TZ", "USER")
-# A dequeuer also gets PYTHONPATH and, on SQS, the AWS_* variables of boto3's chain (the queue's credentials).
+# A dequeuer also gets PYTHONPATH and the variables its queue backend names (on SQS: AWS_*, boto3's credentials).
 _STOP_POLL_S = 0.02
 MAX_LOG_READ_BYTES = 4 * 1024 * 1024  # per file and read; the rest comes with the next one
 
@@ -233,9 +234,9 @@ class LocalRuntime(Runtime):
         return env
 
     def _dequeuer_env(self) -> dict[str, str]:
-        sqs = self._config.queue.backend == "sqs"
+        prefixes = queue_backend_entry(self._config.queue.backend).dequeuer_env_prefixes
         env = {k: v for k, v in os.environ.items() if k in (*_INHERITED_ENV, "PATH", "PYTHONPATH")}
-        env.update({k: v for k, v in os.environ.items() if sqs and k.startswith("AWS_")})
+        env.update({k: v for k, v in os.environ.items() if k.startswith(prefixes)})
         env.update(dequeuer_config_env(self._config))
         env["THRESHER_DATA_DIR"] = str(Path(self._config.data_dir).resolve())
         return env
