@@ -46,4 +46,3 @@ def test_opening_the_sqlite_backend_imports_neither_the_sqs_backend_nor_boto3(tm
     )
     done = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, timeout=60, check=True)
     assert done.stdout.split() == ["SqliteQueueBackend", "False", "False"]
-
