@@ -204,6 +204,6 @@ def _process_name(frame: str) -> str:
         return match.group(1)
     if "bench_worker.py" in frame:
         return "worker"
-    if "thresher.cli up" in frame:
+    if "thresher.tools.cli up" in frame:
         return "thresher up"
     return frame[:40]

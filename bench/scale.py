@@ -25,8 +25,8 @@ from typing import Any
 from bench import procs
 from bench.results import Figure, Scenario, Target, median, percentile
 from bench.stack import API, BenchStack
-from thresher.config import Config
-from thresher.statuses import FINAL_NAMES
+from thresher.core.config import Config
+from thresher.core.statuses import FINAL_NAMES
 
 BATCH_SIZE = 100
 WORKERS = 2
@@ -250,8 +250,8 @@ def _healthz_latency(stack: BenchStack, calls: int = 50) -> float:
 
 def _queue_send_rate(items: int) -> float:
     """Items/s of cutting `items` small items into batches and sending them to a fresh SQLite queue, in chunks."""
-    from thresher.queue import Batch
-    from thresher.queue.sqlite import SqliteQueueBackend
+    from thresher.core.queue import Batch
+    from thresher.core.queue.sqlite import SqliteQueueBackend
 
     async def send_all(folder: str) -> float:
         backend = SqliteQueueBackend(Path(folder) / "queues.db")

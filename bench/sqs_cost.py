@@ -35,7 +35,7 @@ def sqs_backend_missing() -> str:
     try:
         import moto  # noqa: F401
 
-        from thresher.queue.sqs import SqsQueueBackend  # noqa: F401
+        from thresher.core.queue.sqs import SqsQueueBackend  # noqa: F401
     except ImportError as e:
         return f"not measured yet: {e}"
     return ""
@@ -102,9 +102,9 @@ def _job_calls(work_dir: Path, endpoint: str, batches: int) -> tuple[Counter[str
 
 async def _backend_floor(endpoint: str, batches: int) -> float:
     """Calls per batch when the backend's verbs are used as sparingly as they allow."""
-    from thresher.config import QueueSettings
-    from thresher.queue import Batch
-    from thresher.queue.sqs import SqsQueueBackend
+    from thresher.core.config import QueueSettings
+    from thresher.core.queue import Batch
+    from thresher.core.queue.sqs import SqsQueueBackend
 
     backend = SqsQueueBackend(QueueSettings(backend="sqs", sqs_endpoint_url=endpoint, **AWS))
     try:

@@ -11,11 +11,11 @@ from typing import Any
 import yaml
 
 from bench import procs
-from thresher.auth import authorization
-from thresher.client import GatewayClient
-from thresher.launcher import StackProcess
-from thresher.names import HEADER_AUTHORIZATION
-from thresher.statuses import FINAL_NAMES
+from thresher.core.auth import authorization
+from thresher.core.names import HEADER_AUTHORIZATION
+from thresher.core.statuses import FINAL_NAMES
+from thresher.tools.client import GatewayClient
+from thresher.tools.launcher import StackProcess
 
 API = "bench"
 APIS_FILE = Path(__file__).parent / "workers" / "apis.yaml"

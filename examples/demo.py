@@ -11,9 +11,9 @@ import sys
 from pathlib import Path
 
 from examples.textstats.make_corpus import job_submission, make_corpus
-from thresher.cli import describe, follow
-from thresher.client import GatewayClient
-from thresher.launcher import StackProcess
+from thresher.tools.cli import describe, follow
+from thresher.tools.client import GatewayClient
+from thresher.tools.launcher import StackProcess
 
 ROOT = Path(__file__).resolve().parent.parent
 DEMO_DIR = ROOT / ".thresher" / "demo"

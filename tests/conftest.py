@@ -12,8 +12,8 @@ import boto3
 import pytest
 
 from tests.elasticmq import ElasticMqMissing, delete_every_queue, elasticmq
-from thresher.auth import KEY_PATTERN
-from thresher.logs import JsonFormatter
+from thresher.core.auth import KEY_PATTERN
+from thresher.core.logs import JsonFormatter
 
 # Dummy credentials and region for moto: tests never reach AWS, since every client is given moto's endpoint.
 AWS_ENV = {"AWS_ACCESS_KEY_ID": "testing", "AWS_SECRET_ACCESS_KEY": "testing", "AWS_DEFAULT_REGION": "us-east-1"}

@@ -18,7 +18,7 @@ from pathlib import Path
 from typing import Any
 
 from tests.helpers import eventually
-from thresher.ports import free_port
+from thresher.core.ports import free_port
 
 FIXTURES = Path(__file__).parent / "fixtures"
 POM = FIXTURES / "elasticmq" / "pom.xml"

@@ -10,9 +10,9 @@ import time
 from collections.abc import Callable
 from typing import Any
 
-from thresher import trust
-from thresher.config import Config
-from thresher.names import GRPC_TOKEN_KEY
+from thresher.core import trust
+from thresher.core.config import Config
+from thresher.core.names import GRPC_TOKEN_KEY
 
 # The tests' one way to wait for something: poll a check until it passes, then return what it returned. A check
 # says "not yet" by raising AssertionError (its message then says what was awaited); any other error ends the wait.

@@ -17,12 +17,12 @@ from services.dequeuer.admin import start_admin_server
 from services.dequeuer.loop import Dequeuer
 from services.dequeuer.reporter import Reporter
 from services.dequeuer.settings import Settings, parse_args
-from thresher.aiotasks import on_stop_signal
-from thresher.config import Config, load_config
-from thresher.errors import ThresherError
-from thresher.logs import configure_logging
-from thresher.names import ENV_WORKER_TOKEN, EXIT_DRAINED
-from thresher.queue import open_queue_backend
+from thresher.core.aiotasks import on_stop_signal
+from thresher.core.config import Config, load_config
+from thresher.core.errors import ThresherError
+from thresher.core.logs import configure_logging
+from thresher.core.names import ENV_WORKER_TOKEN, EXIT_DRAINED
+from thresher.core.queue import open_queue_backend
 
 log = logging.getLogger("services.dequeuer")
 

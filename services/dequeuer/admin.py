@@ -1,7 +1,8 @@
 """The dequeuer's admin endpoint: `GET /healthz` (200 once its worker is ready, else 503) and `GET /metrics`.
 
-A few lines of asyncio rather than aiohttp (as thresher.metrics serves the other services): every worker start waits
-for the dequeuer's imports, and aiohttp's are a third of a second. prometheus_client is imported at the first scrape.
+A few lines of asyncio rather than aiohttp (as thresher.core.metrics serves the other services): every worker
+start waits for the dequeuer's imports, and aiohttp's are a third of a second. prometheus_client is imported at
+the first scrape.
 """
 
 from __future__ import annotations

@@ -1,4 +1,5 @@
-"""`python -m services.dequeuer.forkserver <room>`: how the local runtime starts dequeuers (thresher/forkserver.py).
+"""`python -m services.dequeuer.forkserver <room>`: how the local runtime starts dequeuers
+(thresher/core/forkserver.py).
 
 It imports the dequeuer once, then forks one per worker: each child runs `main` with its request's arguments, under
 the command line `python -m services.dequeuer <args>`, so it behaves, exits and shows in `ps` as a dequeuer started
@@ -10,10 +11,10 @@ from __future__ import annotations
 import sys
 
 from services.dequeuer.__main__ import main
-from thresher.config import load_config
-from thresher.errors import ThresherError
-from thresher.forkserver import run_server, set_command_line
-from thresher.queue.registry import backend_factory, queue_backend_entry
+from thresher.core.config import load_config
+from thresher.core.errors import ThresherError
+from thresher.core.forkserver import run_server, set_command_line
+from thresher.core.queue.registry import backend_factory, queue_backend_entry
 
 DEQUEUER_COMMAND = [sys.executable, "-m", "services.dequeuer"]
 

@@ -12,8 +12,8 @@ import logging
 import time
 from collections.abc import Iterable
 
-from thresher.errors import QueueNotFound
-from thresher.queue import Delivery, Queue
+from thresher.core.errors import QueueNotFound
+from thresher.core.queue import Delivery, Queue
 
 log = logging.getLogger(__name__)
 

@@ -15,7 +15,7 @@ import asyncio
 from collections.abc import Mapping
 from dataclasses import dataclass
 
-from thresher import names
+from thresher.core import names
 
 MAX_BODY_BYTES = 64 * 1024  # of an answer, kept (only for errors); the rest of a longer one is read past
 PIPELINING_HEADER = names.HEADER_PIPELINING.lower().encode()  # "1": the server answers pipelined requests, in order

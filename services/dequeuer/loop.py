@@ -19,10 +19,10 @@ from services.dequeuer.settings import Settings
 from services.dequeuer.settler import Settler
 from services.dequeuer.successes import Successes, batch_report
 from services.dequeuer.worker import Call, Outcome, WorkerClient, WorkerLost
-from thresher.aiotasks import create_guarded_task
-from thresher.errors import QueueNotFound
-from thresher.logs import batch_id_var, job_id_var
-from thresher.queue import KIND_JOB_COMPLETE, Delivery, Queue, calls_source
+from thresher.core.aiotasks import create_guarded_task
+from thresher.core.errors import QueueNotFound
+from thresher.core.logs import batch_id_var, job_id_var
+from thresher.core.queue import KIND_JOB_COMPLETE, Delivery, Queue, calls_source
 from thresher.v1 import jobs_pb2, monitor_pb2
 
 log = logging.getLogger(__name__)

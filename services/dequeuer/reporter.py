@@ -15,10 +15,10 @@ from collections.abc import AsyncIterator
 
 import grpc
 
-from thresher import rpc
-from thresher.aiotasks import create_guarded_task
-from thresher.config import TlsSettings
-from thresher.names import GRPC_TOKEN_KEY
+from thresher.core import rpc
+from thresher.core.aiotasks import create_guarded_task
+from thresher.core.config import TlsSettings
+from thresher.core.names import GRPC_TOKEN_KEY
 from thresher.v1 import jobs_pb2, monitor_pb2, monitor_pb2_grpc
 
 log = logging.getLogger(__name__)
@@ -39,7 +39,7 @@ class Reporter:
         address: str,
         job_id: str,
         worker_id: str,
-        token: str,  # this worker's (thresher/trust.py): it reports for its own job and worker only
+        token: str,  # this worker's (thresher/core/trust.py): it reports for its own job and worker only
         api_name: str = "",
         queue_name: str = "",
         tls: TlsSettings | None = None,  # the monitor's mutual TLS (config.tls); None: plaintext

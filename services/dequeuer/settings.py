@@ -1,4 +1,4 @@
-"""The dequeuer's settings: its command line (who and where it is) over thresher.config (how it behaves)."""
+"""The dequeuer's settings: its command line (who and where it is) over thresher.core.config (how it behaves)."""
 
 from __future__ import annotations
 
@@ -6,7 +6,7 @@ import argparse
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 
-from thresher.config import Config
+from thresher.core.config import Config
 
 DEFAULT_GRACE_S = 20.0  # time a batch in progress gets to finish after SIGTERM (spot termination notice)
 

@@ -15,9 +15,9 @@ import logging
 from dataclasses import dataclass
 
 from services.dequeuer.holdings import Holdings
-from thresher.errors import QueueNotFound
-from thresher.logs import batch_id_var
-from thresher.queue import Delivery, Queue
+from thresher.core.errors import QueueNotFound
+from thresher.core.logs import batch_id_var
+from thresher.core.queue import Delivery, Queue
 from thresher.v1 import monitor_pb2
 
 log = logging.getLogger(__name__)

@@ -11,7 +11,7 @@ from __future__ import annotations
 from services.dequeuer.reporter import Reporter
 from services.dequeuer.settler import Settler
 from services.dequeuer.worker import Outcome
-from thresher.queue import Delivery
+from thresher.core.queue import Delivery
 from thresher.v1 import monitor_pb2
 
 MAX_HELD = 20  # successes held, at most (a bound: the loop flushes them after each request)

@@ -11,8 +11,8 @@ import time
 from dataclasses import dataclass
 
 from services.dequeuer.http import Exchange, HttpClient, NotStarted, ProtocolError
-from thresher import names
-from thresher.queue import Batch
+from thresher.core import names
+from thresher.core.queue import Batch
 
 log = logging.getLogger(__name__)
 

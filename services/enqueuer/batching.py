@@ -11,9 +11,9 @@ from collections.abc import Iterable, Iterator, Sequence
 from itertools import islice
 from typing import TypeVar
 
-from thresher.errors import InvalidRequest
-from thresher.queue import Batch
-from thresher.sources import ITEM_LIST, check_batch_size
+from thresher.core.errors import InvalidRequest
+from thresher.core.queue import Batch
+from thresher.core.sources import ITEM_LIST, check_batch_size
 
 MIN_INDEX_DIGITS = 6
 

@@ -12,8 +12,8 @@ import re
 from collections.abc import AsyncIterator
 from typing import Any
 
-from thresher.errors import InvalidRequest
-from thresher.store import ObjectInfo, ObjectStore
+from thresher.core.errors import InvalidRequest
+from thresher.core.store import ObjectInfo, ObjectStore
 
 MAX_ITEM_BYTES = 250 * 1024  # Cortex's limit: SQS's 256 KiB message less room for attributes
 

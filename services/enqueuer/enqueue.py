@@ -7,9 +7,9 @@ from collections.abc import AsyncIterator
 from dataclasses import dataclass
 
 from services.enqueuer.sources import Cut, cut_input
-from thresher.queue import Queue
-from thresher.rpc import retry_unavailable
-from thresher.store import ObjectStores
+from thresher.core.queue import Queue
+from thresher.core.rpc import retry_unavailable
+from thresher.core.store import ObjectStores
 from thresher.v1 import jobs_pb2
 
 log = logging.getLogger(__name__)

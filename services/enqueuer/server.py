@@ -11,16 +11,16 @@ from prometheus_client import Counter, Histogram
 
 from services.enqueuer.enqueue import enqueue_input
 from services.enqueuer.sources import check_input
-from thresher import trust
-from thresher.aiotasks import until_stop_signal
-from thresher.config import Config
-from thresher.errors import InvalidRequest
-from thresher.logs import job_id_var
-from thresher.metrics import start_metrics_server
-from thresher.names import METRIC_PREFIX
-from thresher.queue import calls_source, open_queue_backend
-from thresher.rpc import start_server
-from thresher.store import ObjectStores
+from thresher.core import trust
+from thresher.core.aiotasks import until_stop_signal
+from thresher.core.config import Config
+from thresher.core.errors import InvalidRequest
+from thresher.core.logs import job_id_var
+from thresher.core.metrics import start_metrics_server
+from thresher.core.names import METRIC_PREFIX
+from thresher.core.queue import calls_source, open_queue_backend
+from thresher.core.rpc import start_server
+from thresher.core.store import ObjectStores
 from thresher.v1 import enqueuer_pb2, enqueuer_pb2_grpc, jobs_pb2
 
 log = logging.getLogger(__name__)

@@ -13,11 +13,11 @@ from dataclasses import dataclass
 
 from services.enqueuer.batching import batch_count, batch_id, check_items, cut_batches
 from services.enqueuer.delimited import json_values
-from thresher.errors import InvalidRequest
-from thresher.queue import Batch
-from thresher.sources import BATCHES, ITEM_LIST, file_query, source_of
-from thresher.store import ObjectInfo, ObjectStores
-from thresher.store.select import matching_files
+from thresher.core.errors import InvalidRequest
+from thresher.core.queue import Batch
+from thresher.core.sources import BATCHES, ITEM_LIST, file_query, source_of
+from thresher.core.store import ObjectInfo, ObjectStores
+from thresher.core.store.select import matching_files
 from thresher.v1 import jobs_pb2
 
 NO_FILES = "no files match search criteria"  # Cortex's "no s3 files match search criteria", for every store

@@ -5,8 +5,8 @@ from __future__ import annotations
 import asyncio
 
 from services.gateway.server import serve
-from thresher.config import load_config
-from thresher.logs import configure_logging
+from thresher.core.config import load_config
+from thresher.core.logs import configure_logging
 
 
 def main() -> None:

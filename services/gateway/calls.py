@@ -13,9 +13,9 @@ from typing import Any
 from aiohttp import web
 from aiohttp.typedefs import Handler
 
-from thresher import auth
-from thresher.names import GRPC_AUTHORIZATION_KEY, HEADER_AUTHORIZATION
-from thresher.rpc import Client
+from thresher.core import auth
+from thresher.core.names import GRPC_AUTHORIZATION_KEY, HEADER_AUTHORIZATION
+from thresher.core.rpc import Client
 from thresher.v1 import jobs_pb2
 
 JOBS = web.AppKey("jobs", Client)  # the scheduler's Jobs service, open while the app runs

@@ -8,7 +8,7 @@ from aiohttp import web
 
 from services.gateway import views
 from services.gateway.calls import calls, jobs
-from thresher.errors import ThresherError
+from thresher.core.errors import ThresherError
 from thresher.v1 import jobs_pb2
 
 

@@ -11,8 +11,8 @@ import time
 from aiohttp import web
 from aiohttp.typedefs import Handler
 
-from thresher.errors import ThresherError, TooLarge
-from thresher.metrics import HTTP_REQUESTS, HTTP_SECONDS
+from thresher.core.errors import ThresherError, TooLarge
+from thresher.core.metrics import HTTP_REQUESTS, HTTP_SECONDS
 
 log = logging.getLogger(__name__)
 

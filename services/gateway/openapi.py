@@ -8,10 +8,10 @@ from aiohttp import web
 
 from services.gateway.routes import CONFIG
 from services.gateway.submission import INT32_MAX, INT64_MAX
-from thresher.config import LimitSettings
-from thresher.sources import FILE_SOURCES, ITEM_LIST
-from thresher.store.globs import MAX_GLOB_CHARS
-from thresher.store.select import MAX_GLOBS
+from thresher.core.config import LimitSettings
+from thresher.core.sources import FILE_SOURCES, ITEM_LIST
+from thresher.core.store.globs import MAX_GLOB_CHARS
+from thresher.core.store.select import MAX_GLOBS
 
 _ERROR = {"$ref": "#/components/schemas/Error"}
 _JOB = {"$ref": "#/components/schemas/JobResponse"}

@@ -13,9 +13,9 @@ from services.gateway import views
 from services.gateway.calls import calls, jobs
 from services.gateway.middleware import has_large_body
 from services.gateway.submission import parse_json_body, parse_submission
-from thresher.apis import parse_api_definitions
-from thresher.config import Config
-from thresher.errors import InvalidRequest
+from thresher.core.apis import parse_api_definitions
+from thresher.core.config import Config
+from thresher.core.errors import InvalidRequest
 from thresher.v1 import jobs_pb2
 
 CONFIG = web.AppKey("config", Config)

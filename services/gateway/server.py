@@ -19,10 +19,10 @@ from services.gateway.middleware import (
 )
 from services.gateway.openapi import openapi_document
 from services.gateway.routes import CONFIG, add_routes
-from thresher import rpc, trust
-from thresher.aiotasks import until_stop_signal
-from thresher.config import Config
-from thresher.metrics import metrics_handler, start_metrics_server
+from thresher.core import rpc, trust
+from thresher.core.aiotasks import until_stop_signal
+from thresher.core.config import Config
+from thresher.core.metrics import metrics_handler, start_metrics_server
 from thresher.v1 import jobs_pb2_grpc
 
 log = logging.getLogger(__name__)

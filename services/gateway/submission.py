@@ -11,8 +11,8 @@ import math
 import re
 from typing import Any
 
-from thresher.errors import InvalidRequest
-from thresher.sources import FILE_SOURCES, ITEM_LIST
+from thresher.core.errors import InvalidRequest
+from thresher.core.sources import FILE_SOURCES, ITEM_LIST
 from thresher.v1 import jobs_pb2
 
 INT32_MAX = 2**31 - 1

@@ -8,7 +8,7 @@ from typing import Any
 from google.protobuf import timestamp_pb2
 from yarl import URL
 
-from thresher import statuses
+from thresher.core import statuses
 from thresher.v1 import jobs_pb2
 
 KIND = "BatchAPI"

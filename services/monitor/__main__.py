@@ -3,8 +3,8 @@
 import asyncio
 
 from services.monitor.server import serve
-from thresher.config import load_config
-from thresher.logs import configure_logging
+from thresher.core.config import load_config
+from thresher.core.logs import configure_logging
 
 
 def main() -> None:

@@ -32,8 +32,8 @@ from services.monitor.accounting import (
 from services.monitor.ledger_metrics import JobMetrics, read_metrics, read_pace
 from services.monitor.ledger_schema import SCHEMA
 from services.monitor.terminal_counts import TerminalCounts
-from thresher.errors import WrongState
-from thresher.sqlite import SqliteFile, transaction
+from thresher.core.errors import WrongState
+from thresher.core.sqlite import SqliteFile, transaction
 
 
 @dataclass(frozen=True)

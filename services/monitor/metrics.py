@@ -17,8 +17,8 @@ from prometheus_client.utils import floatToGoString
 from services.monitor.accounting import FAILED_RESULTS, Phase, Result
 from services.monitor.ledger import Ledger
 from services.monitor.ledger_metrics import Histogram, JobMetrics
-from thresher.metrics import start_metrics_server as serve_metrics
-from thresher.names import METRIC_PREFIX
+from thresher.core.metrics import start_metrics_server as serve_metrics
+from thresher.core.names import METRIC_PREFIX
 
 BUCKETS_S = (0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0, 120.0, 300.0, 600.0, 1800.0, 3600.0)
 RETENTION_S = 24 * 3600.0

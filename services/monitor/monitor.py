@@ -13,9 +13,9 @@ from collections.abc import Awaitable, Sequence
 from services.monitor.accounting import BatchEvent, Event, Phase, QueueCalls, Result, WorkerEvent
 from services.monitor.ledger import Applied, Ledger, Progress
 from services.monitor.notifier import Notifier
-from thresher.aiotasks import create_guarded_task
-from thresher.errors import InvalidRequest, NotFound, QueueNotFound
-from thresher.queue import Batch, Delivery, QueueBackend, calls_source
+from thresher.core.aiotasks import create_guarded_task
+from thresher.core.errors import InvalidRequest, NotFound, QueueNotFound
+from thresher.core.queue import Batch, Delivery, QueueBackend, calls_source
 
 log = logging.getLogger(__name__)
 

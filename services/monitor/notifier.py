@@ -13,9 +13,9 @@ from typing import Any
 
 from services.monitor.ledger import Ledger
 from services.monitor.wire import encode_summary
-from thresher.aiotasks import create_guarded_task
-from thresher.errors import ThresherError
-from thresher.logs import job_id_var
+from thresher.core.aiotasks import create_guarded_task
+from thresher.core.errors import ThresherError
+from thresher.core.logs import job_id_var
 from thresher.v1 import jobs_pb2, scheduler_pb2
 
 log = logging.getLogger(__name__)
@@ -26,7 +26,7 @@ RETRY_MAX_S = 5.0
 
 class Notifier:
     def __init__(self, ledger: Ledger, scheduler: Any) -> None:
-        """`scheduler` is a thresher.rpc.Client over a SchedulerStub."""
+        """`scheduler` is a thresher.core.rpc.Client over a SchedulerStub."""
         self._ledger = ledger
         self._scheduler = scheduler
         self._tasks: dict[str, asyncio.Task[None]] = {}

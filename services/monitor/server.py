@@ -16,10 +16,10 @@ from services.monitor.metrics import start_metrics_server
 from services.monitor.monitor import Monitor
 from services.monitor.notifier import Notifier
 from services.monitor.wire import decode_queue_calls, decode_report, encode_progress
-from thresher import rpc, trust
-from thresher.aiotasks import create_guarded_task, until_stop_signal
-from thresher.config import Config
-from thresher.queue import QueueBackend, open_queue_backend
+from thresher.core import rpc, trust
+from thresher.core.aiotasks import create_guarded_task, until_stop_signal
+from thresher.core.config import Config
+from thresher.core.queue import QueueBackend, open_queue_backend
 from thresher.v1 import jobs_pb2, monitor_pb2, monitor_pb2_grpc, scheduler_pb2_grpc
 
 log = logging.getLogger(__name__)

@@ -6,7 +6,7 @@ import math
 
 from services.monitor.accounting import BatchEvent, Event, HookEvent, Phase, QueueCalls, Result, WorkerEvent
 from services.monitor.ledger import BatchCounts, Progress, Settlement
-from thresher.errors import InvalidRequest
+from thresher.core.errors import InvalidRequest
 from thresher.v1 import jobs_pb2, monitor_pb2, scheduler_pb2
 
 _RESULTS = {

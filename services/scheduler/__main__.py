@@ -6,10 +6,10 @@ import asyncio
 import logging
 
 from services.scheduler.server import create_server
-from thresher.aiotasks import until_stop_signal
-from thresher.config import Config, load_config
-from thresher.logs import configure_logging
-from thresher.metrics import start_metrics_server
+from thresher.core.aiotasks import until_stop_signal
+from thresher.core.config import Config, load_config
+from thresher.core.logs import configure_logging
+from thresher.core.metrics import start_metrics_server
 
 log = logging.getLogger(__name__)
 GRACE_S = 5.0

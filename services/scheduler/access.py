@@ -6,8 +6,8 @@ A `submit` key submits jobs, and reads, stops and retries the ones it submitted;
 
 from __future__ import annotations
 
-from thresher.auth import ADMIN, READ, SUBMIT, Caller
-from thresher.errors import Forbidden, InvalidRequest
+from thresher.core.auth import ADMIN, READ, SUBMIT, Caller
+from thresher.core.errors import Forbidden, InvalidRequest
 
 # Any one of these scopes lets a caller call the method; for one job, `check_job` decides as well.
 METHOD_SCOPES: dict[str, tuple[str, ...]] = {

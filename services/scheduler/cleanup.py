@@ -17,8 +17,8 @@ from typing import Any
 from services.scheduler.jobs import JobRecord
 from services.scheduler.store import JobStore
 from services.scheduler.views import failed_batch
-from thresher.errors import ThresherError
-from thresher.queue import Delivery, Queue
+from thresher.core.errors import ThresherError
+from thresher.core.queue import Delivery, Queue
 from thresher.v1 import jobs_pb2, scheduler_pb2
 
 log = logging.getLogger(__name__)

@@ -6,12 +6,12 @@ unreadable path is `invalid` (400), a store that cannot be reached is `unavailab
 
 from __future__ import annotations
 
-from thresher.config import InputSettings
-from thresher.errors import InvalidRequest
-from thresher.sources import FILE_SOURCES, file_query, source_of
-from thresher.store import ObjectStores
-from thresher.store.base import S3_SCHEME
-from thresher.store.select import FileQuery, matching_files
+from thresher.core.config import InputSettings
+from thresher.core.errors import InvalidRequest
+from thresher.core.sources import FILE_SOURCES, file_query, source_of
+from thresher.core.store import ObjectStores
+from thresher.core.store.base import S3_SCHEME
+from thresher.core.store.select import FileQuery, matching_files
 from thresher.v1 import jobs_pb2
 
 NO_FILES = "no files match search criteria"  # Cortex: "no s3 files match search criteria"

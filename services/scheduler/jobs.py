@@ -8,10 +8,10 @@ import time
 from collections.abc import Sequence
 from dataclasses import dataclass
 
-from thresher import statuses
-from thresher.errors import WrongState
-from thresher.runtime import WorkerPhase, WorkerState
-from thresher.sources import SOURCES
+from thresher.core import statuses
+from thresher.core.errors import WrongState
+from thresher.core.runtime import WorkerPhase, WorkerState
+from thresher.core.sources import SOURCES
 from thresher.v1 import jobs_pb2
 
 

@@ -6,7 +6,7 @@ import asyncio
 from collections.abc import AsyncIterator
 
 from services.scheduler.store import JobStore
-from thresher.runtime import Runtime
+from thresher.core.runtime import Runtime
 from thresher.v1 import jobs_pb2
 
 LOG_POLL_S = 0.5  # how often a followed log is read again

@@ -27,16 +27,16 @@ from services.scheduler.views import (
     max_receive_count,
     waiting_reason,
 )
-from thresher.aiotasks import create_guarded_task
-from thresher.apis import check_api_spec
-from thresher.auth import ANONYMOUS, Caller
-from thresher.config import Config
-from thresher.errors import InvalidRequest, NotFound, ThresherError, Unavailable, WrongState
-from thresher.ids import new_job_id
-from thresher.keyed_locks import KeyedLocks
-from thresher.queue import KIND_JOB_COMPLETE, Batch, QueueBackend
-from thresher.rpc import Client, retry_unavailable
-from thresher.runtime import Runtime, WorkerLaunch
+from thresher.core.aiotasks import create_guarded_task
+from thresher.core.apis import check_api_spec
+from thresher.core.auth import ANONYMOUS, Caller
+from thresher.core.config import Config
+from thresher.core.errors import InvalidRequest, NotFound, ThresherError, Unavailable, WrongState
+from thresher.core.ids import new_job_id
+from thresher.core.keyed_locks import KeyedLocks
+from thresher.core.queue import KIND_JOB_COMPLETE, Batch, QueueBackend
+from thresher.core.rpc import Client, retry_unavailable
+from thresher.core.runtime import Runtime, WorkerLaunch
 from thresher.v1 import enqueuer_pb2, jobs_pb2, monitor_pb2, scheduler_pb2
 
 log = logging.getLogger(__name__)

@@ -7,9 +7,9 @@ from prometheus_client import Counter
 from prometheus_client.core import GaugeMetricFamily
 
 from services.scheduler.store import JobStore
-from thresher.metrics import exposition
-from thresher.names import METRIC_PREFIX
-from thresher.runtime import WorkerState
+from thresher.core.metrics import exposition
+from thresher.core.names import METRIC_PREFIX
+from thresher.core.runtime import WorkerState
 
 WORKER_RESTARTS = Counter(
     f"{METRIC_PREFIX}worker_restarts", "Workers that crashed and were replaced, by reason.", ["api_name", "reason"]

@@ -10,9 +10,9 @@ import logging
 from collections.abc import Mapping
 
 from services.scheduler.jobs import JobRecord
-from thresher.errors import ThresherError
-from thresher.queue import QueueBackend, calls_source
-from thresher.rpc import Client, retry_unavailable
+from thresher.core.errors import ThresherError
+from thresher.core.queue import QueueBackend, calls_source
+from thresher.core.rpc import Client, retry_unavailable
 from thresher.v1 import jobs_pb2, monitor_pb2
 
 log = logging.getLogger(__name__)

@@ -12,12 +12,12 @@ import grpc
 from services.scheduler import access
 from services.scheduler.manager import JobManager
 from services.scheduler.store import JobStore
-from thresher import rpc, statuses, trust
-from thresher.auth import Caller, KeyRing
-from thresher.config import Config
-from thresher.names import GRPC_AUTHORIZATION_KEY
-from thresher.queue import open_queue_backend
-from thresher.runtime import open_runtime
+from thresher.core import rpc, statuses, trust
+from thresher.core.auth import Caller, KeyRing
+from thresher.core.config import Config
+from thresher.core.names import GRPC_AUTHORIZATION_KEY
+from thresher.core.queue import open_queue_backend
+from thresher.core.runtime import open_runtime
 from thresher.v1 import enqueuer_pb2_grpc, jobs_pb2, jobs_pb2_grpc, monitor_pb2_grpc, scheduler_pb2, scheduler_pb2_grpc
 
 log = logging.getLogger(__name__)

@@ -8,8 +8,8 @@ from pathlib import Path
 from typing import Any
 
 from services.scheduler.jobs import JobRecord, Status
-from thresher.errors import NotFound
-from thresher.sqlite import SqliteFile
+from thresher.core.errors import NotFound
+from thresher.core.sqlite import SqliteFile
 from thresher.v1 import jobs_pb2
 
 _SCHEMA = """

@@ -7,10 +7,10 @@ from __future__ import annotations
 
 import json
 
-from thresher.config import Config
-from thresher.errors import InvalidRequest, LimitExceeded
-from thresher.queue.registry import QUEUE_BACKENDS
-from thresher.sources import BATCHES, ITEM_LIST, batch_size_of, check_batch_size, file_query, source_of
+from thresher.core.config import Config
+from thresher.core.errors import InvalidRequest, LimitExceeded
+from thresher.core.queue.registry import QUEUE_BACKENDS
+from thresher.core.sources import BATCHES, ITEM_LIST, batch_size_of, check_batch_size, file_query, source_of
 from thresher.v1 import jobs_pb2
 
 MAX_ITEM_BYTES = 250 * 1024  # SQS's 256 KiB message limit less room for attributes (Cortex's limit)

@@ -9,9 +9,9 @@ from typing import Any
 from google.protobuf.timestamp_pb2 import Timestamp
 
 from services.scheduler.jobs import JobRecord, Status
-from thresher.config import Config
-from thresher.queue import DeadLetter
-from thresher.runtime import WorkerPhase, WorkerState
+from thresher.core.config import Config
+from thresher.core.queue import DeadLetter
+from thresher.core.runtime import WorkerPhase, WorkerState
 from thresher.v1 import jobs_pb2, monitor_pb2, scheduler_pb2
 
 

@@ -17,10 +17,10 @@ from aiohttp.test_utils import TestClient, TestServer
 from services.gateway import create_app
 from services.scheduler.server import create_server
 from tests.contract.test_scheduler import IDLE_WORKER, Harness
-from thresher import auth, rpc, trust
-from thresher.config import Config
-from thresher.logs import JsonFormatter
-from thresher.names import GRPC_TOKEN_KEY
+from thresher.core import auth, rpc, trust
+from thresher.core.config import Config
+from thresher.core.logs import JsonFormatter
+from thresher.core.names import GRPC_TOKEN_KEY
 from thresher.v1 import jobs_pb2, jobs_pb2_grpc, scheduler_pb2, scheduler_pb2_grpc
 
 pytestmark = pytest.mark.timeout(60)

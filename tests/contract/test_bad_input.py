@@ -9,7 +9,7 @@ from pathlib import Path
 import pytest
 
 from tests.contract.test_auth import Stack, running_stack
-from thresher.config import Config
+from thresher.core.config import Config
 
 pytestmark = pytest.mark.timeout(60)
 

@@ -21,9 +21,9 @@ from aiohttp import web
 
 from services.dequeuer import Dequeuer, Reporter, Settings
 from tests.helpers import TEST_TRUST, assert_eventually
-from thresher import names, rpc, trust
-from thresher.config import Config, config_env
-from thresher.queue import KIND_JOB_COMPLETE, Batch, Depth, Queue, QueueBackend, open_queue_backend
+from thresher.core import names, rpc, trust
+from thresher.core.config import Config, config_env
+from thresher.core.queue import KIND_JOB_COMPLETE, Batch, Depth, Queue, QueueBackend, open_queue_backend
 from thresher.v1 import jobs_pb2, monitor_pb2, monitor_pb2_grpc
 
 ROOT = Path(__file__).resolve().parents[2]

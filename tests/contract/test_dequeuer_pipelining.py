@@ -15,7 +15,7 @@ import pytest
 
 from tests.contract.test_dequeuer import Harness, Result, all_done, make_harness, until
 from tests.helpers import assert_eventually
-from thresher.queue import Depth
+from thresher.core.queue import Depth
 from thresher.worker import BatchContext, WorkerServer, make_server
 
 

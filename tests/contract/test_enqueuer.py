@@ -17,11 +17,11 @@ import pytest
 from services.enqueuer.batching import cut_batches
 from services.enqueuer.server import create_server
 from tests.helpers import Signed, stack_trust
-from thresher import trust
-from thresher.config import Config
-from thresher.errors import NotFound
-from thresher.queue import Queue, QueueBackend, open_queue_backend
-from thresher.rpc import Client, channel
+from thresher.core import trust
+from thresher.core.config import Config
+from thresher.core.errors import NotFound
+from thresher.core.queue import Queue, QueueBackend, open_queue_backend
+from thresher.core.rpc import Client, channel
 from thresher.v1 import enqueuer_pb2, enqueuer_pb2_grpc, jobs_pb2
 
 JOB_ID = "7fffabc123"

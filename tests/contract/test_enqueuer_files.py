@@ -18,10 +18,10 @@ from services.enqueuer.server import create_server
 from tests.contract.test_object_store import Tree, local_tree, s3_settings, s3_tree
 from tests.contract.test_queue_contract import sqs_settings
 from tests.helpers import Signed, stack_trust
-from thresher import trust
-from thresher.config import Config, InputSettings
-from thresher.queue import Queue, open_queue_backend
-from thresher.rpc import channel
+from thresher.core import trust
+from thresher.core.config import Config, InputSettings
+from thresher.core.queue import Queue, open_queue_backend
+from thresher.core.rpc import channel
 from thresher.v1 import enqueuer_pb2, enqueuer_pb2_grpc, jobs_pb2
 
 JOB_ID = "7fffabc123"

@@ -1,4 +1,4 @@
-"""The fork server (thresher/forkserver.py), with real processes: what its children get, and their exit codes."""
+"""The fork server (thresher/core/forkserver.py), with real processes: what its children get, and their exit codes."""
 
 from __future__ import annotations
 
@@ -13,9 +13,9 @@ import pytest
 
 from tests.e2e.conftest import alive, processes_of
 from tests.helpers import eventually, wait_until
-from thresher.config import Config
-from thresher.forkserver import TITLE_ROOM, ForkServer
-from thresher.supervisor import Stack
+from thresher.core.config import Config
+from thresher.core.forkserver import TITLE_ROOM, ForkServer
+from thresher.tools.supervisor import Stack
 
 ROOT = Path(__file__).resolve().parents[2]
 TIMEOUT_S = 10.0

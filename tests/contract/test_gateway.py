@@ -22,10 +22,10 @@ from google.protobuf.timestamp_pb2 import Timestamp
 from services.gateway import create_app
 from services.gateway.middleware import LARGE_BODY_SLOTS
 from tests.helpers import TEST_TRUST, assert_eventually, write_test_secret
-from thresher import statuses
-from thresher.config import Config
-from thresher.errors import NotFound, WrongState
-from thresher.rpc import start_server
+from thresher.core import statuses
+from thresher.core.config import Config
+from thresher.core.errors import NotFound, WrongState
+from thresher.core.rpc import start_server
 from thresher.v1 import jobs_pb2, jobs_pb2_grpc
 
 REPO = Path(__file__).resolve().parents[2]

@@ -20,10 +20,10 @@ from schemathesis.specs.openapi.checks import positive_data_acceptance
 from tests.conftest import AWS_ENV
 from tests.contract.test_scheduler import IDLE_WORKER
 from tests.e2e.conftest import children_of, stopped_after
-from thresher import auth, trust
-from thresher.config import Config
-from thresher.launcher import StackProcess
-from thresher.names import GRPC_TOKEN_KEY, HEADER_AUTHORIZATION
+from thresher.core import auth, trust
+from thresher.core.config import Config
+from thresher.core.names import GRPC_TOKEN_KEY, HEADER_AUTHORIZATION
+from thresher.tools.launcher import StackProcess
 from thresher.v1 import enqueuer_pb2, jobs_pb2, monitor_pb2, scheduler_pb2
 
 pytestmark = [pytest.mark.e2e, pytest.mark.timeout(300)]

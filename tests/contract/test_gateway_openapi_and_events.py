@@ -12,9 +12,9 @@ from aiohttp.test_utils import TestClient, TestServer
 
 from services.gateway import create_app
 from tests.helpers import TEST_TRUST, write_test_secret
-from thresher import rpc
-from thresher.config import Config
-from thresher.errors import NotFound
+from thresher.core import rpc
+from thresher.core.config import Config
+from thresher.core.errors import NotFound
 from thresher.v1 import jobs_pb2, jobs_pb2_grpc
 
 

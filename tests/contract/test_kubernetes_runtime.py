@@ -25,14 +25,14 @@ import pytest
 from kubernetes.aio import client as k8s
 
 from tests.helpers import assert_eventually, stack_trust
-from thresher import trust
-from thresher.config import Config, TlsSettings
-from thresher.errors import InvalidRequest
-from thresher.names import EXIT_DRAINED, EXIT_WORKER_HUNG
-from thresher.runtime import WorkerLaunch, WorkerPhase, open_runtime
-from thresher.runtime.base import WORKER_HUNG, dequeuer_argv
-from thresher.runtime.k8s_manifests import resource_name
-from thresher.runtime.kubernetes import KubernetesRuntime
+from thresher.core import trust
+from thresher.core.config import Config, TlsSettings
+from thresher.core.errors import InvalidRequest
+from thresher.core.names import EXIT_DRAINED, EXIT_WORKER_HUNG
+from thresher.core.runtime import WorkerLaunch, WorkerPhase, open_runtime
+from thresher.core.runtime.base import WORKER_HUNG, dequeuer_argv
+from thresher.core.runtime.k8s_manifests import resource_name
+from thresher.core.runtime.kubernetes import KubernetesRuntime
 from thresher.v1 import jobs_pb2
 
 pytestmark = pytest.mark.timeout(60)

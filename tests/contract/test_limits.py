@@ -19,8 +19,8 @@ import pytest
 
 from tests.contract.test_auth import SUBMISSION, Stack, running_stack
 from tests.contract.test_gateway import REPO, _listening_port
-from thresher import auth
-from thresher.config import Config
+from thresher.core import auth
+from thresher.core.config import Config
 
 pytestmark = pytest.mark.timeout(60)
 

@@ -22,9 +22,9 @@ import pytest
 from services.monitor import MonitorServer, create_server
 from tests.helpers import TEST_TRUST as STACK
 from tests.helpers import Signed, assert_eventually, write_test_secret
-from thresher import rpc, trust
-from thresher.config import Addresses, Config
-from thresher.errors import Unavailable
+from thresher.core import rpc, trust
+from thresher.core.config import Addresses, Config
+from thresher.core.errors import Unavailable
 from thresher.v1 import jobs_pb2, monitor_pb2, monitor_pb2_grpc, scheduler_pb2, scheduler_pb2_grpc
 
 ROOT = Path(__file__).resolve().parents[2]

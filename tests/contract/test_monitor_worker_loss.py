@@ -21,7 +21,7 @@ from tests.contract.test_monitor import (
     start_scheduler,
 )
 from tests.helpers import assert_eventually
-from thresher.queue import Batch, Depth, Queue, QueueBackend, open_queue_backend
+from thresher.core.queue import Batch, Depth, Queue, QueueBackend, open_queue_backend
 from thresher.v1 import monitor_pb2
 
 QUEUE = "thresher_resize_job-1"

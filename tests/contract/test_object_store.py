@@ -8,12 +8,12 @@ from pathlib import Path
 import pytest
 
 from tests.conftest import AWS_ENV, moto_client
-from thresher.config import InputSettings
-from thresher.errors import InvalidRequest
-from thresher.store import ObjectInfo, ObjectStore, ObjectStores
-from thresher.store.local import LocalStore
-from thresher.store.s3 import S3Store
-from thresher.store.select import FileQuery, matching_files
+from thresher.core.config import InputSettings
+from thresher.core.errors import InvalidRequest
+from thresher.core.store import ObjectInfo, ObjectStore, ObjectStores
+from thresher.core.store.local import LocalStore
+from thresher.core.store.s3 import S3Store
+from thresher.core.store.select import FileQuery, matching_files
 
 FILES = {
     "in/a.json": b'{"n": 1}\n',

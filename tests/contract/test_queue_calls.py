@@ -25,8 +25,8 @@ from tests.contract.test_monitor import (
 from tests.contract.test_monitor_worker_loss import Stream
 from tests.contract.test_queue_contract import sqs_settings
 from tests.helpers import assert_eventually
-from thresher.config import QueueSettings
-from thresher.queue import Batch, Depth, open_queue_backend
+from thresher.core.config import QueueSettings
+from thresher.core.queue import Batch, Depth, open_queue_backend
 from thresher.v1 import jobs_pb2, monitor_pb2
 
 QUEUE = "thresher_resize_job-1"

@@ -14,9 +14,9 @@ from pathlib import Path
 import pytest
 
 from tests.conftest import AWS_ENV
-from thresher.config import Config, QueueSettings
-from thresher.errors import QueueNotFound
-from thresher.queue import KIND_JOB_COMPLETE, Batch, Delivery, Depth, Queue, QueueBackend, open_queue_backend
+from thresher.core.config import Config, QueueSettings
+from thresher.core.errors import QueueNotFound
+from thresher.core.queue import KIND_JOB_COMPLETE, Batch, Delivery, Depth, Queue, QueueBackend, open_queue_backend
 
 VISIBILITY_S = {"sqlite": 0.3, "sqs": 1.0, "elasticmq": 1.0}
 SQS_ENDPOINTS = {"sqs": "aws_endpoint", "elasticmq": "elasticmq_endpoint"}  # fixtures of tests/conftest.py

@@ -12,7 +12,7 @@ import pytest
 
 from tests.contract.test_auth import Stack, running_stack
 from tests.helpers import assert_eventually
-from thresher.config import Config
+from thresher.core.config import Config
 
 pytestmark = pytest.mark.timeout(60)
 

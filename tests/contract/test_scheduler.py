@@ -16,10 +16,10 @@ from services.scheduler.server import create_server
 from services.scheduler.store import JobStore
 from tests.e2e.conftest import alive
 from tests.helpers import assert_eventually, stack_trust
-from thresher import rpc, trust
-from thresher.config import Config
-from thresher.errors import InvalidRequest, NotFound, QueueNotFound, WrongState
-from thresher.queue import KIND_JOB_COMPLETE, Batch, open_queue_backend
+from thresher.core import rpc, trust
+from thresher.core.config import Config
+from thresher.core.errors import InvalidRequest, NotFound, QueueNotFound, WrongState
+from thresher.core.queue import KIND_JOB_COMPLETE, Batch, open_queue_backend
 from thresher.v1 import (
     enqueuer_pb2,
     enqueuer_pb2_grpc,

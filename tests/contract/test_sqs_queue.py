@@ -21,13 +21,13 @@ import pytest
 
 from tests.conftest import AWS_ENV, moto_client
 from tests.contract.test_queue_contract import sqs_settings
-from thresher.config import Config, QueueSettings
-from thresher.errors import InvalidRequest, TooLarge
-from thresher.queue import Batch, Depth, open_queue_backend
-from thresher.queue.sqlite import SqliteQueueBackend
-from thresher.queue.sqs import SqsQueue, SqsQueueBackend
-from thresher.queue.sqs_messages import MAX_MESSAGE_BYTES, REDRIVE_MAX_RECEIVES
-from thresher.queue.sqs_names import sqs_names
+from thresher.core.config import Config, QueueSettings
+from thresher.core.errors import InvalidRequest, TooLarge
+from thresher.core.queue import Batch, Depth, open_queue_backend
+from thresher.core.queue.sqlite import SqliteQueueBackend
+from thresher.core.queue.sqs import SqsQueue, SqsQueueBackend
+from thresher.core.queue.sqs_messages import MAX_MESSAGE_BYTES, REDRIVE_MAX_RECEIVES
+from thresher.core.queue.sqs_names import sqs_names
 
 
 @pytest.fixture

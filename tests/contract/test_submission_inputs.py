@@ -9,8 +9,8 @@ import pytest
 
 from services.scheduler.inputs import MAX_DRY_RUN_PATHS, check_files_exist, dry_run_paths
 from tests.contract.test_object_store import local_tree, s3_settings, s3_tree
-from thresher.config import InputSettings
-from thresher.errors import InvalidRequest, Unavailable
+from thresher.core.config import InputSettings
+from thresher.core.errors import InvalidRequest, Unavailable
 from thresher.v1 import jobs_pb2
 
 

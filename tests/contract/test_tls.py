@@ -22,9 +22,9 @@ from grpc_reflection.v1alpha import reflection_pb2, reflection_pb2_grpc
 
 from tests import pki
 from tests.helpers import TEST_TRUST, assert_eventually, write_test_secret
-from thresher import rpc
-from thresher.config import Config, TlsSettings
-from thresher.errors import InvalidRequest
+from thresher.core import rpc
+from thresher.core.config import Config, TlsSettings
+from thresher.core.errors import InvalidRequest
 from thresher.v1 import enqueuer_pb2, enqueuer_pb2_grpc
 
 pytestmark = pytest.mark.timeout(60)
@@ -107,7 +107,7 @@ async def test_a_client_refuses_a_server_whose_certificate_another_ca_signed(ca:
 async def test_probes_get_the_health_service_in_plaintext_on_its_own_port_and_nothing_else(
     ca: Authority, caplog: pytest.LogCaptureFixture
 ) -> None:
-    caplog.set_level(logging.INFO, logger="thresher.rpc")
+    caplog.set_level(logging.INFO, logger="thresher.core.rpc")
     server, port = await rpc.start_server(
         "127.0.0.1:0", [], TEST_TRUST, tls=ca.settings("server", health_address="127.0.0.1:0")
     )

@@ -11,7 +11,7 @@ import pytest
 
 from tests.contract.test_auth import running_stack
 from tests.helpers import assert_eventually
-from thresher.names import ENV_JOB_SPEC, ENV_PORT
+from thresher.core.names import ENV_JOB_SPEC, ENV_PORT
 
 pytestmark = pytest.mark.timeout(60)
 

@@ -12,11 +12,11 @@ from typing import Any
 import pytest
 
 from tests.helpers import eventually
-from thresher.client import GatewayClient
-from thresher.errors import Unavailable
-from thresher.launcher import StackProcess
-from thresher.names import ENV_API_KEY
-from thresher.statuses import FINAL_NAMES
+from thresher.core.errors import Unavailable
+from thresher.core.names import ENV_API_KEY
+from thresher.core.statuses import FINAL_NAMES
+from thresher.tools.client import GatewayClient
+from thresher.tools.launcher import StackProcess
 
 WORKERS_DIR = Path(__file__).parent / "workers"
 

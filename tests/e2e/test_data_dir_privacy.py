@@ -10,7 +10,7 @@ from pathlib import Path
 import pytest
 
 from tests.e2e.conftest import WORKERS_DIR, Stack, stopped_after
-from thresher.auth import API_KEY_FILE, KEYS_FILE
+from thresher.core.auth import API_KEY_FILE, KEYS_FILE
 
 pytestmark = [pytest.mark.e2e, pytest.mark.timeout(120)]
 

@@ -17,9 +17,9 @@ import pytest
 from tests.e2e.conftest import Stack, alive, processes_mentioning
 from tests.helpers import eventually
 from tests.unit.test_deploy_manifests import DASHBOARD_METRICS
-from thresher.auth import authorization
-from thresher.client import find_api_key
-from thresher.errors import Unavailable
+from thresher.core.auth import authorization
+from thresher.core.errors import Unavailable
+from thresher.tools.client import find_api_key
 
 pytestmark = [pytest.mark.e2e, pytest.mark.timeout(180)]
 
@@ -114,7 +114,7 @@ def test_the_cli_deploys_an_api_file_to_a_running_stack(stack: Stack, tmp_path: 
     apis.write_text(
         (Path(__file__).parent / "workers" / "apis.yaml").read_text().replace("name: recorder", "name: second")
     )
-    cli = [sys.executable, "-m", "thresher.cli", "--url", stack.url]
+    cli = [sys.executable, "-m", "thresher.tools.cli", "--url", stack.url]
     result = subprocess.run([*cli, "deploy", str(apis)], capture_output=True, text=True, timeout=30)
     assert result.returncode == 0, result.stderr
     assert "deployed API second" in result.stdout
@@ -138,7 +138,7 @@ def request(method: str, url: str, body: bytes | None = None) -> tuple[int, dict
 
 
 def test_the_cli_follows_a_job_to_its_end_and_its_exit_code_says_how_it_ended(stack: Stack, tmp_path: Path) -> None:
-    cli = [sys.executable, "-m", "thresher.cli", "--url", stack.url]
+    cli = [sys.executable, "-m", "thresher.tools.cli", "--url", stack.url]
     job_file = tmp_path / "job.json"
     outcomes = {}
     for name, config in (("good", {}), ("poisoned", {"fail_items": [3]})):
@@ -180,7 +180,7 @@ def test_the_cli_shows_a_jobs_worker_and_dequeuer_logs_and_follows_them_to_the_e
         {"workers": 1, "item_list": {"items": list(range(6)), "batch_size": 1},
          "config": {"out_dir": str(tmp_path), "slow_s": 0.3}},
     )  # fmt: skip
-    cli = [sys.executable, "-m", "thresher.cli", "--url", stack.url]
+    cli = [sys.executable, "-m", "thresher.tools.cli", "--url", stack.url]
     followed = subprocess.run([*cli, "logs", job["job_id"], "--follow"], capture_output=True, text=True, timeout=120)
 
     assert followed.returncode == 0, followed.stderr

@@ -15,9 +15,9 @@ from grpc_health.v1 import health_pb2, health_pb2_grpc
 from grpc_reflection.v1alpha import reflection_pb2, reflection_pb2_grpc
 
 from tests.e2e.conftest import Stack
-from thresher import trust
-from thresher.config import Config
-from thresher.names import GRPC_TOKEN_KEY
+from thresher.core import trust
+from thresher.core.config import Config
+from thresher.core.names import GRPC_TOKEN_KEY
 from thresher.v1 import (
     enqueuer_pb2,
     enqueuer_pb2_grpc,

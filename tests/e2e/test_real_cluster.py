@@ -22,9 +22,9 @@ from kubernetes.aio import client as k8s
 from kubernetes.aio import config as k8s_config
 
 from tests.helpers import assert_eventually, stack_trust
-from thresher.config import Config
-from thresher.runtime import WorkerLaunch
-from thresher.runtime.kubernetes import KubernetesRuntime
+from thresher.core.config import Config
+from thresher.core.runtime import WorkerLaunch
+from thresher.core.runtime.kubernetes import KubernetesRuntime
 from thresher.v1 import jobs_pb2
 
 KUBECONFIG = os.environ.get("THRESHER_TEST_KUBECONFIG", "")

@@ -8,7 +8,7 @@ from pathlib import Path
 import pytest
 
 from tests.e2e.conftest import children_of, cmdline, stopped_after
-from thresher.launcher import StackProcess
+from thresher.tools.launcher import StackProcess
 
 pytestmark = [pytest.mark.e2e, pytest.mark.timeout(120)]
 

@@ -25,11 +25,11 @@ from tests.conftest import AWS_ENV, moto_client
 from tests.contract.test_sqs_queue import FlakySqs, flaky_sqs
 from tests.e2e.conftest import WORKERS_DIR, processes_mentioning
 from tests.helpers import eventually, wait_until
-from thresher.auth import authorization
-from thresher.client import GatewayClient
-from thresher.errors import Unavailable
-from thresher.launcher import StackProcess
-from thresher.statuses import FINAL_NAMES
+from thresher.core.auth import authorization
+from thresher.core.errors import Unavailable
+from thresher.core.statuses import FINAL_NAMES
+from thresher.tools.client import GatewayClient
+from thresher.tools.launcher import StackProcess
 
 pytestmark = [pytest.mark.e2e, pytest.mark.timeout(300)]
 

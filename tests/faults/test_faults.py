@@ -17,7 +17,7 @@ import pytest
 from tests.e2e.conftest import Stack, alive, processes_mentioning, processes_of
 from tests.faults.conftest import LONG_VISIBILITY_S, Outputs, assert_nothing_left, submit
 from tests.helpers import eventually
-from thresher.errors import Unavailable
+from thresher.core.errors import Unavailable
 
 pytestmark = [pytest.mark.faults, pytest.mark.timeout(240)]
 

@@ -22,7 +22,7 @@ from cryptography.hazmat.primitives.asymmetric import rsa
 
 from tests import pki
 from tests.helpers import eventually
-from thresher.ports import free_port
+from thresher.core.ports import free_port
 
 # Where tests/fixtures/build-kube.sh puts the binaries (the same variables, the same defaults).
 K8S_VERSION = os.environ.get("THRESHER_K8S_VERSION", "1.34.4")

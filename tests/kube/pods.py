@@ -20,7 +20,7 @@ from typing import Any
 
 from kubernetes import client as k8s
 
-from thresher.ports import free_port
+from thresher.core.ports import free_port
 
 _VARIABLE = re.compile(r"\$\$|\$\(([A-Za-z_][A-Za-z0-9_.-]*)\)")
 

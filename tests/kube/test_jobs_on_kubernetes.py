@@ -30,9 +30,9 @@ from tests.kube.conftest import THRESHER_IMAGE
 from tests.kube.controlplane import ControlPlane
 from tests.kube.kubelet import Kubelet
 from tests.kube.pods import describe
-from thresher.client import GatewayClient
-from thresher.launcher import StackProcess
-from thresher.statuses import FINAL_NAMES
+from thresher.core.statuses import FINAL_NAMES
+from thresher.tools.client import GatewayClient
+from thresher.tools.launcher import StackProcess
 
 pytestmark = [pytest.mark.e2e, pytest.mark.timeout(180)]
 

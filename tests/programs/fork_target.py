@@ -9,7 +9,7 @@ import os
 import sys
 import time
 
-from thresher.forkserver import run_server, set_command_line
+from thresher.core.forkserver import run_server, set_command_line
 
 if __name__ == "__main__":
     fork = run_server()

@@ -8,10 +8,10 @@ from pathlib import Path
 
 import pytest
 
-from thresher import auth
-from thresher.cli import main
-from thresher.client import find_api_key
-from thresher.errors import InvalidRequest, Unauthenticated, Unavailable
+from thresher.core import auth
+from thresher.core.errors import InvalidRequest, Unauthenticated, Unavailable
+from thresher.tools.cli import main
+from thresher.tools.client import find_api_key
 
 
 def test_a_key_is_known_by_its_hash_and_its_name_and_scopes_come_with_it(tmp_path: Path) -> None:

@@ -7,7 +7,7 @@ import json
 import pytest
 
 from services.enqueuer.batching import batch_count, batch_id, check_items, chunked, cut_batches, index_width
-from thresher.errors import InvalidRequest
+from thresher.core.errors import InvalidRequest
 
 
 def items_of(values: list[object]) -> list[bytes]:

@@ -6,9 +6,9 @@ from pathlib import Path
 
 import pytest
 
-from thresher.apis import load_api_file, parse_api_definitions
-from thresher.config import TlsSettings, config_env, load_config
-from thresher.errors import InvalidRequest
+from thresher.core.apis import load_api_file, parse_api_definitions
+from thresher.core.config import TlsSettings, config_env, load_config
+from thresher.core.errors import InvalidRequest
 from thresher.v1 import jobs_pb2
 
 

@@ -22,8 +22,8 @@ import kubernetes_validate
 import pytest
 import yaml
 
-from thresher.config import Config, load_config
-from thresher.runtime.k8s_manifests import check_settings, labels
+from thresher.core.config import Config, load_config
+from thresher.core.runtime.k8s_manifests import check_settings, labels
 
 KUSTOMIZE = Path(__file__).resolve().parents[2] / "deploy" / "kustomize"
 TARGETS = ["base", "overlays/dev", "overlays/prod"]
@@ -277,7 +277,7 @@ def ingress_sources(policy: dict[str, Any], objects: tuple[dict[str, Any], ...])
 def test_network_policies_let_in_only_who_dials_each_service(target: str) -> None:
     objects = render(target)
     policies = find(objects, "NetworkPolicy")
-    # Who dials whom: thresher/rpc.py channels (gateway and monitor to the scheduler, the scheduler to the enqueuer
+    # Who dials whom: thresher/core/rpc.py channels (gateway and monitor to the scheduler, the scheduler to the enqueuer
     # and the monitor, every dequeuer to the monitor); Prometheus scrapes /metrics; anyone uses the public API.
     expected = {
         "gateway": {"http": {"anyone"}},

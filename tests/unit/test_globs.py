@@ -6,7 +6,7 @@ import re
 
 import pytest
 
-from thresher.store.globs import compile_glob
+from thresher.core.store.globs import compile_glob
 
 
 @pytest.mark.parametrize(

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import asyncio
 
-from thresher.keyed_locks import KeyedLocks
+from thresher.core.keyed_locks import KeyedLocks
 
 
 async def test_one_task_at_a_time_per_key_and_other_keys_are_free() -> None:

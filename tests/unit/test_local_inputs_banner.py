@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from thresher.cli import _local_inputs
+from thresher.tools.cli import _local_inputs
 
 
 def test_no_roots_means_no_local_input_and_says_how_to_allow_one(tmp_path: Path) -> None:

@@ -6,7 +6,7 @@ import contextlib
 import random
 import socket
 
-from thresher.ports import PICK_FROM, _ephemeral_range, free_port
+from thresher.core.ports import PICK_FROM, _ephemeral_range, free_port
 
 
 def test_ports_are_free_outside_the_ephemeral_range_and_never_handed_out_twice() -> None:

@@ -9,11 +9,11 @@ from typing import get_type_hints
 
 import pytest
 
-from thresher import cli
-from thresher.config import Config, QueueSettings
-from thresher.errors import InvalidRequest
-from thresher.queue import QUEUE_BACKENDS, QueueBackend, open_queue_backend, queue_backend_entry
-from thresher.queue.registry import backend_factory
+from thresher.core.config import Config, QueueSettings
+from thresher.core.errors import InvalidRequest
+from thresher.core.queue import QUEUE_BACKENDS, QueueBackend, open_queue_backend, queue_backend_entry
+from thresher.core.queue.registry import backend_factory
+from thresher.tools import cli
 
 
 @pytest.mark.parametrize("name", list(QUEUE_BACKENDS))
@@ -39,10 +39,10 @@ def test_opening_the_sqlite_backend_imports_neither_the_sqs_backend_nor_boto3(tm
     """The dequeuer imports its backend at every worker start: SQLite's must stay light."""
     script = (
         "import sys\n"
-        "from thresher.config import Config\n"
-        "from thresher.queue import open_queue_backend\n"
+        "from thresher.core.config import Config\n"
+        "from thresher.core.queue import open_queue_backend\n"
         f"backend = open_queue_backend(Config(data_dir={str(tmp_path)!r}))\n"
-        "print(type(backend).__name__, 'boto3' in sys.modules, 'thresher.queue.sqs' in sys.modules)\n"
+        "print(type(backend).__name__, 'boto3' in sys.modules, 'thresher.core.queue.sqs' in sys.modules)\n"
     )
     done = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, timeout=60, check=True)
     assert done.stdout.split() == ["SqliteQueueBackend", "False", "False"]

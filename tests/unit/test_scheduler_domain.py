@@ -13,11 +13,11 @@ from services.scheduler.jobs import JobRecord, Status
 from services.scheduler.metrics import EndedWorkerCounter
 from services.scheduler.validation import MAX_ITEM_BYTES, validate_submission
 from services.scheduler.views import job_message, waiting_reason
-from thresher import statuses
-from thresher.config import Config
-from thresher.errors import InvalidRequest, WrongState
-from thresher.ids import new_job_id
-from thresher.runtime import WorkerPhase, WorkerState
+from thresher.core import statuses
+from thresher.core.config import Config
+from thresher.core.errors import InvalidRequest, WrongState
+from thresher.core.ids import new_job_id
+from thresher.core.runtime import WorkerPhase, WorkerState
 from thresher.v1 import jobs_pb2, monitor_pb2
 
 

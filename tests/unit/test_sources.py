@@ -1,4 +1,4 @@
-"""The input sources and their rules (thresher/sources.py): one list, one source a submission, one wording each."""
+"""The input sources and their rules (thresher/core/sources.py): one list, one source a submission, one wording each."""
 
 from __future__ import annotations
 
@@ -6,8 +6,8 @@ import re
 
 import pytest
 
-from thresher.errors import InvalidRequest
-from thresher.sources import (
+from thresher.core.errors import InvalidRequest
+from thresher.core.sources import (
     BATCHES,
     FILE_SOURCES,
     SOURCES,

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from thresher.queue.sqs_messages import attribute_text
+from thresher.core.queue.sqs_messages import attribute_text
 
 
 @pytest.mark.parametrize(

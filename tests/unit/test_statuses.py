@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from thresher import statuses
+from thresher.core import statuses
 from thresher.v1 import jobs_pb2
 
 # The README's list of statuses: a job in one of these has ended and never changes again.

@@ -5,8 +5,8 @@ from __future__ import annotations
 import pytest
 
 from services.scheduler.validation import MAX_BATCH_BYTES, check_limits
-from thresher.config import Config
-from thresher.errors import InvalidRequest
+from thresher.core.config import Config
+from thresher.core.errors import InvalidRequest
 from thresher.v1 import jobs_pb2
 
 

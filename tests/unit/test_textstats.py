@@ -17,8 +17,8 @@ import pytest
 from examples.textstats.make_corpus import job_submission, make_corpus
 from examples.textstats.worker import WORD, handle_batch, most_frequent, on_job_complete
 from tests.helpers import listening_port
-from thresher import names
-from thresher.apis import load_api_file
+from thresher.core import names
+from thresher.core.apis import load_api_file
 from thresher.worker import BatchContext, JobContext
 
 EXAMPLE = Path(__file__).resolve().parents[2] / "examples" / "textstats"

@@ -1,4 +1,4 @@
-"""Tokens made from the stack secret, the roles' methods, and the secret file (thresher/trust.py)."""
+"""Tokens made from the stack secret, the roles' methods, and the secret file (thresher/core/trust.py)."""
 
 from __future__ import annotations
 
@@ -9,9 +9,9 @@ from pathlib import Path
 
 import pytest
 
-from thresher import trust
-from thresher.config import Config
-from thresher.errors import Forbidden, InvalidRequest, Unauthenticated
+from thresher.core import trust
+from thresher.core.config import Config
+from thresher.core.errors import Forbidden, InvalidRequest, Unauthenticated
 from thresher.v1 import enqueuer_pb2, jobs_pb2, monitor_pb2, scheduler_pb2
 
 STACK = trust.Trust(b"s" * 64)

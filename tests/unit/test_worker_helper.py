@@ -22,7 +22,7 @@ from typing import Any
 import pytest
 
 from tests.helpers import listening_port
-from thresher import names
+from thresher.core import names
 from thresher.worker import BatchContext, JobContext, WorkerServer, make_server
 
 SPEC = {"job_id": "job1", "api_name": "textstats", "kind": "BatchAPI", "workers": 2, "config": {"lang": "en"}}

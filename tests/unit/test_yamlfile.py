@@ -9,8 +9,8 @@ from pathlib import Path
 
 import pytest
 
-from thresher.errors import InvalidRequest
-from thresher.yamlfile import load_yaml
+from thresher.core.errors import InvalidRequest
+from thresher.core.yamlfile import load_yaml
 
 pytestmark = pytest.mark.timeout(30)
 
@@ -57,7 +57,7 @@ def test_thresher_deploy_refuses_a_yaml_bomb_with_one_line(tmp_path: Path, text:
 
     # When `thresher deploy` reads it
     result = subprocess.run(
-        [sys.executable, "-m", "thresher.cli", "--url", "http://127.0.0.1:9", "deploy", str(path)],
+        [sys.executable, "-m", "thresher.tools.cli", "--url", "http://127.0.0.1:9", "deploy", str(path)],
         capture_output=True,
         text=True,
         timeout=20,

@@ -1,0 +1,1 @@
+"""Building blocks shared by every Thresher service: config, errors, logging, gRPC and trust, backends."""

@@ -1,0 +1,136 @@
+"""The runtime seam: where a job's workers (worker + dequeuer sidecar) run."""
+
+from __future__ import annotations
+
+import enum
+import sys
+from abc import ABC, abstractmethod
+from dataclasses import dataclass
+from typing import Any
+
+from thresher.core import trust
+from thresher.core.config import Config, config_env
+from thresher.core.errors import InvalidRequest
+from thresher.core.names import EXIT_WORKER_HUNG
+from thresher.v1 import jobs_pb2
+
+
+@dataclass(frozen=True)
+class WorkerLaunch:
+    """Everything a runtime needs to start the workers of one job."""
+
+    job_id: str
+    api: jobs_pb2.ApiSpec
+    queue_name: str
+    job_spec: dict[str, Any]  # what the worker reads from $THRESHER_JOB_SPEC
+    max_receive_count: int
+    batch_timeout_s: float
+
+
+# Settings a dequeuer never needs, so never gets: the control plane's own (API keys, limits, input and cluster
+# access, the runtime's budget). It keeps the queue's, the monitor's address, TLS and its own section.
+DEQUEUER_SETTINGS_LEFT_OUT = ("auth", "limits", "inputs", "kubernetes", "runtime", "gateway")
+
+
+def dequeuer_config_env(config: Config) -> dict[str, str]:
+    """The THRESHER_* variables of a dequeuer's settings, the same in every runtime."""
+    return config_env(config, leave_out=DEQUEUER_SETTINGS_LEFT_OUT)
+
+
+WORKER_HUNG = "worker hung: it answered neither a batch within batch_timeout nor a health check; killed and replaced"
+
+
+def dequeuer_exit_reason(code: int | None) -> str | None:
+    """What a dequeuer's own exit code says of its worker, in every runtime; None for an ordinary exit code."""
+    return WORKER_HUNG if code == EXIT_WORKER_HUNG else None
+
+
+def dequeuer_token(config: Config, job_id: str, worker_id: str) -> str:
+    """What a worker's dequeuer reports with: a token for its job and worker only, never the stack secret."""
+    return trust.load(config).token(trust.DEQUEUER, job_id, worker_id)
+
+
+DEQUEUER_MODULE = "services.dequeuer"
+
+
+def dequeuer_argv(launch: WorkerLaunch, worker_id: str, port: int, python: str = sys.executable) -> list[str]:
+    """The command line of one worker's dequeuer (services/dequeuer/settings.py), the same in every runtime."""
+    return [python, "-m", DEQUEUER_MODULE, *dequeuer_args(launch, worker_id, port)]
+
+
+def dequeuer_args(launch: WorkerLaunch, worker_id: str, port: int) -> list[str]:
+    """The dequeuer's arguments, after its program."""
+    args = [
+        "--job-id",
+        launch.job_id,
+        "--api-name",
+        launch.api.name,
+        "--worker-id",
+        worker_id,
+        "--queue",
+        launch.queue_name,
+        "--worker-port",
+        str(port),
+        "--batch-timeout-s",
+        str(launch.batch_timeout_s),
+        "--max-receive-count",
+        str(launch.max_receive_count),
+    ]
+    if launch.api.readiness_path:
+        args += ["--readiness-path", launch.api.readiness_path]
+    return args
+
+
+class WorkerPhase(enum.Enum):
+    PENDING = "pending"  # asked for, not running yet (Kubernetes: unscheduled, pulling images)
+    RUNNING = "running"
+    STOPPED = "stopped"  # ended without a fault: drained on SIGTERM, preempted, evicted, or its job ended
+    FAILED = "failed"  # crashed: counts toward the job's restart budget
+    OOM_KILLED = "oom_killed"  # killed for memory: counts toward the budget, and names the job's failure
+
+
+@dataclass(frozen=True)
+class WorkerState:
+    worker_id: str
+    phase: WorkerPhase
+    reason: str = ""  # why it is not running, in words ("api exited with code 1", "evicted: node drained")
+    # Ended by its infrastructure (a spot reclaim, an eviction, a preemption, a drain on SIGTERM): STOPPED, replaced
+    # while the job has work, counted apart from crashes.
+    disrupted: bool = False
+
+    @property
+    def ended(self) -> bool:
+        return self.phase in (WorkerPhase.STOPPED, WorkerPhase.FAILED, WorkerPhase.OOM_KILLED)
+
+    @property
+    def crashed(self) -> bool:
+        return self.phase in (WorkerPhase.FAILED, WorkerPhase.OOM_KILLED)
+
+
+class Runtime(ABC):
+    # Whether a scheduler that stops (SIGTERM) stops the workers of unfinished jobs too. Locally yes: `thresher up`
+    # stops as a whole and restarts them. On Kubernetes no: a scheduler's rolling update must not touch workers.
+    workers_stop_with_scheduler: bool = False
+
+    @abstractmethod
+    async def ensure_workers(self, launch: WorkerLaunch, count: int) -> None:
+        """Make `count` workers run for the job, replacing those that ended (idempotent)."""
+
+    @abstractmethod
+    async def update_job_spec(self, job_id: str, job_spec: dict[str, Any]) -> None:
+        """Rewrite the job spec the workers read (e.g. once total_batch_count is known)."""
+
+    @abstractmethod
+    async def workers(self, job_id: str) -> list[WorkerState]:
+        """Every worker the job has had, the ended ones included (the scheduler counts crashes from them)."""
+
+    async def read_logs(self, job_id: str, offsets: dict[str, int]) -> list[tuple[str, str, str]]:
+        """New lines of the job's logs as (worker id, source, line), from `offsets`, which it advances."""
+        raise InvalidRequest(f"the {type(self).__name__} shows no logs; use the platform's own tools")
+
+    async def close(self) -> None:  # noqa: B027 - most runtimes hold nothing to release
+        """Release connections and watches (workers keep running)."""
+
+    @abstractmethod
+    async def stop_workers(self, job_id: str, grace_s: float) -> None:
+        """SIGTERM every process of the job, SIGKILL what is left after `grace_s`; returns when none is left."""

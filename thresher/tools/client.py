@@ -1,0 +1,117 @@
+"""A small synchronous client of the gateway's HTTP API, for the CLI and scripts (standard library only)."""
+
+from __future__ import annotations
+
+import contextlib
+import ipaddress
+import json
+import os
+import urllib.error
+import urllib.parse
+import urllib.request
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+from thresher.core.auth import authorization, read_api_key
+from thresher.core.errors import ThresherError, Unavailable, from_kind
+from thresher.core.names import ENV_API_KEY, HEADER_AUTHORIZATION
+
+DEFAULT_URL = "http://127.0.0.1:8888"
+DEFAULT_DATA_DIR = ".thresher"  # as thresher.core.config's: where `thresher up` keeps the stack's key
+TIMEOUT_S = 30.0
+
+
+def find_api_key(url: str) -> str | None:
+    """$THRESHER_API_KEY, else the embedded stack's key, <data dir>/api_key ($THRESHER_DATA_DIR, else .thresher).
+
+    The embedded stack's key is only sent to a gateway on this machine (a loopback address or localhost): a
+    remote gateway needs $THRESHER_API_KEY, so that a local key never travels to whatever --url says.
+    """
+    if key := os.environ.get(ENV_API_KEY):
+        return key
+    if not _is_local(url):
+        return None
+    return read_api_key(Path(os.environ.get("THRESHER_DATA_DIR") or DEFAULT_DATA_DIR))
+
+
+def _is_local(url: str) -> bool:
+    host = urllib.parse.urlsplit(url).hostname or ""
+    if host == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(host).is_loopback
+    except ValueError:
+        return False
+
+
+class GatewayClient:
+    def __init__(self, url: str | None = None, api_key: str | None = None) -> None:
+        """`api_key`: None finds one (find_api_key); without any, requests go without a key."""
+        self.url = (url or os.environ.get("THRESHER_URL") or DEFAULT_URL).rstrip("/")
+        key = api_key or find_api_key(self.url)
+        self._headers = {HEADER_AUTHORIZATION: authorization(key)} if key else {}
+
+    def deploy(self, apis: Any, working_dir: str | Path) -> Any:
+        body = {"apis": apis, "working_dir": str(Path(working_dir).resolve())}
+        return self._call("POST", "/v1/apis", body)["apis"]
+
+    def submit(self, api_name: str, job: dict[str, Any]) -> dict[str, Any]:
+        return self._call("POST", f"/batch/{_quote(api_name)}", job)
+
+    def get(self, api_name: str, job_id: str) -> dict[str, Any]:
+        return self._call("GET", f"/batch/{_quote(api_name)}?jobID={_quote(job_id)}")
+
+    def job(self, job_id: str) -> dict[str, Any]:
+        return self._call("GET", f"/v1/jobs/{_quote(job_id)}")
+
+    def jobs(self, api_name: str = "", limit: int = 20) -> Any:
+        query = urllib.parse.urlencode({k: v for k, v in (("api", api_name), ("limit", limit)) if v})
+        return self._call("GET", f"/v1/jobs?{query}")["jobs"]
+
+    def failed(self, job_id: str) -> list[dict[str, Any]]:
+        return self._call("GET", f"/v1/jobs/{_quote(job_id)}/failed")["batches"]
+
+    def retry(self, job_id: str) -> dict[str, Any]:
+        return self._call("POST", f"/v1/jobs/{_quote(job_id)}/retry")
+
+    def logs(self, job_id: str, follow: bool = False) -> Iterator[str]:
+        """The job's log lines as the gateway streams them."""
+        query = "?follow=true" if follow else ""
+        request = urllib.request.Request(f"{self.url}/v1/jobs/{_quote(job_id)}/logs{query}", headers=self._headers)
+        with self._open(request, timeout_s=None if follow else TIMEOUT_S) as response:
+            for raw in response:
+                yield raw.decode("utf-8", errors="replace").rstrip("\n")
+
+    def stop(self, job_id: str) -> dict[str, Any]:
+        return self._call("DELETE", f"/v1/jobs/{_quote(job_id)}")
+
+    def _call(self, method: str, path: str, body: Any = None) -> Any:
+        data = None if body is None else json.dumps(body).encode()
+        request = urllib.request.Request(self.url + path, data=data, method=method, headers=self._headers)
+        request.add_header("Content-Type", "application/json")
+        with self._open(request, timeout_s=TIMEOUT_S) as response:
+            return json.loads(response.read() or b"null")
+
+    @contextlib.contextmanager
+    def _open(self, request: urllib.request.Request, timeout_s: float | None) -> Iterator[Any]:
+        """The gateway's answer; its JSON errors raise the ThresherError they stand for."""
+        try:
+            with urllib.request.urlopen(request, timeout=timeout_s) as response:
+                yield response
+        except urllib.error.HTTPError as e:
+            raise _error_from(e) from None
+        except (urllib.error.URLError, ConnectionError, TimeoutError) as e:
+            raise Unavailable(f"cannot reach Thresher at {self.url}: {getattr(e, 'reason', e)}") from None
+
+
+def _error_from(e: urllib.error.HTTPError) -> ThresherError:
+    try:
+        body = json.loads(e.read())
+        return from_kind(str(body.get("kind", "")), str(body.get("message", e)))
+    except (ValueError, AttributeError):
+        return ThresherError(f"HTTP {e.code}: {e.reason}")
+
+
+def _quote(value: str) -> str:
+    return urllib.parse.quote(value, safe="")
