@@ -209,7 +209,10 @@ async def test_groups_larger_than_a_batch_call_are_settled_whole(queue: Queue) -
     assert await queue.depth() == Depth(visible=0, in_flight=13, dead=0)
 
 
-async def test_dead_lettered_batch_keeps_its_body_count_and_error(queue: Queue) -> None:
+async def test_dead_lettered_batch_keeps_its_body_count_and_error(backend: QueueBackend) -> None:
+    # A long visibility: the second batch must still be in flight at the last line, however slow the machine.
+    await backend.create("job-1", 60)
+    queue = backend.open("job-1")
     await queue.send(batches(2))
     first, _ = await queue.receive(2, wait_s=0)
     await queue.dead_letter(first, "HTTP 500: boom")
