@@ -12,11 +12,12 @@ import sys
 
 from services.dequeuer.__main__ import main
 from thresher.core.config import load_config
+from thresher.core.dequeuer_args import DEQUEUER_MODULE
 from thresher.core.errors import ThresherError
 from thresher.core.forkserver import run_server, set_command_line
 from thresher.core.queue.registry import backend_factory, queue_backend_entry
 
-DEQUEUER_COMMAND = [sys.executable, "-m", "services.dequeuer"]
+DEQUEUER_COMMAND = [sys.executable, "-m", DEQUEUER_MODULE]
 
 
 def _import_queue_backend() -> None:

@@ -10,6 +10,7 @@ from typing import Any
 
 from thresher.core import trust
 from thresher.core.config import Config, config_env
+from thresher.core.dequeuer_args import DEQUEUER_MODULE, DequeuerArgs
 from thresher.core.errors import InvalidRequest
 from thresher.core.names import EXIT_WORKER_HUNG
 from thresher.v1 import jobs_pb2
@@ -25,6 +26,19 @@ class WorkerLaunch:
     job_spec: dict[str, Any]  # what the worker reads from $THRESHER_JOB_SPEC
     max_receive_count: int
     batch_timeout_s: float
+
+    def dequeuer_args(self, worker_id: str, port: int) -> DequeuerArgs:
+        """The command line of the dequeuer of worker `worker_id`, whose worker listens on `port`."""
+        return DequeuerArgs(
+            job_id=self.job_id,
+            api_name=self.api.name,
+            worker_id=worker_id,
+            queue_name=self.queue_name,
+            worker_port=port,
+            readiness_path=self.api.readiness_path or None,
+            batch_timeout_s=self.batch_timeout_s,
+            max_receive_count=self.max_receive_count,
+        )
 
 
 # Settings a dequeuer never needs, so never gets: the control plane's own (API keys, limits, input and cluster
@@ -50,35 +64,9 @@ def dequeuer_token(config: Config, job_id: str, worker_id: str) -> str:
     return trust.load(config).token(trust.DEQUEUER, job_id, worker_id)
 
 
-DEQUEUER_MODULE = "services.dequeuer"
-
-
 def dequeuer_argv(launch: WorkerLaunch, worker_id: str, port: int, python: str = sys.executable) -> list[str]:
-    """The command line of one worker's dequeuer (services/dequeuer/settings.py), the same in every runtime."""
-    return [python, "-m", DEQUEUER_MODULE, *dequeuer_args(launch, worker_id, port)]
-
-
-def dequeuer_args(launch: WorkerLaunch, worker_id: str, port: int) -> list[str]:
-    """The dequeuer's arguments, after its program."""
-    args = [
-        "--job-id",
-        launch.job_id,
-        "--api-name",
-        launch.api.name,
-        "--worker-id",
-        worker_id,
-        "--queue",
-        launch.queue_name,
-        "--worker-port",
-        str(port),
-        "--batch-timeout-s",
-        str(launch.batch_timeout_s),
-        "--max-receive-count",
-        str(launch.max_receive_count),
-    ]
-    if launch.api.readiness_path:
-        args += ["--readiness-path", launch.api.readiness_path]
-    return args
+    """The command line of one worker's dequeuer, the same in every runtime."""
+    return [python, "-m", DEQUEUER_MODULE, *launch.dequeuer_args(worker_id, port).to_argv()]
 
 
 class WorkerPhase(enum.Enum):

@@ -22,17 +22,16 @@ from pathlib import Path
 from typing import Any
 
 from thresher.core.config import Config
+from thresher.core.dequeuer_args import DEQUEUER_MODULE
 from thresher.core.forkserver import TITLE_ROOM, ForkServer
 from thresher.core.names import ENV_JOB_SPEC, ENV_PORT, ENV_WORKER_TOKEN, EXIT_DRAINED
 from thresher.core.ports import free_port
 from thresher.core.queue.registry import queue_backend_entry
 from thresher.core.runtime.base import (
-    DEQUEUER_MODULE,
     Runtime,
     WorkerLaunch,
     WorkerPhase,
     WorkerState,
-    dequeuer_args,
     dequeuer_config_env,
     dequeuer_exit_reason,
     dequeuer_token,
@@ -199,7 +198,7 @@ class LocalRuntime(Runtime):
         log_path = self.job_dir(launch.job_id) / f"{pod.worker_id}.dequeuer.log"
         try:
             token = {ENV_WORKER_TOKEN: dequeuer_token(self._config, launch.job_id, pod.worker_id)}
-            pid = self._dequeuers.spawn(dequeuer_args(launch, pod.worker_id, port), log_path, pod.pgid, token)
+            pid = self._dequeuers.spawn(launch.dequeuer_args(pod.worker_id, port).to_argv(), log_path, pod.pgid, token)
         except OSError as e:
             _signal_group(pod.pgid, signal.SIGKILL)
             pod.failure = f"cannot start the dequeuer: {e}"
