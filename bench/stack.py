@@ -16,10 +16,10 @@ from thresher.core.names import HEADER_AUTHORIZATION
 from thresher.core.statuses import FINAL_NAMES
 from thresher.tools.client import GatewayClient
 from thresher.tools.launcher import StackProcess
+from thresher.tools.services import SERVICES
 
 API = "bench"
 APIS_FILE = Path(__file__).parent / "workers" / "apis.yaml"
-SERVICES = ("gateway", "scheduler", "enqueuer", "monitor")
 LEFT_BEHIND: list[int] = []  # pids that outlived a stopped stack (and were killed): the run reports them
 
 
@@ -45,9 +45,9 @@ class BenchStack:
         """The services' pids (children of `thresher up`), by name."""
         pids = {}
         for pid in procs.children_of(self.process.proc.pid):
-            for name in SERVICES:
-                if f"services.{name}" in procs.cmdline(pid):
-                    pids[name] = pid
+            for service in SERVICES:
+                if service.module in procs.cmdline(pid):
+                    pids[service.name] = pid
         return pids
 
     def dequeuer_pids(self, job_id: str) -> list[int]:

@@ -34,7 +34,10 @@ class Settings(DequeuerArgs):
     def of(cls, args: DequeuerArgs, config: Config) -> Settings:
         """The options a command line gave, over config's values for those it left out."""
         d = config.dequeuer
-        defaults: dict[str, Any] = {"batch_timeout_s": d.batch_timeout_s, "max_receive_count": config.queue.max_receive_count}
+        defaults: dict[str, Any] = {
+            "batch_timeout_s": d.batch_timeout_s,
+            "max_receive_count": config.queue.max_receive_count,
+        }
         given = {name: value for name, value in dataclasses.asdict(args).items() if value is not None}
         return cls(
             **(defaults | given),

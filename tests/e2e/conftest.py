@@ -17,6 +17,7 @@ from thresher.core.names import ENV_API_KEY
 from thresher.core.statuses import FINAL_NAMES
 from thresher.tools.client import GatewayClient
 from thresher.tools.launcher import StackProcess
+from thresher.tools.services import service_named
 
 WORKERS_DIR = Path(__file__).parent / "workers"
 
@@ -30,8 +31,9 @@ class Stack(StackProcess):
 
     def service_pid(self, name: str) -> int:
         """The pid of one of the stack's services (a direct child of `thresher up`)."""
+        module = service_named(name).module
         for pid in children_of(self.proc.pid):
-            if f"services.{name}" in cmdline(pid):
+            if module in cmdline(pid):
                 return pid
         raise LookupError(f"no {name} process")
 

@@ -58,7 +58,6 @@ def _non_negative(text: str) -> float:
     return value
 
 
-
 @dataclass(frozen=True)
 class DequeuerArgs:
     """Who one worker's dequeuer is and where its worker listens; how it behaves comes from thresher.core.config."""

@@ -104,6 +104,7 @@ def _parser() -> argparse.ArgumentParser:
 
 
 def _up(args: argparse.Namespace) -> int:
+    from thresher.tools.services import GATEWAY
     from thresher.tools.supervisor import Stack, make_data_dir_private, run_stack
     from thresher.v1 import jobs_pb2, jobs_pb2_grpc
 
@@ -140,7 +141,7 @@ def _up(args: argparse.Namespace) -> int:
                 for spec in load_api_file(args.apis):
                     await jobs.DeployApi(jobs_pb2.DeployApiRequest(api=spec), metadata=credentials)
                     print(f"deployed API {spec.name}")
-        print(f"Thresher is up: {stack.endpoints()['gateway']['http']}  (Ctrl-C stops it)")
+        print(f"Thresher is up: {GATEWAY.endpoint(stack.config)}  (Ctrl-C stops it)")
         for service, where in stack.endpoints().items():
             print(f"  {service:<10} " + "  ".join(f"{kind} {address}" for kind, address in where.items()))
         print(

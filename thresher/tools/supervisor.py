@@ -1,4 +1,5 @@
-"""`thresher up`: the embedded stack. Each service is its own process on loopback; one that dies is restarted.
+"""`thresher up`: the embedded stack. Each service (thresher/tools/services.py) is its own process on loopback; one
+that dies is restarted.
 
 Addresses are chosen once at start (port 0 means: pick a free one) and kept across restarts of a service, so
 its peers find it again. They are written to <data_dir>/endpoints.json.
@@ -27,27 +28,14 @@ from thresher.core.aiotasks import on_stop_signal
 from thresher.core.config import Config, config_env
 from thresher.core.ports import free_port
 from thresher.core.runtime import open_runtime
+from thresher.tools.services import CREDENTIALS, GRPC, HTTP, SERVICES, Service
 
 log = logging.getLogger(__name__)
 
-# Start order: the gateway last, so that it answers only once what it calls is there.
-SERVICES = ("monitor", "enqueuer", "scheduler", "gateway")
 READY_TIMEOUT_S = 30.0
 RESTART_BACKOFF_S = (0.2, 0.5, 1.0, 2.0, 5.0)  # after the n-th quick death in a row
 STABLE_AFTER_S = 10.0  # a service that ran this long resets its backoff
 STOP_GRACE_S = 35.0  # above the scheduler's worker stop grace, so workers are drained first
-# The credentials in the settings, by section, and the services that use them (AWS_* variables go to each service
-# that uses any: boto3's chain reads them for SQS and S3 alike). The gateway calls only the scheduler.
-_CREDENTIALS = {
-    "queue": ("THRESHER_QUEUE_SQS_ACCESS_KEY_ID", "THRESHER_QUEUE_SQS_SECRET_ACCESS_KEY"),
-    "inputs": ("THRESHER_INPUTS_S3_ACCESS_KEY_ID", "THRESHER_INPUTS_S3_SECRET_ACCESS_KEY"),
-}
-CREDENTIALS_USED = {
-    "monitor": ("queue",),
-    "enqueuer": ("queue", "inputs"),
-    "scheduler": ("queue", "inputs"),  # and it hands the queue's to the dequeuers it starts
-    "gateway": (),
-}
 PRIVATE_UMASK = 0o077  # what the stack creates (job store, logs, job specs, keys) is its user's alone: 0600, 0700
 
 
@@ -60,8 +48,8 @@ def make_data_dir_private(data_dir: Path) -> None:
 
 
 @dataclass
-class _Service:
-    name: str
+class _Supervised:
+    service: Service
     process: subprocess.Popen[bytes] | None = None
     started: float = 0.0
     quick_deaths: int = 0
@@ -73,17 +61,12 @@ class Stack:
         self.config = config
         self.data_dir = Path(config.data_dir).resolve()
         config.data_dir = self.data_dir
-        self._services = {name: _Service(name) for name in SERVICES}
+        self._supervised = [_Supervised(service) for service in SERVICES]
         self._stopping = False
 
     def endpoints(self) -> dict[str, dict[str, str]]:
-        a = self.config.addresses
-        return {
-            "gateway": {"http": f"http://{a.gateway}", "metrics": f"http://{a.gateway_metrics or a.gateway}/metrics"},
-            "scheduler": {"grpc": a.scheduler, "metrics": f"http://{a.scheduler_metrics}/metrics"},
-            "enqueuer": {"grpc": a.enqueuer, "metrics": f"http://{a.enqueuer_metrics}/metrics"},
-            "monitor": {"grpc": a.monitor, "metrics": f"http://{a.monitor_metrics}/metrics"},
-        }
+        """Each service's endpoints, the gateway (what users call) first."""
+        return {service.name: service.endpoints(self.config) for service in reversed(SERVICES)}
 
     async def start(self) -> None:
         """Make the stack secret at first start, pick addresses, start every service and wait until each answers its
@@ -91,51 +74,40 @@ class Stack:
         (self.data_dir / "logs").mkdir(parents=True, exist_ok=True)
         trust.ensure_secret(self.config)
         a = self.config.addresses
-        for name in (
-            "gateway",
-            "scheduler",
-            "enqueuer",
-            "monitor",
-            "monitor_metrics",
-            "scheduler_metrics",
-            "enqueuer_metrics",
-            "gateway_metrics",
-        ):
+        for name in [name for service in SERVICES for name in (service.address, service.metrics_address)]:
             setattr(a, name, _with_free_port(getattr(a, name)))
         path = self.data_dir / "endpoints.json"
         path.write_text(json.dumps(self.endpoints(), indent=2) + "\n", encoding="utf-8")
-        for service in self._services.values():
-            self._spawn(service)
-            await self._wait_ready(service)
+        for supervised in self._supervised:
+            self._spawn(supervised)
+            await self._wait_ready(supervised)
 
     async def supervise(self) -> None:
         """Restart services that die, with a backoff for those that die again quickly, until stop()."""
         while not self._stopping:
-            for service in self._services.values():
-                code = service.process.poll() if service.process else None
+            for supervised in self._supervised:
+                code = supervised.process.poll() if supervised.process else None
                 if code is None or self._stopping:
                     continue
-                ran_s = time.monotonic() - service.started
-                service.quick_deaths = 0 if ran_s > STABLE_AFTER_S else service.quick_deaths + 1
-                delay = RESTART_BACKOFF_S[min(service.quick_deaths, len(RESTART_BACKOFF_S) - 1)]
-                log.warning(
-                    "%s exited with code %s after %.1f s; restarting in %.1f s", service.name, code, ran_s, delay
-                )
+                ran_s = time.monotonic() - supervised.started
+                supervised.quick_deaths = 0 if ran_s > STABLE_AFTER_S else supervised.quick_deaths + 1
+                delay = RESTART_BACKOFF_S[min(supervised.quick_deaths, len(RESTART_BACKOFF_S) - 1)]
+                name = supervised.service.name
+                log.warning("%s exited with code %s after %.1f s; restarting in %.1f s", name, code, ran_s, delay)
                 await asyncio.sleep(delay)
                 if not self._stopping:
-                    self._spawn(service)
+                    self._spawn(supervised)
             await asyncio.sleep(0.1)
 
     async def stop(self) -> None:
         """SIGTERM the services in reverse order; the scheduler stops the workers of unfinished jobs first."""
         self._stopping = True
-        for name in reversed(SERVICES):
-            service = self._services[name]
-            if service.process and service.process.poll() is None:
-                service.process.terminate()
-                await _wait_exit(service.process, STOP_GRACE_S)
-            if service.log_file:
-                service.log_file.close()
+        for supervised in reversed(self._supervised):
+            if supervised.process and supervised.process.poll() is None:
+                supervised.process.terminate()
+                await _wait_exit(supervised.process, STOP_GRACE_S)
+            if supervised.log_file:
+                supervised.log_file.close()
         if self.config.runtime.backend == "local":
             await self._stop_local_workers()
 
@@ -148,50 +120,58 @@ class Stack:
         finally:
             await runtime.close()  # its fork server too: nothing outlives `thresher up`
 
-    def _spawn(self, service: _Service) -> None:
-        if service.log_file is None:
-            service.log_file = open(self.data_dir / "logs" / f"{service.name}.log", "ab")
-        service.process = subprocess.Popen(
-            [sys.executable, "-m", f"services.{service.name}"],
-            env=service_env(service.name, self.config),
+    def _spawn(self, supervised: _Supervised) -> None:
+        service = supervised.service
+        if supervised.log_file is None:
+            supervised.log_file = open(self.data_dir / "logs" / f"{service.name}.log", "ab")
+        supervised.process = subprocess.Popen(
+            [sys.executable, "-m", service.module],
+            env=service_env(service, self.config),
             stdin=subprocess.DEVNULL,
-            stdout=service.log_file,
+            stdout=supervised.log_file,
             stderr=subprocess.STDOUT,
         )
-        service.started = time.monotonic()
+        supervised.started = time.monotonic()
 
-    async def _wait_ready(self, service: _Service) -> None:
+    async def _wait_ready(self, supervised: _Supervised) -> None:
+        service = supervised.service
         deadline = time.monotonic() + READY_TIMEOUT_S
-        while not await self._healthy(service.name):
-            if service.process and service.process.poll() is not None:
+        while not await _HEALTH_CHECKS[service.protocol](service.endpoint(self.config), self.config):
+            if supervised.process and supervised.process.poll() is not None:
                 raise RuntimeError(f"{service.name} exited at start; see {self.data_dir}/logs/{service.name}.log")
             if time.monotonic() > deadline:
                 raise RuntimeError(f"{service.name} did not become ready in {READY_TIMEOUT_S:.0f} s")
             await asyncio.sleep(0.05)
 
-    async def _healthy(self, name: str) -> bool:
-        if name == "gateway":
-            try:
-                async with aiohttp.ClientSession() as session:
-                    async with session.get(f"http://{self.config.addresses.gateway}/healthz") as response:
-                        return response.status == 200
-            except aiohttp.ClientError:
-                return False
-        async with rpc.channel(getattr(self.config.addresses, name), self.config.tls) as channel:
-            try:
-                reply = await health_pb2_grpc.HealthStub(channel).Check(health_pb2.HealthCheckRequest(), timeout=1)
-            except grpc.aio.AioRpcError:
-                return False
-            return reply.status == health_pb2.HealthCheckResponse.SERVING
+
+async def _http_healthy(url: str, config: Config) -> bool:
+    try:
+        async with aiohttp.ClientSession() as session:
+            async with session.get(f"{url}/healthz") as response:
+                return response.status == 200
+    except aiohttp.ClientError:
+        return False
 
 
-def service_env(name: str, config: Config) -> dict[str, str]:
-    """The environment of service `name`: this process's (but THRESHER_*), the config, and only the credentials it
-    uses: AWS_* variables and the SQS and S3 keys. A service that is broken into holds no other secret."""
-    uses = CREDENTIALS_USED[name]
+async def _grpc_healthy(address: str, config: Config) -> bool:
+    async with rpc.channel(address, config.tls) as channel:
+        try:
+            reply = await health_pb2_grpc.HealthStub(channel).Check(health_pb2.HealthCheckRequest(), timeout=1)
+        except grpc.aio.AioRpcError:
+            return False
+        return reply.status == health_pb2.HealthCheckResponse.SERVING
+
+
+_HEALTH_CHECKS = {HTTP: _http_healthy, GRPC: _grpc_healthy}  # by protocol: is the service at this endpoint serving?
+
+
+def service_env(service: Service, config: Config) -> dict[str, str]:
+    """The environment of `service`: this process's (but THRESHER_*), the config, and only the credentials it uses:
+    AWS_* variables and the SQS and S3 keys. A service that is broken into holds no other secret."""
+    uses = service.credentials
     env = {k: v for k, v in os.environ.items() if not k.startswith("THRESHER_") and (uses or not k.startswith("AWS_"))}
     env.update(config_env(config))
-    for section, variables in _CREDENTIALS.items():
+    for section, variables in CREDENTIALS.items():
         if section not in uses:
             for variable in variables:
                 del env[variable]
