@@ -74,8 +74,9 @@ class Stack:
         (self.data_dir / "logs").mkdir(parents=True, exist_ok=True)
         trust.ensure_secret(self.config)
         a = self.config.addresses
-        for name in [name for service in SERVICES for name in (service.address, service.metrics_address)]:
-            setattr(a, name, _with_free_port(getattr(a, name)))
+        for service in SERVICES:
+            for name in (service.address, service.metrics_address):
+                setattr(a, name, _with_free_port(getattr(a, name)))
         path = self.data_dir / "endpoints.json"
         path.write_text(json.dumps(self.endpoints(), indent=2) + "\n", encoding="utf-8")
         for supervised in self._supervised:
