@@ -18,6 +18,7 @@ from tests.e2e.conftest import Stack, alive, processes_mentioning, processes_of
 from tests.faults.conftest import LONG_VISIBILITY_S, Outputs, assert_nothing_left, submit
 from tests.helpers import eventually
 from thresher.core.errors import Unavailable
+from thresher.tools.services import SERVICES
 
 pytestmark = [pytest.mark.faults, pytest.mark.timeout(240)]
 
@@ -151,7 +152,7 @@ def test_spot_termination_sigterm_drains_the_dequeuer_and_it_is_replaced(stack: 
     assert status["job_status"]["worker_restarts"] == 0, "a drained worker is not a crash"
 
 
-@pytest.mark.parametrize("service", ["scheduler", "monitor", "enqueuer", "gateway"])
+@pytest.mark.parametrize("service", [service.name for service in SERVICES])  # each that thresher up runs
 def test_a_control_plane_service_killed_mid_job_loses_nothing(stack: Stack, outputs: Outputs, service: str) -> None:
     items = list(range(60))
     job_id = submit(stack, outputs, items, config={"slow_s": 0.05})
