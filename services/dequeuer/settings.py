@@ -16,8 +16,10 @@ from thresher.core.dequeuer_args import DequeuerArgs
 class Settings(DequeuerArgs):
     """The command line's options, those it left out taken from config, and the rest of config the dequeuer uses."""
 
+    # The two options whose default is in config, always known here:
     batch_timeout_s: float  # limit for one POST of a batch
     max_receive_count: int  # the attempt that reaches this count is the last one
+    # Config only:
     visibility_s: float  # each extension keeps a batch invisible this long from now
     receive_max: int  # batches per receive call, at most (fewer when batches are slow: see loop.py)
     wait_s: float  # long-poll wait of one receive call
