@@ -1,24 +1,24 @@
 """The dequeuer loop: wait for the worker, then feed it batches one after another until the job ends.
 
-Three things run beside the worker so that it never waits for them: receiving (a few batches are kept ahead, as
-many as the worker gets through in PREFETCH_S), keeping held batches invisible (holdings.py) and settling finished
-ones (settler.py: reported to the monitor, then acked on the queue, in groups; successes.py: successes are reported
-in bursts). A worker that takes pipelined requests (the worker helper) gets the next batch before it answers the one
-in progress.
+Three things run beside the worker so that it never waits for them: receiving (receiving.py: a few batches are kept
+ahead), keeping held batches invisible (holdings.py) and settling finished ones (settler.py: reported to the
+monitor, then acked on the queue, in groups; successes.py: successes are reported in bursts). A worker that takes
+pipelined requests (the worker helper) gets the next batch before it answers the one in progress (pipeline.py).
 """
 
 from __future__ import annotations
 
 import asyncio
 import logging
-from collections import deque
 
 from services.dequeuer.holdings import Holdings
+from services.dequeuer.pipeline import Pipeline
+from services.dequeuer.receiving import Receiver
 from services.dequeuer.reporter import Reporter
 from services.dequeuer.settings import Settings
 from services.dequeuer.settler import Settler
 from services.dequeuer.successes import Successes, batch_report
-from services.dequeuer.worker import Call, Outcome, WorkerClient, WorkerLost
+from services.dequeuer.worker import Outcome, WorkerClient, WorkerLost
 from thresher.core.aiotasks import create_guarded_task
 from thresher.core.errors import QueueNotFound
 from thresher.core.logs import batch_id_var, job_id_var
@@ -30,16 +30,10 @@ log = logging.getLogger(__name__)
 STOPPING_REPORT_TIMEOUT_S = 2.0  # the last report is best effort: the monitor may be gone too
 SETTLE_TIMEOUT_S = 2.0  # on the way out, how long finished batches wait for the monitor; the rest are released
 HOOK_BACKOFF_S = 0.5  # × attempt, before a failed hook call is released for another try
-RECEIVE_ERROR_BACKOFF_S = 1.0
-# Batches received ahead of the worker: enough for PREFETCH_S of its recent pace (at least 1, at most receive_max).
-# More would only leave other workers idle at the end of a job while this one still holds work.
-PREFETCH_S = 0.02
-PACE_WEIGHT = 0.2  # of the newest batch in the running mean of batch durations
 UNSETTLED_PER_RECEIVE = 10  # finished batches awaiting the monitor's ack, at most, in receive_max units
 
 Phase = monitor_pb2.WorkerPhase
 Result = monitor_pb2.BatchResult
-_STARTED = monitor_pb2.BATCH_RESULT_STARTED  # as an int: the enum wrapper's attribute lookup costs more than a report
 
 
 class Dequeuer:
@@ -52,19 +46,32 @@ class Dequeuer:
         self._phase: monitor_pb2.WorkerPhase.ValueType = Phase.WORKER_PHASE_STARTING
         self._holdings = Holdings(queue, settings.visibility_s)
         self._settler = Settler(queue, self._holdings, UNSETTLED_PER_RECEIVE * settings.receive_max)
-        self._buffer: deque[Delivery] = deque()  # received, not started
-        self._receiving: asyncio.Task[None] | None = None
-        self._batch_s: float | None = None  # running mean of the worker's batch durations
         self._successes = Successes(reporter, self._settler)
-        self._ahead: tuple[Delivery, Call] | None = None  # pipelined behind the batch the worker is running
-        self._running: Call | None = None  # the batch the worker is running, until its answer is read
+        self._receiver = Receiver(
+            queue,
+            settings.receive_max,
+            settings.wait_s,
+            self._holdings,
+            reporter,
+            self._successes,
+            self._stopping,
+            self._settler.queue_gone,
+            on_received=lambda: self._pipeline.send_ahead(),
+        )
+        self._pipeline = Pipeline(
+            self._worker, self._receiver, self._holdings, self._settler, self._stopping, settings.batch_timeout_s
+        )
         self._calls_source = calls_source(f"dequeuer {settings.worker_id}")
-        self._queue_error = ""  # why receives keep failing, until one succeeds
 
     @property
     def ready(self) -> bool:
         """Its worker answered the readiness check, and it takes batches."""
         return self._phase == Phase.WORKER_PHASE_READY
+
+    @property
+    def pipeline(self) -> Pipeline:
+        """The batch written to the worker behind the running one, and how many were."""
+        return self._pipeline
 
     def stop(self) -> None:
         """Take no new batch; the one in progress gets `grace_s` to finish (call from a signal handler)."""
@@ -116,10 +123,11 @@ class Dequeuer:
             code = e.exit_code
         settler = self._settler
         log.info(
-            "batches settled: %d succeeded, %d failed and released, %d dead-lettered",
+            "batches settled: %d succeeded, %d failed and released, %d dead-lettered (%d were pipelined)",
             settler.succeeded,
             settler.failed,
             settler.dead_lettered,
+            self._pipeline.pipelined,
         )
         await self._report_stopping()
         return code
@@ -146,9 +154,7 @@ class Dequeuer:
         try:
             await asyncio.wait({runner, *ends}, return_when=asyncio.FIRST_COMPLETED)
             if not runner.done():
-                self._stop_receiving()
-                await self._release(list(self._buffer), "the dequeuer is stopping")
-                self._buffer.clear()
+                await self._receiver.stop("the dequeuer is stopping")
                 await asyncio.wait({runner}, timeout=0 if self._settler.queue_gone.is_set() else self._settings.grace_s)
             if not runner.done():
                 log.warning("the batch in progress did not finish within the grace period; releasing it")
@@ -165,107 +171,21 @@ class Dequeuer:
 
     async def _wind_down(self, background: list[asyncio.Task[None]]) -> None:
         """Settle what finished (the monitor permitting), release every batch still held, stop the helpers."""
-        receiving = self._stop_receiving()
-        if receiving is not None:
-            await asyncio.wait([receiving])
+        await self._receiver.close()
         if not self._settler.queue_gone.is_set():
             await self._settler.drain(SETTLE_TIMEOUT_S)
         for task in background:
             task.cancel()
         await asyncio.gather(*background, return_exceptions=True)
         if not self._settler.queue_gone.is_set():
-            await self._release(self._holdings.all(), "the dequeuer stopped")
-        self._buffer.clear()
-
-    # --- receiving ahead of the worker ------------------------------------------------------------------------------
+            await self._receiver.release(self._holdings.all(), "the dequeuer stopped")
 
     async def _run_batches(self) -> None:
         try:  # a batch already pipelined goes first: it is run (or released) whatever happens
-            while (delivery := self._ahead[0] if self._ahead else await self._next()) is not None:
+            while (delivery := self._pipeline.ahead or await self._receiver.next()) is not None:
                 await self._run_one(delivery)
         finally:
             self._successes.flush()
-
-    async def _next(self) -> Delivery | None:
-        """The next batch to run, None once stopping; QueueNotFound once the queue is gone."""
-        while not self._buffer:
-            self._successes.flush()  # no batch ready: the receive may wait for a while
-            self._top_up()
-            if self._receiving is None:
-                return None  # stopping
-            await asyncio.wait([self._receiving])  # not cancelled with us: the stop cancels it
-            if self._settler.queue_gone.is_set():
-                raise QueueNotFound(f"queue {self._queue.name} is gone")
-        delivery = self._buffer.popleft()
-        self._top_up()
-        return delivery
-
-    def _top_up(self) -> None:
-        """Start receiving when the buffer runs low (half the batches wanted ahead), unless a receive is under way."""
-        wanted, waiting = self._prefetch(), len(self._buffer) + (self._ahead is not None)
-        if self._receiving is None and waiting <= wanted // 2 and not self._stopping.is_set():
-            self._receiving = asyncio.create_task(self._receive(wanted), name="receive")
-            self._receiving.add_done_callback(self._received)
-
-    def _received(self, task: asyncio.Task[None]) -> None:
-        if self._receiving is task:
-            self._receiving = None
-
-    def _stop_receiving(self) -> asyncio.Task[None] | None:
-        """Cancel the receive under way, if any (a cancelled receive releases what it got); returns it."""
-        if (task := self._receiving) is not None:
-            task.cancel()
-        return task
-
-    def _prefetch(self) -> int:
-        """How many batches to receive at a time: as many as the worker gets through in PREFETCH_S."""
-        if self._batch_s is None:
-            return 1  # nothing known yet: a long batch must not hold others back
-        return max(1, min(self._settings.receive_max, int(PREFETCH_S / max(self._batch_s, 1e-6))))
-
-    async def _receive(self, max_batches: int) -> None:
-        try:
-            deliveries = await self._queue.receive(max_batches, self._settings.wait_s)
-        except QueueNotFound:
-            self._settler.queue_gone.set()
-            return
-        except Exception as e:
-            log.exception("receive from queue %s failed; trying again", self._queue.name)
-            self._queue_error = str(e) or type(e).__name__  # the heartbeats say it, and the job's status then
-            await asyncio.sleep(RECEIVE_ERROR_BACKOFF_S)
-            return
-        self._queue_error = ""
-        self._holdings.add(deliveries)
-        self._successes.flush()  # in the same stream message as these STARTED reports
-        for delivery in deliveries:
-            # Lets the monitor release the batch at once if this worker is lost before it is settled.
-            report = batch_report(delivery, _STARTED)
-            report.receipt = delivery.receipt
-            self._reporter.send(report, urgent=True)
-        if self._stopping.is_set():
-            await self._release(deliveries, "the dequeuer is stopping")
-        else:
-            self._buffer.extend(deliveries)
-            if self._running is not None:
-                await self._send_ahead(self._running)
-
-    async def _release(self, deliveries: list[Delivery], why: str) -> None:
-        """Make batches visible again at once, reported RELEASED: no attempt used."""
-        if not deliveries:
-            return
-        self._holdings.drop(deliveries)
-        for delivery in deliveries:
-            report = batch_report(delivery, Result.BATCH_RESULT_RELEASED)
-            report.error = why
-            self._reporter.send(report)
-        try:
-            await self._queue.release(deliveries)
-        except QueueNotFound:
-            pass
-        except Exception:
-            log.exception(
-                "could not release %d batches; they come back after their visibility timeout", len(deliveries)
-            )
 
     # --- one batch ---------------------------------------------------------------------------------------------------
 
@@ -273,7 +193,7 @@ class Dequeuer:
         batch_id = delivery.batch.batch_id
         batch_id_var.set(batch_id)
         try:
-            if self._ahead is not None and self._ahead[0] is delivery:
+            if self._pipeline.ahead is delivery:
                 await self._run_batch(delivery)  # checked before it was pipelined
             elif not await self._holdings.still_held(delivery):
                 # Its visibility ran out while it waited behind other batches, and another worker may have it.
@@ -292,26 +212,18 @@ class Dequeuer:
 
     async def _run_batch(self, delivery: Delivery) -> None:
         s, attempt = self._settings, delivery.receive_count
-        if self._ahead is not None and self._ahead[0] is delivery:
-            (_, call), self._ahead = self._ahead, None
-            call.start()  # the worker is done with the batch before it
-            self._top_up()
+        if (call := self._pipeline.take(delivery)) is not None:
+            self._receiver.top_up()
         else:
             await self._settler.wait_for_room()
             call = await self._worker.send_batch(delivery.batch, attempt, s.batch_timeout_s)
         self._successes.flush()  # the batches before: reported while the worker runs this one
-        self._running = call
-        try:
-            await self._send_ahead(call)
-            outcome = await call.outcome()
-        finally:
-            self._running = None
+        outcome = await self._pipeline.outcome(call)
         if outcome.not_started and self._stopping.is_set():  # pipelined, unread: back to the queue, no attempt used
-            return await self._release([delivery], "the worker stopped before starting it")
+            return await self._receiver.release([delivery], "the worker stopped before starting it")
         if outcome.not_started:  # pipelined, and the worker closed the connection after the one before: again
             outcome = await (await self._worker.send_batch(delivery.batch, attempt, s.batch_timeout_s)).outcome()
-        self._batch_s = outcome.duration_s if self._batch_s is None else self._batch_s
-        self._batch_s += PACE_WEIGHT * (outcome.duration_s - self._batch_s)
+        self._receiver.ran(outcome.duration_s)
         if outcome.ok:
             self._successes.add(delivery, outcome)
             log.debug("batch %s succeeded (attempt %d, %.3f s)", delivery.batch.batch_id, attempt, outcome.duration_s)
@@ -332,18 +244,6 @@ class Dequeuer:
             self._holdings.drop([delivery])
             await self._queue.release([delivery])
             raise
-
-    async def _send_ahead(self, running: Call) -> None:
-        """Pipeline the next batch behind the running one if the worker takes that: it finds the batch waiting when it
-        answers, without two wake-ups of this process in between. Not the hook, nor a batch to check with the queue."""
-        nxt = self._buffer[0] if self._buffer else None
-        if nxt is None or self._ahead is not None or not running.pipelinable or self._stopping.is_set():
-            return
-        if nxt.batch.kind == KIND_JOB_COMPLETE or not self._holdings.surely_held(nxt) or not self._settler.has_room():
-            return
-        self._buffer.popleft()  # (no await between the checks and here: nothing else took it)
-        call = await self._worker.send_batch(nxt.batch, nxt.receive_count, self._settings.batch_timeout_s, running)
-        self._ahead = (nxt, call)
 
     async def _call_hook(self, delivery: Delivery) -> None:
         self._successes.flush()
@@ -385,4 +285,4 @@ class Dequeuer:
     def _worker_report(self, phase: monitor_pb2.WorkerPhase.ValueType) -> monitor_pb2.WorkerReport:
         """The phase, and the queue calls made so far (heartbeats carry them: the monitor adds up a job's)."""
         calls = jobs_pb2.QueueCalls(source=self._calls_source, calls=self._queue.calls)
-        return monitor_pb2.WorkerReport(phase=phase, queue_calls=calls, queue_error=self._queue_error)
+        return monitor_pb2.WorkerReport(phase=phase, queue_calls=calls, queue_error=self._receiver.queue_error)

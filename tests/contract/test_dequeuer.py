@@ -389,6 +389,18 @@ async def test_a_worker_that_answers_nothing_is_hung_and_its_batches_go_back_kee
     assert h.monitor.results("b0") == [(Result.BATCH_RESULT_RELEASED, 1)]
 
 
+async def test_a_worker_on_a_long_batch_holds_it_and_one_batch_waiting_no_more(slow_harness: Harness) -> None:
+    # Given ten batches the worker takes 10 s over
+    h = slow_harness
+    h.worker.sleep_s = {f"b{i}": 10.0 for i in range(10)}
+    await h.send(*h.worker.sleep_s)
+    # When the dequeuer runs the first one
+    h.start_dequeuer(grace_s=0.1)
+    await assert_eventually(until(lambda: len(h.worker.batch_calls()) == 1))
+    # Then it has received one more batch, not a full receive's worth: the others stay for other workers
+    await assert_eventually(lambda: _depth_is(h, Depth(visible=8, in_flight=2, dead=0)))
+
+
 async def test_a_batch_slower_than_three_visibility_periods_is_delivered_once(harness: Harness) -> None:
     # Given a batch that takes 1.8 s while the queue's visibility is 0.5 s, and two dequeuers on the queue
     harness.worker.sleep_s["long"] = 1.8

@@ -13,19 +13,23 @@ from typing import Any
 
 import pytest
 
-from tests.contract.test_dequeuer import Harness, Result, all_done, make_harness, until
+from tests.contract.test_dequeuer import Harness, Result, Running, all_done, make_harness, until
 from tests.helpers import assert_eventually
 from thresher.core.queue import Depth
 from thresher.worker import BatchContext, WorkerServer, make_server
 
+GATE_TIMEOUT_S = 10.0  # a gated batch ends by then even if the test never opens its gate
+
 
 class HelperWorker:
-    """The worker helper in this process: records each batch's start and end; sleeps on chosen batches; can be
-    told to start stopping (answers then close their connection) when a chosen batch ends."""
+    """The worker helper in this process: records each batch's start and end; sleeps on chosen batches, or holds
+    them until the test opens their gate; can be told to start stopping (answers then close their connection) when
+    a chosen batch ends."""
 
     def __init__(self) -> None:
         self.runs: list[tuple[str, float, float]] = []  # (batch id, start, end)
         self.sleep_s: dict[str, float] = {}
+        self.gates: dict[str, threading.Event] = {}
         self.stop_after: str | None = None
         self.server: WorkerServer = make_server(self.handle_batch, spec_path="")
         self.port = self.server.port
@@ -34,9 +38,15 @@ class HelperWorker:
     def handle_batch(self, items: list[Any], ctx: BatchContext) -> None:
         started = time.monotonic()
         time.sleep(self.sleep_s.get(ctx.batch_id, 0))
+        if (gate := self.gates.get(ctx.batch_id)) is not None:
+            gate.wait(GATE_TIMEOUT_S)
         self.runs.append((ctx.batch_id, started, time.monotonic()))
         if ctx.batch_id == self.stop_after:
             self.server.stopping = True  # as serve() on SIGTERM: this answer says Connection: close
+
+    def gate(self, batch_id: str) -> threading.Event:
+        """Hold `batch_id` in the worker until the event returned is set."""
+        return self.gates.setdefault(batch_id, threading.Event())
 
     def batch_ids(self) -> list[str]:
         return [batch_id for batch_id, _, _ in self.runs]
@@ -45,8 +55,16 @@ class HelperWorker:
         self._thread.start()
 
     def close(self) -> None:
+        for gate in self.gates.values():
+            gate.set()
         self.server.stop(grace_s=5)
         self._thread.join(timeout=5)
+
+
+def ahead(running: Running) -> str | None:
+    """The id of the batch the dequeuer has written behind the running one."""
+    delivery = running.dequeuer.pipeline.ahead
+    return delivery.batch.batch_id if delivery is not None else None
 
 
 @pytest.fixture
@@ -80,7 +98,7 @@ async def test_pipelined_batches_each_run_once_one_at_a_time_in_order(h: Harness
     # Then each ran once, in the queue's order, never two at a time; each succeeded at its first attempt
     assert helper.batch_ids() == batch_ids
     assert all(end <= next_start for (_, _, end), (_, next_start, _) in zip(helper.runs, helper.runs[1:], strict=False))
-    assert running.dequeuer._worker.pipelining  # the helper said it takes pipelined requests
+    assert running.dequeuer.pipeline.pipelined > 0  # batches went behind others: the helper takes pipelined requests
     for batch_id in batch_ids:
         assert h.monitor.results(batch_id) == [(Result.BATCH_RESULT_SUCCEEDED, 1)]
 
@@ -88,12 +106,14 @@ async def test_pipelined_batches_each_run_once_one_at_a_time_in_order(h: Harness
 async def test_a_pipelined_batch_the_worker_closed_on_unread_is_sent_again(h: Harness, helper: HelperWorker) -> None:
     # Given a worker that closes its connection after answering b03, with b04 already written behind it
     batch_ids = [f"b{i:02d}" for i in range(8)]
-    helper.sleep_s = {"b03": 0.2}
+    b03 = helper.gate("b03")
     helper.stop_after = "b03"
     await h.send(*batch_ids)
+    running = h.start_dequeuer()
+    await assert_eventually(until(lambda: ahead(running) == "b04"), timeout_s=10)
 
-    # When the dequeuer goes on
-    h.start_dequeuer()
+    # When the worker answers b03 and the dequeuer goes on
+    b03.set()
     await assert_eventually(all_done(h), timeout_s=20)
 
     # Then b04 is sent again on a new connection: every batch ran once and succeeded, no attempt failed
@@ -105,17 +125,18 @@ async def test_a_pipelined_batch_the_worker_closed_on_unread_is_sent_again(h: Ha
 async def test_a_stopping_dequeuer_releases_a_pipelined_batch_the_worker_did_not_read(
     h: Harness, helper: HelperWorker
 ) -> None:
-    # Given b1 running (slow), b2 pipelined behind it, and a worker that stops after b1 (as on SIGTERM)
-    helper.sleep_s = {"b1": 1.0}
+    # Given b1 running (held in the worker), b2 pipelined behind it, and a worker that stops after b1 (as on SIGTERM)
+    b1 = helper.gate("b1")
     helper.stop_after = "b1"
     await h.send("b0")
     running = h.start_dequeuer()
     await assert_eventually(all_done(h), timeout_s=10)  # b0 teaches the dequeuer that the helper pipelines
     await h.send("b1", "b2")
-    await assert_eventually(until(lambda: running.dequeuer._ahead is not None), timeout_s=10)
+    await assert_eventually(until(lambda: ahead(running) == "b2"), timeout_s=10)
 
-    # When the dequeuer is stopped while b1 runs
+    # When the dequeuer is stopped while b1 runs, which then ends
     running.dequeuer.stop()
+    b1.set()
     assert await asyncio.wait_for(running.task, 10) == 0
 
     # Then b1 finishes and is acked, and b2, never read by the worker, is released without using an attempt
