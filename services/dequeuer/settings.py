@@ -21,7 +21,7 @@ class Settings(DequeuerArgs):
     max_receive_count: int  # the attempt that reaches this count is the last one
     # Config only:
     visibility_s: float  # each extension keeps a batch invisible this long from now
-    receive_max: int  # batches per receive call, at most (fewer when batches are slow: see loop.py)
+    receive_max: int  # batches per receive call, at most (fewer when batches are slow: see receiving.py)
     wait_s: float  # long-poll wait of one receive call
     readiness_timeout_s: float  # how long the worker may take to become ready
     hook_timeout_s: float  # limit for one /on-job-complete call
