@@ -176,6 +176,31 @@ PATHS: dict[str, dict[str, Any]] = {
             parameters=[_JOB_ID_PARAM, {"name": "follow", "in": "query", "schema": {"type": "boolean"}}],
         ),
     },
+    "/v1/key": {
+        "get": _op(
+            "The request's API key: its name (a job's `owner`) and its scopes",
+            _json(
+                "the key",
+                {
+                    "type": "object",
+                    "properties": {"name": {"type": "string"}, "scopes": {"type": "array", "items": {"type": "string"}}},
+                },
+            ),
+        ),
+    },
+    "/ui/{file}": {
+        "get": {
+            "summary": "The web console: its page (`/ui/`) and its scripts and styles; it asks for an API key",
+            "parameters": [{"name": "file", "in": "path", "required": True, "schema": {"type": "string"}}],
+            "responses": {
+                "200": {
+                    "description": "a file of the console",
+                    "content": {t: {"schema": {"type": "string"}} for t in ("text/html", "text/javascript", "text/css")},
+                },
+                **_errors(404),
+            },
+        }
+    },
     "/healthz": {"get": {"summary": "The gateway is up", "responses": {"200": _json("ok", {"type": "object"})}}},
     "/openapi.json": {"get": {"summary": "This document", "responses": {"200": _json("OpenAPI", {"type": "object"})}}},
 }

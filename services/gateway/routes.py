@@ -38,6 +38,7 @@ def add_routes(app: web.Application) -> None:
             web.delete("/v1/jobs/{job_id}", stop_job_by_id),
             web.get("/v1/jobs/{job_id}/failed", list_failed_batches),
             web.post("/v1/jobs/{job_id}/retry", retry_failed),
+            web.get("/v1/key", get_key),
             web.get("/healthz", healthz),
         ]
     )
@@ -136,6 +137,13 @@ async def retry_failed(request: web.Request) -> web.Response:
     """Submit a new job made of the failed batches of a finished one; answers it as a submission does."""
     job = await jobs(request).RetryFailed(jobs_pb2.JobRef(job_id=request.match_info["job_id"]))
     return web.json_response(views.job_spec(job) | {"retry_of": job.retry_of})
+
+
+async def get_key(request: web.Request) -> web.Response:
+    """The caller's API key: its name and scopes, so that a client (the console) offers only what it may do.
+    Asked as for a listing of jobs, which every scope may call: a missing or wrong key gets 401."""
+    caller = await jobs(request).Authorize(jobs_pb2.AuthorizeRequest(method="ListJobs"))
+    return web.json_response({"name": caller.name, "scopes": list(caller.scopes)})
 
 
 async def healthz(request: web.Request) -> web.Response:

@@ -19,6 +19,7 @@ from services.gateway.middleware import (
 )
 from services.gateway.openapi import openapi_document
 from services.gateway.routes import CONFIG, add_routes
+from services.gateway.ui import add_console_routes
 from thresher.core import rpc, trust
 from thresher.core.aiotasks import until_stop_signal
 from thresher.core.config import Config
@@ -48,6 +49,7 @@ def create_app(config: Config) -> web.Application:
     app.router.add_get("/v1/jobs/{job_id}/events", job_events)
     app.router.add_get("/v1/jobs/{job_id}/logs", job_logs)
     app.router.add_get("/openapi.json", openapi_document)
+    add_console_routes(app)
     if not config.addresses.gateway_metrics:
         app.router.add_get("/metrics", metrics_handler())  # open, like /healthz
     return app
