@@ -183,7 +183,10 @@ PATHS: dict[str, dict[str, Any]] = {
                 "the key",
                 {
                     "type": "object",
-                    "properties": {"name": {"type": "string"}, "scopes": {"type": "array", "items": {"type": "string"}}},
+                    "properties": {
+                        "name": {"type": "string"},
+                        "scopes": {"type": "array", "items": {"type": "string"}},
+                    },
                 },
             ),
         ),
@@ -195,7 +198,10 @@ PATHS: dict[str, dict[str, Any]] = {
             "responses": {
                 "200": {
                     "description": "a file of the console",
-                    "content": {t: {"schema": {"type": "string"}} for t in ("text/html", "text/javascript", "text/css")},
+                    "content": {
+                        t: {"schema": {"type": "string"}}
+                        for t in ("text/html", "text/javascript", "text/css", "image/svg+xml")
+                    },
                 },
                 **_errors(404),
             },

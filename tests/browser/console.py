@@ -7,7 +7,7 @@ from pathlib import Path
 from typing import Any, TypeVar
 
 from PIL import Image, ImageStat
-from selenium.common.exceptions import WebDriverException
+from selenium.common.exceptions import TimeoutException, WebDriverException
 from selenium.webdriver.chrome.webdriver import WebDriver
 from selenium.webdriver.common.by import By
 from selenium.webdriver.remote.webelement import WebElement
@@ -50,7 +50,13 @@ class Console:
     def wait(self, condition: Callable[[], T], message: str, timeout_s: float = WAIT_S) -> T:
         """`condition()` once it is true; a condition that raises (an element not there yet) is asked again."""
         wait = WebDriverWait(self.driver, timeout_s, poll_frequency=0.2, ignored_exceptions=[WebDriverException])
-        return wait.until(lambda _: condition(), message)
+        try:
+            return wait.until(lambda _: condition(), message)
+        except TimeoutException:
+            shown = self.driver.execute_script("return document.body.innerText")
+            raise AssertionError(
+                f"{message}\n--- the page shows:\n{shown}\n--- errors: {self.browser_errors()}"
+            ) from None
 
     def text(self, css: str) -> str:
         found = self.find_all(css)
@@ -61,7 +67,8 @@ class Console:
         return self.driver.execute_script(  # type: ignore[no-any-return]
             """const row = document.querySelector(`#jobs tr[data-job-id="${arguments[0]}"]`);
             const bar = row && row.querySelector('progress');
-            return row && {status: row.dataset.status, done: bar.getAttribute('value'), total: bar.getAttribute('max')};""",
+            return row &&
+                {status: row.dataset.status, done: bar.getAttribute('value'), total: bar.getAttribute('max')};""",
             job_id,
         )
 

@@ -5,7 +5,7 @@ import { clock } from './format.js';
 
 export async function apisPage(page) {
   const { apis } = await api.call('GET', '/v1/apis');
-  page.main.append(h('h1', {}, 'APIs'), apis.length ? apis.map(apiCard) : h('p', {}, 'No API is deployed.'));
+  page.main.append(h('h1', {}, 'APIs'), ...(apis.length ? apis.map(apiCard) : [h('p', {}, 'No API is deployed.')]));
 }
 
 function apiCard(spec) {

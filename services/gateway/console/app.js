@@ -75,7 +75,7 @@ async function route() {
   } catch (error) {
     if (error.name === 'AbortError') return;
     if (error.status === 401) return signOut(`This key was refused: ${error.message}`);
-    main.append(h('p', { class: 'problem', role: 'alert' }, error.message));
+    main.replaceChildren(h('p', { class: 'problem', role: 'alert' }, error.message));
   }
 }
 

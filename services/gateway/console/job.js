@@ -12,10 +12,17 @@ export async function jobPage(page, jobId) {
   const view = jobView(jobId, path);
   page.main.append(view.root);
   followLogs(page, path, view.logs);
-  await api.readEvents(`${path}/events`, page.signal, (event, data) => {
-    if (event === 'status') view.show(data.job_status);
-    else view.problem(`The live view stopped: ${data.message}. Reload the page to resume it.`);
-  });
+  let shown = false;
+  try {
+    await api.readEvents(`${path}/events`, page.signal, (event, data) => {
+      if (event === 'status') view.show(data.job_status);
+      else view.problem(`The live view stopped: ${data.message}. Reload the page to resume it.`);
+      shown = true;
+    });
+  } catch (error) {
+    if (!shown || error.name === 'AbortError') throw error; // the page cannot be shown at all, or was left
+    view.problem(`The live view stopped: ${error.message}. Reload the page to resume it.`);
+  }
 }
 
 function jobView(jobId, path) {
@@ -66,8 +73,9 @@ function jobView(jobId, path) {
     reason.textContent = s.status_reason;
     if (total === null) bar.removeAttribute('value');
     else Object.assign(bar, { max: Math.max(total, 1), value: done });
-    const eta = final ? '' : ` · ETA ${duration(s.pace.eta_s)}`;
-    pace.textContent = `${done} of ${total ?? '?'} batches · ${rate(s.pace.batches_per_s)}${eta} · started ${age(s.start_time)}`;
+    const time = final ? `ran ${duration((Date.parse(s.end_time) - Date.parse(s.start_time)) / 1000)}`
+      : `ETA ${duration(s.pace.eta_s)} · started ${age(s.start_time)}`;
+    pace.textContent = `${done} of ${total ?? '?'} batches · ${rate(s.pace.batches_per_s)} · ${time}`;
     chart.add(s.pace.batches_per_s);
     stop.hidden = final || !api.mayChange(s);
     retry.hidden = !final || s.batch_counts.dead_lettered === 0 || !api.mayChange(s);
