@@ -39,11 +39,16 @@ test: install tools
 	@$(MAKE) --no-print-directory kube || echo "make test: could not build the Kubernetes control plane; tests/kube will say so"
 	$(PY) -m pytest -q
 
-# Test tools that are not Python packages: promtool (Debian's prometheus) for the alerting rules' tests.
+# Test tools that are not Python packages, from Debian (as root): promtool (prometheus) for the alerting rules'
+# tests; chromium and its chromedriver for the console's browser tests (tests/browser), which never fetch a browser.
 tools:
-	@command -v promtool >/dev/null || { command -v apt-get >/dev/null && [ "$$(id -u)" = 0 ] && \
-		apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends prometheus \
-		>/dev/null; } || echo "make tools: could not install promtool (Debian's prometheus); its tests will say so"
+	@command -v promtool >/dev/null || $(call apt_install,prometheus) || \
+		echo "make tools: could not install promtool (Debian's prometheus); its tests will say so"
+	@{ [ -x /usr/bin/chromium ] && [ -x /usr/bin/chromedriver ]; } || $(call apt_install,chromium chromium-driver) || \
+		echo "make tools: could not install Debian's chromium and chromium-driver; tests/browser will say so"
+
+apt_install = { command -v apt-get >/dev/null && [ "$$(id -u)" = 0 ] && apt-get update -qq && \
+	DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends $(1) >/dev/null; }
 
 # ElasticMQ, the second (strict) SQS server of the tests: its jars from Maven Central through mvn, once, cached
 # outside the repository (~/.cache/thresher/elasticmq-<version>/).

@@ -68,8 +68,11 @@ def test_a_poison_jobs_dead_letter_is_shown_with_its_error_and_the_retry_button_
 
     console.find("#retry").click()
 
-    shown = lambda: console.find("#job-title").text.removeprefix("Job ")  # noqa: E731
-    retry_id = console.wait(lambda: shown() != job_id and shown(), "the retry opened no new job")
+    def new_job_shown() -> str:
+        shown = console.find("#job-title").text.removeprefix("Job ")
+        return shown if shown != job_id else ""
+
+    retry_id = console.wait(new_job_shown, "the retry opened no new job")
     assert stack.client.job(retry_id)["job_status"]["retry_of"] == job_id
     console.wait(lambda: job_id in console.text("#details"), "the new job does not say which job it retries")
 
