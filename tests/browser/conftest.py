@@ -65,5 +65,6 @@ def console(driver: webdriver.Chrome, stack: Stack) -> Iterator[Console]:
     """The console, signed out, at the desktop width."""
     driver.set_window_size(*WINDOW)
     console = Console(driver, stack.url)
+    console.browser_errors()  # read, and so cleared: a test sees only the errors of its own pages
     yield console
     console.sign_out()
