@@ -13,6 +13,7 @@ from typing import Any
 import pytest
 from selenium.webdriver.common.alert import Alert
 from selenium.webdriver.common.keys import Keys
+from selenium.webdriver.support.select import Select
 
 from tests.browser.console import MIN_PIXEL_VARIANCE, Console
 from tests.e2e.conftest import Stack
@@ -47,6 +48,14 @@ def test_a_job_submitted_through_the_api_appears_and_reaches_succeeded_without_a
     console.go("#/jobs")
     row = console.wait(lambda: console.job_row(job_id), "the job is not in the list")
     assert row == {"status": "succeeded", "done": "12", "total": "12"}
+    # Filtered by status, then by API
+    Select(console.find("#filter-status")).select_by_visible_text("in progress")
+    console.wait(lambda: console.job_row(job_id) is None, "a job that ended is listed as in progress")
+    Select(console.find("#filter-status")).select_by_visible_text("Succeeded")
+    console.wait(lambda: console.job_row(job_id), "the job is not listed among those that succeeded")
+    console.find("#filter-api").send_keys("another-api", Keys.ENTER)
+    console.wait(lambda: console.text("#jobs") == "No jobs match.", "the jobs of another API are listed")
+    assert console.browser_errors() == []
     assert not console.reloaded()
 
 

@@ -63,7 +63,17 @@ async function route() {
   const page = {
     main,
     signal: controller.signal,
-    every(ms, task) { task(); timers.push(setInterval(() => document.hidden || task(), ms)); },
+    // `task` now and every `ms` while the tab is visible, never two at once.
+    every(ms, task) {
+      let running = false;
+      const run = () => {
+        if (running || document.hidden) return;
+        running = true;
+        Promise.resolve(task()).finally(() => { running = false; });
+      };
+      run();
+      timers.push(setInterval(run, ms));
+    },
   };
   const [, section, name] = location.hash.split('/').map(decodeURIComponent);
   main.replaceChildren();

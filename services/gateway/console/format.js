@@ -20,7 +20,7 @@ export const statusWords = (status) => WORDS[status] ?? status;
 export const isFinal = (status) => !IN_PROGRESS.has(status);
 
 export function duration(seconds) {
-  if (seconds === null || seconds === undefined) return '–';
+  if (!Number.isFinite(seconds)) return '–'; // not known (no ETA yet, no end time)
   const s = Math.round(seconds);
   if (s < 60) return `${s} s`;
   if (s < 3600) return `${Math.floor(s / 60)} min ${s % 60} s`;

@@ -16,13 +16,11 @@ export async function jobsPage(page) {
   const apiNames = h('datalist', { id: 'api-names' });
   const problem = h('p', { class: 'problem', role: 'alert' });
   const list = h('div', { id: 'jobs' });
-  page.main.append(
-    h('h1', {}, 'Jobs'),
-    h('form', { class: 'filters', role: 'search', 'aria-label': 'Filter jobs' },
-      h('label', { for: 'filter-api' }, 'API'), apiFilter, apiNames,
-      h('label', { for: 'filter-status' }, 'Status'), statusFilter),
-    problem,
-    list);
+  const filters = h('form', { class: 'filters', role: 'search', 'aria-label': 'Filter jobs' },
+    h('label', { for: 'filter-api' }, 'API'), apiFilter, apiNames,
+    h('label', { for: 'filter-status' }, 'Status'), statusFilter);
+  filters.addEventListener('submit', (event) => { event.preventDefault(); refresh(); }); // Enter in the API field
+  page.main.append(h('h1', {}, 'Jobs'), filters, problem, list);
   if (api.may('read')) {
     api.call('GET', '/v1/apis').then(({ apis }) => apiNames.append(...apis.map((a) => h('option', { value: a.name }))));
   }
