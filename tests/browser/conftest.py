@@ -32,8 +32,9 @@ WINDOW = (1280, 900)
 
 @pytest.fixture(scope="module")
 def stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Stack]:
-    with stopped_after(Stack(tmp_path_factory.mktemp("console") / "data", WORKERS_DIR / "apis.yaml")) as stack:
-        yield stack  # type: ignore[misc]
+    stack = Stack(tmp_path_factory.mktemp("console") / "data", WORKERS_DIR / "apis.yaml")
+    with stopped_after(stack):
+        yield stack
 
 
 @pytest.fixture(scope="module")

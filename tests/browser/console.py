@@ -64,13 +64,14 @@ class Console:
 
     def job_row(self, job_id: str) -> dict[str, Any] | None:
         """The list's row of a job, read at once (the list is redrawn as it changes): status and progress."""
-        return self.driver.execute_script(  # type: ignore[no-any-return]
+        row: dict[str, Any] | None = self.driver.execute_script(
             """const row = document.querySelector(`#jobs tr[data-job-id="${arguments[0]}"]`);
             const bar = row && row.querySelector('progress');
             return row &&
                 {status: row.dataset.status, done: bar.getAttribute('value'), total: bar.getAttribute('max')};""",
             job_id,
         )
+        return row
 
     def open_job(self, job_id: str) -> None:
         """Follow the job's link in the list."""

@@ -22,7 +22,7 @@ export async function identify() {
   return key;
 }
 
-export class ApiError extends Error {
+class ApiError extends Error {
   constructor(status, kind, message) {
     super(message);
     this.status = status;

@@ -77,6 +77,7 @@ async function route() {
   };
   const [, section, name] = location.hash.split('/').map(decodeURIComponent);
   main.replaceChildren();
+  main.focus(); // a new page: screen readers and keyboard users start at its top
   try {
     if (section === 'jobs' && name) await jobPage(page, name);
     else if (section === 'apis' && api.may('read')) await apisPage(page);
