@@ -130,6 +130,13 @@ def test_a_submit_key_sees_only_its_own_jobs_and_each_key_is_offered_only_what_i
     assert not console.find("#stop").is_displayed()
     stack.client.stop(hers)
 
+    # A key revoked meanwhile (its line deleted) sends the console back to the key form, saying why
+    console.go("#/jobs")
+    keys_file = stack.data_dir / auth.KEYS_FILE
+    keys_file.write_text("".join(line for line in keys_file.read_text().splitlines(True) if "reader" not in line))
+    console.wait(lambda: console.find("#api-key").is_displayed(), "the console goes on with a revoked key")
+    assert console.text("#sign-in-problem") == "This key was refused: the API key is not valid"
+
 
 def test_a_wrong_key_is_refused_and_kept_nowhere(stack: Stack, console: Console) -> None:
     wrong = auth.generate_key()

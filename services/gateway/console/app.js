@@ -63,6 +63,12 @@ async function route() {
   const page = {
     main,
     signal: controller.signal,
+    // What the page cannot show; a key refused meanwhile (revoked) goes back to the key form.
+    fail(error) {
+      if (error.name === 'AbortError') return;
+      if (error.status === 401) signOut(`This key was refused: ${error.message}`);
+      else main.replaceChildren(h('p', { class: 'problem', role: 'alert' }, error.message));
+    },
     // `task` now and every `ms` while the tab is visible, never two at once.
     every(ms, task) {
       let running = false;
@@ -84,9 +90,7 @@ async function route() {
     else if (section === 'submit' && api.may('submit')) await submitPage(page, name);
     else await jobsPage(page);
   } catch (error) {
-    if (error.name === 'AbortError') return;
-    if (error.status === 401) return signOut(`This key was refused: ${error.message}`);
-    main.replaceChildren(h('p', { class: 'problem', role: 'alert' }, error.message));
+    page.fail(error);
   }
 }
 

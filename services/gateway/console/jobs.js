@@ -36,7 +36,8 @@ export async function jobsPage(page) {
       if (focused) list.querySelector(`tr[data-job-id="${CSS.escape(focused)}"] a`)?.focus(); // keyboard users keep their place
       problem.textContent = '';
     } catch (error) {
-      problem.textContent = `Could not list the jobs: ${error.message}`;
+      if (error.status === 401) page.fail(error);
+      else problem.textContent = `Could not list the jobs: ${error.message}`;
     }
   }
   apiFilter.addEventListener('change', refresh);
