@@ -33,9 +33,8 @@ def main() -> int:
     stack = StackProcess(DEMO_DIR / "state", port=0, apis=APIS, echo=True)
     try:
         client = GatewayClient(stack.url, api_key=stack.api_key)
-        print(
-            f"   The console, while the demo runs: {stack.url}/ui/ (its API key is in {DEMO_DIR / 'state' / 'api_key'})"
-        )
+        key_file = DEMO_DIR / "state" / "api_key"
+        print(f"   The console, while the demo runs: {stack.url}/ui/ (sign in with the key in {key_file})")
         job = client.submit("textstats", job_submission(paths, corpus, out, batch_size=BATCH_SIZE, workers=WORKERS))
         print(f"3. Submitted job {job['job_id']}: {DOCUMENTS} documents in batches of {BATCH_SIZE}, {WORKERS} workers")
         final = follow(client, "textstats", job["job_id"])
