@@ -1,84 +1,83 @@
-"""What an ended job's clean-up waits for, and what waits for it.
-
-- Its dead letters: read only once every one is written, and its queue is not deleted before. The monitor counts a
-  batch dead-lettered when it tells the dequeuer to move it, so a settled job may still have a dead letter on its
-  way, or one left on the job's queue: a dequeuer that stopped, or failed to write it (an SQS that refused it). The
-  clean-up, which runs once the workers are stopped, moves those itself.
-- A read of an ended job waits for its clean-up (a while at most), so that it shows final dead letters and queue
-  calls with a final status.
-"""
+"""An ended job's clean-up: its workers stopped, its dead letters stored, its queue deleted, its queue calls counted;
+and reads of an ended job, which wait for it (a while at most) so that a final status shows final dead letters and
+queue calls."""
 
 from __future__ import annotations
 
 import asyncio
+import contextlib
+import dataclasses
 import logging
-from typing import Any
 
+from services.scheduler.dead_letters import written_dead_letters
+from services.scheduler.job_tasks import JobTasks
 from services.scheduler.jobs import JobRecord
+from services.scheduler.lookups import Lookups
+from services.scheduler.metrics import EndedWorkerCounter
+from services.scheduler.queue_calls import QUEUE_CALLS_RETRY_S, QueueCallsSender
 from services.scheduler.store import JobStore
-from services.scheduler.views import failed_batch
-from thresher.core.errors import ThresherError
-from thresher.core.queue import Delivery, Queue
-from thresher.v1 import jobs_pb2, scheduler_pb2
+from thresher.core.config import Config
+from thresher.core.errors import NotFound
+from thresher.core.keyed_locks import KeyedLocks
+from thresher.core.queue import QueueBackend
+from thresher.core.runtime import Runtime
+from thresher.v1 import jobs_pb2
 
 log = logging.getLogger(__name__)
 
-RETRY_S = 2.0  # between two clean-ups of a job whose dead letters are not all written yet
 WAIT_S = 10.0  # how long a read of an ended job (status, dead letters) waits for its clean-up, at most
-MOVED_ERROR = "its last attempt failed; the batch was left on the job's queue, and moved here at the job's clean-up"
 
 
-async def once_cleaned(job: JobRecord, cleanups: dict[str, asyncio.Task[Any]], store: JobStore) -> JobRecord:
-    """An ended job once its clean-up (its task in `cleanups`) is done, WAIT_S at most; as it is then."""
-    if job.status.is_final and not job.cleaned and (cleanup := cleanups.get(job.job_id)) is not None:
-        await asyncio.wait([cleanup], timeout=WAIT_S)
-        job = await store.get_job(job.job_id)
-    return job
+class Cleanup:
+    def __init__(
+        self,
+        config: Config,
+        store: JobStore,
+        queues: QueueBackend,
+        runtime: Runtime,
+        lookups: Lookups,
+        locks: KeyedLocks,
+        queue_calls: QueueCallsSender,
+        ended_workers: EndedWorkerCounter,
+    ) -> None:
+        self._config = config
+        self._store = store
+        self._queues = queues
+        self._runtime = runtime
+        self._lookups = lookups
+        self._locks = locks
+        self._queue_calls = queue_calls
+        self._ended_workers = ended_workers
+        self._tasks = JobTasks("clean up")
 
+    def start(self, job: JobRecord) -> None:
+        """Clean an ended job up in the background, unless it is (or is being) cleaned up already."""
+        if not job.cleaned:
+            self._tasks.start(job.job_id, lambda: self._run(job.job_id))
 
-async def dead_letters_now(queue: Queue) -> list[jobs_pb2.FailedBatch]:
-    """The dead letters on the queue now, as the job service shows them."""
-    return [failed_batch(letter) for letter in await queue.dead_letters()]
+    async def once_cleaned(self, job: JobRecord) -> JobRecord:
+        """An ended job once its clean-up is done, WAIT_S at most; as it is then."""
+        if job.status.is_final and not job.cleaned and (task := self._tasks.get(job.job_id)) is not None:
+            await asyncio.wait([task], timeout=WAIT_S)
+            job = await self._store.get_job(job.job_id)
+        return job
 
-
-async def written_dead_letters(queue: Queue, job: JobRecord) -> list[jobs_pb2.FailedBatch] | None:
-    """The job's dead letters, once each batch the monitor dead-lettered is among them; None while some are not,
-    after RETRY_S (those left on the job's queue are moved now: the next call finds them, or says what is missing)."""
-    letters = await queue.dead_letters()
-    missing = dead_lettered_ids(job) - {letter.batch.batch_id for letter in letters}
-    if not missing:
-        return [failed_batch(letter) for letter in letters]
-    try:
-        why = f"moved {await _move_left_behind(queue, missing)} of them from the job's queue now"
-    except ThresherError as e:
-        why = f"could not move them from the job's queue: {e}"
-    log.warning(
-        "job %s: %d dead-lettered batches were not in the dead letter queue (%s); its queue is kept until they are",
-        job.job_id,
-        len(missing),
-        why,
-        extra={"job_id": job.job_id},
-    )
-    await asyncio.sleep(RETRY_S)
-    return None
-
-
-def dead_lettered_ids(job: JobRecord) -> set[str]:
-    """The batches the monitor dead-lettered, as its summary of a settled job lists them (none known otherwise)."""
-    return set(scheduler_pb2.JobSummary.FromString(job.summary or b"").dead_lettered_batch_ids)
-
-
-async def _move_left_behind(queue: Queue, batch_ids: set[str]) -> int:
-    """Dead-letter the batches of `batch_ids` found on the job's queue (no worker takes from it any more); returns
-    how many. One held by a stopped worker shows once its visibility timeout has passed."""
-    moved = 0
-    others: list[Delivery] = []
-    while deliveries := await queue.receive(10, wait_s=0):
-        for delivery in deliveries:
-            if delivery.batch.batch_id in batch_ids:
-                await queue.dead_letter(delivery, MOVED_ERROR)
-                moved += 1
-            else:
-                others.append(delivery)
-    await queue.release(others)
-    return moved
+    async def _run(self, job_id: str) -> None:
+        # Workers first: a dequeuer drains its batch on SIGTERM; deleting the queue first would cut it off.
+        await self._runtime.stop_workers(job_id, self._config.runtime.stop_grace_s)
+        job = await self._store.get_job(job_id)
+        with contextlib.suppress(NotFound):  # deleted already, before a restart
+            if (failed := await written_dead_letters(self._queues.open(job.queue_name), job)) is None:
+                return  # some are not written yet: the queue is kept; the supervision tries again
+            await self._store.put_failed_batches(job_id, failed)
+        calls = self._queues.open(job.queue_name).calls  # delete() forgets them; this mapping keeps counting
+        await self._queues.delete(job.queue_name)
+        await self._queue_calls.send_own(job, calls, QUEUE_CALLS_RETRY_S)
+        progress = await self._lookups.progress(job)  # every process's calls are in: the workers have stopped
+        async with self._locks[job_id]:
+            job = await self._store.get_job(job_id)
+            queue_calls = jobs_pb2.QueueCalls(calls=progress.queue_calls).SerializeToString() if progress else None
+            await self._store.put_job(dataclasses.replace(job, cleaned=True, queue_calls=queue_calls))
+        self._queue_calls.forget(job_id)
+        self._ended_workers.forget(job_id)
+        log.info("job %s: workers stopped, queue deleted", job_id, extra={"job_id": job_id})

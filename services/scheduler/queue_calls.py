@@ -17,6 +17,8 @@ from thresher.v1 import jobs_pb2, monitor_pb2
 
 log = logging.getLogger(__name__)
 
+QUEUE_CALLS_RETRY_S = 10.0  # a count is best effort: how long a last count waits for the monitor, at most
+
 
 class QueueCallsSender:
     def __init__(self, queues: QueueBackend, monitor: Client) -> None:
