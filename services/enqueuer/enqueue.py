@@ -6,7 +6,7 @@ import logging
 from collections.abc import AsyncIterator
 from dataclasses import dataclass
 
-from services.enqueuer.sources import Cut, cut_input
+from services.enqueuer.sources import Cut, cut_input, read_through
 from thresher.core.queue import Queue
 from thresher.core.rpc import retry_unavailable
 from thresher.core.store import ObjectStores
@@ -33,11 +33,13 @@ async def enqueue_input(
     chunk_bytes: int,
     chunk_size: int = SEND_CHUNK,
 ) -> AsyncIterator[Progress]:
-    """Send every batch of the input (checked by check_input); yield progress after each chunk, then done=True.
+    """Send every batch of the input (checked by check_input, then read through: nothing is sent from an input that
+    fails midway); yield progress after each chunk, then done=True.
 
     Batch ids are deterministic and the queue ignores ids it already holds (SQS: for 5 minutes), so calling this
     again for the same job (after a crash) sends nothing twice and fills any gap.
     """
+    await read_through(submission, job_id, stores, chunk_bytes)
     sent = items = 0
     chunk: list[Cut] = []
     async for cut in cut_input(submission, job_id, stores, chunk_bytes):

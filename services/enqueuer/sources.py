@@ -43,6 +43,15 @@ def check_input(submission: jobs_pb2.JobSubmission) -> None:
         file_query(submission, source)
 
 
+async def read_through(submission: jobs_pb2.JobSubmission, job_id: str, stores: ObjectStores, chunk_bytes: int) -> None:
+    """Cut a file source once, keeping nothing: an error anywhere in it (no file, an unreadable one, a bad item) is
+    raised before the first batch is sent, so a job whose enqueuing fails never gave a worker any work (its workers
+    start before enqueuing ends). An inline source cannot fail midway: check_input has seen all of it."""
+    if source_of(submission) not in (ITEM_LIST, BATCHES):
+        async for _ in cut_input(submission, job_id, stores, chunk_bytes):
+            pass
+
+
 async def cut_input(
     submission: jobs_pb2.JobSubmission, job_id: str, stores: ObjectStores, chunk_bytes: int
 ) -> AsyncIterator[Cut]:
