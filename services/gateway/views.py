@@ -12,6 +12,20 @@ from thresher.core import statuses
 from thresher.v1 import jobs_pb2
 
 KIND = "BatchAPI"
+WORKER_COUNT_KEYS = (  # Cortex's keys of `worker_counts`, in its order
+    "pending",
+    "creating",
+    "not_ready",
+    "ready",
+    "succeeded",
+    "err_image_pull",
+    "terminating",
+    "failed",
+    "killed",
+    "killed_oom",
+    "stalled",
+    "unknown",
+)
 
 
 def job_endpoint(origin: URL, job: jobs_pb2.Job) -> str:
@@ -49,7 +63,7 @@ def job_status(job: jobs_pb2.Job) -> dict[str, Any]:
     status |= {
         "status": statuses.json_name(job.status),
         "batches_in_queue": job.batches_in_queue,
-        "worker_counts": {"pending": w.pending, "ready": w.ready, "succeeded": w.succeeded, "failed": w.failed},
+        "worker_counts": {key: count for key in WORKER_COUNT_KEYS if (count := getattr(w, key))},  # Cortex's omitempty
         "status_reason": job.status_reason,
         "batch_counts": {
             "succeeded": b.succeeded,

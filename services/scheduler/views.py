@@ -11,8 +11,10 @@ from google.protobuf.timestamp_pb2 import Timestamp
 from services.scheduler.jobs import JobRecord, Status
 from thresher.core.config import Config
 from thresher.core.queue import DeadLetter
-from thresher.core.runtime import WorkerPhase, WorkerState
+from thresher.core.runtime import WorkerCount, WorkerPhase, WorkerState
 from thresher.v1 import jobs_pb2, monitor_pb2, scheduler_pb2
+
+READY = "ready"  # a worker's phase in the monitor's report once its dequeuer found it ready
 
 
 def max_receive_count(submission: jobs_pb2.JobSubmission, config: Config) -> int:
@@ -33,10 +35,8 @@ def job_message(
     batches_in_queue: int = 0,
     workers: list[WorkerState] | None = None,
 ) -> jobs_pb2.Job:
-    """The Job message: the stored record, plus live progress and its `workers` while the job runs."""
-    status = job.status
-    if status is Status.ENQUEUING and progress is not None and progress.worker_counts.ready > 0:
-        status = Status.RUNNING  # a worker is taking batches while the rest is still being enqueued
+    """The Job message: the stored record, plus live progress and its `workers` while the job runs. Its status is
+    `enqueuing` until every batch is on the queue, as Cortex's, even while workers take the first ones."""
     message = jobs_pb2.Job(
         job_id=job.job_id,
         api_name=job.api_name,
@@ -44,7 +44,7 @@ def job_message(
         config_json=submission.config_json,
         queue_url=job.queue_url,
         start_time=_timestamp(job.start_time),
-        status=status.proto,
+        status=job.status.proto,
         status_reason=job.status_reason,
         batches_in_queue=batches_in_queue,
         items_enqueued=job.items_enqueued,
@@ -69,16 +69,31 @@ def job_message(
         message.batches.ParseFromString(job.final_counts)
     elif progress is not None:
         message.batches.CopyFrom(progress.batches)
-        message.worker_counts.CopyFrom(progress.worker_counts)
         message.workers_detail.extend(progress.workers)
         message.pace.CopyFrom(progress.pace)
         _add_remaining(message)
-    message.worker_counts.failed = message.worker_restarts
+    if workers is None:  # ended: the runtime forgot its workers; the crashes are what the job kept
+        message.worker_counts.failed = message.worker_restarts
+    else:
+        message.worker_counts.CopyFrom(worker_counts(workers, progress))
     if job.queue_calls is not None:
         message.queue_calls.update(jobs_pb2.QueueCalls.FromString(job.queue_calls).calls)
     elif progress is not None:
         message.queue_calls.update(progress.queue_calls)
     return message
+
+
+def worker_counts(workers: list[WorkerState], progress: monitor_pb2.JobProgress | None) -> jobs_pb2.WorkerCounts:
+    """The workers by Cortex's keys, as the runtime sees them; a running worker whose dequeuer reports it ready is
+    ready (the local runtime knows no readiness of its own)."""
+    ready = {w.worker_id for w in progress.workers if w.phase == READY} if progress is not None else set()
+    counts = jobs_pb2.WorkerCounts()
+    for worker in workers:
+        count = worker.count
+        if count is WorkerCount.NOT_READY and worker.worker_id in ready:
+            count = WorkerCount.READY
+        setattr(counts, count.value, getattr(counts, count.value) + 1)
+    return counts
 
 
 def _add_remaining(message: jobs_pb2.Job) -> None:

@@ -146,7 +146,7 @@ def full_job() -> jobs_pb2.Job:
         status=jobs_pb2.JOB_STATUS_COMPLETED_WITH_FAILURES,
         status_reason="1 batch dead-lettered",
         batches_in_queue=0,
-        worker_counts=jobs_pb2.WorkerCounts(pending=0, ready=1, succeeded=1, failed=0),
+        worker_counts=jobs_pb2.WorkerCounts(pending=0, ready=1, succeeded=1, failed=0, killed_oom=2),
         batches=jobs_pb2.BatchCounts(
             succeeded=9, failed_attempts=5, dead_lettered=1, in_flight=0, average_time_per_batch_s=1.25
         ),
@@ -408,7 +408,7 @@ async def test_get_maps_every_field_of_the_job(client: TestClient[Any, Any], sch
             "end_time": "2023-11-14T22:23:20Z",
             "status": "completed_with_failures",
             "batches_in_queue": 0,
-            "worker_counts": {"pending": 0, "ready": 1, "succeeded": 1, "failed": 0},
+            "worker_counts": {"ready": 1, "succeeded": 1, "killed_oom": 2},  # Cortex's keys; zero counts left out
             "status_reason": "1 batch dead-lettered",
             "batch_counts": {"succeeded": 9, "failed_attempts": 5, "dead_lettered": 1, "in_flight": 0, "pending": 0},
             "workers_detail": [{"worker_id": "w0", "phase": "ready", "last_heartbeat": "2023-11-14T22:23:20Z"}],

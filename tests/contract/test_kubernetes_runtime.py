@@ -29,7 +29,7 @@ from thresher.core import trust
 from thresher.core.config import Config, TlsSettings
 from thresher.core.errors import InvalidRequest
 from thresher.core.names import EXIT_DRAINED, EXIT_WORKER_HUNG
-from thresher.core.runtime import WorkerLaunch, WorkerPhase, open_runtime
+from thresher.core.runtime import WorkerCount, WorkerLaunch, WorkerPhase, open_runtime
 from thresher.core.runtime.base import WORKER_HUNG, dequeuer_argv
 from thresher.core.runtime.k8s_manifests import resource_name
 from thresher.core.runtime.kubernetes import KubernetesRuntime
@@ -715,6 +715,46 @@ async def test_a_worker_unschedulable_too_long_is_reported_stalled(
             "unschedulable: 0/3 nodes are available: 3 Insufficient nvidia.com/gpu.",
         )
         assert found[stalled][0] is WorkerPhase.PENDING and found[stalled][1].startswith("stalled: unschedulable for 1")
+
+    await assert_eventually(check)
+
+
+def waiting(reason: str) -> dict[str, Any]:
+    """Scheduled, the API's container not started yet (`reason`: pulling its image, creating it, ...)."""
+    api = _container("api", {"waiting": {"reason": reason, "message": "m"}})
+    return {"phase": "Pending", "conditions": [{"type": "PodScheduled", "status": "True"}], "containerStatuses": [api]}
+
+
+async def test_each_worker_is_counted_under_cortexs_key_for_its_pod(
+    runtime: KubernetesRuntime, kubelet: Kubelet
+) -> None:
+    await runtime.ensure_workers(launch(), 10)
+    not_ready = {"phase": "Running", "conditions": [{"type": "Ready", "status": "False"}]}
+    oom = crashed({"exitCode": 137, "reason": "OOMKilled"})
+    memory = {
+        "phase": "Failed",
+        "reason": "Evicted",
+        "message": "The node was low on resource: memory. Threshold quantity: 100Mi, available: 50Mi.",
+    }
+    pods = {
+        WorkerCount.READY: ready(),
+        WorkerCount.NOT_READY: not_ready,
+        WorkerCount.PENDING: unschedulable(since_s_ago=5),
+        WorkerCount.STALLED: unschedulable(since_s_ago=120),  # stalled_after_s is 60 here, 15 minutes by default
+        WorkerCount.ERR_IMAGE_PULL: waiting("ImagePullBackOff"),
+        WorkerCount.CREATING: waiting("ContainerCreating"),
+        WorkerCount.FAILED: crashed({"exitCode": 1, "reason": "Error"}),
+        WorkerCount.KILLED: crashed({"exitCode": 137, "reason": "Error"}),
+        WorkerCount.KILLED_OOM: oom,
+        WorkerCount.SUCCEEDED: queue_gone(),
+    }
+    names = {await kubelet.start_pod(status): count for count, status in pods.items()}
+    evicted_for_memory = await kubelet.start_pod(memory)
+    evicted_by_a_drain = await kubelet.start_pod(evicted())
+    names |= {evicted_for_memory: WorkerCount.KILLED_OOM, evicted_by_a_drain: WorkerCount.KILLED}
+
+    async def check() -> None:
+        assert {w.worker_id: w.count for w in await runtime.workers(JOB_ID)} == names
 
     await assert_eventually(check)
 

@@ -42,10 +42,13 @@ class FakeEnqueuer(enqueuer_pb2_grpc.EnqueuerServicer):
     def __init__(self, config: Config) -> None:
         self.requests: list[enqueuer_pb2.EnqueueRequest] = []
         self.error: Exception | None = None
+        self.held = asyncio.Event()  # cleared: each call waits until it is set
+        self.held.set()
         self.queues = open_queue_backend(config)
 
     async def Enqueue(self, request: Any, context: Any) -> AsyncIterator[enqueuer_pb2.EnqueueProgress]:
         self.requests.append(request)
+        await self.held.wait()
         if self.error:
             raise self.error
         items = request.submission.item_list.items
@@ -57,13 +60,17 @@ class FakeEnqueuer(enqueuer_pb2_grpc.EnqueuerServicer):
 class FakeMonitor(monitor_pb2_grpc.MonitorServicer):
     def __init__(self) -> None:
         self.tracked: list[monitor_pb2.TrackJobRequest] = []
+        self.ready: list[str] = []  # workers whose dequeuers report them ready
 
     async def TrackJob(self, request: Any, context: Any) -> monitor_pb2.TrackJobResponse:
         self.tracked.append(request)
         return monitor_pb2.TrackJobResponse()
 
     async def GetJobProgress(self, request: Any, context: Any) -> monitor_pb2.JobProgress:
-        return monitor_pb2.JobProgress(job_id=request.job_id, batches=jobs_pb2.BatchCounts(succeeded=1))
+        progress = monitor_pb2.JobProgress(job_id=request.job_id, batches=jobs_pb2.BatchCounts(succeeded=1))
+        progress.workers.extend(jobs_pb2.WorkerStatus(worker_id=w, phase="ready") for w in self.ready)
+        progress.worker_counts.ready = len(self.ready)
+        return progress
 
     async def Report(self, requests: Any, context: Any) -> AsyncIterator[monitor_pb2.ReportAcks]:
         async for message in requests:  # the workers' dequeuers report: acked, not looked at
@@ -163,6 +170,32 @@ async def test_a_submission_is_enqueued_tracked_and_gets_its_workers(harness: Ha
     status = await harness.status(job.job_id)
     assert status.batches.succeeded == 1, "progress comes from the monitor"
     assert status.batches_in_queue == 3
+
+
+async def test_the_status_says_enqueuing_until_every_batch_is_on_the_queue_and_counts_ready_workers(
+    harness: Harness,
+) -> None:
+    """As Cortex's: `enqueuing` while the enqueuer runs, though workers start (and may take batches) before it ends;
+    `total_batch_count` once known; workers under Cortex's keys, the ready ones counted."""
+    harness.enqueuer.held.clear()
+    job = await harness.submit()
+    workers_file = harness.config.data_dir / "jobs" / job.job_id / "workers.json"
+
+    def workers_started() -> list[str]:
+        assert workers_file.exists()
+        return [pod["worker_id"] for pod in json.loads(workers_file.read_text())]
+
+    harness.monitor.ready = (await assert_eventually(workers_started))[:1]
+
+    async def enqueuing_with_a_ready_worker() -> None:
+        status = await harness.status(job.job_id)
+        assert status.status == jobs_pb2.JOB_STATUS_ENQUEUING and not status.HasField("total_batch_count")
+        assert status.worker_counts == jobs_pb2.WorkerCounts(ready=1, not_ready=1)
+
+    await assert_eventually(enqueuing_with_a_ready_worker)
+    harness.enqueuer.held.set()
+    status = await harness.wait_for_status(job.job_id, jobs_pb2.JOB_STATUS_RUNNING)
+    assert status.total_batch_count == 3
 
 
 async def test_a_settled_job_gets_its_hook_message_then_succeeds_and_leaves_nothing(harness: Harness) -> None:

@@ -214,3 +214,21 @@ def test_each_replaced_worker_is_counted_once_in_the_metrics_however_often_it_is
 def test_the_scheduler_has_a_status_for_each_of_the_contract_and_the_same_finality() -> None:
     assert {s.proto for s in Status} == set(statuses.BY_JSON_NAME.values())
     assert {s.proto for s in Status if s.is_final} == statuses.FINAL
+
+
+def test_workers_are_counted_under_cortexs_keys_and_a_running_one_is_ready_once_its_dequeuer_says_so() -> None:
+    """The local runtime knows phases only: a running worker is not_ready until its dequeuer reports it ready."""
+    workers = [
+        WorkerState("w1", WorkerPhase.RUNNING),
+        WorkerState("w2", WorkerPhase.RUNNING),
+        WorkerState("w3", WorkerPhase.PENDING, "starting"),
+        WorkerState("w4", WorkerPhase.FAILED, "api exited with code 1"),
+        WorkerState("w5", WorkerPhase.OOM_KILLED, "killed for memory"),
+        WorkerState("w6", WorkerPhase.STOPPED, "drained", disrupted=True),
+        WorkerState("w7", WorkerPhase.STOPPED, "its queue is gone"),
+    ]
+    progress = monitor_pb2.JobProgress(workers=[jobs_pb2.WorkerStatus(worker_id="w2", phase="ready")])
+    message = job_message(a_job(status=Status.RUNNING), jobs_pb2.JobSubmission(), Config(), progress, workers=workers)
+    assert message.worker_counts == jobs_pb2.WorkerCounts(
+        not_ready=1, ready=1, pending=1, failed=1, killed_oom=1, killed=1, succeeded=1
+    )

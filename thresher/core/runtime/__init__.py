@@ -4,9 +4,9 @@ from __future__ import annotations
 
 from thresher.core.config import Config
 from thresher.core.errors import InvalidRequest
-from thresher.core.runtime.base import Runtime, WorkerLaunch, WorkerPhase, WorkerState
+from thresher.core.runtime.base import Runtime, WorkerCount, WorkerLaunch, WorkerPhase, WorkerState
 
-__all__ = ["Runtime", "WorkerLaunch", "WorkerPhase", "WorkerState", "open_runtime"]
+__all__ = ["Runtime", "WorkerCount", "WorkerLaunch", "WorkerPhase", "WorkerState", "open_runtime"]
 
 
 def _local(config: Config) -> Runtime:

@@ -77,6 +77,34 @@ class WorkerPhase(enum.Enum):
     OOM_KILLED = "oom_killed"  # killed for memory: counts toward the budget, and names the job's failure
 
 
+class WorkerCount(enum.Enum):
+    """The key of Cortex's `worker_counts` that counts a worker (Cortex's pod classification)."""
+
+    PENDING = "pending"
+    CREATING = "creating"
+    NOT_READY = "not_ready"
+    READY = "ready"
+    SUCCEEDED = "succeeded"
+    ERR_IMAGE_PULL = "err_image_pull"
+    TERMINATING = "terminating"
+    FAILED = "failed"
+    KILLED = "killed"
+    KILLED_OOM = "killed_oom"
+    STALLED = "stalled"
+    UNKNOWN = "unknown"
+
+
+# A worker's count when its runtime says no more than its phase. A running worker is NOT_READY until its readiness
+# is known (the local runtime leaves that to the dequeuer's reports); one disrupted was killed, not failed.
+_COUNT_OF_PHASE = {
+    WorkerPhase.PENDING: WorkerCount.PENDING,
+    WorkerPhase.RUNNING: WorkerCount.NOT_READY,
+    WorkerPhase.STOPPED: WorkerCount.SUCCEEDED,
+    WorkerPhase.FAILED: WorkerCount.FAILED,
+    WorkerPhase.OOM_KILLED: WorkerCount.KILLED_OOM,
+}
+
+
 @dataclass(frozen=True)
 class WorkerState:
     worker_id: str
@@ -85,6 +113,14 @@ class WorkerState:
     # Ended by its infrastructure (a spot reclaim, an eviction, a preemption, a drain on SIGTERM): STOPPED, replaced
     # while the job has work, counted apart from crashes.
     disrupted: bool = False
+    counted_as: WorkerCount | None = None  # where the runtime knows more than the phase (Kubernetes)
+
+    @property
+    def count(self) -> WorkerCount:
+        """Its key in the status's `worker_counts`."""
+        if self.counted_as is not None:
+            return self.counted_as
+        return WorkerCount.KILLED if self.disrupted else _COUNT_OF_PHASE[self.phase]
 
     @property
     def ended(self) -> bool:

@@ -5,15 +5,17 @@ SIGTERM end a worker STOPPED and `disrupted`: they are no fault of the worker, s
 counted apart. A pod that failed by itself is
 FAILED, or OOM_KILLED when a container was killed for memory, with the container and its exit code in the reason.
 A pod that cannot be scheduled stays PENDING; past `stalled_after_s` its reason says it is stalled.
+Each is also counted as Cortex's pod classification counts it (`WorkerCount`), ready pods included.
 """
 
 from __future__ import annotations
 
+import re
 from datetime import datetime
 from typing import Any
 
 from thresher.core.names import EXIT_DRAINED
-from thresher.core.runtime.base import WorkerPhase, WorkerState, dequeuer_exit_reason
+from thresher.core.runtime.base import WorkerCount, WorkerPhase, WorkerState, dequeuer_exit_reason
 from thresher.core.runtime.k8s_manifests import DEQUEUER
 
 # Waiting reasons that no amount of waiting fixes: the reason of a pending worker says so at once.
@@ -34,6 +36,10 @@ DISRUPTIONS = {
     "TerminationByKubelet": "terminated by the kubelet (node pressure or shutdown, e.g. a spot reclaim)",
 }
 SIGNALLED_BY_KUBELET = {137, 143}  # SIGKILL/SIGTERM: how the kubelet ends a sidecar once its pod is over
+KILLED_CODES = {137, 143, 130, 129}  # Cortex counts a pod ended by SIGKILL, SIGTERM, SIGINT or SIGHUP as killed
+IMAGE_PULL_REASONS = {"ErrImagePull", "ImagePullBackOff", "RegistryUnavailable"}  # Cortex's err_image_pull
+CREATING_REASONS = {"ContainerCreating", "PodInitializing"}
+LOW_ON_MEMORY = re.compile(r"low on resource:? memory")  # the kubelet's eviction message (Cortex's killed_oom)
 
 
 def worker_state(
@@ -52,6 +58,10 @@ def worker_state(
         return WorkerState(name, WorkerPhase.STOPPED, f"deleted: {disruption}" if disruption else "deleted")
     if phase == "Running":
         return _running(name, pod, status, disruption)
+    if phase == "Unknown":  # its node stopped reporting
+        return WorkerState(
+            name, WorkerPhase.RUNNING, "unknown: its node does not report", counted_as=WorkerCount.UNKNOWN
+        )
     return _pending(name, status, now, stalled_after_s, unschedulable_since)
 
 
@@ -76,7 +86,8 @@ def _failed(name: str, status: dict[str, Any]) -> WorkerState:
         return WorkerState(name, WorkerPhase.STOPPED, disruption, disrupted=True)
     if status.get("reason") == "Evicted":
         evicted = f"evicted: {status.get('message', '')}".rstrip(": ")
-        return WorkerState(name, WorkerPhase.STOPPED, evicted, disrupted=True)
+        count = WorkerCount.KILLED_OOM if LOW_ON_MEMORY.search(status.get("message", "")) else None
+        return WorkerState(name, WorkerPhase.STOPPED, evicted, disrupted=True, counted_as=count)
     dequeuer_code = _dequeuer_exit_code(status)
     if dequeuer_code == EXIT_DRAINED:
         drained = "the dequeuer drained on SIGTERM (e.g. a spot reclaim)"
@@ -95,7 +106,8 @@ def _failed(name: str, status: dict[str, Any]) -> WorkerState:
         )
     detail = terminated.get("reason")
     suffix = f" ({detail})" if detail and detail not in ("Error", "Completed") else ""
-    return WorkerState(name, WorkerPhase.FAILED, f"{container} exited with code {code}{suffix}")
+    count = WorkerCount.KILLED if code in KILLED_CODES else None
+    return WorkerState(name, WorkerPhase.FAILED, f"{container} exited with code {code}{suffix}", counted_as=count)
 
 
 def _crash(status: dict[str, Any]) -> tuple[str, dict[str, Any]] | None:
@@ -132,10 +144,10 @@ def _oom(terminated: dict[str, Any]) -> bool:
 def _running(name: str, pod: dict[str, Any], status: dict[str, Any], disruption: str) -> WorkerState:
     if pod["metadata"].get("deletionTimestamp"):
         why = f"terminating: {disruption}" if disruption else "terminating: draining its batches"
-        return WorkerState(name, WorkerPhase.RUNNING, why)
+        return WorkerState(name, WorkerPhase.RUNNING, why, counted_as=WorkerCount.TERMINATING)
     ready = _condition(status, "Ready")
     if ready and ready.get("status") == "True":
-        return WorkerState(name, WorkerPhase.RUNNING)
+        return WorkerState(name, WorkerPhase.RUNNING, counted_as=WorkerCount.READY)
     waiting = _waiting(status)
     return WorkerState(name, WorkerPhase.RUNNING, f"not ready: {waiting}" if waiting else "not ready")
 
@@ -147,12 +159,19 @@ def _pending(
     if unschedulable is not None:
         waited_s = now - (unschedulable_since if unschedulable_since is not None else now)
         if waited_s >= stalled_after_s:
-            return WorkerState(
-                name, WorkerPhase.PENDING, f"stalled: unschedulable for {waited_s:.0f} s: {unschedulable}"
-            )
+            stalled = f"stalled: unschedulable for {waited_s:.0f} s: {unschedulable}"
+            return WorkerState(name, WorkerPhase.PENDING, stalled, counted_as=WorkerCount.STALLED)
         return WorkerState(name, WorkerPhase.PENDING, f"unschedulable: {unschedulable}")
-    waiting = _waiting(status)
-    return WorkerState(name, WorkerPhase.PENDING, waiting or "creating")
+    return WorkerState(name, WorkerPhase.PENDING, _waiting(status) or "creating", counted_as=_pending_count(status))
+
+
+def _pending_count(status: dict[str, Any]) -> WorkerCount | None:
+    """Scheduled, its containers not started yet: an image that cannot be pulled, or being created."""
+    containers = [*(status.get("initContainerStatuses") or []), *(status.get("containerStatuses") or [])]
+    reasons = {((c.get("state") or {}).get("waiting") or {}).get("reason") for c in containers}
+    if reasons & IMAGE_PULL_REASONS:
+        return WorkerCount.ERR_IMAGE_PULL
+    return WorkerCount.CREATING if reasons & CREATING_REASONS else None
 
 
 def _waiting(status: dict[str, Any]) -> str:
