@@ -52,6 +52,7 @@ def _op(summary: str, ok: dict[str, Any], *errors: int, **extra: Any) -> dict[st
 
 
 _API_PARAM = {"name": "api", "in": "path", "required": True, "schema": {"type": "string"}}
+_API_NAME_PARAM = {"name": "name", "in": "path", "required": True, "schema": {"type": "string"}}
 _JOB_ID_PARAM = {"name": "job_id", "in": "path", "required": True, "schema": {"type": "string"}}
 _JOB_ID_QUERY = {"name": "jobID", "in": "query", "required": True, "schema": {"type": "string", "minLength": 1}}
 _SUBMISSION_BODY = {
@@ -114,7 +115,23 @@ PATHS: dict[str, dict[str, Any]] = {
             "A Batch API",
             _json("the API", _API),
             404,
-            parameters=[{"name": "name", "in": "path", "required": True, "schema": {"type": "string"}}],
+            parameters=[_API_NAME_PARAM],
+        ),
+        "delete": _op(
+            "Delete a Batch API: its jobs in progress end `stopped`; ?delete_jobs=true also forgets its jobs",
+            _json(
+                "deleted",
+                {
+                    "type": "object",
+                    "properties": {
+                        "message": {"type": "string"},
+                        "stopped_jobs": {"type": "array", "items": {"type": "string"}},
+                        "deleted_jobs": {"type": "integer"},
+                    },
+                },
+            ),
+            404,
+            parameters=[_API_NAME_PARAM, {"name": "delete_jobs", "in": "query", "schema": {"type": "string"}}],
         ),
     },
     "/v1/jobs": {

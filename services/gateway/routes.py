@@ -33,6 +33,7 @@ def add_routes(app: web.Application) -> None:
             web.get("/v1/apis", list_apis),
             web.post("/v1/apis", deploy_apis),
             web.get("/v1/apis/{name}", get_api),
+            web.delete("/v1/apis/{name}", delete_api),
             web.get("/v1/jobs", list_jobs),
             web.get("/v1/jobs/{job_id}", get_job_by_id),
             web.delete("/v1/jobs/{job_id}", stop_job_by_id),
@@ -80,6 +81,18 @@ async def list_apis(request: web.Request) -> web.Response:
 async def get_api(request: web.Request) -> web.Response:
     api = await jobs(request).GetApi(jobs_pb2.GetApiRequest(name=request.match_info["name"]))
     return web.json_response(views.api_spec(request.url.origin(), api))
+
+
+@calls("DeleteApi")
+async def delete_api(request: web.Request) -> web.Response:
+    """Stop the API's jobs in progress (each ends `stopped`) and delete it; `?delete_jobs=true` forgets its jobs too."""
+    name = request.match_info["name"]
+    delete_jobs = request.query.get("delete_jobs") in _TRUE
+    reply = await jobs(request).DeleteApi(jobs_pb2.DeleteApiRequest(name=name, delete_jobs=delete_jobs))
+    stopped = list(reply.stopped_job_ids)
+    return web.json_response(
+        {"message": f"deleted api {name}", "stopped_jobs": stopped, "deleted_jobs": reply.deleted_jobs}
+    )
 
 
 @calls("DeployApi")

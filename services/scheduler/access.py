@@ -1,7 +1,8 @@
 """Who may call what on the Jobs service: the scopes each method needs, and whose jobs a key may touch.
 
 A `submit` key submits jobs, and reads, stops and retries the ones it submitted; `read` reads every job and API;
-`admin` does everything, deploying APIs and stopping any job included. Without keys everyone is ANONYMOUS (admin).
+`admin` does everything, deploying and deleting APIs and stopping any job included. Without keys everyone is
+ANONYMOUS (admin).
 """
 
 from __future__ import annotations
@@ -12,6 +13,7 @@ from thresher.core.errors import Forbidden, InvalidRequest
 # Any one of these scopes lets a caller call the method; for one job, `check_job` decides as well.
 METHOD_SCOPES: dict[str, tuple[str, ...]] = {
     "DeployApi": (ADMIN,),
+    "DeleteApi": (ADMIN,),
     "GetApi": (READ,),
     "ListApis": (READ,),
     "SubmitJob": (SUBMIT,),

@@ -87,6 +87,30 @@ class JobManager:
     async def list_apis(self) -> list[jobs_pb2.ApiSpec]:
         return await self._store.list_apis()
 
+    async def delete_api(self, name: str, delete_jobs: bool = False) -> jobs_pb2.DeleteApiResponse:
+        """Stop the API's jobs in progress (each ends `stopped`) and forget the API; its jobs' history is kept unless
+        `delete_jobs` (then those still being cleaned up after a while are kept)."""
+        await self._store.get_api(name)  # NotFound "<name> is not deployed"
+        stopped = await self._stop_jobs_of(name)
+        await self._store.delete_api(name)
+        stopped += await self._stop_jobs_of(name)  # any submitted meanwhile
+        reply = jobs_pb2.DeleteApiResponse(stopped_job_ids=stopped)
+        if delete_jobs:
+            await asyncio.gather(*[self._cleanup.once_cleaned(await self._store.get_job(j)) for j in stopped])
+            reply.deleted_jobs = await self._store.delete_ended_jobs(name)
+        log.info("deleted API %s: %d jobs stopped, %d forgotten", name, len(stopped), reply.deleted_jobs)
+        return reply
+
+    async def _stop_jobs_of(self, api_name: str) -> list[str]:
+        stopped = []
+        for record in await self._store.list_jobs(api_name, limit=1_000_000, unfinished_only=True):
+            async with self._locks[record.job_id]:
+                job = await self._store.get_job(record.job_id)
+                if not job.status.is_final:
+                    await self._ending.finish(job, Status.STOPPED, f"its API {api_name} was deleted")
+                    stopped.append(job.job_id)
+        return stopped
+
     # --- jobs -----------------------------------------------------------------------------------
 
     async def submit(

@@ -48,6 +48,12 @@ class JobsServicer(jobs_pb2_grpc.JobsServicer):
         self._caller(context, "DeployApi")
         return await self._manager.deploy_api(request.api)
 
+    async def DeleteApi(
+        self, request: jobs_pb2.DeleteApiRequest, context: grpc.aio.ServicerContext
+    ) -> jobs_pb2.DeleteApiResponse:
+        self._caller(context, "DeleteApi")
+        return await self._manager.delete_api(request.name, request.delete_jobs)
+
     async def GetApi(self, request: jobs_pb2.GetApiRequest, context: grpc.aio.ServicerContext) -> jobs_pb2.ApiSpec:
         self._caller(context, "GetApi")
         return await self._manager.get_api(request.name)

@@ -9,7 +9,7 @@ from typing import Any
 
 from services.scheduler.jobs import JobRecord, Status
 from thresher.core.errors import NotFound
-from thresher.core.sqlite import SqliteFile
+from thresher.core.sqlite import SqliteFile, transaction
 from thresher.v1 import jobs_pb2
 
 _SCHEMA = """
@@ -110,6 +110,23 @@ class JobStore:
     async def list_apis(self) -> list[jobs_pb2.ApiSpec]:
         rows = await self._run(lambda db: db.execute("SELECT spec FROM apis ORDER BY name").fetchall())
         return [jobs_pb2.ApiSpec.FromString(r[0]) for r in rows]
+
+    async def delete_api(self, name: str) -> None:
+        await self._run(lambda db: db.execute("DELETE FROM apis WHERE name = ?", (name,)))
+
+    async def delete_ended_jobs(self, api_name: str) -> int:
+        """Forget the API's jobs that have ended and been cleaned up, with their submissions and dead letters; returns
+        how many."""
+        ended = f"SELECT job_id FROM jobs WHERE api_name = ? AND status NOT IN ({_IN_PROGRESS}) AND cleaned = 1"
+
+        def delete(db: sqlite3.Connection) -> int:
+            with transaction(db):  # all of a job or none of it
+                job_ids = [(row[0],) for row in db.execute(ended, (api_name,)).fetchall()]
+                for table in ("failed_batches", "submissions", "jobs"):
+                    db.executemany(f"DELETE FROM {table} WHERE job_id = ?", job_ids)
+            return len(job_ids)
+
+        return await self._run(delete)
 
     async def put_job(self, job: JobRecord) -> None:
         values = tuple(_encode(getattr(job, c)) for c in _COLUMNS)

@@ -429,3 +429,30 @@ async def test_a_job_of_an_old_api_whose_workers_cannot_start_ends_worker_error_
     status = await harness.wait_for_status(job.job_id, jobs_pb2.JOB_STATUS_WORKER_ERROR)
     assert "cannot start api" in status.status_reason and "environment variable" in status.status_reason
     assert status.worker_restarts == harness.config.runtime.max_worker_restarts + 1
+
+
+async def test_deleting_an_api_stops_its_jobs_in_progress_and_keeps_their_history_unless_asked(
+    harness: Harness,
+) -> None:
+    job = await running_job(harness)
+    pids = worker_pids(harness.config.data_dir, job.job_id)
+
+    reply = await harness.jobs.DeleteApi(jobs_pb2.DeleteApiRequest(name="sum"))
+
+    assert (list(reply.stopped_job_ids), reply.deleted_jobs) == ([job.job_id], 0)
+    status = await harness.status(job.job_id)  # kept, final once its clean-up is done
+    assert (status.status, status.status_reason) == (jobs_pb2.JOB_STATUS_STOPPED, "its API sum was deleted")
+    assert not [pid for pid in pids if alive(pid)]
+    with pytest.raises(NotFound, match="sum is not deployed"):
+        await harness.submit()
+    with pytest.raises(NotFound, match="sum is not deployed"):
+        await harness.jobs.DeleteApi(jobs_pb2.DeleteApiRequest(name="sum"))
+
+    await harness.deploy()  # deployed again: its new job and the old one are forgotten on request
+    job2 = await running_job(harness)
+    reply = await harness.jobs.DeleteApi(jobs_pb2.DeleteApiRequest(name="sum", delete_jobs=True))
+    assert (list(reply.stopped_job_ids), reply.deleted_jobs) == ([job2.job_id], 2)
+    for job_id in (job.job_id, job2.job_id):
+        with pytest.raises(NotFound):
+            await harness.status(job_id)
+    assert await harness.jobs.ListJobs(jobs_pb2.ListJobsRequest()) == jobs_pb2.ListJobsResponse()

@@ -66,6 +66,11 @@ def _parser() -> argparse.ArgumentParser:
     deploy.add_argument("file")
     deploy.set_defaults(run=_deploy)
 
+    delete = commands.add_parser("delete", help="delete a Batch API: its jobs in progress end stopped")
+    delete.add_argument("api")
+    delete.add_argument("--delete-jobs", action="store_true", help="also forget its jobs (by default they are kept)")
+    delete.set_defaults(run=_delete)
+
     submit = commands.add_parser("submit", help="submit a job (a JSON file, or - for standard input)")
     submit.add_argument("api")
     submit.add_argument("file")
@@ -189,6 +194,15 @@ def _deploy(args: argparse.Namespace) -> int:
     definitions = load_yaml(text, str(path))
     for api in GatewayClient(args.url).deploy(definitions, path.resolve().parent):
         print(f"deployed API {api['name']}")
+    return 0
+
+
+def _delete(args: argparse.Namespace) -> int:
+    reply = GatewayClient(args.url).delete_api(args.api, args.delete_jobs)
+    stopped = reply["stopped_jobs"]
+    print(f"deleted API {args.api}; jobs stopped: {', '.join(stopped) if stopped else 'none'}")
+    if args.delete_jobs:
+        print(f"jobs forgotten: {reply['deleted_jobs']}")
     return 0
 
 

@@ -56,6 +56,10 @@ class GatewayClient:
         body = {"apis": apis, "working_dir": str(Path(working_dir).resolve())}
         return self._call("POST", "/v1/apis", body)["apis"]
 
+    def delete_api(self, name: str, delete_jobs: bool = False) -> dict[str, Any]:
+        query = "?delete_jobs=true" if delete_jobs else ""
+        return self._call("DELETE", f"/v1/apis/{_quote(name)}{query}")
+
     def submit(self, api_name: str, job: dict[str, Any]) -> dict[str, Any]:
         return self._call("POST", f"/batch/{_quote(api_name)}", job)
 
