@@ -236,6 +236,7 @@ JOB_SPEC_FIELDS = (
     "sqs_dead_letter_queue",
     "config",
     "timeout",
+    "api_id",
     "sqs_url",
     "start_time",
 )
@@ -256,6 +257,7 @@ SCHEMAS: dict[str, Any] = {
             "name": {"type": "string"},
             "kind": {"type": "string"},
             "endpoint": {"type": "string"},
+            "api_id": {"type": "string"},
             "pod": {"type": "object"},
             "compute": _nullable({"type": "object"}),
             "node_groups": {"type": "array", "items": {"type": "string"}},

@@ -47,6 +47,7 @@ def job_spec(job: jobs_pb2.Job) -> dict[str, Any]:
         "sqs_dead_letter_queue": _dead_letter_queue(job),
         "config": json.loads(job.config_json) if job.config_json else None,
         "timeout": job.timeout_s if job.HasField("timeout_s") else None,
+        "api_id": job.api_id,
         "sqs_url": job.queue_url,
         "start_time": _time(job.start_time) if job.HasField("start_time") else None,
     }
@@ -144,6 +145,7 @@ def api_spec(origin: URL, api: jobs_pb2.ApiSpec) -> dict[str, Any]:
         "working_dir": api.working_dir,
         "readiness_path": api.readiness_path,
         "updated_time": _time(api.updated_time) if api.HasField("updated_time") else None,
+        "api_id": api.api_id,  # this deployed version; a job's api_id names the one it was submitted to
         # Kubernetes sizing and placement, as deployed; empty: the scheduler's kubernetes.* defaults apply.
         "compute": _compute(api.compute) if api.HasField("compute") else None,
         "node_groups": list(api.node_groups),

@@ -35,19 +35,20 @@ class Admission:
 
     async def admit(self, submission: jobs_pb2.JobSubmission, caller: Caller) -> JobRecord:
         """The job stored `pending`, once every check passed."""
-        await self._check(submission)
+        api = await self._check(submission)
         await check_files_exist(submission, self._config.inputs)  # Cortex's short-circuit listing: a 400, not later
         if submission.sqs_dead_letter_queue.arn:
             await self._queues.check_dead_letter_target(submission.sqs_dead_letter_queue.arn)
         async with self._lock:
             check_room(submission, *await self._store.in_progress(submission.api_name), self._config)
-            job = jobs.new_job(new_job_id(), submission, time.time(), owner=caller.name)
+            job = jobs.new_job(new_job_id(), submission, time.time(), owner=caller.name, api_id=api.api_id)
             await self._store.put_submission(job.job_id, submission)  # first: a stored job has its submission
             await self._store.put_job(job)
         log.info("submitted job %s to %s", job.job_id, job.api_name, extra={"job_id": job.job_id})
         return job
 
-    async def _check(self, submission: jobs_pb2.JobSubmission) -> None:
-        await self._store.get_api(submission.api_name)  # first, as Cortex: NotFound "<api> is not deployed"
+    async def _check(self, submission: jobs_pb2.JobSubmission) -> jobs_pb2.ApiSpec:
+        api = await self._store.get_api(submission.api_name)  # first, as Cortex: NotFound "<api> is not deployed"
         validate_submission(submission)
         check_limits(submission, self._config)
+        return api

@@ -69,6 +69,7 @@ class JobRecord:
     # them once they are cleaned up; stopping them then is no disruption).
     worker_restarts: int = 0
     worker_disruptions: int = 0
+    api_id: str = ""  # the deployed version of its API it was submitted to
 
     @property
     def settled(self) -> bool:
@@ -135,7 +136,9 @@ def finished(
     )
 
 
-def new_job(job_id: str, submission: jobs_pb2.JobSubmission, now: float, owner: str = "") -> JobRecord:
+def new_job(
+    job_id: str, submission: jobs_pb2.JobSubmission, now: float, owner: str = "", api_id: str = ""
+) -> JobRecord:
     return JobRecord(
         job_id=job_id,
         api_name=submission.api_name,
@@ -144,6 +147,7 @@ def new_job(job_id: str, submission: jobs_pb2.JobSubmission, now: float, owner: 
         workers=submission.workers,
         timeout_s=submission.timeout_s if submission.HasField("timeout_s") else None,
         owner=owner,
+        api_id=api_id,
     )
 
 

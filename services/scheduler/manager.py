@@ -6,6 +6,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import secrets
 from collections.abc import AsyncIterator
 
 from services.scheduler import access, jobs
@@ -77,6 +78,7 @@ class JobManager:
     async def deploy_api(self, spec: jobs_pb2.ApiSpec) -> jobs_pb2.ApiSpec:
         check_api_spec(spec)  # here too: DeployApi is also called over gRPC, without the gateway's parsing
         spec.updated_time.GetCurrentTime()
+        spec.api_id = secrets.token_hex(8)  # this version: each job names the one it was submitted to
         await self._store.put_api(spec)
         log.info("deployed API %s", spec.name)
         return spec

@@ -71,6 +71,7 @@ _COLUMNS = [
     "queue_calls",
     "worker_restarts",
     "worker_disruptions",
+    "api_id",
 ]
 # Columns added after the first release: (name, definition), added to older files when they are opened.
 _ADDED_COLUMNS = [
@@ -78,6 +79,7 @@ _ADDED_COLUMNS = [
     ("queue_calls", "BLOB"),
     ("worker_restarts", "INTEGER NOT NULL DEFAULT 0"),
     ("worker_disruptions", "INTEGER NOT NULL DEFAULT 0"),
+    ("api_id", "TEXT NOT NULL DEFAULT ''"),
 ]
 _IN_PROGRESS = ", ".join(f"'{s.value}'" for s in Status if not s.is_final)
 

@@ -54,6 +54,7 @@ def job_message(
         worker_disruptions=job.worker_disruptions if workers is None else sum(w.disrupted for w in workers),
         retry_of=submission.retry_of,
         owner=job.owner,
+        api_id=job.api_id,
     )
     if submission.HasField("timeout_s"):
         message.timeout_s = submission.timeout_s
@@ -135,6 +136,7 @@ def job_spec(job: JobRecord, submission: jobs_pb2.JobSubmission) -> dict[str, An
         "config": json.loads(submission.config_json) if submission.config_json else None,
         "timeout": submission.timeout_s if submission.HasField("timeout_s") else None,
         "sqs_dead_letter_queue": _dead_letter_json(submission),
+        "api_id": job.api_id,
         "sqs_url": job.queue_url,
         "start_time": iso_time(job.start_time),
     }

@@ -31,6 +31,7 @@ from thresher.v1 import jobs_pb2, jobs_pb2_grpc
 REPO = Path(__file__).resolve().parents[2]
 START = Timestamp(seconds=1700000000, nanos=123000000)  # 2023-11-14T22:13:20.123Z
 END = Timestamp(seconds=1700000600)  # 2023-11-14T22:23:20Z
+API_ID = "5f2c0a9e1b7d3c48"  # the deployed version of the API
 
 
 class FakeJobs(jobs_pb2_grpc.JobsServicer):
@@ -59,6 +60,7 @@ class FakeJobs(jobs_pb2_grpc.JobsServicer):
             config_json=sub.config_json,
             start_time=START,
             status=jobs_pb2.JOB_STATUS_PENDING,
+            api_id=API_ID,
         )
         if sub.HasField("timeout_s"):
             job.timeout_s = sub.timeout_s
@@ -89,6 +91,7 @@ class FakeJobs(jobs_pb2_grpc.JobsServicer):
         api = jobs_pb2.ApiSpec()
         api.CopyFrom(request.api)
         api.updated_time.CopyFrom(END)
+        api.api_id = API_ID
         self.apis[api.name] = api
         return api
 
@@ -140,6 +143,7 @@ def full_job() -> jobs_pb2.Job:
         timeout_s=3600,
         sqs_dead_letter_queue=jobs_pb2.DeadLetterPolicy(arn="arn:aws:sqs:us-east-1:1:dlq.fifo", max_receive_count=5),
         queue_url="file:///data/queue/my-api-69b377c15a1314be0a1b",
+        api_id=API_ID,
         total_batch_count=10,
         start_time=START,
         end_time=END,
@@ -227,6 +231,7 @@ async def test_submission_is_translated_into_the_job_submission_and_answered_wit
         "sqs_dead_letter_queue": {"arn": "arn:aws:sqs:us-east-1:1:dlq.fifo", "max_receive_count": 5},
         "config": {"model": "v2", "nested": {"k": [1, "x"]}},
         "timeout": 3600,
+        "api_id": API_ID,
         "sqs_url": "",
         "start_time": "2023-11-14T22:13:20.123Z",
     }
@@ -402,6 +407,7 @@ async def test_get_maps_every_field_of_the_job(client: TestClient[Any, Any], sch
             "config": {"model": "v2", "label": "é"},
             "timeout": 3600,
             "sqs_dead_letter_queue": {"arn": "arn:aws:sqs:us-east-1:1:dlq.fifo", "max_receive_count": 5},
+            "api_id": API_ID,
             "sqs_url": "file:///data/queue/my-api-69b377c15a1314be0a1b",
             "total_batch_count": 10,
             "start_time": "2023-11-14T22:13:20.123Z",
@@ -583,6 +589,7 @@ async def test_apis_are_deployed_listed_and_read_under_v1(client: TestClient[Any
         "working_dir": "/srv/apis",
         "readiness_path": "/healthz",
         "updated_time": "2023-11-14T22:23:20Z",
+        "api_id": API_ID,
         "compute": {"cpu": "2", "mem": "4Gi", "gpu": 1},
         "node_groups": ["gpu-spot"],
         "node_selector": {},

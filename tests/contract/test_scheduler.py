@@ -456,3 +456,17 @@ async def test_deleting_an_api_stops_its_jobs_in_progress_and_keeps_their_histor
         with pytest.raises(NotFound):
             await harness.status(job_id)
     assert await harness.jobs.ListJobs(jobs_pb2.ListJobsRequest()) == jobs_pb2.ListJobsResponse()
+
+
+async def test_a_job_names_the_deployed_version_of_its_api_which_a_redeploy_changes(harness: Harness) -> None:
+    first_api = await harness.jobs.GetApi(jobs_pb2.GetApiRequest(name="sum"))
+    job = await running_job(harness)
+    assert first_api.api_id and job.api_id == first_api.api_id
+    spec = json.loads((harness.config.data_dir / "jobs" / job.job_id / "job.json").read_text())
+    assert spec["api_id"] == first_api.api_id, "the worker's job spec names it too, as Cortex's"
+
+    await harness.deploy()  # the same definition, deployed again: a new version
+    second_api = await harness.jobs.GetApi(jobs_pb2.GetApiRequest(name="sum"))
+    job2 = await harness.submit()
+    assert second_api.api_id not in ("", first_api.api_id) and job2.api_id == second_api.api_id
+    assert (await harness.status(job.job_id)).api_id == first_api.api_id, "a job keeps the version it was given"
