@@ -23,6 +23,7 @@ from thresher.core.errors import ThresherError
 from thresher.core.logs import configure_logging
 from thresher.core.names import ENV_WORKER_TOKEN, EXIT_DRAINED
 from thresher.core.queue import open_queue_backend
+from thresher.core.results import open_result_store
 
 log = logging.getLogger("services.dequeuer")
 
@@ -40,8 +41,9 @@ async def serve(settings: Settings, config: Config, token: str) -> int:
         tls=config.tls,
     )
     reporter.start()
+    results = open_result_store(config)
     try:
-        dequeuer = Dequeuer(settings, backend.open(settings.queue_name), reporter)
+        dequeuer = Dequeuer(settings, backend.open(settings.queue_name), reporter, results)
         signalled = asyncio.Event()
 
         def stop() -> None:
@@ -59,6 +61,7 @@ async def serve(settings: Settings, config: Config, token: str) -> int:
     finally:
         await reporter.close()
         await backend.close()
+        await results.close()
 
 
 def main(argv: Sequence[str] | None = None) -> int:

@@ -17,7 +17,7 @@ from dataclasses import dataclass
 
 from thresher.core import names
 
-MAX_BODY_BYTES = 64 * 1024  # of an answer, kept (only for errors); the rest of a longer one is read past
+MAX_BODY_BYTES = 64 * 1024  # of an answer, kept by default; the rest of a longer one is read past
 PIPELINING_HEADER = names.HEADER_PIPELINING.lower().encode()  # "1": the server answers pipelined requests, in order
 _HEAD_END = b"\r\n\r\n"
 
@@ -36,8 +36,10 @@ class Response:
     """An answer (not to be changed: not frozen only because that makes it slower)."""
 
     status: int
-    body: bytes  # at most MAX_BODY_BYTES
+    body: bytes  # at most the client's max_body_bytes
     pipelining: bool = False  # the server says it takes pipelined requests
+    content_type: bytes = b""  # lower case
+    cut: bool = False  # the body was longer than the client's max_body_bytes: `body` is its start
 
 
 @dataclass
@@ -56,9 +58,10 @@ class _Connection:
 class HttpClient:
     """Requests to http://host:port; each on an idle kept-alive connection when there is one, else on a new one."""
 
-    def __init__(self, host: str, port: int) -> None:
+    def __init__(self, host: str, port: int, max_body_bytes: int = MAX_BODY_BYTES) -> None:
         self._host = host
         self._port = port
+        self.max_body_bytes = max_body_bytes  # of an answer, kept
         self._host_header = f"Host: {host}:{port}\r\n"
         self._idle: list[_Connection] = []
 
@@ -143,7 +146,7 @@ class Exchange:
             if connection.closed:  # after the answer before ours (or its failure), without reading ours
                 raise NotStarted("the server closed the connection before reading this request")
             try:
-                response, keep_alive = await _read_response(connection.reader, self._method)
+                response, keep_alive = await _read_response(connection.reader, self._method, client.max_body_bytes)
             except (OSError, asyncio.IncompleteReadError) as e:
                 connection.close()
                 if connection.used and not (isinstance(e, asyncio.IncompleteReadError) and e.partial):
@@ -164,8 +167,8 @@ class Exchange:
             return response
 
 
-async def _read_response(reader: asyncio.StreamReader, method: str) -> tuple[Response, bool]:
-    """(the answer, whether the connection can take another request)."""
+async def _read_response(reader: asyncio.StreamReader, method: str, keep: int) -> tuple[Response, bool]:
+    """(the answer, its body's first `keep` bytes; whether the connection can take another request)."""
     while True:
         try:
             head = await reader.readuntil(_HEAD_END)
@@ -185,28 +188,32 @@ async def _read_response(reader: asyncio.StreamReader, method: str) -> tuple[Res
     connection = headers.get(b"connection", b"")
     keep_alive = b"close" not in connection if parts[0] == b"HTTP/1.1" else b"keep-alive" in connection
     pipelining = headers.get(PIPELINING_HEADER) == b"1"
+    content_type = headers.get(b"content-type", b"")
     if method == "HEAD" or status in (204, 304):
-        return Response(status, b"", pipelining), keep_alive
+        return Response(status, b"", pipelining, content_type), keep_alive
     if b"chunked" in headers.get(b"transfer-encoding", b""):
-        body, whole = await _read_chunked(reader)
-        return Response(status, body, pipelining), keep_alive and whole
+        body, whole = await _read_chunked(reader, keep)
+        return Response(status, body, pipelining, content_type, cut=not whole), keep_alive and whole
     length = headers.get(b"content-length")
     if length is not None:
         if not length.isdigit():
             raise ProtocolError(f"bad Content-Length: {length[:40]!r}")
         size = int(length)
-        body = await reader.readexactly(min(size, MAX_BODY_BYTES))
+        body = await reader.readexactly(min(size, keep))
         # The rest is read past, not left to a close: a request pipelined behind this one may be running already,
         # and a closed connection would make it look unread.
         left = size - len(body)
         while left:
             left -= len(await reader.readexactly(min(left, MAX_BODY_BYTES)))
-        return Response(status, body, pipelining), keep_alive
-    return Response(status, await reader.read(MAX_BODY_BYTES), pipelining), False  # framed by the connection's end
+        return Response(status, body, pipelining, content_type, cut=size > keep), keep_alive
+    body = b""  # framed by the connection's end
+    while len(body) <= keep and (chunk := await reader.read(keep + 1 - len(body))):
+        body += chunk
+    return Response(status, body[:keep], pipelining, content_type, cut=len(body) > keep), False
 
 
-async def _read_chunked(reader: asyncio.StreamReader) -> tuple[bytes, bool]:
-    """(the body, up to MAX_BODY_BYTES; whether it was read to its end)."""
+async def _read_chunked(reader: asyncio.StreamReader, keep: int) -> tuple[bytes, bool]:
+    """(the body, up to `keep` bytes; whether it was read to its end)."""
     body = bytearray()
     while True:
         size_line = await reader.readuntil(b"\r\n")
@@ -218,7 +225,7 @@ async def _read_chunked(reader: asyncio.StreamReader) -> tuple[bytes, bool]:
             while await reader.readuntil(b"\r\n") != b"\r\n":  # trailer fields, if any, up to the empty line
                 pass
             return bytes(body), True
-        if len(body) + size > MAX_BODY_BYTES:
+        if len(body) + size > keep:
             return bytes(body), False
         body += await reader.readexactly(size)
         await reader.readexactly(2)  # the CRLF after each chunk

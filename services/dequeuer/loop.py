@@ -9,6 +9,7 @@ pipelined requests (the worker helper) gets the next batch before it answers the
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import logging
 
 from services.dequeuer.holdings import Holdings
@@ -23,6 +24,7 @@ from thresher.core.aiotasks import create_guarded_task
 from thresher.core.errors import QueueNotFound
 from thresher.core.logs import batch_id_var, job_id_var
 from thresher.core.queue import KIND_JOB_COMPLETE, Delivery, Queue, calls_source
+from thresher.core.results import ResultStore
 from thresher.v1 import jobs_pb2, monitor_pb2
 
 log = logging.getLogger(__name__)
@@ -37,11 +39,12 @@ Result = monitor_pb2.BatchResult
 
 
 class Dequeuer:
-    def __init__(self, settings: Settings, queue: Queue, reporter: Reporter) -> None:
+    def __init__(self, settings: Settings, queue: Queue, reporter: Reporter, results: ResultStore) -> None:
         self._settings = settings
         self._queue = queue
         self._reporter = reporter
-        self._worker = WorkerClient(settings.worker_port, settings.job_id)
+        self._results = results
+        self._worker = WorkerClient(settings.worker_port, settings.job_id, settings.max_result_bytes)
         self._stopping = asyncio.Event()
         self._phase: monitor_pb2.WorkerPhase.ValueType = Phase.WORKER_PHASE_STARTING
         self._holdings = Holdings(queue, settings.visibility_s)
@@ -224,6 +227,8 @@ class Dequeuer:
         if outcome.not_started:  # pipelined, and the worker closed the connection after the one before: again
             outcome = await (await self._worker.send_batch(delivery.batch, attempt, s.batch_timeout_s)).outcome()
         self._receiver.ran(outcome.duration_s)
+        if outcome.ok and outcome.result:
+            outcome = await self._keep_result(delivery, outcome)
         if outcome.ok:
             self._successes.add(delivery, outcome)
             log.debug("batch %s succeeded (attempt %d, %.3f s)", delivery.batch.batch_id, attempt, outcome.duration_s)
@@ -232,6 +237,17 @@ class Dequeuer:
             report = batch_report(delivery, Result.BATCH_RESULT_FAILED, outcome)
             report.max_attempts = s.max_receive_count  # the monitor counts attempts and decides
             self._settler.add(delivery, self._reporter.send(report), outcome.error)
+
+    async def _keep_result(self, delivery: Delivery, outcome: Outcome) -> Outcome:
+        """Store the batch's result before it is reported and acked (a succeeded batch always has its result); a
+        result that cannot be stored fails the attempt."""
+        batch = delivery.batch
+        try:
+            await self._results.put(self._settings.job_id, batch.batch_id, outcome.result, batch.body)
+        except Exception as e:
+            error = f"could not store the batch's result: {type(e).__name__}: {e}"
+            return dataclasses.replace(outcome, ok=False, error=error, result=b"")
+        return outcome
 
     async def _judge_worker(self, delivery: Delivery, outcome: Outcome, report: monitor_pb2.BatchReport | None) -> None:
         """After a failed call: a worker gone or hung is not the batch's fault. The batch then goes back at once,

@@ -26,6 +26,7 @@ class Settings(DequeuerArgs):
     readiness_timeout_s: float  # how long the worker may take to become ready
     hook_timeout_s: float  # limit for one /on-job-complete call
     heartbeat_s: float  # how often the monitor hears that this worker is alive
+    max_result_bytes: int  # a batch's result (its JSON answer) over this fails the attempt
 
     @classmethod
     def create(cls, config: Config, **options: Any) -> Settings:
@@ -49,6 +50,7 @@ class Settings(DequeuerArgs):
             readiness_timeout_s=d.readiness_timeout_s,
             hook_timeout_s=d.hook_timeout_s,
             heartbeat_s=d.heartbeat_s,
+            max_result_bytes=config.results.max_batch_bytes,
         )
 
 

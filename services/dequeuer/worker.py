@@ -10,7 +10,7 @@ import socket
 import time
 from dataclasses import dataclass
 
-from services.dequeuer.http import Exchange, HttpClient, NotStarted, ProtocolError
+from services.dequeuer.http import MAX_BODY_BYTES, Exchange, HttpClient, NotStarted, ProtocolError, Response
 from thresher.core import names
 from thresher.core.queue import Batch
 
@@ -54,12 +54,14 @@ class Outcome:
     unreachable: bool = False  # no answer at all: the worker may be gone (the caller checks)
     not_started: bool = False  # pipelined, and the worker closed the connection without reading it: send it again
     timed_out: bool = False  # no answer within the timeout: a slow batch, or a hung worker (the caller checks)
+    result: bytes = b""  # a batch's result: the body of a 2xx answer that is JSON (Content-Type), when not empty
 
 
 class WorkerClient:
-    def __init__(self, port: int, job_id: str) -> None:
-        self._http = HttpClient(HOST, port)
+    def __init__(self, port: int, job_id: str, max_result_bytes: int) -> None:
+        self._http = HttpClient(HOST, port, max(MAX_BODY_BYTES, max_result_bytes))
         self._port = port
+        self._max_result_bytes = max_result_bytes
         self._job_id = job_id
         self.pipelining = False  # the worker said it takes pipelined requests (in its last answer)
         # The header fields every POST carries, as lines.
@@ -139,7 +141,7 @@ class WorkerClient:
         `pipelinable`; its time then counts from `call.start()`, when the worker is done with the one before.
         """
         lines = f"{self._job_lines}{names.HEADER_BATCH_ID}: {batch.batch_id}\r\n{names.HEADER_ATTEMPT}: {attempt}\r\n"
-        return await self._send("/", batch.body, lines, timeout_s, accept_404=False, after=after)
+        return await self._send("/", batch.body, lines, timeout_s, accept_404=False, after=after, with_result=True)
 
     async def post_hook(self, summary: bytes, timeout_s: float) -> Outcome:
         """POST the job summary to the completion hook; 404 means the worker has no hook, which is success."""
@@ -154,8 +156,9 @@ class WorkerClient:
         timeout_s: float,
         accept_404: bool,
         after: Call | None = None,
+        with_result: bool = False,
     ) -> Call:
-        call = Call(self, path, timeout_s, accept_404)
+        call = Call(self, path, timeout_s, accept_404, with_result)
         after_exchange = after.exchange if after is not None else None
         try:
             if after_exchange is not None or self._http.idle:  # written at once, no connect to wait for
@@ -173,6 +176,17 @@ class WorkerClient:
             call.error, call.unreachable = f"worker not reachable for POST {path}: {type(e).__name__}: {e}", True
         return call
 
+    def result(self, response: Response) -> tuple[bytes, str]:
+        """(the batch's result in a 2xx answer, b"" for none; an error when it is over results.max_batch_bytes)."""
+        if not response.body or not response.content_type.startswith(b"application/json"):
+            return b"", ""
+        if response.cut or len(response.body) > self._max_result_bytes:
+            return b"", (
+                f"the worker's result (its JSON answer) is over results.max_batch_bytes ({self._max_result_bytes}"
+                " bytes): return less per batch, or make batches smaller"
+            )
+        return response.body, ""
+
     async def alive(self, within_s: float = 0.0) -> bool:
         """The worker still accepts connections on its port. After a broken connection, a worker that died mid-batch
         may take a moment to close its port: a refused connect within `within_s` says at once that it is gone, and
@@ -188,11 +202,14 @@ class WorkerClient:
 class Call:
     """A POST written to the worker, its answer to come."""
 
-    def __init__(self, client: WorkerClient, path: str, timeout_s: float, accept_404: bool) -> None:
+    def __init__(
+        self, client: WorkerClient, path: str, timeout_s: float, accept_404: bool, with_result: bool = False
+    ) -> None:
         self._client = client
         self._path = path
         self._timeout_s = timeout_s
         self._accept_404 = accept_404
+        self._with_result = with_result  # a batch's call: its answer may be a result
         self._started = time.monotonic()
         self.exchange: Exchange | None = None
         self.error = ""  # set when it could not even be written
@@ -212,7 +229,7 @@ class Call:
     async def outcome(self) -> Outcome:
         """Wait for the answer, until `timeout_s` after the POST was written; any 2xx is success."""
         path, status, error, unreachable, not_started = self._path, 0, self.error, self.unreachable, self.not_started
-        timed_out = self.timed_out
+        timed_out, result = self.timed_out, b""
         if self.exchange is not None:
             try:
                 async with asyncio.timeout_at(asyncio.get_running_loop().time() + self._remaining_s()):
@@ -222,6 +239,8 @@ class Call:
                 if not (200 <= status < 300 or (self._accept_404 and status == 404)):
                     text = response.body[:ERROR_BODY_BYTES].decode("utf-8", errors="replace")
                     error = f"worker answered HTTP {status} to POST {path}: {text}"
+                elif self._with_result:
+                    result, error = self._client.result(response)
             except TimeoutError:
                 error, timed_out = f"worker did not answer POST {path} within {self._timeout_s:g} s (timeout)", True
             except NotStarted as e:
@@ -230,7 +249,7 @@ class Call:
                 error = f"worker not reachable for POST {path}: {type(e).__name__}: {e}"
                 unreachable = True
         duration_s = time.monotonic() - self._started
-        return Outcome(not error, status, error, duration_s, unreachable, not_started, timed_out)
+        return Outcome(not error, status, error, duration_s, unreachable, not_started, timed_out, result)
 
     def _remaining_s(self) -> float:
         return self._timeout_s - (time.monotonic() - self._started)

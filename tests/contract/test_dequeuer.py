@@ -24,6 +24,7 @@ from tests.helpers import TEST_TRUST, assert_eventually
 from thresher.core import names, rpc, trust
 from thresher.core.config import Config, config_env
 from thresher.core.queue import KIND_JOB_COMPLETE, Batch, Depth, Queue, QueueBackend, open_queue_backend
+from thresher.core.results import ResultStore, open_result_store
 from thresher.v1 import jobs_pb2, monitor_pb2, monitor_pb2_grpc
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -126,6 +127,8 @@ class FakeWorker:
     hook_status: int = 200
     hook_failures: int = 0  # answer 500 to this many hook calls first
     freeze_on: str = ""  # a batch id or the hook's path: from that call on, it answers nothing at all (a SIGSTOP)
+    # batch id -> the body and Content-Type of its 200 answer; else an empty one
+    answers: dict[str, tuple[bytes, str]] = field(default_factory=dict)
     calls: list[Call] = field(default_factory=list)
     finished: list[str] = field(default_factory=list)
     readiness_checks: int = 0
@@ -169,7 +172,8 @@ class FakeWorker:
         self.finished.append(batch_id)
         if batch_id in self.fail:
             return web.Response(status=self.fail[batch_id], text=f"model exploded on {batch_id}")
-        return web.json_response({"ok": True})
+        body, content_type = self.answers.get(batch_id, (b"", "application/octet-stream"))
+        return web.Response(body=body, content_type=content_type)
 
     async def _hook(self, request: web.Request) -> web.Response:
         self.calls.append(Call(names.HOOK_PATH, dict(request.headers), await request.read()))
@@ -207,6 +211,7 @@ class Harness:
     monitor_server: grpc.aio.Server
     monitor_port: int
     worker: FakeWorker
+    results: ResultStore
     running: list[Running] = field(default_factory=list)
 
     async def send(self, *batch_ids: str) -> None:
@@ -224,7 +229,7 @@ class Harness:
         )
         reporter = Reporter(f"127.0.0.1:{self.monitor_port}", JOB_ID, worker_id, token(worker_id))
         reporter.start()
-        dequeuer = Dequeuer(settings, self.queue, reporter)
+        dequeuer = Dequeuer(settings, self.queue, reporter, self.results)
         running = Running(dequeuer, asyncio.create_task(dequeuer.run()), reporter)
         self.running.append(running)
         return running
@@ -257,7 +262,7 @@ async def make_harness(tmp_path: Path, visibility_s: float = VISIBILITY_S) -> Ha
     server, port = await start_monitor(monitor)
     config.addresses.monitor = f"127.0.0.1:{port}"
     worker = FakeWorker()
-    return Harness(config, backend, backend.open(QUEUE), monitor, server, port, worker)
+    return Harness(config, backend, backend.open(QUEUE), monitor, server, port, worker, open_result_store(config))
 
 
 @pytest.fixture
@@ -343,6 +348,43 @@ async def test_failing_batch_is_retried_then_dead_lettered_with_its_error(harnes
     assert {f.max_attempts for f in failures} == {3}
     assert failures[-1].error == dead.error
     assert harness.monitor.results("good") == [(Result.BATCH_RESULT_SUCCEEDED, 1)]
+
+
+async def test_a_json_answer_is_the_batch_result_kept_under_its_index_before_the_ack(harness: Harness) -> None:
+    # Given batches whose worker answers JSON (one of them twice: its first attempt fails), plain text, or nothing
+    ids = [f"{JOB_ID}-{index:06d}" for index in range(4)]
+    for index, batch_id in enumerate(ids[:2]):
+        harness.worker.answers[batch_id] = (b'{"n": %d}' % index, "application/json")
+    harness.worker.answers[ids[2]] = (b"done", "text/plain")  # not JSON: no result
+    harness.worker.cut[ids[0]] = 1  # its first attempt fails: the result is the successful one's, once
+    await harness.send(*ids)
+    # When the dequeuer runs them
+    harness.start_dequeuer()
+    await assert_eventually(all_done(harness))
+    # Then each JSON answer is kept once, under its batch's index, with the batch's items, in batch order
+    [page] = [page async for page in harness.results.read(JOB_ID)]
+    assert [(r.index, r.batch_id, r.result, r.items) for r in page] == [
+        (index, batch_id, b'{"n": %d}' % index, f'[{{"item": "{batch_id}"}}]'.encode())
+        for index, batch_id in enumerate(ids[:2])
+    ]
+    assert [r.index for page in [p async for p in harness.results.read(JOB_ID, after=0)] for r in page] == [1]
+
+
+async def test_a_result_over_max_batch_bytes_fails_the_attempt_with_a_clear_error(harness: Harness) -> None:
+    # Given a limit of 100 bytes and a worker answering 200 bytes of JSON for one batch
+    harness.config.results.max_batch_bytes = 100
+    big, small = f"{JOB_ID}-000000", f"{JOB_ID}-000001"
+    harness.worker.answers[big] = (b'{"x": "%s"}' % (b"y" * 200), "application/json")
+    harness.worker.answers[small] = (b"[1]", "application/json")
+    await harness.send(big, small)
+    # When the dequeuer runs them
+    harness.start_dequeuer()
+    # Then the big one fails each attempt and is dead-lettered saying why; the small one's result is kept
+    await assert_eventually(all_done(harness, dead=1))
+    [dead] = await harness.queue.dead_letters()
+    assert dead.batch.batch_id == big and "over results.max_batch_bytes (100 bytes)" in dead.error
+    [page] = [page async for page in harness.results.read(JOB_ID)]
+    assert [(r.batch_id, r.result) for r in page] == [(small, b"[1]")]
 
 
 async def test_a_cut_connection_from_a_worker_still_up_is_a_failed_attempt_not_a_lost_worker(harness: Harness) -> None:

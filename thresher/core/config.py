@@ -123,6 +123,17 @@ class InputSettings:
 
 
 @dataclass
+class ResultSettings:
+    """Where batches' results are kept (thresher/core/results/): under <data_dir>/results, or under an S3 prefix."""
+
+    s3_prefix: str = ""  # s3://bucket/prefix: every job's results under <prefix>/<job_id>/; empty: the data dir
+    s3_endpoint_url: str = ""  # e.g. http://127.0.0.1:5000 for an S3-compatible server; empty: AWS
+    s3_region: str = ""  # e.g. us-east-1
+    max_batch_bytes: int = 10 * 1024 * 1024  # a larger answer fails the attempt
+    ttl_s: float = 0.0  # results of jobs ended this long ago are deleted; 0: kept until DELETE .../results
+
+
+@dataclass
 class KubernetesSettings:
     """How the kubernetes runtime (runtime.backend = kubernetes) runs workers: one batch/v1 Job per job.
 
@@ -178,6 +189,7 @@ class Config:
     monitor: MonitorSettings = field(default_factory=MonitorSettings)
     kubernetes: KubernetesSettings = field(default_factory=KubernetesSettings)
     inputs: InputSettings = field(default_factory=InputSettings)
+    results: ResultSettings = field(default_factory=ResultSettings)
     tls: TlsSettings = field(default_factory=TlsSettings)
     auth: AuthSettings = field(default_factory=AuthSettings)
     limits: LimitSettings = field(default_factory=LimitSettings)

@@ -51,11 +51,14 @@ class S3Store(ObjectStore):
         )
         self._executor = ThreadPoolExecutor(max_workers=MAX_THREADS, thread_name_prefix="s3")
 
-    async def list(self, prefix: str) -> AsyncIterator[ObjectInfo]:
+    async def list(self, prefix: str, start_after: str = "") -> AsyncIterator[ObjectInfo]:
+        """`start_after`: only the keys after this one (a path under `prefix`), as S3 lists them."""
         bucket, key_prefix = split_s3_path(prefix)
         token: str | None = None
         while True:
             params: dict[str, Any] = {"Bucket": bucket, "Prefix": key_prefix, "MaxKeys": self._list_page}
+            if start_after:
+                params["StartAfter"] = split_s3_path(start_after)[1]
             if token:
                 params["ContinuationToken"] = token
             reply = await self._call(prefix, self._client.list_objects_v2, **params)
@@ -81,6 +84,25 @@ class S3Store(ObjectStore):
             if "InvalidRange" in str(e):  # at or past the end: nothing more to read
                 return b""
             raise
+
+    async def read(self, path: str) -> bytes:
+        bucket, key = split_s3_path(path)
+        return await self._call(path, lambda: bytes(self._client.get_object(Bucket=bucket, Key=key)["Body"].read()))
+
+    async def write(self, path: str, data: bytes) -> None:
+        """One PutObject: S3 makes it visible whole, replacing any object of that key."""
+        bucket, key = split_s3_path(path)
+        await self._call(path, self._client.put_object, Bucket=bucket, Key=key, Body=data)
+
+    async def delete(self, paths: list[str]) -> None:
+        """Delete objects of one bucket, 1000 per DeleteObjects call (S3's maximum)."""
+        for start in range(0, len(paths), LIST_PAGE):
+            chunk = paths[start : start + LIST_PAGE]
+            bucket = split_s3_path(chunk[0])[0]
+            keys = [{"Key": split_s3_path(path)[1]} for path in chunk]
+            await self._call(
+                chunk[0], self._client.delete_objects, Bucket=bucket, Delete={"Objects": keys, "Quiet": True}
+            )
 
     async def close(self) -> None:
         self._executor.shutdown(wait=False, cancel_futures=True)

@@ -1,0 +1,102 @@
+"""Results as files under `<data_dir>/results/<job_id>/`, each written to a temporary file and renamed into place.
+
+Files are not fsync'ed: a result written before its batch's ack survives a process crash (the page cache keeps it);
+a power loss could lose recent ones, as it could the SQLite queue's last transactions (synchronous=NORMAL).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import shutil
+import uuid
+from collections.abc import AsyncIterator
+from pathlib import Path
+
+from thresher.core.results.base import (
+    PAGE,
+    ResultsSize,
+    ResultStore,
+    StoredResult,
+    batch_index,
+    decode,
+    encode,
+    name_index,
+    object_name,
+)
+
+
+class LocalResultStore(ResultStore):
+    def __init__(self, root: Path) -> None:
+        self._root = root
+
+    def _dir(self, job_id: str) -> Path:
+        return self._root / job_id
+
+    async def put(self, job_id: str, batch_id: str, result: bytes, items: bytes) -> None:
+        await asyncio.to_thread(
+            self._write, self._dir(job_id), object_name(batch_index(batch_id)), encode(batch_id, result, items)
+        )
+
+    @staticmethod
+    def _write(folder: Path, name: str, data: bytes) -> None:
+        temp = folder / f".{name}.{uuid.uuid4().hex}.tmp"
+        try:
+            temp.write_bytes(data)
+        except FileNotFoundError:
+            folder.mkdir(parents=True, exist_ok=True)
+            temp.write_bytes(data)
+        os.replace(temp, folder / name)  # atomic: a reader sees the old result or the new one, never a part
+
+    async def read(self, job_id: str, after: int = -1) -> AsyncIterator[list[StoredResult]]:
+        indexes = await asyncio.to_thread(self._indexes, self._dir(job_id), after)
+        for start in range(0, len(indexes), PAGE):
+            page = await asyncio.to_thread(self._read_page, self._dir(job_id), indexes[start : start + PAGE])
+            if page:
+                yield page
+
+    @staticmethod
+    def _indexes(folder: Path, after: int) -> list[int]:
+        try:
+            names = os.listdir(folder)
+        except FileNotFoundError:
+            return []
+        return sorted(i for i in map(name_index, names) if i is not None and i > after)
+
+    @staticmethod
+    def _read_page(folder: Path, indexes: list[int]) -> list[StoredResult]:
+        page = []
+        for index in indexes:
+            try:
+                page.append(decode(index, (folder / object_name(index)).read_bytes()))
+            except FileNotFoundError:  # deleted meanwhile
+                continue
+        return page
+
+    async def size(self, job_id: str) -> ResultsSize:
+        return await asyncio.to_thread(self._size, self._dir(job_id))
+
+    @staticmethod
+    def _size(folder: Path) -> ResultsSize:
+        count = total = 0
+        try:
+            entries = list(os.scandir(folder))
+        except FileNotFoundError:
+            return ResultsSize()
+        for entry in entries:
+            if name_index(entry.name) is not None:
+                try:
+                    total += entry.stat().st_size
+                except FileNotFoundError:
+                    continue
+                count += 1
+        return ResultsSize(count, total)
+
+    async def delete(self, job_id: str) -> ResultsSize:
+        folder = self._dir(job_id)
+        size = await asyncio.to_thread(self._size, folder)
+        await asyncio.to_thread(shutil.rmtree, folder, ignore_errors=True)
+        return size
+
+    async def close(self) -> None:
+        pass  # no connections
