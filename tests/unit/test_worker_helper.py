@@ -35,11 +35,13 @@ class Recorder:
         self.batches: list[tuple[list[Any], BatchContext]] = []
         self.hooks: list[tuple[dict[str, Any], JobContext]] = []
         self.fail_with: Exception | None = None
+        self.returns: Any = None  # what handle_batch returns: the batch's result
 
-    def handle_batch(self, items: list[Any], ctx: BatchContext) -> None:
+    def handle_batch(self, items: list[Any], ctx: BatchContext) -> Any:
         self.batches.append((items, ctx))
         if self.fail_with:
             raise self.fail_with
+        return self.returns
 
     def on_job_complete(self, summary: dict[str, Any], ctx: JobContext) -> None:
         self.hooks.append((summary, ctx))
@@ -80,7 +82,8 @@ def request(server: WorkerServer, method: str, path: str, body: Any = None, head
         data = None if body is None else (body if isinstance(body, bytes) else json.dumps(body).encode())
         conn.request(method, path, body=data, headers={"Content-Type": "application/json", **(headers or {})})
         response = conn.getresponse()
-        return response.status, json.loads(response.read())
+        data = response.read()
+        return response.status, json.loads(data) if data else None
     finally:
         conn.close()
 
@@ -96,12 +99,32 @@ BATCH_HEADERS = {
 def test_a_batch_reaches_handle_batch_with_its_items_and_context(server: WorkerServer, recorder: Recorder) -> None:
     status, body = request(server, "POST", "/", [{"a": 1}, "é", 3], BATCH_HEADERS)
 
-    assert (status, body) == (200, {"ok": True})
+    assert (status, body) == (200, None)  # handle_batch returned None: no result, an empty answer
     ((items, ctx),) = recorder.batches
     assert items == [{"a": 1}, "é", 3]
     assert (ctx.job_id, ctx.batch_id, ctx.attempt) == ("job1", "job1-000007", 2)
     assert ctx.config == {"lang": "en"}
     assert ctx.spec == SPEC
+
+
+def test_what_handle_batch_returns_is_the_json_answer_the_batch_result(server: WorkerServer, recorder: Recorder) -> None:
+    recorder.returns = {"labels": ["cat", "dog"], "score": 0.5}
+    conn = http.client.HTTPConnection("127.0.0.1", server.port, timeout=10)
+    try:
+        conn.request("POST", "/", body=b"[1, 2]", headers={"Content-Type": "application/json", **BATCH_HEADERS})
+        response = conn.getresponse()
+        assert (response.status, response.getheader("Content-Type")) == (200, "application/json")
+        assert json.loads(response.read()) == {"labels": ["cat", "dog"], "score": 0.5}
+    finally:
+        conn.close()
+
+
+def test_a_result_that_is_not_json_fails_the_batch_saying_so(server: WorkerServer, recorder: Recorder) -> None:
+    recorder.returns = {1, 2}  # a set: json.dumps refuses it
+
+    status, body = request(server, "POST", "/", [1], BATCH_HEADERS)
+
+    assert status == 500 and "handle_batch returned a value that is not JSON (set)" in body["error"]
 
 
 def test_a_failing_batch_answers_500_with_the_error_and_logs_its_traceback(
@@ -261,7 +284,7 @@ def test_one_connection_takes_many_requests_and_pipelined_ones_in_order(
     # Then each is answered, in order, and the connection closes after the third
     assert answer.count(b"HTTP/1.1 200 OK\r\n") == 3
     assert [items for items, _ in recorder.batches] == [[1], [2], [3]]
-    assert answer.endswith(b"Connection: close\r\n\r\n" + b'{"ok": true}')
+    assert answer.endswith(b"Connection: close\r\n\r\n")  # and an empty body: handle_batch returned no result
 
 
 def test_an_http_1_0_request_is_answered_and_its_connection_closed(server: WorkerServer) -> None:

@@ -4,13 +4,14 @@ Standard library only, so a worker image needs nothing but Python and this packa
 
     from thresher.worker import BatchContext, JobContext, serve
 
-    def handle_batch(items: list, ctx: BatchContext) -> None: ...     # raise to fail the batch
+    def handle_batch(items: list, ctx: BatchContext) -> Any: ...      # raise to fail the batch; JSON: its result
     def on_job_complete(summary: dict, ctx: JobContext) -> None: ...   # optional
 
     serve(handle_batch, on_job_complete=on_job_complete)               # blocks; port from $CORTEX_PORT
 
-Batches may arrive more than once (at least once delivery): make `handle_batch` idempotent, for example by
-naming its output after `ctx.batch_id`.
+What `handle_batch` returns (anything `json.dumps` takes) is the batch's result, which Thresher keeps and hands back
+in batch order (`GET /v1/jobs/<id>/results`); None: no result. Batches may arrive more than once (at least once
+delivery): make `handle_batch` idempotent (its result is kept once, the last successful attempt's).
 """
 
 from __future__ import annotations
@@ -40,7 +41,7 @@ if TYPE_CHECKING:
     from typing import Any
 
     JSON = dict[str, Any]
-    BatchHandler = Callable[[list[Any], BatchContext], None]
+    BatchHandler = Callable[[list[Any], BatchContext], Any]
     HookHandler = Callable[[JSON, JobContext], None]
 
 __all__ = ["BatchContext", "JobContext", "JobSpecFile", "WorkerServer", "job_spec", "make_server", "serve"]
@@ -59,8 +60,7 @@ SHUTDOWN_POLL_S = 0.02
 # sends the next batch before this one's answer, and it is read as soon as this one is answered.
 _PIPELINING = f"{names.HEADER_PIPELINING}: 1\r\n"
 _RDHUP = getattr(select, "POLLRDHUP", 0)  # Linux: the peer closed its side (even with some of its data unread)
-_OK: JSON = {"ok": True}
-_OK_BODY = json.dumps(_OK).encode()
+_OK_BODY = json.dumps({"ok": True}).encode()
 # Header field names as the reader keeps them: lower case.
 _JOB_ID = names.HEADER_JOB_ID.lower()
 _CORTEX_JOB_ID = names.HEADER_CORTEX_JOB_ID.lower()
@@ -229,7 +229,7 @@ class _Handler(socketserver.StreamRequestHandler):
             if read_body(request, self.rfile, self.wfile) is None:  # a body on a GET is read past, if any
                 return False
             if route == READINESS_PATH:
-                self._reply(200, _OK)
+                self._reply(200, _OK_BODY)
             else:
                 self._reply(404, {"ok": False, "error": f"no route GET {route}"})
         else:
@@ -252,7 +252,7 @@ class _Handler(socketserver.StreamRequestHandler):
         service_var.set("worker")
         job_id_var.set(ctx.job_id)
         batch_id_var.set(ctx.batch_id)
-        self._call(lambda: self.server.app.handle_batch(items, ctx), f"batch {ctx.batch_id} failed")
+        self._call(lambda: _result(self.server.app.handle_batch(items, ctx)), f"batch {ctx.batch_id} failed")
 
     def _hook(self, body: bytes) -> None:
         hook = self.server.app.on_job_complete
@@ -268,16 +268,22 @@ class _Handler(socketserver.StreamRequestHandler):
         service_var.set("worker")
         job_id_var.set(ctx.job_id)
         batch_id_var.set("")  # this thread may have handled a batch on the same connection before
-        self._call(lambda: hook(summary, ctx), "on_job_complete failed")
 
-    def _call(self, fn: Callable[[], None], failure: str) -> None:
+        def call_hook() -> bytes:
+            hook(summary, ctx)
+            return _OK_BODY
+
+        self._call(call_hook, "on_job_complete failed")
+
+    def _call(self, fn: Callable[[], bytes], failure: str) -> None:
+        """Answer 200 with what `fn` returns (a JSON body; empty: none), or 500 with the exception it raised."""
         try:
-            fn()
+            body = fn()
         except Exception as e:  # the user's failure becomes the batch's error
             log.exception(failure)
             self._reply(500, {"ok": False, "error": f"{type(e).__name__}: {e}"})
         else:
-            self._reply(200, _OK)
+            self._reply(200, body)
 
     def _job_id(self, spec: JSON) -> str:
         return self.headers.get(_JOB_ID) or self.headers.get(_CORTEX_JOB_ID) or spec.get("job_id", "")
@@ -294,9 +300,10 @@ class _Handler(socketserver.StreamRequestHandler):
             return None
         return value
 
-    def _reply(self, status: int, payload: JSON, close: bool = False) -> None:
-        """Answer in one write: one packet, and one wake-up of the dequeuer waiting for it."""
-        data = _OK_BODY if payload is _OK else json.dumps(payload).encode()
+    def _reply(self, status: int, payload: JSON | bytes, close: bool = False) -> None:
+        """Answer in one write: one packet, and one wake-up of the dequeuer waiting for it. `payload`: a JSON object,
+        or a JSON body already encoded (empty: none)."""
+        data = payload if isinstance(payload, bytes) else json.dumps(payload).encode()
         head = f"HTTP/1.1 {status} {REASONS.get(status, '')}\r\nContent-Type: application/json\r\n"
         head += f"Content-Length: {len(data)}\r\n{_PIPELINING}"
         self.open = self.keep_alive and not (close or self.server.stopping)
@@ -305,6 +312,16 @@ class _Handler(socketserver.StreamRequestHandler):
         self.wfile.write(head.encode() + b"\r\n" + data)
         if log.isEnabledFor(logging.DEBUG):  # one call per request: not even the formatting when it is not shown
             log.debug('%s "%s" %d %d', self.client_address[0], self.request_line, status, len(data))
+
+
+def _result(value: Any) -> bytes:
+    """`handle_batch`'s return value as the answer's body: its JSON, or nothing for None."""
+    if value is None:
+        return b""
+    try:
+        return json.dumps(value).encode()
+    except (TypeError, ValueError) as e:
+        raise TypeError(f"handle_batch returned a value that is not JSON ({type(value).__name__}): {e}") from e
 
 
 def _client_gone(sock: socket.socket) -> bool:
