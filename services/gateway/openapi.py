@@ -224,6 +224,27 @@ PATHS: dict[str, dict[str, Any]] = {
             },
         }
     },
+    "/v1/jobs/{job_id}/results": {
+        "get": _op(
+            "The job's results as JSON Lines in batch order (`batch_id`, `index`, `result`, with ?items=true `items`);"
+            " ?after=<index> resumes, ?follow=true streams new ones until the job is final",
+            {"description": "JSON Lines", "content": {"application/x-ndjson": {"schema": {"type": "string"}}}},
+            400,
+            404,
+            parameters=[
+                _JOB_ID_PARAM,
+                {"name": "after", "in": "query", "schema": {"type": "integer", "minimum": 0}},
+                {"name": "follow", "in": "query", "schema": {"type": "boolean"}},
+                {"name": "items", "in": "query", "schema": {"type": "boolean"}},
+            ],
+        ),
+        "delete": _op(
+            "Delete the job's results",
+            _json("what was deleted", {"type": "object"}),
+            404,
+            parameters=[_JOB_ID_PARAM],
+        ),
+    },
     "/healthz": {"get": {"summary": "The gateway is up", "responses": {"200": _json("ok", {"type": "object"})}}},
     "/openapi.json": {"get": {"summary": "This document", "responses": {"200": _json("OpenAPI", {"type": "object"})}}},
 }

@@ -18,6 +18,7 @@ from services.gateway.middleware import (
     request_log_middleware,
 )
 from services.gateway.openapi import openapi_document
+from services.gateway.results import delete_results, read_results
 from services.gateway.routes import CONFIG, add_routes
 from services.gateway.ui import add_console_routes
 from thresher.core import rpc, trust
@@ -48,6 +49,8 @@ def create_app(config: Config) -> web.Application:
     add_routes(app)
     app.router.add_get("/v1/jobs/{job_id}/events", job_events)
     app.router.add_get("/v1/jobs/{job_id}/logs", job_logs)
+    app.router.add_get("/v1/jobs/{job_id}/results", read_results)
+    app.router.add_delete("/v1/jobs/{job_id}/results", delete_results)
     app.router.add_get("/openapi.json", openapi_document)
     add_console_routes(app)
     if not config.addresses.gateway_metrics:

@@ -99,6 +99,7 @@ def job_status(job: jobs_pb2.Job) -> dict[str, Any]:
         "retry_of": job.retry_of or None,
         "owner": job.owner or None,
         "queue_calls": {"total": sum(job.queue_calls.values()), "by_operation": dict(sorted(job.queue_calls.items()))},
+        "results": {"count": job.results.count, "bytes": job.results.bytes},
     }
     return status
 

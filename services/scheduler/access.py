@@ -24,6 +24,8 @@ METHOD_SCOPES: dict[str, tuple[str, ...]] = {
     "ListFailedBatches": (READ, SUBMIT),
     "StopJob": (SUBMIT,),
     "RetryFailed": (SUBMIT,),
+    "ReadResults": (READ, SUBMIT),
+    "DeleteResults": (SUBMIT,),
 }
 
 

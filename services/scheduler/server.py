@@ -11,12 +11,15 @@ import grpc
 
 from services.scheduler import access
 from services.scheduler.manager import JobManager
+from services.scheduler.results import JobResults
 from services.scheduler.store import JobStore
 from thresher.core import rpc, statuses, trust
+from thresher.core.aiotasks import create_guarded_task
 from thresher.core.auth import Caller, KeyRing
 from thresher.core.config import Config
 from thresher.core.names import GRPC_AUTHORIZATION_KEY
 from thresher.core.queue import open_queue_backend
+from thresher.core.results import open_result_store
 from thresher.core.runtime import open_runtime
 from thresher.v1 import enqueuer_pb2_grpc, jobs_pb2, jobs_pb2_grpc, monitor_pb2_grpc, scheduler_pb2, scheduler_pb2_grpc
 
@@ -28,9 +31,10 @@ WATCH_INTERVAL_S = 0.25
 class JobsServicer(jobs_pb2_grpc.JobsServicer):
     """Each method first finds the caller from its API key (metadata `authorization`) and checks its scope."""
 
-    def __init__(self, manager: JobManager, keys: KeyRing) -> None:
+    def __init__(self, manager: JobManager, keys: KeyRing, results: JobResults) -> None:
         self._manager = manager
         self._keys = keys
+        self._results = results
 
     def _caller(self, context: grpc.aio.ServicerContext, method: str) -> Caller:
         metadata = dict(context.invocation_metadata() or ())
@@ -70,13 +74,18 @@ class JobsServicer(jobs_pb2_grpc.JobsServicer):
 
     async def GetJob(self, request: jobs_pb2.JobRef, context: grpc.aio.ServicerContext) -> jobs_pb2.Job:
         caller = self._caller(context, "GetJob")
-        return await self._manager.get(request.job_id, request.api_name, caller)
+        return await self._with_results(await self._manager.get(request.job_id, request.api_name, caller))
+
+    async def _with_results(self, job: jobs_pb2.Job) -> jobs_pb2.Job:
+        job.results.CopyFrom(await self._results.size(job, statuses.is_final(job.status)))
+        return job
 
     async def ListJobs(
         self, request: jobs_pb2.ListJobsRequest, context: grpc.aio.ServicerContext
     ) -> jobs_pb2.ListJobsResponse:
         caller = self._caller(context, "ListJobs")
-        return jobs_pb2.ListJobsResponse(jobs=await self._manager.list(request.api_name, request.limit, caller))
+        jobs = await self._manager.list(request.api_name, request.limit, caller)
+        return jobs_pb2.ListJobsResponse(jobs=[await self._with_results(job) for job in jobs])
 
     async def StopJob(self, request: jobs_pb2.JobRef, context: grpc.aio.ServicerContext) -> jobs_pb2.Job:
         caller = self._caller(context, "StopJob")
@@ -88,7 +97,7 @@ class JobsServicer(jobs_pb2_grpc.JobsServicer):
         caller = self._caller(context, "WatchJob")
         last = None
         while True:
-            job = await self._manager.get(request.job_id, request.api_name, caller)
+            job = await self._with_results(await self._manager.get(request.job_id, request.api_name, caller))
             if job != last:
                 yield job
                 last = job
@@ -110,6 +119,30 @@ class JobsServicer(jobs_pb2_grpc.JobsServicer):
         async for lines in self._manager.logs(request.job_id, request.follow, caller):
             for line in lines:
                 yield line
+
+    async def ReadResults(
+        self, request: jobs_pb2.ReadResultsRequest, context: grpc.aio.ServicerContext
+    ) -> AsyncIterator[jobs_pb2.BatchOutputs]:
+        caller = self._caller(context, "ReadResults")
+        await self._manager.get(request.job_id, "", caller)  # it exists, and the caller may read it
+
+        async def is_final() -> bool:
+            return statuses.is_final((await self._manager.get(request.job_id, "", caller)).status)
+
+        after = request.after if request.HasField("after") else -1
+        async for page in self._results.read(request.job_id, after, request.follow, is_final):
+            if not request.items:
+                for output in page:
+                    output.ClearField("items_json")
+            yield jobs_pb2.BatchOutputs(outputs=page)
+
+    async def DeleteResults(
+        self, request: jobs_pb2.JobRef, context: grpc.aio.ServicerContext
+    ) -> jobs_pb2.DeletedResults:
+        caller = self._caller(context, "DeleteResults")
+        job = await self._manager.get(request.job_id, request.api_name, caller)
+        access.check_job(caller, job.job_id, job.owner, change=True)
+        return await self._results.delete(job)
 
     async def RetryFailed(self, request: jobs_pb2.JobRef, context: grpc.aio.ServicerContext) -> jobs_pb2.Job:
         caller = self._caller(context, "RetryFailed")
@@ -142,10 +175,13 @@ async def create_server(config: Config, address: str) -> tuple[grpc.aio.Server, 
     enqueuer = rpc.Client(enqueuer_pb2_grpc.EnqueuerStub(rpc.channel(config.addresses.enqueuer, config.tls)), token)
     monitor = rpc.Client(monitor_pb2_grpc.MonitorStub(rpc.channel(config.addresses.monitor, config.tls)), token)
     manager = JobManager(config, store, open_queue_backend(config), open_runtime(config), enqueuer, monitor)
+    results = JobResults(open_result_store(config), config.results.ttl_s)
+    if config.results.ttl_s > 0:
+        create_guarded_task(results.expire(store), "expire results")
     server, port = await rpc.start_server(
         address,
         [
-            (jobs_pb2_grpc.add_JobsServicer_to_server, JobsServicer(manager, keys), "thresher.v1.Jobs"),
+            (jobs_pb2_grpc.add_JobsServicer_to_server, JobsServicer(manager, keys, results), "thresher.v1.Jobs"),
             (scheduler_pb2_grpc.add_SchedulerServicer_to_server, SchedulerServicer(manager), "thresher.v1.Scheduler"),
         ],
         stack,

@@ -169,6 +169,12 @@ class JobStore:
         rows = await self._run(lambda db: db.execute(statement, (*params, limit)).fetchall())
         return [_decode(r) for r in rows]
 
+    async def ended_before(self, cutoff: float) -> list[tuple[str, str]]:
+        """(job id, API) of the jobs that ended before `cutoff` (a time.time())."""
+        statement = "SELECT job_id, api_name FROM jobs WHERE end_time IS NOT NULL AND end_time < ? ORDER BY job_id"
+        rows = await self._run(lambda db: db.execute(statement, (cutoff,)).fetchall())
+        return [(str(r[0]), str(r[1])) for r in rows]
+
     async def in_progress(self, api_name: str) -> tuple[int, int]:
         """How many jobs of the API have not ended (pending, enqueuing, running), and the workers of every job that
         has not ended, together."""

@@ -1,0 +1,92 @@
+"""The jobs' results, as the Jobs service shows them: read back in batch order (following a running job), their
+size in each job's status, deleted on request or once `results.ttl_s` has passed since the job ended.
+
+Dequeuers write results (services/dequeuer/loop.py) before they ack a batch, so once a job is final every result it
+will have is stored: a follow ends after one last read past the final status. A follow polls the store every
+FOLLOW_POLL_S while it finds nothing new (a directory listing locally, a ListObjectsV2 call on S3).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+from collections.abc import AsyncIterator, Awaitable, Callable
+
+from prometheus_client import Gauge
+
+from services.scheduler.store import JobStore
+from thresher.core.names import METRIC_PREFIX
+from thresher.core.results import ResultsSize, ResultStore
+from thresher.v1 import jobs_pb2
+
+log = logging.getLogger(__name__)
+
+FOLLOW_POLL_S = 0.25  # how often a follow looks for new results while it finds none
+SIZE_CACHE_S = 2.0  # a running job's size is listed again after this long (job statuses are read often)
+EXPIRY_INTERVAL_S = 60.0  # how often results past results.ttl_s are looked for
+
+RESULTS_BYTES = Gauge(
+    f"{METRIC_PREFIX}results_bytes", "Bytes of batch results kept, by API (jobs read since start).", ["api_name"]
+)
+RESULTS_DELETED_BYTES = Gauge(
+    f"{METRIC_PREFIX}results_deleted_bytes", "Bytes of batch results deleted (on request or expired) since start."
+)
+
+
+class JobResults:
+    def __init__(self, results: ResultStore, ttl_s: float) -> None:
+        self._results = results
+        self._ttl_s = ttl_s
+        self._sizes: dict[str, tuple[float, str, ResultsSize]] = {}  # job id -> (listed at, its API, its size)
+
+    async def size(self, job: jobs_pb2.Job, final: bool) -> jobs_pb2.ResultsSize:
+        """The job's results now (a final job's once listed, a running job's at most SIZE_CACHE_S old)."""
+        cached = self._sizes.get(job.job_id)
+        if cached is None or (not final and time.monotonic() - cached[0] > SIZE_CACHE_S):
+            self._sizes[job.job_id] = (time.monotonic(), job.api_name, await self._results.size(job.job_id))
+            self._update_gauge(job.api_name)
+        size = self._sizes[job.job_id][2]
+        return jobs_pb2.ResultsSize(count=size.count, bytes=size.bytes)
+
+    async def read(
+        self, job_id: str, after: int, follow: bool, is_final: Callable[[], Awaitable[bool]]
+    ) -> AsyncIterator[list[jobs_pb2.BatchOutput]]:
+        """Pages of results after index `after`, in order; following, until a read after the job is final."""
+        while True:
+            final = follow and await is_final()  # looked at before the read: no result can come after it
+            async for page in self._results.read(job_id, after):
+                after = page[-1].index
+                yield [
+                    jobs_pb2.BatchOutput(batch_id=r.batch_id, index=r.index, result_json=r.result, items_json=r.items)
+                    for r in page
+                ]
+            if not follow or final:
+                return
+            await asyncio.sleep(FOLLOW_POLL_S)
+
+    async def delete(self, job: jobs_pb2.Job) -> jobs_pb2.DeletedResults:
+        size = await self._results.delete(job.job_id)
+        self._sizes[job.job_id] = (time.monotonic(), job.api_name, ResultsSize())
+        self._update_gauge(job.api_name)
+        RESULTS_DELETED_BYTES.inc(size.bytes)
+        log.info(
+            "deleted %d results (%d bytes) of job %s", size.count, size.bytes, job.job_id, extra={"job_id": job.job_id}
+        )
+        return jobs_pb2.DeletedResults(job_id=job.job_id, deleted_results=size.count, deleted_bytes=size.bytes)
+
+    async def expire(self, store: JobStore) -> None:
+        """Forever: delete the results of jobs that ended over `ttl_s` ago (each job once per process)."""
+        expired: set[str] = set()
+        while True:
+            for job_id, api_name in await store.ended_before(time.time() - self._ttl_s):
+                if job_id not in expired:
+                    try:
+                        await self.delete(jobs_pb2.Job(job_id=job_id, api_name=api_name))
+                        expired.add(job_id)
+                    except Exception:
+                        log.exception("could not delete the expired results of job %s; trying again later", job_id)
+            await asyncio.sleep(EXPIRY_INTERVAL_S)
+
+    def _update_gauge(self, api_name: str) -> None:
+        RESULTS_BYTES.labels(api_name).set(sum(s.bytes for _, api, s in self._sizes.values() if api == api_name))
