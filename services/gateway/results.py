@@ -26,6 +26,7 @@ async def read_results(request: web.Request) -> web.StreamResponse:
     that breaks after it is cut short (no final chunk), so that a client never takes a part for the whole.
     """
     job_id = request.match_info["job_id"]
+    await jobs(request).GetJob(jobs_pb2.JobRef(job_id=job_id))  # unknown or not the caller's: a JSON error first
     query = jobs_pb2.ReadResultsRequest(
         job_id=job_id,
         follow=request.query.get("follow", "").lower() in _YES,
@@ -36,7 +37,6 @@ async def read_results(request: web.Request) -> web.StreamResponse:
         if not (after.isascii() and after.isdigit()) or int(after) > 2**63 - 1:
             raise InvalidRequest("after: must be a batch index (a non-negative integer)")
         query.after = int(after)
-    await jobs(request).GetJob(jobs_pb2.JobRef(job_id=job_id))  # unknown or not the caller's: a JSON error first
     response = web.StreamResponse(headers={"Content-Type": NDJSON, "Cache-Control": "no-cache"})
     await response.prepare(request)
     try:

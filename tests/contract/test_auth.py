@@ -107,6 +107,9 @@ ROUTES: list[tuple[str, str, Any, set[str], int]] = [
     ("POST", "/v1/jobs/{job}/retry", None, {"alice", "admin"}, 400),
     ("GET", "/v1/jobs/{job}/events", None, {"alice", "reader", "admin"}, 200),
     ("GET", "/v1/jobs/{job}/logs", None, {"alice", "reader", "admin"}, 200),
+    ("GET", "/v1/jobs/{job}/results", None, {"alice", "reader", "admin"}, 200),
+    ("GET", "/v1/jobs/{job}/results?after=x", None, {"alice", "reader", "admin"}, 400),
+    ("DELETE", "/v1/jobs/{job}/results", None, {"alice", "admin"}, 200),
 ]
 OPEN_ROUTES = ["/healthz", "/openapi.json", "/metrics"]
 

@@ -96,6 +96,13 @@ def _parser() -> argparse.ArgumentParser:
     logs.add_argument("-f", "--follow", action="store_true", help="keep printing new lines until the job ends")
     logs.set_defaults(run=_logs)
 
+    results = commands.add_parser("results", help="a job's results as JSON Lines, in batch order")
+    results.add_argument("job_id")
+    results.add_argument("-o", "--output", metavar="FILE", help="write them to FILE (default: standard output)")
+    results.add_argument("-f", "--follow", action="store_true", help="keep writing new ones until the job ends")
+    results.add_argument("--items", action="store_true", help="each with its batch's items")
+    results.set_defaults(run=_results)
+
     failed = commands.add_parser("failed", help="list a job's dead-lettered batches with their errors")
     failed.add_argument("job_id")
     failed.add_argument("-o", "--output", choices=["text", "json"], default="text")
@@ -242,6 +249,22 @@ def _stop(args: argparse.Namespace) -> int:
 def _logs(args: argparse.Namespace) -> int:
     for line in GatewayClient(args.url).logs(args.job_id, args.follow):
         print(line, flush=True)
+    return 0
+
+
+def _results(args: argparse.Namespace) -> int:
+    lines = GatewayClient(args.url).results(args.job_id, follow=args.follow, items=args.items)
+    if args.output is None:
+        for line in lines:
+            sys.stdout.buffer.write(line)
+            sys.stdout.buffer.flush()
+        return 0
+    count = 0
+    with open(args.output, "wb") as out:
+        for line in lines:
+            out.write(line)
+            count += 1
+    print(f"wrote {count} results of job {args.job_id} to {args.output}", file=sys.stderr)
     return 0
 
 

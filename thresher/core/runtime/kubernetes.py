@@ -69,6 +69,8 @@ class KubernetesRuntime(Runtime):
                 config.queue.backend,
                 reachable,
             )
+        if not config.results.s3_prefix:
+            log.warning("results.s3_prefix is not set: worker pods keep batches' results in their scratch space, lost")
 
     @property
     def namespace(self) -> str:
