@@ -38,13 +38,16 @@ class JobResults:
     def __init__(self, results: ResultStore, ttl_s: float) -> None:
         self._results = results
         self._ttl_s = ttl_s
-        self._sizes: dict[str, tuple[float, str, ResultsSize]] = {}  # job id -> (listed at, its API, its size)
+        # job id -> when it was listed (None: the job was final then, so it does not change), its API, its size
+        self._sizes: dict[str, tuple[float | None, str, ResultsSize]] = {}
 
     async def size(self, job: jobs_pb2.Job, final: bool) -> jobs_pb2.ResultsSize:
         """The job's results now (a final job's once listed, a running job's at most SIZE_CACHE_S old)."""
         cached = self._sizes.get(job.job_id)
-        if cached is None or (not final and time.monotonic() - cached[0] > SIZE_CACHE_S):
-            self._sizes[job.job_id] = (time.monotonic(), job.api_name, await self._results.size(job.job_id))
+        listed_at = None if cached is None else cached[0]
+        if cached is None or (listed_at is not None and (final or time.monotonic() - listed_at > SIZE_CACHE_S)):
+            size = await self._results.size(job.job_id)  # listed after `final` was known: final, it is the last size
+            self._sizes[job.job_id] = (None if final else time.monotonic(), job.api_name, size)
             self._update_gauge(job.api_name)
         size = self._sizes[job.job_id][2]
         return jobs_pb2.ResultsSize(count=size.count, bytes=size.bytes)
@@ -67,7 +70,7 @@ class JobResults:
 
     async def delete(self, job: jobs_pb2.Job) -> jobs_pb2.DeletedResults:
         size = await self._results.delete(job.job_id)
-        self._sizes[job.job_id] = (time.monotonic(), job.api_name, ResultsSize())
+        self._sizes[job.job_id] = (None, job.api_name, ResultsSize())
         self._update_gauge(job.api_name)
         RESULTS_DELETED_BYTES.inc(size.bytes)
         log.info(

@@ -107,7 +107,9 @@ def test_a_batch_reaches_handle_batch_with_its_items_and_context(server: WorkerS
     assert ctx.spec == SPEC
 
 
-def test_what_handle_batch_returns_is_the_json_answer_the_batch_result(server: WorkerServer, recorder: Recorder) -> None:
+def test_what_handle_batch_returns_is_the_json_answer_the_batch_result(
+    server: WorkerServer, recorder: Recorder
+) -> None:
     recorder.returns = {"labels": ["cat", "dog"], "score": 0.5}
     conn = http.client.HTTPConnection("127.0.0.1", server.port, timeout=10)
     try:

@@ -1,0 +1,73 @@
+"""Results through the whole embedded stack: real workers return them, dequeuers keep them, the gateway reads them."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+import threading
+from pathlib import Path
+
+import pytest
+
+from tests.e2e.conftest import Stack
+
+pytestmark = [pytest.mark.e2e, pytest.mark.timeout(180)]
+
+
+def lines(data: list[bytes]) -> list[dict]:
+    return [json.loads(line) for line in data]
+
+
+def test_results_read_back_in_batch_order_resumed_with_items_sized_and_deleted(stack: Stack, tmp_path: Path) -> None:
+    # Given a job of 10 batches whose worker returns a result for each, on 2 workers
+    config = {"out_dir": str(tmp_path / "out"), "results": True}
+    submission = {"workers": 2, "item_list": {"items": list(range(50)), "batch_size": 5}, "config": config}
+    job = stack.client.submit("recorder", submission)
+    status = stack.wait_for_final("recorder", job["job_id"])
+    assert status["job_status"]["status"] == "succeeded", status
+
+    # When its results are read
+    results = lines(list(stack.client.results(job["job_id"])))
+    # Then there is one per batch, in batch order, each the worker's answer
+    assert [(r["index"], r["batch_id"]) for r in results] == [(i, f"{job['job_id']}-{i:06d}") for i in range(10)]
+    assert [r["result"]["squares"] for r in results] == [[n * n for n in range(i * 5, i * 5 + 5)] for i in range(10)]
+    assert all("items" not in r for r in results)
+    # And a read after index 6 resumes there; with items, each line has its batch's items
+    assert [r["index"] for r in lines(list(stack.client.results(job["job_id"], after=6)))] == [7, 8, 9]
+    with_items = lines(list(stack.client.results(job["job_id"], items=True)))
+    assert [r["items"] for r in with_items] == [list(range(i * 5, i * 5 + 5)) for i in range(10)]
+    # And the status shows their count and size
+    size = stack.client.job(job["job_id"])["job_status"]["results"]
+    assert size["count"] == 10 and size["bytes"] > 0
+
+    # When they are deleted, they are gone, and the status says so
+    deleted = stack.client.delete_results(job["job_id"])
+    assert deleted == {"job_id": job["job_id"], "deleted_results": 10, "deleted_bytes": size["bytes"]}
+    assert list(stack.client.results(job["job_id"])) == []
+    assert stack.client.job(job["job_id"])["job_status"]["results"] == {"count": 0, "bytes": 0}
+
+
+def test_the_cli_follows_a_running_jobs_results_into_a_file_until_it_ends(stack: Stack, tmp_path: Path) -> None:
+    # Given a job of 8 slow batches on one worker, and no result for the batches that fail for good
+    config = {"out_dir": str(tmp_path / "out"), "results": True, "slow_s": 0.1, "fail_items": [12]}
+    submission = {"workers": 1, "item_list": {"items": list(range(16)), "batch_size": 2}, "config": config}
+    job = stack.client.submit("recorder", submission)
+    out = tmp_path / "results.jsonl"
+    # When `thresher results --follow -o FILE` starts while it runs
+    follow = subprocess.Popen(
+        [sys.executable, "-m", "thresher.tools.cli", "--url", stack.url, "results", job["job_id"], "-o", str(out),
+         "--follow"],
+        stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+    )  # fmt: skip
+    timer = threading.Timer(120, follow.kill)
+    timer.start()
+    try:
+        _, err = follow.communicate()
+    finally:
+        timer.cancel()
+    # Then it ends by itself once the job is final, having written every result in order, the dead letter's excepted
+    assert follow.returncode == 0, err
+    assert stack.client.job(job["job_id"])["job_status"]["status"] == "completed_with_failures"
+    assert [r["index"] for r in lines(out.read_bytes().splitlines())] == [0, 1, 2, 3, 4, 5, 7]
+    assert "wrote 7 results" in err
