@@ -59,6 +59,10 @@ class Outputs:
     def items(self) -> list[Any]:
         return sorted(item for record in self._lines("items-*.jsonl") for item in record["items"])
 
+    def successes(self) -> list[dict[str, Any]]:
+        """The record of each batch call that succeeded (`batch_id`, `attempt`, `items`, `pid`), in no order."""
+        return self._lines("items-*.jsonl")
+
     def calls(self) -> list[dict[str, Any]]:
         return self._lines("calls-*.jsonl")
 

@@ -36,6 +36,14 @@ def assert_succeeded_exactly(stack: Stack, outputs: Outputs, job_id: str, items:
     return status
 
 
+def assert_results_exactly_once(stack: Stack, job_id: str, items: list[int]) -> list[dict]:
+    """One result per batch (batch_size 1), in order, each the worker's answer for its item; the lines returned."""
+    results = [json.loads(line) for line in stack.client.results(job_id)]
+    assert [r["index"] for r in results] == list(range(len(items))), "exactly one result per batch, in batch order"
+    assert [r["result"]["squares"] for r in results] == [[item * item] for item in items]
+    return results
+
+
 def scrape(stack: Stack, service: str) -> str:
     endpoints = json.loads((stack.data_dir / "endpoints.json").read_text())
     return urllib.request.urlopen(endpoints[service]["metrics"], timeout=10).read().decode()
@@ -90,7 +98,7 @@ def test_failing_batches_are_retried_dead_lettered_listed_and_retried_as_a_new_j
 
 def test_a_worker_process_killed_mid_batch_loses_nothing_and_uses_no_attempt(stack: Stack, outputs: Outputs) -> None:
     items = list(range(40))
-    job_id = submit(stack, outputs, items, config={"slow_s": 0.1})
+    job_id = submit(stack, outputs, items, config={"slow_s": 0.1, "results": True})
     progress_reached(stack, job_id, 5)
 
     os.kill(outputs.worker_pids()[0], signal.SIGKILL)
@@ -98,18 +106,38 @@ def test_a_worker_process_killed_mid_batch_loses_nothing_and_uses_no_attempt(sta
     status = assert_succeeded_exactly(stack, outputs, job_id, items)
     assert status["metrics"]["failed"] == 0, "a lost worker is not a failed attempt"
     assert status["job_status"]["worker_restarts"] == 1
+    assert_results_exactly_once(stack, job_id, items)
 
 
 def test_a_batch_that_kills_its_worker_once_is_redone_elsewhere(stack: Stack, outputs: Outputs) -> None:
     items = list(range(20))
-    job_id = submit(stack, outputs, items, config={"crash_once_items": [7]})
+    job_id = submit(stack, outputs, items, config={"crash_once_items": [7], "results": True})
     status = assert_succeeded_exactly(stack, outputs, job_id, items)
     assert status["metrics"]["failed"] == 0
+    assert_results_exactly_once(stack, job_id, items)
+
+
+def test_a_batch_delivered_again_after_it_succeeded_keeps_one_result_the_last_attempts(
+    stack: Stack, outputs: Outputs
+) -> None:
+    # Given a worker that kills its own dequeuer as soon as it answered batch 3: before the batch is acked, so it
+    # comes back and succeeds a second time (and so may the batch written behind it)
+    items = list(range(8))
+    config = {"kill_dequeuer_items": [3], "kill_dequeuer_after_s": 0, "results": True, "slow_s": 0.05}
+    job_id = submit(stack, outputs, items, workers=1, config=config)
+    assert_succeeded_exactly(stack, outputs, job_id, items)
+    successes: dict[int, list[int]] = {}
+    for record in outputs.successes():
+        successes.setdefault(record["items"][0], []).append(record["attempt"])
+    assert sorted(successes[3]) == [1, 2], "batch 3 succeeded twice"
+    # Then each batch has one result, its last successful attempt's
+    results = assert_results_exactly_once(stack, job_id, items)
+    assert [r["result"]["attempt"] for r in results] == [max(successes[item]) for item in items]
 
 
 def test_a_dequeuer_killed_mid_batch_gets_its_batch_released_at_once(stack: Stack, outputs: Outputs) -> None:
     items = list(range(30))
-    job_id = submit(stack, outputs, items, config={"slow_s": 0.3})
+    job_id = submit(stack, outputs, items, config={"slow_s": 0.3, "results": True})
     progress_reached(stack, job_id, 3)
     dequeuer = processes_mentioning(f"--job-id {job_id}")[0]
 
@@ -117,6 +145,7 @@ def test_a_dequeuer_killed_mid_batch_gets_its_batch_released_at_once(stack: Stac
 
     status = assert_succeeded_exactly(stack, outputs, job_id, items)
     assert status["metrics"]["failed"] == 0
+    assert_results_exactly_once(stack, job_id, items)
 
 
 @pytest.mark.timeout(LONG_VISIBILITY_S - 60)  # only a batch released at once lets the job end in time
