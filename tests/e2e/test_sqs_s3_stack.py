@@ -251,3 +251,40 @@ def wait_for_final(client: GatewayClient, job_id: str, timeout_s: float = 240.0)
 
 def records(out: Path, kind: str) -> list[dict[str, Any]]:
     return [json.loads(line) for path in out.glob(f"{kind}-*.jsonl") for line in path.read_text().splitlines()]
+
+
+def test_results_on_s3_are_kept_once_per_batch_read_back_in_order_and_deleted(
+    aws_endpoint: str, tmp_path: Path
+) -> None:
+    # Given a stack on SQS that keeps results under s3://results/kept, and a worker that kills its own dequeuer as
+    # soon as it answered batch 3 (so that batch is delivered, and its result written, twice)
+    s3 = moto_client("s3", aws_endpoint)
+    s3.create_bucket(Bucket="results")
+    env = {
+        "THRESHER_RESULTS_S3_PREFIX": "s3://results/kept",
+        "THRESHER_RESULTS_S3_ENDPOINT_URL": aws_endpoint,
+        "THRESHER_RESULTS_S3_REGION": AWS_ENV["AWS_DEFAULT_REGION"],
+    }
+    with sqs_s3_stack(aws_endpoint, aws_endpoint, tmp_path, env) as on:
+        client = GatewayClient(on.stack.url, api_key=on.stack.api_key)
+        out = tmp_path / "out"
+        config = {"out_dir": str(out), "results": True, "kill_dequeuer_items": [3], "kill_dequeuer_after_s": 0}
+        job = client.submit("recorder", {"workers": 1, "item_list": {"items": list(range(12)), "batch_size": 1},
+                                         "config": config})  # fmt: skip
+        status = wait_for_final(client, job["job_id"])
+        assert status["job_status"]["status"] == "succeeded", status
+        assert sorted(r["attempt"] for r in records(out, "items") if r["items"] == [3]) == [1, 2]
+
+        # When the results are read, then there is one per batch, in order, and one S3 object per batch
+        results = [json.loads(line) for line in client.results(job["job_id"], items=True)]
+        assert [(r["index"], r["items"], r["result"]["squares"]) for r in results] == [
+            (i, [i], [i * i]) for i in range(12)
+        ]
+        assert results[3]["result"]["attempt"] == 2, "the last successful attempt's"
+        listed = s3.list_objects_v2(Bucket="results", Prefix=f"kept/{job['job_id']}/")["Contents"]
+        assert [o["Key"].rsplit("/", 1)[1] for o in listed] == [f"{i:012d}.result" for i in range(12)]
+        assert client.job(job["job_id"])["job_status"]["results"]["count"] == 12
+
+        # And a DELETE removes every object
+        assert client.delete_results(job["job_id"])["deleted_results"] == 12
+        assert s3.list_objects_v2(Bucket="results", Prefix=f"kept/{job['job_id']}/").get("KeyCount") == 0
