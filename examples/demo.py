@@ -1,4 +1,5 @@
-"""`make demo`: start the embedded stack, run the textstats example on 2,000 documents, show the result, stop.
+"""`make demo`: start the embedded stack, run the textstats example on 2,000 documents, show the result (the worker's
+summary file, and the batches' results read back from Thresher), stop.
 
 Everything lives in .thresher/demo (recreated each run): the stack's state and logs, the corpus, the results.
 """
@@ -9,6 +10,7 @@ import json
 import shutil
 import sys
 from pathlib import Path
+from typing import Any
 
 from examples.textstats.make_corpus import job_submission, make_corpus
 from thresher.tools.cli import describe, follow
@@ -41,6 +43,7 @@ def main() -> int:
         print("4. The job:")
         print("   " + describe(final).replace("\n", "\n   "))
         show_results(out / "summary.json")
+        show_batch_results(client, job["job_id"])
         ok = final["job_status"]["status"] == "succeeded"
     finally:
         print("5. Stopping the stack")
@@ -55,6 +58,21 @@ def show_results(path: Path) -> None:
     print(f"   Results in {path}:")
     print(f"   {summary['documents']} documents, {summary['words']} words, {summary['distinct_words']} distinct")
     print(f"   most frequent: {top}")
+
+
+def show_batch_results(client: GatewayClient, job_id: str) -> None:
+    """The batches' results as Thresher kept them (GET /v1/jobs/<id>/results, `thresher results JOB`)."""
+    documents = words = batches = 0
+    first: dict[str, Any] = {}
+    for line in client.results(job_id):
+        batch = json.loads(line)
+        first = first or batch
+        batches += 1
+        documents += len(batch["result"])
+        words += sum(document["words"] for document in batch["result"])
+    print(f"   Results read back from Thresher (thresher results {job_id}):")
+    print(f"   {batches} batches, {documents} documents, {words} words; batch 0's first document:")
+    print(f"   {json.dumps(first['result'][0])[:110]}")
 
 
 if __name__ == "__main__":

@@ -43,19 +43,22 @@ def most_frequent(counts: Counter[str], n: int) -> dict[str, int]:
     return dict(sorted(counts.items(), key=lambda wc: (-wc[1], wc[0]))[:n])
 
 
-def handle_batch(items: list[Any], ctx: BatchContext) -> None:
-    """Compute the stats of every document of the batch, then write them as one file named after the batch."""
+def handle_batch(items: list[Any], ctx: BatchContext) -> list[dict[str, Any]]:
+    """Compute the stats of every document of the batch, then write them as one file named after the batch; return
+    each document's path, words, lines and top words (the batch's result, which Thresher keeps)."""
     if not SAFE_BATCH_ID.fullmatch(ctx.batch_id):
         raise ValueError(f"cannot name an output file after batch id {ctx.batch_id!r}")
     input_dir = _optional_folder(ctx.config, "input_dir")
     output_dir = _folder(ctx.config, "output_dir")
-    lines = []
+    lines, result = [], []
     for index, item in enumerate(items):
         if not isinstance(item, str):
             raise ValueError(f"item {index} must be a document path (a string), got {type(item).__name__}")
-        text = _document_path(item, input_dir).read_text(encoding="utf-8")
-        lines.append(json.dumps(document_stats(item, text), ensure_ascii=False) + "\n")
+        stats = document_stats(item, _document_path(item, input_dir).read_text(encoding="utf-8"))
+        lines.append(json.dumps(stats, ensure_ascii=False) + "\n")
+        result.append({key: stats[key] for key in ("path", "words", "lines", "top_words")})
     write_atomic(output_dir / BATCHES_DIR / f"{ctx.batch_id}.jsonl", "".join(lines))
+    return result
 
 
 def on_job_complete(summary: dict[str, Any], ctx: JobContext) -> None:
