@@ -24,7 +24,7 @@ log = logging.getLogger(__name__)
 
 FOLLOW_POLL_S = 0.25  # how often a follow looks for new results while it finds none
 SIZE_CACHE_S = 2.0  # a running job's size is listed again after this long (job statuses are read often)
-EXPIRY_INTERVAL_S = 60.0  # how often results past results.ttl_s are looked for
+EXPIRY_INTERVAL_S = 60.0  # how often results past results.ttl_s are looked for (at most: a shorter ttl, that often)
 
 RESULTS_BYTES = Gauge(
     f"{METRIC_PREFIX}results_bytes", "Bytes of batch results kept, by API (jobs read since start).", ["api_name"]
@@ -89,7 +89,7 @@ class JobResults:
                         expired.add(job_id)
                     except Exception:
                         log.exception("could not delete the expired results of job %s; trying again later", job_id)
-            await asyncio.sleep(EXPIRY_INTERVAL_S)
+            await asyncio.sleep(min(EXPIRY_INTERVAL_S, self._ttl_s))
 
     def _update_gauge(self, api_name: str) -> None:
         RESULTS_BYTES.labels(api_name).set(sum(s.bytes for _, api, s in self._sizes.values() if api == api_name))

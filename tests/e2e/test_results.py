@@ -10,7 +10,8 @@ from pathlib import Path
 
 import pytest
 
-from tests.e2e.conftest import Stack
+from tests.e2e.conftest import WORKERS_DIR, Stack, stopped_after
+from tests.helpers import eventually
 
 pytestmark = [pytest.mark.e2e, pytest.mark.timeout(180)]
 
@@ -71,3 +72,23 @@ def test_the_cli_follows_a_running_jobs_results_into_a_file_until_it_ends(stack:
     assert stack.client.job(job["job_id"])["job_status"]["status"] == "completed_with_failures"
     assert [r["index"] for r in lines(out.read_bytes().splitlines())] == [0, 1, 2, 3, 4, 5, 7]
     assert "wrote 7 results" in err
+
+
+def test_results_older_than_their_ttl_are_deleted(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    # Given a stack that keeps results 4 s after their job ended
+    settings = tmp_path / "thresher.yaml"
+    settings.write_text("results:\n  ttl_s: 4\n")
+    monkeypatch.setenv("THRESHER_CONFIG", str(settings))
+    with stopped_after(Stack(tmp_path / "data", WORKERS_DIR / "apis.yaml")) as stack:
+        config = {"out_dir": str(tmp_path / "out"), "results": True}
+        job = stack.client.submit("recorder", {"workers": 1, "item_list": {"items": [1, 2], "batch_size": 1},
+                                               "config": config})  # fmt: skip
+        assert stack.wait_for_final("recorder", job["job_id"])["job_status"]["status"] == "succeeded"
+        assert len(list(stack.client.results(job["job_id"]))) == 2, "kept when the job has just ended"
+        # Then its results are gone a few seconds later
+        eventually(lambda: _no_results(stack, job["job_id"]), timeout_s=20, interval_s=0.2)
+
+
+def _no_results(stack: Stack, job_id: str) -> None:
+    assert list(stack.client.results(job_id)) == []
+    assert not (stack.data_dir / "results" / job_id).exists()

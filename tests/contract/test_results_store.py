@@ -1,0 +1,90 @@
+"""The results seam, one suite for every store: local files, and S3 on moto's server over HTTP."""
+
+from __future__ import annotations
+
+import random
+from collections.abc import AsyncIterator
+from pathlib import Path
+
+import pytest
+
+from tests.conftest import AWS_ENV, moto_client
+from thresher.core.config import Config
+from thresher.core.errors import InvalidRequest
+from thresher.core.results import ResultsSize, ResultStore, StoredResult, open_result_store
+
+JOB = "job1"
+
+
+@pytest.fixture(params=["local", "s3"])
+async def store(
+    request: pytest.FixtureRequest, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> AsyncIterator[ResultStore]:
+    config = Config(data_dir=tmp_path)
+    if request.param == "s3":
+        endpoint = request.getfixturevalue("aws_endpoint")
+        moto_client("s3", endpoint).create_bucket(Bucket="results")
+        for name, value in AWS_ENV.items():  # boto3's chain, as a dequeuer's environment gives it
+            monkeypatch.setenv(name, value)
+        config.results.s3_prefix = "s3://results/kept/"
+        config.results.s3_endpoint_url = endpoint
+        config.results.s3_region = AWS_ENV["AWS_DEFAULT_REGION"]
+    results = open_result_store(config)
+    try:
+        yield results
+    finally:
+        await results.close()
+
+
+async def read_all(store: ResultStore, job_id: str = JOB, after: int = -1) -> list[StoredResult]:
+    return [result async for page in store.read(job_id, after) for result in page]
+
+
+async def test_results_come_back_in_index_order_whatever_the_order_they_were_written(store: ResultStore) -> None:
+    # Given 230 results (more than two pages) written in a random order
+    indexes = list(range(230))
+    random.Random(7).shuffle(indexes)
+    for index in indexes:
+        await store.put(JOB, f"{JOB}-{index:06d}", b'{"n": %d}' % index, b"[%d]" % index)
+
+    # Then they are read back in index order, each with its batch id, result and items
+    assert await read_all(store) == [
+        StoredResult(i, f"{JOB}-{i:06d}", b'{"n": %d}' % i, b"[%d]" % i) for i in range(230)
+    ]
+    # And a read after an index resumes after it
+    assert [r.index for r in await read_all(store, after=199)] == list(range(200, 230))
+
+
+async def test_a_batch_written_twice_has_one_result_the_last(store: ResultStore) -> None:
+    await store.put(JOB, f"{JOB}-000003", b'{"attempt": 1}', b"[3]")
+    await store.put(JOB, f"{JOB}-000003", b'{"attempt": 2}', b"[3]")
+
+    assert await read_all(store) == [StoredResult(3, f"{JOB}-000003", b'{"attempt": 2}', b"[3]")]
+
+
+async def test_sizes_and_delete_count_every_result_of_the_job_and_no_other(store: ResultStore) -> None:
+    # Given two results of the job and one of another job
+    for index in range(2):
+        await store.put(JOB, f"{JOB}-{index:06d}", b"[1, 2]", b"[0]")
+    await store.put("job2", "job2-000000", b"true", b"[0]")
+
+    size = await store.size(JOB)
+    assert size.count == 2 and size.bytes > 2 * len(b"[1, 2][0]")
+
+    # When the job's are deleted, they are gone, and the other job's stay
+    assert await store.delete(JOB) == size
+    assert (await read_all(store), await store.size(JOB)) == ([], ResultsSize())
+    assert [r.batch_id for r in await read_all(store, "job2")] == ["job2-000000"]
+    assert await store.delete(JOB) == ResultsSize()  # again: nothing left, no error
+
+
+async def test_a_job_without_results_reads_empty_and_a_bad_batch_id_is_refused(store: ResultStore) -> None:
+    assert (await read_all(store, "nothing"), await store.size("nothing")) == ([], ResultsSize())
+    with pytest.raises(InvalidRequest, match="not a batch id"):
+        await store.put(JOB, "no-index-here", b"1", b"[]")
+
+
+def test_a_json_line_is_built_from_the_stored_bytes_with_or_without_items() -> None:
+    result = StoredResult(42, "job1-000042", b'{"a": [1]}', b'["x"]')
+    assert result.json_line(False) == b'{"batch_id": "job1-000042", "index": 42, "result": {"a": [1]}}\n'
+    assert result.json_line(True) == b'{"batch_id": "job1-000042", "index": 42, "result": {"a": [1]}, "items": ["x"]}\n'
