@@ -165,6 +165,7 @@ def full_job() -> jobs_pb2.Job:
         workers_detail=[jobs_pb2.WorkerStatus(worker_id="w0", phase="ready", last_seen=END)],
         pace=jobs_pb2.Pace(batches_per_s=12.3456, eta_s=4.04, oldest_in_flight_s=0.5),
         queue_calls={"SendMessageBatch": 1, "ReceiveMessage": 2, "DeleteMessageBatch": 1},
+        results=jobs_pb2.ResultsSize(count=9, bytes=1234),
     )
 
 
@@ -431,6 +432,7 @@ async def test_get_maps_every_field_of_the_job(client: TestClient[Any, Any], sch
                 "total": 4,
                 "by_operation": {"DeleteMessageBatch": 1, "ReceiveMessage": 2, "SendMessageBatch": 1},
             },
+            "results": {"count": 9, "bytes": 1234},
         },
         "metrics": {"succeeded": 9, "failed": 5, "average_time_per_batch": 1.25, "dead_lettered": 1},
         "endpoint": f"http://127.0.0.1:{client.port}/batch/my-api?jobID=69b377c15a1314be0a1b",
