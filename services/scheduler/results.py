@@ -23,6 +23,7 @@ from thresher.v1 import jobs_pb2
 log = logging.getLogger(__name__)
 
 FOLLOW_POLL_S = 0.25  # how often a follow looks for new results while it finds none
+MESSAGE_BYTES = 4 * 1024 * 1024  # of results per ReadResults message (gRPC's messages are 16 MiB at most here)
 SIZE_CACHE_S = 2.0  # a running job's size is listed again after this long (job statuses are read often)
 EXPIRY_INTERVAL_S = 60.0  # how often results past results.ttl_s are looked for (at most: a shorter ttl, that often)
 
@@ -53,17 +54,27 @@ class JobResults:
         return jobs_pb2.ResultsSize(count=size.count, bytes=size.bytes)
 
     async def read(
-        self, job_id: str, after: int, follow: bool, is_final: Callable[[], Awaitable[bool]]
+        self, job_id: str, after: int, follow: bool, items: bool, is_final: Callable[[], Awaitable[bool]]
     ) -> AsyncIterator[list[jobs_pb2.BatchOutput]]:
-        """Pages of results after index `after`, in order; following, until a read after the job is final."""
+        """Messages of results after index `after`, in order, each about MESSAGE_BYTES at most (one result alone may
+        be larger: results.max_batch_bytes, and its items); following, until a read after the job is final."""
         while True:
             final = follow and await is_final()  # looked at before the read: no result can come after it
+            message: list[jobs_pb2.BatchOutput] = []
+            size = 0
             async for page in self._results.read(job_id, after):
+                for r in page:
+                    if message and size + len(r.result) + len(r.items) * items > MESSAGE_BYTES:
+                        yield message
+                        message, size = [], 0
+                    output = jobs_pb2.BatchOutput(batch_id=r.batch_id, index=r.index, result_json=r.result)
+                    if items:
+                        output.items_json = r.items
+                    message.append(output)
+                    size += len(r.result) + len(r.items) * items
                 after = page[-1].index
-                yield [
-                    jobs_pb2.BatchOutput(batch_id=r.batch_id, index=r.index, result_json=r.result, items_json=r.items)
-                    for r in page
-                ]
+            if message:
+                yield message
             if not follow or final:
                 return
             await asyncio.sleep(FOLLOW_POLL_S)

@@ -130,11 +130,8 @@ class JobsServicer(jobs_pb2_grpc.JobsServicer):
             return statuses.is_final((await self._manager.get(request.job_id, "", caller)).status)
 
         after = request.after if request.HasField("after") else -1
-        async for page in self._results.read(request.job_id, after, request.follow, is_final):
-            if not request.items:
-                for output in page:
-                    output.ClearField("items_json")
-            yield jobs_pb2.BatchOutputs(outputs=page)
+        async for outputs in self._results.read(request.job_id, after, request.follow, request.items, is_final):
+            yield jobs_pb2.BatchOutputs(outputs=outputs)
 
     async def DeleteResults(
         self, request: jobs_pb2.JobRef, context: grpc.aio.ServicerContext

@@ -88,3 +88,16 @@ def test_a_json_line_is_built_from_the_stored_bytes_with_or_without_items() -> N
     result = StoredResult(42, "job1-000042", b'{"a": [1]}', b'["x"]')
     assert result.json_line(False) == b'{"batch_id": "job1-000042", "index": 42, "result": {"a": [1]}}\n'
     assert result.json_line(True) == b'{"batch_id": "job1-000042", "index": 42, "result": {"a": [1]}, "items": ["x"]}\n'
+
+
+async def test_pages_hold_a_few_mib_not_every_result_of_a_large_job(store: ResultStore) -> None:
+    # Given 10 results of 1 MiB each
+    big = b'"' + b"x" * (1024 * 1024) + b'"'
+    for index in range(10):
+        await store.put(JOB, f"{JOB}-{index:06d}", big, b"[]")
+
+    pages = [[r.index for r in page] async for page in store.read(JOB)]
+
+    # Then they come in order over several pages (a page ends past 4 MiB; on S3, after a group of parallel reads)
+    assert len(pages) > 1 and [index for page in pages for index in page] == list(range(10))
+    assert max(map(len, pages)) <= 8

@@ -74,6 +74,19 @@ def test_the_cli_follows_a_running_jobs_results_into_a_file_until_it_ends(stack:
     assert "wrote 7 results" in err
 
 
+def test_results_larger_than_a_grpc_message_together_are_read_back_whole(stack: Stack, tmp_path: Path) -> None:
+    # Given 3 batches whose results are 7 MB each: more together than one gRPC message holds (16 MiB)
+    config = {"out_dir": str(tmp_path / "out"), "results": True, "result_pad": 7_000_000}
+    job = stack.client.submit("recorder", {"workers": 1, "item_list": {"items": [1, 2, 3], "batch_size": 1},
+                                           "config": config})  # fmt: skip
+    assert stack.wait_for_final("recorder", job["job_id"])["job_status"]["status"] == "succeeded"
+    # Then each comes back whole, in order
+    results = lines(list(stack.client.results(job["job_id"])))
+    assert [(r["index"], r["result"]["squares"], len(r["result"]["pad"])) for r in results] == [
+        (i, [(i + 1) ** 2], 7_000_000) for i in range(3)
+    ]
+
+
 def test_results_older_than_their_ttl_are_deleted(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     # Given a stack that keeps results 4 s after their job ended
     settings = tmp_path / "thresher.yaml"

@@ -8,7 +8,8 @@ misbehaves on request, for the fault-injection tests. Config keys (all optional)
 - `slow_s`: seconds each batch takes
 - `crash_at_start`: the worker exits with code 3 as soon as it starts (a crash loop)
 - `hook_failures`: how many /on-job-complete calls answer HTTP 500 before one succeeds
-- `results`: each batch returns `{"squares": [...], "attempt": N}` (its result); else None (no result)
+- `results`: each batch returns `{"squares": [...], "attempt": N}` (its result), with `"pad"`: `result_pad` x's if
+  given; else None (no result)
 - `kill_dequeuer_items`: items whose batch, once answered, has its dequeuer killed (SIGKILL) `kill_dequeuer_after_s`
   later (default 0.005), the first time they are seen
 """
@@ -52,7 +53,10 @@ def handle_batch(items: list[Any], ctx: Any) -> dict[str, Any] | None:
         raise RuntimeError(f"{config.get('fail_message', 'poison item')} in {items}")
     with open(out / f"items-{os.getpid()}.jsonl", "a", encoding="utf-8") as f:
         f.write(json.dumps(record) + "\n")
-    return {"squares": [item * item for item in items], "attempt": ctx.attempt} if config.get("results") else None
+    if not config.get("results"):
+        return None
+    result = {"squares": [item * item for item in items], "attempt": ctx.attempt}
+    return result | {"pad": "x" * config["result_pad"]} if "result_pad" in config else result
 
 
 def _kill_my_dequeuer(delay_s: float) -> None:

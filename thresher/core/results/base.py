@@ -16,7 +16,8 @@ from thresher.core.errors import InvalidRequest
 
 SUFFIX = ".result"
 INDEX_DIGITS = 12  # enough for any job (a batch index is below 10^12)
-PAGE = 100  # results read back per page
+PAGE = 100  # results read back per page, at most
+PAGE_BYTES = 4 * 1024 * 1024  # a page ends once it holds this much (one result may be larger: max_batch_bytes)
 
 
 @dataclass(frozen=True)

@@ -15,6 +15,7 @@ from pathlib import Path
 
 from thresher.core.results.base import (
     PAGE,
+    PAGE_BYTES,
     ResultsSize,
     ResultStore,
     StoredResult,
@@ -49,9 +50,11 @@ class LocalResultStore(ResultStore):
         os.replace(temp, folder / name)  # atomic: a reader sees the old result or the new one, never a part
 
     async def read(self, job_id: str, after: int = -1) -> AsyncIterator[list[StoredResult]]:
-        indexes = await asyncio.to_thread(self._indexes, self._dir(job_id), after)
-        for start in range(0, len(indexes), PAGE):
-            page = await asyncio.to_thread(self._read_page, self._dir(job_id), indexes[start : start + PAGE])
+        folder = self._dir(job_id)
+        indexes = await asyncio.to_thread(self._indexes, folder, after)
+        while indexes:
+            page, read = await asyncio.to_thread(self._read_page, folder, indexes[:PAGE])
+            indexes = indexes[read:]
             if page:
                 yield page
 
@@ -64,14 +67,20 @@ class LocalResultStore(ResultStore):
         return sorted(i for i in map(name_index, names) if i is not None and i > after)
 
     @staticmethod
-    def _read_page(folder: Path, indexes: list[int]) -> list[StoredResult]:
-        page = []
+    def _read_page(folder: Path, indexes: list[int]) -> tuple[list[StoredResult], int]:
+        """The results of `indexes`, up to PAGE_BYTES of them (at least one), and how many indexes were read."""
+        page, size, read = [], 0, 0
         for index in indexes:
+            if size >= PAGE_BYTES:
+                break
+            read += 1
             try:
-                page.append(decode(index, (folder / object_name(index)).read_bytes()))
+                data = (folder / object_name(index)).read_bytes()
             except FileNotFoundError:  # deleted meanwhile
                 continue
-        return page
+            page.append(decode(index, data))
+            size += len(data)
+        return page, read
 
     async def size(self, job_id: str) -> ResultsSize:
         return await asyncio.to_thread(self._size, self._dir(job_id))

@@ -9,11 +9,13 @@ writer per group.
 
 from __future__ import annotations
 
+import asyncio
 from collections.abc import AsyncIterator
 
 from thresher.core.config import InputSettings, ResultSettings
 from thresher.core.results.base import (
     PAGE,
+    PAGE_BYTES,
     ResultsSize,
     ResultStore,
     StoredResult,
@@ -23,7 +25,9 @@ from thresher.core.results.base import (
     name_index,
     object_name,
 )
-from thresher.core.store.s3 import S3Store
+from thresher.core.store.s3 import MAX_THREADS, S3Store
+
+READS_AT_ONCE = MAX_THREADS
 
 
 class S3ResultStore(ResultStore):
@@ -42,16 +46,26 @@ class S3ResultStore(ResultStore):
     async def read(self, job_id: str, after: int = -1) -> AsyncIterator[list[StoredResult]]:
         folder = self._folder(job_id)
         start_after = folder + object_name(after) if after >= 0 else ""
-        paths: list[tuple[int, str]] = []
-        async for info in self._s3.list(folder, start_after=start_after):
-            index = name_index(info.path[len(folder) :])
-            if index is not None and index > after:
-                paths.append((index, info.path))
-            if len(paths) == PAGE:
-                yield [decode(index, await self._s3.read(path)) for index, path in paths]
-                paths = []
-        if paths:
-            yield [decode(index, await self._s3.read(path)) for index, path in paths]
+        page: list[StoredResult] = []
+        size = 0
+        wanted: list[tuple[int, str]] = []
+        listing = self._s3.list(folder, start_after=start_after)
+        while True:
+            info = await anext(listing, None)
+            if info is not None and (index := name_index(info.path[len(folder) :])) is not None and index > after:
+                wanted.append((index, info.path))
+            if len(wanted) == READS_AT_ONCE or (info is None and wanted):
+                # GetObject calls at once (as many as the client's threads): reading one after another would
+                # wait a round trip each.
+                datas = await asyncio.gather(*(self._s3.read(path) for _, path in wanted))
+                page += [decode(index, data) for (index, _), data in zip(wanted, datas, strict=True)]
+                size += sum(map(len, datas))
+                wanted = []
+            if page and (info is None or len(page) >= PAGE or size >= PAGE_BYTES):
+                yield page
+                page, size = [], 0
+            if info is None:
+                return
 
     async def size(self, job_id: str) -> ResultsSize:
         count = total = 0
