@@ -5,6 +5,7 @@ Config keys (all optional):
 - `record_dir`: append a JSON line per batch start and end, and one per hook call, with `time.time()`, so that
   the bench can time what happens between the services (one file per worker process, written line by line)
 - `hold_items`, `hold_s`: a batch holding one of these items sleeps `hold_s` the first time any worker sees it
+- `result_bytes`: each batch returns a result of about this many bytes (a JSON string); else none
 """
 
 from __future__ import annotations
@@ -36,7 +37,7 @@ def record(config: dict[str, Any], event: dict[str, Any]) -> None:
         _RECORDS[record_dir].write(json.dumps({**event, "t": time.time(), "pid": os.getpid()}) + "\n")
 
 
-def handle_batch(items: list[Any], ctx: Any) -> None:
+def handle_batch(items: list[Any], ctx: Any) -> str | None:
     config = ctx.config
     record(config, {"event": "start", "batch_id": ctx.batch_id, "attempt": ctx.attempt})
     if set(map(str, items)) & set(map(str, config.get("hold_items", []))) and first_time(config, ctx.batch_id):
@@ -44,6 +45,7 @@ def handle_batch(items: list[Any], ctx: Any) -> None:
     if sleep_s := config.get("sleep_s"):
         time.sleep(sleep_s)
     record(config, {"event": "end", "batch_id": ctx.batch_id})
+    return "r" * config["result_bytes"] if "result_bytes" in config else None
 
 
 def on_job_complete(summary: dict[str, Any], ctx: Any) -> None:

@@ -9,7 +9,6 @@ pipelined requests (the worker helper) gets the next batch before it answers the
 from __future__ import annotations
 
 import asyncio
-import dataclasses
 import logging
 
 from services.dequeuer.holdings import Holdings
@@ -43,13 +42,12 @@ class Dequeuer:
         self._settings = settings
         self._queue = queue
         self._reporter = reporter
-        self._results = results
         self._worker = WorkerClient(settings.worker_port, settings.job_id, settings.max_result_bytes)
         self._stopping = asyncio.Event()
         self._phase: monitor_pb2.WorkerPhase.ValueType = Phase.WORKER_PHASE_STARTING
         self._holdings = Holdings(queue, settings.visibility_s)
         self._settler = Settler(queue, self._holdings, UNSETTLED_PER_RECEIVE * settings.receive_max)
-        self._successes = Successes(reporter, self._settler)
+        self._successes = Successes(reporter, self._settler, results, settings.job_id, settings.max_receive_count)
         self._receiver = Receiver(
             queue,
             settings.receive_max,
@@ -176,6 +174,7 @@ class Dequeuer:
         """Settle what finished (the monitor permitting), release every batch still held, stop the helpers."""
         await self._receiver.close()
         if not self._settler.queue_gone.is_set():
+            await self._successes.drain(SETTLE_TIMEOUT_S)  # results stored, their batches reported: then settled
             await self._settler.drain(SETTLE_TIMEOUT_S)
         for task in background:
             task.cancel()
@@ -219,6 +218,7 @@ class Dequeuer:
             self._receiver.top_up()
         else:
             await self._settler.wait_for_room()
+            await self._successes.wait_for_room()
             call = await self._worker.send_batch(delivery.batch, attempt, s.batch_timeout_s)
         self._successes.flush()  # the batches before: reported while the worker runs this one
         outcome = await self._pipeline.outcome(call)
@@ -227,8 +227,6 @@ class Dequeuer:
         if outcome.not_started:  # pipelined, and the worker closed the connection after the one before: again
             outcome = await (await self._worker.send_batch(delivery.batch, attempt, s.batch_timeout_s)).outcome()
         self._receiver.ran(outcome.duration_s)
-        if outcome.ok and outcome.result:
-            outcome = await self._keep_result(delivery, outcome)
         if outcome.ok:
             self._successes.add(delivery, outcome)
             log.debug("batch %s succeeded (attempt %d, %.3f s)", delivery.batch.batch_id, attempt, outcome.duration_s)
@@ -237,17 +235,6 @@ class Dequeuer:
             report = batch_report(delivery, Result.BATCH_RESULT_FAILED, outcome)
             report.max_attempts = s.max_receive_count  # the monitor counts attempts and decides
             self._settler.add(delivery, self._reporter.send(report), outcome.error)
-
-    async def _keep_result(self, delivery: Delivery, outcome: Outcome) -> Outcome:
-        """Store the batch's result before it is reported and acked (a succeeded batch always has its result); a
-        result that cannot be stored fails the attempt."""
-        batch = delivery.batch
-        try:
-            await self._results.put(self._settings.job_id, batch.batch_id, outcome.result, batch.body)
-        except Exception as e:
-            error = f"could not store the batch's result: {type(e).__name__}: {e}"
-            return dataclasses.replace(outcome, ok=False, error=error, result=b"")
-        return outcome
 
     async def _judge_worker(self, delivery: Delivery, outcome: Outcome, report: monitor_pb2.BatchReport | None) -> None:
         """After a failed call: a worker gone or hung is not the batch's fault. The batch then goes back at once,

@@ -4,24 +4,36 @@ Reporting and handing a batch to the settler are the largest part of the dequeue
 next request is written, they overlap with the worker's work instead of delaying it. The loop flushes the successes
 held after each request it writes, before waiting for more batches, and on its way out; so a success waits at most
 for the next request to be written (the settler acks a batch on the queue only once its report is acked, as before).
+
+A success with a result (the worker's JSON answer) is reported only once its result is stored, so that a succeeded
+batch always has its result: the results of a flush are stored together, in the background (one thread hop, or S3
+calls made at once), and a result that cannot be stored makes the attempt a failed one.
 """
 
 from __future__ import annotations
+
+import asyncio
 
 from services.dequeuer.reporter import Reporter
 from services.dequeuer.settler import Settler
 from services.dequeuer.worker import Outcome
 from thresher.core.queue import Delivery
+from thresher.core.results import ResultStore
 from thresher.v1 import monitor_pb2
 
 MAX_HELD = 20  # successes held, at most (a bound: the loop flushes them after each request)
+MAX_STORING = 4  # groups of results being stored at once; the loop waits for room before it runs another batch
 
 
 class Successes:
-    def __init__(self, reporter: Reporter, settler: Settler) -> None:
+    def __init__(self, reporter: Reporter, settler: Settler, results: ResultStore, job_id: str, max_attempts: int):
         self._reporter = reporter
         self._settler = settler
+        self._results = results
+        self._job_id = job_id
+        self._max_attempts = max_attempts  # a failed attempt's report carries it: the monitor decides
         self._held: list[tuple[Delivery, Outcome]] = []
+        self._storing: set[asyncio.Task[None]] = set()
 
     def add(self, delivery: Delivery, outcome: Outcome) -> None:
         self._held.append((delivery, outcome))
@@ -29,11 +41,46 @@ class Successes:
             self.flush()
 
     def flush(self) -> None:
-        """Report every success held, and hand each to the settler."""
+        """Report every success held, and hand each to the settler; those with a result once it is stored."""
         held, self._held = self._held, []
+        with_results = [(delivery, outcome) for delivery, outcome in held if outcome.result]
         for delivery, outcome in held:
-            report = batch_report(delivery, monitor_pb2.BATCH_RESULT_SUCCEEDED, outcome)
-            self._settler.add(delivery, self._reporter.send(report))
+            if not outcome.result:
+                self._report(delivery, outcome)
+        if with_results:
+            task = asyncio.create_task(self._store_then_report(with_results), name="store results")
+            self._storing.add(task)
+            task.add_done_callback(self._storing.discard)
+
+    async def wait_for_room(self) -> None:
+        """Wait while MAX_STORING groups of results are being stored (the store is slow): call before a batch."""
+        while len(self._storing) >= MAX_STORING:
+            await asyncio.wait(self._storing, return_when=asyncio.FIRST_COMPLETED)
+
+    async def drain(self, timeout_s: float) -> None:
+        """Flush, and wait until every result is stored and its batch reported, `timeout_s` at most (a batch whose
+        result is not stored by then stays held, and is released)."""
+        self.flush()
+        if self._storing:
+            await asyncio.wait(self._storing, timeout=timeout_s)
+
+    async def _store_then_report(self, successes: list[tuple[Delivery, Outcome]]) -> None:
+        entries = [(delivery.batch.batch_id, outcome.result, delivery.batch.body) for delivery, outcome in successes]
+        try:
+            await self._results.put_many(self._job_id, entries)
+        except Exception as e:
+            error = f"could not store the batch's result: {type(e).__name__}: {e}"
+            for delivery, outcome in successes:
+                report = batch_report(delivery, monitor_pb2.BATCH_RESULT_FAILED, outcome)
+                report.error, report.max_attempts = error, self._max_attempts
+                self._settler.add(delivery, self._reporter.send(report), error)
+            return
+        for delivery, outcome in successes:
+            self._report(delivery, outcome)
+
+    def _report(self, delivery: Delivery, outcome: Outcome) -> None:
+        report = batch_report(delivery, monitor_pb2.BATCH_RESULT_SUCCEEDED, outcome)
+        self._settler.add(delivery, self._reporter.send(report))
 
 
 def batch_report(

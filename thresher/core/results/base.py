@@ -8,8 +8,9 @@ answer) and the batch's items (its JSON array, as sent), so that a reader can jo
 
 from __future__ import annotations
 
+import asyncio
 from abc import ABC, abstractmethod
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Sequence
 from dataclasses import dataclass
 
 from thresher.core.errors import InvalidRequest
@@ -76,6 +77,10 @@ class ResultStore(ABC):
     @abstractmethod
     async def put(self, job_id: str, batch_id: str, result: bytes, items: bytes) -> None:
         """Keep the batch's result (replacing an earlier attempt's), atomically: a reader sees all of it or none."""
+
+    async def put_many(self, job_id: str, results: Sequence[tuple[str, bytes, bytes]]) -> None:
+        """`put` each (batch id, result, items); all are kept when it returns (a failure may have kept some)."""
+        await asyncio.gather(*(self.put(job_id, *result) for result in results))
 
     @abstractmethod
     def read(self, job_id: str, after: int = -1) -> AsyncIterator[list[StoredResult]]:

@@ -10,7 +10,7 @@ import asyncio
 import os
 import shutil
 import uuid
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Sequence
 from pathlib import Path
 
 from thresher.core.results.base import (
@@ -35,9 +35,18 @@ class LocalResultStore(ResultStore):
         return self._root / job_id
 
     async def put(self, job_id: str, batch_id: str, result: bytes, items: bytes) -> None:
-        await asyncio.to_thread(
-            self._write, self._dir(job_id), object_name(batch_index(batch_id)), encode(batch_id, result, items)
-        )
+        await self.put_many(job_id, [(batch_id, result, items)])
+
+    async def put_many(self, job_id: str, results: Sequence[tuple[str, bytes, bytes]]) -> None:
+        files = [
+            (object_name(batch_index(batch_id)), encode(batch_id, result, items)) for batch_id, result, items in results
+        ]
+        await asyncio.to_thread(self._write_all, self._dir(job_id), files)  # one thread hop for them all
+
+    @classmethod
+    def _write_all(cls, folder: Path, files: list[tuple[str, bytes]]) -> None:
+        for name, data in files:
+            cls._write(folder, name, data)
 
     @staticmethod
     def _write(folder: Path, name: str, data: bytes) -> None:
