@@ -6,8 +6,9 @@ held after each request it writes, before waiting for more batches, and on its w
 for the next request to be written (the settler acks a batch on the queue only once its report is acked, as before).
 
 A success with a result (the worker's JSON answer) is reported only once its result is stored, so that a succeeded
-batch always has its result: the results of a flush are stored together, in the background (one thread hop, or S3
-calls made at once), and a result that cannot be stored makes the attempt a failed one.
+batch always has its result. One task stores them in the background, in groups: all those flushed while it stored
+the group before (one thread hop for a group, or its S3 calls made at once). A result that cannot be stored makes
+the attempt a failed one.
 """
 
 from __future__ import annotations
@@ -22,7 +23,7 @@ from thresher.core.results import ResultStore
 from thresher.v1 import monitor_pb2
 
 MAX_HELD = 20  # successes held, at most (a bound: the loop flushes them after each request)
-MAX_STORING = 4  # groups of results being stored at once; the loop waits for room before it runs another batch
+MAX_TO_STORE = 4 * MAX_HELD  # results waiting to be stored, at most: the loop waits for room before another batch
 
 
 class Successes:
@@ -33,7 +34,9 @@ class Successes:
         self._job_id = job_id
         self._max_attempts = max_attempts  # a failed attempt's report carries it: the monitor decides
         self._held: list[tuple[Delivery, Outcome]] = []
-        self._storing: set[asyncio.Task[None]] = set()
+        self._to_store: list[tuple[Delivery, Outcome]] = []  # flushed successes whose results are not stored yet
+        self._storing: asyncio.Task[None] | None = None
+        self._stored = asyncio.Event()  # set whenever a group is stored
 
     def add(self, delivery: Delivery, outcome: Outcome) -> None:
         self._held.append((delivery, outcome))
@@ -43,26 +46,36 @@ class Successes:
     def flush(self) -> None:
         """Report every success held, and hand each to the settler; those with a result once it is stored."""
         held, self._held = self._held, []
-        with_results = [(delivery, outcome) for delivery, outcome in held if outcome.result]
         for delivery, outcome in held:
-            if not outcome.result:
+            if outcome.result:
+                self._to_store.append((delivery, outcome))
+            else:
                 self._report(delivery, outcome)
-        if with_results:
-            task = asyncio.create_task(self._store_then_report(with_results), name="store results")
-            self._storing.add(task)
-            task.add_done_callback(self._storing.discard)
+        if self._to_store and self._storing is None:
+            self._storing = asyncio.create_task(self._store(), name="store results")
 
     async def wait_for_room(self) -> None:
-        """Wait while MAX_STORING groups of results are being stored (the store is slow): call before a batch."""
-        while len(self._storing) >= MAX_STORING:
-            await asyncio.wait(self._storing, return_when=asyncio.FIRST_COMPLETED)
+        """Wait while MAX_TO_STORE results wait to be stored (the store is slow): call before running a batch."""
+        while len(self._to_store) >= MAX_TO_STORE:
+            self._stored.clear()
+            await self._stored.wait()
 
     async def drain(self, timeout_s: float) -> None:
         """Flush, and wait until every result is stored and its batch reported, `timeout_s` at most (a batch whose
         result is not stored by then stays held, and is released)."""
         self.flush()
-        if self._storing:
-            await asyncio.wait(self._storing, timeout=timeout_s)
+        if self._storing is not None:
+            await asyncio.wait([self._storing], timeout=timeout_s)
+
+    async def _store(self) -> None:
+        """Store the results flushed, a group at a time, until none is left; report each batch once stored."""
+        try:
+            while self._to_store:
+                group, self._to_store = self._to_store, []
+                await self._store_then_report(group)
+                self._stored.set()
+        finally:
+            self._storing = None
 
     async def _store_then_report(self, successes: list[tuple[Delivery, Outcome]]) -> None:
         entries = [(delivery.batch.batch_id, outcome.result, delivery.batch.body) for delivery, outcome in successes]

@@ -9,7 +9,7 @@ from __future__ import annotations
 import asyncio
 import os
 import shutil
-import uuid
+import threading
 from collections.abc import AsyncIterator, Sequence
 from pathlib import Path
 
@@ -41,22 +41,7 @@ class LocalResultStore(ResultStore):
         files = [
             (object_name(batch_index(batch_id)), encode(batch_id, result, items)) for batch_id, result, items in results
         ]
-        await asyncio.to_thread(self._write_all, self._dir(job_id), files)  # one thread hop for them all
-
-    @classmethod
-    def _write_all(cls, folder: Path, files: list[tuple[str, bytes]]) -> None:
-        for name, data in files:
-            cls._write(folder, name, data)
-
-    @staticmethod
-    def _write(folder: Path, name: str, data: bytes) -> None:
-        temp = folder / f".{name}.{uuid.uuid4().hex}.tmp"
-        try:
-            temp.write_bytes(data)
-        except FileNotFoundError:
-            folder.mkdir(parents=True, exist_ok=True)
-            temp.write_bytes(data)
-        os.replace(temp, folder / name)  # atomic: a reader sees the old result or the new one, never a part
+        await asyncio.to_thread(_write_all, str(self._dir(job_id)), files)  # one thread hop for them all
 
     async def read(self, job_id: str, after: int = -1) -> AsyncIterator[list[StoredResult]]:
         folder = self._dir(job_id)
@@ -118,3 +103,22 @@ class LocalResultStore(ResultStore):
 
     async def close(self) -> None:
         pass  # no connections
+
+
+def _write_all(folder: str, files: list[tuple[str, bytes]]) -> None:
+    """Each file written to a temporary one, then renamed into place: a reader sees the old file or the new one,
+    never a part. The temporary name is this thread's (it writes one file at a time): no random name to make."""
+    temp = f"{folder}/.{os.getpid()}-{threading.get_ident()}.tmp"
+    for name, data in files:
+        try:
+            fd = os.open(temp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+        except FileNotFoundError:  # the job's first result
+            os.makedirs(folder, exist_ok=True)
+            fd = os.open(temp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+        try:
+            view = memoryview(data)
+            while view:
+                view = view[os.write(fd, view) :]
+        finally:
+            os.close(fd)
+        os.replace(temp, f"{folder}/{name}")
