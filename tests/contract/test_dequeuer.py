@@ -387,6 +387,22 @@ async def test_a_result_over_max_batch_bytes_fails_the_attempt_with_a_clear_erro
     assert [(r.batch_id, r.result) for r in page] == [(small, b"[1]")]
 
 
+async def test_a_result_that_cannot_be_stored_fails_the_attempt_saying_why(harness: Harness) -> None:
+    # Given a job whose results folder cannot be made (a file stands in its place)
+    (harness.config.data_dir / "results").mkdir()
+    (harness.config.data_dir / "results" / JOB_ID).write_text("not a folder")
+    batch_id = f"{JOB_ID}-000000"
+    harness.worker.answers[batch_id] = (b"[1]", "application/json")
+    await harness.send(batch_id)
+    # When the dequeuer runs it
+    harness.start_dequeuer()
+    # Then each attempt fails, saying why, and the batch is dead-lettered rather than acked without its result
+    await assert_eventually(all_done(harness, dead=1))
+    [dead] = await harness.queue.dead_letters()
+    assert "could not store the batch's result" in dead.error
+    assert harness.monitor.results(batch_id) == [(Result.BATCH_RESULT_FAILED, n) for n in (1, 2, 3)]
+
+
 async def test_a_cut_connection_from_a_worker_still_up_is_a_failed_attempt_not_a_lost_worker(harness: Harness) -> None:
     # Given a worker that cuts the connection of one batch once, without an answer, and goes on listening
     harness.worker.cut["cut"] = 1
