@@ -16,6 +16,7 @@ from collections.abc import AsyncIterator, Awaitable, Callable
 from prometheus_client import Gauge
 
 from services.scheduler.store import JobStore
+from thresher.core.errors import NotFound
 from thresher.core.names import METRIC_PREFIX
 from thresher.core.results import ResultsSize, ResultStore
 from thresher.v1 import jobs_pb2
@@ -36,7 +37,8 @@ RESULTS_DELETED_BYTES = Gauge(
 
 
 class JobResults:
-    def __init__(self, results: ResultStore, ttl_s: float) -> None:
+    def __init__(self, store: JobStore, results: ResultStore, ttl_s: float) -> None:
+        self._store = store
         self._results = results
         self._ttl_s = ttl_s
         # job id -> when it was listed (None: the job was final then, so it does not change), its API, its size
@@ -89,11 +91,24 @@ class JobResults:
         )
         return jobs_pb2.DeletedResults(job_id=job.job_id, deleted_results=size.count, deleted_bytes=size.bytes)
 
-    async def expire(self, store: JobStore) -> None:
+    async def jobs_of(self, api_name: str) -> list[jobs_pb2.Job]:
+        """The API's jobs (to call `delete_forgotten` with, once some may have been deleted)."""
+        records = await self._store.list_jobs(api_name, limit=2**31 - 1)
+        return [jobs_pb2.Job(job_id=r.job_id, api_name=r.api_name) for r in records]
+
+    async def delete_forgotten(self, jobs: list[jobs_pb2.Job]) -> None:
+        """Delete the results of those of `jobs` that the store has forgotten (a deleted API's jobs)."""
+        for job in jobs:
+            try:
+                await self._store.get_job(job.job_id)
+            except NotFound:
+                await self.delete(job)
+
+    async def expire(self) -> None:
         """Forever: delete the results of jobs that ended over `ttl_s` ago (each job once per process)."""
         expired: set[str] = set()
         while True:
-            for job_id, api_name in await store.ended_before(time.time() - self._ttl_s):
+            for job_id, api_name in await self._store.ended_before(time.time() - self._ttl_s):
                 if job_id not in expired:
                     try:
                         await self.delete(jobs_pb2.Job(job_id=job_id, api_name=api_name))

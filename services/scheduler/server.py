@@ -56,7 +56,10 @@ class JobsServicer(jobs_pb2_grpc.JobsServicer):
         self, request: jobs_pb2.DeleteApiRequest, context: grpc.aio.ServicerContext
     ) -> jobs_pb2.DeleteApiResponse:
         self._caller(context, "DeleteApi")
-        return await self._manager.delete_api(request.name, request.delete_jobs)
+        jobs = await self._results.jobs_of(request.name) if request.delete_jobs else []
+        reply = await self._manager.delete_api(request.name, request.delete_jobs)
+        await self._results.delete_forgotten(jobs)  # a job deleted takes its results with it
+        return reply
 
     async def GetApi(self, request: jobs_pb2.GetApiRequest, context: grpc.aio.ServicerContext) -> jobs_pb2.ApiSpec:
         self._caller(context, "GetApi")
@@ -172,9 +175,9 @@ async def create_server(config: Config, address: str) -> tuple[grpc.aio.Server, 
     enqueuer = rpc.Client(enqueuer_pb2_grpc.EnqueuerStub(rpc.channel(config.addresses.enqueuer, config.tls)), token)
     monitor = rpc.Client(monitor_pb2_grpc.MonitorStub(rpc.channel(config.addresses.monitor, config.tls)), token)
     manager = JobManager(config, store, open_queue_backend(config), open_runtime(config), enqueuer, monitor)
-    results = JobResults(open_result_store(config), config.results.ttl_s)
+    results = JobResults(store, open_result_store(config), config.results.ttl_s)
     if config.results.ttl_s > 0:
-        create_guarded_task(results.expire(store), "expire results")
+        create_guarded_task(results.expire(), "expire results")
     server, port = await rpc.start_server(
         address,
         [

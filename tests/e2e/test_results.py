@@ -87,6 +87,19 @@ def test_results_larger_than_a_grpc_message_together_are_read_back_whole(stack: 
     ]
 
 
+def test_deleting_an_api_with_its_jobs_deletes_their_results(stack: Stack, tmp_path: Path) -> None:
+    config = {"out_dir": str(tmp_path / "out"), "results": True}
+    job = stack.client.submit("recorder", {"workers": 1, "item_list": {"items": [1, 2], "batch_size": 1},
+                                           "config": config})  # fmt: skip
+    assert stack.wait_for_final("recorder", job["job_id"])["job_status"]["status"] == "succeeded"
+    folder = stack.data_dir / "results" / job["job_id"]
+    assert len(list(folder.iterdir())) == 2
+
+    stack.client.delete_api("recorder", delete_jobs=True)
+
+    assert not folder.exists()
+
+
 def test_results_older_than_their_ttl_are_deleted(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     # Given a stack that keeps results 4 s after their job ended
     settings = tmp_path / "thresher.yaml"
