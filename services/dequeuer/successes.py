@@ -27,7 +27,9 @@ MAX_TO_STORE = 4 * MAX_HELD  # results waiting to be stored, at most: the loop w
 
 
 class Successes:
-    def __init__(self, reporter: Reporter, settler: Settler, results: ResultStore, job_id: str, max_attempts: int):
+    def __init__(
+        self, reporter: Reporter, settler: Settler, results: ResultStore, job_id: str, max_attempts: int
+    ) -> None:
         self._reporter = reporter
         self._settler = settler
         self._results = results
