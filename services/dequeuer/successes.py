@@ -7,7 +7,7 @@ for the next request to be written (the settler acks a batch on the queue only o
 
 A success with a result (the worker's JSON answer) is reported only once its result is stored, so that a succeeded
 batch always has its result. One task stores them in the background, in groups: all those flushed while it stored
-the group before (one thread hop for a group, or its S3 calls made at once). A result that cannot be stored makes
+the group before, as one group of the store (one file or S3 object, thresher/core/results/groups.py). A result that cannot be stored makes
 the attempt a failed one.
 """
 
@@ -80,7 +80,10 @@ class Successes:
             self._storing = None
 
     async def _store_then_report(self, successes: list[tuple[Delivery, Outcome]]) -> None:
-        entries = [(delivery.batch.batch_id, outcome.result, delivery.batch.body) for delivery, outcome in successes]
+        entries = [
+            (delivery.batch.batch_id, delivery.receive_count, outcome.result, delivery.batch.body)
+            for delivery, outcome in successes
+        ]
         try:
             await self._results.put_many(self._job_id, entries)
         except Exception as e:

@@ -45,7 +45,7 @@ async def test_results_come_back_in_index_order_whatever_the_order_they_were_wri
     indexes = list(range(230))
     random.Random(7).shuffle(indexes)
     for index in indexes:
-        await store.put(JOB, f"{JOB}-{index:06d}", b'{"n": %d}' % index, b"[%d]" % index)
+        await store.put(JOB, f"{JOB}-{index:06d}", 1, b'{"n": %d}' % index, b"[%d]" % index)
 
     # Then they are read back in index order, each with its batch id, result and items
     assert await read_all(store) == [
@@ -56,17 +56,38 @@ async def test_results_come_back_in_index_order_whatever_the_order_they_were_wri
 
 
 async def test_a_batch_written_twice_has_one_result_the_last(store: ResultStore) -> None:
-    await store.put(JOB, f"{JOB}-000003", b'{"attempt": 1}', b"[3]")
-    await store.put(JOB, f"{JOB}-000003", b'{"attempt": 2}', b"[3]")
+    await store.put(JOB, f"{JOB}-000003", 1, b'{"attempt": 1}', b"[3]")
+    await store.put(JOB, f"{JOB}-000003", 2, b'{"attempt": 2}', b"[3]")
 
     assert await read_all(store) == [StoredResult(3, f"{JOB}-000003", b'{"attempt": 2}', b"[3]")]
+
+
+async def test_groups_of_a_flush_overlap_and_a_batch_in_two_groups_reads_once_the_latest_attempts(
+    store: ResultStore,
+) -> None:
+    # Given two dequeuers' groups, interleaved (even and odd batches), with batch 4 in both: its second attempt in
+    # the group written first (the first attempt's dequeuer was slow to store it), and batch 6 stored twice by the
+    # same attempt (the later group wins)
+    def group(indexes: list[int], attempt: int, tag: str) -> list[tuple[str, int, bytes, bytes]]:
+        return [(f"{JOB}-{i:06d}", attempt, b'"%s%d"' % (tag.encode(), i), b"[%d]" % i) for i in indexes]
+
+    await store.put_many(JOB, group([0, 2, 4, 6], 1, "a") + group([8], 2, "a"))
+    await store.put_many(JOB, group([1, 3, 5, 7, 9], 1, "b") + group([4], 2, "b"))
+    await store.put_many(JOB, group([4], 1, "c") + group([6], 1, "c"))
+
+    # Then each batch reads back once, in order, the highest attempt's (then the latest group's) result
+    results = await read_all(store)
+    assert [r.index for r in results] == list(range(10))
+    assert (results[4].result, results[6].result, results[8].result) == (b'"b4"', b'"c6"', b'"a8"')
+    assert [r.index for r in await read_all(store, after=4)] == [5, 6, 7, 8, 9]
+    assert (await store.size(JOB)).count == 10
 
 
 async def test_sizes_and_delete_count_every_result_of_the_job_and_no_other(store: ResultStore) -> None:
     # Given two results of the job and one of another job
     for index in range(2):
-        await store.put(JOB, f"{JOB}-{index:06d}", b"[1, 2]", b"[0]")
-    await store.put("job2", "job2-000000", b"true", b"[0]")
+        await store.put(JOB, f"{JOB}-{index:06d}", 1, b"[1, 2]", b"[0]")
+    await store.put("job2", "job2-000000", 1, b"true", b"[0]")
 
     size = await store.size(JOB)
     assert size.count == 2 and size.bytes > 2 * len(b"[1, 2][0]")
@@ -81,7 +102,7 @@ async def test_sizes_and_delete_count_every_result_of_the_job_and_no_other(store
 async def test_a_job_without_results_reads_empty_and_a_bad_batch_id_is_refused(store: ResultStore) -> None:
     assert (await read_all(store, "nothing"), await store.size("nothing")) == ([], ResultsSize())
     with pytest.raises(InvalidRequest, match="not a batch id"):
-        await store.put(JOB, "no-index-here", b"1", b"[]")
+        await store.put(JOB, "no-index-here", 1, b"1", b"[]")
 
 
 def test_a_json_line_is_built_from_the_stored_bytes_with_or_without_items() -> None:
@@ -94,7 +115,7 @@ async def test_pages_hold_a_few_mib_not_every_result_of_a_large_job(store: Resul
     # Given 10 results of 1 MiB each
     big = b'"' + b"x" * (1024 * 1024) + b'"'
     for index in range(10):
-        await store.put(JOB, f"{JOB}-{index:06d}", big, b"[]")
+        await store.put(JOB, f"{JOB}-{index:06d}", 1, big, b"[]")
 
     pages = [[r.index for r in page] async for page in store.read(JOB)]
 

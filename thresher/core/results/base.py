@@ -1,22 +1,18 @@
 """The results seam: each batch's result, kept once under the batch's index, read back in batch order.
 
-A stored result is one file (or S3 object) per batch, named by its index zero-padded (`000000000042.result`), so that
-names sort in batch order and a batch delivered twice overwrites its own result: exactly one per batch, the last
-successful attempt's. The file holds a header line (`<batch_id> <result bytes>`), the result (the worker's JSON
-answer) and the batch's items (its JSON array, as sent), so that a reader can join outputs to inputs.
+Results are stored in groups (groups.py: one file or S3 object per group of batches, as a dequeuer flushes them),
+each with its batch id, the attempt that made it, the worker's JSON answer and the batch's items (its JSON array, as
+sent), so that a reader can join outputs to inputs. A batch stored twice reads back once: the latest attempt's.
 """
 
 from __future__ import annotations
 
-import asyncio
 from abc import ABC, abstractmethod
 from collections.abc import AsyncIterator, Sequence
 from dataclasses import dataclass
 
 from thresher.core.errors import InvalidRequest
 
-SUFFIX = ".result"
-INDEX_DIGITS = 12  # enough for any job (a batch index is below 10^12)
 PAGE = 100  # results read back per page, at most
 PAGE_BYTES = 4 * 1024 * 1024  # a page ends once it holds this much (one result may be larger: max_batch_bytes)
 
@@ -50,37 +46,16 @@ def batch_index(batch_id: str) -> int:
     return int(index)
 
 
-def object_name(index: int) -> str:
-    return f"{index:0{INDEX_DIGITS}d}{SUFFIX}"
-
-
-def name_index(name: str) -> int | None:
-    """The index an object's name holds; None for anything else (a temporary file)."""
-    stem = name.removesuffix(SUFFIX)
-    return int(stem) if name.endswith(SUFFIX) and stem.isdigit() else None
-
-
-def encode(batch_id: str, result: bytes, items: bytes) -> bytes:
-    return b"%s %d\n" % (batch_id.encode(), len(result)) + result + items
-
-
-def decode(index: int, data: bytes) -> StoredResult:
-    header, _, rest = data.partition(b"\n")
-    batch_id, _, length = header.decode().partition(" ")
-    size = int(length)
-    return StoredResult(index, batch_id, rest[:size], rest[size:])
-
-
 class ResultStore(ABC):
     """Every job's results. Errors: Unavailable when the store cannot be reached."""
 
-    @abstractmethod
-    async def put(self, job_id: str, batch_id: str, result: bytes, items: bytes) -> None:
-        """Keep the batch's result (replacing an earlier attempt's), atomically: a reader sees all of it or none."""
+    async def put(self, job_id: str, batch_id: str, attempt: int, result: bytes, items: bytes) -> None:
+        await self.put_many(job_id, [(batch_id, attempt, result, items)])
 
-    async def put_many(self, job_id: str, results: Sequence[tuple[str, bytes, bytes]]) -> None:
-        """`put` each (batch id, result, items); all are kept when it returns (a failure may have kept some)."""
-        await asyncio.gather(*(self.put(job_id, *result) for result in results))
+    @abstractmethod
+    async def put_many(self, job_id: str, results: Sequence[tuple[str, int, bytes, bytes]]) -> None:
+        """Keep each (batch id, attempt, result, items) together, atomically: a reader sees all of them or none.
+        A batch's result replaces one of an earlier attempt (or of the same attempt, stored earlier)."""
 
     @abstractmethod
     def read(self, job_id: str, after: int = -1) -> AsyncIterator[list[StoredResult]]:

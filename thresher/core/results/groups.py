@@ -1,0 +1,140 @@
+"""Results kept in groups: one file (or S3 object) per group of batches, read back merged into batch order.
+
+A dequeuer stores the results of a flush together, as one group (one write, one rename or PutObject, for up to
+MAX_HELD batches). Its name, `<first index>-<last index>-<stamp>-<head bytes>.results`, tells a reader which batches
+it may hold (a range: dequeuers take batches interleaved, so groups overlap) and how long its head is. The head lists
+each result's `<index> <attempt> <batch id> <result bytes> <items bytes>`, one a line after a line with their count;
+the results and items follow, in that order, without any re-encoding (the worker's JSON answer and the batch's JSON
+array, as they came).
+
+Exactly one result per batch, whichever groups hold it (a batch delivered twice has its result stored twice, by the
+same dequeuer or by two): the reader keeps the one with the highest attempt (the queue's receive count: a later
+delivery always counts more), and between equal attempts (the same delivery stored twice) the one in the group with
+the later stamp (nanoseconds since the epoch, then a per-process token and sequence).
+
+Reading merges the groups in order of their first index: a result is final once every group that may hold its
+index has been read, that is, once the next group unread starts after it. A reader holds the results of the groups
+overlapping the index it is at, not the whole job's.
+"""
+
+from __future__ import annotations
+
+import heapq
+import os
+import time
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterable, Sequence
+from dataclasses import dataclass
+from itertools import count
+
+from thresher.core.results.base import PAGE, PAGE_BYTES, StoredResult, batch_index
+
+SUFFIX = ".results"
+INDEX_DIGITS = 12  # enough for any job (a batch index is below 10^12)
+_TOKEN = os.urandom(4).hex()  # this process's, in its stamps: two processes never make the same stamp
+_SEQUENCE = count()
+
+NewResult = tuple[str, int, bytes, bytes]  # batch id, attempt, result, items
+
+
+@dataclass(frozen=True, order=True)
+class GroupName:
+    first: int
+    last: int
+    stamp: str
+    head_bytes: int
+
+    def __str__(self) -> str:
+        return f"{self.first:0{INDEX_DIGITS}d}-{self.last:0{INDEX_DIGITS}d}-{self.stamp}-{self.head_bytes}{SUFFIX}"
+
+    @staticmethod
+    def parse(name: str) -> GroupName | None:
+        """The group a file's name describes; None for anything else (a temporary file)."""
+        parts = name.removesuffix(SUFFIX).split("-")
+        if not name.endswith(SUFFIX) or len(parts) != 6 or not all(p.isdigit() for p in (*parts[:2], parts[5])):
+            return None
+        return GroupName(int(parts[0]), int(parts[1]), "-".join(parts[2:5]), int(parts[5]))
+
+
+@dataclass(frozen=True)
+class Kept:
+    """One result in a group, with what decides between two results of the same batch."""
+
+    attempt: int
+    stamp: str
+    result: StoredResult
+
+
+def encode(results: Sequence[NewResult]) -> tuple[GroupName, bytes]:
+    """A group of results (at least one), as its name and content."""
+    ordered = sorted(((batch_index(batch_id), attempt, batch_id, r, i) for batch_id, attempt, r, i in results))
+    head = b"%d\n" % len(ordered) + b"".join(
+        b"%d %d %s %d %d\n" % (index, attempt, batch_id.encode(), len(r), len(i))
+        for index, attempt, batch_id, r, i in ordered
+    )
+    body = b"".join(part for *_, r, i in ordered for part in (r, i))
+    stamp = f"{time.time_ns():020d}-{_TOKEN}-{next(_SEQUENCE):08d}"
+    return GroupName(ordered[0][0], ordered[-1][0], stamp, len(head)), head + body
+
+
+def decode_head(head: bytes) -> list[tuple[int, int, str, int, int]]:
+    """(index, attempt, batch id, result bytes, items bytes) of each result of a group's head."""
+    lines = head.split(b"\n")
+    entries = []
+    for line in lines[1 : 1 + int(lines[0])]:
+        index, attempt, batch_id, result_bytes, items_bytes = line.split(b" ")
+        entries.append((int(index), int(attempt), batch_id.decode(), int(result_bytes), int(items_bytes)))
+    return entries
+
+
+def decode(name: GroupName, data: bytes) -> list[Kept]:
+    """The group's results (none when `data` is empty: a group deleted while it was read)."""
+    if not data:
+        return []
+    kept, offset = [], name.head_bytes
+    for index, attempt, batch_id, result_bytes, items_bytes in decode_head(data[: name.head_bytes]):
+        result_end = offset + result_bytes
+        result = StoredResult(index, batch_id, data[offset:result_end], data[result_end : result_end + items_bytes])
+        kept.append(Kept(attempt, name.stamp, result))
+        offset = result_end + items_bytes
+    return kept
+
+
+def distinct_indexes(heads: Iterable[bytes]) -> int:
+    return len({entry[0] for head in heads for entry in decode_head(head)})
+
+
+async def merged(
+    names: Iterable[GroupName], after: int, load: Callable[[list[GroupName]], Awaitable[list[bytes]]], at_once: int
+) -> AsyncIterator[list[StoredResult]]:
+    """The results after index `after` of the groups `names`, one per index, in index order, a page at a time;
+    `load` reads groups' contents (`at_once` of them at most in a call: S3 reads them in parallel)."""
+    unread = sorted(name for name in names if name.last > after)
+    unread.reverse()  # the next group to read is the last: popped
+    best: dict[int, Kept] = {}
+    waiting: list[int] = []  # a heap of best's indexes
+    page: list[StoredResult] = []
+    size = 0
+    while unread or waiting:
+        bound = unread[-1].first if unread else None  # no index from here on is final before this group is read
+        if bound is not None and (not waiting or waiting[0] >= bound):
+            group = [unread.pop() for _ in range(min(at_once, len(unread)))]
+            for name, data in zip(group, await load(group), strict=True):
+                for kept in decode(name, data):
+                    index = kept.result.index
+                    if index <= after:
+                        continue
+                    if index not in best:
+                        heapq.heappush(waiting, index)
+                    elif (best[index].attempt, best[index].stamp) > (kept.attempt, kept.stamp):
+                        continue
+                    best[index] = kept
+            continue
+        while waiting and (bound is None or waiting[0] < bound):
+            result = best.pop(heapq.heappop(waiting)).result
+            page.append(result)
+            size += len(result.result) + len(result.items)
+            if len(page) >= PAGE or size >= PAGE_BYTES:
+                yield page
+                page, size = [], 0
+    if page:
+        yield page
