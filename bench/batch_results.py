@@ -1,7 +1,8 @@
 """Scenario 6, results: how fast results are kept and read back, and what keeping them costs a job.
 
-- The results store (thresher/core/results, local files) against plain files: N results written then read back in
-  batch order, against the same bytes written to N files and read back, one after the other, on the same disk.
+- The results store (thresher/core/results, local files) against plain files: N results written in groups of GROUP
+  (as a dequeuer stores them) then read back in batch order, against the same bytes written to as many plain files
+  (one per group) and read back, one after the other, on the same disk.
 - A job whose worker returns a result per batch against the same job whose worker returns none: batches/s, submit
   to final status.
 """
@@ -49,11 +50,11 @@ def run(stack: BenchStack, work: Path, items: int, repeats: int) -> Scenario:
         ),
     ]
     scenario.notes = [
-        f"Median of {repeats} runs. The store writes each result to a temporary file renamed into place, "
-        f"{GROUP} at a time on a thread off the event loop (as a dequeuer does), and reads them back in pages, in "
-        "batch order; the baseline writes "
-        "and reads the same bytes with plain open/write/read. The targets are the issue's: ≥ 50 % of plain files, "
-        "≥ 80 % of the job without results.",
+        f"Median of {repeats} runs. The store writes the results {GROUP} at a time, as one group file each (a "
+        "temporary file renamed into place, on a thread off the event loop, as a dequeuer does), and reads them back "
+        "merged in batch order; the baseline writes the same bytes (each result and its items) to as many files, "
+        "one per group of the same size, with plain open/write, and reads them back. The targets are the issue's: "
+        "≥ 50 % of plain files, ≥ 80 % of the job without results.",
     ]
     return scenario
 
@@ -61,10 +62,11 @@ def run(stack: BenchStack, work: Path, items: int, repeats: int) -> Scenario:
 async def _store_seconds(folder: Path, count: int) -> float:
     shutil.rmtree(folder, ignore_errors=True)
     store = LocalResultStore(folder)
-    result, items = b'"' + b"r" * (RESULT_BYTES - 2) + b'"', b"[1]"
+    result, items = _result_and_items()
     started = time.perf_counter()
     for start in range(0, count, GROUP):  # as a dequeuer writes them: the successes of a flush together
-        await store.put_many("job", [(f"job-{i:06d}", result, items) for i in range(start, min(start + GROUP, count))])
+        group = [(f"job-{i:06d}", 1, result, items) for i in range(start, min(start + GROUP, count))]
+        await store.put_many("job", group)
     read = sum([len(page) async for page in store.read("job")], 0)
     seconds = time.perf_counter() - started
     assert read == count, f"read {read} results of {count}"
@@ -72,16 +74,21 @@ async def _store_seconds(folder: Path, count: int) -> float:
 
 
 def _files_seconds(folder: Path, count: int) -> float:
+    """The same bytes (each result and its items) in as many files, one per group of GROUP, written then read."""
     shutil.rmtree(folder, ignore_errors=True)
     folder.mkdir(parents=True)
-    data = b'"' + b"r" * (RESULT_BYTES - 2) + b'"'
+    result, items = _result_and_items()
     started = time.perf_counter()
-    for index in range(count):
-        (folder / f"{index:012d}").write_bytes(data)
-    read = sum(1 for index in range(count) if (folder / f"{index:012d}").read_bytes())
+    for start in range(0, count, GROUP):
+        (folder / f"{start:012d}").write_bytes(b"".join(result + items for _ in range(start, min(start + GROUP, count))))
+    read = sum(len((folder / f"{start:012d}").read_bytes()) for start in sorted(range(0, count, GROUP)))
     seconds = time.perf_counter() - started
-    assert read == count
+    assert read == count * len(result + items)
     return seconds
+
+
+def _result_and_items() -> tuple[bytes, bytes]:
+    return b'"' + b"r" * (RESULT_BYTES - 2) + b'"', b"[1]"
 
 
 def _job_seconds(stack: BenchStack, items: int, config: dict[str, int]) -> float:

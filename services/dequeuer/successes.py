@@ -23,6 +23,7 @@ from thresher.core.results import ResultStore
 from thresher.v1 import monitor_pb2
 
 MAX_HELD = 20  # successes held, at most (a bound: the loop flushes them after each request)
+STORE_AFTER_S = 0.02  # a result waits this long for others to be stored with (unless MAX_HELD already wait)
 MAX_TO_STORE = 4 * MAX_HELD  # results waiting to be stored, at most: the loop waits for room before another batch
 
 
@@ -73,6 +74,8 @@ class Successes:
         """Store the results flushed, a group at a time, until none is left; report each batch once stored."""
         try:
             while self._to_store:
+                if len(self._to_store) < MAX_HELD:
+                    await asyncio.sleep(STORE_AFTER_S)  # a larger group for the same cost: a file or object each
                 group, self._to_store = self._to_store, []
                 await self._store_then_report(group)
                 self._stored.set()
