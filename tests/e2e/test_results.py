@@ -93,7 +93,7 @@ def test_deleting_an_api_with_its_jobs_deletes_their_results(stack: Stack, tmp_p
                                            "config": config})  # fmt: skip
     assert stack.wait_for_final("recorder", job["job_id"])["job_status"]["status"] == "succeeded"
     folder = stack.data_dir / "results" / job["job_id"]
-    assert len(list(folder.iterdir())) == 2
+    assert list(folder.iterdir())  # the results of the two batches, in one group or two
 
     stack.client.delete_api("recorder", delete_jobs=True)
 
