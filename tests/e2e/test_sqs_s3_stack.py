@@ -253,11 +253,13 @@ def records(out: Path, kind: str) -> list[dict[str, Any]]:
     return [json.loads(line) for path in out.glob(f"{kind}-*.jsonl") for line in path.read_text().splitlines()]
 
 
+@pytest.mark.parametrize("sqs_server", ["moto", "elasticmq"])
 def test_results_on_s3_are_kept_once_per_batch_read_back_in_order_and_deleted(
-    aws_endpoint: str, tmp_path: Path
+    sqs_server: str, aws_endpoint: str, tmp_path: Path, request: pytest.FixtureRequest
 ) -> None:
-    # Given a stack on SQS that keeps results under s3://results/kept, and a worker that kills its own dequeuer as
-    # soon as it answered batch 3 (so that batch is delivered, and its result written, twice)
+    # Given a stack on SQS (moto's or ElasticMQ's) that keeps results under s3://results/kept, and a worker that kills
+    # its own dequeuer as soon as it answered batch 3 (so that batch is delivered, and its result written, twice)
+    sqs = request.getfixturevalue("elasticmq_endpoint") if sqs_server == "elasticmq" else aws_endpoint
     s3 = moto_client("s3", aws_endpoint)
     s3.create_bucket(Bucket="results")
     env = {
@@ -265,7 +267,7 @@ def test_results_on_s3_are_kept_once_per_batch_read_back_in_order_and_deleted(
         "THRESHER_RESULTS_S3_ENDPOINT_URL": aws_endpoint,
         "THRESHER_RESULTS_S3_REGION": AWS_ENV["AWS_DEFAULT_REGION"],
     }
-    with sqs_s3_stack(aws_endpoint, aws_endpoint, tmp_path, env) as on:
+    with sqs_s3_stack(sqs, aws_endpoint, tmp_path, env) as on:
         client = GatewayClient(on.stack.url, api_key=on.stack.api_key)
         out = tmp_path / "out"
         config = {"out_dir": str(out), "results": True, "kill_dequeuer_items": [3], "kill_dequeuer_after_s": 0}
