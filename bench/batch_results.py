@@ -21,24 +21,26 @@ from bench.stack import BenchStack
 from thresher.core.results.local import LocalResultStore
 
 RESULT_BYTES = 1024  # a small result: an embedding's worth of numbers, a label and scores
+MIN_STORED = 20_000  # results the store writes and reads, at least: fewer take a few ms, which a shared machine swamps
 GROUP = 20  # results written together (services/dequeuer/successes.py: MAX_HELD, the most a flush holds)
 
 
 def run(stack: BenchStack, work: Path, items: int, repeats: int) -> Scenario:
     count = items // BATCH_SIZE
-    store_s = median([asyncio.run(_store_seconds(work / "store", count)) for _ in range(repeats)])
-    files_s = median([_files_seconds(work / "files", count) for _ in range(repeats)])
+    stored = max(count, MIN_STORED)
+    store_s = median([asyncio.run(_store_seconds(work / "store", stored)) for _ in range(repeats)])
+    files_s = median([_files_seconds(work / "files", stored) for _ in range(repeats)])
     with_s = median([_job_seconds(stack, items, {"result_bytes": RESULT_BYTES}) for _ in range(repeats)])
     without_s = median([_job_seconds(stack, items, {}) for _ in range(repeats)])
-    scenario = Scenario(6, f"Results: {count:,} results of {RESULT_BYTES} bytes; jobs of {items:,} items")
+    scenario = Scenario(6, f"Results: {stored:,} results of {RESULT_BYTES} bytes; jobs of {items:,} items")
     scenario.figures = [
         Figure(
             "results written and read back",
-            count / store_s,
+            stored / store_s,
             "results/s",
-            baseline=count / files_s,
+            baseline=stored / files_s,
             baseline_label="the same bytes as plain files",
-            target=Target(count / files_s * 0.5, at_least=True),
+            target=Target(stored / files_s * 0.5, at_least=True),
         ),
         Figure(
             "job throughput with a result per batch",
