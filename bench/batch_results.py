@@ -82,7 +82,9 @@ def _files_seconds(folder: Path, count: int) -> float:
     result, items = _result_and_items()
     started = time.perf_counter()
     for start in range(0, count, GROUP):
-        (folder / f"{start:012d}").write_bytes(b"".join(result + items for _ in range(start, min(start + GROUP, count))))
+        (folder / f"{start:012d}").write_bytes(
+            b"".join(result + items for _ in range(start, min(start + GROUP, count)))
+        )
     read = sum(len((folder / f"{start:012d}").read_bytes()) for start in sorted(range(0, count, GROUP)))
     seconds = time.perf_counter() - started
     assert read == count * len(result + items)

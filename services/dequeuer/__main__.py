@@ -41,7 +41,7 @@ async def serve(settings: Settings, config: Config, token: str) -> int:
         tls=config.tls,
     )
     reporter.start()
-    results = open_result_store(config)
+    results = open_result_store(config, settings.results_s3_path or "")
     try:
         dequeuer = Dequeuer(settings, backend.open(settings.queue_name), reporter, results)
         signalled = asyncio.Event()

@@ -6,9 +6,10 @@ held after each request it writes, before waiting for more batches, and on its w
 for the next request to be written (the settler acks a batch on the queue only once its report is acked, as before).
 
 A success with a result (the worker's JSON answer) is reported only once its result is stored, so that a succeeded
-batch always has its result. One task stores them in the background, in groups: all those flushed while it stored
-the group before, as one group of the store (one file or S3 object, thresher/core/results/groups.py). A result that cannot be stored makes
-the attempt a failed one.
+batch always has its result. One task stores them in the background, in groups: those flushed within STORE_AFTER_S
+of the first, or while it stored the group before, as one group of the store (one file or S3 object:
+thresher/core/results/groups.py). Each file costs more than its bytes, and a result waits for its batch's ack only, not
+the worker. A result that cannot be stored makes the attempt a failed one.
 """
 
 from __future__ import annotations

@@ -102,7 +102,17 @@ def parse_submission(api_name: str, body: Any) -> jobs_pb2.JobSubmission:
         _dead_letter_queue(sub.sqs_dead_letter_queue, _object(dlq, "sqs_dead_letter_queue"))
     if (batch_timeout := body.get("batch_timeout")) is not None:
         sub.batch_timeout_s = _number(batch_timeout, "batch_timeout")
+    if (results := body.get("results")) is not None:
+        _results(sub.results, _object(results, "results"))
     return sub
+
+
+def _results(target: jobs_pb2.ResultsTarget, value: dict[str, Any]) -> None:
+    target.SetInParent()
+    if (s3_path := value.get("s3_path")) is not None:
+        if not isinstance(s3_path, str):
+            raise InvalidRequest("results: s3_path: must be a string")
+        target.s3_path = s3_path
 
 
 def _item_list(target: jobs_pb2.ItemList, value: dict[str, Any]) -> None:

@@ -68,6 +68,7 @@ class Launcher:
             job_spec=job_spec(job, submission),
             max_receive_count=max_receive_count(submission, self._config),
             batch_timeout_s=batch_timeout_s(submission, self._config),
+            results_s3_path=submission.results.s3_path,
         )
 
     async def _run(self, job_id: str) -> None:

@@ -37,10 +37,13 @@ RESULTS_DELETED_BYTES = Gauge(
 
 
 class JobResults:
-    def __init__(self, store: JobStore, results: ResultStore, ttl_s: float) -> None:
+    def __init__(self, store: JobStore, open_results: Callable[[str], ResultStore], ttl_s: float) -> None:
+        """`open_results(s3_path)`: the store of results at a job's own S3 path ("": where the settings say)."""
         self._store = store
-        self._results = results
+        self._open_results = open_results
         self._ttl_s = ttl_s
+        self._result_stores: dict[str, ResultStore] = {}  # by S3 path, opened once
+        self._s3_paths: dict[str, str] = {}  # job id -> its submission's results.s3_path (submissions never change)
         # job id -> when it was listed (None: the job was final then, so it does not change), its API, its size
         self._sizes: dict[str, tuple[float | None, str, ResultsSize]] = {}
 
@@ -49,7 +52,9 @@ class JobResults:
         cached = self._sizes.get(job.job_id)
         listed_at = None if cached is None else cached[0]
         if cached is None or (listed_at is not None and (final or time.monotonic() - listed_at > SIZE_CACHE_S)):
-            size = await self._results.size(job.job_id)  # listed after `final` was known: final, it is the last size
+            size = await (await self._results_of(job.job_id)).size(
+                job.job_id
+            )  # listed after `final` was known: final, it is the last size
             self._sizes[job.job_id] = (None if final else time.monotonic(), job.api_name, size)
             self._update_gauge(job.api_name)
         size = self._sizes[job.job_id][2]
@@ -60,11 +65,12 @@ class JobResults:
     ) -> AsyncIterator[list[jobs_pb2.BatchOutput]]:
         """Messages of results after index `after`, in order, each about MESSAGE_BYTES at most (one result alone may
         be larger: results.max_batch_bytes, and its items); following, until a read after the job is final."""
+        results = await self._results_of(job_id)
         while True:
             final = follow and await is_final()  # looked at before the read: no result can come after it
             message: list[jobs_pb2.BatchOutput] = []
             size = 0
-            async for page in self._results.read(job_id, after):
+            async for page in results.read(job_id, after):
                 for r in page:
                     if message and size + len(r.result) + len(r.items) * items > MESSAGE_BYTES:
                         yield message
@@ -82,7 +88,7 @@ class JobResults:
             await asyncio.sleep(FOLLOW_POLL_S)
 
     async def delete(self, job: jobs_pb2.Job) -> jobs_pb2.DeletedResults:
-        size = await self._results.delete(job.job_id)
+        size = await (await self._results_of(job.job_id)).delete(job.job_id)
         self._sizes[job.job_id] = (None, job.api_name, ResultsSize())
         self._update_gauge(job.api_name)
         RESULTS_DELETED_BYTES.inc(size.bytes)
@@ -94,6 +100,8 @@ class JobResults:
     async def jobs_of(self, api_name: str) -> list[jobs_pb2.Job]:
         """The API's jobs (to call `delete_forgotten` with, once some may have been deleted)."""
         records = await self._store.list_jobs(api_name, limit=2**31 - 1)
+        for record in records:
+            await self._results_of(record.job_id)  # where its results are, known once the job is forgotten
         return [jobs_pb2.Job(job_id=r.job_id, api_name=r.api_name) for r in records]
 
     async def delete_forgotten(self, jobs: list[jobs_pb2.Job]) -> None:
@@ -116,6 +124,15 @@ class JobResults:
                     except Exception:
                         log.exception("could not delete the expired results of job %s; trying again later", job_id)
             await asyncio.sleep(min(EXPIRY_INTERVAL_S, self._ttl_s))
+
+    async def _results_of(self, job_id: str) -> ResultStore:
+        """The store of the job's results: its submission's S3 path, or where the settings say."""
+        if job_id not in self._s3_paths:
+            self._s3_paths[job_id] = (await self._store.get_submission(job_id)).results.s3_path
+        s3_path = self._s3_paths[job_id]
+        if s3_path not in self._result_stores:
+            self._result_stores[s3_path] = self._open_results(s3_path)
+        return self._result_stores[s3_path]
 
     def _update_gauge(self, api_name: str) -> None:
         RESULTS_BYTES.labels(api_name).set(sum(s.bytes for _, api, s in self._sizes.values() if api == api_name))

@@ -11,6 +11,7 @@ from thresher.core.config import Config
 from thresher.core.errors import InvalidRequest, LimitExceeded
 from thresher.core.queue.registry import QUEUE_BACKENDS
 from thresher.core.sources import BATCHES, ITEM_LIST, batch_size_of, check_batch_size, file_query, source_of
+from thresher.core.store.base import split_s3_path
 from thresher.v1 import jobs_pb2
 
 MAX_ITEM_BYTES = 250 * 1024  # SQS's 256 KiB message limit less room for attributes (Cortex's limit)
@@ -40,6 +41,8 @@ def validate_submission(submission: jobs_pb2.JobSubmission) -> None:
         _at_least("sqs_dead_letter_queue: max_receive_count", submission.sqs_dead_letter_queue.max_receive_count, 1)
     if submission.config_json:
         _validate_config(submission.config_json)
+    if submission.HasField("results"):
+        _validate_results(submission.results)
 
 
 def check_limits(submission: jobs_pb2.JobSubmission, config: Config) -> None:
@@ -114,6 +117,16 @@ def _validate_config(config_json: bytes) -> None:
         raise InvalidRequest(f"config: not valid JSON: {e}") from e
     if not isinstance(config, dict):
         raise InvalidRequest("config: must be a JSON object")
+
+
+def _validate_results(results: jobs_pb2.ResultsTarget) -> None:
+    """The job's own S3 path for its results: s3://bucket[/prefix], as input paths are written."""
+    if not results.s3_path:
+        raise InvalidRequest("results: s3_path: must be given (s3://bucket/prefix)")
+    try:
+        split_s3_path(results.s3_path)
+    except InvalidRequest as e:
+        raise InvalidRequest(f"results: s3_path: {e}") from None
 
 
 def _at_least(name: str, value: int, minimum: int) -> None:

@@ -290,6 +290,8 @@ async def test_an_empty_item_list_reaches_the_scheduler_as_present(
         ({"sqs_dead_letter_queue": {"max_receive_count": "3"}}, "sqs_dead_letter_queue: max_receive_count: must be"),
         ({"batch_timeout": "10"}, "batch_timeout: must be a number"),
         ({"batch_timeout": True}, "batch_timeout: must be a number"),
+        ({"results": "s3://b/out"}, "results: must be an object"),
+        ({"results": {"s3_path": ["s3://b/out"]}}, "results: s3_path: must be a string"),
     ],
 )
 async def test_a_field_of_the_wrong_type_is_400_invalid_naming_the_field(

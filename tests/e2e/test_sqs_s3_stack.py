@@ -291,3 +291,36 @@ def test_results_on_s3_are_kept_once_per_batch_read_back_in_order_and_deleted(
         # And a DELETE removes every object
         assert client.delete_results(job["job_id"])["deleted_results"] == 12
         assert s3.list_objects_v2(Bucket="results", Prefix=f"kept/{job['job_id']}/").get("KeyCount") == 0
+
+
+def test_a_job_naming_its_own_s3_path_keeps_its_results_there_and_reads_and_deletes_them_from_there(
+    aws_endpoint: str, tmp_path: Path
+) -> None:
+    # Given a stack with no results.s3_prefix (results go to its data dir), S3 on moto, and a job that names its own
+    # S3 path for its results
+    s3 = moto_client("s3", aws_endpoint)
+    s3.create_bucket(Bucket="mine")
+    env = {
+        "THRESHER_RESULTS_S3_ENDPOINT_URL": aws_endpoint,
+        "THRESHER_RESULTS_S3_REGION": AWS_ENV["AWS_DEFAULT_REGION"],
+    }
+    with sqs_s3_stack(aws_endpoint, aws_endpoint, tmp_path, env) as on:
+        client = GatewayClient(on.stack.url, api_key=on.stack.api_key)
+        config = {"out_dir": str(tmp_path / "out"), "results": True}
+        job = client.submit("recorder", {"workers": 2, "item_list": {"items": list(range(8)), "batch_size": 2},
+                                         "config": config, "results": {"s3_path": "s3://mine/runs/"}})  # fmt: skip
+        assert wait_for_final(client, job["job_id"])["job_status"]["status"] == "succeeded"
+
+        # Then its results are objects under that path, read back from there in order, and none is in the data dir
+        listed = s3.list_objects_v2(Bucket="mine", Prefix=f"runs/{job['job_id']}/").get("Contents", [])
+        assert listed and all(o["Key"].endswith(".results") for o in listed), listed
+        results = [json.loads(line) for line in client.results(job["job_id"])]
+        assert [(r["index"], r["result"]["squares"]) for r in results] == [
+            (i, [2 * i * 2 * i, (2 * i + 1) ** 2]) for i in range(4)
+        ]
+        assert client.job(job["job_id"])["job_status"]["results"]["count"] == 4
+        assert not (on.stack.data_dir / "results" / job["job_id"]).exists()
+
+        # And a DELETE removes them from there
+        assert client.delete_results(job["job_id"])["deleted_results"] == 4
+        assert s3.list_objects_v2(Bucket="mine", Prefix=f"runs/{job['job_id']}/").get("KeyCount") == 0

@@ -125,6 +125,10 @@ def test_a_valid_submission_passes() -> None:
         (lambda s: s.sqs_dead_letter_queue.SetInParent(), "max_receive_count: must be greater than or equal to 1"),
         (lambda s: setattr(s, "config_json", b"[1]"), "config: must be a JSON object"),
         (lambda s: s.item_list.items.append(b'"' + b"x" * MAX_ITEM_BYTES + b'"'), "item 2 has size"),
+        (lambda s: s.results.SetInParent(), "results: s3_path: must be given (s3://bucket/prefix)"),
+        (lambda s: setattr(s.results, "s3_path", "/data/out"), "results: s3_path: /data/out: an S3 path must start"),
+        (lambda s: setattr(s.results, "s3_path", "s3:///out"), "results: s3_path: s3:///out: an S3 path must be"),
+        (lambda s: setattr(s.results, "s3_path", "s3://b c/out"), "results: s3_path: s3://b c/out: 'b c' is not"),
     ],
 )
 def test_an_invalid_submission_is_rejected_with_a_message_naming_the_problem(mutate, message: str) -> None:

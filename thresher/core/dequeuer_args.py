@@ -40,6 +40,12 @@ def _path(text: str) -> str:
     return text
 
 
+def _s3_path(text: str) -> str:
+    if not text.startswith("s3://"):
+        raise argparse.ArgumentTypeError(f"{text!r} must start with 's3://'")
+    return text
+
+
 def _positive(kind: type[float] | type[int]) -> Callable[[str], float | int]:
     def read(text: str) -> float | int:
         value = kind(text)
@@ -71,6 +77,7 @@ class DequeuerArgs:
     batch_timeout_s: float | None = _option(_positive(float), "default: dequeuer.batch_timeout_s", default=None)
     max_receive_count: int | None = _option(_positive(int), "default: queue.max_receive_count", default=None)
     grace_s: float = _option(_non_negative, "after SIGTERM (default 20)", default=DEFAULT_GRACE_S)
+    results_s3_path: str | None = _option(_s3_path, "the job's S3 path for results (default: results.*)", default=None)
 
     def to_argv(self) -> list[str]:
         """The options after `python -m services.dequeuer`; those at their default are left off."""

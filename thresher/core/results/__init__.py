@@ -11,19 +11,20 @@ from pathlib import Path
 from thresher.core.config import Config
 from thresher.core.results.base import ResultsSize, ResultStore, StoredResult, batch_index
 
-__all__ = ["ResultStore", "ResultsSize", "StoredResult", "batch_index", "dequeuer_env_prefixes", "open_result_store"]
+__all__ = ["DEQUEUER_ENV_PREFIXES", "ResultStore", "ResultsSize", "StoredResult", "batch_index", "open_result_store"]
+
+# The environment variables a dequeuer needs to write results: S3's credentials, for results.s3_prefix or for a job
+# that names its own S3 path (local dequeuers are forked from one process, started before any job).
+DEQUEUER_ENV_PREFIXES = ("AWS_",)
 
 
-def open_result_store(config: Config) -> ResultStore:
-    if config.results.s3_prefix:
+def open_result_store(config: Config, s3_path: str = "") -> ResultStore:
+    """The store of results that go to `s3_path` (a job's own: `"results": {"s3_path": ...}`), else where the
+    settings say."""
+    if s3_path or config.results.s3_prefix:
         from thresher.core.results.s3 import S3ResultStore
 
-        return S3ResultStore(config.results)
+        return S3ResultStore(config.results, s3_path or config.results.s3_prefix)
     from thresher.core.results.local import LocalResultStore
 
     return LocalResultStore(Path(config.data_dir) / "results")
-
-
-def dequeuer_env_prefixes(config: Config) -> tuple[str, ...]:
-    """The environment variables a dequeuer needs to write results (S3's credentials)."""
-    return ("AWS_",) if config.results.s3_prefix else ()

@@ -23,8 +23,8 @@ READS_AT_ONCE = MAX_THREADS  # GetObject calls at once: one after another would 
 
 
 class S3ResultStore(ResultStore):
-    def __init__(self, settings: ResultSettings) -> None:
-        self._prefix = settings.s3_prefix.rstrip("/")
+    def __init__(self, settings: ResultSettings, prefix: str) -> None:
+        self._prefix = prefix.rstrip("/")
         # Credentials come from the usual AWS_* variables (or the pod's role): never in Thresher's settings.
         self._s3 = S3Store(InputSettings(s3_endpoint_url=settings.s3_endpoint_url, s3_region=settings.s3_region))
 

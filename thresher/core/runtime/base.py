@@ -26,6 +26,7 @@ class WorkerLaunch:
     job_spec: dict[str, Any]  # what the worker reads from $THRESHER_JOB_SPEC
     max_receive_count: int
     batch_timeout_s: float
+    results_s3_path: str = ""  # the job's own S3 path for its results (empty: the settings' place)
 
     def dequeuer_args(self, worker_id: str, port: int) -> DequeuerArgs:
         """The command line of the dequeuer of worker `worker_id`, whose worker listens on `port`."""
@@ -38,6 +39,7 @@ class WorkerLaunch:
             readiness_path=self.api.readiness_path or None,
             batch_timeout_s=self.batch_timeout_s,
             max_receive_count=self.max_receive_count,
+            results_s3_path=self.results_s3_path or None,
         )
 
 
