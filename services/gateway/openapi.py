@@ -348,6 +348,9 @@ def submission_schema(limits: LimitSettings) -> dict[str, Any]:
             "timeout": _nullable({"type": "integer", "minimum": 1, "maximum": INT64_MAX}),
             "batch_timeout": _nullable({"type": "number", "exclusiveMinimum": 0}),
             "sqs_dead_letter_queue": _nullable(dead_letter_queue),
+            "results": _nullable(
+                {"type": "object", "required": ["s3_path"], "properties": {"s3_path": {"type": "string"}}}
+            ),
         },
         "oneOf": [
             {"required": [name], "properties": {s: {"type": "object" if s == name else "null"} for s in sources}}
