@@ -24,6 +24,7 @@ EVERY_OPTION = DequeuerArgs(
     batch_timeout_s=12.5,
     max_receive_count=4,
     grace_s=7.0,
+    results_s3_path="s3://bucket/results",
 )
 
 
@@ -42,7 +43,7 @@ def test_the_flags_on_the_wire_are_those_deployed_manifests_carry() -> None:
     assert EVERY_OPTION.to_argv() == [
         "--job-id", "job-1", "--api-name", "api", "--worker-id", "job-1-w3", "--queue", "thresher-job-1",
         "--worker-port", "8123", "--readiness-path", "/healthz", "--batch-timeout-s", "12.5",
-        "--max-receive-count", "4", "--grace-s", "7.0",
+        "--max-receive-count", "4", "--grace-s", "7.0", "--results-s3-path", "s3://bucket/results",
     ]  # fmt: skip
 
 
@@ -70,10 +71,14 @@ def test_options_left_off_take_the_config_s_values() -> None:
 
 def test_a_runtime_s_command_line_is_read_back_as_the_launch_says() -> None:
     api = jobs_pb2.ApiSpec(name="api", readiness_path="/ready")
-    launch = WorkerLaunch("job-1", api, "thresher-job-1", {}, max_receive_count=4, batch_timeout_s=12.5)
+    launch = WorkerLaunch(
+        "job-1", api, "thresher-job-1", {}, max_receive_count=4, batch_timeout_s=12.5, results_s3_path="s3://b/r"
+    )
     argv = dequeuer_argv(launch, "job-1-w3", 8123, python="python")
     assert argv[:3] == ["python", "-m", DEQUEUER_MODULE]
-    expected = DequeuerArgs("job-1", "api", "job-1-w3", "thresher-job-1", 8123, "/ready", 12.5, 4)
+    expected = DequeuerArgs(
+        "job-1", "api", "job-1-w3", "thresher-job-1", 8123, "/ready", 12.5, 4, results_s3_path="s3://b/r"
+    )
     assert DequeuerArgs.parse(argv[3:]) == expected
 
 
@@ -88,6 +93,7 @@ def test_a_runtime_s_command_line_is_read_back_as_the_launch_says() -> None:
         ("--batch-timeout-s", "0", "argument --batch-timeout-s: 0 must be greater than 0"),
         ("--max-receive-count", "two", "argument --max-receive-count: invalid int value: 'two'"),
         ("--grace-s", "-1", "argument --grace-s: -1 must not be negative"),
+        ("--results-s3-path", "/out", "argument --results-s3-path: '/out' must start with 's3://'"),
     ],
 )
 def test_a_bad_option_exits_2_naming_it(
