@@ -55,13 +55,9 @@ class GroupName:
         return GroupName(int(parts[0]), int(parts[1]), "-".join(parts[2:5]), int(parts[5]))
 
 
-@dataclass(frozen=True)
-class Kept:
-    """One result in a group, with what decides between two results of the same batch."""
-
-    attempt: int
-    stamp: str
-    result: StoredResult
+# One result of a group: (attempt, stamp), what decides between two results of the same batch, then the result.
+# A tuple, not a class: a read makes one per result.
+Kept = tuple[int, str, StoredResult]
 
 
 def encode(results: Sequence[NewResult]) -> tuple[GroupName, bytes]:
@@ -90,12 +86,13 @@ def decode(name: GroupName, data: bytes) -> list[Kept]:
     """The group's results (none when `data` is empty: a group deleted while it was read)."""
     if not data:
         return []
-    kept, offset = [], name.head_bytes
+    kept: list[Kept] = []
+    offset, stamp = name.head_bytes, name.stamp
     for index, attempt, batch_id, result_bytes, items_bytes in decode_head(data[: name.head_bytes]):
         result_end = offset + result_bytes
-        result = StoredResult(index, batch_id, data[offset:result_end], data[result_end : result_end + items_bytes])
-        kept.append(Kept(attempt, name.stamp, result))
         offset = result_end + items_bytes
+        kept.append((attempt, stamp, StoredResult(index, batch_id, data[result_end - result_bytes : result_end],
+                                                  data[result_end:offset])))  # fmt: skip
     return kept
 
 
@@ -107,7 +104,8 @@ async def merged(
     names: Iterable[GroupName], after: int, load: Callable[[list[GroupName]], Awaitable[list[bytes]]], at_once: int
 ) -> AsyncIterator[list[StoredResult]]:
     """The results after index `after` of the groups `names`, one per index, in index order, a page at a time;
-    `load` reads groups' contents (`at_once` of them at most in a call: S3 reads them in parallel)."""
+    `load` reads the contents of the first of the groups it is given (at least one; S3 reads them in parallel, files
+    are read on a thread until they hold PAGE_BYTES), `at_once` groups given at most."""
     unread = sorted(name for name in names if name.last > after)
     unread.reverse()  # the next group to read is the last: popped
     best: dict[int, Kept] = {}
@@ -118,19 +116,21 @@ async def merged(
         bound = unread[-1].first if unread else None  # no index from here on is final before this group is read
         if bound is not None and (not waiting or waiting[0] >= bound):
             group = [unread.pop() for _ in range(min(at_once, len(unread)))]
-            for name, data in zip(group, await load(group), strict=True):
+            contents = await load(group)
+            unread += reversed(group[len(contents) :])  # left for the next call
+            for name, data in zip(group, contents):
                 for kept in decode(name, data):
-                    index = kept.result.index
+                    index = kept[2].index
                     if index <= after:
                         continue
                     if index not in best:
                         heapq.heappush(waiting, index)
-                    elif (best[index].attempt, best[index].stamp) > (kept.attempt, kept.stamp):
+                    elif best[index][:2] > kept[:2]:
                         continue
                     best[index] = kept
             continue
         while waiting and (bound is None or waiting[0] < bound):
-            result = best.pop(heapq.heappop(waiting)).result
+            result = best.pop(heapq.heappop(waiting))[2]
             page.append(result)
             size += len(result.result) + len(result.items)
             if len(page) >= PAGE or size >= PAGE_BYTES:
