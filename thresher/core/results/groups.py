@@ -118,7 +118,7 @@ async def merged(
             group = [unread.pop() for _ in range(min(at_once, len(unread)))]
             contents = await load(group)
             unread += reversed(group[len(contents) :])  # left for the next call
-            for name, data in zip(group, contents):
+            for name, data in zip(group[: len(contents)], contents, strict=True):
                 for kept in decode(name, data):
                     index = kept[2].index
                     if index <= after:
