@@ -55,6 +55,10 @@ def check_limits(submission: jobs_pb2.JobSubmission, config: Config) -> None:
     source = source_of(submission)
     if (batch_size := batch_size_of(submission, source)) is not None:
         check_batch_size(source, batch_size, limits.max_batch_size)
+    if submission.results.s3_path and not config.results.job_s3_paths:
+        raise InvalidRequest(
+            "results: s3_path: this stack keeps every job's results in one place (results.job_s3_paths)"
+        )
     max_batch_bytes = MAX_BATCH_BYTES.get(config.queue.backend)
     if max_batch_bytes is not None and source == ITEM_LIST:
         _check_batch_bytes(submission.item_list, max_batch_bytes)

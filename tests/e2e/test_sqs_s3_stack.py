@@ -296,11 +296,12 @@ def test_results_on_s3_are_kept_once_per_batch_read_back_in_order_and_deleted(
 def test_a_job_naming_its_own_s3_path_keeps_its_results_there_and_reads_and_deletes_them_from_there(
     aws_endpoint: str, tmp_path: Path
 ) -> None:
-    # Given a stack with no results.s3_prefix (results go to its data dir), S3 on moto, and a job that names its own
-    # S3 path for its results
+    # Given a stack with no results.s3_prefix (results go to its data dir) that lets jobs name their own S3 path for
+    # results, S3 on moto, and a job that does
     s3 = moto_client("s3", aws_endpoint)
     s3.create_bucket(Bucket="mine")
     env = {
+        "THRESHER_RESULTS_JOB_S3_PATHS": "true",
         "THRESHER_RESULTS_S3_ENDPOINT_URL": aws_endpoint,
         "THRESHER_RESULTS_S3_REGION": AWS_ENV["AWS_DEFAULT_REGION"],
     }

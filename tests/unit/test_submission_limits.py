@@ -37,3 +37,14 @@ def test_sqlite_messages_have_no_limit_but_the_settings_caps_apply() -> None:
     too_many.workers = 3
     with pytest.raises(InvalidRequest, match=r"^workers: must be at most 2 \(got 3\)$"):
         check_limits(too_many, config)
+
+
+def test_a_job_s_own_s3_path_for_results_is_taken_only_where_the_settings_allow_it() -> None:
+    # The dequeuers of a stack that does not allow it have no S3 credentials to write there
+    config = Config()
+    submission = items(1, 1, batch_size=1)
+    submission.results.s3_path = "s3://bucket/out"
+    with pytest.raises(InvalidRequest, match=r"^results: s3_path: this stack keeps every job's results in one place"):
+        check_limits(submission, config)
+    config.results.job_s3_paths = True
+    check_limits(submission, config)

@@ -131,6 +131,9 @@ class ResultSettings:
     s3_region: str = ""  # e.g. us-east-1
     max_batch_bytes: int = 10 * 1024 * 1024  # a larger answer fails the attempt
     ttl_s: float = 0.0  # results of jobs ended this long ago are deleted; 0: kept until DELETE .../results
+    # A job may name its own S3 path for its results ("results": {"s3_path": ...}); local dequeuers then get the
+    # AWS_* variables (boto3's credentials), which they get otherwise only for s3_prefix or an SQS queue.
+    job_s3_paths: bool = False
 
 
 @dataclass

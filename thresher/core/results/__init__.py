@@ -11,11 +11,7 @@ from pathlib import Path
 from thresher.core.config import Config
 from thresher.core.results.base import ResultsSize, ResultStore, StoredResult, batch_index
 
-__all__ = ["DEQUEUER_ENV_PREFIXES", "ResultStore", "ResultsSize", "StoredResult", "batch_index", "open_result_store"]
-
-# The environment variables a dequeuer needs to write results: S3's credentials, for results.s3_prefix or for a job
-# that names its own S3 path (local dequeuers are forked from one process, started before any job).
-DEQUEUER_ENV_PREFIXES = ("AWS_",)
+__all__ = ["ResultStore", "ResultsSize", "StoredResult", "batch_index", "dequeuer_env_prefixes", "open_result_store"]
 
 
 def open_result_store(config: Config, s3_path: str = "") -> ResultStore:
@@ -28,3 +24,8 @@ def open_result_store(config: Config, s3_path: str = "") -> ResultStore:
     from thresher.core.results.local import LocalResultStore
 
     return LocalResultStore(Path(config.data_dir) / "results")
+
+
+def dequeuer_env_prefixes(config: Config) -> tuple[str, ...]:
+    """The environment variables a dequeuer needs to write results (S3's credentials), when they may go to S3."""
+    return ("AWS_",) if config.results.s3_prefix or config.results.job_s3_paths else ()

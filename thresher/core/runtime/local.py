@@ -27,7 +27,7 @@ from thresher.core.forkserver import TITLE_ROOM, ForkServer
 from thresher.core.names import ENV_JOB_SPEC, ENV_PORT, ENV_WORKER_TOKEN, EXIT_DRAINED
 from thresher.core.ports import free_port
 from thresher.core.queue.registry import queue_backend_entry
-from thresher.core.results import DEQUEUER_ENV_PREFIXES
+from thresher.core.results import dequeuer_env_prefixes
 from thresher.core.runtime.base import (
     Runtime,
     WorkerLaunch,
@@ -236,7 +236,7 @@ class LocalRuntime(Runtime):
     def _dequeuer_env(self) -> dict[str, str]:
         prefixes = (
             *queue_backend_entry(self._config.queue.backend).dequeuer_env_prefixes,
-            *DEQUEUER_ENV_PREFIXES,
+            *dequeuer_env_prefixes(self._config),
         )
         env = {k: v for k, v in os.environ.items() if k in (*_INHERITED_ENV, "PATH", "PYTHONPATH")}
         env.update({k: v for k, v in os.environ.items() if k.startswith(prefixes)})
