@@ -10,6 +10,7 @@ from __future__ import annotations
 from abc import ABC, abstractmethod
 from collections.abc import AsyncIterator, Sequence
 from dataclasses import dataclass
+from typing import NamedTuple
 
 from thresher.core.errors import InvalidRequest
 
@@ -17,8 +18,7 @@ PAGE = 100  # results read back per page, at most
 PAGE_BYTES = 4 * 1024 * 1024  # a page ends once it holds this much (one result may be larger: max_batch_bytes)
 
 
-@dataclass(frozen=True)
-class StoredResult:
+class StoredResult(NamedTuple):  # a tuple: a read makes one per result, four times faster than a frozen dataclass
     index: int
     batch_id: str
     result: bytes  # the worker's answer: one JSON value

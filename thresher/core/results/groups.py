@@ -74,12 +74,18 @@ def encode(results: Sequence[NewResult]) -> tuple[GroupName, bytes]:
 
 def decode_head(head: bytes) -> list[tuple[int, int, str, int, int]]:
     """(index, attempt, batch id, result bytes, items bytes) of each result of a group's head."""
-    lines = head.split(b"\n")
-    entries = []
-    for line in lines[1 : 1 + int(lines[0])]:
-        index, attempt, batch_id, result_bytes, items_bytes = line.split(b" ")
-        entries.append((int(index), int(attempt), batch_id.decode(), int(result_bytes), int(items_bytes)))
-    return entries
+    words = head.split()  # the count, then five words per result; converted a column at a time (map runs in C)
+    end = 1 + 5 * int(words[0])
+    return list(
+        zip(
+            map(int, words[1:end:5]),
+            map(int, words[2:end:5]),
+            map(bytes.decode, words[3:end:5]),
+            map(int, words[4:end:5]),
+            map(int, words[5:end:5]),
+            strict=True,
+        )
+    )
 
 
 def decode(name: GroupName, data: bytes) -> list[Kept]:
