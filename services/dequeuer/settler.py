@@ -1,5 +1,6 @@
 """Settling batches on the queue once the monitor has acked their outcome: successes acked together, failures
-released or dead-lettered as the monitor's ack says.
+released or dead-lettered as the monitor's ack says (`ReportAck.dead_letter`, the verdict of the retry policy,
+thresher/core/retries.py; the dequeuer never counts attempts).
 
 It runs beside the batches: the worker gets its next batch while the last one's report travels to the monitor and
 its ack to the queue, and the queue's acks go in groups (one transaction, or one call per 10 on SQS). A batch is

@@ -11,13 +11,15 @@ import dataclasses
 from dataclasses import dataclass
 from enum import StrEnum
 
+from thresher.core.retries import RetryPolicy, Verdict
+
 
 class Result(StrEnum):
     """What one attempt of a batch reported."""
 
     STARTED = "started"
     SUCCEEDED = "succeeded"
-    FAILED = "failed"  # will be tried again
+    FAILED = "failed"  # will be tried again (as the dequeuer reports it: `decide` may make it DEAD_LETTERED)
     DEAD_LETTERED = "dead_lettered"  # the last attempt failed: the batch is in the dead letter queue
     RELEASED = "released"  # abandoned through no fault of the batch (worker lost, drained); not a failure
 
@@ -30,7 +32,7 @@ class BatchState(StrEnum):
 
 
 TERMINAL_STATES = (BatchState.SUCCEEDED, BatchState.DEAD_LETTERED)
-FAILED_RESULTS = (Result.FAILED, Result.DEAD_LETTERED)
+FAILED_RESULTS = (Result.FAILED, Result.DEAD_LETTERED)  # those that use one of the batch's attempts
 
 
 class Phase(StrEnum):
@@ -50,7 +52,7 @@ class BatchEvent:
     result: Result
     duration_s: float = 0.0
     error: str = ""
-    max_attempts: int = 0  # FAILED: failed attempts allowed; the one that reaches it dead-letters the batch
+    max_attempts: int = 0  # FAILED: the job's RetryPolicy (thresher/core/retries.py), as its dequeuer says it
     worker_id: str = ""
     receipt: str = ""  # STARTED: the queue receipt, to release the batch if its worker is lost
 
@@ -96,13 +98,16 @@ _UNSEEN = Batch(BatchState.IN_FLIGHT, attempt=0, failed_attempts=0, duration_s=N
 
 
 def decide(batch: Batch | None, event: BatchEvent) -> BatchEvent:
-    """The event as recorded: a FAILED attempt that uses up the batch's attempts dead-letters it.
+    """The event as recorded: a FAILED attempt that the retry policy (thresher/core/retries.py) finds to be the
+    batch's last dead-letters it.
 
     Attempts are counted here, from reported failures only, so that a worker lost mid-batch (no failure
     reported) never uses up a batch's attempts, whatever the queue's own receive count says.
     """
+    if event.result is not Result.FAILED:
+        return event
     failed_before = batch.failed_attempts if batch else 0
-    if event.result is Result.FAILED and event.max_attempts and failed_before + 1 >= event.max_attempts:
+    if RetryPolicy(event.max_attempts).after_failure(failed_before) is Verdict.DEAD_LETTER:
         return dataclasses.replace(event, result=Result.DEAD_LETTERED)
     return event
 

@@ -1,0 +1,71 @@
+"""The retry policy, in one place: which failure of a batch is its last.
+
+One declaration decides, as dramatiq's Retries middleware does, and the services ask it:
+
+- The monitor takes the decision (services/monitor/accounting.py `decide`, inside the ledger's transaction): only it
+  sees every attempt of a batch, whichever worker ran it, across restarts of either side.
+- The dequeuer carries the job's limit to it in each FAILED report (`BatchReport.max_attempts`, its
+  `--max-receive-count`, which the scheduler sets from the submission's `sqs_dead_letter_queue.max_receive_count`,
+  else `queue.max_receive_count`), and carries out the verdict that comes back in the report's ack
+  (`ReportAck.dead_letter`): its settler releases the batch or moves it to the dead letter queue. It never counts.
+  The limit travels with the reports because a batch may fail before the monitor hears anything else of its job
+  (the scheduler tracks a job there only once its batches are all enqueued).
+
+What an attempt is. Each delivery of a batch from the queue is an attempt, numbered by the queue's receive count
+(the worker sees it as `X-Thresher-Attempt`). A success (any 2xx) is acked. A failure uses one of the batch's
+attempts, is reported FAILED, and gets the verdict below:
+- a worker error: a non-2xx answer, or a connection cut by a worker that still listens 0.2 s later;
+- a timeout (`batch_timeout_s`) from a worker that then answers a health check: a slow batch.
+Anything else is no fault of the batch: the attempt is reported RELEASED, uses none, and the batch is released at
+once for another delivery:
+- a worker lost: it crashed or was killed (an OOM kill), its port closed; its dequeuer exits 1 and is replaced;
+- a worker hung: a timeout, and no answer to a health check either; its dequeuer exits 69 and is replaced;
+- the dequeuer stopping (SIGTERM: a spot reclaim, the job stopped or timed out): the batches it has not started,
+  and the one in progress once its grace period is over;
+- the dequeuer lost (killed, its node gone, its heartbeats stopped): the monitor releases what it held, by the
+  receipts of its STARTED reports, and reports those attempts RELEASED itself.
+A batch whose visibility runs out unreported (held batches are extended, so only a hung dequeuer lets that happen)
+is delivered again, with nothing reported.
+
+So a batch's attempt number may run ahead of its failures: only reported failures count, whatever the queue's own
+receive count says (SQS's redrive policy is a safety net only: `REDRIVE_MAX_RECEIVES`, far above any limit).
+A job that is stopped or times out has its dequeuers drained as above, then its queue deleted: nothing is retried
+or dead-lettered after that, and its batches not yet terminal stay so.
+
+The verdict on a failure (`RetryPolicy.after_failure`): the failure that makes `max_attempts` failures is the
+batch's last, and the batch is dead-lettered with that attempt's error; any failure before it is retried: the batch
+is released at once (no backoff) for any worker to take. A `max_attempts` of 0 sets no limit. A repeated report gets
+the verdict first recorded; a batch that succeeds after it was dead-lettered (a late report of an older attempt)
+counts as succeeded. A dead letter that a dequeuer could not move (it stopped first) is moved by the scheduler at
+the job's clean-up (services/scheduler/cleanup.py).
+
+The job-completion hook is no batch, and the dequeuer retries it by itself: a failed call is released after
+0.5 s × its delivery, until the delivery that reaches `max_receive_count`, whose outcome is reported either way
+(services/dequeuer/loop.py; deliveries to a lost worker count there).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from enum import StrEnum
+
+
+class Verdict(StrEnum):
+    """What becomes of a batch whose attempt failed."""
+
+    RETRY = "retry"  # released at once, delivered again to any worker
+    DEAD_LETTER = "dead_letter"  # that was its last attempt: to the dead letter queue, with its error
+
+
+@dataclass(frozen=True, slots=True)
+class RetryPolicy:
+    """A job's retry policy; the job's `max_receive_count` makes it."""
+
+    max_attempts: int  # failed attempts a batch may use: the one that reaches it is the last; 0: no limit
+
+    def after_failure(self, failed_before: int) -> Verdict:
+        """The verdict on a failed attempt of a batch that had `failed_before` failures already (released attempts
+        are not failures)."""
+        if self.max_attempts and failed_before + 1 >= self.max_attempts:
+            return Verdict.DEAD_LETTER
+        return Verdict.RETRY
