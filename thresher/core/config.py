@@ -40,7 +40,7 @@ class Addresses:
 class QueueSettings:
     backend: str = "sqlite"  # a name in thresher/core/queue/registry.py: sqlite (embedded), sqs
     visibility_s: float = 30.0  # how long a received batch stays invisible unless extended
-    max_receive_count: int = 3  # attempts before a batch goes to the dead letter queue
+    max_receive_count: int = 3  # failed attempts before a batch goes to the dead letter queue (core/retries.py)
     # SQS only. Empty values fall back to boto3's usual chain (AWS_* variables, profile, instance role).
     sqs_endpoint_url: str = ""  # e.g. http://127.0.0.1:5000 for an SQS-compatible server; empty: AWS
     sqs_region: str = ""  # e.g. us-east-1
