@@ -14,7 +14,7 @@ One declaration decides, as dramatiq's Retries middleware does, and the services
 What an attempt is. Each delivery of a batch from the queue is an attempt, numbered by the queue's receive count
 (the worker sees it as `X-Thresher-Attempt`). A success (any 2xx) is acked. A failure uses one of the batch's
 attempts, is reported FAILED, and gets the verdict below:
-- a worker error: a non-2xx answer, or a connection cut by a worker that still listens 0.2 s later;
+- a worker error: a non-2xx answer, or a connection cut by a worker that still accepts connections 0.2 s later;
 - a timeout (`batch_timeout_s`) from a worker that then answers a health check: a slow batch.
 Anything else is no fault of the batch: the attempt is reported RELEASED, uses none, and the batch is released at
 once for another delivery:
@@ -24,11 +24,11 @@ once for another delivery:
   and the one in progress once its grace period is over;
 - the dequeuer lost (killed, its node gone, its heartbeats stopped): the monitor releases what it held, by the
   receipts of its STARTED reports, and reports those attempts RELEASED itself.
-A batch whose visibility runs out unreported (held batches are extended, so only a hung dequeuer lets that happen)
-is delivered again, with nothing reported.
+A batch whose visibility runs out unreported (held batches are extended, so only a dequeuer that hangs or cannot
+reach its queue lets that happen) is delivered again, with nothing reported.
 
 So a batch's attempt number may run ahead of its failures: only reported failures count, whatever the queue's own
-receive count says (SQS's redrive policy is a safety net only: `REDRIVE_MAX_RECEIVES`, far above any limit).
+receive count says (SQS's redrive policy is a safety net only, at `REDRIVE_MAX_RECEIVES` receives).
 A job that is stopped or times out has its dequeuers drained as above, then its queue deleted: nothing is retried
 or dead-lettered after that, and its batches not yet terminal stay so.
 
