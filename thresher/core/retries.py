@@ -1,6 +1,6 @@
-"""The retry policy, in one place: which failure of a batch is its last.
+"""The retry policy, in one place: what uses one of a batch's attempts, and which failure is its last.
 
-One declaration decides, as dramatiq's Retries middleware does, and the services ask it:
+One object decides, as dramatiq's Retries middleware does, and the services take its verdict:
 
 - The monitor takes the decision (services/monitor/accounting.py `decide`, inside the ledger's transaction): only it
   sees every attempt of a batch, whichever worker ran it, across restarts of either side.
