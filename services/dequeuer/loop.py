@@ -24,13 +24,13 @@ from thresher.core.errors import QueueNotFound
 from thresher.core.logs import batch_id_var, job_id_var
 from thresher.core.queue import KIND_JOB_COMPLETE, Delivery, Queue, calls_source
 from thresher.core.results import ResultStore
+from thresher.core.retries import RetryPolicy
 from thresher.v1 import jobs_pb2, monitor_pb2
 
 log = logging.getLogger(__name__)
 
 STOPPING_REPORT_TIMEOUT_S = 2.0  # the last report is best effort: the monitor may be gone too
 SETTLE_TIMEOUT_S = 2.0  # on the way out, how long finished batches wait for the monitor; the rest are released
-HOOK_BACKOFF_S = 0.5  # × attempt, before a failed hook call is released for another try
 UNSETTLED_PER_RECEIVE = 10  # finished batches awaiting the monitor's ack, at most, in receive_max units
 
 Phase = monitor_pb2.WorkerPhase
@@ -40,6 +40,7 @@ Result = monitor_pb2.BatchResult
 class Dequeuer:
     def __init__(self, settings: Settings, queue: Queue, reporter: Reporter, results: ResultStore) -> None:
         self._settings = settings
+        self._retries = RetryPolicy(settings.max_receive_count)  # the monitor applies it to batches; the hook is ours
         self._queue = queue
         self._reporter = reporter
         self._worker = WorkerClient(settings.worker_port, settings.job_id, settings.max_result_bytes)
@@ -233,7 +234,7 @@ class Dequeuer:
         else:
             await self._judge_worker(delivery, outcome, batch_report(delivery, Result.BATCH_RESULT_RELEASED, outcome))
             report = batch_report(delivery, Result.BATCH_RESULT_FAILED, outcome)
-            report.max_attempts = s.max_receive_count  # the monitor counts attempts and decides
+            report.max_attempts = self._retries.max_attempts  # the monitor counts failures and gives the verdict
             self._settler.add(delivery, self._reporter.send(report), outcome.error)
 
     async def _judge_worker(self, delivery: Delivery, outcome: Outcome, report: monitor_pb2.BatchReport | None) -> None:
@@ -254,9 +255,9 @@ class Dequeuer:
         outcome = await self._worker.post_hook(delivery.batch.body, self._settings.hook_timeout_s)
         if not outcome.ok:
             await self._judge_worker(delivery, outcome, None)  # a hook is no batch: nothing to report
-        if not outcome.ok and attempt < self._settings.max_receive_count:
+        if not outcome.ok and (delay_s := self._retries.hook_retry_delay_s(attempt)) is not None:
             log.warning("job completion hook failed (attempt %d), trying again: %s", attempt, outcome.error)
-            await asyncio.sleep(HOOK_BACKOFF_S * attempt)
+            await asyncio.sleep(delay_s)
             self._holdings.drop([delivery])
             await self._queue.release([delivery])
             return

@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 
 from services.monitor.accounting import Batch, BatchEvent, BatchState, Result, advance, decide
-from thresher.core.retries import RetryPolicy, Verdict
+from thresher.core.retries import HOOK_BACKOFF_S, RetryPolicy, Verdict
 
 
 @pytest.mark.parametrize(
@@ -24,6 +24,23 @@ def test_a_failure_is_retried_until_the_one_that_reaches_the_limit(
     max_attempts: int, failed_before: int, verdict: Verdict
 ) -> None:
     assert RetryPolicy(max_attempts).after_failure(failed_before) is verdict
+
+
+@pytest.mark.parametrize(
+    ("max_attempts", "delivery", "delay_s"),
+    [
+        (3, 1, HOOK_BACKOFF_S),  # tried again, later after each delivery
+        (3, 2, 2 * HOOK_BACKOFF_S),
+        (3, 3, None),  # the delivery that reaches the limit is its last: its outcome is reported
+        (3, 4, None),  # one more delivery (a worker lost on its last): still the last
+        (1, 1, None),
+        (0, 7, 7 * HOOK_BACKOFF_S),  # no limit
+    ],
+)
+def test_a_failed_hook_call_is_tried_again_later_until_the_delivery_that_reaches_the_limit(
+    max_attempts: int, delivery: int, delay_s: float | None
+) -> None:
+    assert RetryPolicy(max_attempts).hook_retry_delay_s(delivery) == delay_s
 
 
 def recorded(reports: list[tuple[int, Result]], max_attempts: int = 3) -> tuple[list[Result], Batch]:

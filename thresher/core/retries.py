@@ -39,15 +39,17 @@ the verdict first recorded; a batch that succeeds after it was dead-lettered (a 
 counts as succeeded. A dead letter that a dequeuer could not move (it stopped first) is moved by the scheduler at
 the job's clean-up (services/scheduler/cleanup.py).
 
-The job-completion hook is no batch, and the dequeuer retries it by itself: a failed call is released after
-0.5 s × its delivery, until the delivery that reaches `max_receive_count`, whose outcome is reported either way
-(services/dequeuer/loop.py; deliveries to a lost worker count there).
+The job-completion hook is no batch, and the dequeuer retries it by itself (`RetryPolicy.hook_retry_delay_s`): a
+failed call is released after HOOK_BACKOFF_S × its delivery, until the delivery that reaches `max_attempts`, whose
+outcome is reported either way. Its deliveries are counted, not its failures: those to a lost worker count too.
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass
 from enum import StrEnum
+
+HOOK_BACKOFF_S = 0.5  # × its delivery, before a failed hook call is released for another try
 
 
 class Verdict(StrEnum):
@@ -69,3 +71,10 @@ class RetryPolicy:
         if self.max_attempts and failed_before + 1 >= self.max_attempts:
             return Verdict.DEAD_LETTER
         return Verdict.RETRY
+
+    def hook_retry_delay_s(self, delivery: int) -> float | None:
+        """After a failed call of the job-completion hook on its `delivery`-th delivery: how long to wait before it is
+        released for another try; None when that was its last."""
+        if self.max_attempts and delivery >= self.max_attempts:
+            return None
+        return HOOK_BACKOFF_S * delivery
