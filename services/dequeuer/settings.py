@@ -18,7 +18,7 @@ class Settings(DequeuerArgs):
 
     # The two options whose default is in config, always known here:
     batch_timeout_s: float  # limit for one POST of a batch
-    max_receive_count: int  # the attempt that reaches this count is the last one
+    max_receive_count: int  # the job's RetryPolicy (thresher/core/retries.py): a batch's failed attempts, at most
     # Config only:
     visibility_s: float  # each extension keeps a batch invisible this long from now
     receive_max: int  # batches per receive call, at most (fewer when batches are slow: see receiving.py)
