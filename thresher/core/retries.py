@@ -37,7 +37,7 @@ batch's last, and the batch is dead-lettered with that attempt's error; any fail
 is released at once (no backoff) for any worker to take. A `max_attempts` of 0 sets no limit. A repeated report gets
 the verdict first recorded; a batch that succeeds after it was dead-lettered (a late report of an older attempt)
 counts as succeeded. A dead letter that a dequeuer could not move (it stopped first) is moved by the scheduler at
-the job's clean-up (services/scheduler/cleanup.py).
+the job's clean-up (services/scheduler/dead_letters.py).
 
 The job-completion hook is no batch, and the dequeuer retries it by itself (`RetryPolicy.hook_retry_delay_s`): a
 failed call is released after HOOK_BACKOFF_S × its delivery, until the delivery that reaches `max_attempts`, whose
