@@ -17,7 +17,7 @@ from services.dequeuer.receiving import Receiver
 from services.dequeuer.reporter import Reporter
 from services.dequeuer.settings import Settings
 from services.dequeuer.settler import Settler
-from services.dequeuer.successes import Successes, batch_report
+from services.dequeuer.successes import Successes, batch_report, failed_report
 from services.dequeuer.worker import Outcome, WorkerClient, WorkerLost
 from thresher.core.aiotasks import create_guarded_task
 from thresher.core.errors import QueueNotFound
@@ -48,7 +48,7 @@ class Dequeuer:
         self._phase: monitor_pb2.WorkerPhase.ValueType = Phase.WORKER_PHASE_STARTING
         self._holdings = Holdings(queue, settings.visibility_s)
         self._settler = Settler(queue, self._holdings, UNSETTLED_PER_RECEIVE * settings.receive_max)
-        self._successes = Successes(reporter, self._settler, results, settings.job_id, settings.max_receive_count)
+        self._successes = Successes(reporter, self._settler, results, settings.job_id, self._retries)
         self._receiver = Receiver(
             queue,
             settings.receive_max,
@@ -233,8 +233,7 @@ class Dequeuer:
             log.debug("batch %s succeeded (attempt %d, %.3f s)", delivery.batch.batch_id, attempt, outcome.duration_s)
         else:
             await self._judge_worker(delivery, outcome, batch_report(delivery, Result.BATCH_RESULT_RELEASED, outcome))
-            report = batch_report(delivery, Result.BATCH_RESULT_FAILED, outcome)
-            report.max_attempts = self._retries.max_attempts  # the monitor counts failures and gives the verdict
+            report = failed_report(delivery, outcome, self._retries, outcome.error)
             self._settler.add(delivery, self._reporter.send(report), outcome.error)
 
     async def _judge_worker(self, delivery: Delivery, outcome: Outcome, report: monitor_pb2.BatchReport | None) -> None:

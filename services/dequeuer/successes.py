@@ -21,6 +21,7 @@ from services.dequeuer.settler import Settler
 from services.dequeuer.worker import Outcome
 from thresher.core.queue import Delivery
 from thresher.core.results import ResultStore
+from thresher.core.retries import RetryPolicy
 from thresher.v1 import monitor_pb2
 
 MAX_HELD = 20  # successes held, at most (a bound: the loop flushes them after each request)
@@ -30,13 +31,13 @@ MAX_TO_STORE = 4 * MAX_HELD  # results waiting to be stored, at most: the loop w
 
 class Successes:
     def __init__(
-        self, reporter: Reporter, settler: Settler, results: ResultStore, job_id: str, max_attempts: int
+        self, reporter: Reporter, settler: Settler, results: ResultStore, job_id: str, retries: RetryPolicy
     ) -> None:
         self._reporter = reporter
         self._settler = settler
         self._results = results
         self._job_id = job_id
-        self._max_attempts = max_attempts  # a failed attempt's report carries it: the monitor decides
+        self._retries = retries
         self._held: list[tuple[Delivery, Outcome]] = []
         self._to_store: list[tuple[Delivery, Outcome]] = []  # flushed successes whose results are not stored yet
         self._storing: asyncio.Task[None] | None = None
@@ -93,8 +94,7 @@ class Successes:
         except Exception as e:
             error = f"could not store the batch's result: {type(e).__name__}: {e}"
             for delivery, outcome in successes:
-                report = batch_report(delivery, monitor_pb2.BATCH_RESULT_FAILED, outcome)
-                report.error, report.max_attempts = error, self._max_attempts
+                report = failed_report(delivery, outcome, self._retries, error)
                 self._settler.add(delivery, self._reporter.send(report), error)
             return
         for delivery, outcome in successes:
@@ -111,4 +111,11 @@ def batch_report(
     report = monitor_pb2.BatchReport(batch_id=delivery.batch.batch_id, attempt=delivery.receive_count, result=result)
     if outcome is not None:
         report.duration_s, report.error = outcome.duration_s, outcome.error
+    return report
+
+
+def failed_report(delivery: Delivery, outcome: Outcome, retries: RetryPolicy, error: str) -> monitor_pb2.BatchReport:
+    """A failed attempt's report: it carries the job's limit, for the monitor's verdict (thresher/core/retries.py)."""
+    report = batch_report(delivery, monitor_pb2.BATCH_RESULT_FAILED, outcome)
+    report.error, report.max_attempts = error, retries.max_attempts
     return report

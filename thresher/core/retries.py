@@ -12,16 +12,19 @@ One object decides, as dramatiq's Retries middleware does, and the services take
   (the scheduler tracks a job there only once its batches are all enqueued).
 
 What an attempt is. Each delivery of a batch from the queue is an attempt, numbered by the queue's receive count
-(the worker sees it as `X-Thresher-Attempt`). A success (any 2xx) is acked. A failure uses one of the batch's
-attempts, is reported FAILED, and gets the verdict below:
+(the worker sees it as `X-Thresher-Attempt`). A success (any 2xx, its result stored) is acked. A failure uses one
+of the batch's attempts, is reported FAILED (with the job's limit, services/dequeuer/successes.py `failed_report`),
+and gets the verdict below:
 - a worker error: a non-2xx answer, or a connection cut by a worker that still accepts connections 0.2 s later;
-- a timeout (`batch_timeout_s`) from a worker that then answers a health check: a slow batch.
+- a timeout (`batch_timeout_s`) from a worker that then answers a health check: a slow batch;
+- a result the dequeuer cannot keep: over `results.max_batch_bytes`, or one the result store refused (a batch is
+  never acked without its result).
 Anything else is no fault of the batch: the attempt is reported RELEASED, uses none, and the batch is released at
 once for another delivery:
 - a worker lost: it crashed or was killed (an OOM kill), its port closed; its dequeuer exits 1 and is replaced;
 - a worker hung: a timeout, and no answer to a health check either; its dequeuer exits 69 and is replaced;
 - the dequeuer stopping (SIGTERM: a spot reclaim, the job stopped or timed out): the batches it has not started,
-  and the one in progress once its grace period is over;
+  the one in progress once its grace period is over, and those it could not settle in time;
 - the dequeuer lost (killed, its node gone, its heartbeats stopped): the monitor releases what it held, by the
   receipts of its STARTED reports, and reports those attempts RELEASED itself.
 A batch whose visibility runs out unreported (held batches are extended, so only a dequeuer that hangs or cannot
