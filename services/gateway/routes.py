@@ -13,7 +13,7 @@ from services.gateway import views
 from services.gateway.calls import calls, jobs
 from services.gateway.middleware import has_large_body
 from services.gateway.submission import parse_json_body, parse_submission
-from thresher.core.apis import parse_api_definitions
+from thresher.core.apis import RESERVED_NAMES, parse_api_definitions
 from thresher.core.config import Config
 from thresher.core.errors import InvalidRequest, QueryParamRequired
 from thresher.core.sources import SCHEMA_HINT
@@ -22,15 +22,18 @@ from thresher.v1 import jobs_pb2
 CONFIG = web.AppKey("config", Config)
 T = TypeVar("T")
 JOB_ID_PARAM = "jobID"  # Cortex's query parameter
+# `/<api>`, for any name but those the gateway's own routes take (apis.RESERVED_NAMES: no API has one), so that
+# `/metrics` without its route, say, is a 404 rather than a job route.
+API_ENDPOINT = "/{api:(?!(?:" + "|".join(RESERVED_NAMES) + ")$)[^/]+}"
 _TRUE = frozenset({"1", "t", "T", "TRUE", "true", "True"})  # Go's strconv.ParseBool, which Cortex uses
 
 
 def add_routes(app: web.Application) -> None:
     """Every route; Cortex's job routes twice: at `/batch/<api>` (the operator's path) and at `/<api>` (the API's
-    endpoint that `cortex get` printed), which the gateway's other routes never shadow (apis.RESERVED_NAMES)."""
+    endpoint that `cortex get` printed)."""
     cortex = [
         route
-        for path in ("/batch/{api}", "/{api}")
+        for path in ("/batch/{api}", API_ENDPOINT)
         for route in (web.post(path, submit_job), web.get(path, get_job), web.delete(path, stop_job))
     ]
     app.router.add_routes(

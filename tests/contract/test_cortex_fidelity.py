@@ -132,6 +132,10 @@ async def test_every_gateway_route_is_reserved_as_an_api_name(stack: Stack) -> N
     app = stack.client.server.app
     firsts = {r.canonical.split("/")[1] for r in app.router.resources()} - {"{api}"}
     assert {first for first in firsts if NAME_PATTERN.fullmatch(first)} <= set(RESERVED_NAMES)
+    # and a reserved name without its route (the console's, /metrics on a port of its own) is no job route either
+    for name in set(RESERVED_NAMES) - firsts:
+        status, error = await stack.call("admin", "GET", f"/{name}?jobID=0123")
+        assert (status, error["kind"]) == (404, "not_found"), error
 
 
 @pytest.mark.parametrize("route", CORTEX_ROUTES)
