@@ -113,7 +113,9 @@ async def test_a_job_is_submitted_read_and_stopped_at_the_apis_own_endpoint(stac
     status, stopped = await stack.call("alice", "DELETE", f"/sum?jobID={job['job_id']}")
     assert (status, stopped) == (200, {"message": f"stopped job {job['job_id']}"})
     # The API's endpoint is the one Cortex printed, and the gateway's own routes still answer theirs
-    assert (await stack.call("admin", "GET", "/v1/apis/sum"))[1]["endpoint"].endswith("/sum")
+    origin = f"http://127.0.0.1:{stack.client.port}"
+    assert (await stack.call("admin", "GET", "/v1/apis/sum"))[1]["endpoint"] == f"{origin}/sum"
+    assert read["endpoint"] == f"{origin}/sum?jobID={job['job_id']}"
     assert await stack.call("none", "GET", "/healthz") == (200, {"status": "ok"})
     assert (await stack.call("none", "GET", "/metrics"))[0] == 200
     assert (await stack.call("none", "GET", "/openapi.json"))[1]["openapi"].startswith("3.1")

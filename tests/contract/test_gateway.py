@@ -465,7 +465,7 @@ async def test_get_maps_every_field_of_the_job(client: TestClient[Any, Any], sch
             "results": {"count": 9, "bytes": 1234},
         },
         "metrics": {"succeeded": 9, "failed": 5, "average_time_per_batch": 1.25, "dead_lettered": 1},
-        "endpoint": f"http://127.0.0.1:{client.port}/batch/my-api?jobID=69b377c15a1314be0a1b",
+        "endpoint": f"http://127.0.0.1:{client.port}/my-api?jobID=69b377c15a1314be0a1b",
     }
 
 
@@ -612,7 +612,7 @@ async def test_apis_are_deployed_listed_and_read_under_v1(client: TestClient[Any
     deployed = {
         "name": "my-api",
         "kind": "BatchAPI",
-        "endpoint": f"http://127.0.0.1:{client.port}/batch/my-api",
+        "endpoint": f"http://127.0.0.1:{client.port}/my-api",
         "pod": {
             "port": 9000,
             "containers": [
@@ -656,7 +656,7 @@ async def test_jobs_are_listed_read_and_stopped_under_v1(client: TestClient[Any,
         scheduler.jobs[job.job_id] = job
     listed = await (await client.get("/v1/jobs?api=my-api&limit=5")).json()
     assert [j["job_status"]["job_id"] for j in listed["jobs"]] == ["6000aaaa", "7000aaaa"]
-    assert listed["jobs"][0]["endpoint"] == f"http://127.0.0.1:{client.port}/batch/my-api?jobID=6000aaaa"
+    assert listed["jobs"][0]["endpoint"] == f"http://127.0.0.1:{client.port}/my-api?jobID=6000aaaa"
     [query] = scheduler.calls("ListJobs")
     assert (query.api_name, query.limit) == ("my-api", 5)
     everything = await (await client.get("/v1/jobs")).json()
