@@ -10,13 +10,15 @@ from __future__ import annotations
 import json
 import re
 from collections.abc import Callable
+from json.scanner import make_scanner  # type: ignore[attr-defined]  # public, but not in typeshed's __all__
 
 ITEM_LIST, ITEMS = "item_list", "items"
-_DECODER = json.JSONDecoder()
+_SCAN = make_scanner(json.JSONDecoder())  # (value, end) of the JSON value at an index: the decoder's own scanner
+_WHITESPACE = " \t\n\r"
 _SPACE = re.compile(r"[ \t\n\r]*")
 _ANY_SPACE = re.compile(r"[ \t\n\r]")
-# A string (kept whole, whatever it holds) or whitespace between tokens (dropped: `\1` is empty for it).
-_STRING_OR_SPACE = re.compile(r'("(?:[^"\\]|\\.)*")|[ \t\n\r]+')
+# A string (kept whole, whatever it holds) or a run of anything else but whitespace: joined, a compacted value.
+_TOKENS = re.compile(r'"(?:[^"\\]|\\.)*"|[^ \t\n\r"]+')
 
 
 def raw_items(body: str) -> list[str] | None:
@@ -57,7 +59,7 @@ def _members(text: str, pos: int, on_member: Callable[[str, int], int]) -> int:
     if text[pos] == "}":
         return pos + 1
     while True:
-        key, pos = _DECODER.raw_decode(text, pos)
+        key, pos = _SCAN(text, pos)
         pos = _skip(text, _skip(text, pos) + 1)  # past the colon
         pos = _skip(text, on_member(key, pos))
         if text[pos] == "}":
@@ -66,23 +68,32 @@ def _members(text: str, pos: int, on_member: Callable[[str, int], int]) -> int:
 
 
 def _elements(text: str, pos: int) -> tuple[list[str], int]:
-    """Each element of the array at text[pos] (`[`), compacted, and the array's end."""
+    """Each element of the array at text[pos] (`[`), compacted, and the array's end. The loop of a large submission:
+    a scan per element, and a look for whitespace only inside arrays and objects (nowhere else can it be)."""
     elements: list[str] = []
+    append, scan = elements.append, _SCAN
     pos = _skip(text, pos + 1)
     if text[pos] == "]":
         return elements, pos + 1
     while True:
-        end = _value_end(text, pos)
+        end = scan(text, pos)[1]
         element = text[pos:end]
-        elements.append(_STRING_OR_SPACE.sub(r"\1", element) if _ANY_SPACE.search(element) else element)
-        pos = _skip(text, end)
-        if text[pos] == "]":
-            return elements, pos + 1
-        pos = _skip(text, pos + 1)  # past the comma
+        if element[0] in "[{" and _ANY_SPACE.search(element):
+            element = "".join(_TOKENS.findall(element))
+        append(element)
+        if text[end] in _WHITESPACE:
+            end = _skip(text, end)
+        if text[end] == "]":
+            return elements, end + 1
+        pos = end + 1  # past the comma
+        if text[pos] == " ":  # most often one space (json.dumps's separator): no call for it
+            pos += 1
+        if text[pos] in _WHITESPACE:
+            pos = _skip(text, pos)
 
 
 def _value_end(text: str, pos: int) -> int:
-    return int(_DECODER.raw_decode(text, pos)[1])
+    return int(_SCAN(text, pos)[1])
 
 
 def _skip(text: str, pos: int) -> int:

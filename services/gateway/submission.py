@@ -111,7 +111,7 @@ def _item_list(target: jobs_pb2.ItemList, value: dict[str, Any], body: bytes) ->
     if (items := value.get("items")) is not None:
         if not isinstance(items, list):
             raise InvalidRequest("item_list: items: must be a list")
-        target.items.extend(item.encode("utf-8") for item in raw_items(body.decode("utf-8")) or ())
+        target.items.extend(map(str.encode, raw_items(body.decode("utf-8")) or ()))  # UTF-8
     if (batch_size := value.get("batch_size")) is not None:
         target.batch_size = _int(batch_size, "item_list: batch_size", INT32_MAX)
 
