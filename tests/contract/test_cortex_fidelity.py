@@ -4,8 +4,11 @@ scheduler (its peers small fakes), S3 on moto's server, all on loopback."""
 
 from __future__ import annotations
 
+import asyncio
 import json
 import logging
+import os
+import sys
 from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Any
@@ -159,13 +162,37 @@ async def test_items_reach_the_enqueuer_as_written(stack: Stack) -> None:
     body = b'{"workers": 1, "item_list": {"items": [3.50, {"price": 1.10, "name": "caf\\u00e9"}], "batch_size": 1}}'
     status, job = await stack.call("admin", "POST", "/sum", body)
     assert status == 200, job
+    assert await enqueued_items(stack) == [b"3.50", b'{"price":1.10,"name":"caf\\u00e9"}']
+
+
+async def enqueued_items(stack: Stack) -> list[bytes]:
+    """The items of the one job the scheduler has asked the enqueuer to enqueue (it does so on its own time)."""
 
     async def enqueued() -> list[bytes]:
         requests = stack.harness.enqueuer.requests
         assert len(requests) == 1
         return list(requests[0].submission.item_list.items)
 
-    assert await assert_eventually(enqueued, timeout_s=10) == [b"3.50", b'{"price":1.10,"name":"caf\\u00e9"}']
+    return await assert_eventually(enqueued, timeout_s=10)
+
+
+async def test_the_cli_submits_a_job_file_as_written(stack: Stack, tmp_path: Path) -> None:
+    job_file = tmp_path / "job.json"
+    job_file.write_bytes(b'{"workers": 1, "item_list": {"items": [3.50, 1e2], "batch_size": 1}}')
+    env = {**os.environ, "THRESHER_API_KEY": stack.keys["admin"]}
+    url = f"http://127.0.0.1:{stack.client.port}"
+    cli = await asyncio.create_subprocess_exec(
+        sys.executable, "-m", "thresher.tools.cli", "--url", url, "submit", "sum", str(job_file), env=env,
+        stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE,
+    )  # fmt: skip
+    try:
+        out, err = await asyncio.wait_for(cli.communicate(), timeout=30)
+    finally:
+        if cli.returncode is None:
+            cli.kill()
+            await cli.wait()
+    assert cli.returncode == 0 and b"submitted job" in out, err
+    assert await enqueued_items(stack) == [b"3.50", b"1e2"]
 
 
 # --- open routes by choice ---
