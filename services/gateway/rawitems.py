@@ -10,10 +10,13 @@ from __future__ import annotations
 import json
 import re
 from collections.abc import Callable
-from json.scanner import make_scanner  # type: ignore[attr-defined]  # public, but not in typeshed's __all__
+from json.scanner import make_scanner
+from typing import Any, cast
 
 ITEM_LIST, ITEMS = "item_list", "items"
-_SCAN = make_scanner(json.JSONDecoder())  # (value, end) of the JSON value at an index: the decoder's own scanner
+# (value, end) of the JSON value at an index: the decoder's own scanner, without raw_decode's wrapping. Its stub wants
+# a scanner as its context where it takes any decoder, hence the cast.
+_SCAN = make_scanner(cast(Any, json.JSONDecoder()))
 _WHITESPACE = " \t\n\r"
 _SPACE = re.compile(r"[ \t\n\r]*")
 _ANY_SPACE = re.compile(r"[ \t\n\r]")
