@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from typing import Self
+
 import grpc
 
 
@@ -19,11 +21,11 @@ class ThresherError(Exception):
     def __str__(self) -> str:
         return self.message
 
-    def within(self, where: str) -> ThresherError:
+    def within(self, where: str) -> Self:
         """The same error (class, hence kind) with `where` before its message, as Cortex's `errors.Wrap`."""
         return type(self)(f"{where}: {self.message}")
 
-    def followed_by(self, text: str) -> ThresherError:
+    def followed_by(self, text: str) -> Self:
         """The same error with `text` after its message, as Cortex's `errors.Append`."""
         return type(self)(self.message + text)
 
