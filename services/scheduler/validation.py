@@ -8,7 +8,13 @@ from __future__ import annotations
 import json
 
 from thresher.core.config import Config
-from thresher.core.errors import InvalidRequest, ItemSizeExceedsLimit, LimitExceeded
+from thresher.core.errors import (
+    InvalidRequest,
+    ItemSizeExceedsLimit,
+    LimitExceeded,
+    MustBeGreaterThanOrEqualTo,
+    TooFewElements,
+)
 from thresher.core.queue.registry import QUEUE_BACKENDS
 from thresher.core.sources import (
     BATCHES,
@@ -117,7 +123,7 @@ def _check_batch_bytes(item_list: jobs_pb2.ItemList, limit: int) -> None:
 
 def _validate_item_list(item_list: jobs_pb2.ItemList) -> None:
     if not item_list.items:
-        raise InvalidRequest("item_list: items: must contain at least 1 elements")
+        raise TooFewElements("item_list: items: must contain at least 1 elements")
     for index, item in enumerate(item_list.items):
         if len(item) > MAX_ITEM_BYTES:
             raise ItemSizeExceedsLimit(
@@ -157,4 +163,4 @@ def _validate_results(results: jobs_pb2.ResultsTarget) -> None:
 
 def _at_least(name: str, value: int, minimum: int) -> None:
     if value < minimum:
-        raise InvalidRequest(f"{name}: must be greater than or equal to {minimum} (got {value})")
+        raise MustBeGreaterThanOrEqualTo(f"{name}: must be greater than or equal to {minimum} (got {value})")

@@ -57,6 +57,12 @@ REFUSED: dict[str, tuple[dict[str, Any], str, str]] = {
         "please specify either the item_list or delimited_files field (but not more than one at the same time)"
         + SCHEMA_HINT,
     ),
+    "no items": (
+        {"workers": 1, "item_list": {"items": [], "batch_size": 1}},
+        "configreader.too_few_elements",
+        "item_list: items: must contain at least 1 elements" + SCHEMA_HINT,
+    ),
+    "no S3 paths": (lister(), "configreader.too_few_elements", "file_path_lister: s3_paths: must contain at least 1"),
     "an item too large": (
         {"workers": 1, "item_list": {"items": [1, "x" * 256_000], "batch_size": 1}},
         "batchapi.item_size_exceeds_limit",
@@ -64,7 +70,7 @@ REFUSED: dict[str, tuple[dict[str, Any], str, str]] = {
     ),
     "workers 0": (
         {"workers": 0, "item_list": ITEMS},
-        "invalid",
+        "configreader.must_be_greater_than_or_equal_to",
         "workers: must be greater than or equal to 1 (got 0)" + SCHEMA_HINT,
     ),
     "a type Cortex's decoder refused": ({"workers": "2"}, "invalid", "workers: must be an integer" + SCHEMA_HINT),

@@ -110,6 +110,14 @@ class NoFilesFound(InvalidRequest):
     kind = "batchapi.no_s3_files_found"
 
 
+class MustBeGreaterThanOrEqualTo(InvalidRequest):
+    kind = "configreader.must_be_greater_than_or_equal_to"
+
+
+class TooFewElements(InvalidRequest):
+    kind = "configreader.too_few_elements"
+
+
 class QueryParamRequired(InvalidRequest):
     kind = "endpoints.query_param_required"
 
@@ -139,6 +147,8 @@ _BY_KIND: dict[str, type[ThresherError]] = {
         ItemSizeExceedsLimit,
         InvalidS3Path,
         NoFilesFound,
+        MustBeGreaterThanOrEqualTo,
+        TooFewElements,
         QueryParamRequired,
         ApiNotDeployed,
         JobNotFound,

@@ -9,7 +9,13 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 
-from thresher.core.errors import ConflictingFields, InvalidRequest, NoFilesFound, SpecifyExactlyOneKey
+from thresher.core.errors import (
+    ConflictingFields,
+    InvalidRequest,
+    MustBeGreaterThanOrEqualTo,
+    NoFilesFound,
+    SpecifyExactlyOneKey,
+)
 from thresher.core.store.select import FileQuery
 from thresher.v1 import jobs_pb2
 
@@ -59,7 +65,7 @@ def batch_size_of(submission: jobs_pb2.JobSubmission, source: str) -> int | None
 def check_batch_size(source: str, batch_size: int, maximum: int | None = None) -> None:
     """InvalidRequest when `batch_size` is below 1, or above `maximum` (limits.max_batch_size) when given."""
     if batch_size < 1:
-        raise InvalidRequest(f"{source}: batch_size: must be greater than or equal to 1 (got {batch_size})")
+        raise MustBeGreaterThanOrEqualTo(f"{source}: batch_size: must be greater than or equal to 1 (got {batch_size})")
     if maximum is not None and batch_size > maximum:
         raise InvalidRequest(f"{source}: batch_size: must be at most {maximum} (got {batch_size})")
 

@@ -11,7 +11,7 @@ import asyncio
 from collections.abc import AsyncIterator, Sequence
 from dataclasses import dataclass
 
-from thresher.core.errors import InvalidRequest, InvalidS3Path
+from thresher.core.errors import InvalidRequest, InvalidS3Path, TooFewElements
 from thresher.core.store import ObjectStores
 from thresher.core.store.base import S3_SCHEME, ObjectInfo, split_s3_path
 from thresher.core.store.globs import Glob, compile_glob
@@ -31,7 +31,7 @@ class FileQuery:
     def parse(cls, paths: Sequence[str], includes: Sequence[str], excludes: Sequence[str], where: str) -> FileQuery:
         """Check every path and glob; InvalidRequest names the field (`where`: s3_paths ...) and the problem."""
         if not paths:
-            raise InvalidRequest(f"{where}: s3_paths: must contain at least 1 elements")
+            raise TooFewElements(f"{where}: s3_paths: must contain at least 1 elements")
         for path in paths:
             try:
                 check_path(path)
