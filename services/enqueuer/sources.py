@@ -8,19 +8,17 @@ File sources have no batch count up front, so their indexes have the minimum wid
 from __future__ import annotations
 
 import json
-from collections.abc import AsyncIterator, Iterable
+from collections.abc import AsyncIterator, Iterable, Sequence
 from dataclasses import dataclass
 
 from services.enqueuer.batching import batch_count, batch_id, check_items, cut_batches
 from services.enqueuer.delimited import json_values
 from thresher.core.errors import InvalidRequest
 from thresher.core.queue import Batch
-from thresher.core.sources import BATCHES, ITEM_LIST, file_query, source_of
+from thresher.core.sources import BATCHES, ITEM_LIST, file_query, no_files_found, source_of
 from thresher.core.store import ObjectInfo, ObjectStores
 from thresher.core.store.select import matching_files
 from thresher.v1 import jobs_pb2
-
-NO_FILES = "no files match search criteria"  # Cortex's "no s3 files match search criteria", for every store
 
 
 @dataclass(frozen=True)
@@ -69,21 +67,21 @@ async def cut_input(
         batch_size = getattr(submission, source).batch_size
         files = matching_files(stores, query)
         if source == "file_path_lister":
-            paths = _paths(files, source)
+            paths = _paths(files, source, query.paths)
             async for cut in _cut(job_id, _encoded_paths(paths), batch_size):
                 yield cut
         else:
-            async for cut in _cut(job_id, _items(files, source, stores, chunk_bytes), batch_size):
+            async for cut in _cut(job_id, _items(files, source, query.paths, stores, chunk_bytes), batch_size):
                 yield cut
 
 
-async def _paths(files: AsyncIterator[ObjectInfo], source: str) -> AsyncIterator[str]:
+async def _paths(files: AsyncIterator[ObjectInfo], source: str, prefixes: Sequence[str]) -> AsyncIterator[str]:
     found = False
     async for info in files:
         found = True
         yield info.path
     if not found:
-        raise InvalidRequest(f"{source}: {NO_FILES}")
+        raise no_files_found(source, prefixes)
 
 
 async def _encoded_paths(paths: AsyncIterator[str]) -> AsyncIterator[bytes]:
@@ -92,7 +90,7 @@ async def _encoded_paths(paths: AsyncIterator[str]) -> AsyncIterator[bytes]:
 
 
 async def _items(
-    files: AsyncIterator[ObjectInfo], source: str, stores: ObjectStores, chunk_bytes: int
+    files: AsyncIterator[ObjectInfo], source: str, prefixes: Sequence[str], stores: ObjectStores, chunk_bytes: int
 ) -> AsyncIterator[bytes]:
     found = False
     async for info in files:
@@ -101,9 +99,9 @@ async def _items(
             async for item in json_values(stores.for_path(info.path), info, chunk_bytes):
                 yield item
         except InvalidRequest as e:
-            raise InvalidRequest(f"{source}: {e}") from e
+            raise e.within(source) from e
     if not found:
-        raise InvalidRequest(f"{source}: {NO_FILES}")
+        raise no_files_found(source, prefixes)
 
 
 async def _cut(job_id: str, items: AsyncIterator[bytes], batch_size: int) -> AsyncIterator[Cut]:

@@ -8,28 +8,48 @@ the scope) whatever the request holds, and nothing of it is read.
 from __future__ import annotations
 
 from collections.abc import Callable
+from pathlib import Path
 from typing import Any
 
 from aiohttp import web
 from aiohttp.typedefs import Handler
 
 from thresher.core import auth
+from thresher.core.errors import InvalidRequest, Unauthenticated
 from thresher.core.names import GRPC_AUTHORIZATION_KEY, HEADER_AUTHORIZATION
 from thresher.core.rpc import Client
 from thresher.v1 import jobs_pb2
 
 JOBS = web.AppKey("jobs", Client)  # the scheduler's Jobs service, open while the app runs
+# The key that requests to Cortex's job routes without one act with (gateway.open_routes_key_file); absent: none.
+OPEN_ROUTES_KEY = web.AppKey("open_routes_key", str)
 _JOBS_METHODS: dict[Handler, str] = {}  # route handler -> the Jobs method it calls
+_CORTEX_ROUTES: set[Handler] = set()  # the handlers of Cortex's job routes, which OPEN_ROUTES_KEY may open
 
 
-def calls(method: str) -> Callable[[Handler], Handler]:
-    """Mark a route handler as calling the Jobs method `method`: only callers whose key allows it get in."""
+def calls(method: str, cortex: bool = False) -> Callable[[Handler], Handler]:
+    """Mark a route handler as calling the Jobs method `method`: only callers whose key allows it get in.
+    `cortex`: one of Cortex's job routes, which gateway.open_routes_key_file opens."""
 
     def mark(handler: Handler) -> Handler:
         _JOBS_METHODS[handler] = method
+        if cortex:
+            _CORTEX_ROUTES.add(handler)
         return handler
 
     return mark
+
+
+def load_open_routes_key(path: str) -> str:
+    """The API key in `path` (its first line); InvalidRequest, which stops the gateway, when there is none."""
+    try:
+        key = Path(path).read_text(encoding="utf-8").strip()
+    except (OSError, UnicodeDecodeError) as e:
+        raise InvalidRequest(f"gateway.open_routes_key_file: cannot read {path}: {e}") from e
+    try:
+        return auth.bearer_token(auth.authorization(key))
+    except Unauthenticated as e:
+        raise InvalidRequest(f"gateway.open_routes_key_file: {path} does not hold an API key") from e
 
 
 class CallerJobs:
@@ -45,8 +65,11 @@ class CallerJobs:
 
 
 def jobs(request: web.Request) -> CallerJobs:
-    """The scheduler's Jobs service, called as the request's caller. A malformed Authorization header is a 401."""
+    """The scheduler's Jobs service, called as the request's caller (on an open Cortex route without a key: as the
+    open routes' key). A malformed Authorization header is a 401."""
     value = request.headers.get(HEADER_AUTHORIZATION)
+    if value is None and OPEN_ROUTES_KEY in request.app and request.match_info.handler in _CORTEX_ROUTES:
+        value = auth.authorization(request.app[OPEN_ROUTES_KEY])
     metadata = () if value is None else ((GRPC_AUTHORIZATION_KEY, auth.authorization(auth.bearer_token(value))),)
     return CallerJobs(request.app[JOBS], metadata)
 

@@ -1,6 +1,6 @@
-"""The middlewares: a log line per request, every failure as JSON `{"kind", "message"}`, and a cap on the requests
-with a large body handled at once; and the logger of aiohttp's connection handler, which never logs the text of a
-request it could not parse."""
+"""The middlewares: a log line per request, CORS for the allowed origins, every failure as JSON `{"kind", "message"}`,
+and a cap on the requests with a large body handled at once; and the logger of aiohttp's connection handler, which
+never logs the text of a request it could not parse."""
 
 from __future__ import annotations
 
@@ -59,6 +59,44 @@ async def request_log_middleware(request: web.Request, handler: Handler) -> web.
         route = request.match_info.route.resource.canonical if request.match_info.route.resource else "unmatched"
         HTTP_REQUESTS.labels(request.method, route, str(status)).inc()
         HTTP_SECONDS.labels(route).observe(elapsed_s)
+
+
+CORS_ORIGINS = web.AppKey("cors_origins", frozenset)  # gateway.cors_origins, parsed; "*" allows any
+CORS_METHODS = "GET, POST, DELETE, OPTIONS"
+CORS_HEADERS = "Authorization, Content-Type"
+CORS_MAX_AGE_S = 600  # how long a browser may keep a preflight's answer
+
+
+def cors_origins(setting: str) -> frozenset[str]:
+    """The origins of gateway.cors_origins (comma-separated), without a trailing slash."""
+    return frozenset(origin.strip().rstrip("/") for origin in setting.split(",") if origin.strip())
+
+
+def _allowed_origin(request: web.Request) -> str | None:
+    origin = request.headers.get("Origin")
+    allowed = request.app[CORS_ORIGINS]
+    return origin if origin is not None and (origin in allowed or "*" in allowed) else None
+
+
+@web.middleware
+async def cors_middleware(request: web.Request, handler: Handler) -> web.StreamResponse:
+    """A preflight (`OPTIONS` with Access-Control-Request-Method) from an allowed origin is answered here, before
+    any key is asked for (browsers send none with it); other requests go on."""
+    if request.method == "OPTIONS" and "Access-Control-Request-Method" in request.headers and _allowed_origin(request):
+        headers = {
+            "Access-Control-Allow-Methods": CORS_METHODS,
+            "Access-Control-Allow-Headers": CORS_HEADERS,
+            "Access-Control-Max-Age": str(CORS_MAX_AGE_S),
+        }
+        return web.Response(status=204, headers=headers)
+    return await handler(request)
+
+
+async def add_cors_headers(request: web.Request, response: web.StreamResponse) -> None:
+    """on_response_prepare: every answer to an allowed origin (errors and streams too) lets its page read it."""
+    if origin := _allowed_origin(request):
+        response.headers["Access-Control-Allow-Origin"] = origin
+        response.headers.add("Vary", "Origin")
 
 
 LARGE_BODY_BYTES = 1024 * 1024  # a body over this, or of unknown length, is large

@@ -60,30 +60,41 @@ _SUBMISSION_BODY = {
     "content": {"application/json": {"schema": {"$ref": "#/components/schemas/Submission"}}},
 }
 
+
+def _cortex_submit() -> dict[str, Any]:
+    op = _op(
+        "Submit a job (Cortex); ?dryRun=true validates and creates nothing",
+        {
+            "description": "the job spec; for a dry run, text: the files it would read, then `validations passed`",
+            "content": {"application/json": {"schema": _JOB_SPEC}, "text/plain": {"schema": {"type": "string"}}},
+        },
+        400,
+        404,
+        429,
+        parameters=[_API_PARAM, {"name": "dryRun", "in": "query", "schema": {"type": "string"}}],
+        requestBody=_SUBMISSION_BODY,
+    )
+    op["responses"]["400"]["content"]["text/plain"] = {"schema": {"type": "string"}}  # a dry run's, as Cortex's
+    return op
+
+
+# Cortex's job routes: the operator's path, and the API's endpoint that `cortex get` printed.
+_CORTEX_JOB_ROUTES: dict[str, Any] = {
+    "post": _cortex_submit(),
+    "get": _op("A job's status (Cortex)", _json("the job", _JOB), 400, 404, parameters=[_API_PARAM, _JOB_ID_QUERY]),
+    "delete": _op(
+        "Stop a job (Cortex)",
+        _json("stopped", {"type": "object", "properties": {"message": {"type": "string"}}}),
+        400,
+        404,
+        409,
+        parameters=[_API_PARAM, _JOB_ID_QUERY],
+    ),
+}
+
 PATHS: dict[str, dict[str, Any]] = {
-    "/batch/{api}": {
-        "post": _op(
-            "Submit a job (Cortex); ?dryRun=true validates and creates nothing",
-            {
-                "description": "the job spec, or `validations passed` as text/plain for a dry run",
-                "content": {"application/json": {"schema": _JOB_SPEC}, "text/plain": {"schema": {"type": "string"}}},
-            },
-            400,
-            404,
-            429,
-            parameters=[_API_PARAM, {"name": "dryRun", "in": "query", "schema": {"type": "string"}}],
-            requestBody=_SUBMISSION_BODY,
-        ),
-        "get": _op("A job's status (Cortex)", _json("the job", _JOB), 400, 404, parameters=[_API_PARAM, _JOB_ID_QUERY]),
-        "delete": _op(
-            "Stop a job (Cortex)",
-            _json("stopped", {"type": "object", "properties": {"message": {"type": "string"}}}),
-            400,
-            404,
-            409,
-            parameters=[_API_PARAM, _JOB_ID_QUERY],
-        ),
-    },
+    "/batch/{api}": _CORTEX_JOB_ROUTES,
+    "/{api}": _CORTEX_JOB_ROUTES,
     "/v1/apis": {
         "get": _op(
             "List Batch APIs",

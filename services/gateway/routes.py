@@ -13,23 +13,32 @@ from services.gateway import views
 from services.gateway.calls import calls, jobs
 from services.gateway.middleware import has_large_body
 from services.gateway.submission import parse_json_body, parse_submission
-from thresher.core.apis import parse_api_definitions
+from thresher.core.apis import RESERVED_NAMES, parse_api_definitions
 from thresher.core.config import Config
-from thresher.core.errors import InvalidRequest
+from thresher.core.errors import InvalidRequest, QueryParamRequired
+from thresher.core.sources import SCHEMA_HINT
 from thresher.v1 import jobs_pb2
 
 CONFIG = web.AppKey("config", Config)
 T = TypeVar("T")
 JOB_ID_PARAM = "jobID"  # Cortex's query parameter
+# `/<api>`, for any name but those the gateway's own routes take (apis.RESERVED_NAMES: no API has one), so that
+# `/metrics` without its route, say, is a 404 rather than a job route.
+API_ENDPOINT = "/{api:(?!(?:" + "|".join(RESERVED_NAMES) + ")$)[^/]+}"
 _TRUE = frozenset({"1", "t", "T", "TRUE", "true", "True"})  # Go's strconv.ParseBool, which Cortex uses
 
 
 def add_routes(app: web.Application) -> None:
+    """Every route; Cortex's job routes twice: at `/batch/<api>` (the operator's path) and at `/<api>` (the API's
+    endpoint that `cortex get` printed)."""
+    cortex = [
+        route
+        for path in ("/batch/{api}", API_ENDPOINT)
+        for route in (web.post(path, submit_job), web.get(path, get_job), web.delete(path, stop_job))
+    ]
     app.router.add_routes(
         [
-            web.post("/batch/{api}", submit_job),
-            web.get("/batch/{api}", get_job),
-            web.delete("/batch/{api}", stop_job),
+            *cortex,
             web.get("/v1/apis", list_apis),
             web.post("/v1/apis", deploy_apis),
             web.get("/v1/apis/{name}", get_api),
@@ -45,25 +54,37 @@ def add_routes(app: web.Application) -> None:
     )
 
 
-@calls("SubmitJob")
+@calls("SubmitJob", cortex=True)
 async def submit_job(request: web.Request) -> web.Response:
-    """Cortex's submit; `?dryRun=true` runs every check, creates nothing and answers `validations passed`."""
-    body = await _read_json(request)
-    submission = await _off_the_loop_if_large(request, parse_submission, request.match_info["api"], body)
-    dry_run = request.query.get("dryRun") in _TRUE
-    job = await jobs(request).SubmitJob(jobs_pb2.SubmitJobRequest(submission=submission, dry_run=dry_run))
-    if dry_run:  # as Cortex: each file a file source would read on its own line, then the verdict
-        return web.Response(text="".join(f"{path}\n" for path in job.dry_run_paths) + "validations passed\n")
+    """Cortex's submit; `?dryRun=true` runs every check, creates nothing and answers in Cortex's text."""
+    body = await _read_body(request)
+    try:
+        submission = await _off_the_loop_if_large(request, parse_submission, request.match_info["api"], body)
+    except InvalidRequest as e:  # a body that does not decode into a submission: as Cortex, say where the schema is
+        raise e.followed_by(SCHEMA_HINT) from e
+    if request.query.get("dryRun") in _TRUE:
+        return await _dry_run(request, submission)
+    job = await jobs(request).SubmitJob(jobs_pb2.SubmitJobRequest(submission=submission))
     return web.json_response(views.job_spec(job))
 
 
-@calls("GetJob")
+async def _dry_run(request: web.Request, submission: jobs_pb2.JobSubmission) -> web.Response:
+    """Cortex's text: each file a file source would read on its own line, then `validations passed` (no newline);
+    a submission that fails a check gets 400 and its message between two newlines."""
+    try:
+        job = await jobs(request).SubmitJob(jobs_pb2.SubmitJobRequest(submission=submission, dry_run=True))
+    except InvalidRequest as e:
+        return web.Response(status=400, text=f"\n{e.message}\n")
+    return web.Response(text="".join(f"{path}\n" for path in job.dry_run_paths) + "validations passed")
+
+
+@calls("GetJob", cortex=True)
 async def get_job(request: web.Request) -> web.Response:
     job = await jobs(request).GetJob(_cortex_job_ref(request))
     return web.json_response(views.job_response(request.url.origin(), job))
 
 
-@calls("StopJob")
+@calls("StopJob", cortex=True)
 async def stop_job(request: web.Request) -> web.Response:
     ref = _cortex_job_ref(request)
     await jobs(request).StopJob(ref)
@@ -98,7 +119,7 @@ async def delete_api(request: web.Request) -> web.Response:
 @calls("DeployApi")
 async def deploy_apis(request: web.Request) -> web.Response:
     """Deploy `{"apis": [...Cortex API definitions], "working_dir": "/abs"}`; every definition is checked first."""
-    body = await _read_json(request)
+    body = await _off_the_loop_if_large(request, parse_json_body, await _read_body(request))
     if not isinstance(body, dict):
         raise InvalidRequest("request body: must be an object")
     if body.get("apis") is None:
@@ -164,8 +185,8 @@ async def healthz(request: web.Request) -> web.Response:
     return web.json_response({"status": "ok"})
 
 
-async def _read_json(request: web.Request) -> Any:
-    """The request's JSON body. One still arriving after gateway.read_timeout_s (a slow client) gets 408."""
+async def _read_body(request: web.Request) -> bytes:
+    """The request's body. One still arriving after gateway.read_timeout_s (a slow client) gets 408."""
     timeout_s = request.app[CONFIG].gateway.read_timeout_s
     try:
         async with asyncio.timeout(timeout_s):
@@ -175,7 +196,7 @@ async def _read_json(request: web.Request) -> Any:
     except web.RequestPayloadError as e:  # a gzip or deflate body that does not decode: the rest cannot be read
         reason = "the request body does not decode as its Content-Encoding says"
         raise web.HTTPBadRequest(reason=reason, headers={"Connection": "close"}) from e
-    return await _off_the_loop_if_large(request, parse_json_body, body)
+    return body
 
 
 async def _off_the_loop_if_large(request: web.Request, parse: Callable[..., T], *args: Any) -> T:
@@ -186,5 +207,5 @@ async def _off_the_loop_if_large(request: web.Request, parse: Callable[..., T], 
 def _cortex_job_ref(request: web.Request) -> jobs_pb2.JobRef:
     job_id = request.query.get(JOB_ID_PARAM)
     if not job_id:
-        raise InvalidRequest(f"query param required: {JOB_ID_PARAM}")
+        raise QueryParamRequired(f"query param required: {JOB_ID_PARAM}")
     return jobs_pb2.JobRef(api_name=request.match_info["api"], job_id=job_id)

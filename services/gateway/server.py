@@ -8,11 +8,15 @@ from collections.abc import AsyncIterator
 
 from aiohttp import web
 
-from services.gateway.calls import JOBS, authorize_middleware
+from services.gateway.calls import JOBS, OPEN_ROUTES_KEY, authorize_middleware, load_open_routes_key
 from services.gateway.events import job_events, job_logs
 from services.gateway.middleware import (
+    CORS_ORIGINS,
     LARGE_BODY_SLOTS,
     PROTOCOL_LOG,
+    add_cors_headers,
+    cors_middleware,
+    cors_origins,
     error_middleware,
     large_body_middleware,
     request_log_middleware,
@@ -41,9 +45,24 @@ def create_app(config: Config) -> web.Application:
     """The app; its channel to the scheduler opens on startup and closes on cleanup."""
     app = web.Application(
         client_max_size=config.gateway.max_body_bytes,
-        middlewares=[request_log_middleware, error_middleware, authorize_middleware, large_body_middleware],
+        middlewares=[
+            request_log_middleware,
+            cors_middleware,
+            error_middleware,
+            authorize_middleware,
+            large_body_middleware,
+        ],
     )
     app[CONFIG] = config
+    app[CORS_ORIGINS] = cors_origins(config.gateway.cors_origins)
+    app.on_response_prepare.append(add_cors_headers)
+    if config.gateway.open_routes_key_file:
+        app[OPEN_ROUTES_KEY] = load_open_routes_key(config.gateway.open_routes_key_file)
+        log.warning(
+            "gateway.open_routes_key_file is set: requests without an API key to Cortex's job routes"
+            " (POST/GET/DELETE /batch/<api> and /<api>) act with the key in %s; only for a trusted network",
+            config.gateway.open_routes_key_file,
+        )
     app[LARGE_BODY_SLOTS] = asyncio.Semaphore(config.gateway.max_large_bodies)
     app.cleanup_ctx.append(_scheduler_client)
     add_routes(app)

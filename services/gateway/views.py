@@ -29,12 +29,13 @@ WORKER_COUNT_KEYS = (  # Cortex's keys of `worker_counts`, in its order
 
 
 def job_endpoint(origin: URL, job: jobs_pb2.Job) -> str:
-    """Where a Cortex client reads this job: `<origin>/batch/<api>?jobID=<id>`."""
-    return str(origin.with_path(f"/batch/{job.api_name}").with_query(jobID=job.job_id))
+    """Where a Cortex client reads this job: `<api endpoint>?jobID=<id>`."""
+    return str(URL(api_endpoint(origin, job.api_name)).with_query(jobID=job.job_id))
 
 
 def api_endpoint(origin: URL, name: str) -> str:
-    return str(origin.with_path(f"/batch/{name}"))
+    """The API's endpoint, as `cortex get` printed it: `<origin>/<api>`, where its jobs are submitted."""
+    return str(origin.with_path(f"/{name}"))
 
 
 def job_spec(job: jobs_pb2.Job) -> dict[str, Any]:

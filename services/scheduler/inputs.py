@@ -7,14 +7,12 @@ unreadable path is `invalid` (400), a store that cannot be reached is `unavailab
 from __future__ import annotations
 
 from thresher.core.config import InputSettings
-from thresher.core.errors import InvalidRequest
-from thresher.core.sources import FILE_SOURCES, file_query, source_of
+from thresher.core.sources import FILE_SOURCES, file_query, no_files_found, source_of
 from thresher.core.store import ObjectStores
 from thresher.core.store.base import S3_SCHEME
 from thresher.core.store.select import FileQuery, matching_files
 from thresher.v1 import jobs_pb2
 
-NO_FILES = "no files match search criteria"  # Cortex: "no s3 files match search criteria"
 MAX_DRY_RUN_PATHS = 10_000  # a dry run lists at most this many files (the reply must fit in one gRPC message)
 
 
@@ -47,7 +45,7 @@ async def _list(submission: jobs_pb2.JobSubmission, settings: InputSettings, lim
     finally:
         await stores.close()
     if not paths:
-        raise InvalidRequest(f"{source}: {NO_FILES}")
+        raise no_files_found(source, query.paths)
     return paths
 
 

@@ -10,7 +10,7 @@ from services.scheduler import access
 from services.scheduler.jobs import JobRecord
 from services.scheduler.store import JobStore
 from thresher.core.auth import ANONYMOUS, Caller
-from thresher.core.errors import NotFound, Unavailable
+from thresher.core.errors import JobNotFound, NotFound, Unavailable
 from thresher.core.queue import QueueBackend
 from thresher.core.rpc import Client
 from thresher.v1 import jobs_pb2, monitor_pb2
@@ -32,7 +32,7 @@ class Lookups:
         """The job, if it belongs to `api_name` (when given) and `caller` may read it (or, with `change`, stop it)."""
         job = await self._store.get_job(job_id)
         if api_name and job.api_name != api_name:
-            raise NotFound(f"unable to find job {job_id} of API {api_name}")
+            raise JobNotFound(f"unable to find job {job_id} of API {api_name}")
         access.check_job(caller, job_id, job.owner, change)
         return job
 

@@ -8,7 +8,7 @@ from pathlib import Path
 from typing import Any
 
 from services.scheduler.jobs import JobRecord, Status
-from thresher.core.errors import NotFound
+from thresher.core.errors import ApiNotDeployed, JobNotFound
 from thresher.core.sqlite import SqliteFile, transaction
 from thresher.v1 import jobs_pb2
 
@@ -106,7 +106,7 @@ class JobStore:
     async def get_api(self, name: str) -> jobs_pb2.ApiSpec:
         row = await self._run(lambda db: db.execute("SELECT spec FROM apis WHERE name = ?", (name,)).fetchone())
         if row is None:
-            raise NotFound(f"{name} is not deployed")
+            raise ApiNotDeployed(f"{name} is not deployed")
         return jobs_pb2.ApiSpec.FromString(row[0])
 
     async def list_apis(self) -> list[jobs_pb2.ApiSpec]:
@@ -143,14 +143,14 @@ class JobStore:
         query = "SELECT submission FROM submissions WHERE job_id = ?"
         row = await self._run(lambda db: db.execute(query, (job_id,)).fetchone())
         if row is None:
-            raise NotFound(f"unable to find job {job_id}")
+            raise JobNotFound(f"unable to find job {job_id}")
         return jobs_pb2.JobSubmission.FromString(row[0])
 
     async def get_job(self, job_id: str) -> JobRecord:
         statement = f"SELECT {', '.join(_COLUMNS)} FROM jobs WHERE job_id = ?"
         row = await self._run(lambda db: db.execute(statement, (job_id,)).fetchone())
         if row is None:
-            raise NotFound(f"unable to find job {job_id}")
+            raise JobNotFound(f"unable to find job {job_id}")
         return _decode(row)
 
     async def list_jobs(

@@ -8,9 +8,24 @@ from __future__ import annotations
 import json
 
 from thresher.core.config import Config
-from thresher.core.errors import InvalidRequest, LimitExceeded
+from thresher.core.errors import (
+    InvalidRequest,
+    ItemSizeExceedsLimit,
+    LimitExceeded,
+    MustBeGreaterThanOrEqualTo,
+    TooFewElements,
+)
 from thresher.core.queue.registry import QUEUE_BACKENDS
-from thresher.core.sources import BATCHES, ITEM_LIST, batch_size_of, check_batch_size, file_query, source_of
+from thresher.core.sources import (
+    BATCHES,
+    FILE_SOURCES,
+    ITEM_LIST,
+    SCHEMA_HINT,
+    batch_size_of,
+    check_batch_size,
+    file_query,
+    source_of,
+)
 from thresher.core.store.base import split_s3_path
 from thresher.v1 import jobs_pb2
 
@@ -23,14 +38,28 @@ MAX_BATCH_BYTES = {
 
 
 def validate_submission(submission: jobs_pb2.JobSubmission) -> None:
-    """Raise InvalidRequest naming the first problem; return when the submission can become a job."""
+    """Raise InvalidRequest naming the first problem; return when the submission can become a job. As in Cortex,
+    an error in the submission's schema ends with where the schema is documented; one in a file source's paths does
+    not."""
+    try:
+        source = _validate_schema(submission)
+    except InvalidRequest as e:
+        raise e.followed_by(SCHEMA_HINT) from e
+    if source in FILE_SOURCES:
+        file_query(submission, source)
+    if submission.HasField("results"):
+        _validate_results(submission.results)
+
+
+def _validate_schema(submission: jobs_pb2.JobSubmission) -> str:
+    """The submission's source, once its fields are checked (Cortex's order)."""
     source = source_of(submission)
     if source == ITEM_LIST:
         _validate_item_list(submission.item_list)
     elif source == BATCHES:
         _validate_batches(submission.batches)
     else:
-        file_query(submission, source)
+        check_batch_size(source, getattr(submission, source).batch_size)
     _at_least("workers", submission.workers, 1)
     if submission.HasField("timeout_s"):
         _at_least("timeout", submission.timeout_s, 1)
@@ -41,8 +70,7 @@ def validate_submission(submission: jobs_pb2.JobSubmission) -> None:
         _at_least("sqs_dead_letter_queue: max_receive_count", submission.sqs_dead_letter_queue.max_receive_count, 1)
     if submission.config_json:
         _validate_config(submission.config_json)
-    if submission.HasField("results"):
-        _validate_results(submission.results)
+    return source
 
 
 def check_limits(submission: jobs_pb2.JobSubmission, config: Config) -> None:
@@ -95,10 +123,10 @@ def _check_batch_bytes(item_list: jobs_pb2.ItemList, limit: int) -> None:
 
 def _validate_item_list(item_list: jobs_pb2.ItemList) -> None:
     if not item_list.items:
-        raise InvalidRequest("item_list: items: must contain at least 1 elements")
+        raise TooFewElements("item_list: items: must contain at least 1 elements")
     for index, item in enumerate(item_list.items):
         if len(item) > MAX_ITEM_BYTES:
-            raise InvalidRequest(
+            raise ItemSizeExceedsLimit(
                 f"item {index} has size {len(item)} bytes which exceeds the limit ({MAX_ITEM_BYTES} bytes)"
             )
     check_batch_size(ITEM_LIST, item_list.batch_size)
@@ -130,9 +158,9 @@ def _validate_results(results: jobs_pb2.ResultsTarget) -> None:
     try:
         split_s3_path(results.s3_path)
     except InvalidRequest as e:
-        raise InvalidRequest(f"results: s3_path: {e}") from None
+        raise e.within("results: s3_path") from None
 
 
 def _at_least(name: str, value: int, minimum: int) -> None:
     if value < minimum:
-        raise InvalidRequest(f"{name}: must be greater than or equal to {minimum} (got {value})")
+        raise MustBeGreaterThanOrEqualTo(f"{name}: must be greater than or equal to {minimum} (got {value})")

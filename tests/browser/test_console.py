@@ -168,6 +168,13 @@ def test_each_page_is_drawn_labelled_and_usable_from_the_keyboard_at_desktop_and
     editor = console.wait(lambda: console.find("#submission"), "no job editor")
     assert not console.find("#submit").is_enabled()
     editor.clear()
+    editor.send_keys(json.dumps({"workers": 0, "item_list": {"items": [1], "batch_size": 1}}))
+    console.find("#dry-run").click()  # a failed check is Cortex's plain text: the console shows it all the same
+    console.wait(lambda: "workers: must be greater than or equal to 1 (got 0)" in console.text("#outcome"), "no reason")
+    assert not console.find("#submit").is_enabled()
+    refused = console.browser_errors()  # read, and so cleared: the dry run's 400, and nothing else
+    assert [(e["source"], "dryRun=true" in e["message"]) for e in refused] == [("network", True)], refused
+    editor.clear()
     editor.send_keys(json.dumps({"workers": 1, "item_list": {"items": [1, 2], "batch_size": 1},
                                  "config": {"out_dir": str(tmp_path / "out")}}))  # fmt: skip
     console.find("#dry-run").click()

@@ -60,7 +60,10 @@ async def stack(tmp_path: Path, moto_server: str, monkeypatch: pytest.MonkeyPatc
 async def test_bad_input_is_400_invalid_saying_why(stack: Stack, case: str, dry_run: str) -> None:
     body, message = BAD_BODIES[case]
     status, error = await stack.call("admin", "POST", f"/batch/sum{dry_run}", body)
-    assert (status, error["kind"]) == (400, "invalid") and message in error["message"], error
+    if isinstance(error, str):  # a dry run's check that fails is told in text, as Cortex did
+        assert dry_run and status == 400 and error.startswith("\n") and message in error, error
+    else:
+        assert (status, error["kind"]) == (400, "invalid") and message in error["message"], error
     assert (await stack.call("admin", "GET", "/v1/jobs"))[1] == {"jobs": []}, "nothing was created"
 
 

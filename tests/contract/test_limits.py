@@ -48,7 +48,12 @@ def submission(**changes: object) -> dict[str, object]:
 async def test_each_limit_gets_its_status_and_a_clear_message_and_nothing_is_created(stack: Stack) -> None:
     cases = [
         (b"[" + b" " * 1024 * 1024 + b"]", 413, "too_large", "larger than 1048576 bytes"),
-        (submission(item_list={"items": ["x" * 300_000], "batch_size": 1}), 400, "invalid", "item 0 has size 300002"),
+        (
+            submission(item_list={"items": ["x" * 300_000], "batch_size": 1}),
+            400,
+            "batchapi.item_size_exceeds_limit",
+            "item 0 has size 300002",
+        ),
         (submission(workers=4), 400, "invalid", "workers: must be at most 3 (got 4)"),
         (submission(item_list={"items": [1], "batch_size": 6}), 400, "invalid", "batch_size: must be at most 5"),
         (

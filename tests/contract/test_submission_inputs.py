@@ -10,7 +10,7 @@ import pytest
 from services.scheduler.inputs import MAX_DRY_RUN_PATHS, check_files_exist, dry_run_paths
 from tests.contract.test_object_store import local_tree, s3_settings, s3_tree
 from thresher.core.config import InputSettings
-from thresher.core.errors import InvalidRequest, Unavailable
+from thresher.core.errors import InvalidRequest, NoFilesFound, Unavailable
 from thresher.v1 import jobs_pb2
 
 
@@ -68,7 +68,8 @@ async def test_no_matching_file_is_invalid(tmp_path: Path, aws_endpoint: str) ->
         (file_source("file_path_lister", ["s3://empty/"]), s3_settings(aws_endpoint)),
     ]:
         source = "delimited_files" if submission.HasField("delimited_files") else "file_path_lister"
-        with pytest.raises(InvalidRequest, match=f"^{source}: no files match search criteria$"):
+        files = "s3 files" if source == "file_path_lister" else "files"  # Cortex's words for S3 paths
+        with pytest.raises(NoFilesFound, match=f"^{source}: no {files} match search criteria$"):
             await check_files_exist(submission, settings)
 
 

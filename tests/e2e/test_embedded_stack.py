@@ -90,21 +90,24 @@ def test_a_finished_job_is_still_readable_after_the_gateway_is_killed(stack: Sta
     assert after == before
 
 
+AT_LEAST, TOO_FEW = "configreader.must_be_greater_than_or_equal_to", "configreader.too_few_elements"  # Cortex's kinds
+
+
 def test_bad_requests_get_clear_errors_and_create_nothing(stack: Stack) -> None:
     cases = [
-        ({"workers": 1}, 400, "specify exactly one of the following keys"),
-        ({"workers": 0, "item_list": {"items": [1], "batch_size": 1}}, 400, "workers: must be greater than or equal"),
-        ({"workers": 1, "item_list": {"items": [], "batch_size": 1}}, 400, "items: must contain at least 1"),
-        ({"workers": 1, "item_list": {"items": [1], "batch_size": 0}}, 400, "batch_size: must be greater than or"),
+        ({"workers": 1}, "job.specify_exactly_one_key", "specify exactly one of the following keys"),
+        ({"workers": 0, "item_list": {"items": [1], "batch_size": 1}}, AT_LEAST, "workers: must be greater than or"),
+        ({"workers": 1, "item_list": {"items": [], "batch_size": 1}}, TOO_FEW, "items: must contain at least 1"),
+        ({"workers": 1, "item_list": {"items": [1], "batch_size": 0}}, AT_LEAST, "batch_size: must be greater than"),
     ]
-    for body, status, message in cases:
+    for body, kind, message in cases:
         code, error = post(stack.url + "/batch/recorder", json.dumps(body).encode())
-        assert (code, error["kind"]) == (status, "invalid") and message in error["message"], (body, error)
+        assert (code, error["kind"]) == (400, kind) and message in error["message"], (body, error)
     assert post(stack.url + "/batch/nope", b'{"workers": 1}')[0] == 404
     assert post(stack.url + "/batch/recorder", b"{not json")[0] == 400
     assert post(stack.url + "/batch/recorder", b" " * (10 * 1024 * 1024 + 1))[0] == 413
     code, error = request("GET", stack.url + "/batch/recorder?jobID=00000000000000000000")
-    assert (code, error["kind"]) == (404, "not_found")
+    assert (code, error["kind"]) == (404, "job.not_found")
     assert stack.client.jobs() == [], "no job was created"
 
 

@@ -6,7 +6,7 @@ import re
 
 import pytest
 
-from thresher.core.errors import InvalidRequest
+from thresher.core.errors import ConflictingFields, InvalidRequest, SpecifyExactlyOneKey
 from thresher.core.sources import (
     BATCHES,
     FILE_SOURCES,
@@ -46,21 +46,21 @@ def test_a_submission_with_one_source_is_of_that_source(name: str) -> None:
 
 def test_a_submission_without_a_source_is_refused_naming_cortexs_keys() -> None:
     message = "specify exactly one of the following keys: item_list, file_path_lister, or delimited_files"
-    with pytest.raises(InvalidRequest, match=f"^{re.escape(message)}$"):
+    with pytest.raises(SpecifyExactlyOneKey, match=f"^{re.escape(message)}$"):
         source_of(with_sources())
 
 
 @pytest.mark.parametrize(
-    ("names", "first", "second"),
+    ("names", "listed"),
     [
-        (("item_list", "delimited_files"), "item_list", "delimited_files"),
-        (("file_path_lister", BATCHES), "file_path_lister", BATCHES),
-        (SOURCES, "item_list", "file_path_lister"),
+        (("item_list", "delimited_files"), "item_list or delimited_files"),
+        (("file_path_lister", BATCHES), "file_path_lister or batches"),
+        (SOURCES, "item_list, file_path_lister, delimited_files, or batches"),
     ],
 )
-def test_a_submission_with_two_sources_is_refused_naming_the_first_two(names, first: str, second: str) -> None:
-    message = f"please specify either the {first} or {second} field (but not more than one at the same time)"
-    with pytest.raises(InvalidRequest, match=f"^{re.escape(message)}$"):
+def test_a_submission_with_two_sources_is_refused_naming_them_as_cortex(names, listed: str) -> None:
+    message = f"please specify either the {listed} field (but not more than one at the same time)"
+    with pytest.raises(ConflictingFields, match=f"^{re.escape(message)}$"):
         source_of(with_sources(*names))
 
 

@@ -13,6 +13,9 @@ from thresher.v1 import jobs_pb2
 # Patterns are used with fullmatch: "$" would also match before a final newline ("ok\n").
 NAME_PATTERN = re.compile(r"[a-z0-9]([a-z0-9-]{0,61}[a-z0-9])?")  # a DNS label: it names queues and pods
 DEFAULT_PORT = 8080
+# The first path segments of the gateway's own routes: an API of one of these names could not be reached at
+# <gateway>/<name>, Cortex's endpoint, so none may be deployed (a test keeps this list in step with the routes).
+RESERVED_NAMES = ("batch", "healthz", "metrics", "ui", "v1")
 # Kubernetes' own syntax (k8s.io/apimachinery: resource.Quantity, validation.IsQualifiedName, IsValidLabelValue).
 _QUANTITY = re.compile(r"(?P<number>[0-9]+(\.[0-9]*)?|\.[0-9]+)(?P<suffix>[eE][+-]?[0-9]+|m|k|M|G|T|P|E|[KMGTPE]i)?")
 _LABEL_NAME = re.compile(r"[A-Za-z0-9]([A-Za-z0-9._-]{0,61}[A-Za-z0-9])?")
@@ -81,6 +84,11 @@ def check_api_spec(spec: jobs_pb2.ApiSpec) -> None:
     environment cannot carry them: the workers would never start)."""
     if not NAME_PATTERN.fullmatch(spec.name):
         raise InvalidRequest(f"name: must be lower-case letters, digits and '-' (at most 63), got {spec.name!r}")
+    if spec.name in RESERVED_NAMES:
+        raise InvalidRequest(
+            f"name: {spec.name!r} is taken by the gateway's own routes (/{spec.name}); an API is reached at"
+            f" /<name>, so these names are reserved: {', '.join(RESERVED_NAMES)}"
+        )
     where = f"API {spec.name}"
     if not spec.containers:
         raise InvalidRequest(f"{where}: pod: containers: must contain at least 1 element")

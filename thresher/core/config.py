@@ -68,6 +68,13 @@ class GatewaySettings:
     # Against slow clients (slow-loris): a connection that has not sent a whole request this long after it opened
     # (or after its last answer) is closed, and a body still arriving after it gets 408. Seconds.
     read_timeout_s: float = 60.0
+    # Origins (scheme://host[:port], comma-separated; "*": any) whose web pages may call the API from a browser
+    # (CORS: their preflight OPTIONS is answered). Empty: none.
+    cors_origins: str = ""
+    # For a trusted network only: a file holding an API key (`thresher add-key`) that requests to Cortex's job routes
+    # (POST/GET/DELETE /batch/<api> and /<api>) made without a key act with, as Cortex's routes took none. The
+    # gateway warns at start. Empty: every route needs a key whenever keys are on. Never opens another route.
+    open_routes_key_file: str = ""
 
 
 @dataclass

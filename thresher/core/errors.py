@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from typing import Self
+
 import grpc
 
 
@@ -18,6 +20,14 @@ class ThresherError(Exception):
 
     def __str__(self) -> str:
         return self.message
+
+    def within(self, where: str) -> Self:
+        """The same error (class, hence kind) with `where` before its message, as Cortex's `errors.Wrap`."""
+        return type(self)(f"{where}: {self.message}")
+
+    def followed_by(self, text: str) -> Self:
+        """The same error with `text` after its message, as Cortex's `errors.Append`."""
+        return type(self)(self.message + text)
 
 
 class InvalidRequest(ThresherError):
@@ -76,6 +86,50 @@ class QueueNotFound(NotFound):
     """The job's queue does not exist (never created, or deleted when the job ended)."""
 
 
+# Cortex's own kinds (CORTEX-REFERENCE.md 2.3, 3.1), for the errors Cortex had: a Cortex client branches on them.
+# Each keeps the status of the Thresher error it refines (an unknown API or job stays 404, not Cortex's 400).
+
+
+class SpecifyExactlyOneKey(InvalidRequest):
+    kind = "job.specify_exactly_one_key"
+
+
+class ConflictingFields(InvalidRequest):
+    kind = "job.conflicting_fields"
+
+
+class ItemSizeExceedsLimit(InvalidRequest):
+    kind = "batchapi.item_size_exceeds_limit"
+
+
+class InvalidS3Path(InvalidRequest):
+    kind = "aws.invalid_s3_path"
+
+
+class NoFilesFound(InvalidRequest):
+    kind = "batchapi.no_s3_files_found"
+
+
+class MustBeGreaterThanOrEqualTo(InvalidRequest):
+    kind = "configreader.must_be_greater_than_or_equal_to"
+
+
+class TooFewElements(InvalidRequest):
+    kind = "configreader.too_few_elements"
+
+
+class QueryParamRequired(InvalidRequest):
+    kind = "endpoints.query_param_required"
+
+
+class ApiNotDeployed(NotFound):
+    kind = "resources.api_not_deployed"
+
+
+class JobNotFound(NotFound):
+    kind = "job.not_found"
+
+
 _BY_KIND: dict[str, type[ThresherError]] = {
     cls.kind: cls
     for cls in (
@@ -88,6 +142,16 @@ _BY_KIND: dict[str, type[ThresherError]] = {
         WrongState,
         LimitExceeded,
         Unavailable,
+        SpecifyExactlyOneKey,
+        ConflictingFields,
+        ItemSizeExceedsLimit,
+        InvalidS3Path,
+        NoFilesFound,
+        MustBeGreaterThanOrEqualTo,
+        TooFewElements,
+        QueryParamRequired,
+        ApiNotDeployed,
+        JobNotFound,
     )
 }
 _BY_CODE: dict[grpc.StatusCode, type[ThresherError]] = {

@@ -7,7 +7,15 @@ submission with these rules; the gateway and the enqueuer rely on them.
 
 from __future__ import annotations
 
-from thresher.core.errors import InvalidRequest
+from collections.abc import Sequence
+
+from thresher.core.errors import (
+    ConflictingFields,
+    InvalidRequest,
+    MustBeGreaterThanOrEqualTo,
+    NoFilesFound,
+    SpecifyExactlyOneKey,
+)
 from thresher.core.store.select import FileQuery
 from thresher.v1 import jobs_pb2
 
@@ -16,6 +24,8 @@ FILE_SOURCES = ("file_path_lister", "delimited_files")  # files in a store: File
 SUBMITTED = (ITEM_LIST, *FILE_SOURCES)  # the sources a user submits (Cortex's keys)
 BATCHES = "batches"  # pre-cut batches, each a JSON array: a retry of failed batches, made by the scheduler
 SOURCES = (*SUBMITTED, BATCHES)
+# Cortex ends every error in a submission's schema with where the schema is documented; ours is on the gateway.
+SCHEMA_HINT = "\n\njob submission schema can be found at /openapi.json (the Submission schema) on this gateway"
 
 
 def given_sources(submission: jobs_pb2.JobSubmission) -> list[str]:
@@ -25,16 +35,26 @@ def given_sources(submission: jobs_pb2.JobSubmission) -> list[str]:
 
 
 def source_of(submission: jobs_pb2.JobSubmission) -> str:
-    """The submission's one source; InvalidRequest (in Cortex's words) when it gives none or more than one."""
+    """The submission's one source; Cortex's errors, in its words, when it gives none or more than one."""
     given = given_sources(submission)
     if not given:
-        keys = f"{', '.join(SUBMITTED[:-1])}, or {SUBMITTED[-1]}"
-        raise InvalidRequest(f"specify exactly one of the following keys: {keys}")
+        raise SpecifyExactlyOneKey(f"specify exactly one of the following keys: {_either(SUBMITTED)}")
     if len(given) > 1:
-        raise InvalidRequest(
-            f"please specify either the {given[0]} or {given[1]} field (but not more than one at the same time)"
+        raise ConflictingFields(
+            f"please specify either the {_either(given)} field (but not more than one at the same time)"
         )
     return given[0]
+
+
+def no_files_found(source: str, paths: Sequence[str]) -> NoFilesFound:
+    """Cortex's error for a file source that matches no file (in its words when every path is in S3)."""
+    where = "s3 files" if all(path.startswith("s3://") for path in paths) else "files"
+    return NoFilesFound(f"{source}: no {where} match search criteria")
+
+
+def _either(keys: Sequence[str]) -> str:
+    """`a or b`, `a, b, or c`: Cortex's list of alternatives."""
+    return " or ".join(keys) if len(keys) < 3 else f"{', '.join(keys[:-1])}, or {keys[-1]}"
 
 
 def batch_size_of(submission: jobs_pb2.JobSubmission, source: str) -> int | None:
@@ -45,7 +65,7 @@ def batch_size_of(submission: jobs_pb2.JobSubmission, source: str) -> int | None
 def check_batch_size(source: str, batch_size: int, maximum: int | None = None) -> None:
     """InvalidRequest when `batch_size` is below 1, or above `maximum` (limits.max_batch_size) when given."""
     if batch_size < 1:
-        raise InvalidRequest(f"{source}: batch_size: must be greater than or equal to 1 (got {batch_size})")
+        raise MustBeGreaterThanOrEqualTo(f"{source}: batch_size: must be greater than or equal to 1 (got {batch_size})")
     if maximum is not None and batch_size > maximum:
         raise InvalidRequest(f"{source}: batch_size: must be at most {maximum} (got {batch_size})")
 

@@ -60,7 +60,8 @@ class GatewayClient:
         query = "?delete_jobs=true" if delete_jobs else ""
         return self._call("DELETE", f"/v1/apis/{_quote(name)}{query}")
 
-    def submit(self, api_name: str, job: dict[str, Any]) -> dict[str, Any]:
+    def submit(self, api_name: str, job: dict[str, Any] | bytes) -> dict[str, Any]:
+        """Submit `job`; JSON text (bytes) goes as it is, so that its items reach the workers as written."""
         return self._call("POST", f"/batch/{_quote(api_name)}", job)
 
     def get(self, api_name: str, job_id: str) -> dict[str, Any]:
@@ -104,7 +105,7 @@ class GatewayClient:
         return self._call("DELETE", f"/v1/jobs/{_quote(job_id)}")
 
     def _call(self, method: str, path: str, body: Any = None) -> Any:
-        data = None if body is None else json.dumps(body).encode()
+        data = body if body is None or isinstance(body, bytes) else json.dumps(body).encode()
         request = urllib.request.Request(self.url + path, data=data, method=method, headers=self._headers)
         request.add_header("Content-Type", "application/json")
         with self._open(request, timeout_s=TIMEOUT_S) as response:

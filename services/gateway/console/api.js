@@ -35,11 +35,13 @@ function headers(extra = {}) {
 }
 
 async function failure(response) {
+  const text = await response.text();
   try {
-    const error = await response.json();
+    const error = JSON.parse(text);
     return new ApiError(response.status, error.kind, error.message);
   } catch {
-    return new ApiError(response.status, 'invalid', `${response.status} ${response.statusText}`);
+    // A dry run's failed check is plain text, as Cortex answered it: the message between two newlines.
+    return new ApiError(response.status, 'invalid', text.trim() || `${response.status} ${response.statusText}`);
   }
 }
 

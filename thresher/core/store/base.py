@@ -10,7 +10,7 @@ from abc import ABC, abstractmethod
 from collections.abc import AsyncIterator
 from dataclasses import dataclass
 
-from thresher.core.errors import InvalidRequest
+from thresher.core.errors import InvalidS3Path
 
 S3_SCHEME = "s3://"
 # The bucket names that botocore sends at all (older buckets may have upper case and "_"); others are refused here,
@@ -42,12 +42,12 @@ class ObjectStore(ABC):
 
 
 def split_s3_path(path: str) -> tuple[str, str]:
-    """(bucket, key) of `s3://bucket[/key]`; InvalidRequest when there is no bucket."""
+    """(bucket, key) of `s3://bucket[/key]`; InvalidS3Path when there is no proper bucket."""
     if not path.startswith(S3_SCHEME):
-        raise InvalidRequest(f"{path}: an S3 path must start with s3://")
+        raise InvalidS3Path(f"{path}: an S3 path must start with s3://")
     bucket, _, key = path[len(S3_SCHEME) :].partition("/")
     if not bucket:
-        raise InvalidRequest(f"{path}: an S3 path must be s3://bucket[/key], with a bucket")
+        raise InvalidS3Path(f"{path}: an S3 path must be s3://bucket[/key], with a bucket")
     if not _BUCKET.fullmatch(bucket):
-        raise InvalidRequest(f"{path}: {bucket!r} is not an S3 bucket name (letters, digits, '.', '-' and '_')")
+        raise InvalidS3Path(f"{path}: {bucket!r} is not an S3 bucket name (letters, digits, '.', '-' and '_')")
     return bucket, key

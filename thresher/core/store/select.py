@@ -11,7 +11,7 @@ import asyncio
 from collections.abc import AsyncIterator, Sequence
 from dataclasses import dataclass
 
-from thresher.core.errors import InvalidRequest
+from thresher.core.errors import InvalidRequest, InvalidS3Path, TooFewElements
 from thresher.core.store import ObjectStores
 from thresher.core.store.base import S3_SCHEME, ObjectInfo, split_s3_path
 from thresher.core.store.globs import Glob, compile_glob
@@ -31,12 +31,12 @@ class FileQuery:
     def parse(cls, paths: Sequence[str], includes: Sequence[str], excludes: Sequence[str], where: str) -> FileQuery:
         """Check every path and glob; InvalidRequest names the field (`where`: s3_paths ...) and the problem."""
         if not paths:
-            raise InvalidRequest(f"{where}: s3_paths: must contain at least 1 elements")
+            raise TooFewElements(f"{where}: s3_paths: must contain at least 1 elements")
         for path in paths:
             try:
                 check_path(path)
             except InvalidRequest as e:
-                raise InvalidRequest(f"{where}: s3_paths: {e}") from e
+                raise e.within(f"{where}: s3_paths") from e
         return cls(tuple(paths), _globs(includes, f"{where}: includes"), _globs(excludes, f"{where}: excludes"))
 
     def keeps(self, path: str) -> bool:
@@ -48,13 +48,14 @@ class FileQuery:
 
 
 def check_path(path: str) -> None:
-    """InvalidRequest unless `path` is s3://bucket[/key], file:///absolute/path or an absolute local path."""
+    """InvalidRequest unless `path` is s3://bucket[/key], file:///absolute/path or an absolute local path (Cortex's
+    InvalidS3Path when it is none of these, or an S3 path without a proper bucket)."""
     if path.startswith(S3_SCHEME):
         split_s3_path(path)
     elif path.startswith(FILE_SCHEME) or "://" not in path:
         local_path(path)
     else:
-        raise InvalidRequest(f"{path}: expected s3://bucket[/key], file:///path or an absolute local path")
+        raise InvalidS3Path(f"{path}: expected s3://bucket[/key], file:///path or an absolute local path")
 
 
 async def matching_files(stores: ObjectStores, query: FileQuery) -> AsyncIterator[ObjectInfo]:
