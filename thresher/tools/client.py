@@ -1,8 +1,10 @@
-"""A small synchronous client of the gateway's HTTP API, for the CLI and scripts (standard library only)."""
+"""The gateway's HTTP API, a method per route answering its JSON (standard library only): the transport under
+`thresher.Client` (thresher/tools/sdk.py), which the CLI and scripts use."""
 
 from __future__ import annotations
 
 import contextlib
+import http.client
 import ipaddress
 import json
 import os
@@ -60,7 +62,8 @@ class GatewayClient:
         query = "?delete_jobs=true" if delete_jobs else ""
         return self._call("DELETE", f"/v1/apis/{_quote(name)}{query}")
 
-    def submit(self, api_name: str, job: dict[str, Any]) -> dict[str, Any]:
+    def submit(self, api_name: str, job: dict[str, Any] | Iterator[bytes]) -> dict[str, Any]:
+        """`job`: the submission, or its JSON in chunks (sent as they come, in a chunked request body)."""
         return self._call("POST", f"/batch/{_quote(api_name)}", job)
 
     def get(self, api_name: str, job_id: str) -> dict[str, Any]:
@@ -81,11 +84,41 @@ class GatewayClient:
 
     def logs(self, job_id: str, follow: bool = False) -> Iterator[str]:
         """The job's log lines as the gateway streams them."""
-        query = "?follow=true" if follow else ""
-        request = urllib.request.Request(f"{self.url}/v1/jobs/{_quote(job_id)}/logs{query}", headers=self._headers)
+        for raw in self._lines(f"/v1/jobs/{_quote(job_id)}/logs", {"follow": follow}, follow):
+            yield raw.decode("utf-8", errors="replace").rstrip("\n")
+
+    def events(self, job_id: str) -> Iterator[dict[str, Any]]:
+        """The job's server-sent `status` events, each the job as `job()` answers it; the last one is final."""
+        event = ""
+        for raw in self._lines(f"/v1/jobs/{_quote(job_id)}/events", {}, True):
+            line = raw.decode("utf-8").rstrip("\n")
+            if line.startswith("event: "):
+                event = line[len("event: ") :]
+            elif line.startswith("data: "):
+                data = json.loads(line[len("data: ") :])
+                if event == "error":
+                    raise from_kind(str(data.get("kind", "")), str(data.get("message", "")))
+                yield data
+
+    def results(self, job_id: str, after: int | None, follow: bool, items: bool) -> Iterator[dict[str, Any]]:
+        """The job's results as one connection streams them (JSON Lines in batch order); Job.results resumes."""
+        query = {"after": after, "follow": follow, "items": items}
+        for raw in self._lines(f"/v1/jobs/{_quote(job_id)}/results", query, follow):
+            if not raw.endswith(b"\n"):  # the connection broke in the middle of a line
+                raise http.client.IncompleteRead(raw)
+            if raw.strip():
+                yield json.loads(raw)
+
+    def delete_results(self, job_id: str) -> dict[str, Any]:
+        return self._call("DELETE", f"/v1/jobs/{_quote(job_id)}/results")
+
+    def _lines(self, path: str, query: dict[str, Any], follow: bool) -> Iterator[bytes]:
+        """A streamed answer's lines; one that follows a running job has no timeout."""
+        given = {k: "true" if v is True else v for k, v in query.items() if v is not None and v is not False}
+        url = self.url + path + (f"?{urllib.parse.urlencode(given)}" if given else "")
+        request = urllib.request.Request(url, headers=self._headers)
         with self._open(request, timeout_s=None if follow else TIMEOUT_S) as response:
-            for raw in response:
-                yield raw.decode("utf-8", errors="replace").rstrip("\n")
+            yield from response
 
     def results(
         self, job_id: str, after: int | None = None, follow: bool = False, items: bool = False
@@ -104,7 +137,8 @@ class GatewayClient:
         return self._call("DELETE", f"/v1/jobs/{_quote(job_id)}")
 
     def _call(self, method: str, path: str, body: Any = None) -> Any:
-        data = None if body is None else json.dumps(body).encode()
+        """`body`: a JSON value, or an iterable of bytes already JSON (a generator: sent as it yields)."""
+        data = None if body is None else body if isinstance(body, Iterator) else json.dumps(body).encode()
         request = urllib.request.Request(self.url + path, data=data, method=method, headers=self._headers)
         request.add_header("Content-Type", "application/json")
         with self._open(request, timeout_s=TIMEOUT_S) as response:
