@@ -69,10 +69,9 @@ class Client:
         config: dict[str, Any] | None = None,
         **more: Any,
     ) -> Job:
-        """Submit a job of `items` (any iterable of JSON values, streamed as it is sent), or of a file `source`
-        such as `{"file_path_lister": {"s3_paths": [...]}}` or `{"delimited_files": {...}}`. `batch_size` goes
-        to that source; `more` are other submission fields (`timeout`, `batch_timeout`, `sqs_dead_letter_queue`).
-        """
+        """Submit a job of `items` (any iterable of JSON values, streamed as it is sent), or of a `source` as
+        Cortex names it, such as `{"file_path_lister": {"s3_paths": [...]}}`. `batch_size` goes to that source;
+        `more` are other submission fields (`timeout`, `batch_timeout`, `sqs_dead_letter_queue`)."""
         return self._submit(api, items, source, batch_size, workers, config, more)[0]
 
     def map(
