@@ -29,7 +29,8 @@ def recorded_items(out: Path) -> list[object]:
 
 def test_a_job_submitted_from_a_generator_is_waited_for_with_a_progress_line(client: Client, tmp_path: Path) -> None:
     out = tmp_path / "out"
-    job = client.submit("recorder", items=(i for i in range(250)), batch_size=10, workers=1, config={"out_dir": str(out)})
+    items = (i for i in range(250))
+    job = client.submit("recorder", items=items, batch_size=10, workers=1, config={"out_dir": str(out)})
     progress = io.StringIO()
 
     final = job.wait(out=progress)

@@ -1,14 +1,4 @@
-"""`thresher.Client`: Thresher from Python scripts and notebooks (standard library only).
-
-    from thresher import Client
-    client = Client()  # the gateway and key as the CLI finds them
-    job = client.submit("embed", items=texts, batch_size=100, workers=4)
-    job.wait()
-    for line in job.results():
-        ...
-    for vector in client.map("embed", texts, batch_size=100):  # a result per item, in input order
-        ...
-"""
+"""`thresher.Client`: Thresher from Python scripts and notebooks (standard library only); README "Python client"."""
 
 from __future__ import annotations
 

@@ -35,12 +35,13 @@ class SubmissionBody:
         for item in self._items:
             text = _encode(item, f"items[{self.count}]")
             parts.append(text)
-            size += len(text)
+            size += len(text) + 1  # and its comma
             self.count += 1
             if size >= CHUNK_BYTES:
                 yield (separator + ",".join(parts)).encode()
                 parts, size, separator = [], 0, ","
         yield (separator + ",".join(parts) + "]}}").encode() if parts else b"]}}"
+
 
 def _encode(value: Any, where: str) -> str:
     try:
