@@ -100,14 +100,16 @@ class GatewayClient:
                     raise from_kind(str(data.get("kind", "")), str(data.get("message", "")))
                 yield data
 
-    def results(self, job_id: str, after: int | None, follow: bool, items: bool) -> Iterator[dict[str, Any]]:
-        """The job's results as one connection streams them (JSON Lines in batch order); Job.results resumes."""
+    def results(
+        self, job_id: str, after: int | None = None, follow: bool = False, items: bool = False
+    ) -> Iterator[bytes]:
+        """The job's results as one connection streams them: JSON Lines (each ending in a newline), in batch order.
+        A line cut short raises IncompleteRead: Job.results opens the stream again after the last whole one."""
         query = {"after": after, "follow": follow, "items": items}
         for raw in self._lines(f"/v1/jobs/{_quote(job_id)}/results", query, follow):
-            if not raw.endswith(b"\n"):  # the connection broke in the middle of a line
+            if not raw.endswith(b"\n"):
                 raise http.client.IncompleteRead(raw)
-            if raw.strip():
-                yield json.loads(raw)
+            yield raw
 
     def delete_results(self, job_id: str) -> dict[str, Any]:
         return self._call("DELETE", f"/v1/jobs/{_quote(job_id)}/results")

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import http.client
+import json
 import sys
 import time
 from collections.abc import Iterator
@@ -65,7 +66,8 @@ class Job:
         failures = 0
         while True:
             try:
-                for line in self._gateway.results(self.id, after, follow, items):
+                for raw in self._gateway.results(self.id, after, follow, items):
+                    line = json.loads(raw)
                     after, failures = line["index"], 0
                     yield line
                 return
