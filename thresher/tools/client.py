@@ -22,6 +22,7 @@ from thresher.core.names import ENV_API_KEY, HEADER_AUTHORIZATION
 DEFAULT_URL = "http://127.0.0.1:8888"
 DEFAULT_DATA_DIR = ".thresher"  # as thresher.core.config's: where `thresher up` keeps the stack's key
 TIMEOUT_S = 30.0
+READ_BYTES = 64 * 1024
 
 
 def find_api_key(url: str) -> str | None:
@@ -104,11 +105,11 @@ class GatewayClient:
         self, job_id: str, after: int | None = None, follow: bool = False, items: bool = False
     ) -> Iterator[bytes]:
         """The job's results as one connection streams them: JSON Lines (each ending in a newline), in batch order.
-        A line cut short raises IncompleteRead: Job.results opens the stream again after the last whole one."""
+        A broken connection raises Unavailable: Job.results opens the stream again after the last whole line."""
         query = {"after": after, "follow": follow, "items": items}
         for raw in self._lines(f"/v1/jobs/{_quote(job_id)}/results", query, follow):
             if not raw.endswith(b"\n"):
-                raise http.client.IncompleteRead(raw)
+                raise Unavailable(f"the results of job {job_id} broke off in the middle of a line")
             yield raw
 
     def delete_results(self, job_id: str) -> dict[str, Any]:
@@ -120,7 +121,19 @@ class GatewayClient:
         url = self.url + path + (f"?{urllib.parse.urlencode(given)}" if given else "")
         request = urllib.request.Request(url, headers=self._headers)
         with self._open(request, timeout_s=None if follow else TIMEOUT_S) as response:
-            yield from response
+            # read1, not `for line in response`: on a chunked answer, line iteration takes a connection that breaks
+            # between two lines for the end of the answer, where read1 raises IncompleteRead.
+            pending = bytearray()
+            while chunk := response.read1(READ_BYTES):
+                searched = len(pending)
+                pending += chunk
+                start = 0
+                while (end := pending.find(b"\n", max(start, searched))) >= 0:
+                    yield bytes(pending[start : end + 1])
+                    start = end + 1
+                del pending[:start]
+            if pending:
+                yield bytes(pending)
 
     def results(
         self, job_id: str, after: int | None = None, follow: bool = False, items: bool = False
@@ -156,6 +169,8 @@ class GatewayClient:
             raise _error_from(e) from None
         except (urllib.error.URLError, ConnectionError, TimeoutError) as e:
             raise Unavailable(f"cannot reach Thresher at {self.url}: {getattr(e, 'reason', e)}") from None
+        except http.client.HTTPException as e:  # an answer cut short, such as a stream the gateway broke off
+            raise Unavailable(f"the answer of Thresher at {self.url} broke off: {e!r}") from None
 
 
 def _error_from(e: urllib.error.HTTPError) -> ThresherError:

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import http.client
 import json
 import sys
 import time
@@ -63,15 +62,22 @@ class Job:
         """The batches' results in batch order, each `{"batch_id", "index", "result"}` (and `"items"` when asked):
         those after index `after`; `follow` waits for the rest while the job runs. A dropped connection is opened
         again after the last index given, so no line comes twice."""
+        return (line for _, line in self._resuming_results(after, follow, items))
+
+    def result_lines(self, after: int | None = None, follow: bool = False, items: bool = False) -> Iterator[bytes]:
+        """As results(), each line as the gateway sent it: JSON ending in a newline."""
+        return (raw for raw, _ in self._resuming_results(after, follow, items))
+
+    def _resuming_results(self, after: int | None, follow: bool, items: bool) -> Iterator[tuple[bytes, Any]]:
         failures = 0
         while True:
             try:
                 for raw in self._gateway.results(self.id, after, follow, items):
                     line = json.loads(raw)
                     after, failures = line["index"], 0
-                    yield line
+                    yield raw, line
                 return
-            except (http.client.HTTPException, OSError, Unavailable) as e:
+            except Unavailable as e:  # the gateway restarting, or the connection broken
                 failures += 1
                 if failures > RESUME_ATTEMPTS:
                     raise Unavailable(f"the results of job {self.id} broke off after index {after}: {e}") from None
