@@ -78,6 +78,7 @@ class Client:
         Each batch's worker must return a list with one entry per item of the batch (the entries, in order, are
         the items' results); any other result, a dead-lettered batch or a job that ends without every result
         raises (InvalidRequest, JobFailed). Neither the items nor the results are held: memory stays flat.
+        The job is submitted before map returns; leaving the iteration early leaves the job running.
         """
         job, count = self._submit(api, items, None, batch_size, workers, config, more)  # now, not when iterated
         return _results_by_item(job, count, batch_size)
@@ -93,14 +94,13 @@ class Client:
         more: dict[str, Any],
     ) -> tuple[Job, int]:
         """The job, and how many items it was given (0 for a file source)."""
-        if (items is None) == (source is None):
-            raise InvalidRequest("submit: give exactly one of items or source")
         fields = {k: v for k, v in (("workers", workers), ("config", config)) if v is not None} | more
-        if items is None:
-            assert source is not None
+        if source is not None and items is None:
             sized = {kind: spec | {"batch_size": batch_size} for kind, spec in source.items()} if batch_size else source
             spec = self.gateway.submit(api, fields | sized)
             return Job(self.gateway, spec["job_id"], spec["api_name"]), 0
+        if items is None or source is not None:
+            raise InvalidRequest("submit: give exactly one of items or source")
         body = SubmissionBody(fields, items, batch_size)
         spec = self.gateway.submit(api, body.chunks())
         return Job(self.gateway, spec["job_id"], spec["api_name"]), body.count
