@@ -205,7 +205,7 @@ def _deploy(args: argparse.Namespace) -> int:
 
 
 def _delete(args: argparse.Namespace) -> int:
-    reply = GatewayClient(args.url).delete_api(args.api, args.delete_jobs)
+    reply = Client(args.url).delete_api(args.api, args.delete_jobs)
     stopped = reply["stopped_jobs"]
     print(f"deleted API {args.api}; jobs stopped: {', '.join(stopped) if stopped else 'none'}")
     if args.delete_jobs:

@@ -40,6 +40,10 @@ class Client:
         deployed: list[dict[str, Any]] = self.gateway.deploy(apis, working_dir)
         return deployed
 
+    def delete_api(self, name: str, delete_jobs: bool = False) -> dict[str, Any]:
+        """Delete a Batch API: its jobs in progress end stopped (`stopped_jobs`); `delete_jobs` forgets its jobs too."""
+        return self.gateway.delete_api(name, delete_jobs)
+
     def job(self, job_id: str) -> Job:
         """A job submitted before, by its id."""
         return Job(self.gateway, job_id)
