@@ -253,7 +253,7 @@ def _logs(args: argparse.Namespace) -> int:
 
 
 def _results(args: argparse.Namespace) -> int:
-    lines = GatewayClient(args.url).results(args.job_id, follow=args.follow, items=args.items)
+    lines = Client(args.url).job(args.job_id).result_lines(follow=args.follow, items=args.items)
     if args.output is None:
         for line in lines:
             sys.stdout.buffer.write(line)

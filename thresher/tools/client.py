@@ -135,19 +135,6 @@ class GatewayClient:
             if pending:
                 yield bytes(pending)
 
-    def results(
-        self, job_id: str, after: int | None = None, follow: bool = False, items: bool = False
-    ) -> Iterator[bytes]:
-        """The job's results as the gateway streams them: JSON Lines (each ending in a newline), in batch order."""
-        params = {"after": after, "follow": "true" if follow else None, "items": "true" if items else None}
-        query = urllib.parse.urlencode({k: v for k, v in params.items() if v is not None})
-        url = f"{self.url}/v1/jobs/{_quote(job_id)}/results{'?' + query if query else ''}"
-        with self._open(urllib.request.Request(url, headers=self._headers), None if follow else TIMEOUT_S) as response:
-            yield from response
-
-    def delete_results(self, job_id: str) -> dict[str, Any]:
-        return self._call("DELETE", f"/v1/jobs/{_quote(job_id)}/results")
-
     def stop(self, job_id: str) -> dict[str, Any]:
         return self._call("DELETE", f"/v1/jobs/{_quote(job_id)}")
 
