@@ -13,8 +13,8 @@ from pathlib import Path
 from typing import Any
 
 from examples.textstats.make_corpus import job_submission, make_corpus
-from thresher.tools.cli import describe, follow
-from thresher.tools.client import GatewayClient
+from thresher import Client, Job
+from thresher.tools.cli import describe
 from thresher.tools.launcher import StackProcess
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -34,16 +34,17 @@ def main() -> int:
     print("2. Starting the embedded stack (thresher up) and deploying the textstats Batch API")
     stack = StackProcess(DEMO_DIR / "state", port=0, apis=APIS, echo=True)
     try:
-        client = GatewayClient(stack.url, api_key=stack.api_key)
+        client = Client(stack.url, api_key=stack.api_key)
         key_file = DEMO_DIR / "state" / "api_key"
         print(f"   The console, while the demo runs: {stack.url}/ui/ (sign in with the key in {key_file})")
-        job = client.submit("textstats", job_submission(paths, corpus, out, batch_size=BATCH_SIZE, workers=WORKERS))
-        print(f"3. Submitted job {job['job_id']}: {DOCUMENTS} documents in batches of {BATCH_SIZE}, {WORKERS} workers")
-        final = follow(client, "textstats", job["job_id"])
+        submission = job_submission(paths, corpus, out, batch_size=BATCH_SIZE, workers=WORKERS)
+        job = client.submit("textstats", source={"item_list": submission.pop("item_list")}, **submission)
+        print(f"3. Submitted job {job.id}: {DOCUMENTS} documents in batches of {BATCH_SIZE}, {WORKERS} workers")
+        final = job.wait(out=sys.stdout)
         print("4. The job:")
         print("   " + describe(final).replace("\n", "\n   "))
         show_results(out / "summary.json")
-        show_batch_results(client, job["job_id"])
+        show_batch_results(job)
         ok = final["job_status"]["status"] == "succeeded"
     finally:
         print("5. Stopping the stack")
@@ -60,17 +61,17 @@ def show_results(path: Path) -> None:
     print(f"   most frequent: {top}")
 
 
-def show_batch_results(client: GatewayClient, job_id: str) -> None:
-    """The batches' results as Thresher kept them (GET /v1/jobs/<id>/results, `thresher results JOB`)."""
+def show_batch_results(job: Job) -> None:
+    """The batches' results as Thresher kept them, read through the client (`job.results()`, GET
+    /v1/jobs/<id>/results, `thresher results JOB`)."""
     documents = words = batches = 0
     first: dict[str, Any] = {}
-    for line in client.results(job_id):
-        batch = json.loads(line)
+    for batch in job.results():
         first = first or batch
         batches += 1
         documents += len(batch["result"])
         words += sum(document["words"] for document in batch["result"])
-    print(f"   Results read back from Thresher (thresher results {job_id}):")
+    print("   Results read back from Thresher through thresher.Client (job.results()):")
     print(f"   {batches} batches, {documents} documents, {words} words; batch 0's first document:")
     print(f"   {json.dumps(first['result'][0])[:110]}")
 

@@ -68,10 +68,17 @@ class JobResults:
         results = await self._results_of(job_id)
         while True:
             final = follow and await is_final()  # looked at before the read: no result can come after it
+            # Following a running job, a result waits for those before it (a batch still running, or retried):
+            # sent past a gap, it would move `after` beyond a result still to come, which would never be sent.
+            contiguous = follow and not final
             message: list[jobs_pb2.BatchOutput] = []
             size = 0
             async for page in results.read(job_id, after):
+                if contiguous and page[0].index != after + 1:
+                    break
                 for r in page:
+                    if contiguous and r.index != after + 1:
+                        break
                     if message and size + len(r.result) + len(r.items) * items > MESSAGE_BYTES:
                         yield message
                         message, size = [], 0
@@ -80,7 +87,7 @@ class JobResults:
                         output.items_json = r.items
                     message.append(output)
                     size += len(r.result) + len(r.items) * items
-                after = page[-1].index
+                    after = r.index
             if message:
                 yield message
             if not follow or final:

@@ -7,19 +7,18 @@ import asyncio
 import json
 import os
 import sys
-import time
 from pathlib import Path
-from typing import Any, TextIO
+from typing import Any
 
-from thresher.core import auth, statuses
+from thresher.core import auth
 from thresher.core.config import load_config
 from thresher.core.errors import ThresherError
 from thresher.core.names import ENV_API_KEY, GRPC_AUTHORIZATION_KEY
 from thresher.core.queue.registry import QUEUE_BACKENDS
 from thresher.core.yamlfile import load_yaml
-from thresher.tools.client import GatewayClient
-
-POLL_S = 0.5
+from thresher.tools.job import Job
+from thresher.tools.progress import batches_done
+from thresher.tools.sdk import Client
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -199,13 +198,13 @@ def _deploy(args: argparse.Namespace) -> int:
         print(f"error: cannot read {path}: {e}", file=sys.stderr)
         return 2
     definitions = load_yaml(text, str(path))
-    for api in GatewayClient(args.url).deploy(definitions, path.resolve().parent):
+    for api in Client(args.url).deploy(definitions, path.resolve().parent):
         print(f"deployed API {api['name']}")
     return 0
 
 
 def _delete(args: argparse.Namespace) -> int:
-    reply = GatewayClient(args.url).delete_api(args.api, args.delete_jobs)
+    reply = Client(args.url).delete_api(args.api, args.delete_jobs)
     stopped = reply["stopped_jobs"]
     print(f"deleted API {args.api}; jobs stopped: {', '.join(stopped) if stopped else 'none'}")
     if args.delete_jobs:
@@ -215,45 +214,41 @@ def _delete(args: argparse.Namespace) -> int:
 
 def _submit(args: argparse.Namespace) -> int:
     body = sys.stdin.buffer.read() if args.file == "-" else Path(args.file).read_bytes()
-    client = GatewayClient(args.url)
-    job = client.submit(args.api, body)  # as written: the gateway checks it, and its items reach workers unchanged
-    print(f"submitted job {job['job_id']} to {args.api}")
-    if not args.wait:
-        return 0
-    final = follow(client, args.api, job["job_id"])
-    return 0 if final["job_status"]["status"] == "succeeded" else 1
+    job = Client(args.url).submit_text(args.api, body)  # as written: the gateway checks it, items reach workers as is
+    print(f"submitted job {job.id} to {args.api}")
+    return _wait(job) if args.wait else 0
 
 
 def _get(args: argparse.Namespace) -> int:
-    status = GatewayClient(args.url).job(args.job_id)
+    status = Client(args.url).job(args.job_id).status()
     print(json.dumps(status, indent=2) if args.output == "json" else describe(status))
     return 0
 
 
 def _list(args: argparse.Namespace) -> int:
     print(f"{'job id':<22} {'api':<16} {'status':<24} {'progress':>14}  start time")
-    for status in GatewayClient(args.url).jobs(args.api, args.limit):
+    for status in Client(args.url).jobs(args.api, args.limit):
         js = status["job_status"]
-        done = _done(status)
+        done = batches_done(status)
         total = js.get("total_batch_count", "?")
         print(f"{js['job_id']:<22} {js['api_name']:<16} {js['status']:<24} {f'{done}/{total}':>14}  {js['start_time']}")
     return 0
 
 
 def _stop(args: argparse.Namespace) -> int:
-    status = GatewayClient(args.url).stop(args.job_id)
+    status = Client(args.url).job(args.job_id).stop()
     print(f"stopped job {args.job_id} ({status['job_status']['status']})")
     return 0
 
 
 def _logs(args: argparse.Namespace) -> int:
-    for line in GatewayClient(args.url).logs(args.job_id, args.follow):
+    for line in Client(args.url).job(args.job_id).logs(args.follow):
         print(line, flush=True)
     return 0
 
 
 def _results(args: argparse.Namespace) -> int:
-    lines = GatewayClient(args.url).results(args.job_id, follow=args.follow, items=args.items)
+    lines = Client(args.url).job(args.job_id).result_lines(follow=args.follow, items=args.items)
     if args.output is None:
         for line in lines:
             sys.stdout.buffer.write(line)
@@ -269,7 +264,7 @@ def _results(args: argparse.Namespace) -> int:
 
 
 def _failed(args: argparse.Namespace) -> int:
-    batches = GatewayClient(args.url).failed(args.job_id)
+    batches = Client(args.url).job(args.job_id).failed()
     if args.output == "json":
         print(json.dumps(batches, indent=2))
         return 0
@@ -282,56 +277,15 @@ def _failed(args: argparse.Namespace) -> int:
 
 
 def _retry(args: argparse.Namespace) -> int:
-    client = GatewayClient(args.url)
-    job = client.retry(args.job_id)
-    print(f"submitted job {job['job_id']} to {job['api_name']}: the failed batches of {args.job_id}")
-    if not args.wait:
-        return 0
-    final = follow(client, job["api_name"], job["job_id"])
+    job = Client(args.url).job(args.job_id).retry()
+    print(f"submitted job {job.id} to {job.api_name}: the failed batches of {args.job_id}")
+    return _wait(job) if args.wait else 0
+
+
+def _wait(job: Job) -> int:
+    """Follow the job's progress on standard output; 0 if it succeeds, else 1."""
+    final = job.wait(out=sys.stdout)
     return 0 if final["job_status"]["status"] == "succeeded" else 1
-
-
-def follow(client: GatewayClient, api: str, job_id: str, out: TextIO = sys.stdout) -> dict[str, Any]:
-    """Show a live progress line until the job ends; return its final status."""
-    started = time.monotonic()
-    last_line = ""
-    while True:
-        status = client.get(api, job_id)
-        line = progress_line(status, time.monotonic() - started)
-        if out.isatty():
-            out.write("\r" + line.ljust(len(last_line)))
-        elif line != last_line:
-            out.write(line + "\n")
-        out.flush()
-        last_line = line
-        if status["job_status"]["status"] in statuses.FINAL_NAMES:
-            if out.isatty():
-                out.write("\n")
-            return status
-        time.sleep(POLL_S)
-
-
-def progress_line(status: dict[str, Any], elapsed_s: float) -> str:
-    js, metrics = status["job_status"], status.get("metrics", {})
-    total = js.get("total_batch_count")
-    done = _done(status)
-    pace = js.get("pace") or {}
-    rate = pace.get("batches_per_s") or (done / elapsed_s if elapsed_s > 0 else 0.0)  # the service's, else ours
-    bar_width = 30
-    filled = int(bar_width * done / total) if total else 0
-    eta_s = pace.get("eta_s")
-    if eta_s is None and total and rate and done < total:
-        eta_s = (total - done) / rate
-    eta = f"ETA {max(0.0, eta_s):.{1 if eta_s < 10 else 0}f}s" if eta_s is not None and total and done < total else ""
-    parts = [
-        f"[{'#' * filled}{'.' * (bar_width - filled)}]",
-        f"{done}/{total if total is not None else '?'} batches",
-        f"{rate:.0f}/s",
-        eta,
-        f"failed attempts {metrics.get('failed', 0)}, dead-lettered {metrics.get('dead_lettered', 0)}",
-        js["status"],
-    ]
-    return "  ".join(p for p in parts if p)
 
 
 def describe(status: dict[str, Any]) -> str:
@@ -349,11 +303,6 @@ def describe(status: dict[str, Any]) -> str:
         f"endpoint:   {status.get('endpoint', '')}",
     ]
     return "\n".join(lines)
-
-
-def _done(status: dict[str, Any]) -> int:
-    metrics = status.get("metrics", {})
-    return int(metrics.get("succeeded", 0)) + int(metrics.get("dead_lettered", 0))
 
 
 if __name__ == "__main__":

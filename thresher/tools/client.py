@@ -1,8 +1,10 @@
-"""A small synchronous client of the gateway's HTTP API, for the CLI and scripts (standard library only)."""
+"""The gateway's HTTP API, a method per route answering its JSON (standard library only): the transport under
+`thresher.Client` (thresher/tools/sdk.py), which the CLI and scripts use."""
 
 from __future__ import annotations
 
 import contextlib
+import http.client
 import ipaddress
 import json
 import os
@@ -20,6 +22,7 @@ from thresher.core.names import ENV_API_KEY, HEADER_AUTHORIZATION
 DEFAULT_URL = "http://127.0.0.1:8888"
 DEFAULT_DATA_DIR = ".thresher"  # as thresher.core.config's: where `thresher up` keeps the stack's key
 TIMEOUT_S = 30.0
+READ_BYTES = 64 * 1024
 
 
 def find_api_key(url: str) -> str | None:
@@ -60,8 +63,9 @@ class GatewayClient:
         query = "?delete_jobs=true" if delete_jobs else ""
         return self._call("DELETE", f"/v1/apis/{_quote(name)}{query}")
 
-    def submit(self, api_name: str, job: dict[str, Any] | bytes) -> dict[str, Any]:
-        """Submit `job`; JSON text (bytes) goes as it is, so that its items reach the workers as written."""
+    def submit(self, api_name: str, job: dict[str, Any] | bytes | Iterator[bytes]) -> dict[str, Any]:
+        """`job`: the submission; or its JSON text (bytes, sent as it is, so that its items reach the workers as
+        written); or that text in chunks (sent as they come, in a chunked request body)."""
         return self._call("POST", f"/batch/{_quote(api_name)}", job)
 
     def get(self, api_name: str, job_id: str) -> dict[str, Any]:
@@ -82,30 +86,62 @@ class GatewayClient:
 
     def logs(self, job_id: str, follow: bool = False) -> Iterator[str]:
         """The job's log lines as the gateway streams them."""
-        query = "?follow=true" if follow else ""
-        request = urllib.request.Request(f"{self.url}/v1/jobs/{_quote(job_id)}/logs{query}", headers=self._headers)
-        with self._open(request, timeout_s=None if follow else TIMEOUT_S) as response:
-            for raw in response:
-                yield raw.decode("utf-8", errors="replace").rstrip("\n")
+        for raw in self._lines(f"/v1/jobs/{_quote(job_id)}/logs", {"follow": follow}, follow):
+            yield raw.decode("utf-8", errors="replace").rstrip("\n")
+
+    def events(self, job_id: str) -> Iterator[dict[str, Any]]:
+        """The job's server-sent `status` events, each the job as `job()` answers it; the last one is final."""
+        event = ""
+        for raw in self._lines(f"/v1/jobs/{_quote(job_id)}/events", {}, True):
+            line = raw.decode("utf-8").rstrip("\n")
+            if line.startswith("event: "):
+                event = line[len("event: ") :]
+            elif line.startswith("data: "):
+                data = json.loads(line[len("data: ") :])
+                if event == "error":
+                    raise from_kind(str(data.get("kind", "")), str(data.get("message", "")))
+                yield data
 
     def results(
         self, job_id: str, after: int | None = None, follow: bool = False, items: bool = False
     ) -> Iterator[bytes]:
-        """The job's results as the gateway streams them: JSON Lines (each ending in a newline), in batch order."""
-        params = {"after": after, "follow": "true" if follow else None, "items": "true" if items else None}
-        query = urllib.parse.urlencode({k: v for k, v in params.items() if v is not None})
-        url = f"{self.url}/v1/jobs/{_quote(job_id)}/results{'?' + query if query else ''}"
-        with self._open(urllib.request.Request(url, headers=self._headers), None if follow else TIMEOUT_S) as response:
-            yield from response
+        """The job's results as one connection streams them: JSON Lines (each ending in a newline), in batch order.
+        A broken connection raises Unavailable: Job.results opens the stream again after the last whole line."""
+        query = {"after": after, "follow": follow, "items": items}
+        for raw in self._lines(f"/v1/jobs/{_quote(job_id)}/results", query, follow):
+            if not raw.endswith(b"\n"):
+                raise Unavailable(f"the results of job {job_id} broke off in the middle of a line")
+            yield raw
 
     def delete_results(self, job_id: str) -> dict[str, Any]:
         return self._call("DELETE", f"/v1/jobs/{_quote(job_id)}/results")
+
+    def _lines(self, path: str, query: dict[str, Any], follow: bool) -> Iterator[bytes]:
+        """A streamed answer's lines; one that follows a running job has no timeout."""
+        given = {k: "true" if v is True else v for k, v in query.items() if v is not None and v is not False}
+        url = self.url + path + (f"?{urllib.parse.urlencode(given)}" if given else "")
+        request = urllib.request.Request(url, headers=self._headers)
+        with self._open(request, timeout_s=None if follow else TIMEOUT_S) as response:
+            # read1, not `for line in response`: on a chunked answer, line iteration takes a connection that breaks
+            # between two lines for the end of the answer, where read1 raises IncompleteRead.
+            pending = bytearray()
+            while chunk := response.read1(READ_BYTES):
+                searched = len(pending)
+                pending += chunk
+                start = 0
+                while (end := pending.find(b"\n", max(start, searched))) >= 0:
+                    yield bytes(pending[start : end + 1])
+                    start = end + 1
+                del pending[:start]
+            if pending:
+                yield bytes(pending)
 
     def stop(self, job_id: str) -> dict[str, Any]:
         return self._call("DELETE", f"/v1/jobs/{_quote(job_id)}")
 
     def _call(self, method: str, path: str, body: Any = None) -> Any:
-        data = body if body is None or isinstance(body, bytes) else json.dumps(body).encode()
+        """`body`: a JSON value; or JSON text, as bytes or as an iterator of bytes (sent as it yields)."""
+        data = body if body is None or isinstance(body, bytes | Iterator) else json.dumps(body).encode()
         request = urllib.request.Request(self.url + path, data=data, method=method, headers=self._headers)
         request.add_header("Content-Type", "application/json")
         with self._open(request, timeout_s=TIMEOUT_S) as response:
@@ -121,6 +157,8 @@ class GatewayClient:
             raise _error_from(e) from None
         except (urllib.error.URLError, ConnectionError, TimeoutError) as e:
             raise Unavailable(f"cannot reach Thresher at {self.url}: {getattr(e, 'reason', e)}") from None
+        except http.client.HTTPException as e:  # an answer cut short, such as a stream the gateway broke off
+            raise Unavailable(f"the answer of Thresher at {self.url} broke off: {e!r}") from None
 
 
 def _error_from(e: urllib.error.HTTPError) -> ThresherError:
