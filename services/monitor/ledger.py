@@ -230,6 +230,12 @@ class Ledger:
 
         return await self._run(progress)
 
+    async def settled_batches(self, job_id: str, from_batch_id: str, limit: int) -> list[str]:
+        """The job's terminal batches from `from_batch_id` on, in id order (batch order), `limit` at most."""
+        query = "SELECT batch_id FROM batches WHERE job_id = ? AND batch_id >= ? AND state IN (?, ?) ORDER BY batch_id"
+        args = (job_id, from_batch_id, *(state.value for state in TERMINAL_STATES), limit)
+        return await self._run(lambda db: [row[0] for row in db.execute(query + " LIMIT ?", args)])
+
     async def record_queue_calls(self, job_id: str, api_name: str, calls: Sequence[QueueCalls]) -> None:
         """Keep the newest running totals of each source (idempotent: totals only grow)."""
 

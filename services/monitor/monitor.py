@@ -19,6 +19,8 @@ from thresher.core.queue import Batch, Delivery, QueueBackend, calls_source
 
 log = logging.getLogger(__name__)
 
+MAX_SETTLED = 10_000  # batch ids one GetSettledBatches answers, at most
+
 
 class Monitor:
     def __init__(self, ledger: Ledger, notifier: Notifier, queues: QueueBackend, heartbeat_timeout_s: float) -> None:
@@ -124,6 +126,12 @@ class Monitor:
         if api_name and progress.api_name and progress.api_name != api_name:
             raise NotFound(f"job {job_id} does not belong to API {api_name!r}")
         return dataclasses.replace(progress, queue_errors=dict(self._queue_errors.get(job_id, {})))
+
+    async def settled_batches(self, job_id: str, from_batch_id: str, limit: int) -> list[str]:
+        """The job's terminal batches from `from_batch_id` on, in batch order, `limit` (1 to MAX_SETTLED) at most."""
+        if not job_id or not 0 < limit <= MAX_SETTLED:
+            raise InvalidRequest(f"job_id and a limit from 1 to {MAX_SETTLED} are required")
+        return await self._ledger.settled_batches(job_id, from_batch_id, limit)
 
     async def worker_gone(self, job_id: str, worker_id: str, why: str) -> None:
         """A worker's report stream ended: unless it said it was stopping, it is lost."""

@@ -97,6 +97,12 @@ class MonitorServicer(monitor_pb2_grpc.MonitorServicer):
         await self._monitor.record_queue_calls(request.job_id, request.api_name, calls)
         return monitor_pb2.RecordQueueCallsResponse()
 
+    async def GetSettledBatches(
+        self, request: monitor_pb2.SettledBatchesRequest, context: grpc.aio.ServicerContext
+    ) -> monitor_pb2.SettledBatches:
+        batch_ids = await self._monitor.settled_batches(request.job_id, request.from_batch_id, request.limit)
+        return monitor_pb2.SettledBatches(batch_ids=batch_ids)
+
     async def GetJobProgress(
         self, request: jobs_pb2.JobRef, context: grpc.aio.ServicerContext
     ) -> monitor_pb2.JobProgress:

@@ -1,9 +1,15 @@
 """The jobs' results, as the Jobs service shows them: read back in batch order (following a running job), their
 size in each job's status, deleted on request or once `results.ttl_s` has passed since the job ended.
 
-Dequeuers write results (services/dequeuer/loop.py) before they ack a batch, so once a job is final every result it
-will have is stored: a follow ends after one last read past the final status. A follow polls the store every
-FOLLOW_POLL_S while it finds nothing new (a directory listing locally, a ListObjectsV2 call on S3).
+Dequeuers write results (services/dequeuer/successes.py) before they report a batch succeeded, so once a job is
+final every result it will have is stored: a follow ends after one last read past the final status, which sends
+whatever is stored, in order. Before that, a follow sends a result only once every batch before it is settled: with
+several workers, batch 1's result may be stored after batch 4's was read, and a follow resumes after the last index
+it sent. Where a result is missing before a stored one (a gap), the follow asks the monitor which batches from the
+gap on are settled (one call for up to SETTLED_ASKED of them, before the next read: a batch settled by then has its
+result, if it has one, in that read); a settled batch without a result (dead-lettered, or its worker answered none)
+is passed over, and the follow waits for the others. A follow reads the store every FOLLOW_POLL_S (a directory listing
+locally, a ListObjectsV2 call on S3).
 """
 
 from __future__ import annotations
@@ -16,14 +22,17 @@ from collections.abc import AsyncIterator, Awaitable, Callable
 from prometheus_client import Gauge
 
 from services.scheduler.store import JobStore
-from thresher.core.errors import NotFound
+from thresher.core.errors import NotFound, Unavailable
 from thresher.core.names import METRIC_PREFIX
-from thresher.core.results import ResultsSize, ResultStore
-from thresher.v1 import jobs_pb2
+from thresher.core.results import ResultsSize, ResultStore, StoredResult, batch_index
+from thresher.core.rpc import Client
+from thresher.v1 import jobs_pb2, monitor_pb2
 
 log = logging.getLogger(__name__)
 
 FOLLOW_POLL_S = 0.25  # how often a follow looks for new results while it finds none
+SETTLED_ASKED = 1000  # batches a follow asks the monitor about at once, at most
+SETTLED_TIMEOUT_S = 2.0  # a follow does not wait longer than this for the monitor (it asks again at its next read)
 MESSAGE_BYTES = 4 * 1024 * 1024  # of results per ReadResults message (gRPC's messages are 16 MiB at most here)
 SIZE_CACHE_S = 2.0  # a running job's size is listed again after this long (job statuses are read often)
 EXPIRY_INTERVAL_S = 60.0  # how often results past results.ttl_s are looked for (at most: a shorter ttl, that often)
@@ -37,9 +46,12 @@ RESULTS_DELETED_BYTES = Gauge(
 
 
 class JobResults:
-    def __init__(self, store: JobStore, open_results: Callable[[str], ResultStore], ttl_s: float) -> None:
+    def __init__(
+        self, store: JobStore, open_results: Callable[[str], ResultStore], ttl_s: float, monitor: Client
+    ) -> None:
         """`open_results(s3_path)`: the store of results at a job's own S3 path ("": where the settings say)."""
         self._store = store
+        self._monitor = monitor
         self._open_results = open_results
         self._ttl_s = ttl_s
         self._result_stores: dict[str, ResultStore] = {}  # by S3 path, opened once
@@ -64,20 +76,21 @@ class JobResults:
         self, job_id: str, after: int, follow: bool, items: bool, is_final: Callable[[], Awaitable[bool]]
     ) -> AsyncIterator[list[jobs_pb2.BatchOutput]]:
         """Messages of results after index `after`, in order, each about MESSAGE_BYTES at most (one result alone may
-        be larger: results.max_batch_bytes, and its items); following, until a read after the job is final."""
+        be larger: results.max_batch_bytes, and its items); following, each result once every batch before it is
+        settled, until a read after the job is final."""
         results = await self._results_of(job_id)
+        gap: StoredResult | None = None  # the last read stopped before this result: a batch before it was missing
         while True:
             final = follow and await is_final()  # looked at before the read: no result can come after it
-            # Following a running job, a result waits for those before it (a batch still running, or retried):
-            # sent past a gap, it would move `after` beyond a result still to come, which would never be sent.
-            contiguous = follow and not final
+            in_order = follow and not final
+            settled = await self._settled(job_id, after, gap) if in_order and gap is not None else set()
+            asked, gap = gap is not None, None
             message: list[jobs_pb2.BatchOutput] = []
             size = 0
             async for page in results.read(job_id, after):
-                if contiguous and page[0].index != after + 1:
-                    break
                 for r in page:
-                    if contiguous and r.index != after + 1:
+                    if in_order and _unsettled_between(after, r.index, settled):
+                        gap = r
                         break
                     if message and size + len(r.result) + len(r.items) * items > MESSAGE_BYTES:
                         yield message
@@ -88,11 +101,28 @@ class JobResults:
                     message.append(output)
                     size += len(r.result) + len(r.items) * items
                     after = r.index
+                if gap is not None:
+                    break
             if message:
                 yield message
             if not follow or final:
                 return
-            await asyncio.sleep(FOLLOW_POLL_S)
+            if gap is None or asked:  # (a gap just found: read again at once, once the monitor is asked)
+                await asyncio.sleep(FOLLOW_POLL_S)
+
+    async def _settled(self, job_id: str, after: int, gap: StoredResult) -> set[int]:
+        """The indexes from `after` + 1 on of batches the monitor has as settled (SETTLED_ASKED at most; none while
+        it cannot be reached). A job's batch ids sort in batch order, all with as many digits as the gap's."""
+        digits = len(gap.batch_id) - len(job_id) - 1
+        request = monitor_pb2.SettledBatchesRequest(
+            job_id=job_id, from_batch_id=f"{job_id}-{after + 1:0{digits}d}", limit=SETTLED_ASKED
+        )
+        try:
+            answer = await self._monitor.GetSettledBatches(request, timeout=SETTLED_TIMEOUT_S)
+        except Unavailable:
+            log.warning("monitor unavailable: a follow of job %s waits at index %d", job_id, after + 1)
+            return set()
+        return {batch_index(batch_id) for batch_id in answer.batch_ids}
 
     async def delete(self, job: jobs_pb2.Job) -> jobs_pb2.DeletedResults:
         size = await (await self._results_of(job.job_id)).delete(job.job_id)
@@ -143,3 +173,9 @@ class JobResults:
 
     def _update_gauge(self, api_name: str) -> None:
         RESULTS_BYTES.labels(api_name).set(sum(s.bytes for _, api, s in self._sizes.values() if api == api_name))
+
+
+def _unsettled_between(after: int, index: int, settled: set[int]) -> bool:
+    """Whether a batch after `after` and before `index` is not among the `settled` ones."""
+    between = range(after + 1, index)
+    return len(between) > len(settled) or not settled.issuperset(between)

@@ -175,7 +175,7 @@ async def create_server(config: Config, address: str) -> tuple[grpc.aio.Server, 
     enqueuer = rpc.Client(enqueuer_pb2_grpc.EnqueuerStub(rpc.channel(config.addresses.enqueuer, config.tls)), token)
     monitor = rpc.Client(monitor_pb2_grpc.MonitorStub(rpc.channel(config.addresses.monitor, config.tls)), token)
     manager = JobManager(config, store, open_queue_backend(config), open_runtime(config), enqueuer, monitor)
-    results = JobResults(store, lambda s3_path: open_result_store(config, s3_path), config.results.ttl_s)
+    results = JobResults(store, lambda s3_path: open_result_store(config, s3_path), config.results.ttl_s, monitor)
     if config.results.ttl_s > 0:
         create_guarded_task(results.expire(), "expire results")
     server, port = await rpc.start_server(

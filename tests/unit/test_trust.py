@@ -66,6 +66,7 @@ def test_each_role_may_call_only_its_methods() -> None:
         "/thresher.v1.Monitor/TrackJob",
         "/thresher.v1.Monitor/GetJobProgress",
         "/thresher.v1.Monitor/RecordQueueCalls",
+        "/thresher.v1.Monitor/GetSettledBatches",
     }
     assert allowed[trust.MONITOR] == {"/thresher.v1.Scheduler/JobSettled", "/thresher.v1.Scheduler/HookFinished"}
     assert allowed[trust.DEQUEUER] == {"/thresher.v1.Monitor/Report"}

@@ -41,6 +41,7 @@ ROLE_METHODS: dict[str, frozenset[str]] = {
             "thresher.v1.Monitor/TrackJob",
             "thresher.v1.Monitor/GetJobProgress",
             "thresher.v1.Monitor/RecordQueueCalls",
+            "thresher.v1.Monitor/GetSettledBatches",
         }
     ),
     MONITOR: frozenset({"thresher.v1.Scheduler/JobSettled", "thresher.v1.Scheduler/HookFinished"}),

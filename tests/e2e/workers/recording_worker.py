@@ -6,10 +6,11 @@ misbehaves on request, for the fault-injection tests. Config keys (all optional)
 - `crash_once_items`: items whose batch kills the worker process the first time it sees them
 - `hang_items`: items whose batch never returns
 - `slow_s`: seconds each batch takes
+- `hold_items`: items whose batch waits while the file `hold_while` exists (that is, until a test removes it)
 - `crash_at_start`: the worker exits with code 3 as soon as it starts (a crash loop)
 - `hook_failures`: how many /on-job-complete calls answer HTTP 500 before one succeeds
 - `results`: each batch returns `{"squares": [...], "attempt": N}` (its result), with `"pad"`: `result_pad` x's if
-  given; else None (no result)
+  given, and None (no result) for a batch with one of `no_result_items`; else None
 - `kill_dequeuer_items`: items whose batch, once answered, has its dequeuer killed (SIGKILL) `kill_dequeuer_after_s`
   later (default 0.005), the first time they are seen
 """
@@ -45,6 +46,8 @@ def handle_batch(items: list[Any], ctx: Any) -> dict[str, Any] | None:
         if item in config.get("hang_items", []):
             time.sleep(3600)
     time.sleep(config.get("slow_s", 0))
+    while set(items) & set(config.get("hold_items", [])) and Path(config["hold_while"]).exists():
+        time.sleep(0.05)
     if any(item in config.get("kill_dequeuer_items", []) and _first_time(out / f"killed-{item}") for item in items):
         delay_s = config.get("kill_dequeuer_after_s", 0.005)
         threading.Thread(target=_kill_my_dequeuer, args=(delay_s,), daemon=True).start()  # once this batch is answered
@@ -53,7 +56,7 @@ def handle_batch(items: list[Any], ctx: Any) -> dict[str, Any] | None:
         raise RuntimeError(f"{config.get('fail_message', 'poison item')} in {items}")
     with open(out / f"items-{os.getpid()}.jsonl", "a", encoding="utf-8") as f:
         f.write(json.dumps(record) + "\n")
-    if not config.get("results"):
+    if not config.get("results") or set(items) & set(config.get("no_result_items", [])):
         return None
     result = {"squares": [item * item for item in items], "attempt": ctx.attempt}
     return result | {"pad": "x" * config["result_pad"]} if "result_pad" in config else result
