@@ -473,6 +473,24 @@ async def test_progress_asked_under_another_api_is_not_found(monitor: RunningMon
     assert raised.value.code() == grpc.StatusCode.NOT_FOUND
 
 
+async def test_settled_batches_are_the_terminal_ones_from_a_batch_on_in_batch_order(monitor: RunningMonitor) -> None:
+    # Given b1 succeeded, b2 dead-lettered, b3 in flight, b4 failed once (to be tried again) and b5 succeeded
+    await monitor.report([*attempt("b5", 1, SUCCEEDED), *attempt("b2", 1, DEAD_LETTERED), batch("b3", 1, STARTED),
+                          *attempt("b4", 1, FAILED), *attempt("b1", 1, SUCCEEDED)])  # fmt: skip
+
+    async def settled(from_batch_id: str, limit: int = 10) -> list[str]:
+        request = monitor_pb2.SettledBatchesRequest(job_id=JOB, from_batch_id=from_batch_id, limit=limit)
+        return list((await monitor.stub.GetSettledBatches(request)).batch_ids)
+
+    # Then the settled ones are the succeeded and dead-lettered, from the batch asked about on, `limit` at most
+    assert await settled("") == ["b1", "b2", "b5"]
+    assert await settled("b2") == ["b2", "b5"]
+    assert await settled("b2", limit=1) == ["b2"]
+    with pytest.raises(grpc.aio.AioRpcError) as raised:
+        await settled("", limit=0)
+    assert raised.value.code() == grpc.StatusCode.INVALID_ARGUMENT
+
+
 async def test_a_report_without_a_body_is_refused_as_invalid(monitor: RunningMonitor) -> None:
     with pytest.raises(grpc.aio.AioRpcError) as raised:
         await monitor.report([monitor_pb2.Report(seq=1, job_id=JOB, worker_id="w1")])
