@@ -20,17 +20,17 @@ FOLLOW_TIMEOUT_S = 90.0
 
 
 class Follow:
-    """`GET /v1/jobs/<id>/results?follow=true`, read on a thread: the indexes of the lines it sends, as they come.
+    """`GET /v1/jobs/<id>/results?follow=true[&after=]`, read on a thread: the indexes of the lines it sends, as they come.
     The thread ends with the stream (the job final, or the stack stopped)."""
 
-    def __init__(self, stack: Stack, job_id: str) -> None:
+    def __init__(self, stack: Stack, job_id: str, after: int | None = None) -> None:
         self._lines: queue.Queue[int | None] = queue.Queue()
-        self._thread = threading.Thread(target=self._read, args=(stack, job_id), daemon=True)
+        self._thread = threading.Thread(target=self._read, args=(stack, job_id, after), daemon=True)
         self._thread.start()
 
-    def _read(self, stack: Stack, job_id: str) -> None:
+    def _read(self, stack: Stack, job_id: str, after: int | None) -> None:
         try:
-            for line in stack.client.results(job_id, follow=True):
+            for line in stack.client.results(job_id, after=after, follow=True):
                 self._lines.put(json.loads(line)["index"])
         finally:
             self._lines.put(None)
@@ -84,7 +84,11 @@ def test_a_follow_passes_batches_settled_without_a_result_while_the_job_runs(sta
     # Then the results after the two batches come while the job still runs: they do not wait for its end
     assert follow.take(3) == [0, 3, 4]
     assert stack.client.job(job_id)["job_status"]["status"] == "running"
-    # And once the held batch is let go, its result comes, and the follow ends with the job
+    # And a follow resumed after batch 0 passes them too
+    resumed = Follow(stack, job_id, after=0)
+    assert resumed.take(2) == [3, 4]
+    # And once the held batch is let go, its result comes, and the follows end with the job
     hold.unlink()
     assert follow.rest() == [5]
+    assert resumed.rest() == [5]
     assert stack.client.job(job_id)["job_status"]["status"] == "completed_with_failures"
