@@ -20,8 +20,8 @@ FOLLOW_TIMEOUT_S = 90.0
 
 
 class Follow:
-    """`GET /v1/jobs/<id>/results?follow=true[&after=]`, read on a thread: the indexes of the lines it sends, as they come.
-    The thread ends with the stream (the job final, or the stack stopped)."""
+    """`GET /v1/jobs/<id>/results?follow=true[&after=]`, read on a thread: the indexes of the lines it sends, as they
+    come. The thread ends with the stream (the job final, or the stack stopped)."""
 
     def __init__(self, stack: Stack, job_id: str, after: int | None = None) -> None:
         self._lines: queue.Queue[int | None] = queue.Queue()
