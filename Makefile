@@ -24,8 +24,12 @@ $(STAMP): pyproject.toml Makefile
 
 proto: $(GENERATED)
 
+# mypy-protobuf's plugins write the stubs mypy reads: messages (`--mypy_out`) and the gRPC stubs and servicers
+# (`--mypy_grpc_out`, which `--pyi_out` does not cover).
 $(GENERATED) &: $(PROTOS) $(STAMP)
-	$(PY) -m grpc_tools.protoc -Iproto --python_out=. --pyi_out=. --grpc_python_out=. $(PROTOS)
+	$(PY) -m grpc_tools.protoc -Iproto --python_out=. --grpc_python_out=. \
+		--plugin=protoc-gen-mypy=$(VENV)/bin/protoc-gen-mypy --mypy_out=quiet:. \
+		--plugin=protoc-gen-mypy_grpc=$(VENV)/bin/protoc-gen-mypy_grpc --mypy_grpc_out=quiet:. $(PROTOS)
 
 demo: install
 	$(PY) -m examples.demo
