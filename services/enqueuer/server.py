@@ -5,6 +5,7 @@ from __future__ import annotations
 import logging
 import time
 from collections.abc import AsyncIterator
+from typing import Any
 
 import grpc
 from prometheus_client import Counter, Histogram
@@ -40,7 +41,7 @@ class EnqueuerServicer(enqueuer_pb2_grpc.EnqueuerServicer):
         self._config = config
 
     async def Enqueue(
-        self, request: enqueuer_pb2.EnqueueRequest, context: grpc.aio.ServicerContext
+        self, request: enqueuer_pb2.EnqueueRequest, context: grpc.aio.ServicerContext[Any, Any]
     ) -> AsyncIterator[enqueuer_pb2.EnqueueProgress]:
         job_id_var.set(request.job_id)
         if not request.job_id or not request.queue_name:

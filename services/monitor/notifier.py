@@ -61,8 +61,8 @@ class Notifier:
                     log.info("scheduler told that job %s settled", job_id)
                 if pending.hook_outcome is not None:
                     outcome = jobs_pb2.HookOutcome.FromString(pending.hook_outcome)
-                    request = scheduler_pb2.HookFinishedRequest(job_id=job_id, outcome=outcome)
-                    await _until_acked(self._scheduler.HookFinished, request, "HookFinished")
+                    finished = scheduler_pb2.HookFinishedRequest(job_id=job_id, outcome=outcome)
+                    await _until_acked(self._scheduler.HookFinished, finished, "HookFinished")
                     await self._ledger.mark_hook_notified(job_id)
                     log.info("scheduler told that the hook of job %s finished", job_id)
         finally:

@@ -47,7 +47,7 @@ class MonitorServicer(monitor_pb2_grpc.MonitorServicer):
             reader.cancel()
 
     async def Report(
-        self, request_iterator: AsyncIterator[monitor_pb2.Reports], context: grpc.aio.ServicerContext
+        self, request_iterator: AsyncIterator[monitor_pb2.Reports], context: grpc.aio.ServicerContext[Any, Any]
     ) -> AsyncIterator[monitor_pb2.ReportAcks]:
         sender = rpc.peer()  # a dequeuer, whose token speaks for its own job and worker only
         inbox: asyncio.Queue[Any] = asyncio.Queue(INBOX_SIZE)
@@ -85,13 +85,13 @@ class MonitorServicer(monitor_pb2_grpc.MonitorServicer):
                 )
 
     async def TrackJob(
-        self, request: monitor_pb2.TrackJobRequest, context: grpc.aio.ServicerContext
+        self, request: monitor_pb2.TrackJobRequest, context: grpc.aio.ServicerContext[Any, Any]
     ) -> monitor_pb2.TrackJobResponse:
         await self._monitor.track(request.job_id, request.api_name, request.total_batch_count)
         return monitor_pb2.TrackJobResponse()
 
     async def RecordQueueCalls(
-        self, request: monitor_pb2.RecordQueueCallsRequest, context: grpc.aio.ServicerContext
+        self, request: monitor_pb2.RecordQueueCallsRequest, context: grpc.aio.ServicerContext[Any, Any]
     ) -> monitor_pb2.RecordQueueCallsResponse:
         calls = [decode_queue_calls(c, f"queue_calls[{i}]") for i, c in enumerate(request.queue_calls)]
         await self._monitor.record_queue_calls(request.job_id, request.api_name, calls)
@@ -104,7 +104,7 @@ class MonitorServicer(monitor_pb2_grpc.MonitorServicer):
         return monitor_pb2.SettledBatches(batch_ids=batch_ids)
 
     async def GetJobProgress(
-        self, request: jobs_pb2.JobRef, context: grpc.aio.ServicerContext
+        self, request: jobs_pb2.JobRef, context: grpc.aio.ServicerContext[Any, Any]
     ) -> monitor_pb2.JobProgress:
         return encode_progress(request.job_id, await self._monitor.progress(request.job_id, request.api_name))
 

@@ -31,7 +31,7 @@ class Status(enum.Enum):
     UNEXPECTED_ERROR = "unexpected_error"
 
     @property
-    def proto(self) -> int:
+    def proto(self) -> jobs_pb2.JobStatus.ValueType:
         """Its JobStatus number in the contract."""
         return statuses.BY_JSON_NAME[self.value]
 

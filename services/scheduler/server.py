@@ -6,6 +6,7 @@ import asyncio
 import logging
 from collections.abc import AsyncIterator
 from pathlib import Path
+from typing import Any
 
 import grpc
 
@@ -36,24 +37,27 @@ class JobsServicer(jobs_pb2_grpc.JobsServicer):
         self._keys = keys
         self._results = results
 
-    def _caller(self, context: grpc.aio.ServicerContext, method: str) -> Caller:
+    def _caller(self, context: grpc.aio.ServicerContext[Any, Any], method: str) -> Caller:
         metadata = dict(context.invocation_metadata() or ())
-        caller = self._keys.caller(metadata.get(GRPC_AUTHORIZATION_KEY))
+        authorization = metadata.get(GRPC_AUTHORIZATION_KEY)  # a str: gRPC gives bytes only for keys ending in -bin
+        caller = self._keys.caller(authorization if isinstance(authorization, str) else None)
         access.require(caller, method)
         return caller
 
-    async def Authorize(self, request: jobs_pb2.AuthorizeRequest, context: grpc.aio.ServicerContext) -> jobs_pb2.Caller:
+    async def Authorize(
+        self, request: jobs_pb2.AuthorizeRequest, context: grpc.aio.ServicerContext[Any, Any]
+    ) -> jobs_pb2.Caller:
         caller = self._caller(context, request.method)
         return jobs_pb2.Caller(name=caller.name, scopes=sorted(caller.scopes))
 
     async def DeployApi(
-        self, request: jobs_pb2.DeployApiRequest, context: grpc.aio.ServicerContext
+        self, request: jobs_pb2.DeployApiRequest, context: grpc.aio.ServicerContext[Any, Any]
     ) -> jobs_pb2.ApiSpec:
         self._caller(context, "DeployApi")
         return await self._manager.deploy_api(request.api)
 
     async def DeleteApi(
-        self, request: jobs_pb2.DeleteApiRequest, context: grpc.aio.ServicerContext
+        self, request: jobs_pb2.DeleteApiRequest, context: grpc.aio.ServicerContext[Any, Any]
     ) -> jobs_pb2.DeleteApiResponse:
         self._caller(context, "DeleteApi")
         jobs = await self._results.jobs_of(request.name) if request.delete_jobs else []
@@ -61,21 +65,25 @@ class JobsServicer(jobs_pb2_grpc.JobsServicer):
         await self._results.delete_forgotten(jobs)  # a job deleted takes its results with it
         return reply
 
-    async def GetApi(self, request: jobs_pb2.GetApiRequest, context: grpc.aio.ServicerContext) -> jobs_pb2.ApiSpec:
+    async def GetApi(
+        self, request: jobs_pb2.GetApiRequest, context: grpc.aio.ServicerContext[Any, Any]
+    ) -> jobs_pb2.ApiSpec:
         self._caller(context, "GetApi")
         return await self._manager.get_api(request.name)
 
     async def ListApis(
-        self, request: jobs_pb2.ListApisRequest, context: grpc.aio.ServicerContext
+        self, request: jobs_pb2.ListApisRequest, context: grpc.aio.ServicerContext[Any, Any]
     ) -> jobs_pb2.ListApisResponse:
         self._caller(context, "ListApis")
         return jobs_pb2.ListApisResponse(apis=await self._manager.list_apis())
 
-    async def SubmitJob(self, request: jobs_pb2.SubmitJobRequest, context: grpc.aio.ServicerContext) -> jobs_pb2.Job:
+    async def SubmitJob(
+        self, request: jobs_pb2.SubmitJobRequest, context: grpc.aio.ServicerContext[Any, Any]
+    ) -> jobs_pb2.Job:
         caller = self._caller(context, "SubmitJob")
         return await self._manager.submit(request.submission, request.dry_run, caller)
 
-    async def GetJob(self, request: jobs_pb2.JobRef, context: grpc.aio.ServicerContext) -> jobs_pb2.Job:
+    async def GetJob(self, request: jobs_pb2.JobRef, context: grpc.aio.ServicerContext[Any, Any]) -> jobs_pb2.Job:
         caller = self._caller(context, "GetJob")
         return await self._with_results(await self._manager.get(request.job_id, request.api_name, caller))
 
@@ -84,18 +92,18 @@ class JobsServicer(jobs_pb2_grpc.JobsServicer):
         return job
 
     async def ListJobs(
-        self, request: jobs_pb2.ListJobsRequest, context: grpc.aio.ServicerContext
+        self, request: jobs_pb2.ListJobsRequest, context: grpc.aio.ServicerContext[Any, Any]
     ) -> jobs_pb2.ListJobsResponse:
         caller = self._caller(context, "ListJobs")
         jobs = await self._manager.list(request.api_name, request.limit, caller)
         return jobs_pb2.ListJobsResponse(jobs=[await self._with_results(job) for job in jobs])
 
-    async def StopJob(self, request: jobs_pb2.JobRef, context: grpc.aio.ServicerContext) -> jobs_pb2.Job:
+    async def StopJob(self, request: jobs_pb2.JobRef, context: grpc.aio.ServicerContext[Any, Any]) -> jobs_pb2.Job:
         caller = self._caller(context, "StopJob")
         return await self._manager.stop(request.job_id, request.api_name, caller)
 
     async def WatchJob(
-        self, request: jobs_pb2.JobRef, context: grpc.aio.ServicerContext
+        self, request: jobs_pb2.JobRef, context: grpc.aio.ServicerContext[Any, Any]
     ) -> AsyncIterator[jobs_pb2.Job]:
         caller = self._caller(context, "WatchJob")
         last = None
@@ -109,14 +117,14 @@ class JobsServicer(jobs_pb2_grpc.JobsServicer):
             await asyncio.sleep(WATCH_INTERVAL_S)
 
     async def ListFailedBatches(
-        self, request: jobs_pb2.JobRef, context: grpc.aio.ServicerContext
+        self, request: jobs_pb2.JobRef, context: grpc.aio.ServicerContext[Any, Any]
     ) -> jobs_pb2.ListFailedBatchesResponse:
         caller = self._caller(context, "ListFailedBatches")
         batches = await self._manager.failed_batches(request.job_id, request.api_name, caller)
         return jobs_pb2.ListFailedBatchesResponse(batches=batches)
 
     async def GetJobLogs(
-        self, request: jobs_pb2.JobLogsRequest, context: grpc.aio.ServicerContext
+        self, request: jobs_pb2.JobLogsRequest, context: grpc.aio.ServicerContext[Any, Any]
     ) -> AsyncIterator[jobs_pb2.LogLine]:
         caller = self._caller(context, "GetJobLogs")
         async for lines in self._manager.logs(request.job_id, request.follow, caller):
@@ -124,7 +132,7 @@ class JobsServicer(jobs_pb2_grpc.JobsServicer):
                 yield line
 
     async def ReadResults(
-        self, request: jobs_pb2.ReadResultsRequest, context: grpc.aio.ServicerContext
+        self, request: jobs_pb2.ReadResultsRequest, context: grpc.aio.ServicerContext[Any, Any]
     ) -> AsyncIterator[jobs_pb2.BatchOutputs]:
         caller = self._caller(context, "ReadResults")
         await self._manager.get(request.job_id, "", caller)  # it exists, and the caller may read it
@@ -137,14 +145,14 @@ class JobsServicer(jobs_pb2_grpc.JobsServicer):
             yield jobs_pb2.BatchOutputs(outputs=outputs)
 
     async def DeleteResults(
-        self, request: jobs_pb2.JobRef, context: grpc.aio.ServicerContext
+        self, request: jobs_pb2.JobRef, context: grpc.aio.ServicerContext[Any, Any]
     ) -> jobs_pb2.DeletedResults:
         caller = self._caller(context, "DeleteResults")
         job = await self._manager.get(request.job_id, request.api_name, caller)
         access.check_job(caller, job.job_id, job.owner, change=True)
         return await self._results.delete(job)
 
-    async def RetryFailed(self, request: jobs_pb2.JobRef, context: grpc.aio.ServicerContext) -> jobs_pb2.Job:
+    async def RetryFailed(self, request: jobs_pb2.JobRef, context: grpc.aio.ServicerContext[Any, Any]) -> jobs_pb2.Job:
         caller = self._caller(context, "RetryFailed")
         return await self._manager.retry_failed(request.job_id, request.api_name, caller)
 
@@ -154,13 +162,13 @@ class SchedulerServicer(scheduler_pb2_grpc.SchedulerServicer):
         self._manager = manager
 
     async def JobSettled(
-        self, request: scheduler_pb2.JobSettledRequest, context: grpc.aio.ServicerContext
+        self, request: scheduler_pb2.JobSettledRequest, context: grpc.aio.ServicerContext[Any, Any]
     ) -> scheduler_pb2.Ack:
         await self._manager.job_settled(request.job_id, request.summary)
         return scheduler_pb2.Ack()
 
     async def HookFinished(
-        self, request: scheduler_pb2.HookFinishedRequest, context: grpc.aio.ServicerContext
+        self, request: scheduler_pb2.HookFinishedRequest, context: grpc.aio.ServicerContext[Any, Any]
     ) -> scheduler_pb2.Ack:
         await self._manager.hook_finished(request.job_id, request.outcome)
         return scheduler_pb2.Ack()

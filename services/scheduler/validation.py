@@ -6,6 +6,7 @@ Only what needs no I/O is checked here; whether a file source names any file is 
 from __future__ import annotations
 
 import json
+from collections.abc import Sequence
 
 from thresher.core.config import Config
 from thresher.core.errors import (
@@ -132,7 +133,7 @@ def _validate_item_list(item_list: jobs_pb2.ItemList) -> None:
     check_batch_size(ITEM_LIST, item_list.batch_size)
 
 
-def _validate_batches(batches: list[bytes]) -> None:
+def _validate_batches(batches: Sequence[bytes]) -> None:
     for index, batch in enumerate(batches):
         try:
             items = json.loads(batch)

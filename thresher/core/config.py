@@ -249,7 +249,8 @@ def _apply_env(config: Config, env: typing.Mapping[str, str]) -> None:
 
 
 def _field_type(target: Any, name: str) -> Any:
-    return _type_hints(type(target))[name]
+    # A class is hashable; mypy checks type[...] against Hashable with object.__hash__ as if unbound.
+    return _type_hints(type(target))[name]  # type: ignore[arg-type]
 
 
 @functools.cache

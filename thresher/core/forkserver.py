@@ -168,7 +168,7 @@ class ForkServer:
         ours, theirs = socket.socketpair()
         with theirs:
             # A group of its own: a Ctrl-C meant for `thresher up` reaches the scheduler, which closes the channel.
-            self._server = subprocess.Popen(self._argv, env=self._env, stdin=theirs, process_group=0)
+            self._server = subprocess.Popen(self._argv, env=self._env, stdin=theirs.fileno(), process_group=0)
         self._channel = ours
 
     @property

@@ -38,7 +38,7 @@ def exposition(families: Sequence[Metric]) -> bytes:
         def collect(self) -> Sequence[Metric]:
             return families
 
-    return generate_latest(_Collector())  # type: ignore[arg-type]
+    return generate_latest(_Collector())
 
 
 def metrics_app(extra: Extra | None = None) -> web.Application:

@@ -15,7 +15,7 @@ import contextlib
 import contextvars
 import logging
 import time
-from collections.abc import AsyncIterator, Awaitable, Callable, Iterator, Sequence
+from collections.abc import AsyncIterable, AsyncIterator, Awaitable, Callable, Iterator, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -157,7 +157,7 @@ async def _unary(call: Awaitable[Any]) -> Any:
         raise _to_error(e) from e
 
 
-async def _stream(call: AsyncIterator[Any]) -> AsyncIterator[Any]:
+async def _stream(call: AsyncIterable[Any]) -> AsyncIterator[Any]:
     try:
         async for message in call:
             yield message
@@ -250,7 +250,7 @@ def _checked(request: Any) -> Any:
     return messages()
 
 
-def _authorize(trust: Trust | None, method: str, context: grpc.aio.ServicerContext) -> None:
+def _authorize(trust: Trust | None, method: str, context: grpc.aio.ServicerContext[Any, Any]) -> None:
     """Unauthenticated without a valid token, Forbidden when its role may not call `method`; `peer()` is its holder."""
     if trust is None:
         return
@@ -262,7 +262,7 @@ def _authorize(trust: Trust | None, method: str, context: grpc.aio.ServicerConte
 
 
 def _guard_unary(behavior: Any, method: str, trust: Trust | None, meters: tuple[Any, Any]) -> Any:
-    async def guarded(request: Any, context: grpc.aio.ServicerContext) -> Any:
+    async def guarded(request: Any, context: grpc.aio.ServicerContext[Any, Any]) -> Any:
         with _measured(method, meters) as outcome:
             try:
                 _authorize(trust, method, context)
@@ -275,7 +275,7 @@ def _guard_unary(behavior: Any, method: str, trust: Trust | None, meters: tuple[
 
 
 def _guard_stream(behavior: Any, method: str, trust: Trust | None, meters: tuple[Any, Any]) -> Any:
-    async def guarded(request: Any, context: grpc.aio.ServicerContext) -> AsyncIterator[Any]:
+    async def guarded(request: Any, context: grpc.aio.ServicerContext[Any, Any]) -> AsyncIterator[Any]:
         with _measured(method, meters) as outcome:
             try:
                 _authorize(trust, method, context)
@@ -308,7 +308,7 @@ def _code_of(e: Exception) -> str:
     return e.grpc_code.name if isinstance(e, ThresherError) else grpc.StatusCode.INTERNAL.name
 
 
-async def _abort(context: grpc.aio.ServicerContext, e: Exception, method: str) -> None:
+async def _abort(context: grpc.aio.ServicerContext[Any, Any], e: Exception, method: str) -> None:
     if isinstance(e, grpc.aio.AbortError):
         raise e
     if not isinstance(e, ThresherError):

@@ -8,6 +8,7 @@ submission with these rules; the gateway and the enqueuer rely on them.
 from __future__ import annotations
 
 from collections.abc import Sequence
+from typing import Final
 
 from thresher.core.errors import (
     ConflictingFields,
@@ -19,11 +20,12 @@ from thresher.core.errors import (
 from thresher.core.store.select import FileQuery
 from thresher.v1 import jobs_pb2
 
-ITEM_LIST = "item_list"  # items inline: an ItemList
-FILE_SOURCES = ("file_path_lister", "delimited_files")  # files in a store: FileSources
-SUBMITTED = (ITEM_LIST, *FILE_SOURCES)  # the sources a user submits (Cortex's keys)
-BATCHES = "batches"  # pre-cut batches, each a JSON array: a retry of failed batches, made by the scheduler
-SOURCES = (*SUBMITTED, BATCHES)
+# Final: the names keep their literal types, which the generated HasField and ClearField accept.
+ITEM_LIST: Final = "item_list"  # items inline: an ItemList
+FILE_SOURCES: Final = ("file_path_lister", "delimited_files")  # files in a store: FileSources
+SUBMITTED: Final = (ITEM_LIST, *FILE_SOURCES)  # the sources a user submits (Cortex's keys)
+BATCHES: Final = "batches"  # pre-cut batches, each a JSON array: a retry of failed batches, made by the scheduler
+SOURCES: Final = (*SUBMITTED, BATCHES)
 # Cortex ends every error in a submission's schema with where the schema is documented; ours is on the gateway.
 SCHEMA_HINT = "\n\njob submission schema can be found at /openapi.json (the Submission schema) on this gateway"
 

@@ -17,9 +17,11 @@ def _json_name(name: str) -> str:
 
 
 _VALUES = jobs_pb2.JobStatus.DESCRIPTOR.values
-BY_JSON_NAME: dict[str, int] = {_json_name(v.name): v.number for v in _VALUES if v.number}
+BY_JSON_NAME: dict[str, jobs_pb2.JobStatus.ValueType] = {
+    _json_name(name): number for name, number in jobs_pb2.JobStatus.items() if number
+}
 FINAL: frozenset[int] = frozenset(v.number for v in _VALUES if v.GetOptions().Extensions[jobs_pb2.final_status])
-FINAL_NAMES: frozenset[str] = frozenset(_json_name(jobs_pb2.JobStatus.Name(s)) for s in FINAL)
+FINAL_NAMES: frozenset[str] = frozenset(_json_name(v.name) for v in _VALUES if v.number in FINAL)
 
 
 def is_final(status: int) -> bool:
@@ -27,7 +29,7 @@ def is_final(status: int) -> bool:
     return status in FINAL
 
 
-def json_name(status: int) -> str:
+def json_name(status: jobs_pb2.JobStatus.ValueType) -> str:
     """JOB_STATUS_COMPLETED_WITH_FAILURES -> "completed_with_failures"; "unknown" when unset."""
     if status == jobs_pb2.JOB_STATUS_UNSPECIFIED:
         return UNKNOWN

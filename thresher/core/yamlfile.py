@@ -23,23 +23,29 @@ class _BoundedLoader(yaml.SafeLoader):
     def __init__(self, stream: str) -> None:
         super().__init__(stream)
         self._depth = 0
+        self._sizes: dict[yaml.Node, int] = {}  # each composed node's count of values, its aliases expanded
 
     def compose_node(self, parent: yaml.Node | None, index: Any) -> yaml.Node:
         if self.check_event(yaml.AliasEvent):  # its anchor's node, counted when it was composed
-            node = super().compose_node(parent, index)
-            if not hasattr(node, "expanded_size"):
+            node = self._compose(parent, index)
+            if node not in self._sizes:
                 raise yaml.YAMLError(f"an alias within its own anchor: a value without end (line {self._line()})")
             return node
         self._depth += 1
         try:
             if self._depth > MAX_DEPTH:
                 raise yaml.YAMLError(f"values nested deeper than {MAX_DEPTH} (line {self._line()})")
-            node = super().compose_node(parent, index)
+            node = self._compose(parent, index)
         finally:
             self._depth -= 1
-        node.expanded_size = 1 + sum(child.expanded_size for child in _children(node))
-        if node.expanded_size > MAX_NODES:
+        size = self._sizes[node] = 1 + sum(self._sizes[child] for child in _children(node))
+        if size > MAX_NODES:
             raise yaml.YAMLError(f"more than {MAX_NODES} values once aliases are expanded (line {self._line()})")
+        return node
+
+    def _compose(self, parent: yaml.Node | None, index: Any) -> yaml.Node:
+        node = super().compose_node(parent, index)
+        assert node is not None, "PyYAML composes a node or raises (its stubs say Optional)"
         return node
 
     def _line(self) -> int:

@@ -79,7 +79,8 @@ class GatewayClient:
         return self._call("GET", f"/v1/jobs?{query}")["jobs"]
 
     def failed(self, job_id: str) -> list[dict[str, Any]]:
-        return self._call("GET", f"/v1/jobs/{_quote(job_id)}/failed")["batches"]
+        batches: list[dict[str, Any]] = self._call("GET", f"/v1/jobs/{_quote(job_id)}/failed")["batches"]
+        return batches
 
     def retry(self, job_id: str) -> dict[str, Any]:
         return self._call("POST", f"/v1/jobs/{_quote(job_id)}/retry")
@@ -139,13 +140,14 @@ class GatewayClient:
     def stop(self, job_id: str) -> dict[str, Any]:
         return self._call("DELETE", f"/v1/jobs/{_quote(job_id)}")
 
-    def _call(self, method: str, path: str, body: Any = None) -> Any:
+    def _call(self, method: str, path: str, body: Any = None) -> dict[str, Any]:
         """`body`: a JSON value; or JSON text, as bytes or as an iterator of bytes (sent as it yields)."""
         data = body if body is None or isinstance(body, bytes | Iterator) else json.dumps(body).encode()
         request = urllib.request.Request(self.url + path, data=data, method=method, headers=self._headers)
         request.add_header("Content-Type", "application/json")
         with self._open(request, timeout_s=TIMEOUT_S) as response:
-            return json.loads(response.read() or b"null")
+            answer: dict[str, Any] = json.loads(response.read() or b"null")  # each route answers a JSON object
+            return answer
 
     @contextlib.contextmanager
     def _open(self, request: urllib.request.Request, timeout_s: float | None) -> Iterator[Any]:

@@ -11,7 +11,7 @@ from __future__ import annotations
 
 TYPE_CHECKING = False  # typing is not imported at run time: see thresher/worker/__init__.py
 if TYPE_CHECKING:
-    from typing import BinaryIO
+    from io import BufferedIOBase
 
 MAX_LINE_BYTES = 65536  # the request line, and each header field (as http.server)
 MAX_HEADERS = 100
@@ -53,7 +53,7 @@ class Request:
         return self.target.split("?", 1)[0]
 
 
-def read_request(rfile: BinaryIO) -> Request | None:
+def read_request(rfile: BufferedIOBase) -> Request | None:
     """The next request's line and header fields; None if the client closed the connection (between requests)."""
     raw = rfile.readline(MAX_LINE_BYTES + 1)
     if not raw:
@@ -89,7 +89,7 @@ def read_request(rfile: BinaryIO) -> Request | None:
     return Request(method, target, line, headers, keep_alive)
 
 
-def read_body(request: Request, rfile: BinaryIO, wfile: BinaryIO) -> bytes | None:
+def read_body(request: Request, rfile: BufferedIOBase, wfile: BufferedIOBase) -> bytes | None:
     """The request's body (b"" for a GET without one); None if the client hung up before sending all of it.
 
     BadRequest (411) when a request with a body does not give its length: its end could not be found.

@@ -141,7 +141,8 @@ def worker_job(
 
 def active_deadline_s(job_spec: dict[str, Any], now: float) -> int | None:
     """The job's timeout less the time since its submission (Kubernetes counts from the Job's start)."""
-    timeout_s, start = job_spec.get("timeout"), job_spec.get("start_time")
+    timeout_s: float | None = job_spec.get("timeout")
+    start = job_spec.get("start_time")
     if timeout_s is None:
         return None
     elapsed_s = now - datetime.fromisoformat(start).timestamp() if start else 0.0

@@ -126,7 +126,7 @@ def _crash(status: dict[str, Any]) -> tuple[str, dict[str, Any]] | None:
         if container.get("name") == DEQUEUER and now and now.get("exitCode"):
             crashes.append((DEQUEUER, now))
     oom = [crash for crash in crashes if _oom(crash[1])]
-    return (oom or crashes or [None])[0]
+    return next(iter(oom or crashes), None)
 
 
 def _dequeuer_exit_code(status: dict[str, Any]) -> int | None:

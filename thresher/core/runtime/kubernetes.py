@@ -109,8 +109,10 @@ class KubernetesRuntime(Runtime):
             delete = partial(batch.delete_namespaced_job, name, self._namespace, propagation_policy="Background")
             await self._call(delete, missing_ok=True)
         # The ConfigMap first, so that pods find their job spec; deleting the Job deletes it (owner reference).
-        await self._call(partial(core.create_namespaced_config_map, self._namespace, spec_map), exists_ok=True)
-        await self._call(partial(batch.create_namespaced_job, self._namespace, body), exists_ok=True)
+        # The client takes a manifest as a dict as well as a model object, which its annotations do not say.
+        create_map = partial(core.create_namespaced_config_map, self._namespace, spec_map)  # type: ignore[arg-type]
+        await self._call(create_map, exists_ok=True)
+        await self._call(partial(batch.create_namespaced_job, self._namespace, body), exists_ok=True)  # type: ignore[arg-type]
         job = await self._call(partial(batch.read_namespaced_job, name, self._namespace))
         if job.metadata.deletion_timestamp:
             raise Unavailable(f"Job {name} is still being deleted; its workers start on the next try")

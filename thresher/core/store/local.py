@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import asyncio
 import os
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import AsyncIterator, Iterator, Sequence
 from itertools import islice
 
 from thresher.core.errors import InvalidRequest
@@ -83,7 +83,7 @@ class LocalStore(ObjectStore):
         elif entry.is_file() and self._allowed(entry.path):
             yield entry.path, entry.stat().st_size
 
-    def _entries(self, prefix: str, directory: str) -> list[os.DirEntry[str]]:
+    def _entries(self, prefix: str, directory: str) -> Sequence[os.DirEntry[str]]:
         try:
             with os.scandir(directory) as entries:
                 return sorted(entries, key=lambda e: e.name)
