@@ -5,6 +5,7 @@ PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed
 PROTOS := $(wildcard proto/thresher/v1/*.proto)
 GENERATED := $(PROTOS:proto/%.proto=%_pb2.py)
+TYPED := thresher services
 
 .PHONY: install proto demo up test tools elasticmq kube lint format bench clean image
 
@@ -64,8 +65,10 @@ elasticmq:
 kube:
 	tests/fixtures/build-kube.sh
 
+# mypy --strict (configured in pyproject.toml) checks the types; the generated stubs come from `make proto`.
 lint: install
 	$(VENV)/bin/ruff check . && $(VENV)/bin/ruff format --check . && $(VENV)/bin/lint-imports
+	$(VENV)/bin/mypy $(TYPED)
 
 format: install
 	$(VENV)/bin/ruff check --fix . && $(VENV)/bin/ruff format .

@@ -91,8 +91,8 @@ class Reporter:
             worker_id=self._worker_id,
             api_name=self._api_name,
             queue_name=self._queue_name,
-            **{_FIELD[type(body)]: body},
         )
+        getattr(report, _FIELD[type(body)]).CopyFrom(body)
         future: asyncio.Future[monitor_pb2.ReportAck] = asyncio.get_running_loop().create_future()
         self._unacked[seq] = (report, future)
         if self._outbox is not None:
@@ -108,7 +108,7 @@ class Reporter:
         # Shielded: a caller that gives up must not cancel the report itself, which is still sent and acked.
         return await asyncio.wait_for(asyncio.shield(self.send(body)), timeout_s)
 
-    async def _run(self, stub: monitor_pb2_grpc.MonitorStub) -> None:
+    async def _run(self, stub: monitor_pb2_grpc.MonitorAsyncStub) -> None:
         backoff_s = BACKOFF_MIN_S
         while True:
             outbox: asyncio.Queue[monitor_pb2.Report] = asyncio.Queue()

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+from typing import Any
 
 from aiohttp import web
 
@@ -34,7 +35,7 @@ async def job_events(request: web.Request) -> web.StreamResponse:
     return response
 
 
-async def _send(response: web.StreamResponse, event: str, data: dict) -> None:
+async def _send(response: web.StreamResponse, event: str, data: dict[str, Any]) -> None:
     await response.write(f"event: {event}\ndata: {json.dumps(data)}\n\n".encode())
 
 

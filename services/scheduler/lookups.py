@@ -47,7 +47,8 @@ class Lookups:
     async def progress(self, job: JobRecord) -> monitor_pb2.JobProgress | None:
         request = jobs_pb2.JobRef(api_name=job.api_name, job_id=job.job_id)
         try:
-            return await self._monitor.GetJobProgress(request, timeout=PROGRESS_TIMEOUT_S)
+            progress: monitor_pb2.JobProgress = await self._monitor.GetJobProgress(request, timeout=PROGRESS_TIMEOUT_S)
+            return progress
         except Unavailable:
             log.warning("monitor unavailable: job %s shown without progress", job.job_id)
             return None

@@ -4,6 +4,7 @@ launch, supervision, ending, cleanup, restart); this one wires them and answers 
 from __future__ import annotations
 
 import asyncio
+import builtins
 import contextlib
 import logging
 import secrets
@@ -162,7 +163,7 @@ class JobManager:
 
     async def failed_batches(
         self, job_id: str, api_name: str = "", caller: Caller = ANONYMOUS
-    ) -> list[jobs_pb2.FailedBatch]:
+    ) -> builtins.list[jobs_pb2.FailedBatch]:  # builtins: in this class `list` is JobManager.list
         """From the queue while the job runs, then from the store: an ended job's list waits for its clean-up, which
         reads them once the workers have drained (a dead letter may still be on its way when the job ends)."""
         job = await self._cleanup.once_cleaned(await self._lookups.job(job_id, api_name, caller))
@@ -173,7 +174,7 @@ class JobManager:
 
     async def logs(
         self, job_id: str, follow: bool, caller: Caller = ANONYMOUS
-    ) -> AsyncIterator[list[jobs_pb2.LogLine]]:
+    ) -> AsyncIterator[builtins.list[jobs_pb2.LogLine]]:
         """The job's log lines, oldest first; following, new ones until the job has ended (and a last read after)."""
         await self._lookups.job(job_id, "", caller)
         async for lines in job_logs(self._store, self._runtime, job_id, follow):

@@ -157,7 +157,9 @@ async def _http_healthy(url: str, config: Config) -> bool:
 async def _grpc_healthy(address: str, config: Config) -> bool:
     async with rpc.channel(address, config.tls) as channel:
         try:
-            reply = await health_pb2_grpc.HealthStub(channel).Check(health_pb2.HealthCheckRequest(), timeout=1)
+            stub = health_pb2_grpc.HealthStub(channel)
+            check = stub.Check  # type: ignore[attr-defined]  # the stubs of grpc_health give HealthStub no methods
+            reply: health_pb2.HealthCheckResponse = await check(health_pb2.HealthCheckRequest(), timeout=1)
         except grpc.aio.AioRpcError:
             return False
         return reply.status == health_pb2.HealthCheckResponse.SERVING
