@@ -5,7 +5,7 @@ PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed
 PROTOS := $(wildcard proto/thresher/v1/*.proto)
 GENERATED := $(PROTOS:proto/%.proto=%_pb2.py)
-TYPED := thresher services
+TYPED := thresher services bench examples
 
 .PHONY: install proto demo up test tools elasticmq kube lint format bench clean image
 

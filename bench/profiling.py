@@ -133,7 +133,8 @@ class CpuMeter:
     def cpu_s(self) -> Counter[str]:
         totals: Counter[str] = Counter()
         for pid, (name, seconds) in self._last.items():
-            totals[name] += seconds - self._first.get(pid, 0.0)
+            # A Counter adds seconds as well as counts; typeshed types its values as int.
+            totals[name] += seconds - self._first.get(pid, 0.0)  # type: ignore[assignment]
         return totals
 
     def _sample(self) -> None:

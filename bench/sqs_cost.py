@@ -27,7 +27,7 @@ BATCH_SIZE = 10
 WORKERS = 2
 TIMEOUT_S = 180.0
 CLEANUP_S = 1.0  # after the workers are gone, the scheduler deletes the queue
-AWS = {"sqs_region": "us-east-1", "sqs_access_key_id": "testing", "sqs_secret_access_key": "testing"}
+AWS: dict[str, Any] = {"sqs_region": "us-east-1", "sqs_access_key_id": "testing", "sqs_secret_access_key": "testing"}
 
 
 def sqs_backend_missing() -> str:

@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import json
 import logging
-import sys
 import threading
 import urllib.parse
 from collections import Counter
@@ -44,7 +43,7 @@ class CountingApp:
 
 def _operation(environ: dict[str, Any]) -> str:
     """`AmazonSQS.ReceiveMessage` (JSON protocol, what boto3 sends) or the query protocol's Action."""
-    target = environ.get("HTTP_X_AMZ_TARGET", "")
+    target: str = environ.get("HTTP_X_AMZ_TARGET", "")
     if target:
         return target.rpartition(".")[2]
     action = urllib.parse.parse_qs(environ.get("QUERY_STRING", "")).get("Action")
@@ -60,4 +59,4 @@ def main() -> None:
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    main()
