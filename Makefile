@@ -89,4 +89,4 @@ image:
 	fi
 
 clean:
-	rm -rf $(VENV) .pytest_cache .ruff_cache thresher/v1/*_pb2*.py thresher/v1/*_pb2*.pyi
+	rm -rf $(VENV) .pytest_cache .ruff_cache .mypy_cache thresher/v1/*_pb2*.py thresher/v1/*_pb2*.pyi
