@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import asyncio
 import functools
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator, Callable, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from typing import Any, TypeVar
 
@@ -94,7 +94,7 @@ class S3Store(ObjectStore):
         bucket, key = split_s3_path(path)
         await self._call(path, self._client.put_object, Bucket=bucket, Key=key, Body=data)
 
-    async def delete(self, paths: list[str]) -> None:
+    async def delete(self, paths: Sequence[str]) -> None:
         """Delete objects of one bucket, 1000 per DeleteObjects call (S3's maximum)."""
         for start in range(0, len(paths), LIST_PAGE):
             chunk = paths[start : start + LIST_PAGE]
