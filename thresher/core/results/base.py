@@ -19,7 +19,7 @@ PAGE_BYTES = 4 * 1024 * 1024  # a page ends once it holds this much (one result 
 
 
 class StoredResult(NamedTuple):  # a tuple: a read makes one per result, four times faster than a frozen dataclass
-    index: int
+    index: int  # type: ignore[assignment]  # the batch's index; it hides tuple.index, which nothing calls on it
     batch_id: str
     result: bytes  # the worker's answer: one JSON value
     items: bytes  # the batch as sent: a JSON array
