@@ -98,7 +98,7 @@ class MonitorServicer(monitor_pb2_grpc.MonitorServicer):
         return monitor_pb2.RecordQueueCallsResponse()
 
     async def GetSettledBatches(
-        self, request: monitor_pb2.SettledBatchesRequest, context: grpc.aio.ServicerContext
+        self, request: monitor_pb2.SettledBatchesRequest, context: grpc.aio.ServicerContext[Any, Any]
     ) -> monitor_pb2.SettledBatches:
         batch_ids = await self._monitor.settled_batches(request.job_id, request.from_batch_id, request.limit)
         return monitor_pb2.SettledBatches(batch_ids=batch_ids)
