@@ -1,9 +1,9 @@
 """`make bench` / `python -m bench [--quick] [--only 1,3] [--no-profile] [--out FILE]`.
 
-Starts the embedded stack in a fresh temporary data dir, runs the scenarios of issue 8 (each figure beside a
+Starts the embedded stack in a fresh temporary data dir, runs the scenarios of issues 8 and 18 (each figure beside a
 baseline measured in this run), profiles scenario 1 with py-spy when it is installed, writes docs/benchmarks.md,
 and stops everything it started. The scenarios live one per module: overhead, parallel, latency + redelivery,
-scale, sqs_cost, batch_results; floors.py measures the bare worker the latencies are compared with.
+scale, sqs_cost, batch_results, map_memory; floors.py measures the bare worker the latencies are compared with.
 """
 
 from __future__ import annotations
@@ -19,7 +19,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
-from bench import batch_results, latency, overhead, parallel, procs, redelivery, scale, sqs_cost
+from bench import batch_results, latency, map_memory, overhead, parallel, procs, redelivery, scale, sqs_cost
 from bench.floors import Floors, measure_floors
 from bench.profiling import Profile, profile_overhead
 from bench.report import machine_facts, write_report
@@ -37,17 +37,30 @@ class Sizes:
     repeats: int
     scale_items: tuple[int, int]
     sqs_batches: int
+    map_items: tuple[int, int]
 
     @classmethod
     def of(cls, quick: bool) -> Sizes:
         if quick:
-            return cls(overhead_items=2_000, repeats=1, scale_items=(10_000, 100_000), sqs_batches=50)
-        return cls(overhead_items=20_000, repeats=3, scale_items=(100_000, 1_000_000), sqs_batches=200)
+            return cls(
+                overhead_items=2_000,
+                repeats=1,
+                scale_items=(10_000, 100_000),
+                sqs_batches=50,
+                map_items=(20_000, 200_000),
+            )
+        return cls(
+            overhead_items=20_000,
+            repeats=3,
+            scale_items=(100_000, 1_000_000),
+            sqs_batches=200,
+            map_items=(100_000, 1_000_000),
+        )
 
 
 def main(argv: list[str] | None = None) -> int:
     args = _parser().parse_args(argv)
-    only = {int(n) for n in args.only.split(",")} if args.only else {1, 2, 3, 4, 5, 6}
+    only = {int(n) for n in args.only.split(",")} if args.only else {1, 2, 3, 4, 5, 6, 7}
     sizes = Sizes.of(args.quick)
     work = Path(tempfile.mkdtemp(prefix="thresher-bench-"))
     facts = machine_facts()  # at the start: the load average when the run began
@@ -56,7 +69,7 @@ def main(argv: list[str] | None = None) -> int:
     scenarios: list[Scenario] = []
     profile: Profile | str | None = None
     try:
-        if only & {1, 2, 3, 4, 6}:
+        if only & {1, 2, 3, 4, 6, 7}:
             profile = _run_embedded(work, sizes, only, not args.no_profile, scenarios)
         if 5 in only:
             scenarios.append(_timed(5, "Queue cost on SQS", lambda: sqs_cost.run(work, sizes.sqs_batches)))
@@ -74,7 +87,7 @@ def main(argv: list[str] | None = None) -> int:
 def _run_embedded(
     work: Path, sizes: Sizes, only: set[int], with_profile: bool, scenarios: list[Scenario]
 ) -> Profile | str | None:
-    """Scenarios 1 to 4 and 6 on one embedded stack; returns the profile (or why there is none)."""
+    """Scenarios 1 to 4, 6 and 7 on one embedded stack; returns the profile (or why there is none)."""
     floors: Floors | None = measure_floors(sizes.repeats) if 3 in only else None
     inputs = work / "inputs"  # scenario 4's input files: the one folder file sources may read (inputs.local_roots)
     inputs.mkdir(parents=True, exist_ok=True)
@@ -96,6 +109,8 @@ def _run_embedded(
         if 6 in only:
             run = lambda: batch_results.run(stack, work, sizes.overhead_items, sizes.repeats)  # noqa: E731
             scenarios.append(_timed(6, "Results", run))
+        if 7 in only:
+            scenarios.append(_timed(7, "Map memory", lambda: map_memory.run(stack, sizes.map_items)))
     finally:
         stack.stop()
     return profile
@@ -144,7 +159,7 @@ def _print_end(scenarios: list[Scenario], seconds: float, out: Path, left: list[
 def _parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="python -m bench", description=__doc__.split("\n\n")[0])
     parser.add_argument("--quick", action="store_true", help="small sizes, one run each: a fast check")
-    parser.add_argument("--only", help="comma-separated scenario numbers (default: 1,2,3,4,5,6)")
+    parser.add_argument("--only", help="comma-separated scenario numbers (default: 1,2,3,4,5,6,7)")
     parser.add_argument("--no-profile", action="store_true", help="skip profiling scenario 1 with py-spy")
     parser.add_argument(
         "--out",

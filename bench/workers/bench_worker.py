@@ -6,6 +6,7 @@ Config keys (all optional):
   the bench can time what happens between the services (one file per worker process, written line by line)
 - `hold_items`, `hold_s`: a batch holding one of these items sleeps `hold_s` the first time any worker sees it
 - `result_bytes`: each batch returns a result of about this many bytes (a JSON string); else none
+- `echo`: each batch returns its items (one result per item, as `Client.map` wants)
 """
 
 from __future__ import annotations
@@ -37,7 +38,7 @@ def record(config: dict[str, Any], event: dict[str, Any]) -> None:
         _RECORDS[record_dir].write(json.dumps({**event, "t": time.time(), "pid": os.getpid()}) + "\n")
 
 
-def handle_batch(items: list[Any], ctx: Any) -> str | None:
+def handle_batch(items: list[Any], ctx: Any) -> str | list[Any] | None:
     config = ctx.config
     record(config, {"event": "start", "batch_id": ctx.batch_id, "attempt": ctx.attempt})
     if set(map(str, items)) & set(map(str, config.get("hold_items", []))) and first_time(config, ctx.batch_id):
@@ -45,6 +46,8 @@ def handle_batch(items: list[Any], ctx: Any) -> str | None:
     if sleep_s := config.get("sleep_s"):
         time.sleep(sleep_s)
     record(config, {"event": "end", "batch_id": ctx.batch_id})
+    if config.get("echo"):
+        return items
     return "r" * config["result_bytes"] if "result_bytes" in config else None
 
 
