@@ -13,6 +13,7 @@ import os
 import subprocess
 import sys
 import threading
+from dataclasses import dataclass
 from pathlib import Path
 
 from bench import procs
@@ -26,53 +27,72 @@ BATCH_SIZE = 100
 WORKERS = 2
 SAMPLE_S = 0.2
 TIMEOUT_S = 600.0
+MILLION = 1_000_000
 FLAT = 2.0  # the large run's peak may be at most this many times the small one's (for 10× the items)
 ROOT = Path(__file__).resolve().parent.parent
 
 
+@dataclass
+class MapRun:
+    seconds: float
+    peaks: dict[str, float]  # kind of process -> peak RSS, MiB (the largest of its kind)
+    idle: dict[str, float]  # service -> RSS before the run, MiB
+
+
 def run(stack: BenchStack, sizes: tuple[int, int]) -> Scenario:
     small, large = sizes
-    peaks = {n: _one_map(stack, n) for n in sizes}
-    seconds = {n: peaks[n].pop("seconds") for n in sizes}
+    runs = {n: _one_map(stack, n) for n in sizes}
+    s, big = runs[small], runs[large]
     scenario = Scenario(7, f"Map memory: client.map over {large:,} small items, batch_size {BATCH_SIZE}")
     scenario.figures = [
         Figure(
             f"map rate, {large:,} items",
-            large / seconds[large],
+            large / big.seconds,
             "items/s",
-            baseline=small / seconds[small],
+            baseline=small / s.seconds,
             baseline_label=f"same, {small:,} items",
         )
     ]
-    for name in sorted(peaks[large]):
+    for name in sorted(big.peaks):
         scenario.figures.append(
             Figure(
                 f"peak RSS {name}, {large:,} items",
-                peaks[large][name],
+                big.peaks[name],
                 "MiB",
-                baseline=peaks[small].get(name),
+                baseline=s.peaks.get(name),
                 baseline_label=f"same, {small:,} items",
-                target=Target(peaks[small][name] * FLAT, at_least=False) if name in peaks[small] else None,
+                target=Target(s.peaks[name] * FLAT, at_least=False) if name in s.peaks else None,
             )
         )
     limit = Config().gateway.max_body_bytes
-    body = {n: _body_bytes(n) for n in sizes}
+    body, million = _body_bytes(large), _body_bytes(MILLION)
+    fit = MILLION + (limit - million) // len("1000000,")  # the integers after a million: 7 digits and a comma
     scenario.notes = [
         f"Each run: submit, follow the results and check every item's result in input order ({small:,} items in "
-        f"{seconds[small]:.1f} s, {large:,} in {seconds[large]:.1f} s). Peak RSS is VmHWM; for the dequeuers and "
+        f"{s.seconds:.1f} s, {large:,} in {big.seconds:.1f} s). Peak RSS is VmHWM; for the dequeuers and "
         f"workers, the largest of them. Target: the {large:,}-item peak at most {FLAT:g}× the {small:,}-item one.",
+        "Growth of each service's peak above its RSS before the run, "
+        f"{small:,} → {large:,} items: " + "; ".join(_growth(name, s, big) for name in sorted(big.idle)) + ".",
         f"The submission streams from the client, but the gateway takes it whole (`gateway.max_body_bytes`, "
-        f"{limit / 2**20:g} MiB): {large:,} items make a {body[large] / 2**20:.1f} MiB body, so about "
-        f"{int(large * limit / body[large]):,} such items fit; past the limit the gateway answers 413 `too_large` "
-        "and map raises before any job exists. A larger map needs a file source (`delimited_files`).",
+        f"{limit / 2**20:g} MiB) and hands it to the scheduler in one gRPC message (SubmitJobRequest, an entry "
+        f"per item): {large:,} integers make a {body / 2**20:.1f} MiB body, so at most {fit:,} such integers fit; "
+        "past the limit the gateway answers 413 `too_large` and map raises TooLarge before any job exists. A larger "
+        "map needs a file source (`delimited_files`).",
     ]
     return scenario
 
 
-def _one_map(stack: BenchStack, items: int) -> dict[str, float]:
-    """The peak RSS of each kind of process during one map (the largest of its kind), and the map's seconds."""
-    for pid in stack.service_pids().values():
+def _growth(name: str, small: MapRun, large: MapRun) -> str:
+    grown = [r.peaks.get(name, 0.0) - r.idle.get(name, 0.0) for r in (small, large)]
+    ratio = f" ({grown[1] / grown[0]:.1f}×)" if grown[0] > 1 else ""
+    return f"{name} +{grown[0]:.0f} → +{grown[1]:.0f} MiB{ratio}"
+
+
+def _one_map(stack: BenchStack, items: int) -> MapRun:
+    idle = {}
+    for name, pid in stack.service_pids().items():
         procs.reset_peak_rss(pid)
+        idle[name] = procs.rss_mib(pid) or 0.0
     sampler = _Sampler(stack)
     sampler.start()
     try:
@@ -92,8 +112,7 @@ def _one_map(stack: BenchStack, items: int) -> dict[str, float]:
     if report["count"] != items:
         raise RuntimeError(f"map of {items:,} items yielded {report['count']}")
     peaks["client"] = max(peaks.get("client", 0.0), report["peak_rss_mib"])
-    peaks["seconds"] = report["seconds"]
-    return peaks
+    return MapRun(report["seconds"], peaks, idle)
 
 
 def _env(data_dir: str) -> dict[str, str]:

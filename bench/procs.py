@@ -65,9 +65,18 @@ def cpu_seconds(pid: int) -> float | None:
 
 def peak_rss_mib(pid: int) -> float | None:
     """VmHWM: the most resident memory the process has used (since start or the last reset_peak_rss)."""
+    return _status_mib(pid, "VmHWM:")
+
+
+def rss_mib(pid: int) -> float | None:
+    """VmRSS: the resident memory the process uses now."""
+    return _status_mib(pid, "VmRSS:")
+
+
+def _status_mib(pid: int, field: str) -> float | None:
     try:
         for line in Path(f"/proc/{pid}/status").read_text().splitlines():
-            if line.startswith("VmHWM:"):
+            if line.startswith(field):
                 return int(line.split()[1]) / 1024
     except OSError:
         pass
