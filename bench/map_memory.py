@@ -36,7 +36,8 @@ ROOT = Path(__file__).resolve().parent.parent
 class MapRun:
     seconds: float
     peaks: dict[str, float]  # kind of process -> peak RSS, MiB (the largest of its kind)
-    idle: dict[str, float]  # service -> RSS before the run, MiB
+    submit_growth: dict[str, float]  # service -> its peak while map submitted, above its RSS before, MiB
+    results_growth: dict[str, float]  # service -> its peak after the submission, above its RSS then, MiB
 
 
 def run(stack: BenchStack, sizes: tuple[int, int]) -> Scenario:
@@ -71,8 +72,12 @@ def run(stack: BenchStack, sizes: tuple[int, int]) -> Scenario:
         f"Each run: submit, follow the results and check every item's result in input order ({small:,} items in "
         f"{s.seconds:.1f} s, {large:,} in {big.seconds:.1f} s). Peak RSS is VmHWM; for the dequeuers and "
         f"workers, the largest of them. Target: the {large:,}-item peak at most {FLAT:g}× the {small:,}-item one.",
-        "Growth of each service's peak above its RSS before the run, "
-        f"{small:,} → {large:,} items: " + "; ".join(_growth(name, s, big) for name in sorted(big.idle)) + ".",
+        "Growth of each service's peak above its RSS before, "
+        f"{small:,} → {large:,} items, while map submits: "
+        + "; ".join(_growth(name, s.submit_growth, big.submit_growth) for name in sorted(big.submit_growth))
+        + "; then while the job runs and map reads the results: "
+        + "; ".join(_growth(name, s.results_growth, big.results_growth) for name in sorted(big.results_growth))
+        + ".",
         f"The submission streams from the client, but the gateway takes it whole (`gateway.max_body_bytes`, "
         f"{limit / 2**20:g} MiB) and hands it to the scheduler in one gRPC message (SubmitJobRequest, an entry "
         f"per item): {large:,} integers make a {body / 2**20:.1f} MiB body, so at most {fit:,} such integers fit; "
@@ -82,37 +87,52 @@ def run(stack: BenchStack, sizes: tuple[int, int]) -> Scenario:
     return scenario
 
 
-def _growth(name: str, small: MapRun, large: MapRun) -> str:
-    grown = [r.peaks.get(name, 0.0) - r.idle.get(name, 0.0) for r in (small, large)]
-    ratio = f" ({grown[1] / grown[0]:.1f}×)" if grown[0] > 1 else ""
-    return f"{name} +{grown[0]:.0f} → +{grown[1]:.0f} MiB{ratio}"
+def _growth(name: str, small: dict[str, float], large: dict[str, float]) -> str:
+    ratio = f" ({large[name] / small[name]:.1f}×)" if small.get(name, 0.0) > 1 else ""
+    return f"{name} +{small.get(name, 0.0):.0f} → +{large[name]:.0f} MiB{ratio}"
 
 
 def _one_map(stack: BenchStack, items: int) -> MapRun:
-    idle = {}
-    for name, pid in stack.service_pids().items():
-        procs.reset_peak_rss(pid)
-        idle[name] = procs.rss_mib(pid) or 0.0
+    """One map in a client process; the services' peaks are reset when it starts and again once it has submitted
+    (the client prints a line then), so that what the submission costs shows apart from what the results cost."""
+    idle = _reset_services(stack)
     sampler = _Sampler(stack)
     sampler.start()
-    try:
-        done = subprocess.run(
-            [sys.executable, "-m", "bench.map_client", stack.url, str(items), str(BATCH_SIZE), str(WORKERS)],
-            cwd=ROOT,
-            env=_env(str(stack.data_dir)),
-            capture_output=True,
-            text=True,
-            timeout=TIMEOUT_S,
-        )
-    finally:
-        peaks = sampler.stop()
-    if done.returncode != 0:
-        raise RuntimeError(f"map of {items:,} items failed: {done.stderr.strip()[-2000:]}")
-    report = json.loads(done.stdout.strip().splitlines()[-1])
+    command = [sys.executable, "-m", "bench.map_client", stack.url, str(items), str(BATCH_SIZE), str(WORKERS)]
+    env = _env(str(stack.data_dir))
+    with subprocess.Popen(
+        command, cwd=ROOT, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True
+    ) as client:
+        try:
+            assert client.stdout is not None
+            client.stdout.readline()  # "submitted": map has returned, the job exists
+            submit_peaks = sampler.restart()
+            submitted = _reset_services(stack)
+            out, err = client.communicate(timeout=TIMEOUT_S)
+        finally:
+            client.kill()
+            result_peaks = sampler.stop()
+    if client.returncode != 0:
+        raise RuntimeError(f"map of {items:,} items failed: {err.strip()[-2000:]}")
+    report = json.loads(out.strip().splitlines()[-1])
     if report["count"] != items:
         raise RuntimeError(f"map of {items:,} items yielded {report['count']}")
-    peaks["client"] = max(peaks.get("client", 0.0), report["peak_rss_mib"])
-    return MapRun(report["seconds"], peaks, idle)
+    result_peaks["client"] = max(result_peaks.get("client", 0.0), report["peak_rss_mib"])
+    peaks = {k: max(submit_peaks.get(k, 0.0), result_peaks.get(k, 0.0)) for k in submit_peaks | result_peaks}
+    return MapRun(report["seconds"], peaks, _growth_of(submit_peaks, idle), _growth_of(result_peaks, submitted))
+
+
+def _reset_services(stack: BenchStack) -> dict[str, float]:
+    """Reset each service's peak RSS; returns their RSS now (MiB)."""
+    rss = {}
+    for name, pid in stack.service_pids().items():
+        procs.reset_peak_rss(pid)
+        rss[name] = procs.rss_mib(pid) or 0.0
+    return rss
+
+
+def _growth_of(peaks: dict[str, float], before: dict[str, float]) -> dict[str, float]:
+    return {name: peaks.get(name, rss) - rss for name, rss in before.items()}
 
 
 def _env(data_dir: str) -> dict[str, str]:
@@ -139,12 +159,13 @@ def _kind(pid: int) -> str:
 
 
 class _Sampler(threading.Thread):
-    """Peak RSS of every process of the stack, by kind, every SAMPLE_S, until stop()."""
+    """Peak RSS of every process of the stack, by kind, every SAMPLE_S, until stop(); restart() starts afresh."""
 
     def __init__(self, stack: BenchStack) -> None:
         super().__init__(daemon=True)
         self._root = str(stack.root)
         self._peaks: dict[str, float] = {}
+        self._lock = threading.Lock()
         self._done = threading.Event()
 
     def run(self) -> None:
@@ -153,13 +174,22 @@ class _Sampler(threading.Thread):
             self._done.wait(SAMPLE_S)
 
     def _sample(self) -> None:
-        for pid in procs.processes_of(self._root):
-            peak = procs.peak_rss_mib(pid)
-            if peak is not None:
-                kind = _kind(pid)
-                self._peaks[kind] = max(peak, self._peaks.get(kind, 0.0))
+        with self._lock:
+            for pid in procs.processes_of(self._root):
+                peak = procs.peak_rss_mib(pid)
+                if peak is not None:
+                    kind = _kind(pid)
+                    self._peaks[kind] = max(peak, self._peaks.get(kind, 0.0))
+
+    def restart(self) -> dict[str, float]:
+        """The peaks so far (sampled now); the next ones start from nothing."""
+        self._sample()
+        with self._lock:
+            peaks, self._peaks = self._peaks, {}
+        return peaks
 
     def stop(self) -> dict[str, float]:
         self._done.set()
         self.join()
+        self._sample()
         return self._peaks
