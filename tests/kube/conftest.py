@@ -3,10 +3,7 @@ node (the kubelet stand-in) that runs the namespace's pods."""
 
 from __future__ import annotations
 
-import os
 import secrets
-import shutil
-import tempfile
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -28,23 +25,8 @@ SERVICE_ACCOUNT_TIMEOUT_S = 30.0
 @pytest.fixture(scope="session")
 def control_plane(tmp_path_factory: pytest.TempPathFactory) -> Iterator[controlplane.ControlPlane]:
     """etcd, kube-apiserver and kube-controller-manager on 127.0.0.1, stopped at the end of the session."""
-    if missing := controlplane.missing_binaries():
-        why = (
-            f"the Kubernetes control plane is not built ({', '.join(missing)} missing in {controlplane.BINARIES}): "
-            "run `make kube` (once; 15-25 minutes)"
-        )
-        if os.environ.get("CI") == "true":
-            pytest.fail(why)
-        pytest.skip(why)
-    folder = tmp_path_factory.mktemp("control-plane")
-    shm = Path("/dev/shm")
-    data_dir = Path(tempfile.mkdtemp(prefix="thresher-etcd-", dir=shm if shm.is_dir() else None))
-    processes = controlplane.Processes(folder)
-    try:
-        yield controlplane.start(folder, data_dir, processes)
-    finally:
-        processes.stop()
-        shutil.rmtree(data_dir, ignore_errors=True)
+    with controlplane.running(tmp_path_factory.mktemp("control-plane")) as plane:
+        yield plane
 
 
 @pytest.fixture(scope="session")

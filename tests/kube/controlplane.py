@@ -10,12 +10,17 @@ sends no heartbeats. No scheduler either: the harness binds pods itself.
 from __future__ import annotations
 
 import os
+import shutil
 import ssl
 import subprocess
+import tempfile
 import urllib.request
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 
+import pytest
 import yaml
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import rsa
@@ -33,6 +38,7 @@ BINARIES = CACHE / f"kube-v{K8S_VERSION}"
 READY_TIMEOUT_S = 90.0  # measured 7-11 s on an idle machine; the machine is shared
 STOP_TIMEOUT_S = 15.0
 SERVICE_ACCOUNT_ISSUER = "https://kubernetes.default.svc"
+ALL_CONTROLLERS = "job,garbagecollector,serviceaccount"
 
 
 def missing_binaries() -> list[str]:
@@ -87,7 +93,29 @@ class Processes:
         self.running.clear()
 
 
-def start(folder: Path, data_dir: Path, processes: Processes) -> ControlPlane:
+@contextmanager
+def running(folder: Path, controllers: str = ALL_CONTROLLERS) -> Iterator[ControlPlane]:
+    """A control plane (its controller manager running `controllers`) for the `with` block; without the binaries,
+    a clear failure in CI and a skip elsewhere."""
+    if missing := missing_binaries():
+        why = (
+            f"the Kubernetes control plane is not built ({', '.join(missing)} missing in {BINARIES}): "
+            "run `make kube` (once; 15-25 minutes)"
+        )
+        if os.environ.get("CI") == "true":
+            pytest.fail(why)
+        pytest.skip(why)
+    shm = Path("/dev/shm")
+    data_dir = Path(tempfile.mkdtemp(prefix="thresher-etcd-", dir=shm if shm.is_dir() else None))
+    processes = Processes(folder)
+    try:
+        yield start(folder, data_dir, processes, controllers)
+    finally:
+        processes.stop()
+        shutil.rmtree(data_dir, ignore_errors=True)
+
+
+def start(folder: Path, data_dir: Path, processes: Processes, controllers: str = ALL_CONTROLLERS) -> ControlPlane:
     """Start etcd (its data in `data_dir`, ideally on /dev/shm), the API server and the controller manager."""
     pki = _make_pki(folder)
     etcd_port, etcd_peer_port, api_port = free_port(), free_port(), free_port()
@@ -118,7 +146,7 @@ def start(folder: Path, data_dir: Path, processes: Processes) -> ControlPlane:
     _wait_ready(plane, pki, processes)
     processes.start("kube-controller-manager", [
         str(BINARIES / "kube-controller-manager"), "--kubeconfig", str(manager),
-        "--controllers", "job,garbagecollector,serviceaccount", "--leader-elect=false",
+        "--controllers", controllers, "--leader-elect=false",
         "--bind-address", "127.0.0.1", "--secure-port", "0",
         "--concurrent-job-syncs", "2", "--profiling=false",
     ])  # fmt: skip

@@ -108,6 +108,8 @@ class KubernetesRuntime(Runtime):
             log.info("Job %s has finished while its job goes on; replacing it", name)
             delete = partial(batch.delete_namespaced_job, name, self._namespace, propagation_policy="Background")
             await self._call(delete, missing_ok=True)
+            # Its ConfigMap too, at once: the garbage collector deletes it in its own time, maybe under the new Job
+            await self._call(partial(core.delete_namespaced_config_map, name, self._namespace), missing_ok=True)
         # The ConfigMap first, so that pods find their job spec; deleting the Job deletes it (owner reference).
         # The client takes a manifest as a dict as well as a model object, which its annotations do not say.
         create_map = partial(core.create_namespaced_config_map, self._namespace, spec_map)  # type: ignore[arg-type]
