@@ -1,9 +1,9 @@
 """A real Kubernetes control plane on 127.0.0.1: etcd, kube-apiserver and kube-controller-manager, built by
 `make kube` (tests/fixtures/build-kube.sh) and started here with certificates made for the run.
 
-The controller manager runs only what the tests rely on: the Job controller, the garbage collector (a Job deleted
-in the foreground takes its pods and its ConfigMap along) and the service account controller (each namespace's
-`default` account, which pods need). No node lifecycle controller: the node's kubelet is the test harness, which
+The controller manager runs only what the tests rely on: the Job controller (unless `running(controllers=...)`
+leaves it out, for tests that play it), the garbage collector (a Job deleted in the foreground takes its pods and
+its ConfigMap along) and the service account controller (each namespace's `default` account, which pods need). No node lifecycle controller: the node's kubelet is the test harness, which
 sends no heartbeats. No scheduler either: the harness binds pods itself.
 """
 
