@@ -3,8 +3,9 @@
 
 The controller manager runs only what the tests rely on: the Job controller (unless `running(controllers=...)`
 leaves it out, for tests that play it), the garbage collector (a Job deleted in the foreground takes its pods and
-its ConfigMap along) and the service account controller (each namespace's `default` account, which pods need). No node lifecycle controller: the node's kubelet is the test harness, which
-sends no heartbeats. No scheduler either: the harness binds pods itself.
+its ConfigMap along) and the service account controller (each namespace's `default` account, which pods need).
+No node lifecycle controller: the node's kubelet is the test harness, which sends no heartbeats. No scheduler
+either: the harness binds pods itself.
 """
 
 from __future__ import annotations
