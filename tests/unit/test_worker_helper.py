@@ -425,7 +425,9 @@ def _post(port: int, items: list[Any]) -> int:
 def _accepts_connections(port: int) -> bool:
     try:
         socket.create_connection(("127.0.0.1", port), timeout=1).close()
-    except (ConnectionRefusedError, ConnectionResetError):  # reset: queued when the listening socket closed
+    # Refused: the listening socket is closed. Reset: queued when it closed. Timed out: between serve_forever's end
+    # and the socket's close, connections queue unaccepted; once the backlog (5) is full the kernel drops new SYNs.
+    except (ConnectionRefusedError, ConnectionResetError, TimeoutError):
         return False
     return True
 
