@@ -70,6 +70,7 @@ class Cleanup:
             if (failed := await written_dead_letters(self._queues.open(job.queue_name), job)) is None:
                 return  # some are not written yet: the queue is kept; the supervision tries again
             await self._store.put_failed_batches(job_id, failed)
+        await self._lookups.queue_reads_done(job_id)  # status reads call the queue: their calls count too
         calls = self._queues.open(job.queue_name).calls  # delete() forgets them; this mapping keeps counting
         await self._queues.delete(job.queue_name)
         await self._queue_calls.send_own(job, calls, QUEUE_CALLS_RETRY_S)

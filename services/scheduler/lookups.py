@@ -3,8 +3,10 @@ progress at the monitor and its queue's depth."""
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import logging
+from collections import Counter
 
 from services.scheduler import access
 from services.scheduler.jobs import JobRecord
@@ -27,6 +29,8 @@ class Lookups:
         self._queues = queues
         self._monitor = monitor
         self._submissions: dict[str, jobs_pb2.JobSubmission] = {}  # insertion order: the oldest goes first
+        self._queue_reads: Counter[str] = Counter()  # job id -> depth reads in flight
+        self._queue_reads_changed = asyncio.Condition()
 
     async def job(self, job_id: str, api_name: str, caller: Caller = ANONYMOUS, change: bool = False) -> JobRecord:
         """The job, if it belongs to `api_name` (when given) and `caller` may read it (or, with `change`, stop it)."""
@@ -54,7 +58,24 @@ class Lookups:
             return None
 
     async def batches_in_queue(self, job: JobRecord) -> int:
-        with contextlib.suppress(NotFound):
-            depth = await self._queues.open(job.queue_name).depth()
-            return depth.visible + depth.in_flight
-        return 0
+        """The batches in a running job's queue. A depth read is a queue call, counted among the job's: the clean-up
+        counts them once no read is in flight (queue_reads_done), and a read starting once the job has ended (its
+        clean-up may have counted them and deleted the queue) does not call the queue."""
+        self._queue_reads[job.job_id] += 1
+        try:
+            with contextlib.suppress(NotFound):
+                if not (await self._store.get_job(job.job_id)).status.is_final:
+                    depth = await self._queues.open(job.queue_name).depth()
+                    return depth.visible + depth.in_flight
+            return 0
+        finally:
+            self._queue_reads[job.job_id] -= 1
+            if not self._queue_reads[job.job_id]:
+                del self._queue_reads[job.job_id]
+            async with self._queue_reads_changed:
+                self._queue_reads_changed.notify_all()
+
+    async def queue_reads_done(self, job_id: str) -> None:
+        """Once the depth reads of the job in flight are done (an ended job's: no new one calls the queue)."""
+        async with self._queue_reads_changed:
+            await self._queue_reads_changed.wait_for(lambda: job_id not in self._queue_reads)
