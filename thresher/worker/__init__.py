@@ -158,8 +158,16 @@ def serve(
         port = _port_from_env()
     server = make_server(handle_batch, on_job_complete, host=host, port=port)
     stop = threading.Event()
-    previous = {sig: signal.signal(sig, lambda *_: stop.set()) for sig in (signal.SIGTERM, signal.SIGINT)}
-    threading.Thread(target=server.serve_forever, name="worker-http", daemon=True).start()
+    stop_signals = (signal.SIGTERM, signal.SIGINT)
+    previous = {sig: signal.signal(sig, lambda *_: stop.set()) for sig in stop_signals}
+    # The server's threads (and those it starts per connection) inherit a mask that blocks the stop signals, so the
+    # kernel delivers them to this thread: one delivered to another thread only marks the Python handler as due, and
+    # this thread, asleep in stop.wait(), would never run it (the worker then ignored SIGTERM).
+    mask = signal.pthread_sigmask(signal.SIG_BLOCK, stop_signals)
+    try:
+        threading.Thread(target=server.serve_forever, name="worker-http", daemon=True).start()
+    finally:
+        signal.pthread_sigmask(signal.SIG_SETMASK, mask)
     log.info("worker listening on %s:%d", host, server.port)
     try:
         stop.wait()
