@@ -137,6 +137,9 @@ class Monitor:
         """A worker's report stream ended: unless it said it was stopping, it is lost."""
         if self.stopping:
             return
+        # The stream's last reports may still wait for the ledger's writer (a busy fsync): write them first, or a
+        # STARTED report with the batch's receipt would be missed below and the batch wait for its visibility.
+        await self.record([])
         if await self._ledger.worker_phase(job_id, worker_id) in (Phase.STARTING, Phase.READY):
             await self.release_lost(job_id, worker_id, why)
 
