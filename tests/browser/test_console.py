@@ -69,10 +69,11 @@ def test_a_poison_jobs_dead_letter_is_shown_with_its_error_and_the_retry_button_
     # The dead letter shows with its items and last error once the job has ended
     status = console.wait(lambda: console.find("#job-status").get_attribute("data-status"), "no status shown")
     console.wait(lambda: console.find("#job-status").get_attribute("data-status") == "completed_with_failures", status)
-    cells = console.wait(lambda: console.find_all("#dead-letters td"), "no dead letter shown")
+    # The cells' texts read in one go inside the wait: the table may be drawn again between two reads
+    texts = console.wait(lambda: [cell.text for cell in console.find_all("#dead-letters td")], "no dead letter shown")
     [dead] = stack.client.failed(job_id)
-    assert [cell.text for cell in cells][:3] == [dead["batch_id"], "[2]", str(dead["attempts"])]
-    assert "poison item in [2]" in cells[3].text
+    assert texts[:3] == [dead["batch_id"], "[2]", str(dead["attempts"])]
+    assert "poison item in [2]" in texts[3]
     assert "Completed with failures" in console.text("#job-status")
 
     console.find("#retry").click()
