@@ -183,6 +183,9 @@ class FlakySqs(ThreadingHTTPServer):
         self.throttle: Counter[str] = Counter()  # operation -> how many of its next calls are throttled
         self.fail_last_entry: Counter[str] = Counter()  # operation -> how many next batch calls lose their last entry
         self.unsupported: set[str] = set()  # operations refused every time, as by a server that lacks them
+        # The handler threads share the counters: `+=` on a Counter is a read then a write, and two threads at once
+        # would lose a count (the SQS stack test compares this count with the job's own, call for call)
+        self.lock = threading.Lock()
 
     @property
     def url(self) -> str:
@@ -195,18 +198,24 @@ class _FlakyHandler(BaseHTTPRequestHandler):
     def do_POST(self) -> None:
         body = self.rfile.read(int(self.headers["Content-Length"]))
         operation = self.headers["X-Amz-Target"].split(".")[-1]
-        self.server.calls[operation] += 1
-        if operation in self.server.unsupported:
+        with self.server.lock:
+            self.server.calls[operation] += 1
+            refused = operation in self.server.unsupported
+            throttled = self.server.throttle[operation] > 0
+            if throttled:
+                self.server.throttle[operation] -= 1
+            drop_last = self.server.fail_last_entry[operation] > 0
+            if drop_last:
+                self.server.fail_last_entry[operation] -= 1
+        if refused:
             refusal = {"__type": "com.amazonaws.sqs#UnsupportedOperation", "message": f"{operation} is not supported"}
             self._answer(400, refusal)
             return
-        if self.server.throttle[operation] > 0:
-            self.server.throttle[operation] -= 1
+        if throttled:
             self._answer(400, {"__type": "com.amazonaws.sqs#ThrottlingException", "message": "Rate exceeded"})
             return
         dropped = None
-        if self.server.fail_last_entry[operation] > 0:
-            self.server.fail_last_entry[operation] -= 1
+        if drop_last:
             request = json.loads(body)
             dropped = request["Entries"].pop()
             body = json.dumps(request).encode()
