@@ -6,10 +6,10 @@ final every result it will have is stored: a follow ends after one last read pas
 whatever is stored, in order. Before that, a follow sends a result only once every batch before it is settled: with
 several workers, batch 1's result may be stored after batch 4's was read, and a follow resumes after the last index
 it sent. Where a result is missing before a stored one (a gap), the follow asks the monitor which batches from the
-gap on are settled (one call for up to SETTLED_ASKED of them, before the next read: a batch settled by then has its
-result, if it has one, in that read); a settled batch without a result (dead-lettered, or its worker answered none)
-is passed over, and the follow waits for the others. A follow reads the store every FOLLOW_POLL_S (a directory listing
-locally, a ListObjectsV2 call on S3).
+gap on are settled (a call for up to SETTLED_ASKED of them, or one per id width past 999,999: see _first_ids; before
+the next read: a batch settled by then has its result, if it has one, in that read); a settled batch without a result
+(dead-lettered, or its worker answered none) is passed over, and the follow waits for the others. A follow reads the
+store every FOLLOW_POLL_S (a directory listing locally, a ListObjectsV2 call on S3).
 """
 
 from __future__ import annotations
@@ -32,6 +32,7 @@ log = logging.getLogger(__name__)
 
 FOLLOW_POLL_S = 0.25  # how often a follow looks for new results while it finds none
 SETTLED_ASKED = 1000  # batches a follow asks the monitor about at once, at most
+MIN_INDEX_DIGITS = 6  # a batch id's index has at least this many digits (services/enqueuer/batching.py)
 SETTLED_TIMEOUT_S = 2.0  # a follow does not wait longer than this for the monitor (it asks again at its next read)
 MESSAGE_BYTES = 4 * 1024 * 1024  # of results per ReadResults message (gRPC's messages are 16 MiB at most here)
 SIZE_CACHE_S = 2.0  # a running job's size is listed again after this long (job statuses are read often)
@@ -111,18 +112,18 @@ class JobResults:
                 await asyncio.sleep(FOLLOW_POLL_S)
 
     async def _settled(self, job_id: str, after: int, gap: StoredResult) -> set[int]:
-        """The indexes from `after` + 1 on of batches the monitor has as settled (SETTLED_ASKED at most; none while
-        it cannot be reached). A job's batch ids sort in batch order, all with as many digits as the gap's."""
-        digits = len(gap.batch_id) - len(job_id) - 1
-        request = monitor_pb2.SettledBatchesRequest(
-            job_id=job_id, from_batch_id=f"{job_id}-{after + 1:0{digits}d}", limit=SETTLED_ASKED
-        )
-        try:
-            answer = await self._monitor.GetSettledBatches(request, timeout=SETTLED_TIMEOUT_S)
-        except Unavailable:
-            log.warning("monitor unavailable: a follow of job %s waits at index %d", job_id, after + 1)
-            return set()
-        return {batch_index(batch_id) for batch_id in answer.batch_ids}
+        """The indexes from `after` + 1 on of batches the monitor has as settled (SETTLED_ASKED at most from each id
+        asked from; none while it cannot be reached)."""
+        settled: set[int] = set()
+        for first_id in _first_ids(job_id, after + 1, gap):
+            request = monitor_pb2.SettledBatchesRequest(job_id=job_id, from_batch_id=first_id, limit=SETTLED_ASKED)
+            try:
+                answer = await self._monitor.GetSettledBatches(request, timeout=SETTLED_TIMEOUT_S)
+            except Unavailable:
+                log.warning("monitor unavailable: a follow of job %s waits at index %d", job_id, after + 1)
+                return set()
+            settled.update(map(batch_index, answer.batch_ids))
+        return settled
 
     async def delete(self, job: jobs_pb2.Job) -> jobs_pb2.DeletedResults:
         size = await (await self._results_of(job.job_id)).delete(job.job_id)
@@ -173,6 +174,22 @@ class JobResults:
 
     def _update_gauge(self, api_name: str) -> None:
         RESULTS_BYTES.labels(api_name).set(sum(s.bytes for _, api, s in self._sizes.values() if api == api_name))
+
+
+def _first_ids(job_id: str, first: int, gap: StoredResult) -> list[str]:
+    """The batch ids to ask the monitor from (it answers ids in string order) to cover the batches from `first` to the
+    gap. A job's ids are zero-padded to one width (the gap's), or, when its batch count is not known up front (file
+    sources), to 6 digits and longer past 999,999: `job-1000000` sorts before `job-999999`. Where the gap's id may be
+    one of the latter, ask from `first` in 6 digits too, and from each power of ten from 10^6 up to the gap."""
+    width = len(gap.batch_id) - len(job_id) - 1
+    first_ids = [f"{job_id}-{first:0{width}d}"]
+    if width == max(MIN_INDEX_DIGITS, len(str(gap.index))):  # padded no further than needed: the ids may grow
+        first_ids.append(f"{job_id}-{first:0{MIN_INDEX_DIGITS}d}")
+        power = 10 ** max(MIN_INDEX_DIGITS, len(str(first)))
+        while power < gap.index:
+            first_ids.append(f"{job_id}-{power}")
+            power *= 10
+    return list(dict.fromkeys(first_ids))  # (an id once: below 10^6, growing ids are 6 digits, as the gap's)
 
 
 def _unsettled_between(after: int, index: int, settled: set[int]) -> bool:

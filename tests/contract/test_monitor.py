@@ -77,6 +77,7 @@ class RunningMonitor:
     server: MonitorServer
     stub: Any  # a MonitorStub whose calls are the scheduler's, but for reports: a dequeuer's of JOB, for any worker
     open_streams: asyncio.Event = field(default_factory=asyncio.Event)  # set: every report stream ends
+    port: int = 0  # its gRPC port, for a service's own rpc.Client
 
     async def report(self, reports: Sequence[monitor_pb2.Report]) -> list[int]:
         """Send `reports` in one message on a stream left open, as a live dequeuer's is (an ended stream means a lost
@@ -128,7 +129,7 @@ async def running_monitor(config: Config) -> AsyncIterator[RunningMonitor]:
     channel = rpc.channel(f"127.0.0.1:{port}")
     reports = STACK.token(trust.DEQUEUER, JOB, trust.ANY_WORKER)
     stub = Signed(monitor_pb2_grpc.MonitorStub(channel), STACK.token(trust.SCHEDULER), Report=reports)
-    running = RunningMonitor(server, stub)
+    running = RunningMonitor(server, stub, port=port)
     try:
         yield running
     finally:

@@ -122,3 +122,20 @@ async def test_pages_hold_a_few_mib_not_every_result_of_a_large_job(store: Resul
     # Then they come in order over several pages (a page ends past 4 MiB; on S3, after a group of parallel reads)
     assert len(pages) > 1 and [index for page in pages for index in page] == list(range(10))
     assert max(map(len, pages)) <= 8
+
+
+async def test_indexes_past_999999_read_back_in_index_order_whatever_the_width_of_their_ids(store: ResultStore) -> None:
+    # Given results around batch 1,000,000 whose ids gain a digit there (`-999999`, `-1000000`: as strings, they do
+    # not sort in batch order), in groups written out of order, one of them across the boundary
+    def group(indexes: list[int]) -> list[tuple[str, int, bytes, bytes]]:
+        return [(f"{JOB}-{i:06d}", 1, b"%d" % i, b"[%d]" % i) for i in indexes]
+
+    await store.put_many(JOB, group([1_000_003, 1_000_001]))
+    await store.put_many(JOB, group([999_999, 1_000_000, 999_997]))
+    await store.put_many(JOB, group([999_998, 1_000_002]))
+
+    # Then they read back in index order, and resume after any index, either side of the boundary
+    indexes = list(range(999_997, 1_000_004))
+    assert [(r.index, r.batch_id) for r in await read_all(store)] == [(i, f"{JOB}-{i:06d}") for i in indexes]
+    for after in (999_998, 999_999, 1_000_000):
+        assert [r.index for r in await read_all(store, after=after)] == [i for i in indexes if i > after]
