@@ -23,8 +23,8 @@ import heapq
 import os
 import time
 from collections.abc import AsyncIterator, Awaitable, Callable, Iterable, Sequence
-from dataclasses import dataclass
 from itertools import count
+from typing import NamedTuple
 
 from thresher.core.results.base import PAGE, PAGE_BYTES, StoredResult, batch_index
 
@@ -36,8 +36,7 @@ _SEQUENCE = count()
 NewResult = tuple[str, int, bytes, bytes]  # batch id, attempt, result, items
 
 
-@dataclass(frozen=True, order=True)
-class GroupName:
+class GroupName(NamedTuple):  # a tuple: a job's names sort in C
     first: int
     last: int
     stamp: str
