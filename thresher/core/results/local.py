@@ -18,10 +18,11 @@ from thresher.core.results import groups
 from thresher.core.results.base import PAGE_BYTES, ResultsSize, ResultStore, StoredResult
 from thresher.core.results.groups import GroupName
 
-READS_AT_ONCE = 256  # groups read in one thread hop, at most (and PAGE_BYTES of them: see _read_all)
-# A group this small is written on the event loop: into the page cache, it takes less time than a hop to a thread
-# and back (bench scenario 6); a larger one is written on a thread, not to hold the loop up.
-INLINE_WRITE_BYTES = 256 * 1024
+READS_AT_ONCE = 256  # groups read at once, at most (and INLINE_BYTES of them on the loop, PAGE_BYTES on a thread)
+# A group this small is written on the event loop, and groups are read on it while they add up to no more: through
+# the page cache, it takes less time than a hop to a thread and back, which a busy machine makes longer still (bench
+# scenario 6). Larger ones are written and read on a thread, not to hold the loop up.
+INLINE_BYTES = 256 * 1024
 
 
 class LocalResultStore(ResultStore):
@@ -33,7 +34,7 @@ class LocalResultStore(ResultStore):
 
     async def put_many(self, job_id: str, results: Sequence[tuple[str, int, bytes, bytes]]) -> None:
         name, data = groups.encode(results)
-        if len(data) <= INLINE_WRITE_BYTES:
+        if len(data) <= INLINE_BYTES:
             _write(str(self._dir(job_id)), str(name), data)
         else:
             await asyncio.to_thread(_write, str(self._dir(job_id)), str(name), data)
@@ -43,7 +44,8 @@ class LocalResultStore(ResultStore):
         names = await asyncio.to_thread(_names, folder)
 
         async def load(names: list[GroupName]) -> list[bytes]:
-            return await asyncio.to_thread(_read_all, folder, names)
+            small = _read_all(folder, names, INLINE_BYTES, at_least_one=False)
+            return small or await asyncio.to_thread(_read_all, folder, names, PAGE_BYTES, at_least_one=True)
 
         async for page in groups.merged(names, after, load, READS_AT_ONCE):
             yield page
@@ -69,26 +71,29 @@ def _names(folder: Path) -> list[GroupName]:
     return [name for name in map(GroupName.parse, names) if name is not None]
 
 
-def _read_all(folder: Path, names: list[GroupName]) -> list[bytes]:
-    """The contents of the first of `names`, until they hold PAGE_BYTES (at least one)."""
+def _read_all(folder: Path, names: list[GroupName], budget: int, at_least_one: bool) -> list[bytes]:
+    """The contents of the first of `names` that fit in `budget` bytes together (and of the first whatever its size,
+    `at_least_one`)."""
     contents: list[bytes] = []
-    size = 0
     for name in names:
-        if size >= PAGE_BYTES:
+        data = _read(f"{folder}/{name}", budget if contents or not at_least_one else None)
+        if data is None:
             break
-        contents.append(_read(f"{folder}/{name}"))
-        size += len(contents[-1])
+        contents.append(data)
+        budget -= len(data)
     return contents
 
 
-def _read(path: str) -> bytes:
-    """The file's bytes, with os calls: fewer system calls than Path.read_bytes (no buffered reader to set up)."""
+def _read(path: str, at_most: int | None) -> bytes | None:
+    """The file's bytes (None: more than `at_most`), with os calls: fewer system calls than Path.read_bytes."""
     try:
         fd = os.open(path, os.O_RDONLY)
     except FileNotFoundError:  # deleted meanwhile: read as an empty group
         return b""
     try:
         chunks, left = [], os.fstat(fd).st_size
+        if at_most is not None and left > at_most:
+            return None
         while left > 0 and (chunk := os.read(fd, left)):  # one read, but for a file over 2 GiB
             chunks.append(chunk)
             left -= len(chunk)
