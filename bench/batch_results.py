@@ -24,7 +24,7 @@ from thresher.core.results.local import LocalResultStore
 RESULT_BYTES = 1024  # a small result: an embedding's worth of numbers, a label and scores
 MIN_STORED = 20_000  # results the store writes and reads, at least: fewer take a few ms, which a shared machine swamps
 GROUP = 20  # results written together (services/dequeuer/successes.py: MAX_HELD, the most a flush holds)
-STORE_ROUNDS = 7  # rounds of the store and plain files, alternated
+STORE_ROUNDS = 9  # rounds of the store and plain files, alternated
 
 
 def run(stack: BenchStack, work: Path, items: int, repeats: int) -> Scenario:
