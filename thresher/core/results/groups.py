@@ -110,7 +110,7 @@ async def merged(
 ) -> AsyncIterator[list[StoredResult]]:
     """The results after index `after` of the groups `names`, one per index, in index order, a page at a time;
     `load` reads the contents of the first of the groups it is given (at least one; S3 reads them in parallel, files
-    are read on a thread until they hold PAGE_BYTES), `at_once` groups given at most."""
+    are read a few hundred KiB at a time: local.py), `at_once` groups given at most."""
     unread = sorted(name for name in names if name.last > after)
     unread.reverse()  # the next group to read is the last: popped
     best: dict[int, Kept] = {}
