@@ -139,3 +139,14 @@ async def test_indexes_past_999999_read_back_in_index_order_whatever_the_width_o
     assert [(r.index, r.batch_id) for r in await read_all(store)] == [(i, f"{JOB}-{i:06d}") for i in indexes]
     for after in (999_998, 999_999, 1_000_000):
         assert [r.index for r in await read_all(store, after=after)] == [i for i in indexes if i > after]
+
+
+async def test_indexes_past_the_digits_of_a_group_name_read_back_in_order(store: ResultStore) -> None:
+    # Given results of batches 10^12 - 1 and 10^12 + 1 (a group's name pads its indexes to 12 digits), and 10^12
+    last_padded, longer = 10**12 - 1, 10**12 + 1
+    await store.put_many(JOB, [(f"{JOB}-{longer}", 1, b"2", b"[]"), (f"{JOB}-{last_padded}", 1, b"0", b"[]")])
+    await store.put(JOB, f"{JOB}-{10**12}", 1, b"1", b"[]")
+
+    # Then they read back in index order, and resume after any of them
+    assert [r.result for r in await read_all(store)] == [b"0", b"1", b"2"]
+    assert [r.index for r in await read_all(store, after=10**12)] == [longer]
