@@ -22,6 +22,7 @@ from services.dequeuer.worker import Outcome, WorkerClient, WorkerLost
 from thresher.core.aiotasks import create_guarded_task
 from thresher.core.errors import QueueNotFound
 from thresher.core.logs import batch_id_var, job_id_var
+from thresher.core.names import EXIT_IDLE
 from thresher.core.queue import KIND_JOB_COMPLETE, Delivery, Queue, calls_source
 from thresher.core.results import ResultStore
 from thresher.core.retries import RetryPolicy
@@ -59,6 +60,7 @@ class Dequeuer:
             self._stopping,
             self._settler.queue_gone,
             on_received=lambda: self._pipeline.send_ahead(),
+            idle_s=settings.idle_s,
         )
         self._pipeline = Pipeline(
             self._worker, self._receiver, self._holdings, self._settler, self._stopping, settings.batch_timeout_s
@@ -118,6 +120,7 @@ class Dequeuer:
         code = 0
         try:
             await self._loop()
+            code = EXIT_IDLE if self._receiver.idle else 0
         except QueueNotFound:
             log.info("queue %s is gone: the job is over", s.queue_name)
         except WorkerLost as e:

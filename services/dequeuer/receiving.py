@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import time
 from collections import deque
 from collections.abc import Awaitable, Callable
 
@@ -45,6 +46,7 @@ class Receiver:
         stopping: asyncio.Event,
         queue_gone: asyncio.Event,
         on_received: Callable[[], Awaitable[None]],
+        idle_s: float | None = None,
     ) -> None:
         self._queue = queue
         self._receive_max = receive_max
@@ -55,6 +57,8 @@ class Receiver:
         self._stopping = stopping
         self._queue_gone = queue_gone
         self._on_received = on_received
+        self._idle_s = idle_s
+        self.idle = False  # found nothing to receive for idle_s: next() gave None, the dequeuer exits
         self._buffer: deque[Delivery] = deque()  # received, not started
         self._receiving: asyncio.Task[None] | None = None
         self._batch_s: float | None = None  # running mean of the worker's batch durations
@@ -74,9 +78,15 @@ class Receiver:
         return self._buffer.popleft()
 
     async def next(self) -> Delivery | None:
-        """The next batch to run, None once stopping; QueueNotFound once the queue is gone."""
+        """The next batch to run; None once stopping, or once nothing came for `idle_s` (then `idle` is set);
+        QueueNotFound once the queue is gone."""
+        waiting_since = time.monotonic()
         while not self._buffer:
             self._successes.flush()  # no batch ready: the receive may wait for a while
+            if self._idle_s is not None and time.monotonic() - waiting_since >= self._idle_s:
+                log.info("nothing to receive for %g s (idle_s): exiting, not to be replaced", self._idle_s)
+                self.idle = True
+                return None
             self.top_up()
             if self._receiving is None:
                 return None  # stopping

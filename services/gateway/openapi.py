@@ -351,9 +351,11 @@ def submission_schema(limits: LimitSettings) -> dict[str, Any]:
     }
     return {
         "type": "object",
-        "required": ["workers"],
+        "anyOf": [{"required": ["workers"]}, {"required": ["min_workers", "max_workers"]}],  # not both: 400
         "properties": {
             "workers": {"type": "integer", "minimum": 1, "maximum": limits.max_workers},
+            "min_workers": {"type": "integer", "minimum": 1, "maximum": limits.max_workers},
+            "max_workers": {"type": "integer", "minimum": 1, "maximum": limits.max_workers},
             **{name: _nullable(source) for name, source in sources.items()},
             "config": _nullable({"type": "object"}),
             "timeout": _nullable({"type": "integer", "minimum": 1, "maximum": INT64_MAX}),

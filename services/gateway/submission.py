@@ -80,6 +80,9 @@ def parse_submission(api_name: str, body: bytes) -> jobs_pb2.JobSubmission:
     sub = jobs_pb2.JobSubmission(api_name=api_name)
     if (workers := value.get("workers")) is not None:
         sub.workers = _int(workers, "workers", INT32_MAX)
+    for key in ("min_workers", "max_workers"):  # an elastic job's range, instead of workers
+        if (count := value.get(key)) is not None:
+            setattr(sub, key, _int(count, key, INT32_MAX))
     if (item_list := value.get(ITEM_LIST)) is not None:
         _item_list(sub.item_list, _object(item_list, ITEM_LIST), body)
     for key in FILE_SOURCES:

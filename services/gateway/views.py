@@ -102,6 +102,8 @@ def job_status(job: jobs_pb2.Job) -> dict[str, Any]:
         "queue_calls": {"total": sum(job.queue_calls.values()), "by_operation": dict(sorted(job.queue_calls.items()))},
         "results": {"count": job.results.count, "bytes": job.results.bytes},
     }
+    if job.HasField("scaling"):  # an elastic job's
+        status["scaling"] = _scaling(job.scaling)
     return status
 
 
@@ -176,3 +178,17 @@ def _dead_letter_queue(job: jobs_pb2.Job) -> dict[str, Any] | None:
 def _time(ts: timestamp_pb2.Timestamp) -> str:
     """RFC 3339 in UTC with a Z and 0, 3, 6 or 9 fractional digits; Cortex clients parse any of them."""
     return ts.ToJsonString()
+
+
+def _scaling(scaling: jobs_pb2.Scaling) -> dict[str, Any]:
+    """An elastic job's workers: the scaler's range, count and last decision."""
+    return {
+        "min_workers": scaling.min_workers,
+        "max_workers": scaling.max_workers,
+        "current_workers": scaling.current_workers,
+        "desired_workers": scaling.desired_workers,
+        "idle_exits": scaling.idle_exits,
+        "last_decision": scaling.last_decision or None,
+        "reason": scaling.reason,
+        "decided_at": _time(scaling.decided_at) if scaling.HasField("decided_at") else None,
+    }

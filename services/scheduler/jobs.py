@@ -70,6 +70,13 @@ class JobRecord:
     worker_restarts: int = 0
     worker_disruptions: int = 0
     api_id: str = ""  # the deployed version of its API it was submitted to
+    # An elastic job's range (0: a fixed count); its `workers` is then what its scaler asks for now.
+    min_workers: int = 0
+    max_workers: int = 0
+
+    @property
+    def elastic(self) -> bool:
+        return self.max_workers > 0
 
     @property
     def settled(self) -> bool:
@@ -144,10 +151,12 @@ def new_job(
         api_name=submission.api_name,
         queue_name=queue_name(submission.api_name, job_id),
         start_time=now,
-        workers=submission.workers,
+        workers=submission.workers or submission.min_workers,  # an elastic job starts at its minimum
         timeout_s=submission.timeout_s if submission.HasField("timeout_s") else None,
         owner=owner,
         api_id=api_id,
+        min_workers=submission.min_workers,
+        max_workers=submission.max_workers,
     )
 
 
@@ -162,6 +171,8 @@ def retry_submission(
     retry.batches.extend(f.items_json for f in failed)
     retry.retry_of = job_id
     retry.workers = min(retry.workers, len(failed))
+    retry.max_workers = min(retry.max_workers, len(failed))
+    retry.min_workers = min(retry.min_workers, retry.max_workers)
     return retry
 
 

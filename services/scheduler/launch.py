@@ -69,6 +69,7 @@ class Launcher:
             max_receive_count=max_receive_count(submission, self._config),
             batch_timeout_s=batch_timeout_s(submission, self._config),
             results_s3_path=submission.results.s3_path,
+            idle_s=self._config.scaling.idle_s if job.elastic else None,
         )
 
     async def _run(self, job_id: str) -> None:

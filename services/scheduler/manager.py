@@ -23,6 +23,7 @@ from services.scheduler.lookups import Lookups
 from services.scheduler.metrics import EndedWorkerCounter, jobs_by_status
 from services.scheduler.queue_calls import QueueCallsSender
 from services.scheduler.restart import pick_up_jobs, stop_workers_if_runtime_wants
+from services.scheduler.scaler import Scaler
 from services.scheduler.store import JobStore
 from services.scheduler.supervision import Supervision
 from services.scheduler.views import job_message, waiting_reason
@@ -70,8 +71,18 @@ class JobManager:
             self._launches,
             self._ending,
         )
+        self._scaler = Scaler(config, store, self._lookups)
         self._supervision = Supervision(
-            config, store, runtime, self._locks, self._launcher, self._ending, self._cleanup, queue_calls, ended_workers
+            config,
+            store,
+            runtime,
+            self._locks,
+            self._launcher,
+            self._ending,
+            self._cleanup,
+            queue_calls,
+            ended_workers,
+            self._scaler,
         )
 
     # --- APIs -----------------------------------------------------------------------------------
@@ -131,10 +142,11 @@ class JobManager:
         if job.status.is_final:  # its own counts of ended workers: its runtime forgets them once they are stopped
             job = await self._cleanup.once_cleaned(job)
             progress = None if job.cleaned else await self._lookups.progress(job)  # a slow clean-up: the calls so far
-            return job_message(job, submission, self._config, progress)
+            return job_message(job, submission, self._config, progress, scaling=self._scaler.status(job, None))
         workers = await self._runtime.workers(job_id)
         progress, in_queue = await asyncio.gather(self._lookups.progress(job), self._lookups.batches_in_queue(job))
-        message = job_message(job, submission, self._config, progress, in_queue, workers)
+        scaling = self._scaler.status(job, workers)
+        message = job_message(job, submission, self._config, progress, in_queue, workers, scaling)
         message.status_reason = message.status_reason or waiting_reason(workers, progress)
         return message
 

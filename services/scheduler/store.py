@@ -72,6 +72,8 @@ _COLUMNS = [
     "worker_restarts",
     "worker_disruptions",
     "api_id",
+    "min_workers",
+    "max_workers",
 ]
 # Columns added after the first release: (name, definition), added to older files when they are opened.
 _ADDED_COLUMNS = [
@@ -80,6 +82,8 @@ _ADDED_COLUMNS = [
     ("worker_restarts", "INTEGER NOT NULL DEFAULT 0"),
     ("worker_disruptions", "INTEGER NOT NULL DEFAULT 0"),
     ("api_id", "TEXT NOT NULL DEFAULT ''"),
+    ("min_workers", "INTEGER NOT NULL DEFAULT 0"),  # an elastic job's range; 0: fixed `workers`
+    ("max_workers", "INTEGER NOT NULL DEFAULT 0"),
 ]
 _IN_PROGRESS = ", ".join(f"'{s.value}'" for s in Status if not s.is_final)
 
@@ -177,7 +181,7 @@ class JobStore:
 
     async def in_progress(self, api_name: str) -> tuple[int, int]:
         """How many jobs of the API have not ended (pending, enqueuing, running), and the workers of every job that
-        has not ended, together."""
+        has not ended, together (an elastic job's as many as its scaler asks for now)."""
         counts = "COALESCE(SUM(api_name = ?), 0), COALESCE(SUM(workers), 0)"
         query = f"SELECT {counts} FROM jobs WHERE status IN ({_IN_PROGRESS})"
         row = await self._run(lambda db: db.execute(query, (api_name,)).fetchone())

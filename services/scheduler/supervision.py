@@ -1,6 +1,7 @@
 """Watching the unfinished jobs: every SUPERVISE_INTERVAL_S, a job past its timeout ends, a launched job's ended
-workers are replaced while it has work (one whose workers crash too often ends), an ended job not yet cleaned up is
-cleaned up (again), and the scheduler's own queue calls go to the monitor."""
+workers are replaced while it has work (one whose workers crash too often ends; an elastic job's count is its
+scaler's, scaler.py), an ended job not yet cleaned up is cleaned up (again), and the scheduler's own queue calls go to
+the monitor."""
 
 from __future__ import annotations
 
@@ -15,6 +16,7 @@ from services.scheduler.jobs import JobRecord, Status
 from services.scheduler.launch import Launcher
 from services.scheduler.metrics import EndedWorkerCounter
 from services.scheduler.queue_calls import QueueCallsSender
+from services.scheduler.scaler import Scaler
 from services.scheduler.store import JobStore
 from thresher.core.aiotasks import create_guarded_task
 from thresher.core.config import Config
@@ -38,6 +40,7 @@ class Supervision:
         cleanup: Cleanup,
         queue_calls: QueueCallsSender,
         ended_workers: EndedWorkerCounter,
+        scaler: Scaler,
     ) -> None:
         self._config = config
         self._store = store
@@ -48,6 +51,7 @@ class Supervision:
         self._cleanup = cleanup
         self._queue_calls = queue_calls
         self._ended_workers = ended_workers
+        self._scaler = scaler
         self._task: asyncio.Task[None] | None = None
 
     def start(self) -> None:
@@ -69,6 +73,7 @@ class Supervision:
 
     async def _supervise_one(self, job: JobRecord) -> None:
         if job.status.is_final:
+            self._scaler.forget(job)
             self._cleanup.start(job)
             return
         async with self._locks[job.job_id]:
@@ -83,11 +88,16 @@ class Supervision:
         await self._queue_calls.send_own(job)  # status reads call the queue too
 
     async def _keep_workers(self, job: JobRecord) -> None:
-        """Replace workers that ended while the job has work; a job whose workers crash too often ends."""
+        """Replace workers that ended while the job has work (an elastic job's as many as its scaler asks for: not
+        those that exited idle); a job whose workers crash too often ends."""
         states = await self._runtime.workers(job.job_id)
         crashes = [w for w in states if w.crashed]
         self._ended_workers.count(job.api_name, job.job_id, states)
+        asked = job.workers
+        if job.elastic:
+            job = await self._scaler.scale(job, states)
         if (ending := jobs.out_of_restarts(crashes, self._config.runtime.max_worker_restarts)) is not None:
             await self._ending.finish(job, *ending)
-        elif sum(not w.ended for w in states) < job.workers:
+        elif sum(not w.ended for w in states) < job.workers or job.workers != asked:
+            # A changed count is applied even when fewer are wanted: Kubernetes lowers the Job's parallelism.
             await self._runtime.ensure_workers(await self._launcher.worker_launch(job), job.workers)

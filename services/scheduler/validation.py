@@ -61,7 +61,7 @@ def _validate_schema(submission: jobs_pb2.JobSubmission) -> str:
         _validate_batches(submission.batches)
     else:
         check_batch_size(source, getattr(submission, source).batch_size)
-    _at_least("workers", submission.workers, 1)
+    _validate_workers(submission)
     if submission.HasField("timeout_s"):
         _at_least("timeout", submission.timeout_s, 1)
     if submission.HasField("batch_timeout_s") and not submission.batch_timeout_s > 0:
@@ -79,8 +79,9 @@ def check_limits(submission: jobs_pb2.JobSubmission, config: Config) -> None:
     fit in one message of the configured queue (known up front for item_list; file sources are cut later).
     Call validate_submission first."""
     limits = config.limits
-    if submission.workers > limits.max_workers:
-        raise InvalidRequest(f"workers: must be at most {limits.max_workers} (got {submission.workers})")
+    for name in ("workers", "max_workers"):
+        if (value := getattr(submission, name)) > limits.max_workers:
+            raise InvalidRequest(f"{name}: must be at most {limits.max_workers} (got {value})")
     source = source_of(submission)
     if (batch_size := batch_size_of(submission, source)) is not None:
         check_batch_size(source, batch_size, limits.max_batch_size)
@@ -103,9 +104,10 @@ def check_room(submission: jobs_pb2.JobSubmission, in_progress: int, workers_in_
             " (limits.max_jobs_in_progress_per_api); submit again once one has ended"
         )
     workers_limit = config.limits.max_workers_in_progress
-    if workers_in_progress + submission.workers > workers_limit:
+    workers = submission.workers or submission.min_workers  # an elastic job starts at its minimum
+    if workers_in_progress + workers > workers_limit:
         raise LimitExceeded(
-            f"jobs in progress have {workers_in_progress} workers and this one asks for {submission.workers}: at most"
+            f"jobs in progress have {workers_in_progress} workers and this one asks for {workers}: at most"
             f" {workers_limit} in all (limits.max_workers_in_progress); submit again once jobs have ended"
         )
 
@@ -120,6 +122,27 @@ def _check_batch_bytes(item_list: jobs_pb2.ItemList, limit: int) -> None:
                 f"item_list: the batch of items {first} to {first + len(chunk) - 1} is {size} bytes, over the queue's"
                 f" message limit of {limit} bytes; use a smaller batch_size"
             )
+
+
+def _validate_workers(submission: jobs_pb2.JobSubmission) -> None:
+    """A fixed `workers` (Cortex's), or an elastic range `min_workers`..`max_workers`, never both."""
+    given = [name for name in ("min_workers", "max_workers") if getattr(submission, name)]
+    if not given:
+        _at_least("workers", submission.workers, 1)
+        return
+    if submission.workers:
+        raise InvalidRequest(
+            f"workers: cannot be given with {' and '.join(given)}: give a fixed workers, or min_workers and"
+            " max_workers for workers that follow the work"
+        )
+    if len(given) < 2:
+        missing = "max_workers" if given == ["min_workers"] else "min_workers"
+        raise InvalidRequest(f"{missing}: must be given with {given[0]} (an elastic job gives both)")
+    _at_least("min_workers", submission.min_workers, 1)  # a job's last worker takes its completion hook
+    if submission.max_workers < submission.min_workers:
+        raise InvalidRequest(
+            f"max_workers: must be at least min_workers ({submission.min_workers}) (got {submission.max_workers})"
+        )
 
 
 def _validate_item_list(item_list: jobs_pb2.ItemList) -> None:

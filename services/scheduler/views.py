@@ -34,13 +34,15 @@ def job_message(
     progress: monitor_pb2.JobProgress | None = None,
     batches_in_queue: int = 0,
     workers: list[WorkerState] | None = None,
+    scaling: jobs_pb2.Scaling | None = None,
 ) -> jobs_pb2.Job:
     """The Job message: the stored record, plus live progress and its `workers` while the job runs. Its status is
-    `enqueuing` until every batch is on the queue, as Cortex's, even while workers take the first ones."""
+    `enqueuing` until every batch is on the queue, as Cortex's, even while workers take the first ones. An elastic
+    job's `workers` is the count its scaler asks for now, and `scaling` says why."""
     message = jobs_pb2.Job(
         job_id=job.job_id,
         api_name=job.api_name,
-        workers=submission.workers,
+        workers=job.workers,
         config_json=submission.config_json,
         queue_url=job.queue_url,
         start_time=_timestamp(job.start_time),
@@ -56,6 +58,8 @@ def job_message(
         owner=job.owner,
         api_id=job.api_id,
     )
+    if scaling is not None:
+        message.scaling.CopyFrom(scaling)
     if submission.HasField("timeout_s"):
         message.timeout_s = submission.timeout_s
     if submission.HasField("sqs_dead_letter_queue"):
@@ -132,7 +136,7 @@ def job_spec(job: JobRecord, submission: jobs_pb2.JobSubmission) -> dict[str, An
         "job_id": job.job_id,
         "api_name": job.api_name,
         "kind": "BatchAPI",
-        "workers": submission.workers,
+        "workers": submission.workers or submission.max_workers,  # an elastic job's: at most
         "config": json.loads(submission.config_json) if submission.config_json else None,
         "timeout": submission.timeout_s if submission.HasField("timeout_s") else None,
         "sqs_dead_letter_queue": _dead_letter_json(submission),

@@ -111,6 +111,17 @@ class RuntimeSettings:
 
 
 @dataclass
+class ScalingSettings:
+    """Elastic jobs (`min_workers` / `max_workers`): the scheduler's scaler (services/scheduler/scaler.py)."""
+
+    # Workers are added while the job's backlog (batches in its queue x recent seconds per batch / workers) would
+    # take longer than this to drain, seconds.
+    target_drain_s: float = 30.0
+    # A worker of an elastic job that finds nothing to receive for this long exits and is not replaced, seconds.
+    idle_s: float = 10.0
+
+
+@dataclass
 class MonitorSettings:
     heartbeat_timeout_s: float = 10.0  # a worker silent this long is lost; its batches are released, seconds
 
@@ -203,6 +214,7 @@ class Config:
     tls: TlsSettings = field(default_factory=TlsSettings)
     auth: AuthSettings = field(default_factory=AuthSettings)
     limits: LimitSettings = field(default_factory=LimitSettings)
+    scaling: ScalingSettings = field(default_factory=ScalingSettings)
 
 
 def load_config(path: str | os.PathLike[str] | None = None, env: typing.Mapping[str, str] | None = None) -> Config:

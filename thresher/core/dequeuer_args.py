@@ -78,6 +78,9 @@ class DequeuerArgs:
     max_receive_count: int | None = _option(_positive(int), "default: queue.max_receive_count", default=None)
     grace_s: float = _option(_non_negative, "after SIGTERM (default 20)", default=DEFAULT_GRACE_S)
     results_s3_path: str | None = _option(_s3_path, "the job's S3 path for results (default: results.*)", default=None)
+    idle_s: float | None = _option(
+        _positive(float), "exit (code 76) after finding nothing to receive this long (default: never)", default=None
+    )
 
     def to_argv(self) -> list[str]:
         """The options after `python -m services.dequeuer`; those at their default are left off."""

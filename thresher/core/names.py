@@ -42,3 +42,6 @@ EXIT_DRAINED = 75  # sysexits' EX_TEMPFAIL: try again later
 # The dequeuer's exit code once its worker hung (it answered neither a batch within batch_timeout nor a health check):
 # a crash of the worker's, not the batch's. Runtimes kill the worker and replace it, as after a crash.
 EXIT_WORKER_HUNG = 69  # sysexits' EX_UNAVAILABLE
+# The dequeuer's exit code once it found nothing to receive for its job's `idle_s` (an elastic job's tail): it held
+# nothing, so it just ended. Runtimes do not replace such a worker: the scheduler's scaler counts it as removed.
+EXIT_IDLE = 76  # not sysexits' meaning (EX_PROTOCOL): a code of its own, neither a crash nor a drain

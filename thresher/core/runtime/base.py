@@ -27,6 +27,7 @@ class WorkerLaunch:
     max_receive_count: int
     batch_timeout_s: float
     results_s3_path: str = ""  # the job's own S3 path for its results (empty: the settings' place)
+    idle_s: float | None = None  # an elastic job's: a worker idle this long exits, not replaced (None: never)
 
     def dequeuer_args(self, worker_id: str, port: int) -> DequeuerArgs:
         """The command line of the dequeuer of worker `worker_id`, whose worker listens on `port`."""
@@ -40,12 +41,13 @@ class WorkerLaunch:
             batch_timeout_s=self.batch_timeout_s,
             max_receive_count=self.max_receive_count,
             results_s3_path=self.results_s3_path or None,
+            idle_s=self.idle_s,
         )
 
 
 # Settings a dequeuer never needs, so never gets: the control plane's own (API keys, limits, input and cluster
 # access, the runtime's budget). It keeps the queue's, the monitor's address, TLS and its own section.
-DEQUEUER_SETTINGS_LEFT_OUT = ("auth", "limits", "inputs", "kubernetes", "runtime", "gateway")
+DEQUEUER_SETTINGS_LEFT_OUT = ("auth", "limits", "inputs", "kubernetes", "runtime", "gateway", "scaling")
 
 
 def dequeuer_config_env(config: Config) -> dict[str, str]:
@@ -54,6 +56,9 @@ def dequeuer_config_env(config: Config) -> dict[str, str]:
 
 
 WORKER_HUNG = "worker hung: it answered neither a batch within batch_timeout nor a health check; killed and replaced"
+
+
+IDLED = "idle: its dequeuer found nothing to receive for the job's idle_s and exited (not replaced)"
 
 
 def dequeuer_exit_reason(code: int | None) -> str | None:
@@ -116,6 +121,9 @@ class WorkerState:
     # while the job has work, counted apart from crashes.
     disrupted: bool = False
     counted_as: WorkerCount | None = None  # where the runtime knows more than the phase (Kubernetes)
+    # STOPPED because its dequeuer found no work for its job's idle_s (EXIT_IDLE): an elastic job's scaler counts it
+    # as removed, not to be replaced.
+    idled: bool = False
 
     @property
     def count(self) -> WorkerCount:

@@ -9,7 +9,9 @@ dequeuer does. A worker that dies makes the dequeuer exit 1 (worker lost), so th
 
 The Job has no `completions` (the work-queue pattern): once one pod succeeds, the Job controller makes no new pod.
 So a dequeuer exits 0 only when the job's queue is gone (the job is over); one that drained exits EXIT_DRAINED,
-its pod fails, the policy ignores the failure, and the controller replaces the pod.
+its pod fails, the policy ignores the failure, and the controller replaces the pod. One that found no work for its
+elastic job's idle_s exits EXIT_IDLE, ignored the same way; the scheduler lowers the Job's `parallelism` so that it is
+not replaced (a replacement the controller made in between is deleted by it when `parallelism` drops).
 """
 
 from __future__ import annotations
@@ -24,7 +26,7 @@ from typing import Any
 from thresher.core.apis import EFFECTS, label_key, label_value, quantity
 from thresher.core.config import Config
 from thresher.core.errors import InvalidRequest
-from thresher.core.names import ENV_JOB_SPEC, ENV_PORT, ENV_WORKER_TOKEN, EXIT_DRAINED
+from thresher.core.names import ENV_JOB_SPEC, ENV_PORT, ENV_WORKER_TOKEN, EXIT_DRAINED, EXIT_IDLE
 from thresher.core.runtime.base import WorkerLaunch, dequeuer_argv, dequeuer_config_env
 from thresher.v1 import jobs_pb2
 
@@ -114,7 +116,7 @@ def worker_job(
                 {"action": "Ignore", "onPodConditions": [{"type": "DisruptionTarget", "status": "True"}]},
                 {
                     "action": "Ignore",
-                    "onExitCodes": {"containerName": DEQUEUER, "operator": "In", "values": [EXIT_DRAINED]},
+                    "onExitCodes": {"containerName": DEQUEUER, "operator": "In", "values": [EXIT_DRAINED, EXIT_IDLE]},
                 },
             ]
         },

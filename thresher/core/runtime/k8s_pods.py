@@ -14,8 +14,8 @@ import re
 from datetime import datetime
 from typing import Any
 
-from thresher.core.names import EXIT_DRAINED
-from thresher.core.runtime.base import WorkerCount, WorkerPhase, WorkerState, dequeuer_exit_reason
+from thresher.core.names import EXIT_DRAINED, EXIT_IDLE
+from thresher.core.runtime.base import IDLED, WorkerCount, WorkerPhase, WorkerState, dequeuer_exit_reason
 from thresher.core.runtime.k8s_manifests import DEQUEUER
 
 # Waiting reasons that no amount of waiting fixes: the reason of a pending worker says so at once.
@@ -92,6 +92,8 @@ def _failed(name: str, status: dict[str, Any]) -> WorkerState:
     if dequeuer_code == EXIT_DRAINED:
         drained = "the dequeuer drained on SIGTERM (e.g. a spot reclaim)"
         return WorkerState(name, WorkerPhase.STOPPED, drained, disrupted=True)
+    if dequeuer_code == EXIT_IDLE:
+        return WorkerState(name, WorkerPhase.STOPPED, IDLED, idled=True)
     if hung := dequeuer_exit_reason(dequeuer_code):
         return WorkerState(name, WorkerPhase.FAILED, hung)
     crash = _crash(status)

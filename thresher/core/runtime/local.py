@@ -24,11 +24,12 @@ from typing import Any
 from thresher.core.config import Config
 from thresher.core.dequeuer_args import DEQUEUER_MODULE
 from thresher.core.forkserver import TITLE_ROOM, ForkServer
-from thresher.core.names import ENV_JOB_SPEC, ENV_PORT, ENV_WORKER_TOKEN, EXIT_DRAINED
+from thresher.core.names import ENV_JOB_SPEC, ENV_PORT, ENV_WORKER_TOKEN, EXIT_DRAINED, EXIT_IDLE
 from thresher.core.ports import free_port
 from thresher.core.queue.registry import queue_backend_entry
 from thresher.core.results import dequeuer_env_prefixes
 from thresher.core.runtime.base import (
+    IDLED,
     Runtime,
     WorkerLaunch,
     WorkerPhase,
@@ -154,6 +155,8 @@ class LocalRuntime(Runtime):
         # Drained on SIGTERM (as on a spot termination), or its job's queue is gone: the rest is stopped after it.
         if ("dequeuer", EXIT_DRAINED) in codes or ("dequeuer", 0) in codes:
             return WorkerState(pod.worker_id, WorkerPhase.STOPPED, "dequeuer drained and exited")
+        if ("dequeuer", EXIT_IDLE) in codes:
+            return WorkerState(pod.worker_id, WorkerPhase.STOPPED, IDLED, idled=True)
         for name, code in codes:
             if code is not None:
                 return WorkerState(pod.worker_id, WorkerPhase.FAILED, _describe_exit(name, code))
