@@ -25,6 +25,7 @@ EVERY_OPTION = DequeuerArgs(
     max_receive_count=4,
     grace_s=7.0,
     results_s3_path="s3://bucket/results",
+    idle_s=3.5,
 )
 
 
@@ -44,6 +45,7 @@ def test_the_flags_on_the_wire_are_those_deployed_manifests_carry() -> None:
         "--job-id", "job-1", "--api-name", "api", "--worker-id", "job-1-w3", "--queue", "thresher-job-1",
         "--worker-port", "8123", "--readiness-path", "/healthz", "--batch-timeout-s", "12.5",
         "--max-receive-count", "4", "--grace-s", "7.0", "--results-s3-path", "s3://bucket/results",
+        "--idle-s", "3.5",
     ]  # fmt: skip
 
 

@@ -20,7 +20,7 @@ from tests.contract.k8s_runtime.harness import (
 from thresher.core import trust
 from thresher.core.config import Config, TlsSettings
 from thresher.core.errors import InvalidRequest
-from thresher.core.names import EXIT_DRAINED
+from thresher.core.names import EXIT_DRAINED, EXIT_IDLE
 from thresher.core.runtime import open_runtime
 from thresher.core.runtime.base import dequeuer_argv
 from thresher.core.runtime.kubernetes import KubernetesRuntime
@@ -53,7 +53,7 @@ async def test_a_job_becomes_one_kubernetes_job_with_a_pod_per_worker(
     assert spec["backoffLimit"] == 2
     assert spec["podFailurePolicy"]["rules"] == [
         {"action": "Ignore", "onPodConditions": [{"type": "DisruptionTarget", "status": "True"}]},
-        {"action": "Ignore", "onExitCodes": {"containerName": "dequeuer", "operator": "In", "values": [EXIT_DRAINED]}},
+        {"action": "Ignore", "onExitCodes": {"containerName": "dequeuer", "operator": "In", "values": [EXIT_DRAINED, EXIT_IDLE]}},
     ]
     assert 3000 - 5 <= spec["activeDeadlineSeconds"] <= 3000  # the timeout less the 600 s since submission
     # (the API server adds its own labels to the template: the Job's name and uid, that its selector matches)
