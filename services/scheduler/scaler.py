@@ -98,8 +98,7 @@ def decide(min_workers: int, max_workers: int, target_drain_s: float, load: Load
 
 class Scaler:
     def __init__(self, config: Config, store: JobStore, lookups: Lookups) -> None:
-        self._settings = config.scaling
-        self._room_limit = config.limits.max_workers_in_progress
+        self._config = config
         self._store = store
         self._lookups = lookups
         self._idle_seen: dict[str, int] = {}  # job id -> its idle exits already taken off its count
@@ -119,9 +118,9 @@ class Scaler:
             idle_exits=idled - seen,
             backlog=await self._lookups.batches_in_queue(job),
             seconds_per_batch=seconds,
-            room=self._room_limit - (workers_in_progress - job.workers),
+            room=self._config.limits.max_workers_in_progress - (workers_in_progress - job.workers),
         )
-        decision = decide(job.min_workers, job.max_workers, self._settings.target_drain_s, load)
+        decision = decide(job.min_workers, job.max_workers, self._config.scaling.target_drain_s, load)
         if idled > seen:
             IDLE_EXITS.labels(job.api_name).inc(idled - seen)
         if decision.desired != job.workers:

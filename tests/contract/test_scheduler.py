@@ -61,6 +61,7 @@ class FakeMonitor(monitor_pb2_grpc.MonitorServicer):
     def __init__(self) -> None:
         self.tracked: list[monitor_pb2.TrackJobRequest] = []
         self.ready: list[str] = []  # workers whose dequeuers report them ready
+        self.seconds_per_batch: float | None = None  # the mean batch time it answers, if any
 
     async def TrackJob(self, request: Any, context: Any) -> monitor_pb2.TrackJobResponse:
         self.tracked.append(request)
@@ -68,6 +69,8 @@ class FakeMonitor(monitor_pb2_grpc.MonitorServicer):
 
     async def GetJobProgress(self, request: Any, context: Any) -> monitor_pb2.JobProgress:
         progress = monitor_pb2.JobProgress(job_id=request.job_id, batches=jobs_pb2.BatchCounts(succeeded=1))
+        if self.seconds_per_batch is not None:
+            progress.batches.average_time_per_batch_s = self.seconds_per_batch
         progress.workers.extend(jobs_pb2.WorkerStatus(worker_id=w, phase="ready") for w in self.ready)
         progress.worker_counts.ready = len(self.ready)
         return progress

@@ -10,8 +10,8 @@ from services.scheduler.validation import check_limits, check_room, validate_sub
 from thresher.core.config import Config
 from thresher.core.errors import InvalidRequest, LimitExceeded
 from thresher.core.names import EXIT_IDLE
-from thresher.core.runtime.k8s_pods import worker_state
 from thresher.core.runtime.base import WorkerPhase
+from thresher.core.runtime.k8s_pods import worker_state
 from thresher.v1 import jobs_pb2
 
 TARGET_S = 10.0

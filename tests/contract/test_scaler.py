@@ -1,0 +1,88 @@
+"""Elastic jobs on the scheduler's gRPC service, with the local runtime's real processes: the scaler adds workers
+while the backlog would drain too slowly, and a worker that exits idle is not replaced."""
+
+from __future__ import annotations
+
+import os
+import sys
+from pathlib import Path
+
+import pytest
+from prometheus_client import REGISTRY
+
+from tests.contract import test_scheduler
+from tests.contract.test_scheduler import Harness, worker_pids
+from tests.e2e.conftest import WORKERS_DIR
+from tests.helpers import assert_eventually
+from thresher.core.errors import LimitExceeded
+from thresher.core.runtime.base import IDLED
+from thresher.v1 import jobs_pb2
+
+pytestmark = pytest.mark.timeout(90)
+harness = test_scheduler.harness  # the scheduler's tests' fixture: the scheduler with real fake peers
+SQUARING_WORKER = [sys.executable, str(WORKERS_DIR / "squaring_worker.py")]
+
+
+def alive(pids: list[int]) -> int:
+    return sum(Path(f"/proc/{pid}").exists() for pid in pids)
+
+
+async def test_workers_are_added_while_the_backlog_drains_too_slowly_up_to_the_limits(harness: Harness) -> None:
+    harness.config.scaling.target_drain_s = 10.0
+    harness.config.limits.max_workers_in_progress = 3  # below max_workers: the limit is what stops the scaler
+    harness.monitor.seconds_per_batch = 1.0  # 40 batches of 1 s: 4 workers would drain them in 10 s
+    job = await harness.submit(items=40, workers=0, min_workers=1, max_workers=5)  # workers never ready: no batch runs
+    assert job.workers == 1, "an elastic job starts at its minimum"
+
+    async def scaled_up() -> jobs_pb2.Job:
+        status = await harness.status(job.job_id)
+        assert status.workers == 3 and status.scaling.desired_workers == 3
+        assert len(worker_pids(harness.config.data_dir, job.job_id)) == 6  # 3 workers, each with its dequeuer
+        return status
+
+    status = await assert_eventually(scaled_up, timeout_s=20)
+    scaling = status.scaling
+    assert (scaling.min_workers, scaling.max_workers, scaling.last_decision) == (1, 5, "scale_up")
+    assert scaling.reason == (
+        "backlog too slow: 40 batches x 1 s / 1 workers = 40 s > target_drain_s 10: 3 workers"
+        " (limits.max_workers_in_progress)"
+    )
+    labels = {"api_name": "sum", "job_id": job.job_id}
+    assert REGISTRY.get_sample_value("thresher_scaling_desired_workers", labels) == 3
+    assert REGISTRY.get_sample_value("thresher_scaling_decisions_total", {"api_name": "sum", "decision": "scale_up"})
+    with pytest.raises(LimitExceeded, match="jobs in progress have 3 workers"):  # admission counts them
+        await harness.submit(items=1, workers=1)
+    harness.config.limits.max_workers_in_progress = 5  # room for both, even once the scaler asks for 4
+    fixed = await harness.submit(items=1, workers=1)
+    assert fixed.workers == 1 and not fixed.HasField("scaling"), "a fixed job has no scaler"
+
+
+async def test_a_worker_that_finds_no_work_for_idle_s_exits_and_is_not_replaced(harness: Harness) -> None:
+    harness.config.scaling.target_drain_s = 10.0
+    harness.config.scaling.idle_s = 1.0
+    harness.monitor.seconds_per_batch = 1.0
+    await harness.deploy("squares", SQUARING_WORKER)
+    job = await harness.submit(items=40, workers=0, min_workers=1, max_workers=3, api_name="squares")
+
+    async def scaled_up() -> None:
+        assert len(worker_pids(harness.config.data_dir, job.job_id)) == 6
+
+    await assert_eventually(scaled_up, timeout_s=30)
+
+    async def idled_out() -> jobs_pb2.Job:  # the 40 batches run in no time; then every worker finds nothing
+        status = await harness.status(job.job_id)
+        assert status.batches_in_queue == 0
+        assert status.scaling.idle_exits >= 3 and status.scaling.desired_workers == 1
+        return status
+
+    status = await assert_eventually(idled_out, timeout_s=30)
+    assert status.scaling.last_decision in ("scale_down", "hold") and status.worker_restarts == 0
+    runtime_states = await harness.manager._runtime.workers(job.job_id)
+    idled = [w for w in runtime_states if w.idled]
+    assert idled and all(w.reason == IDLED for w in idled)
+    # Not replaced: the job keeps at most its minimum from now on (one started again below it idles out in turn).
+    for _ in range(20):
+        assert alive(worker_pids(harness.config.data_dir, job.job_id)) <= 2, "one worker and its dequeuer at most"
+        status = await harness.status(job.job_id)
+        assert status.scaling.desired_workers == 1
+    assert os.path.exists(harness.config.data_dir / "jobs" / job.job_id / "workers.json")
