@@ -13,7 +13,7 @@ from services.scheduler.jobs import JobRecord
 from services.scheduler.store import JobStore
 from thresher.core.auth import ANONYMOUS, Caller
 from thresher.core.errors import JobNotFound, NotFound, Unavailable
-from thresher.core.queue import QueueBackend
+from thresher.core.queue import Depth, QueueBackend
 from thresher.core.rpc import Client
 from thresher.v1 import jobs_pb2, monitor_pb2
 
@@ -58,16 +58,20 @@ class Lookups:
             return None
 
     async def batches_in_queue(self, job: JobRecord) -> int:
-        """The batches in a running job's queue. A depth read is a queue call, counted among the job's: the clean-up
-        counts them once no read is in flight (queue_reads_done), and a read starting once the job has ended (its
-        clean-up may have counted them and deleted the queue) does not call the queue."""
+        """The batches in a running job's queue, waiting or in flight."""
+        depth = await self.queue_depth(job)
+        return depth.visible + depth.in_flight
+
+    async def queue_depth(self, job: JobRecord) -> Depth:
+        """A running job's queue depth. A depth read is a queue call, counted among the job's: the clean-up counts them
+        once no read is in flight (queue_reads_done), and a read starting once the job has ended (its clean-up may
+        have counted them and deleted the queue) does not call the queue (all 0)."""
         self._queue_reads[job.job_id] += 1
         try:
             with contextlib.suppress(NotFound):
                 if not (await self._store.get_job(job.job_id)).status.is_final:
-                    depth = await self._queues.open(job.queue_name).depth()
-                    return depth.visible + depth.in_flight
-            return 0
+                    return await self._queues.open(job.queue_name).depth()
+            return Depth(visible=0, in_flight=0, dead=0)
         finally:
             self._queue_reads[job.job_id] -= 1
             if not self._queue_reads[job.job_id]:

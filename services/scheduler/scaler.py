@@ -1,8 +1,8 @@
 """Workers that follow the work: an elastic job's (`min_workers` / `max_workers`) worker count, decided at every look
 of the supervision (supervision.py).
 
-Up: while the job's backlog (the batches in its queue, times the monitor's seconds per batch, over the workers asked
-for) would take longer than `scaling.target_drain_s` to drain, enough workers for it to drain in that time, up to
+Up: while the job's backlog (the batches waiting in its queue, times the monitor's seconds per batch, over the workers
+asked for) would take longer than `scaling.target_drain_s` to drain, enough workers for it to drain in that time, up to
 `max_workers` and what `limits.max_workers_in_progress` leaves beside the other jobs. Down: never by stopping a worker;
 a worker that finds nothing to receive for `scaling.idle_s` exits (its dequeuer's EXIT_IDLE) and the count asked for
 drops by one, so it is not replaced (below `min_workers` it is: the job's last worker takes its completion hook).
@@ -28,7 +28,7 @@ from services.scheduler.store import JobStore
 from thresher.core.config import Config
 from thresher.core.names import METRIC_PREFIX
 from thresher.core.runtime import WorkerState
-from thresher.v1 import jobs_pb2
+from thresher.v1 import jobs_pb2, monitor_pb2
 
 log = logging.getLogger(__name__)
 
@@ -53,8 +53,8 @@ class Load:
 
     asked: int  # workers asked for so far (the job's `workers`)
     idle_exits: int  # workers that exited idle since the last decision
-    backlog: int  # batches in the queue (visible and in flight)
-    seconds_per_batch: float | None  # the monitor's mean over successful attempts; None before the first
+    backlog: int  # batches waiting in the queue (those in flight are being worked on)
+    seconds_per_batch: float | None  # see seconds_per_batch(); None before any batch ran
     room: int  # workers that limits.max_workers_in_progress leaves for this job, its own included
 
 
@@ -96,6 +96,16 @@ def decide(min_workers: int, max_workers: int, target_drain_s: float, load: Load
     return Decision(desired, SCALE_DOWN if desired < load.asked else HOLD, why)
 
 
+def seconds_per_batch(progress: monitor_pb2.JobProgress | None) -> float | None:
+    """The monitor's mean time of a successful attempt; before the first one, the age of the oldest attempt in
+    progress (a batch takes at least that long), so that a job of long batches grows without waiting for one."""
+    if progress is None:
+        return None
+    if progress.batches.HasField("average_time_per_batch_s"):
+        return progress.batches.average_time_per_batch_s
+    return progress.pace.oldest_in_flight_s if progress.pace.HasField("oldest_in_flight_s") else None
+
+
 class Scaler:
     def __init__(self, config: Config, store: JobStore, lookups: Lookups) -> None:
         self._config = config
@@ -109,15 +119,12 @@ class Scaler:
         idled = sum(w.idled for w in states)
         seen = self._idle_seen.setdefault(job.job_id, idled)  # after a restart: taken as counted (see above)
         progress = await self._lookups.progress(job)
-        seconds = None
-        if progress is not None and progress.batches.HasField("average_time_per_batch_s"):
-            seconds = progress.batches.average_time_per_batch_s
         _, workers_in_progress = await self._store.in_progress(job.api_name)
         load = Load(
             asked=job.workers,
             idle_exits=idled - seen,
-            backlog=await self._lookups.batches_in_queue(job),
-            seconds_per_batch=seconds,
+            backlog=(await self._lookups.queue_depth(job)).visible,
+            seconds_per_batch=seconds_per_batch(progress),
             room=self._config.limits.max_workers_in_progress - (workers_in_progress - job.workers),
         )
         decision = decide(job.min_workers, job.max_workers, self._config.scaling.target_drain_s, load)

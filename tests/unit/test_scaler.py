@@ -5,14 +5,14 @@ from __future__ import annotations
 import pytest
 
 from services.scheduler.jobs import new_job, retry_submission
-from services.scheduler.scaler import HOLD, SCALE_DOWN, SCALE_UP, Load, decide
+from services.scheduler.scaler import HOLD, SCALE_DOWN, SCALE_UP, Load, decide, seconds_per_batch
 from services.scheduler.validation import check_limits, check_room, validate_submission
 from thresher.core.config import Config
 from thresher.core.errors import InvalidRequest, LimitExceeded
 from thresher.core.names import EXIT_IDLE
 from thresher.core.runtime.base import WorkerPhase
 from thresher.core.runtime.k8s_pods import worker_state
-from thresher.v1 import jobs_pb2
+from thresher.v1 import jobs_pb2, monitor_pb2
 
 TARGET_S = 10.0
 
@@ -116,3 +116,12 @@ def test_an_idle_exit_is_a_stopped_worker_on_kubernetes_not_a_crash() -> None:
     }
     state = worker_state(pod, deleted=False, now=0.0, stalled_after_s=60.0, unschedulable_since=None)
     assert (state.phase, state.idled, state.crashed, state.disrupted) == (WorkerPhase.STOPPED, True, False, False)
+
+
+def test_before_any_batch_succeeded_the_oldest_attempt_in_progress_is_the_time_per_batch() -> None:
+    progress = monitor_pb2.JobProgress()
+    assert seconds_per_batch(None) is None and seconds_per_batch(progress) is None
+    progress.pace.oldest_in_flight_s = 4.0  # a batch takes at least that long
+    assert seconds_per_batch(progress) == 4.0
+    progress.batches.average_time_per_batch_s = 0.5
+    assert seconds_per_batch(progress) == 0.5, "once known, the mean of successful attempts"
