@@ -3,7 +3,7 @@
 Starts the embedded stack in a fresh temporary data dir, runs the scenarios of issues 8 and 18 (each figure beside a
 baseline measured in this run), profiles scenario 1 with py-spy when it is installed, writes docs/benchmarks.md,
 and stops everything it started. The scenarios live one per module: overhead, parallel, latency + redelivery,
-scale, sqs_cost, batch_results, map_memory; floors.py measures the bare worker the latencies are compared with.
+scale, sqs_cost, batch_results, map_memory, elastic; floors.py measures the bare worker the latencies are compared with.
 """
 
 from __future__ import annotations
@@ -19,7 +19,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
-from bench import batch_results, latency, map_memory, overhead, parallel, procs, redelivery, scale, sqs_cost
+from bench import batch_results, elastic, latency, map_memory, overhead, parallel, procs, redelivery, scale, sqs_cost
 from bench.floors import Floors, measure_floors
 from bench.profiling import Profile, profile_overhead
 from bench.report import machine_facts, write_report
@@ -60,7 +60,7 @@ class Sizes:
 
 def main(argv: list[str] | None = None) -> int:
     args = _parser().parse_args(argv)
-    only = {int(n) for n in args.only.split(",")} if args.only else {1, 2, 3, 4, 5, 6, 7}
+    only = {int(n) for n in args.only.split(",")} if args.only else {1, 2, 3, 4, 5, 6, 7, 8}
     sizes = Sizes.of(args.quick)
     work = Path(tempfile.mkdtemp(prefix="thresher-bench-"))
     facts = machine_facts()  # at the start: the load average when the run began
@@ -69,7 +69,7 @@ def main(argv: list[str] | None = None) -> int:
     scenarios: list[Scenario] = []
     profile: Profile | str | None = None
     try:
-        if only & {1, 2, 3, 4, 6, 7}:
+        if only & {1, 2, 3, 4, 6, 7, 8}:
             profile = _run_embedded(work, sizes, only, not args.no_profile, scenarios)
         if 5 in only:
             scenarios.append(_timed(5, "Queue cost on SQS", lambda: sqs_cost.run(work, sizes.sqs_batches)))
@@ -87,11 +87,11 @@ def main(argv: list[str] | None = None) -> int:
 def _run_embedded(
     work: Path, sizes: Sizes, only: set[int], with_profile: bool, scenarios: list[Scenario]
 ) -> Profile | str | None:
-    """Scenarios 1 to 4, 6 and 7 on one embedded stack; returns the profile (or why there is none)."""
+    """Scenarios 1 to 4, 6, 7 and 8 on one embedded stack; returns the profile (or why there is none)."""
     floors: Floors | None = measure_floors(sizes.repeats) if 3 in only else None
     inputs = work / "inputs"  # scenario 4's input files: the one folder file sources may read (inputs.local_roots)
     inputs.mkdir(parents=True, exist_ok=True)
-    stack = BenchStack(work / "stack", {"inputs": {"local_roots": str(inputs)}})
+    stack = BenchStack(work / "stack", {"inputs": {"local_roots": str(inputs)}, "scaling": elastic.SCALING})
     print(f"  stack up in {stack.start_s:.1f} s at {stack.url}", flush=True)
     profile: Profile | str | None = None
     try:
@@ -111,6 +111,8 @@ def _run_embedded(
             scenarios.append(_timed(6, "Results", run))
         if 7 in only:
             scenarios.append(_timed(7, "Map memory", lambda: map_memory.run(stack, sizes.map_items)))
+        if 8 in only:
+            scenarios.append(_timed(8, "Elastic workers", lambda: elastic.run(stack, work, sizes.repeats)))
     finally:
         stack.stop()
     return profile
@@ -159,7 +161,7 @@ def _print_end(scenarios: list[Scenario], seconds: float, out: Path, left: list[
 def _parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="python -m bench", description=__doc__.split("\n\n")[0])
     parser.add_argument("--quick", action="store_true", help="small sizes, one run each: a fast check")
-    parser.add_argument("--only", help="comma-separated scenario numbers (default: 1,2,3,4,5,6,7)")
+    parser.add_argument("--only", help="comma-separated scenario numbers (default: 1,2,3,4,5,6,7,8)")
     parser.add_argument("--no-profile", action="store_true", help="skip profiling scenario 1 with py-spy")
     parser.add_argument(
         "--out",

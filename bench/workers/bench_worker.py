@@ -2,6 +2,7 @@
 
 Config keys (all optional):
 - `sleep_s`: seconds each batch sleeps
+- `sleep_items`: each batch sleeps as many seconds as its items add up to (uneven batch times)
 - `record_dir`: append a JSON line per batch start and end, and one per hook call, with `time.time()`, so that
   the bench can time what happens between the services (one file per worker process, written line by line)
 - `hold_items`, `hold_s`: a batch holding one of these items sleeps `hold_s` the first time any worker sees it
@@ -45,6 +46,8 @@ def handle_batch(items: list[Any], ctx: Any) -> str | list[Any] | None:
         time.sleep(config.get("hold_s", 0))
     if sleep_s := config.get("sleep_s"):
         time.sleep(sleep_s)
+    if config.get("sleep_items"):
+        time.sleep(sum(items))
     record(config, {"event": "end", "batch_id": ctx.batch_id})
     if config.get("echo"):
         return items
