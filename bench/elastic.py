@@ -98,7 +98,7 @@ class _Run:
 
 def _one_job(stack: BenchStack, record_dir: Path, workers: dict[str, int]) -> _Run:
     record_dir.mkdir(parents=True)
-    items = [[t] for t in batch_seconds()]
+    items = batch_seconds()  # one item a batch: its seconds
     config = {"sleep_items": True, "record_dir": str(record_dir)}
     job: dict[str, Any] = {**workers, "item_list": {"items": items, "batch_size": 1}, "config": config}
     with _worker_seconds(stack) as sampled:

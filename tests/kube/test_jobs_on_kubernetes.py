@@ -95,6 +95,9 @@ def stack(
         "THRESHER_KUBERNETES_IMAGE": THRESHER_IMAGE,
         "THRESHER_KUBERNETES_IMAGE_PULL_POLICY": "Never",
         "THRESHER_KUBERNETES_ENV_SECRET": AWS_SECRET,
+        # Elastic jobs only: grow when the backlog takes over 2 s, a worker idle for 2 s exits.
+        "THRESHER_SCALING_TARGET_DRAIN_S": "2",
+        "THRESHER_SCALING_IDLE_S": "2",
     }
     folder = tmp_path_factory.mktemp("stack")
     stack = StackProcess(folder / "data", apis=WORKERS_DIR / "apis.yaml", args=backends, env=env)
@@ -342,6 +345,40 @@ def test_a_stopped_job_ends_stopped_and_its_pods_go(
     client.stop(job_id)
 
     assert final_status(client, job_id, kubelet)["job_status"]["status"] == "stopped"
+    nothing_left(core, namespace, job_id, kubelet)
+
+
+def test_an_elastic_job_raises_its_jobs_parallelism_and_lowers_it_as_workers_exit_idle(
+    client: GatewayClient, core: k8s.CoreV1Api, namespace: str, kubelet: Kubelet, tmp_path: Path
+) -> None:
+    # Given an elastic job (1 to 3 workers) whose first batch is held: the others take 0.5 s each, then nothing is left
+    out, hold = tmp_path / "out", tmp_path / "hold"
+    hold.touch()
+    job = {**items_job(out, 12, 1, slow_s=0.5, hold_items=[0], hold_while=str(hold)), "workers": 0}
+    job_id = client.submit("recorder", {**job, "min_workers": 1, "max_workers": 3})["job_id"]
+    batch = k8s.BatchV1Api(core.api_client)
+    parallelism: list[int] = []  # the Job's, as seen over time
+    idle_exits = 0
+
+    def look() -> list[int]:
+        nonlocal idle_exits
+        jobs = batch.list_namespaced_job(namespace, label_selector=f"thresher.dev/job={job_id}").items
+        parallelism.extend(j.spec.parallelism for j in jobs if not parallelism or j.spec.parallelism != parallelism[-1])
+        idle_exits = max(idle_exits, (client.get("recorder", job_id)["job_status"].get("scaling") or {})["idle_exits"])
+        return parallelism
+
+    # When the scaler sees the backlog (the held batch's age is the time per batch until one succeeds), it raises
+    # the Job's parallelism to 3; once the other workers find nothing for idle_s they exit and it goes back to 1
+    wait_until(lambda: 3 in look(), 60, "the Job's parallelism to reach 3")
+    wait_until(lambda: look()[-1] == 1 and idle_exits >= 1, 60, f"the Job's parallelism back to 1: {parallelism}")
+    hold.unlink()
+    status = final_status(client, job_id, kubelet)
+
+    # Then the job ends as any, every item processed once, the idle workers neither crashes nor disruptions
+    assert status["job_status"]["status"] == "succeeded", describe(status)
+    assert sorted(i for r in records(out, "items") for i in r["items"]) == list(range(12))
+    assert (status["job_status"]["worker_restarts"], status["job_status"]["scaling"]["max_workers"]) == (0, 3)
+    assert len(ran_pods(kubelet, job_id)) >= 3
     nothing_left(core, namespace, job_id, kubelet)
 
 
