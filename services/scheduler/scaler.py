@@ -5,7 +5,9 @@ Up: while the job's backlog (the batches waiting in its queue, times the monitor
 asked for) would take longer than `scaling.target_drain_s` to drain, enough workers for it to drain in that time, up to
 `max_workers` and what `limits.max_workers_in_progress` leaves beside the other jobs. Down: never by stopping a worker;
 a worker that finds nothing to receive for `scaling.idle_s` exits (its dequeuer's EXIT_IDLE) and the count asked for
-drops by one, so it is not replaced (below `min_workers` it is: the job's last worker takes its completion hook).
+drops by one, so it is not replaced. `min_workers` is where the job starts and the fewest it has while batches wait:
+idle workers leave below it (so a job whose queue is empty pays for no worker), and once a batch waits again (the
+enqueuer's next ones, a released batch, the completion hook's message) the job is back to `min_workers`.
 
 The count asked for is the job's `workers` in the store (what admission adds up), so a restarted scheduler goes on from
 it. The idle exits already taken off it are only in memory: after a restart those seen before are taken as counted,
@@ -67,16 +69,17 @@ class Decision:
 
 def decide(min_workers: int, max_workers: int, target_drain_s: float, load: Load) -> Decision:
     """The workers an elastic job should have now, and why (pure)."""
-    base = max(min_workers, load.asked - load.idle_exits)
+    left = max(0, load.asked - load.idle_exits)  # idle workers leave, whatever min_workers says
+    base = max(left, min_workers) if load.backlog else left  # with batches waiting, never fewer than min_workers
     desired, why = base, ""
     if load.idle_exits:
         why = f"{load.idle_exits} workers exited idle, not replaced"
-        if load.asked - load.idle_exits < min_workers:
-            why += f" (but down to min_workers {min_workers})"
-    if load.seconds_per_batch is None:
+    if base > left:
+        why = (f"{why}; " if why else "") + f"batches waiting: back to min_workers {min_workers}"
+    if load.backlog == 0:
+        why = why or f"no batch waiting: holding {base} workers (idle ones exit)"
+    elif load.seconds_per_batch is None:
         why = why or f"no batch timing yet: holding {base} workers"
-    elif load.backlog == 0:
-        why = why or f"queue empty: holding {base} workers (idle ones exit)"
     else:
         drain_s = load.backlog * load.seconds_per_batch / base
         shape = f"{load.backlog} batches x {load.seconds_per_batch:.3g} s / {base} workers = {drain_s:.3g} s"
@@ -123,7 +126,8 @@ class Scaler:
         load = Load(
             asked=job.workers,
             idle_exits=idled - seen,
-            backlog=(await self._lookups.queue_depth(job)).visible,
+            # A settled job's completion hook message waits too (the SQLite queue's depth counts batches only).
+            backlog=(await self._lookups.queue_depth(job)).visible + job.settled,
             seconds_per_batch=seconds_per_batch(progress),
             room=self._config.limits.max_workers_in_progress - (workers_in_progress - job.workers),
         )

@@ -3,7 +3,6 @@ while the backlog would drain too slowly, and a worker that exits idle is not re
 
 from __future__ import annotations
 
-import os
 import sys
 from pathlib import Path
 
@@ -15,6 +14,7 @@ from tests.contract.test_scheduler import Harness, worker_pids
 from tests.e2e.conftest import WORKERS_DIR
 from tests.helpers import assert_eventually
 from thresher.core.errors import LimitExceeded
+from thresher.core.queue import Batch
 from thresher.core.runtime.base import IDLED
 from thresher.v1 import jobs_pb2
 
@@ -72,7 +72,7 @@ async def test_a_worker_that_finds_no_work_for_idle_s_exits_and_is_not_replaced(
     async def idled_out() -> jobs_pb2.Job:  # the 40 batches run in no time; then every worker finds nothing
         status = await harness.status(job.job_id)
         assert status.batches_in_queue == 0
-        assert status.scaling.idle_exits >= 3 and status.scaling.desired_workers == 1
+        assert status.scaling.idle_exits == 3 and status.scaling.desired_workers == 0
         return status
 
     status = await assert_eventually(idled_out, timeout_s=30)
@@ -80,9 +80,24 @@ async def test_a_worker_that_finds_no_work_for_idle_s_exits_and_is_not_replaced(
     runtime_states = await harness.manager._runtime.workers(job.job_id)
     idled = [w for w in runtime_states if w.idled]
     assert idled and all(w.reason == IDLED for w in idled)
-    # Not replaced: the job keeps at most its minimum from now on (one started again below it idles out in turn).
+
+    # Not replaced, not even below min_workers while no batch waits: the job pays for no worker
+    async def all_gone() -> None:  # each worker process ends after its dequeuer (SIGTERM from the runtime)
+        assert alive(worker_pids(harness.config.data_dir, job.job_id)) == 0
+
+    await assert_eventually(all_gone, timeout_s=20)
     for _ in range(20):
-        assert alive(worker_pids(harness.config.data_dir, job.job_id)) <= 2, "one worker and its dequeuer at most"
+        assert alive(worker_pids(harness.config.data_dir, job.job_id)) == 0
         status = await harness.status(job.job_id)
-        assert status.scaling.desired_workers == 1
-    assert os.path.exists(harness.config.data_dir / "jobs" / job.job_id / "workers.json")
+        assert (status.scaling.desired_workers, status.scaling.idle_exits, status.workers) == (0, 3, 0)
+    assert len(runtime_states) == 3, "no worker was started after the three"
+
+    # Once a batch waits again, the job is back to min_workers
+    queue = harness.enqueuer.queues.open(harness.enqueuer.requests[-1].queue_name)
+    await queue.send([Batch(f"{job.job_id}-x", b"[7]")])
+
+    async def back() -> None:
+        status = await harness.status(job.job_id)
+        assert status.scaling.reason.endswith("batches waiting: back to min_workers 1")
+
+    await assert_eventually(back, timeout_s=20)

@@ -94,14 +94,17 @@ def test_nothing_is_decided_from_no_timing_or_an_empty_queue() -> None:
     first = decide(1, 8, TARGET_S, load(asked=2, backlog=400, seconds=None))
     assert (first.desired, first.action, first.reason) == (2, HOLD, "no batch timing yet: holding 2 workers")
     empty = decide(1, 8, TARGET_S, load(asked=3))
-    assert (empty.desired, empty.action) == (3, HOLD) and empty.reason.startswith("queue empty")
+    assert (empty.desired, empty.action) == (3, HOLD) and empty.reason.startswith("no batch waiting")
 
 
-def test_workers_that_exit_idle_are_taken_off_the_count_down_to_min_workers() -> None:
+def test_workers_that_exit_idle_are_taken_off_the_count_even_below_min_workers_while_no_batch_waits() -> None:
     down = decide(1, 8, TARGET_S, load(asked=4, idle_exits=2))
     assert (down.desired, down.action, down.reason) == (2, SCALE_DOWN, "2 workers exited idle, not replaced")
-    floor = decide(2, 8, TARGET_S, load(asked=3, idle_exits=3))
-    assert (floor.desired, floor.action) == (2, SCALE_DOWN) and floor.reason.endswith("(but down to min_workers 2)")
+    none = decide(2, 8, TARGET_S, load(asked=3, idle_exits=3))
+    assert (none.desired, none.action) == (0, SCALE_DOWN), "an empty queue pays for no worker"
+    back = decide(2, 8, TARGET_S, load(asked=0, backlog=1))
+    assert (back.desired, back.action) == (2, SCALE_UP)
+    assert back.reason == "batches waiting: back to min_workers 2"
     again = decide(1, 8, TARGET_S, load(asked=4, idle_exits=2, backlog=100))
     assert (again.desired, again.action) == (8, SCALE_UP), "a backlog wins over idle exits"
 

@@ -53,7 +53,10 @@ async def test_a_job_becomes_one_kubernetes_job_with_a_pod_per_worker(
     assert spec["backoffLimit"] == 2
     assert spec["podFailurePolicy"]["rules"] == [
         {"action": "Ignore", "onPodConditions": [{"type": "DisruptionTarget", "status": "True"}]},
-        {"action": "Ignore", "onExitCodes": {"containerName": "dequeuer", "operator": "In", "values": [EXIT_DRAINED, EXIT_IDLE]}},
+        {
+            "action": "Ignore",
+            "onExitCodes": {"containerName": "dequeuer", "operator": "In", "values": [EXIT_DRAINED, EXIT_IDLE]},
+        },
     ]
     assert 3000 - 5 <= spec["activeDeadlineSeconds"] <= 3000  # the timeout less the 600 s since submission
     # (the API server adds its own labels to the template: the Job's name and uid, that its selector matches)
