@@ -13,6 +13,7 @@ import logging
 import os
 import sys
 from collections.abc import Sequence
+from pathlib import Path
 
 from services.dequeuer.admin import start_admin_server
 from services.dequeuer.loop import Dequeuer
@@ -78,10 +79,13 @@ def main(argv: Sequence[str] | None = None) -> int:
         log.error("bad configuration: %s is not set: the runtime that starts a dequeuer gives it one", ENV_WORKER_TOKEN)
         return 2
     try:
-        return asyncio.run(serve(settings, config, token))
+        code = asyncio.run(serve(settings, config, token))
     except Exception:
         log.exception("dequeuer failed")
-        return 1
+        code = 1
+    if settings.exit_file:  # for a runtime that may not see the exit code (a restarted local scheduler)
+        Path(settings.exit_file).write_text(str(code), encoding="utf-8")
+    return code
 
 
 if __name__ == "__main__":

@@ -24,6 +24,9 @@ dequeuer:
 runtime:
   stop_grace_s: 5
   max_worker_restarts: 3
+scaling:
+  target_drain_s: 1
+  idle_s: 1
 """
 
 

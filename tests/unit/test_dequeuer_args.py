@@ -26,6 +26,7 @@ EVERY_OPTION = DequeuerArgs(
     grace_s=7.0,
     results_s3_path="s3://bucket/results",
     idle_s=3.5,
+    exit_file="/tmp/w3.exit",
 )
 
 
@@ -45,7 +46,7 @@ def test_the_flags_on_the_wire_are_those_deployed_manifests_carry() -> None:
         "--job-id", "job-1", "--api-name", "api", "--worker-id", "job-1-w3", "--queue", "thresher-job-1",
         "--worker-port", "8123", "--readiness-path", "/healthz", "--batch-timeout-s", "12.5",
         "--max-receive-count", "4", "--grace-s", "7.0", "--results-s3-path", "s3://bucket/results",
-        "--idle-s", "3.5",
+        "--idle-s", "3.5", "--exit-file", "/tmp/w3.exit",
     ]  # fmt: skip
 
 

@@ -81,6 +81,7 @@ class DequeuerArgs:
     idle_s: float | None = _option(
         _positive(float), "exit (code 76) after finding nothing to receive this long (default: never)", default=None
     )
+    exit_file: str | None = _option(_path, "write the exit code to this file on the way out", default=None)
 
     def to_argv(self) -> list[str]:
         """The options after `python -m services.dequeuer`; those at their default are left off."""

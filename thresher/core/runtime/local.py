@@ -10,6 +10,7 @@ The groups outlive a scheduler restart: their pids (with start times, against pi
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import json
 import os
 import secrets
@@ -51,6 +52,7 @@ class _Process:
     name: str  # "dequeuer", or the container's name
     pid: int
     start_ticks: int  # /proc/<pid>/stat field 22: tells a live process from a reused pid
+    exit_file: str = ""  # where it writes its exit code (the dequeuer), read when the code cannot be had otherwise
 
 
 @dataclass
@@ -200,14 +202,17 @@ class LocalRuntime(Runtime):
 
     def _start_dequeuer(self, launch: WorkerLaunch, pod: _Pod, port: int) -> None:
         log_path = self.job_dir(launch.job_id) / f"{pod.worker_id}.dequeuer.log"
+        # Its exit code reaches this scheduler through the fork server; one restarted meanwhile reads it from here.
+        exit_file = self.job_dir(launch.job_id) / f"{pod.worker_id}.dequeuer.exit"
+        args = dataclasses.replace(launch.dequeuer_args(pod.worker_id, port), exit_file=str(exit_file))
         try:
             token = {ENV_WORKER_TOKEN: dequeuer_token(self._config, launch.job_id, pod.worker_id)}
-            pid = self._dequeuers.spawn(launch.dequeuer_args(pod.worker_id, port).to_argv(), log_path, pod.pgid, token)
+            pid = self._dequeuers.spawn(args.to_argv(), log_path, pod.pgid, token)
         except OSError as e:
             _signal_group(pod.pgid, signal.SIGKILL)
             pod.failure = f"cannot start the dequeuer: {e}"
             return
-        pod.processes.append(_Process("dequeuer", pid, _start_ticks(pid)))
+        pod.processes.append(_Process("dequeuer", pid, _start_ticks(pid), str(exit_file)))
 
     def _spawn(
         self, argv: list[str], env: dict[str, str], cwd: str | None, log_path: Path, pgid: int
@@ -259,7 +264,7 @@ class LocalRuntime(Runtime):
         code = self._dequeuers.exit_code(proc.pid, gone)
         if code is not None:
             return code
-        return -1 if gone else None
+        return _written_exit_code(proc.exit_file) if gone else None
 
     async def close(self) -> None:
         self._dequeuers.close()
@@ -281,6 +286,14 @@ def _write_atomically(path: Path, text: str) -> None:
     path.parent.mkdir(parents=True, exist_ok=True)
     tmp.write_text(text, encoding="utf-8")
     tmp.replace(path)
+
+
+def _written_exit_code(path: str) -> int:
+    """The exit code a process that ended unwatched wrote on its way out; -1 when it wrote none (killed)."""
+    try:
+        return int(Path(path).read_text(encoding="utf-8")) if path else -1
+    except (OSError, ValueError):
+        return -1
 
 
 def _describe_exit(name: str, code: int) -> str:
