@@ -15,10 +15,10 @@ from typing import Any
 
 import pytest
 
-from tests.e2e.conftest import Stack, processes_mentioning
+from tests.e2e.conftest import Stack, cmdline, processes_mentioning
 from tests.faults.conftest import Outputs, submit
 from tests.faults.test_faults import assert_succeeded_exactly
-from tests.helpers import eventually
+from tests.helpers import eventually, wait_until
 from thresher.core.errors import Unavailable
 
 pytestmark = [pytest.mark.faults, pytest.mark.timeout(240)]
@@ -62,7 +62,10 @@ def test_the_last_worker_killed_while_it_drains_in_a_scale_down_loses_nothing(
     [dequeuer] = eventually(scaled_down, timeout_s=90)
 
     # When that worker is told to stop (it drains: waits for its batch) and is killed while it drains
+    argv = cmdline(dequeuer).split()
+    log = stack.data_dir / "jobs" / job_id / f"{argv[argv.index('--worker-id') + 1]}.dequeuer.log"
     os.kill(dequeuer, signal.SIGTERM)
+    wait_until(lambda: "stop requested" in log.read_text(), 10, "the dequeuer to drain")  # waiting for its batch
     os.kill(dequeuer, signal.SIGKILL)
     hold.unlink()
 
