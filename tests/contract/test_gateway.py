@@ -279,6 +279,8 @@ async def test_an_empty_item_list_reaches_the_scheduler_as_present(
         ({"workers": True}, "workers: must be an integer"),
         ({"workers": 2.5}, "workers: must be an integer"),
         ({"workers": 2**31}, "workers: must be an integer from"),
+        ({"min_workers": "1"}, "min_workers: must be an integer"),
+        ({"max_workers": 2.5}, "max_workers: must be an integer"),
         ({"item_list": []}, "item_list: must be an object"),
         ({"item_list": {"items": {"a": 1}}}, "item_list: items: must be a list"),
         ({"item_list": {"items": [1], "batch_size": False}}, "item_list: batch_size: must be an integer"),
@@ -478,6 +480,42 @@ async def test_get_omits_what_is_not_known_yet(client: TestClient[Any, Any], sch
     assert (status["config"], status["timeout"], status["sqs_dead_letter_queue"]) == (None, None, None)
     assert status["status"] == "enqueuing"
     assert answer["metrics"] == {"succeeded": 0, "failed": 0, "average_time_per_batch": None, "dead_lettered": 0}
+
+
+async def test_an_elastic_job_s_range_goes_to_the_scheduler_and_its_scaling_shows_in_the_status(
+    client: TestClient[Any, Any], scheduler: FakeJobs
+) -> None:
+    body = {"min_workers": 1, "max_workers": 8, "item_list": {"items": [1], "batch_size": 1}}
+    assert (await client.post("/batch/my-api", json=body)).status == 200
+    [request] = scheduler.calls("SubmitJob")
+    assert (request.submission.workers, request.submission.min_workers, request.submission.max_workers) == (0, 1, 8)
+    job = running_job()
+    job.workers = 3
+    job.scaling.CopyFrom(
+        jobs_pb2.Scaling(
+            min_workers=1,
+            max_workers=8,
+            current_workers=2,
+            desired_workers=3,
+            idle_exits=1,
+            last_decision="scale_up",
+            reason="backlog too slow",
+            decided_at=START,
+        )
+    )
+    scheduler.jobs[job.job_id] = job
+    status = (await (await client.get(f"/batch/my-api?jobID={job.job_id}")).json())["job_status"]
+    assert status["workers"] == 3
+    assert status["scaling"] == {
+        "min_workers": 1,
+        "max_workers": 8,
+        "current_workers": 2,
+        "desired_workers": 3,
+        "idle_exits": 1,
+        "last_decision": "scale_up",
+        "reason": "backlog too slow",
+        "decided_at": "2023-11-14T22:13:20.123Z",
+    }
 
 
 @pytest.mark.parametrize(
