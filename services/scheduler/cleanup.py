@@ -15,6 +15,7 @@ from services.scheduler.jobs import JobRecord
 from services.scheduler.lookups import Lookups
 from services.scheduler.metrics import EndedWorkerCounter
 from services.scheduler.queue_calls import QUEUE_CALLS_RETRY_S, QueueCallsSender
+from services.scheduler.scaler import Scaler
 from services.scheduler.store import JobStore
 from thresher.core.config import Config
 from thresher.core.errors import NotFound
@@ -39,6 +40,7 @@ class Cleanup:
         locks: KeyedLocks,
         queue_calls: QueueCallsSender,
         ended_workers: EndedWorkerCounter,
+        scaler: Scaler,
     ) -> None:
         self._config = config
         self._store = store
@@ -48,6 +50,7 @@ class Cleanup:
         self._locks = locks
         self._queue_calls = queue_calls
         self._ended_workers = ended_workers
+        self._scaler = scaler
         self._tasks = JobTasks("clean up")
 
     def start(self, job: JobRecord) -> None:
@@ -81,4 +84,5 @@ class Cleanup:
             await self._store.put_job(dataclasses.replace(job, cleaned=True, queue_calls=queue_calls))
         self._queue_calls.forget(job_id)
         self._ended_workers.forget(job_id)
+        self._scaler.forget(job)
         log.info("job %s: workers stopped, queue deleted", job_id, extra={"job_id": job_id})

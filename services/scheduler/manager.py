@@ -54,7 +54,10 @@ class JobManager:
         queue_calls = QueueCallsSender(queues, monitor)
         ended_workers = EndedWorkerCounter()
         self._launches = JobTasks("launch")
-        self._cleanup = Cleanup(config, store, queues, runtime, self._lookups, self._locks, queue_calls, ended_workers)
+        self._scaler = Scaler(config, store, self._lookups)
+        self._cleanup = Cleanup(
+            config, store, queues, runtime, self._lookups, self._locks, queue_calls, ended_workers, self._scaler
+        )
         self._ending = Ending(
             store, queues, runtime, self._lookups, self._locks, self._launches, self._cleanup, ended_workers
         )
@@ -71,7 +74,6 @@ class JobManager:
             self._launches,
             self._ending,
         )
-        self._scaler = Scaler(config, store, self._lookups)
         self._supervision = Supervision(
             config,
             store,

@@ -73,7 +73,6 @@ class Supervision:
 
     async def _supervise_one(self, job: JobRecord) -> None:
         if job.status.is_final:
-            self._scaler.forget(job)
             self._cleanup.start(job)
             return
         async with self._locks[job.job_id]:
