@@ -624,6 +624,22 @@ async def test_deleting_the_queue_ends_the_dequeuer_with_exit_code_0(harness: Ha
     assert harness.monitor.phases()[-1] == Phase.WORKER_PHASE_STOPPING
 
 
+async def test_with_idle_s_it_exits_76_once_nothing_came_that_long_not_while_a_longer_batch_runs(
+    harness: Harness,
+) -> None:
+    # Given a dequeuer with idle_s 0.5 s and a batch that takes 1.5 s
+    harness.worker.sleep_s = {"b0": 1.5}
+    await harness.send("b0")
+    running = harness.start_dequeuer(idle_s=0.5)
+    # When the batch is done and nothing more comes
+    # Then it ran the batch to the end (a long batch is no idleness), and then exits EXIT_IDLE holding nothing
+    assert await asyncio.wait_for(running.task, 10) == names.EXIT_IDLE
+    assert harness.worker.finished == ["b0"]
+    assert [r.batch_id for r in harness.monitor.batch_reports(Result.BATCH_RESULT_SUCCEEDED)] == ["b0"]
+    assert await harness.depth() == Depth(visible=0, in_flight=0, dead=0)
+    assert harness.monitor.phases()[-1] == Phase.WORKER_PHASE_STOPPING
+
+
 async def test_stop_releases_a_batch_that_outlasts_the_grace_period(slow_harness: Harness) -> None:
     # Given a dequeuer busy with a batch that takes 10 s, and another batch received behind it
     h = slow_harness
