@@ -10,8 +10,8 @@ dequeuer does. A worker that dies makes the dequeuer exit 1 (worker lost), so th
 The Job has no `completions` (the work-queue pattern): once one pod succeeds, the Job controller makes no new pod.
 So a dequeuer exits 0 only when the job's queue is gone (the job is over); one that drained exits EXIT_DRAINED,
 its pod fails, the policy ignores the failure, and the controller replaces the pod. One that found no work for its
-elastic job's idle_s exits EXIT_IDLE, ignored the same way; the scheduler lowers the Job's `parallelism` so that it is
-not replaced (a replacement the controller made in between is deleted by it when `parallelism` drops).
+elastic job's idle_s exits EXIT_IDLE, ignored the same way; the scheduler lowers the Job's `parallelism` before the
+controller's pod-failure backoff ends, so that it is not replaced.
 """
 
 from __future__ import annotations
