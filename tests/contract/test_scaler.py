@@ -62,14 +62,15 @@ async def test_a_worker_that_finds_no_work_for_idle_s_exits_and_is_not_replaced(
     harness.config.scaling.idle_s = 1.0
     harness.monitor.seconds_per_batch = 1.0
     await harness.deploy("squares", SQUARING_WORKER)
-    job = await harness.submit(items=40, workers=0, min_workers=1, max_workers=3, api_name="squares")
+    slow = b'{"slow_s": 0.2}'  # 8 s of batches for one worker: the scaler sees them waiting
+    job = await harness.submit(items=40, workers=0, min_workers=1, max_workers=3, api_name="squares", config_json=slow)
 
     async def scaled_up() -> None:
         assert len(worker_pids(harness.config.data_dir, job.job_id)) == 6
 
     await assert_eventually(scaled_up, timeout_s=30)
 
-    async def idled_out() -> jobs_pb2.Job:  # the 40 batches run in no time; then every worker finds nothing
+    async def idled_out() -> jobs_pb2.Job:  # the 40 batches run; then every worker finds nothing
         status = await harness.status(job.job_id)
         assert status.batches_in_queue == 0
         assert status.scaling.idle_exits == 3 and status.scaling.desired_workers == 0
@@ -97,7 +98,8 @@ async def test_a_worker_that_finds_no_work_for_idle_s_exits_and_is_not_replaced(
     await queue.send([Batch(f"{job.job_id}-x", b"[7]")])
 
     async def back() -> None:
-        status = await harness.status(job.job_id)
-        assert status.scaling.reason.endswith("batches waiting: back to min_workers 1")
+        assert len(worker_pids(harness.config.data_dir, job.job_id)) == 8, "a fourth worker, for the new batch"
 
     await assert_eventually(back, timeout_s=20)
+    decisions = {"api_name": "squares", "decision": "scale_up"}
+    assert (REGISTRY.get_sample_value("thresher_scaling_decisions_total", decisions) or 0) >= 2, "up, and up again"
