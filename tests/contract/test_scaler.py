@@ -16,6 +16,7 @@ from tests.helpers import assert_eventually
 from thresher.core.errors import LimitExceeded
 from thresher.core.queue import Batch
 from thresher.core.runtime.base import IDLED
+from thresher.core.runtime.local import LocalRuntime
 from thresher.v1 import jobs_pb2
 
 pytestmark = pytest.mark.timeout(90)
@@ -78,9 +79,13 @@ async def test_a_worker_that_finds_no_work_for_idle_s_exits_and_is_not_replaced(
 
     status = await assert_eventually(idled_out, timeout_s=30)
     assert status.scaling.last_decision in ("scale_down", "hold") and status.worker_restarts == 0
-    runtime_states = await harness.manager._runtime.workers(job.job_id)
-    idled = [w for w in runtime_states if w.idled]
-    assert idled and all(w.reason == IDLED for w in idled)
+    assert status.worker_counts.succeeded == 3, "an idle exit is no failure"
+    runtime = LocalRuntime(harness.config)  # as a restarted scheduler's: it did not start them, their exit files tell
+    try:
+        runtime_states = await runtime.workers(job.job_id)
+    finally:
+        await runtime.close()
+    assert [(w.idled, w.reason) for w in runtime_states] == [(True, IDLED)] * 3
 
     # Not replaced, not even below min_workers while no batch waits: the job pays for no worker
     async def all_gone() -> None:  # each worker process ends after its dequeuer (SIGTERM from the runtime)
