@@ -174,17 +174,17 @@ async def _read_response(reader: asyncio.StreamReader, method: str, keep: int) -
             head = await reader.readuntil(_HEAD_END)
         except asyncio.LimitOverrunError as e:
             raise ProtocolError("the answer's header is too long") from e
-        lines = head[: -len(_HEAD_END)].split(b"\r\n")
-        parts = lines[0].split(b" ", 2)
+        status_line, _, fields = head[: -len(_HEAD_END)].partition(b"\r\n")
+        parts = status_line.split(b" ", 2)
         if len(parts) < 2 or not parts[0].startswith(b"HTTP/1.") or not parts[1].isdigit():
-            raise ProtocolError(f"not an HTTP/1.x status line: {lines[0][:100]!r}")
+            raise ProtocolError(f"not an HTTP/1.x status line: {status_line[:100]!r}")
         status = int(parts[1])
         if not 100 <= status < 200:  # informational answers (100 Continue, 102 Processing) precede the real one
             break
     headers = {}
-    for line in lines[1:]:
+    for line in fields.lower().split(b"\r\n"):  # one lower() for all of them: thousands of answers a second
         name, _, value = line.partition(b":")
-        headers[name.strip().lower()] = value.strip().lower()
+        headers[name.strip()] = value.strip()
     connection = headers.get(b"connection", b"")
     keep_alive = b"close" not in connection if parts[0] == b"HTTP/1.1" else b"keep-alive" in connection
     pipelining = headers.get(PIPELINING_HEADER) == b"1"

@@ -15,6 +15,7 @@ from collections.abc import AsyncIterator
 
 import grpc
 
+from services.dequeuer.mailbox import Mailbox
 from thresher.core import rpc
 from thresher.core.aiotasks import create_guarded_task
 from thresher.core.config import TlsSettings
@@ -54,7 +55,7 @@ class Reporter:
         # Seqs start at the clock (µs) so that a restarted dequeuer with the same worker id never reuses one.
         self._next_seq = time.time_ns() // 1000
         self._unacked: dict[int, tuple[monitor_pb2.Report, asyncio.Future[monitor_pb2.ReportAck]]] = {}  # seq order
-        self._outbox: asyncio.Queue[monitor_pb2.Report] | None = None  # the open stream's, if any
+        self._outbox: Mailbox[monitor_pb2.Report] | None = None  # the open stream's, if any
         self._channel: grpc.aio.Channel | None = None
         self._task: asyncio.Task[None] | None = None
         self._urgent = False  # an urgent report is queued: the next message goes without waiting for the last ack
@@ -96,7 +97,7 @@ class Reporter:
         future: asyncio.Future[monitor_pb2.ReportAck] = asyncio.get_running_loop().create_future()
         self._unacked[seq] = (report, future)
         if self._outbox is not None:
-            self._outbox.put_nowait(report)
+            self._outbox.put(report)
         if urgent:
             self._urgent = True
             if self._wake is not None and not self._wake.done():
@@ -111,10 +112,7 @@ class Reporter:
     async def _run(self, stub: monitor_pb2_grpc.MonitorAsyncStub) -> None:
         backoff_s = BACKOFF_MIN_S
         while True:
-            outbox: asyncio.Queue[monitor_pb2.Report] = asyncio.Queue()
-            for report, _ in self._unacked.values():
-                outbox.put_nowait(report)
-            self._outbox = outbox
+            outbox = self._outbox = Mailbox(report for report, _ in self._unacked.values())
             try:
                 async for acks in stub.Report(self._drain(outbox), metadata=self._metadata):
                     backoff_s = BACKOFF_MIN_S
@@ -156,7 +154,7 @@ class Reporter:
         if entry is not None and not entry[1].done():
             entry[1].set_result(ack)
 
-    async def _drain(self, outbox: asyncio.Queue[monitor_pb2.Report]) -> AsyncIterator[monitor_pb2.Reports]:
+    async def _drain(self, outbox: Mailbox[monitor_pb2.Report]) -> AsyncIterator[monitor_pb2.Reports]:
         """One message at a time: what is queued once the monitor has acked the message before.
 
         Writing a message costs the event loop about 0.1 ms: with a message per report, reports would be half of a
@@ -164,11 +162,13 @@ class Reporter:
         """
         last: int | None = None  # the last report of the message sent before
         while True:
-            reports = [await outbox.get()]
+            await outbox.wait()
+            waiting = outbox.items
+            reports = [waiting.popleft()]
             if not self._urgent and last is not None and (entry := self._unacked.get(last)) is not None:
                 await self._ack_or_urgent(entry[1])
             self._urgent = False
-            while not outbox.empty() and len(reports) < MAX_GROUP:
-                reports.append(outbox.get_nowait())
+            while waiting and len(reports) < MAX_GROUP:
+                reports.append(waiting.popleft())
             last = reports[-1].seq
             yield monitor_pb2.Reports(reports=reports)

@@ -16,6 +16,7 @@ import logging
 from dataclasses import dataclass
 
 from services.dequeuer.holdings import Holdings
+from services.dequeuer.mailbox import Mailbox
 from thresher.core.errors import QueueNotFound
 from thresher.core.logs import batch_id_var
 from thresher.core.queue import Delivery, Queue
@@ -42,7 +43,7 @@ class Settler:
     def __init__(self, queue: Queue, holdings: Holdings, max_unsettled: int) -> None:
         self._queue = queue
         self._holdings = holdings
-        self._inbox: asyncio.Queue[_Outcome] = asyncio.Queue()
+        self._inbox: Mailbox[_Outcome] = Mailbox()
         self._max_unsettled = max_unsettled
         self._unsettled = 0  # outcomes added, not settled yet
         self._room = asyncio.Event()  # set when an outcome was settled
@@ -62,28 +63,33 @@ class Settler:
     def add(self, delivery: Delivery, report: asyncio.Future[monitor_pb2.ReportAck], error: str = "") -> None:
         """Settle the batch once `report` is acked (wait_for_room keeps the number unsettled near the limit)."""
         self._unsettled += 1
-        self._inbox.put_nowait(_Outcome(delivery, report, error))
-        if self._inbox.qsize() >= GROUP_MAX - 1:  # with the one the settler holds, a full group
+        self._inbox.put(_Outcome(delivery, report, error))
+        if len(self._inbox.items) >= GROUP_MAX - 1:  # with the one the settler holds, a full group
             self._group_full.set()
 
     async def drain(self, timeout_s: float) -> bool:
         """Wait until every outcome added is settled; False if some are not after `timeout_s`."""
         try:
-            await asyncio.wait_for(self._inbox.join(), timeout_s)
+            async with asyncio.timeout(timeout_s):
+                while self._unsettled:
+                    self._room.clear()
+                    await self._room.wait()
         except TimeoutError:
             return False
         return True
 
     async def run(self) -> None:
         """Settle the outcomes in the order added, in groups of up to GROUP_MAX, each once its reports are acked."""
+        waiting = self._inbox.items
         while True:
-            group = [await self._inbox.get()]
-            if self._inbox.qsize() < GROUP_MAX - 1:
+            await self._inbox.wait()
+            group = [waiting.popleft()]
+            if len(waiting) < GROUP_MAX - 1:
                 self._group_full.clear()
                 with contextlib.suppress(TimeoutError):
                     await asyncio.wait_for(self._group_full.wait(), LINGER_S)
-            while len(group) < GROUP_MAX and not self._inbox.empty():
-                group.append(self._inbox.get_nowait())
+            while len(group) < GROUP_MAX and waiting:
+                group.append(waiting.popleft())
             try:
                 acks = await asyncio.gather(*(outcome.report for outcome in group))
                 await self._settle(group, acks)
@@ -95,8 +101,6 @@ class Settler:
                 self._holdings.drop(outcome.delivery for outcome in group)
                 self._unsettled -= len(group)
                 self._room.set()
-                for _ in group:
-                    self._inbox.task_done()
 
     async def _settle(self, group: list[_Outcome], acks: list[monitor_pb2.ReportAck]) -> None:
         done = [outcome.delivery for outcome in group if not outcome.error]
