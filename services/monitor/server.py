@@ -60,9 +60,10 @@ class MonitorServicer(monitor_pb2_grpc.MonitorServicer):
                 group, end = await _next_group(inbox)
                 if group:
                     # First: a refused group leaves nothing behind, not even the workers it names marked lost
-                    for report in group:
-                        sender.check_speaks_for(report.job_id, report.worker_id)
-                    workers.update((r.job_id, r.worker_id) for r in group if r.worker_id)
+                    senders = {(r.job_id, r.worker_id) for r in group}  # a few, for hundreds of reports
+                    for job_id, worker_id in senders:
+                        sender.check_speaks_for(job_id, worker_id)
+                    workers.update(pair for pair in senders if pair[1])
                     names = {r.job_id: (r.api_name, r.queue_name) for r in group}
                     dead_letter = await self._monitor.record([decode_report(r) for r in group], names)
                     yield monitor_pb2.ReportAcks(

@@ -27,12 +27,15 @@ _PHASES = {
 
 
 def decode_report(report: monitor_pb2.Report) -> Event:
-    where = f"report {report.seq}"
-    if not report.job_id:
-        raise InvalidRequest(f"{where}: job_id is required")
+    """The report's event. The monitor decodes thousands a second: each field is read once, and the text of an error
+    is made only for a report that has one."""
+    job_id = report.job_id
+    if not job_id:
+        raise InvalidRequest(f"{_where(report)}: job_id is required")
     body = report.WhichOneof("body")
     if body == "batch":
-        return _decode_batch(report.job_id, report.worker_id, report.batch, where)
+        return _decode_batch(report, job_id)
+    where = _where(report)
     if body == "worker":
         if not report.worker_id:
             raise InvalidRequest(f"{where}: worker_id is required in a worker report")
@@ -42,10 +45,14 @@ def decode_report(report: monitor_pb2.Report) -> Event:
         if report.worker.HasField("queue_calls"):
             calls = decode_queue_calls(report.worker.queue_calls, where)
         error = report.worker.queue_error[:MAX_QUEUE_ERROR]
-        return WorkerEvent(report.job_id, report.worker_id, _PHASES[report.worker.phase], calls, error)
+        return WorkerEvent(job_id, report.worker_id, _PHASES[report.worker.phase], calls, error)
     if body == "hook":
-        return HookEvent(report.job_id, report.hook.SerializeToString(deterministic=True))
+        return HookEvent(job_id, report.hook.SerializeToString(deterministic=True))
     raise InvalidRequest(f"{where}: a report needs a body (batch, worker or hook)")
+
+
+def _where(report: monitor_pb2.Report) -> str:
+    return f"report {report.seq}"
 
 
 def decode_queue_calls(message: jobs_pb2.QueueCalls, where: str) -> QueueCalls:
@@ -59,27 +66,31 @@ def decode_queue_calls(message: jobs_pb2.QueueCalls, where: str) -> QueueCalls:
     return QueueCalls(message.source, tuple(sorted(message.calls.items())))
 
 
-def _decode_batch(job_id: str, worker_id: str, batch: monitor_pb2.BatchReport, where: str) -> BatchEvent:
-    if not batch.batch_id:
-        raise InvalidRequest(f"{where}: batch_id is required")
-    if batch.attempt < 1:
-        raise InvalidRequest(f"{where}: attempt must be 1 or more, not {batch.attempt}")
-    if batch.result not in _RESULTS:
-        raise InvalidRequest(f"{where}: unknown batch result {batch.result}")
-    if not math.isfinite(batch.duration_s) or batch.duration_s < 0:
-        raise InvalidRequest(f"{where}: duration_s must be a finite number of seconds >= 0")
-    if batch.max_attempts < 0:
-        raise InvalidRequest(f"{where}: max_attempts must be 0 (no limit) or more, not {batch.max_attempts}")
+def _decode_batch(report: monitor_pb2.Report, job_id: str) -> BatchEvent:
+    batch = report.batch
+    batch_id, attempt, duration_s, max_attempts = batch.batch_id, batch.attempt, batch.duration_s, batch.max_attempts
+    result = _RESULTS.get(batch.result)
+    if not batch_id:
+        raise InvalidRequest(f"{_where(report)}: batch_id is required")
+    if attempt < 1:
+        raise InvalidRequest(f"{_where(report)}: attempt must be 1 or more, not {attempt}")
+    if result is None:
+        raise InvalidRequest(f"{_where(report)}: unknown batch result {batch.result}")
+    if not math.isfinite(duration_s) or duration_s < 0:
+        raise InvalidRequest(f"{_where(report)}: duration_s must be a finite number of seconds >= 0")
+    if max_attempts < 0:
+        raise InvalidRequest(f"{_where(report)}: max_attempts must be 0 (no limit) or more, not {max_attempts}")
+    error, worker_id, receipt = batch.error, report.worker_id, batch.receipt
     return BatchEvent(
         job_id,
-        batch.batch_id,
-        batch.attempt,
-        _RESULTS[batch.result],
-        batch.duration_s,
-        batch.error,
-        max_attempts=batch.max_attempts,
+        batch_id,
+        attempt,
+        result,
+        duration_s,
+        error,
+        max_attempts=max_attempts,
         worker_id=worker_id,
-        receipt=batch.receipt,
+        receipt=receipt,
     )
 
 
