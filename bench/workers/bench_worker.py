@@ -41,6 +41,8 @@ def record(config: dict[str, Any], event: dict[str, Any]) -> None:
 
 def handle_batch(items: list[Any], ctx: Any) -> str | list[Any] | None:
     config = ctx.config
+    if not config:  # the no-op worker does nothing at all, as the Pool baseline's function
+        return None
     record(config, {"event": "start", "batch_id": ctx.batch_id, "attempt": ctx.attempt})
     if set(map(str, items)) & set(map(str, config.get("hold_items", []))) and first_time(config, ctx.batch_id):
         time.sleep(config.get("hold_s", 0))

@@ -91,7 +91,9 @@ class Settler:
             while len(group) < GROUP_MAX and waiting:
                 group.append(waiting.popleft())
             try:
-                acks = await asyncio.gather(*(outcome.report for outcome in group))
+                # Acks come in order, a stream message at a time: awaiting each wakes this task about once per message
+                # (gather would schedule a callback per batch).
+                acks = [await outcome.report for outcome in group]
                 await self._settle(group, acks)
             except QueueNotFound:
                 self.queue_gone.set()
