@@ -25,7 +25,6 @@ import socket
 import socketserver
 import sys
 import threading
-from contextlib import contextmanager  # imported by logging anyway
 
 from thresher.core import names
 from thresher.core.logs import batch_id_var, configure_logging, job_id_var, service_var
@@ -37,7 +36,7 @@ from thresher.worker.http import REASONS, BadRequest, Request, read_body, read_r
 # TYPE_CHECKING as true); at run time they are only in annotations, which are not evaluated.
 TYPE_CHECKING = False
 if TYPE_CHECKING:
-    from collections.abc import Callable, Iterator
+    from collections.abc import Callable
     from typing import Any
 
     JSON = dict[str, Any]
@@ -88,7 +87,8 @@ class WorkerServer(socketserver.ThreadingTCPServer):
         self.app = app
         self.stopping = False
         self._active = 0
-        self._idle = threading.Condition()
+        self._lock = threading.Lock()
+        self._idle = threading.Condition(self._lock)  # notified when the last request ends, once stopping
 
     @property
     def port(self) -> int:
@@ -97,15 +97,16 @@ class WorkerServer(socketserver.ThreadingTCPServer):
     def serve_forever(self, poll_interval: float = SHUTDOWN_POLL_S) -> None:
         super().serve_forever(poll_interval)
 
-    @contextmanager
-    def request_in_progress(self) -> Iterator[None]:
-        with self._idle:
+    # A pair of plain methods with the lock's own `with`, not a context manager on the Condition: that cost a
+    # sixth of the helper's time per request (a generator, the Condition's Python-level methods, notify_all).
+    def request_started(self) -> None:
+        with self._lock:
             self._active += 1
-        try:
-            yield
-        finally:
-            with self._idle:
-                self._active -= 1
+
+    def request_ended(self) -> None:
+        with self._lock:
+            self._active -= 1
+            if self.stopping and not self._active:  # stop() sets `stopping` before it waits under the lock
                 self._idle.notify_all()
 
     def handle_error(self, request: Any, client_address: Any) -> None:
@@ -223,7 +224,8 @@ class _Handler(socketserver.StreamRequestHandler):
         self.open = False
         route = request.path
         if request.method == "POST":
-            with self.server.request_in_progress():
+            self.server.request_started()
+            try:
                 body = read_body(request, self.rfile, self.wfile)
                 if body is None:
                     return False
@@ -233,6 +235,8 @@ class _Handler(socketserver.StreamRequestHandler):
                     self._hook(body)
                 else:
                     self._reply(404, {"ok": False, "error": f"no route POST {route}"})
+            finally:
+                self.server.request_ended()
         elif request.method == "GET":
             if read_body(request, self.rfile, self.wfile) is None:  # a body on a GET is read past, if any
                 return False
