@@ -24,14 +24,22 @@ LEFT_BEHIND: list[int] = []  # pids that outlived a stopped stack (and were kill
 
 
 class BenchStack:
-    """`thresher up` with its data dir under `root`; `settings` (thresher.yaml keys) reach every service."""
+    """`thresher up` with its data dir under `root`; `settings` (thresher.yaml keys) reach every service. `apis`: the
+    Batch APIs to deploy; `env`: variables added to the stack's environment (bench/paired.py runs another copy of
+    the code with PYTHONPATH)."""
 
-    def __init__(self, root: Path, settings: dict[str, Any] | None = None) -> None:
+    def __init__(
+        self,
+        root: Path,
+        settings: dict[str, Any] | None = None,
+        apis: Path = APIS_FILE,
+        env: dict[str, str] | None = None,
+    ) -> None:
         self.root = root
         self.data_dir = root / "data"
         root.mkdir(parents=True, exist_ok=True)
         started = time.monotonic()
-        self.process = _start(root, self.data_dir, settings)
+        self.process = _start(root, self.data_dir, settings, apis, env)
         self.start_s = time.monotonic() - started
         key = self.process.api_key
         self.client = GatewayClient(self.process.url, api_key=key)
@@ -105,7 +113,9 @@ class BenchStack:
         return left
 
 
-def _start(root: Path, data_dir: Path, settings: dict[str, Any] | None) -> StackProcess:
+def _start(
+    root: Path, data_dir: Path, settings: dict[str, Any] | None, apis: Path, env: dict[str, str] | None
+) -> StackProcess:
     """StackProcess passes its environment on: $THRESHER_CONFIG names the settings file while it starts."""
     previous = os.environ.get("THRESHER_CONFIG")
     if settings:
@@ -115,7 +125,7 @@ def _start(root: Path, data_dir: Path, settings: dict[str, Any] | None) -> Stack
     else:
         os.environ.pop("THRESHER_CONFIG", None)
     try:
-        return StackProcess(data_dir, port=0, apis=APIS_FILE)
+        return StackProcess(data_dir, port=0, apis=apis, env=env)
     finally:
         if previous is None:
             os.environ.pop("THRESHER_CONFIG", None)
