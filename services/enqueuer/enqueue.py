@@ -9,6 +9,7 @@ from dataclasses import dataclass
 from services.enqueuer.sources import Cut, cut_input, read_through
 from thresher.core.queue import Queue
 from thresher.core.rpc import retry_unavailable
+from thresher.core.staging import Staging
 from thresher.core.store import ObjectStores
 from thresher.v1 import jobs_pb2
 
@@ -30,6 +31,7 @@ async def enqueue_input(
     job_id: str,
     submission: jobs_pb2.JobSubmission,
     stores: ObjectStores,
+    staging: Staging,
     chunk_bytes: int,
     chunk_size: int = SEND_CHUNK,
 ) -> AsyncIterator[Progress]:
@@ -39,10 +41,10 @@ async def enqueue_input(
     Batch ids are deterministic and the queue ignores ids it already holds (SQS: for 5 minutes), so calling this
     again for the same job (after a crash) sends nothing twice and fills any gap.
     """
-    await read_through(submission, job_id, stores, chunk_bytes)
+    await read_through(submission, job_id, stores, staging, chunk_bytes)
     sent = items = 0
     chunk: list[Cut] = []
-    async for cut in cut_input(submission, job_id, stores, chunk_bytes):
+    async for cut in cut_input(submission, job_id, stores, staging, chunk_bytes):
         chunk.append(cut)
         if len(chunk) == chunk_size:
             await _send(queue, chunk)

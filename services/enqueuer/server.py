@@ -21,6 +21,7 @@ from thresher.core.metrics import start_metrics_server
 from thresher.core.names import METRIC_PREFIX
 from thresher.core.queue import calls_source, open_queue_backend
 from thresher.core.rpc import start_server
+from thresher.core.staging import Staging
 from thresher.core.store import ObjectStores
 from thresher.v1 import enqueuer_pb2, enqueuer_pb2_grpc, jobs_pb2
 
@@ -50,12 +51,13 @@ class EnqueuerServicer(enqueuer_pb2_grpc.EnqueuerServicer):
         # One backend and one set of stores per call: calls are rare (one per job, or per resume) and nothing
         # stays open between them.
         backend, stores = open_queue_backend(self._config), ObjectStores(self._config.inputs)
+        staging = Staging(self._config)
         api_name, started, sent = request.submission.api_name, time.perf_counter(), 0
         source = calls_source("enqueuer")  # this call's own backend counts from zero
         try:
             queue = backend.open(request.queue_name)
             progress_stream = enqueue_input(
-                queue, request.job_id, request.submission, stores, self._config.inputs.read_chunk_bytes
+                queue, request.job_id, request.submission, stores, staging, self._config.inputs.read_chunk_bytes
             )
             async for progress in progress_stream:
                 ENQUEUED.labels(api_name).inc(progress.batches_enqueued - sent)
@@ -70,6 +72,7 @@ class EnqueuerServicer(enqueuer_pb2_grpc.EnqueuerServicer):
                 )
         finally:
             await stores.close()
+            await staging.close()
             await backend.close()
 
 

@@ -80,10 +80,7 @@ def _elements(text: str, pos: int) -> tuple[list[str], int]:
         return elements, pos + 1
     while True:
         end = scan(text, pos)[1]
-        element = text[pos:end]
-        if element[0] in "[{" and _ANY_SPACE.search(element):
-            element = "".join(_TOKENS.findall(element))
-        append(element)
+        append(compact(text[pos:end]))
         if text[end] in _WHITESPACE:
             end = _skip(text, end)
         if text[end] == "]":
@@ -93,6 +90,13 @@ def _elements(text: str, pos: int) -> tuple[list[str], int]:
             pos += 1
         if text[pos] in _WHITESPACE:
             pos = _skip(text, pos)
+
+
+def compact(element: str) -> str:
+    """One JSON value as written (valid, without whitespace around it) less the whitespace between its tokens."""
+    if element[0] in "[{" and _ANY_SPACE.search(element):
+        return "".join(_TOKENS.findall(element))
+    return element
 
 
 def _value_end(text: str, pos: int) -> int:

@@ -13,6 +13,7 @@ from services.gateway import views
 from services.gateway.calls import calls, jobs
 from services.gateway.middleware import has_large_body
 from services.gateway.submission import parse_json_body, parse_submission
+from services.gateway.uploads import drop_staged, read_upload, stage_large_list
 from thresher.core.apis import RESERVED_NAMES, parse_api_definitions
 from thresher.core.config import Config
 from thresher.core.errors import InvalidRequest, QueryParamRequired
@@ -42,6 +43,7 @@ def add_routes(app: web.Application) -> None:
             web.get("/v1/apis", list_apis),
             web.post("/v1/apis", deploy_apis),
             web.get("/v1/apis/{name}", get_api),
+            web.post("/v1/apis/{name}/jobs", submit_items),
             web.delete("/v1/apis/{name}", delete_api),
             web.get("/v1/jobs", list_jobs),
             web.get("/v1/jobs/{job_id}", get_job_by_id),
@@ -62,10 +64,31 @@ async def submit_job(request: web.Request) -> web.Response:
         submission = await _off_the_loop_if_large(request, parse_submission, request.match_info["api"], body)
     except InvalidRequest as e:  # a body that does not decode into a submission: as Cortex, say where the schema is
         raise e.followed_by(SCHEMA_HINT) from e
-    if request.query.get("dryRun") in _TRUE:
-        return await _dry_run(request, submission)
-    job = await jobs(request).SubmitJob(jobs_pb2.SubmitJobRequest(submission=submission))
-    return web.json_response(views.job_spec(job))
+    await stage_large_list(request.app, request.app[CONFIG], submission)
+    return await _submit(request, submission)
+
+
+@calls("SubmitJob")
+async def submit_items(request: web.Request) -> web.Response:
+    """A job of items streamed as JSON Lines: the submission on the first line, then an item a line (README,
+    "HTTP API"); its items are staged as they arrive, so that a job of millions of them holds no process's memory.
+    `?dryRun=true` as for Cortex's submit."""
+    submission = await read_upload(request, request.app[CONFIG], request.match_info["name"])
+    return await _submit(request, submission)
+
+
+async def _submit(request: web.Request, submission: jobs_pb2.JobSubmission) -> web.Response:
+    """Submit the job, or check it (`?dryRun=true`); its staged items (if any) go unless a job was made of them."""
+    made = False
+    try:
+        if request.query.get("dryRun") in _TRUE:
+            return await _dry_run(request, submission)
+        job = await jobs(request).SubmitJob(jobs_pb2.SubmitJobRequest(submission=submission))
+        made = True
+        return web.json_response(views.job_spec(job))
+    finally:
+        if not made:
+            await drop_staged(request.app, submission)
 
 
 async def _dry_run(request: web.Request, submission: jobs_pb2.JobSubmission) -> web.Response:

@@ -25,10 +25,12 @@ from services.gateway.openapi import openapi_document
 from services.gateway.results import delete_results, read_results
 from services.gateway.routes import CONFIG, add_routes
 from services.gateway.ui import add_console_routes
+from services.gateway.uploads import STAGING
 from thresher.core import rpc, trust
 from thresher.core.aiotasks import until_stop_signal
 from thresher.core.config import Config
 from thresher.core.metrics import metrics_handler, start_metrics_server
+from thresher.core.staging import Staging
 from thresher.v1 import jobs_pb2_grpc
 
 log = logging.getLogger(__name__)
@@ -65,6 +67,7 @@ def create_app(config: Config) -> web.Application:
         )
     app[LARGE_BODY_SLOTS] = asyncio.Semaphore(config.gateway.max_large_bodies)
     app.cleanup_ctx.append(_scheduler_client)
+    app.cleanup_ctx.append(_staging)
     add_routes(app)
     app.router.add_get("/v1/jobs/{job_id}/events", job_events)
     app.router.add_get("/v1/jobs/{job_id}/logs", job_logs)
@@ -86,6 +89,14 @@ async def _scheduler_client(app: web.Application) -> AsyncIterator[None]:
         yield
     finally:
         await channel.close()
+
+
+async def _staging(app: web.Application) -> AsyncIterator[None]:
+    app[STAGING] = Staging(app[CONFIG])
+    try:
+        yield
+    finally:
+        await app[STAGING].close()
 
 
 async def serve(config: Config, grace_s: float = GRACE_S) -> None:

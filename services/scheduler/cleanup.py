@@ -1,6 +1,6 @@
-"""An ended job's clean-up: its workers stopped, its dead letters stored, its queue deleted, its queue calls counted;
-and reads of an ended job, which wait for it (a while at most) so that a final status shows final dead letters and
-queue calls."""
+"""An ended job's clean-up: its workers stopped, its dead letters stored, its queue deleted, its queue calls counted,
+its staged items deleted; and reads of an ended job, which wait for it (a while at most) so that a final status shows
+final dead letters and queue calls."""
 
 from __future__ import annotations
 
@@ -22,6 +22,7 @@ from thresher.core.errors import NotFound
 from thresher.core.keyed_locks import KeyedLocks
 from thresher.core.queue import QueueBackend
 from thresher.core.runtime import Runtime
+from thresher.core.staging import Staging
 from thresher.v1 import jobs_pb2
 
 log = logging.getLogger(__name__)
@@ -51,12 +52,16 @@ class Cleanup:
         self._queue_calls = queue_calls
         self._ended_workers = ended_workers
         self._scaler = scaler
+        self._staging = Staging(config)
         self._tasks = JobTasks("clean up")
 
     def start(self, job: JobRecord) -> None:
         """Clean an ended job up in the background, unless it is (or is being) cleaned up already."""
         if not job.cleaned:
             self._tasks.start(job.job_id, lambda: self._run(job.job_id))
+
+    async def close(self) -> None:
+        await self._staging.close()
 
     async def once_cleaned(self, job: JobRecord) -> JobRecord:
         """An ended job once its clean-up is done, WAIT_S at most; as it is then."""
@@ -77,6 +82,8 @@ class Cleanup:
         calls = self._queues.open(job.queue_name).calls  # delete() forgets them; this mapping keeps counting
         await self._queues.delete(job.queue_name)
         await self._queue_calls.send_own(job, calls, QUEUE_CALLS_RETRY_S)
+        if (submission := await self._lookups.submission(job_id)).item_list.HasField("staged"):
+            await self._staging.delete(submission.item_list.staged)  # read by no one now: the queue is gone
         progress = await self._lookups.progress(job)  # every process's calls are in: the workers have stopped
         async with self._locks[job_id]:
             job = await self._store.get_job(job_id)

@@ -219,3 +219,4 @@ class JobManager:
         await asyncio.gather(self._launches.cancel_all(), self._supervision.stop())
         await stop_workers_if_runtime_wants(self._config, self._store, self._runtime)
         await self._runtime.close()
+        await self._cleanup.close()

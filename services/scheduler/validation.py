@@ -9,14 +9,8 @@ import json
 from collections.abc import Sequence
 
 from thresher.core.config import Config
-from thresher.core.errors import (
-    InvalidRequest,
-    ItemSizeExceedsLimit,
-    LimitExceeded,
-    MustBeGreaterThanOrEqualTo,
-    TooFewElements,
-)
-from thresher.core.queue.registry import QUEUE_BACKENDS
+from thresher.core.errors import InvalidRequest, LimitExceeded, MustBeGreaterThanOrEqualTo, TooFewElements
+from thresher.core.itemlists import MAX_BATCH_BYTES, ItemSizes
 from thresher.core.sources import (
     BATCHES,
     FILE_SOURCES,
@@ -27,15 +21,9 @@ from thresher.core.sources import (
     file_query,
     source_of,
 )
+from thresher.core.staging import Staging
 from thresher.core.store.base import split_s3_path
 from thresher.v1 import jobs_pb2
-
-MAX_ITEM_BYTES = 250 * 1024  # SQS's 256 KiB message limit less room for attributes (Cortex's limit)
-# The largest batch (a JSON array) that one message of each queue backend takes: the message limit less room for
-# the attributes that travel with it (kind, batch id). A backend without a message limit has none.
-MAX_BATCH_BYTES = {
-    name: entry.max_message_bytes - 1024 for name, entry in QUEUE_BACKENDS.items() if entry.max_message_bytes
-}
 
 
 def validate_submission(submission: jobs_pb2.JobSubmission) -> None:
@@ -89,9 +77,10 @@ def check_limits(submission: jobs_pb2.JobSubmission, config: Config) -> None:
         raise InvalidRequest(
             "results: s3_path: this stack keeps every job's results in one place (results.job_s3_paths)"
         )
-    max_batch_bytes = MAX_BATCH_BYTES.get(config.queue.backend)
-    if max_batch_bytes is not None and source == ITEM_LIST:
-        _check_batch_bytes(submission.item_list, max_batch_bytes)
+    if source == ITEM_LIST and not submission.item_list.HasField("staged"):  # a staged list was checked as written
+        _check_sizes(submission.item_list, MAX_BATCH_BYTES.get(config.queue.backend))
+    if submission.item_list.HasField("staged") and not Staging(config).holds(submission.item_list.staged.path):
+        raise InvalidRequest("item_list: staged: not a file this stack staged (the gateway stages large item lists)")
 
 
 def check_room(submission: jobs_pb2.JobSubmission, in_progress: int, workers_in_progress: int, config: Config) -> None:
@@ -112,16 +101,11 @@ def check_room(submission: jobs_pb2.JobSubmission, in_progress: int, workers_in_
         )
 
 
-def _check_batch_bytes(item_list: jobs_pb2.ItemList, limit: int) -> None:
-    sizes = [len(item) for item in item_list.items]
-    for first in range(0, len(sizes), item_list.batch_size):
-        chunk = sizes[first : first + item_list.batch_size]
-        size = 2 + sum(chunk) + len(chunk) - 1  # "[" + items joined by "," + "]"
-        if size > limit:
-            raise InvalidRequest(
-                f"item_list: the batch of items {first} to {first + len(chunk) - 1} is {size} bytes, over the queue's"
-                f" message limit of {limit} bytes; use a smaller batch_size"
-            )
+def _check_sizes(item_list: jobs_pb2.ItemList, max_batch_bytes: int | None) -> None:
+    sizes = ItemSizes(item_list.batch_size, max_batch_bytes)
+    for item in item_list.items:
+        sizes.add(len(item))
+    sizes.end()
 
 
 def _validate_workers(submission: jobs_pb2.JobSubmission) -> None:
@@ -146,13 +130,13 @@ def _validate_workers(submission: jobs_pb2.JobSubmission) -> None:
 
 
 def _validate_item_list(item_list: jobs_pb2.ItemList) -> None:
-    if not item_list.items:
+    staged = item_list.HasField("staged")
+    if staged and item_list.items:
+        raise InvalidRequest("item_list: give its items or a staged file of them, not both")
+    if not (item_list.staged.count if staged else item_list.items):
         raise TooFewElements("item_list: items: must contain at least 1 elements")
-    for index, item in enumerate(item_list.items):
-        if len(item) > MAX_ITEM_BYTES:
-            raise ItemSizeExceedsLimit(
-                f"item {index} has size {len(item)} bytes which exceeds the limit ({MAX_ITEM_BYTES} bytes)"
-            )
+    if not staged:
+        _check_sizes(item_list, None)  # items too large: a schema error, before any limit
     check_batch_size(ITEM_LIST, item_list.batch_size)
 
 

@@ -11,12 +11,13 @@ from prometheus_client import REGISTRY
 from services.scheduler import jobs
 from services.scheduler.jobs import JobRecord, Status
 from services.scheduler.metrics import EndedWorkerCounter
-from services.scheduler.validation import MAX_ITEM_BYTES, validate_submission
+from services.scheduler.validation import validate_submission
 from services.scheduler.views import job_message, waiting_reason
 from thresher.core import statuses
 from thresher.core.config import Config
 from thresher.core.errors import InvalidRequest, WrongState
 from thresher.core.ids import new_job_id
+from thresher.core.itemlists import MAX_ITEM_BYTES
 from thresher.core.runtime import WorkerPhase, WorkerState
 from thresher.v1 import jobs_pb2, monitor_pb2
 

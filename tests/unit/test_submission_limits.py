@@ -4,9 +4,10 @@ from __future__ import annotations
 
 import pytest
 
-from services.scheduler.validation import MAX_BATCH_BYTES, check_limits
+from services.scheduler.validation import check_limits
 from thresher.core.config import Config
 from thresher.core.errors import InvalidRequest
+from thresher.core.itemlists import MAX_BATCH_BYTES
 from thresher.v1 import jobs_pb2
 
 

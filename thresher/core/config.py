@@ -62,6 +62,12 @@ class DequeuerSettings:
 @dataclass
 class GatewaySettings:
     max_body_bytes: int = 10 * 1024 * 1024  # submissions larger than this get 413 (as Cortex: 10 MiB)
+    # A job of items streamed as JSON Lines (POST /v1/apis/<api>/jobs): larger bodies get 413. Its items are staged
+    # as a file as they arrive (inputs.staging_s3_prefix), never held whole.
+    max_upload_bytes: int = 2 * 1024**3
+    # An item list whose items take more bytes than this is staged as a file that the enqueuer reads, rather than
+    # passed in gRPC messages (whatever the route it came by).
+    stage_items_over_bytes: int = 256 * 1024
     # Requests with a body over 1 MiB (or of unknown length) handled at once; more wait their turn. Parsing one of
     # 10 MiB takes hundreds of MB and a second or more of CPU: four at once took the gateway to 1.28 GiB.
     max_large_bodies: int = 2
@@ -138,6 +144,9 @@ class InputSettings:
     # Local paths: directories that file sources may read, separated by ":"; empty: none ("/": any readable path).
     local_roots: str = ""
     read_chunk_bytes: int = 32 * 1024 * 1024  # delimited files are read in ranges of this size (Cortex: 32 MiB)
+    # s3://bucket/prefix where the gateway stages large item lists (one file each, deleted with its job); empty:
+    # <data_dir>/staged, which only an embedded stack (every service on one machine) shares.
+    staging_s3_prefix: str = ""
 
 
 @dataclass

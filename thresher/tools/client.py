@@ -23,6 +23,7 @@ DEFAULT_URL = "http://127.0.0.1:8888"
 DEFAULT_DATA_DIR = ".thresher"  # as thresher.core.config's: where `thresher up` keeps the stack's key
 TIMEOUT_S = 30.0
 READ_BYTES = 64 * 1024
+JSON_LINES = "application/jsonl"  # the Content-Type of a job of items streamed a line each
 
 
 def find_api_key(url: str) -> str | None:
@@ -67,6 +68,10 @@ class GatewayClient:
         """`job`: the submission; or its JSON text (bytes, sent as it is, so that its items reach the workers as
         written); or that text in chunks (sent as they come, in a chunked request body)."""
         return self._call("POST", f"/batch/{_quote(api_name)}", job)
+
+    def submit_items(self, api_name: str, lines: Iterator[bytes]) -> dict[str, Any]:
+        """A job of items as JSON Lines (submission.py), sent as `lines` yields its chunks."""
+        return self._call("POST", f"/v1/apis/{_quote(api_name)}/jobs", lines, JSON_LINES)
 
     def get(self, api_name: str, job_id: str) -> dict[str, Any]:
         return self._call("GET", f"/batch/{_quote(api_name)}?jobID={_quote(job_id)}")
@@ -140,11 +145,11 @@ class GatewayClient:
     def stop(self, job_id: str) -> dict[str, Any]:
         return self._call("DELETE", f"/v1/jobs/{_quote(job_id)}")
 
-    def _call(self, method: str, path: str, body: Any = None) -> dict[str, Any]:
-        """`body`: a JSON value; or JSON text, as bytes or as an iterator of bytes (sent as it yields)."""
+    def _call(self, method: str, path: str, body: Any = None, content_type: str = "application/json") -> dict[str, Any]:
+        """`body`: a JSON value; or its text, as bytes or as an iterator of bytes (sent as it yields)."""
         data = body if body is None or isinstance(body, bytes | Iterator) else json.dumps(body).encode()
         request = urllib.request.Request(self.url + path, data=data, method=method, headers=self._headers)
-        request.add_header("Content-Type", "application/json")
+        request.add_header("Content-Type", content_type)
         with self._open(request, timeout_s=TIMEOUT_S) as response:
             answer: dict[str, Any] = json.loads(response.read() or b"null")  # each route answers a JSON object
             return answer

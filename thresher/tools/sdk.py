@@ -111,7 +111,7 @@ class Client:
         if items is None or source is not None:
             raise InvalidRequest("submit: give exactly one of items or source")
         body = SubmissionBody(fields, items, batch_size)
-        spec = self.gateway.submit(api, body.chunks())
+        spec = self.gateway.submit_items(api, body.chunks())
         return Job(self.gateway, spec["job_id"], spec["api_name"]), body.count
 
 

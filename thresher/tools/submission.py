@@ -1,7 +1,8 @@
-"""A job submission's JSON, written as it is sent: a million items are encoded a chunk at a time, never held twice.
+"""A job of items as the gateway's JSON Lines route takes it (POST /v1/apis/<api>/jobs), written as it is sent:
+the submission on the first line, then each item on a line of its own, encoded a chunk at a time, never held.
 
-The gateway takes a job's items in one request body (there is no "append to a job"), so the client streams that
-body (HTTP chunked encoding) from the items as they come, an iterator or a generator included.
+The client streams that body (HTTP chunked encoding) from the items as they come, an iterator or a generator
+included; the gateway stages the items as they arrive, so a job of millions of them holds no process's memory.
 """
 
 from __future__ import annotations
@@ -17,7 +18,7 @@ _ENCODER = json.JSONEncoder(separators=(",", ":"), ensure_ascii=False, allow_nan
 
 
 class SubmissionBody:
-    """The submission `fields` with `item_list.items` taken from `items`; `count` is the number of items sent."""
+    """The submission `fields` with the items of `items`; `count` is the number of items sent."""
 
     def __init__(self, fields: dict[str, Any], items: Iterable[Any], batch_size: int | None) -> None:
         self._fields = fields
@@ -26,21 +27,20 @@ class SubmissionBody:
         self.count = 0
 
     def chunks(self) -> Iterator[bytes]:
-        head = _encode(self._fields, "submission")
-        list_head = '"item_list":{' + (f'"batch_size":{self._batch_size},' if self._batch_size is not None else "")
-        yield (head[:-1] + ("," if self._fields else "") + list_head + '"items":[').encode()
-        parts: list[str] = []
+        item_list = {} if self._batch_size is None else {"item_list": {"batch_size": self._batch_size}}
+        yield (_encode(self._fields | item_list, "submission") + "\n").encode()
+        lines: list[str] = []
         size = 0
-        separator = ""  # before each chunk of items but the first
         for item in self._items:
-            text = _encode(item, f"items[{self.count}]")
-            parts.append(text)
-            size += len(text) + 1  # and its comma
+            text = _encode(item, f"items[{self.count}]")  # one line: JSON escapes a newline in a string
+            lines.append(text)
+            size += len(text) + 1  # and its newline
             self.count += 1
             if size >= CHUNK_BYTES:
-                yield (separator + ",".join(parts)).encode()
-                parts, size, separator = [], 0, ","
-        yield (separator + ",".join(parts) + "]}}").encode() if parts else b"]}}"
+                yield ("\n".join(lines) + "\n").encode()
+                lines, size = [], 0
+        if lines:
+            yield ("\n".join(lines) + "\n").encode()
 
 
 def _encode(value: Any, where: str) -> str:

@@ -14,6 +14,7 @@ from concurrent.futures import ThreadPoolExecutor
 from typing import Any, TypeVar
 
 import boto3
+from boto3.exceptions import S3UploadFailedError
 from botocore.config import Config as BotoConfig
 from botocore.exceptions import BotoCoreError, ClientError, NoCredentialsError, PartialCredentialsError
 
@@ -93,6 +94,14 @@ class S3Store(ObjectStore):
         """One PutObject: S3 makes it visible whole, replacing any object of that key."""
         bucket, key = split_s3_path(path)
         await self._call(path, self._client.put_object, Bucket=bucket, Key=key, Body=data)
+
+    async def upload(self, path: str, filename: str) -> None:
+        """A local file as one object, sent in parts when large (boto3's managed transfer), never read whole."""
+        bucket, key = split_s3_path(path)
+        try:
+            await self._call(path, self._client.upload_file, Filename=filename, Bucket=bucket, Key=key)
+        except S3UploadFailedError as e:  # what upload_file makes of a ClientError
+            raise Unavailable(f"{path}: upload to S3 failed: {e}") from e
 
     async def delete(self, paths: Sequence[str]) -> None:
         """Delete objects of one bucket, 1000 per DeleteObjects call (S3's maximum)."""
