@@ -5,7 +5,7 @@ from __future__ import annotations
 import contextlib
 import os
 import signal
-from collections.abc import Iterator, Sequence
+from collections.abc import Iterator, Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -25,8 +25,10 @@ WORKERS_DIR = Path(__file__).parent / "workers"
 class Stack(StackProcess):
     """The stack plus what the tests look at: its client, its services' pids, a job's final status."""
 
-    def __init__(self, data_dir: Path, apis: Path, args: Sequence[str] = ()) -> None:
-        super().__init__(data_dir, apis=apis, args=args)
+    def __init__(
+        self, data_dir: Path, apis: Path, args: Sequence[str] = (), env: Mapping[str, str] | None = None
+    ) -> None:
+        super().__init__(data_dir, apis=apis, args=args, env=env)
         self.client = GatewayClient(self.url, api_key=self.api_key)
 
     def service_pid(self, name: str) -> int:

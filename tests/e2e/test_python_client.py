@@ -11,7 +11,7 @@ import pytest
 
 from tests.e2e.conftest import Stack
 from thresher import Client, Job
-from thresher.core.errors import InvalidRequest, NotFound, TooLarge, Unauthenticated
+from thresher.core.errors import InvalidRequest, NotFound, Unauthenticated
 from thresher.tools.job import WaitTimeout
 
 pytestmark = [pytest.mark.e2e, pytest.mark.timeout(180)]
@@ -75,15 +75,6 @@ def test_a_stopped_job_ends_its_event_stream_and_its_logs(client: Client, tmp_pa
     assert events[-1]["job_status"]["status"] == "stopped" and events[-1]["job_status"]["job_id"] == job.id
     lines = list(job.logs(follow=True))  # ends: the job has ended
     assert any(" api | " in line for line in lines) and all(line.startswith(f"{job.id}-w") for line in lines)
-
-
-def test_a_map_over_the_body_limit_raises_too_large_before_any_job_exists(client: Client) -> None:
-    items = range(10**6, 10**6 + 1_400_000)  # 8 bytes each with its comma: 11.2 MB, over the 10 MiB body limit
-
-    with pytest.raises(TooLarge, match="larger than 10485760 bytes"):
-        client.map("recorder", items, batch_size=100)
-
-    assert client.jobs("recorder") == []
 
 
 def test_errors_are_the_projects_error_classes(stack: Stack, client: Client) -> None:

@@ -28,14 +28,15 @@ def test_from_thresher_import_client_works_and_the_worker_sdk_does_not_load_it()
 
 @pytest.mark.parametrize("count", [0, 1, 5, 3 * CHUNK_BYTES // 7 + 11])
 @pytest.mark.parametrize("fields", [{}, {"workers": 2, "config": {"lang": "en"}}])
-def test_the_submission_body_is_the_submission_in_chunks(count: int, fields: dict[str, object]) -> None:
-    items = ({"n": i} if i % 2 else f"item {i}" for i in range(count))  # a generator: read once, as it is sent
+def test_the_submission_body_is_json_lines_in_chunks(count: int, fields: dict[str, object]) -> None:
+    items = ({"n": i} if i % 2 else f"item\n{i}" for i in range(count))  # a generator: read once, as it is sent
     body = SubmissionBody(fields, items, batch_size=7)
 
     chunks = list(body.chunks())
 
-    expected_items = [{"n": i} if i % 2 else f"item {i}" for i in range(count)]
-    assert json.loads(b"".join(chunks)) == fields | {"item_list": {"batch_size": 7, "items": expected_items}}
+    head, *lines = b"".join(chunks).decode().splitlines()
+    assert json.loads(head) == fields | {"item_list": {"batch_size": 7}}
+    assert [json.loads(line) for line in lines] == [{"n": i} if i % 2 else f"item\n{i}" for i in range(count)]
     assert body.count == count
     assert max(len(chunk) for chunk in chunks) < CHUNK_BYTES + 100, "no chunk holds much more than CHUNK_BYTES"
 
