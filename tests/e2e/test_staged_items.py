@@ -16,8 +16,10 @@ from typing import Any
 
 import pytest
 
+from tests.conftest import moto_client
 from tests.e2e.conftest import WORKERS_DIR, Stack, stopped_after
 from tests.e2e.test_python_client_results import SQUARER
+from tests.e2e.test_sqs_s3_stack import sqs_s3_stack
 from tests.helpers import eventually
 from thresher import Client
 from thresher.core.errors import InvalidRequest, TooLarge, Unauthenticated
@@ -143,3 +145,38 @@ def test_refused_submissions_and_dry_runs_leave_no_staged_file(stack: Stack, cli
         client.submit("recorder", items=[1, "x" * 300_000], batch_size=1)
 
     assert client.jobs() == [] and staged_files(stack) == []
+
+
+def test_on_sqs_and_s3_a_staged_list_is_an_s3_object_while_its_job_runs_and_goes_with_it(
+    aws_endpoint: str, tmp_path: Path
+) -> None:
+    # Given a stack on SQS and S3 (moto) that stages every item list under s3://staging/in
+    s3 = moto_client("s3", aws_endpoint)
+    s3.create_bucket(Bucket="staging")
+    env = {"THRESHER_INPUTS_STAGING_S3_PREFIX": "s3://staging/in", "THRESHER_GATEWAY_STAGE_ITEMS_OVER_BYTES": "0"}
+    with sqs_s3_stack(aws_endpoint, aws_endpoint, tmp_path, env) as on:
+        client = Client(on.stack.url, api_key=on.stack.api_key)
+        hold_while = tmp_path / "hold"
+        hold_while.touch()
+        config = {"out_dir": str(tmp_path / "out"), "hold_items": [0], "hold_while": str(hold_while), "results": True}
+
+        # When a job of 12 items runs (its first batch held)
+        job = client.submit("recorder", items=range(12), batch_size=2, workers=1, config=config)
+
+        # Then its items are one S3 object meanwhile, read back as submitted, and deleted once the job has ended
+        def staged() -> list[str]:
+            return [o["Key"] for o in s3.list_objects_v2(Bucket="staging", Prefix="in/").get("Contents", [])]
+
+        [key] = staged()
+        assert key.endswith(".jsonl") and not (tmp_path / "data" / STAGED_DIR).exists()
+        hold_while.unlink()
+        assert job.wait(progress=False)["job_status"]["status"] == "succeeded"
+        assert [line["items"] for line in job.results(items=True)] == [
+            [i, i + 1] for i in range(0, 12, 2)
+        ]
+        eventually(lambda: staged() == [] or None, timeout_s=30)
+
+        # And a refused submission leaves no object
+        with pytest.raises(InvalidRequest, match="batch_size"):
+            client.submit("recorder", items=range(12), batch_size=0)
+        assert staged() == []

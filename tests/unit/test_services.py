@@ -50,6 +50,15 @@ def test_a_service_is_given_the_credentials_it_declares_and_no_other(service: Se
     assert given == set(service.credentials)
 
 
+def test_the_gateway_is_given_the_inputs_credentials_only_when_it_stages_item_lists_in_s3() -> None:
+    config = Config(inputs=InputSettings(s3_access_key_id="i", s3_secret_access_key="inputs-secret"))
+    assert "THRESHER_INPUTS_S3_SECRET_ACCESS_KEY" not in service_env(GATEWAY, config)
+
+    config.inputs.staging_s3_prefix = "s3://bucket/staged"
+
+    assert service_env(GATEWAY, config)["THRESHER_INPUTS_S3_SECRET_ACCESS_KEY"] == "inputs-secret"
+
+
 def test_endpoints_say_where_each_service_serves_and_where_its_metrics_are() -> None:
     config = Config(addresses=Addresses(gateway="127.0.0.1:8888", scheduler="127.0.0.1:7001"))
     config.addresses.scheduler_metrics = "127.0.0.1:7005"

@@ -27,6 +27,11 @@ class Service:
     address: str  # its field in config.addresses
     metrics_address: str  # the field of its /metrics server; an empty address there: /metrics on `address`
     credentials: tuple[str, ...] = ()  # the sections of CREDENTIALS it uses
+    stages_items: bool = False  # it writes staged item lists: it uses the inputs' credentials when they go to S3
+
+    def uses(self, config: Config) -> tuple[str, ...]:
+        """The sections of CREDENTIALS it uses with these settings."""
+        return self.credentials + (("inputs",) if self.stages_items and config.inputs.staging_s3_prefix else ())
 
     def endpoint(self, config: Config) -> str:
         """Where it serves: host:port for gRPC, a URL for HTTP."""
@@ -43,7 +48,8 @@ MONITOR = Service("monitor", "services.monitor", GRPC, "monitor", "monitor_metri
 ENQUEUER = Service("enqueuer", "services.enqueuer", GRPC, "enqueuer", "enqueuer_metrics", ("queue", "inputs"))
 # The scheduler hands the queue's credentials on to the dequeuers it starts.
 SCHEDULER = Service("scheduler", "services.scheduler", GRPC, "scheduler", "scheduler_metrics", ("queue", "inputs"))
-GATEWAY = Service("gateway", "services.gateway", HTTP, "gateway", "gateway_metrics")  # it calls only the scheduler
+# It calls only the scheduler, and S3 when it stages large item lists there (inputs.staging_s3_prefix).
+GATEWAY = Service("gateway", "services.gateway", HTTP, "gateway", "gateway_metrics", stages_items=True)
 
 # In start order: each after those it calls, so the gateway answers only once what it calls is there.
 SERVICES = (MONITOR, ENQUEUER, SCHEDULER, GATEWAY)

@@ -171,7 +171,7 @@ _HEALTH_CHECKS = {HTTP: _http_healthy, GRPC: _grpc_healthy}  # by protocol: is t
 def service_env(service: Service, config: Config) -> dict[str, str]:
     """The environment of `service`: this process's (but THRESHER_*), the config, and only the credentials it uses:
     AWS_* variables and the SQS and S3 keys. A service that is broken into holds no other secret."""
-    uses = service.credentials
+    uses = service.uses(config)
     env = {k: v for k, v in os.environ.items() if not k.startswith("THRESHER_") and (uses or not k.startswith("AWS_"))}
     env.update(config_env(config))
     for section, variables in CREDENTIALS.items():
