@@ -63,7 +63,8 @@ def post(stack: Stack, path: str, body: bytes, content_type: str = "application/
     try:
         with urllib.request.urlopen(request, timeout=30) as response:
             text = response.read().decode()
-            return response.status, json.loads(text) if response.headers.get_content_type() == "application/json" else text
+            is_json = response.headers.get_content_type() == "application/json"
+            return response.status, json.loads(text) if is_json else text
     except urllib.error.HTTPError as e:
         return e.code, json.loads(e.read())
 
