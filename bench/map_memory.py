@@ -65,9 +65,8 @@ def run(stack: BenchStack, sizes: tuple[int, int]) -> Scenario:
                 target=Target(s.peaks[name] * FLAT, at_least=False) if name in s.peaks else None,
             )
         )
-    limit = Config().gateway.max_body_bytes
-    body, million = _body_bytes(large), _body_bytes(MILLION)
-    fit = MILLION + (limit - million) // len("1000000,")  # the integers after a million: 7 digits and a comma
+    gateway = Config().gateway
+    body = _body_bytes(large)
     scenario.notes = [
         f"Each run: submit, follow the results and check every item's result in input order ({small:,} items in "
         f"{s.seconds:.1f} s, {large:,} in {big.seconds:.1f} s). Peak RSS is VmHWM; for the dequeuers and "
@@ -78,11 +77,11 @@ def run(stack: BenchStack, sizes: tuple[int, int]) -> Scenario:
         + "; then while the job runs and map reads the results: "
         + "; ".join(_growth(name, s.results_growth, big.results_growth) for name in sorted(big.results_growth))
         + ".",
-        f"The submission streams from the client, but the gateway takes it whole (`gateway.max_body_bytes`, "
-        f"{limit / 2**20:g} MiB) and hands it to the scheduler in one gRPC message (SubmitJobRequest, an entry "
-        f"per item): {large:,} integers make a {body / 2**20:.1f} MiB body, so at most {fit:,} such integers fit; "
-        "past the limit the gateway answers 413 `too_large` and map raises TooLarge before any job exists. A larger "
-        "map needs a file source (`delimited_files`).",
+        f"map streams its items as JSON Lines (POST /v1/apis/<api>/jobs: {body / 2**20:.1f} MiB for {large:,} "
+        f"items, within `gateway.max_upload_bytes`, {gateway.max_upload_bytes / 2**30:g} GiB); the gateway checks "
+        f"them as they arrive and, past `gateway.stage_items_over_bytes` ({gateway.stage_items_over_bytes // 1024} "
+        "KiB), stages them as a file under the data dir that the enqueuer reads as a stream: no gRPC message "
+        "carries them, and no process holds them.",
     ]
     return scenario
 

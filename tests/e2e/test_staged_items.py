@@ -172,9 +172,7 @@ def test_on_sqs_and_s3_a_staged_list_is_an_s3_object_while_its_job_runs_and_goes
         assert key.endswith(".jsonl") and not (tmp_path / "data" / STAGED_DIR).exists()
         hold_while.unlink()
         assert job.wait(progress=False)["job_status"]["status"] == "succeeded"
-        assert [line["items"] for line in job.results(items=True)] == [
-            [i, i + 1] for i in range(0, 12, 2)
-        ]
+        assert [line["items"] for line in job.results(items=True)] == [[i, i + 1] for i in range(0, 12, 2)]
         eventually(lambda: staged() == [] or None, timeout_s=30)
 
         # And a refused submission leaves no object
