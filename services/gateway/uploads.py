@@ -22,7 +22,7 @@ from thresher.core.staging import ItemSpool, Staging
 from thresher.v1 import jobs_pb2
 
 STAGING = web.AppKey("staging", Staging)
-READ_BYTES = 1024 * 1024  # an upload is read (and its items written) in pieces of at most this many bytes
+READ_BYTES = 256 * 1024  # an upload is read (and its items checked and written) in pieces of at most this size
 
 
 def _spool(app: web.Application, item_list: jobs_pb2.ItemList, config: Config) -> ItemSpool:

@@ -20,8 +20,10 @@ from tests.helpers import Signed, stack_trust
 from thresher.core import trust
 from thresher.core.config import Config
 from thresher.core.errors import NotFound
+from thresher.core.itemlists import ItemSizes
 from thresher.core.queue import Queue, QueueBackend, open_queue_backend
 from thresher.core.rpc import Client, channel
+from thresher.core.staging import Staging
 from thresher.v1 import enqueuer_pb2, enqueuer_pb2_grpc, jobs_pb2
 
 JOB_ID = "7fffabc123"
@@ -39,6 +41,7 @@ class Stack:
     backend: QueueBackend
     queue: Queue
     client: Client  # the same service through the scheduler's client, which raises ThresherError
+    config: Config
 
 
 @pytest.fixture
@@ -51,7 +54,7 @@ async def stack(tmp_path) -> AsyncIterator[Stack]:
     server, port = await create_server(config, "127.0.0.1:0")
     async with channel(f"127.0.0.1:{port}") as chan:
         client = Client(enqueuer_pb2_grpc.EnqueuerStub(chan), stack_trust(config).token(trust.SCHEDULER))
-        yield Stack(scheduler_stub(chan, config), backend, backend.open(QUEUE), client)
+        yield Stack(scheduler_stub(chan, config), backend, backend.open(QUEUE), client, config)
     await server.stop(None)
     await backend.close()
 
@@ -208,3 +211,46 @@ async def _listening_port(proc: asyncio.subprocess.Process) -> int:
         if match:
             return int(match.group(1))
     raise AssertionError("the enqueuer exited before listening")
+
+
+
+async def staged(config: Config, req: enqueuer_pb2.EnqueueRequest) -> enqueuer_pb2.EnqueueRequest:
+    """The request with its items staged as the gateway stages them (a JSON Lines file under the data dir)."""
+    item_list = req.submission.item_list
+    spool = Staging(config).spool(ItemSizes(item_list.batch_size, None), hold_bytes=0)
+    spool.add(list(item_list.items))
+    staged_req = enqueuer_pb2.EnqueueRequest()
+    staged_req.CopyFrom(req)
+    staged_req.submission.item_list.ClearField("items")
+    await spool.finish(staged_req.submission.item_list)
+    assert staged_req.submission.item_list.HasField("staged")
+    return staged_req
+
+
+async def test_a_staged_list_makes_the_batches_and_ids_the_same_items_inline_make(stack: Stack) -> None:
+    inline = request(1_001, 10)
+    await enqueue(stack, inline)
+    expected = await receive_all(stack.queue)
+    await stack.backend.delete(QUEUE)
+    await stack.backend.create(QUEUE, visibility_s=30)
+
+    progress = await enqueue(stack, await staged(stack.config, inline))
+
+    assert (progress[-1].batches_enqueued, progress[-1].items_enqueued, progress[-1].done) == (101, 1_001, True)
+    assert await receive_all(stack.queue) == expected and len(expected) == 101
+
+
+async def test_a_staged_list_read_cut_short_is_resumed_by_calling_again(stack: Stack) -> None:
+    # Given a staged list of 3,000 batches whose Enqueue call is cut off after its first chunk (as a crash would)
+    req = await staged(stack.config, request(3_000, 1))
+    call = stack.stub.Enqueue(req)
+    async for progress in call:
+        assert not progress.done
+        call.cancel()
+        break
+    assert 0 < (await stack.queue.depth()).visible < 3_000
+
+    # When it is called again, then every batch is on the queue once
+    progress = await enqueue(stack, req)
+    assert progress[-1].done and progress[-1].batches_enqueued == 3_000
+    assert sorted(await receive_all(stack.queue)) == [f"{JOB_ID}-{i:06d}" for i in range(3_000)]

@@ -7,11 +7,14 @@ from pathlib import Path
 
 import pytest
 
+from services.enqueuer.sources import cut_input
 from services.gateway.jsonlines import ItemLines
 from thresher.core.config import Config
 from thresher.core.errors import InvalidRequest, ItemSizeExceedsLimit
 from thresher.core.itemlists import MAX_ITEM_BYTES, ItemSizes
+from thresher.core.results.base import batch_index
 from thresher.core.staging import STAGED_DIR, Staging
+from thresher.core.store import ObjectStores
 from thresher.v1 import jobs_pb2
 
 
@@ -93,3 +96,24 @@ def test_a_spool_whose_batch_is_over_the_limit_leaves_no_file(tmp_path: Path) ->
     with pytest.raises(InvalidRequest, match="the batch of items 0 to 1 is 6 bytes"):
         asyncio.run(spool.finish(jobs_pb2.ItemList()))
     assert list((tmp_path / STAGED_DIR).iterdir()) == []
+
+
+def test_a_staged_list_of_more_than_a_million_batches_has_ids_of_one_width_that_sort_in_batch_order(
+    tmp_path: Path,
+) -> None:
+    config = Config(data_dir=tmp_path)
+    staging = Staging(config)
+    spool = staging.spool(ItemSizes(1, None), hold_bytes=0)
+    count = 1_000_001
+    for start in range(0, count, 100_000):
+        spool.add([b"%d" % i for i in range(start, min(count, start + 100_000))])
+    submission = jobs_pb2.JobSubmission(api_name="a", workers=1, item_list=jobs_pb2.ItemList(batch_size=1))
+    asyncio.run(spool.finish(submission.item_list))
+
+    async def ids() -> list[str]:
+        cuts = cut_input(submission, "job", ObjectStores(config.inputs), staging, config.inputs.read_chunk_bytes)
+        return [cut.batch.batch_id async for cut in cuts]
+
+    found = asyncio.run(ids())
+    assert (len(found), found[0], found[-1]) == (count, "job-0000000", "job-1000000")
+    assert found == sorted(found) and [batch_index(i) for i in found[:3]] == [0, 1, 2]
