@@ -93,6 +93,7 @@ async def _scheduler_client(app: web.Application) -> AsyncIterator[None]:
 
 async def _staging(app: web.Application) -> AsyncIterator[None]:
     app[STAGING] = Staging(app[CONFIG])
+    app[STAGING].remove_partial_files()
     try:
         yield
     finally:

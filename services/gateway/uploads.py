@@ -33,7 +33,8 @@ def _spool(app: web.Application, item_list: jobs_pb2.ItemList, config: Config) -
 async def stage_large_list(app: web.Application, config: Config, submission: jobs_pb2.JobSubmission) -> None:
     """A JSON submission's items: staged when they take more than gateway.stage_items_over_bytes, else kept."""
     item_list = submission.item_list
-    if sum(map(len, item_list.items)) + len(item_list.items) <= config.gateway.stage_items_over_bytes:
+    small = sum(map(len, item_list.items)) + len(item_list.items) <= config.gateway.stage_items_over_bytes
+    if small or not app[STAGING].available:
         return  # the scheduler checks them
     spool = _spool(app, item_list, config)
     items = list(item_list.items)
@@ -47,13 +48,15 @@ async def read_upload(request: web.Request, config: Config, api_name: str) -> jo
     given, with `batch_size` only), each later line one item. Its items are staged as they arrive (or kept, when
     few); InvalidRequest naming the line of a bad item, TooLarge past gateway.max_upload_bytes."""
     upload = _Upload(request.app, config, api_name)
-    limit, timeout_s = config.gateway.max_upload_bytes, config.gateway.read_timeout_s
+    limit, setting = config.gateway.max_upload_bytes, "gateway.max_upload_bytes"
+    if not request.app[STAGING].available:  # the items will travel in messages: as a JSON body's
+        limit, setting = config.gateway.max_body_bytes, "gateway.max_body_bytes: nowhere to stage items"
     received = 0
     try:
-        while data := await _read(request, timeout_s):
+        while data := await _read(request, config.gateway.read_timeout_s):
             received += len(data)
             if received > limit:
-                raise TooLarge(f"request body is larger than {limit} bytes (gateway.max_upload_bytes)")
+                raise TooLarge(f"request body is larger than {limit} bytes ({setting})")
             await asyncio.to_thread(upload.add, data)
         await asyncio.to_thread(upload.add, b"", True)
         return await upload.finish()

@@ -213,7 +213,6 @@ async def _listening_port(proc: asyncio.subprocess.Process) -> int:
     raise AssertionError("the enqueuer exited before listening")
 
 
-
 async def staged(config: Config, req: enqueuer_pb2.EnqueueRequest) -> enqueuer_pb2.EnqueueRequest:
     """The request with its items staged as the gateway stages them (a JSON Lines file under the data dir)."""
     item_list = req.submission.item_list

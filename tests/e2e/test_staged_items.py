@@ -179,3 +179,20 @@ def test_on_sqs_and_s3_a_staged_list_is_an_s3_object_while_its_job_runs_and_goes
         with pytest.raises(InvalidRequest, match="batch_size"):
             client.submit("recorder", items=range(12), batch_size=0)
         assert staged() == []
+
+
+def test_without_a_staging_place_a_json_lines_job_is_held_to_the_json_body_limit(tmp_path: Path) -> None:
+    # Given a stack whose services share no data dir (as on Kubernetes) and no staging S3 prefix, and a file left by
+    # an upload cut short
+    (tmp_path / "data" / STAGED_DIR).mkdir(parents=True)
+    (tmp_path / "data" / STAGED_DIR / "cut-short.part").write_bytes(b"1\n2\n")
+    env = {"THRESHER_INPUTS_STAGE_IN_DATA_DIR": "false", "THRESHER_GATEWAY_MAX_BODY_BYTES": str(BODY_LIMIT)}
+    with stopped_after(Stack(tmp_path / "data", WORKERS_DIR / "apis.yaml", env=env)) as stack:
+        client = Client(stack.url, api_key=stack.api_key)
+        client.deploy([SQUARER], working_dir=WORKERS_DIR)
+
+        # Then a small map passes its items in messages, and one over the JSON body limit is refused
+        assert list(client.map("squarer", range(100), batch_size=7, workers=1)) == [i * i for i in range(100)]
+        with pytest.raises(TooLarge, match=f"larger than {BODY_LIMIT} bytes .*nowhere to stage items"):
+            client.map("squarer", range(5000), batch_size=7, workers=1)
+        assert staged_files(stack) == [], "the gateway removed the cut-short file at its start, and staged nothing"

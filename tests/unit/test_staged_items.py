@@ -88,6 +88,20 @@ def test_a_spool_keeps_a_small_list_inline_and_stages_a_large_one_in_the_data_di
     assert list((tmp_path / STAGED_DIR).iterdir()) == []
 
 
+def test_where_services_share_no_data_dir_and_no_s3_prefix_is_set_nothing_is_staged(tmp_path: Path) -> None:
+    config = Config(data_dir=tmp_path)
+    config.inputs.stage_in_data_dir = False
+    staging = Staging(config)
+    spool = staging.spool(ItemSizes(2, None), hold_bytes=0)
+    spool.add([b"1", b"22"])
+    item_list = jobs_pb2.ItemList()
+
+    asyncio.run(spool.finish(item_list))
+
+    assert list(item_list.items) == [b"1", b"22"] and not (tmp_path / STAGED_DIR).exists()
+    assert not staging.holds(f"{staging.location}/{'0' * 32}.jsonl"), "no staged path is taken from a submission"
+
+
 def test_a_spool_whose_batch_is_over_the_limit_leaves_no_file(tmp_path: Path) -> None:
     staging = Staging(Config(data_dir=tmp_path))
     spool = staging.spool(ItemSizes(2, max_batch_bytes=5), hold_bytes=0)

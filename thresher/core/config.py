@@ -145,8 +145,10 @@ class InputSettings:
     local_roots: str = ""
     read_chunk_bytes: int = 32 * 1024 * 1024  # delimited files are read in ranges of this size (Cortex: 32 MiB)
     # s3://bucket/prefix where the gateway stages large item lists (one file each, deleted with its job); empty:
-    # <data_dir>/staged, which only an embedded stack (every service on one machine) shares.
+    # <data_dir>/staged when stage_in_data_dir (an embedded stack: every service shares the data dir), else none:
+    # item lists then travel in gRPC messages, and a JSON Lines upload takes at most gateway.max_body_bytes.
     staging_s3_prefix: str = ""
+    stage_in_data_dir: bool = True
 
 
 @dataclass

@@ -28,6 +28,7 @@ if TYPE_CHECKING:
     from thresher.core.store.s3 import S3Store
 
 STAGED_DIR = "staged"
+PART_SUFFIX = ".part"  # a staged file still being written
 _NAME = re.compile(r"[0-9a-f]{32}\.jsonl")
 
 
@@ -37,6 +38,8 @@ class Staging:
     def __init__(self, config: Config) -> None:
         prefix = config.inputs.staging_s3_prefix.rstrip("/")
         self.location = prefix or os.path.join(os.path.abspath(config.data_dir), STAGED_DIR)
+        # Whether every service can read what is staged: S3, or a data dir they share.
+        self.available = bool(prefix) or config.inputs.stage_in_data_dir
         self._stores = ObjectStores(dataclasses.replace(config.inputs, local_roots=self.location))
 
     @property
@@ -46,7 +49,7 @@ class Staging:
     def holds(self, path: str) -> bool:
         """Whether `path` names a file staged here (only those are read or deleted: a path comes in a submission)."""
         folder, _, name = path.rpartition("/")
-        return folder == self.location and _NAME.fullmatch(name) is not None
+        return self.available and folder == self.location and _NAME.fullmatch(name) is not None
 
     def reader(self, staged: jobs_pb2.StagedItems) -> tuple[ObjectStore, ObjectInfo]:
         return self._stores.for_path(staged.path), ObjectInfo(staged.path, staged.bytes)
@@ -64,6 +67,15 @@ class Staging:
             with contextlib.suppress(FileNotFoundError):
                 os.unlink(staged.path)
 
+    def remove_partial_files(self) -> None:
+        """Delete the local files of uploads cut short by a crash (call it where no upload runs: at the start of the
+        gateway, the one writer of the data dir's staging place)."""
+        if not self.in_s3 and os.path.isdir(self.location):
+            for name in os.listdir(self.location):
+                if name.endswith(PART_SUFFIX):
+                    with contextlib.suppress(FileNotFoundError):
+                        os.unlink(os.path.join(self.location, name))
+
     async def close(self) -> None:
         await self._stores.close()
 
@@ -79,9 +91,9 @@ class Staging:
 
 
 class ItemSpool:
-    """An item list as it arrives: held while its items take at most `hold_bytes`, then written to a local file,
-    a line each; `finish` fills in the ItemList (its items, or the staged file, moved to its place). Every item's
-    size goes through `sizes`. Not thread-safe: one writer at a time."""
+    """An item list as it arrives: held while its items take at most `hold_bytes` (or always, where nothing can be
+    staged), then written to a local file, a line each; `finish` fills in the ItemList (its items, or the staged
+    file, moved to its place). Every item's size goes through `sizes`. Not thread-safe: one writer at a time."""
 
     def __init__(self, staging: Staging, sizes: ItemSizes, hold_bytes: int) -> None:
         self._staging = staging
@@ -102,7 +114,7 @@ class ItemSpool:
             self._sizes.add(len(item))
             self._bytes += len(item) + 1
             self._held.append(item)
-        if self._bytes > self._hold_bytes:
+        if self._bytes > self._hold_bytes and self._staging.available:
             file = self._file or self._open()
             file.write(b"\n".join(self._held) + b"\n")
             self._held.clear()
@@ -138,6 +150,6 @@ class ItemSpool:
         folder = None if self._staging.in_s3 else self._staging.location
         if folder is not None:
             os.makedirs(folder, mode=0o700, exist_ok=True)
-        fd, self._file_path = tempfile.mkstemp(suffix=".part", dir=folder)
+        fd, self._file_path = tempfile.mkstemp(suffix=PART_SUFFIX, dir=folder)
         self._file = os.fdopen(fd, "wb")
         return self._file
