@@ -61,9 +61,12 @@ _SUBMISSION_BODY = {
 }
 
 
-def _cortex_submit() -> dict[str, Any]:
+_JSON_LINES_BODY = {"required": True, "content": {"application/jsonl": {"schema": {"type": "string"}}}}  # README
+
+
+def _submit(summary: str, path_param: dict[str, Any], body: dict[str, Any]) -> dict[str, Any]:
     op = _op(
-        "Submit a job (Cortex); ?dryRun=true validates and creates nothing",
+        summary,
         {
             "description": "the job spec; for a dry run, text: the files it would read, then `validations passed`",
             "content": {"application/json": {"schema": _JOB_SPEC}, "text/plain": {"schema": {"type": "string"}}},
@@ -71,8 +74,8 @@ def _cortex_submit() -> dict[str, Any]:
         400,
         404,
         429,
-        parameters=[_API_PARAM, {"name": "dryRun", "in": "query", "schema": {"type": "string"}}],
-        requestBody=_SUBMISSION_BODY,
+        parameters=[path_param, {"name": "dryRun", "in": "query", "schema": {"type": "string"}}],
+        requestBody=body,
     )
     op["responses"]["400"]["content"]["text/plain"] = {"schema": {"type": "string"}}  # a dry run's, as Cortex's
     return op
@@ -80,7 +83,7 @@ def _cortex_submit() -> dict[str, Any]:
 
 # Cortex's job routes: the operator's path, and the API's endpoint that `cortex get` printed.
 _CORTEX_JOB_ROUTES: dict[str, Any] = {
-    "post": _cortex_submit(),
+    "post": _submit("Submit a job (Cortex); ?dryRun=true validates and creates nothing", _API_PARAM, _SUBMISSION_BODY),
     "get": _op("A job's status (Cortex)", _json("the job", _JOB), 400, 404, parameters=[_API_PARAM, _JOB_ID_QUERY]),
     "delete": _op(
         "Stop a job (Cortex)",
@@ -121,13 +124,9 @@ PATHS: dict[str, dict[str, Any]] = {
             },
         ),
     },
+    "/v1/apis/{name}/jobs": {"post": _submit("Submit a job of items as JSON Lines", _API_NAME_PARAM, _JSON_LINES_BODY)},
     "/v1/apis/{name}": {
-        "get": _op(
-            "A Batch API",
-            _json("the API", _API),
-            404,
-            parameters=[_API_NAME_PARAM],
-        ),
+        "get": _op("A Batch API", _json("the API", _API), 404, parameters=[_API_NAME_PARAM]),
         "delete": _op(
             "Delete a Batch API: its jobs in progress end `stopped`; ?delete_jobs=true also forgets its jobs",
             _json(
