@@ -20,8 +20,9 @@ class ItemLines:
         """The items of the lines that `data` ends (with `final`: every line left)."""
         lines = (self._rest + data).split(b"\n")
         self._rest = b"" if final else lines.pop()
-        if len(self._rest) > self._max_line_bytes:
-            raise InvalidRequest(f"line {self._line + len(lines) + 1}: longer than {self._max_line_bytes} bytes")
+        if max(map(len, lines), default=0) > self._max_line_bytes or len(self._rest) > self._max_line_bytes:
+            offset = next(i for i, line in enumerate([*lines, self._rest]) if len(line) > self._max_line_bytes)
+            raise InvalidRequest(f"line {self._line + offset + 1}: longer than {self._max_line_bytes} bytes")
         first = self._line + 1
         self._line += len(lines)
         if self.head is None and lines:

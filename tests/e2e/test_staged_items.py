@@ -142,8 +142,8 @@ def test_refused_submissions_and_dry_runs_leave_no_staged_file(stack: Stack, cli
         Client(stack.url, api_key="not-a-key").map("recorder", [1], batch_size=1)
     with pytest.raises(TooLarge, match=f"larger than {UPLOAD_LIMIT} bytes"):
         client.map("squarer", range(100_000), batch_size=100)
-    with pytest.raises(InvalidRequest, match="item 1 has size"):
-        client.submit("recorder", items=[1, "x" * 300_000], batch_size=1)
+    with pytest.raises(InvalidRequest, match=f"line 3: longer than {BODY_LIMIT} bytes"):  # a line's limit
+        client.submit("recorder", items=[1, "x" * 30_000], batch_size=1, workers=1)
 
     assert client.jobs() == [] and staged_files(stack) == []
 
