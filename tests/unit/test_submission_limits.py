@@ -49,3 +49,17 @@ def test_a_job_s_own_s3_path_for_results_is_taken_only_where_the_settings_allow_
         check_limits(submission, config)
     config.results.job_s3_paths = True
     check_limits(submission, config)
+
+
+def test_a_staged_list_must_name_a_file_of_this_stacks_staging_place(tmp_path) -> None:
+    config = Config(data_dir=tmp_path)
+    submission = jobs_pb2.JobSubmission(api_name="a", workers=1)
+    submission.item_list.batch_size = 1
+    staged = f"{tmp_path.resolve()}/staged/{'ab' * 16}.jsonl"
+    submission.item_list.staged.CopyFrom(jobs_pb2.StagedItems(path=staged, count=3, bytes=6))
+    check_limits(submission, config)
+
+    for forged in ("/etc/passwd", f"{tmp_path.resolve()}/staged/../api_keys", f"{tmp_path.resolve()}/x.jsonl"):
+        submission.item_list.staged.path = forged
+        with pytest.raises(InvalidRequest, match="item_list: staged: not a file this stack staged"):
+            check_limits(submission, config)
