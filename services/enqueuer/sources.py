@@ -22,6 +22,8 @@ from thresher.core.store import ObjectInfo, ObjectStores
 from thresher.core.store.select import matching_files
 from thresher.v1 import jobs_pb2
 
+STAGED_CHUNK_BYTES = 1024 * 1024  # a staged item list's lines are small: read in ranges of this size, memory flat
+
 
 @dataclass(frozen=True)
 class Cut:
@@ -53,9 +55,6 @@ async def read_through(
     if source_of(submission) not in (ITEM_LIST, BATCHES):
         async for _ in cut_input(submission, job_id, stores, staging, chunk_bytes):
             pass
-
-
-STAGED_CHUNK_BYTES = 1024 * 1024  # a staged item list's lines are small: read in ranges of this size, memory flat
 
 
 async def cut_input(
