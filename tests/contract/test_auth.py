@@ -94,6 +94,13 @@ async def stack(tmp_path: Path) -> AsyncIterator[Stack]:
 ROUTES: list[tuple[str, str, Any, set[str], int]] = [
     ("POST", "/batch/sum?dryRun=true", SUBMISSION, {"alice", "bob", "admin"}, 200),
     ("POST", "/batch/sum", b"{not json", {"alice", "bob", "admin"}, 400),
+    (
+        "POST",
+        "/v1/apis/sum/jobs?dryRun=true",
+        b'{"workers":1,"item_list":{"batch_size":1}}\n1\n',
+        {"alice", "bob", "admin"},
+        200,
+    ),
     ("GET", "/batch/sum?jobID={job}", None, {"alice", "reader", "admin"}, 200),
     ("DELETE", "/batch/sum?jobID={job}", None, {"alice", "admin"}, 409),
     ("GET", "/v1/apis", None, {"reader", "admin"}, 200),
