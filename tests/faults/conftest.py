@@ -42,6 +42,12 @@ def long_visibility_stack(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> It
     yield from _stack(tmp_path, monkeypatch, settings)
 
 
+@pytest.fixture
+def staging_stack(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[Stack]:
+    """Every item list is staged as a file that the enqueuer streams (gateway.stage_items_over_bytes 0)."""
+    yield from _stack(tmp_path, monkeypatch, FAULT_SETTINGS + "gateway:\n  stage_items_over_bytes: 0\n")
+
+
 def _stack(tmp_path: Path, monkeypatch: pytest.MonkeyPatch, settings: str) -> Iterator[Stack]:
     path = tmp_path / "thresher.yaml"
     path.write_text(settings)

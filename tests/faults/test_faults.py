@@ -201,7 +201,11 @@ def test_a_control_plane_service_killed_mid_job_loses_nothing(stack: Stack, outp
     assert_succeeded_exactly(stack, outputs, job_id, items)
 
 
-def test_the_enqueuer_killed_while_enqueuing_resumes_without_duplicates(stack: Stack, outputs: Outputs) -> None:
+@pytest.mark.parametrize("stack_kind", ["stack", "staging_stack"])  # items in the message, or staged as a file
+def test_the_enqueuer_killed_while_enqueuing_resumes_without_duplicates(
+    stack_kind: str, outputs: Outputs, request: pytest.FixtureRequest
+) -> None:
+    stack: Stack = request.getfixturevalue(stack_kind)
     items = list(range(30000))
     job_id = submit(stack, outputs, items, batch_size=10, workers=1)
     os.kill(stack.service_pid("enqueuer"), signal.SIGKILL)
@@ -211,6 +215,7 @@ def test_the_enqueuer_killed_while_enqueuing_resumes_without_duplicates(stack: S
     assert status["metrics"]["succeeded"] == status["job_status"]["total_batch_count"] == 3000
     assert outputs.items() == items, "every item exactly once: no batch enqueued twice"
     assert len(outputs.hooks()) == 1
+    assert not list((stack.data_dir / "staged").glob("*")), "a staged file goes with its job"
 
 
 def test_a_hanging_batch_times_out_and_is_dead_lettered(stack: Stack, outputs: Outputs) -> None:
