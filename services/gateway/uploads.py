@@ -15,9 +15,9 @@ from aiohttp import web
 from services.gateway.jsonlines import ItemLines
 from services.gateway.submission import parse_submission
 from thresher.core.config import Config
-from thresher.core.errors import InvalidRequest, TooLarge
+from thresher.core.errors import InvalidRequest, ItemSizeExceedsLimit, TooLarge
 from thresher.core.itemlists import MAX_BATCH_BYTES, ItemSizes
-from thresher.core.sources import FILE_SOURCES
+from thresher.core.sources import FILE_SOURCES, SCHEMA_HINT
 from thresher.core.staging import ItemSpool, Staging
 from thresher.v1 import jobs_pb2
 
@@ -39,8 +39,11 @@ async def stage_large_list(app: web.Application, config: Config, submission: job
     spool = _spool(app, item_list, config)
     items = list(item_list.items)
     item_list.ClearField("items")
-    await asyncio.to_thread(spool.add, items)
-    await spool.finish(item_list)
+    try:
+        await asyncio.to_thread(_add, spool, items)
+        await spool.finish(item_list)
+    finally:
+        spool.discard()  # after finish: nothing left to discard
 
 
 async def read_upload(request: web.Request, config: Config, api_name: str) -> jobs_pb2.JobSubmission:
@@ -62,6 +65,14 @@ async def read_upload(request: web.Request, config: Config, api_name: str) -> jo
         return await upload.finish()
     finally:
         upload.discard()  # after finish: nothing left to discard
+
+
+def _add(spool: ItemSpool, items: list[bytes]) -> None:
+    """As the scheduler says of an inline item too large: a schema error, which says where the schema is."""
+    try:
+        spool.add(items)
+    except ItemSizeExceedsLimit as e:
+        raise e.followed_by(SCHEMA_HINT) from e
 
 
 async def drop_staged(app: web.Application, submission: jobs_pb2.JobSubmission) -> None:
@@ -96,7 +107,7 @@ class _Upload:
             self._submission = _head(self._api_name, self._lines.head)
             self._spool = _spool(self._app, self._submission.item_list, self._config)
         if self._spool is not None:
-            self._spool.add(items)
+            _add(self._spool, items)
 
     async def finish(self) -> jobs_pb2.JobSubmission:
         if self._submission is None or self._spool is None:

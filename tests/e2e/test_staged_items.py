@@ -29,7 +29,8 @@ from thresher.core.staging import STAGED_DIR
 pytestmark = [pytest.mark.e2e, pytest.mark.timeout(180)]
 
 UPLOAD_LIMIT = 400_000  # bytes: a map of 100,000 items is over it
-BODY_LIMIT = 20_000  # bytes: a JSON body of 5,000 items is over it, a JSON Lines one is not held to it
+BODY_LIMIT = 300_000  # bytes: a JSON body of 60,000 items is over it, a JSON Lines one is not held to it
+ITEMS = 60_000
 
 
 @pytest.fixture
@@ -74,15 +75,17 @@ def test_a_map_is_streamed_staged_and_read_back_in_order_and_its_staged_file_goe
 ) -> None:
     # Given 5,000 items, more than a JSON submission may hold
     with pytest.raises(TooLarge, match=f"larger than {BODY_LIMIT} bytes"):
-        client.submit_text("squarer", json.dumps({"item_list": {"items": list(range(5000)), "batch_size": 7}}).encode())
+        client.submit_text(
+            "squarer", json.dumps({"item_list": {"items": list(range(ITEMS)), "batch_size": 7}}).encode()
+        )
 
     # When a map of them is submitted (streamed as JSON Lines, staged as they arrive)
-    squares = client.map("squarer", (i for i in range(5000)), batch_size=7, workers=2)
+    squares = client.map("squarer", (i for i in range(ITEMS)), batch_size=100, workers=2)
 
     # Then every item's result comes back in input order, and the job's staged file is deleted once it has ended
-    assert list(squares) == [i * i for i in range(5000)]
+    assert list(squares) == [i * i for i in range(ITEMS)]
     [job] = client.jobs("squarer")
-    assert job["job_status"]["total_batch_count"] == 715 and job["job_status"]["status"] == "succeeded"
+    assert job["job_status"]["total_batch_count"] == 600 and job["job_status"]["status"] == "succeeded"
     eventually(lambda: staged_files(stack) == [] or None, timeout_s=30)
 
 
@@ -143,7 +146,18 @@ def test_refused_submissions_and_dry_runs_leave_no_staged_file(stack: Stack, cli
     with pytest.raises(TooLarge, match=f"larger than {UPLOAD_LIMIT} bytes"):
         client.map("squarer", range(100_000), batch_size=100)
     with pytest.raises(InvalidRequest, match=f"line 3: longer than {BODY_LIMIT} bytes"):  # a line's limit
-        client.submit("recorder", items=[1, "x" * 30_000], batch_size=1, workers=1)
+        client.submit("recorder", items=[1, "x" * BODY_LIMIT], batch_size=1, workers=1)
+    too_large = json.dumps([1, "x" * 260_000])
+    with pytest.raises(InvalidRequest, match=r"item 1 has size \d+ bytes which exceeds the limit"):
+        client.submit("recorder", items=json.loads(too_large), batch_size=1, workers=1)
+    status, error = post(
+        stack,
+        "/batch/recorder",
+        f'{{"workers":1,"item_list":{{"batch_size":1,"items":{too_large}}}}}'.encode(),
+        "application/json",
+    )
+    assert (status, error["kind"]) == (400, "batchapi.item_size_exceeds_limit")
+    assert error["message"].startswith("item 1 has size") and "/openapi.json" in error["message"], "as Cortex words it"
 
     assert client.jobs() == [] and staged_files(stack) == []
 
@@ -194,5 +208,5 @@ def test_without_a_staging_place_a_json_lines_job_is_held_to_the_json_body_limit
         # Then a small map passes its items in messages, and one over the JSON body limit is refused
         assert list(client.map("squarer", range(100), batch_size=7, workers=1)) == [i * i for i in range(100)]
         with pytest.raises(TooLarge, match=f"larger than {BODY_LIMIT} bytes .*nowhere to stage items"):
-            client.map("squarer", range(5000), batch_size=7, workers=1)
+            client.map("squarer", range(ITEMS), batch_size=7, workers=1)
         assert staged_files(stack) == [], "the gateway removed the cut-short file at its start, and staged nothing"
