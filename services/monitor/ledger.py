@@ -102,8 +102,9 @@ class HeldBatch:
 class Ledger:
     def __init__(self, path: Path) -> None:
         self.path = path
-        # FULL: a report is acked only once it is on disk, and the dequeuer then deletes the batch for good.
-        self._file = SqliteFile(path, SCHEMA, synchronous="FULL")
+        # FULL: a report is acked only once it is on disk, and the dequeuer then deletes the batch for good. The
+        # reader: status reads (progress, settled batches, /metrics) must not wait behind the writer's fsyncs.
+        self._file = SqliteFile(path, SCHEMA, synchronous="FULL", reader=True)
         self._run = self._file.run
         self._terminal = TerminalCounts()
 
@@ -228,13 +229,13 @@ class Ledger:
             )
             return Progress(row[0], row[1], _batch_counts(db, job_id), counts, seen, rate, oldest, calls)
 
-        return await self._run(progress)
+        return await self._file.read(progress)
 
     async def settled_batches(self, job_id: str, from_batch_id: str, limit: int) -> list[str]:
         """The job's terminal batches from `from_batch_id` on, in id order (batch order), `limit` at most."""
         query = "SELECT batch_id FROM batches WHERE job_id = ? AND batch_id >= ? AND state IN (?, ?) ORDER BY batch_id"
         args = (job_id, from_batch_id, *(state.value for state in TERMINAL_STATES), limit)
-        return await self._run(lambda db: [row[0] for row in db.execute(query + " LIMIT ?", args)])
+        return await self._file.read(lambda db: [row[0] for row in db.execute(query + " LIMIT ?", args)])
 
     async def record_queue_calls(self, job_id: str, api_name: str, calls: Sequence[QueueCalls]) -> None:
         """Keep the newest running totals of each source (idempotent: totals only grow)."""
@@ -296,7 +297,7 @@ class Ledger:
 
     async def metrics(self, since: float, bounds_s: Sequence[float]) -> dict[str, JobMetrics]:
         """Per job updated since `since`: outcome counts, duration histograms and workers by phase."""
-        return await self._run(lambda db: read_metrics(db, since, bounds_s))
+        return await self._file.read(lambda db: read_metrics(db, since, bounds_s))
 
 
 def _apply_one(db: sqlite3.Connection, event: WorkerEvent | HookEvent, now: float) -> bool:

@@ -9,6 +9,7 @@ import json
 import os
 import re
 import signal
+import sqlite3
 import sys
 from collections.abc import AsyncIterator, Sequence
 from dataclasses import dataclass, field
@@ -454,6 +455,26 @@ async def test_progress_counts_workers_by_their_last_phase(monitor: RunningMonit
     progress = await monitor.progress()
 
     assert (progress.worker_counts.pending, progress.worker_counts.ready) == (1, 1)
+
+
+async def test_progress_is_answered_while_a_report_waits_for_the_ledger(
+    monitor: RunningMonitor, tmp_path: Path
+) -> None:
+    """A status read must not queue behind the ledger's writes (with a hundred jobs, those are many commits, each
+    with its fsync): here the write waits for the lock another process holds."""
+    await monitor.report(attempt("b1", 1, SUCCEEDED))
+    with contextlib.closing(sqlite3.connect(tmp_path / "monitor" / "ledger.db", isolation_level=None)) as other:
+        other.execute("BEGIN IMMEDIATE")  # the write lock: the monitor's next write waits for it
+        waiting = asyncio.ensure_future(monitor.report(attempt("b2", 1, SUCCEEDED)))
+        await asyncio.sleep(0.5)  # time for the report to reach the ledger's writer
+
+        progress = await asyncio.wait_for(monitor.progress(), 10)
+
+        assert counts(progress) == (1, 0, 0, 0)  # what is committed
+        assert not waiting.done()
+        other.execute("COMMIT")
+    await waiting
+    assert counts(await monitor.progress()) == (2, 0, 0, 0)
 
 
 async def test_a_job_with_no_report_has_zero_progress(monitor: RunningMonitor) -> None:

@@ -15,8 +15,9 @@ BUSY_TIMEOUT_S = 60  # other processes share the file; wait this long for their 
 
 
 class SqliteFile:
-    def __init__(self, path: Path, schema: str, synchronous: str = "NORMAL") -> None:
-        """`synchronous`: NORMAL survives a process crash; FULL also survives power loss (an fsync per commit)."""
+    def __init__(self, path: Path, schema: str, synchronous: str = "NORMAL", reader: bool = False) -> None:
+        """`synchronous`: NORMAL survives a process crash; FULL also survives power loss (an fsync per commit).
+        `reader`: a second, read-only connection on a thread of its own, for `read`."""
         path.parent.mkdir(parents=True, exist_ok=True)
         self.path = path
         self._executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix=f"sqlite-{path.stem}")
@@ -24,12 +25,30 @@ class SqliteFile:
         self._db.execute("PRAGMA journal_mode=WAL")
         self._db.execute(f"PRAGMA synchronous={synchronous}")
         self._db.executescript(schema)
+        self._with_reader = reader
+        self._reader: tuple[ThreadPoolExecutor, sqlite3.Connection] | None = None  # made at the first read
 
     async def run(self, fn: Callable[[sqlite3.Connection], T]) -> T:
         """Run `fn(connection)` on the connection's thread."""
         return await asyncio.get_running_loop().run_in_executor(self._executor, fn, self._db)
 
+    async def read(self, fn: Callable[[sqlite3.Connection], T]) -> T:
+        """Run `fn(read-only connection)` on the reader's thread: WAL lets it read what is committed while `run` writes,
+        so a read never queues behind writes, their fsyncs and their waits for another process's lock. Without a
+        reader, on the writer's thread."""
+        if not self._with_reader:
+            return await self.run(fn)
+        if self._reader is None:
+            db = sqlite3.connect(self.path, timeout=BUSY_TIMEOUT_S, isolation_level=None, check_same_thread=False)
+            db.execute("PRAGMA query_only=ON")
+            self._reader = ThreadPoolExecutor(max_workers=1, thread_name_prefix=f"sqlite-{self.path.stem}-read"), db
+        executor, db = self._reader
+        return await asyncio.get_running_loop().run_in_executor(executor, fn, db)
+
     async def close(self) -> None:
+        if self._reader is not None:
+            await self.read(lambda db: db.close())
+            self._reader[0].shutdown()
         await self.run(lambda db: db.close())
         self._executor.shutdown()
 
