@@ -55,8 +55,10 @@ def open_sqlite_backend(config: Config) -> SqliteQueueBackend:
 class SqliteQueueBackend(QueueBackend):
     def __init__(self, path: Path) -> None:
         self.path = path
-        self._file = SqliteFile(path, _SCHEMA)
+        # The reader: depth reads (a job's status) must not queue behind writes waiting for another process's lock.
+        self._file = SqliteFile(path, _SCHEMA, reader=True)
         self.run = self._file.run
+        self.read = self._file.read
 
     async def create(self, name: str, visibility_s: float, dead_letter_arn: str = "") -> str:
         if dead_letter_arn:
@@ -183,7 +185,7 @@ class SqliteQueue(Queue):
             )
             return Depth(counts.get("visible", 0), counts.get("in_flight", 0), counts.get("dead", 0))
 
-        return await self._backend.run(depth)
+        return await self._backend.read(depth)
 
     async def dead_letters(self) -> list[DeadLetter]:
         def dead(db: sqlite3.Connection) -> list[DeadLetter]:
