@@ -21,7 +21,13 @@ def _kubernetes(config: Config) -> Runtime:
     return KubernetesRuntime(config)
 
 
-_RUNTIMES = {"local": _local, "kubernetes": _kubernetes}
+def _external(config: Config) -> Runtime:
+    from thresher.core.runtime.external import ExternalRuntime
+
+    return ExternalRuntime(config)
+
+
+_RUNTIMES = {"local": _local, "kubernetes": _kubernetes, "external": _external}
 
 
 def open_runtime(config: Config) -> Runtime:
