@@ -1,9 +1,12 @@
-"""`make bench` / `python -m bench [--quick] [--only 1,3] [--no-profile] [--out FILE]`.
+"""`make bench` / `python -m bench [--quick] [--large] [--only 1,3] [--no-profile] [--out FILE]`.
 
 Starts the embedded stack in a fresh temporary data dir, runs the scenarios of issues 8 and 18 (each figure beside a
 baseline measured in this run), profiles scenario 1 with py-spy when it is installed, writes docs/benchmarks.md,
 and stops everything it started. The scenarios live one per module: overhead, parallel, latency + redelivery,
 scale, sqs_cost, batch_results, map_memory, elastic; floors.py measures the bare worker the latencies are compared with.
+Scenario 9 (bench/loadgen/) drives the control plane with simulated workers on a stack of its own; `--large` runs its
+whole grid (N = 100, 300, 1,000 workers × M = 1, 10, 100 jobs) into a report of its own, docs/control-plane.md, with
+its plot, docs/control-plane.svg (`python -m bench --only 9 --large`).
 """
 
 from __future__ import annotations
@@ -21,6 +24,7 @@ from pathlib import Path
 
 from bench import batch_results, elastic, latency, map_memory, overhead, parallel, procs, redelivery, scale, sqs_cost
 from bench.floors import Floors, measure_floors
+from bench.loadgen import scenario as control_plane
 from bench.profiling import Profile, profile_overhead
 from bench.report import machine_facts, write_report
 from bench.results import Figure, Scenario
@@ -29,6 +33,7 @@ from bench.stack import LEFT_BEHIND, BenchStack
 ROOT = Path(__file__).resolve().parent.parent
 REPORT = ROOT / "docs" / "benchmarks.md"
 QUICK_REPORT = ROOT / ".thresher" / "bench" / "benchmarks-quick.md"
+LARGE_REPORT = ROOT / "docs" / "control-plane.md"
 
 
 @dataclass(frozen=True)
@@ -60,12 +65,14 @@ class Sizes:
 
 def main(argv: list[str] | None = None) -> int:
     args = _parser().parse_args(argv)
-    only = {int(n) for n in args.only.split(",")} if args.only else {1, 2, 3, 4, 5, 6, 7, 8}
+    only = {int(n) for n in args.only.split(",")} if args.only else {1, 2, 3, 4, 5, 6, 7, 8, 9}
     sizes = Sizes.of(args.quick)
     work = Path(tempfile.mkdtemp(prefix="thresher-bench-"))
     facts = machine_facts()  # at the start: the load average when the run began
     print("Thresher benchmarks" + (" (quick)" if args.quick else ""), *facts, sep="\n  ", flush=True)
     started = time.monotonic()
+    out = Path(args.out) if args.out else (QUICK_REPORT if args.quick else LARGE_REPORT if args.large else REPORT)
+    out.parent.mkdir(parents=True, exist_ok=True)
     scenarios: list[Scenario] = []
     profile: Profile | str | None = None
     try:
@@ -73,13 +80,16 @@ def main(argv: list[str] | None = None) -> int:
             profile = _run_embedded(work, sizes, only, not args.no_profile, scenarios)
         if 5 in only:
             scenarios.append(_timed(5, "Queue cost on SQS", lambda: sqs_cost.run(work, sizes.sqs_batches)))
+        if 9 in only:
+            plot = out.parent / "control-plane.svg"  # written only when the grid has every N at one M: --large
+            run = lambda: control_plane.run(work, args.quick, args.large, plot)  # noqa: E731
+            scenarios.append(_timed(9, "Control plane at scale", run))
     finally:
         strays = procs.processes_of(str(work))
         procs.kill_all(strays)
         shutil.rmtree(work, ignore_errors=True)
     left = LEFT_BEHIND + strays
-    out = Path(args.out) if args.out else (QUICK_REPORT if args.quick else REPORT)
-    write_report(out, facts, scenarios, profile, args.quick)
+    write_report(out, facts, scenarios, profile, args.quick, with_analysis=not args.large)
     _print_end(scenarios, time.monotonic() - started, out, left)
     return 1 if left or any(s.title.endswith("(failed)") for s in scenarios) else 0
 
@@ -161,12 +171,17 @@ def _print_end(scenarios: list[Scenario], seconds: float, out: Path, left: list[
 def _parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="python -m bench", description=__doc__.split("\n\n")[0])
     parser.add_argument("--quick", action="store_true", help="small sizes, one run each: a fast check")
-    parser.add_argument("--only", help="comma-separated scenario numbers (default: 1,2,3,4,5,6,7,8)")
+    parser.add_argument(
+        "--large",
+        action="store_true",
+        help=f"scenario 9's whole grid of N workers × M jobs (minutes; report: {LARGE_REPORT.relative_to(ROOT)})",
+    )
+    parser.add_argument("--only", help="comma-separated scenario numbers (default: 1,2,3,4,5,6,7,8,9)")
     parser.add_argument("--no-profile", action="store_true", help="skip profiling scenario 1 with py-spy")
     parser.add_argument(
         "--out",
         help=f"where to write the report (default: {REPORT.relative_to(ROOT)}, or "
-        f"{QUICK_REPORT.relative_to(ROOT)} with --quick)",
+        f"{QUICK_REPORT.relative_to(ROOT)} with --quick, {LARGE_REPORT.relative_to(ROOT)} with --large)",
     )
     return parser
 

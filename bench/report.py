@@ -25,7 +25,12 @@ def machine_facts() -> list[str]:
 
 
 def write_report(
-    path: Path, facts: list[str], scenarios: list[Scenario], profile: Profile | str | None, quick: bool
+    path: Path,
+    facts: list[str],
+    scenarios: list[Scenario],
+    profile: Profile | str | None,
+    quick: bool,
+    with_analysis: bool = True,  # the analysis written by hand and the profile: not in scenario 9's own report
 ) -> None:
     when = datetime.datetime.now(datetime.UTC).strftime("%Y-%m-%d %H:%M UTC")
     lines = [
@@ -52,7 +57,7 @@ def write_report(
                     f"| {s.number} | {f.label} | {f.value_text()} | {f.baseline_text()} | {f.ratio_text()} | "
                     f"{f.target_text() or f.note} |"
                 )
-    if not quick:
+    if with_analysis and not quick:
         lines += ["", ANALYSIS.read_text(encoding="utf-8").rstrip()]
     for s in scenarios:
         lines += [
@@ -72,14 +77,18 @@ def write_report(
             f"- Scenario run time: {s.seconds:.0f} s; 1-minute load average when it ended: {s.load_after:.1f} "
             f"on {len(os.sched_getaffinity(0))} CPUs.",
         ]
-    lines += ["", *_profile_section(profile)]
+        if s.table:
+            lines += ["", *s.table]
+    if with_analysis:
+        lines += ["", *_profile_section(profile)]
     lines += [
         "",
         "## How to run",
         "",
         "`make bench` (about 6 minutes on this machine) or `make bench QUICK=1` (small sizes, a minute or two; "
         "writes `.thresher/bench/benchmarks-quick.md` instead of this file). `python -m bench --help` lists the "
-        "options: `--only 1,3` runs some scenarios, `--no-profile` skips py-spy.",
+        "options: `--only 1,3` runs some scenarios, `--no-profile` skips py-spy, `--only 9 --large` runs scenario 9's "
+        "whole grid into docs/control-plane.md.",
         "",
     ]
     path.parent.mkdir(parents=True, exist_ok=True)

@@ -67,6 +67,7 @@ class Scenario:
     title: str
     figures: list[Figure] = field(default_factory=list)
     notes: list[str] = field(default_factory=list)  # how it was measured, caveats, details (markdown)
+    table: list[str] = field(default_factory=list)  # markdown lines after the notes: figures by point, if any
     seconds: float = 0.0  # how long the scenario took to run
     load_after: float = 0.0  # the 1-minute load average when it ended: the machine is shared
 
