@@ -12,10 +12,9 @@ from itertools import islice
 from typing import TypeVar
 
 from thresher.core.errors import InvalidRequest
+from thresher.core.ids import batch_id, index_width
 from thresher.core.queue import Batch
 from thresher.core.sources import ITEM_LIST, check_batch_size
-
-MIN_INDEX_DIGITS = 6
 
 T = TypeVar("T")
 
@@ -24,15 +23,6 @@ def batch_count(item_count: int, batch_size: int) -> int:
     """How many batches `item_count` items make: the last one may be partial."""
     check_batch_size(ITEM_LIST, batch_size)
     return -(-item_count // batch_size)
-
-
-def index_width(count: int) -> int:
-    """Digits of every batch index of a job with `count` batches: enough for the last one, at least 6."""
-    return max(MIN_INDEX_DIGITS, len(str(max(count - 1, 0))))
-
-
-def batch_id(job_id: str, index: int, width: int = MIN_INDEX_DIGITS) -> str:
-    return f"{job_id}-{index:0{width}d}"
 
 
 def cut_batches(job_id: str, items: Sequence[bytes], batch_size: int) -> Iterator[Batch]:

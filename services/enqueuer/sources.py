@@ -12,9 +12,10 @@ import json
 from collections.abc import AsyncIterator, Iterable, Sequence
 from dataclasses import dataclass
 
-from services.enqueuer.batching import MIN_INDEX_DIGITS, batch_count, batch_id, check_items, cut_batches, index_width
+from services.enqueuer.batching import batch_count, check_items, cut_batches
 from services.enqueuer.delimited import json_values
 from thresher.core.errors import InvalidRequest
+from thresher.core.ids import MIN_INDEX_DIGITS, batch_id, index_width
 from thresher.core.queue import Batch
 from thresher.core.sources import BATCHES, ITEM_LIST, file_query, no_files_found, source_of
 from thresher.core.staging import Staging

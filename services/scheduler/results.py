@@ -23,6 +23,7 @@ from prometheus_client import Gauge
 
 from services.scheduler.store import JobStore
 from thresher.core.errors import NotFound, Unavailable
+from thresher.core.ids import MIN_INDEX_DIGITS, batch_id
 from thresher.core.names import METRIC_PREFIX
 from thresher.core.results import ResultsSize, ResultStore, StoredResult, batch_index
 from thresher.core.rpc import Client
@@ -32,7 +33,6 @@ log = logging.getLogger(__name__)
 
 FOLLOW_POLL_S = 0.25  # how often a follow looks for new results while it finds none
 SETTLED_ASKED = 1000  # batches a follow asks the monitor about at once, at most
-MIN_INDEX_DIGITS = 6  # a batch id's index has at least this many digits (services/enqueuer/batching.py)
 SETTLED_TIMEOUT_S = 2.0  # a follow does not wait longer than this for the monitor (it asks again at its next read)
 MESSAGE_BYTES = 4 * 1024 * 1024  # of results per ReadResults message (gRPC's messages are 16 MiB at most here)
 SIZE_CACHE_S = 2.0  # a running job's size is listed again after this long (job statuses are read often)
@@ -182,9 +182,9 @@ def _first_ids(job_id: str, first: int, gap: StoredResult) -> list[str]:
     sources), to 6 digits and longer past 999,999: `job-1000000` sorts before `job-999999`. Where the gap's id may be
     one of the latter, ask from `first` in 6 digits too, and from each power of ten from 10^6 up to the gap."""
     width = len(gap.batch_id) - len(job_id) - 1
-    first_ids = [f"{job_id}-{first:0{width}d}"]
+    first_ids = [batch_id(job_id, first, width)]
     if width == max(MIN_INDEX_DIGITS, len(str(gap.index))):  # padded no further than needed: the ids may grow
-        first_ids.append(f"{job_id}-{first:0{MIN_INDEX_DIGITS}d}")
+        first_ids.append(batch_id(job_id, first))
         power = 10 ** max(MIN_INDEX_DIGITS, len(str(first)))
         while power < gap.index:
             first_ids.append(f"{job_id}-{power}")

@@ -6,8 +6,9 @@ import json
 
 import pytest
 
-from services.enqueuer.batching import batch_count, batch_id, check_items, chunked, cut_batches, index_width
+from services.enqueuer.batching import batch_count, check_items, chunked, cut_batches
 from thresher.core.errors import InvalidRequest
+from thresher.core.ids import batch_id, index_width
 
 
 def items_of(values: list[object]) -> list[bytes]:

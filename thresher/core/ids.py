@@ -1,4 +1,4 @@
-"""Job ids: newest first when sorted as text, and unique even when two are made in the same instant."""
+"""Job ids (newest first when sorted as text, unique even when two are made in the same instant) and batch ids."""
 
 from __future__ import annotations
 
@@ -22,3 +22,16 @@ def new_job_id() -> str:
         now = max(time.time_ns(), _last_ns + 1)
         _last_ns = now
     return f"{_MAX_INT64 - now:016x}{secrets.token_hex(2)}"
+
+
+MIN_INDEX_DIGITS = 6  # a batch id's index has at least this many digits
+
+
+def index_width(count: int) -> int:
+    """Digits of every batch index of a job with `count` batches: enough for the last one, at least 6."""
+    return max(MIN_INDEX_DIGITS, len(str(max(count - 1, 0))))
+
+
+def batch_id(job_id: str, index: int, width: int = MIN_INDEX_DIGITS) -> str:
+    """`<job_id>-<index>`, the index zero-padded to `width` digits."""
+    return f"{job_id}-{index:0{width}d}"

@@ -39,7 +39,7 @@ class ResultsSize:
 
 
 def batch_index(batch_id: str) -> int:
-    """The index in a batch id (`<job_id>-<index>`, services/enqueuer/batching.py)."""
+    """The index in a batch id (`<job_id>-<index>`, made by thresher.core.ids.batch_id)."""
     _, _, index = batch_id.rpartition("-")
     if not index.isdigit():
         raise InvalidRequest(f"{batch_id!r} is not a batch id (<job_id>-<index>)")
