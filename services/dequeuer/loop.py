@@ -25,7 +25,7 @@ from thresher.core.logs import batch_id_var, job_id_var
 from thresher.core.names import EXIT_IDLE
 from thresher.core.queue import KIND_JOB_COMPLETE, Delivery, Queue, calls_source
 from thresher.core.results import ResultStore
-from thresher.core.retries import RetryPolicy
+from thresher.core.retries import ON_FAILURE_BISECT, RetryPolicy
 from thresher.v1 import jobs_pb2, monitor_pb2
 
 log = logging.getLogger(__name__)
@@ -41,7 +41,7 @@ Result = monitor_pb2.BatchResult
 class Dequeuer:
     def __init__(self, settings: Settings, queue: Queue, reporter: Reporter, results: ResultStore) -> None:
         self._settings = settings
-        self._retries = RetryPolicy(settings.max_receive_count)  # the monitor applies it to batches; the hook is ours
+        self._retries = RetryPolicy(settings.max_receive_count, settings.on_failure == ON_FAILURE_BISECT)  # the monitor applies it to batches; the hook is ours
         self._queue = queue
         self._reporter = reporter
         self._worker = WorkerClient(settings.worker_port, settings.job_id, settings.max_result_bytes)
@@ -128,10 +128,11 @@ class Dequeuer:
             code = e.exit_code
         settler = self._settler
         log.info(
-            "batches settled: %d succeeded, %d failed and released, %d dead-lettered (%d were pipelined)",
+            "batches settled: %d succeeded, %d failed and released, %d dead-lettered, %d split (%d were pipelined)",
             settler.succeeded,
             settler.failed,
             settler.dead_lettered,
+            settler.split,
             self._pipeline.pipelined,
         )
         await self._report_stopping()

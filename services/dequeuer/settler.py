@@ -1,6 +1,7 @@
 """Settling batches on the queue once the monitor has acked their outcome: successes acked together, failures
-released or dead-lettered as the monitor's ack says (`ReportAck.dead_letter`, the verdict of the retry policy,
-thresher/core/retries.py; the dequeuer never counts attempts).
+released, dead-lettered or split as the monitor's ack says (`ReportAck.dead_letter` / `split`, the verdict of the
+retry policy, thresher/core/retries.py; the dequeuer never counts attempts). A batch split has its two halves sent as
+new batches before it is acked: a dequeuer lost in between leaves it to be delivered again, never lost.
 
 It runs beside the batches: the worker gets its next batch while the last one's report travels to the monitor and
 its ack to the queue, and the queue's acks go in groups (one transaction, or one call per 10 on SQS). A batch is
@@ -17,6 +18,7 @@ from dataclasses import dataclass
 
 from services.dequeuer.holdings import Holdings
 from services.dequeuer.mailbox import Mailbox
+from thresher.core.bisect import halves
 from thresher.core.errors import QueueNotFound
 from thresher.core.logs import batch_id_var
 from thresher.core.queue import Delivery, Queue
@@ -51,7 +53,7 @@ class Settler:
         self._room = asyncio.Event()  # set when an outcome was settled
         self._group_full = asyncio.Event()
         self.queue_gone = asyncio.Event()  # the queue was deleted: the job is over
-        self.succeeded = self.failed = self.dead_lettered = 0
+        self.succeeded = self.failed = self.dead_lettered = self.split = 0
 
     def has_room(self) -> bool:
         return self._unsettled < self._max_unsettled
@@ -108,9 +110,19 @@ class Settler:
 
     async def _settle(self, group: list[_Outcome], acks: list[monitor_pb2.ReportAck]) -> None:
         done = [outcome.delivery for outcome in group if not outcome.error]
-        failed = [(outcome, ack.dead_letter) for outcome, ack in zip(group, acks, strict=True) if outcome.error]
-        await self._queue.ack(done)
+        split = [outcome.delivery for outcome, ack in zip(group, acks, strict=True) if outcome.error and ack.split]
+        failed = [
+            (outcome, ack.dead_letter)
+            for outcome, ack in zip(group, acks, strict=True)
+            if outcome.error and not ack.split
+        ]
+        if split:
+            await self._queue.send([half for delivery in split for half in halves(delivery.batch)])
+            for delivery in split:
+                log.warning("batch %s split in two after its last attempt", delivery.batch.batch_id)
+        await self._queue.ack(done + split)
         self.succeeded += len(done)
+        self.split += len(split)
         await self._queue.release([outcome.delivery for outcome, dead in failed if not dead])
         for outcome, dead in failed:
             batch_id = outcome.delivery.batch.batch_id

@@ -19,6 +19,7 @@ import asyncio
 from services.dequeuer.reporter import Reporter
 from services.dequeuer.settler import Settler
 from services.dequeuer.worker import Outcome
+from thresher.core.bisect import count_items
 from thresher.core.queue import Delivery
 from thresher.core.results import ResultStore
 from thresher.core.retries import RetryPolicy
@@ -111,11 +112,12 @@ def batch_report(
     report = monitor_pb2.BatchReport(batch_id=delivery.batch.batch_id, attempt=delivery.receive_count, result=result)
     if outcome is not None:
         report.duration_s, report.error = outcome.duration_s, outcome.error
+        report.items = count_items(delivery.batch.body)
     return report
 
 
 def failed_report(delivery: Delivery, outcome: Outcome, retries: RetryPolicy, error: str) -> monitor_pb2.BatchReport:
     """A failed attempt's report: it carries the job's limit, for the monitor's verdict (thresher/core/retries.py)."""
     report = batch_report(delivery, monitor_pb2.BATCH_RESULT_FAILED, outcome)
-    report.error, report.max_attempts = error, retries.max_attempts
+    report.error, report.max_attempts, report.bisect = error, retries.max_attempts, retries.bisect
     return report

@@ -98,6 +98,10 @@ def parse_submission(api_name: str, body: bytes) -> jobs_pb2.JobSubmission:
         sub.batch_timeout_s = _number(batch_timeout, "batch_timeout")
     if (results := value.get("results")) is not None:
         _results(sub.results, _object(results, "results"))
+    if (on_failure := value.get("on_failure")) is not None:
+        if not isinstance(on_failure, str):
+            raise InvalidRequest("on_failure: must be a string")
+        sub.on_failure = on_failure
     return sub
 
 

@@ -73,6 +73,9 @@ def job_status(job: jobs_pb2.Job) -> dict[str, Any]:
             "dead_lettered": b.dead_lettered,
             "in_flight": b.in_flight,
             "pending": b.pending,
+            "split": b.split,
+            "items_succeeded": b.items_succeeded,
+            "items_dead_lettered": b.items_dead_lettered,
         },
         "workers_detail": [
             {"worker_id": w.worker_id, "phase": w.phase, "last_heartbeat": _time(w.last_seen)}

@@ -43,6 +43,9 @@ class BatchCounts:
     dead_lettered: int = 0
     in_flight: int = 0
     average_time_per_batch_s: float | None = None
+    items_succeeded: int = 0
+    items_dead_lettered: int = 0
+    split: int = 0
 
 
 @dataclass(frozen=True)
@@ -87,12 +90,12 @@ class Applied:
     """What recording a group of events brought."""
 
     notify: set[str]  # jobs with a notification to send to the scheduler
-    dead_letter: set[int]  # indexes of the events whose batch is to be dead-lettered
+    verdicts: dict[int, Result]  # index of an event whose batch is to be dead-lettered or split -> which
 
 
 @dataclass(frozen=True)
 class HeldBatch:
-    """A batch a worker was working on, with what it takes to release it."""
+    """A batch a worker was working on (or split, and may not have acked yet), with what it takes to release it."""
 
     batch_id: str
     attempt: int
@@ -126,7 +129,8 @@ class Ledger:
                     " queue_name = CASE WHEN queue_name = '' THEN excluded.queue_name ELSE queue_name END",
                     [(job_id, *names.get(job_id, ("", "")), now) for job_id in touched],
                 )
-                notify, dead_letter = set(), set()
+                notify: set[str] = set()
+                verdicts: dict[int, Result] = {}
                 added: Counter[str] = Counter()  # job id -> its batches that became terminal here
                 ended = {
                     _attempt_key(e) for e in events if isinstance(e, BatchEvent) and e.result is not Result.STARTED
@@ -145,13 +149,13 @@ class Ledger:
                             event = replace(event, receipt=receipt)
                         result, terminal = _record_attempt(db, event, now)
                         added[event.job_id] += terminal
-                        if result is Result.DEAD_LETTERED:
-                            dead_letter.add(index)
+                        if result in (Result.DEAD_LETTERED, Result.SPLIT):
+                            verdicts[index] = result
                     elif _apply_one(db, event, now):
                         notify.add(event.job_id)
                 notify |= {job_id for job_id in touched if self._settle_if_done(db, job_id, now, added[job_id])}
             self._terminal.commit(added)
-            return Applied(notify, dead_letter)
+            return Applied(notify, verdicts)
 
         return await self._run(apply)
 
@@ -165,7 +169,7 @@ class Ledger:
             row = db.execute("SELECT queue_name FROM jobs WHERE job_id = ?", (job_id,)).fetchone()
             rows = db.execute(
                 "SELECT a.batch_id, a.attempt, a.receipt FROM attempts a JOIN batches b USING (job_id, batch_id)"
-                " WHERE a.job_id = ? AND a.worker_id = ? AND a.receipt != '' AND b.state IN ('in_flight', 'retrying')"
+                " WHERE a.job_id = ? AND a.worker_id = ? AND a.receipt != '' AND b.state IN ('in_flight', 'retrying', 'split')"
                 " AND b.attempt = a.attempt",
                 (job_id, worker_id),
             )
@@ -285,11 +289,11 @@ class Ledger:
         """Mark the job settled the first time every batch is terminal (`added` of them in this transaction); True
         then."""
         row = db.execute(
-            "SELECT total_batch_count FROM jobs"
+            "SELECT total_batch_count, splits FROM jobs"
             " WHERE job_id = ? AND settled_at IS NULL AND total_batch_count IS NOT NULL",
             (job_id,),
         ).fetchone()
-        if row is None or not is_settled(row[0], self._terminal.count(db, job_id, added)):
+        if row is None or not is_settled(row[0], self._terminal.count(db, job_id, added), row[1]):
             return False
         db.execute("UPDATE jobs SET settled_at = ? WHERE job_id = ?", (now, job_id))
         self._terminal.forget(job_id)
@@ -334,7 +338,8 @@ def _record_attempt(db: sqlite3.Connection, event: BatchEvent, now: float) -> tu
     """Record one attempt's report; returns its result as recorded (for a repeat: as first recorded), and whether
     the batch became terminal."""
     row = db.execute(
-        "SELECT state, attempt, failed_attempts, duration_s, last_error FROM batches WHERE job_id = ? AND batch_id = ?",
+        "SELECT state, attempt, failed_attempts, duration_s, last_error, items FROM batches"
+        " WHERE job_id = ? AND batch_id = ?",
         (event.job_id, event.batch_id),
     ).fetchone()
     batch = Batch(BatchState(row[0]), *row[1:]) if row else None
@@ -364,10 +369,14 @@ def _record_attempt(db: sqlite3.Connection, event: BatchEvent, now: float) -> tu
         ).fetchone()
         return Result(stored), False
     was_terminal = batch is not None and batch.state in TERMINAL_STATES
+    was_split = batch is not None and batch.state is BatchState.SPLIT
     batch = advance(batch, event)
+    if batch.state is BatchState.SPLIT and not was_split:  # its two halves are batches of the job from now on
+        db.execute("UPDATE jobs SET splits = splits + 1 WHERE job_id = ?", (event.job_id,))
     db.execute(
-        "INSERT OR REPLACE INTO batches (job_id, batch_id, state, attempt, failed_attempts, duration_s, last_error)"
-        " VALUES (?, ?, ?, ?, ?, ?, ?)",
+        "INSERT OR REPLACE INTO batches"
+        " (job_id, batch_id, state, attempt, failed_attempts, duration_s, last_error, items)"
+        " VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
         (
             event.job_id,
             event.batch_id,
@@ -376,6 +385,7 @@ def _record_attempt(db: sqlite3.Connection, event: BatchEvent, now: float) -> tu
             batch.failed_attempts,
             batch.duration_s,
             batch.last_error,
+            batch.items,
         ),
     )
     return event.result, batch.state in TERMINAL_STATES and not was_terminal
@@ -385,7 +395,10 @@ def _batch_counts(db: sqlite3.Connection, job_id: str) -> BatchCounts:
     row = db.execute(
         "SELECT COALESCE(SUM(state = 'succeeded'), 0), COALESCE(SUM(failed_attempts), 0),"
         " COALESCE(SUM(state = 'dead_lettered'), 0), COALESCE(SUM(state = 'in_flight'), 0),"
-        " AVG(CASE WHEN state = 'succeeded' THEN duration_s END) FROM batches WHERE job_id = ?",
+        " AVG(CASE WHEN state = 'succeeded' THEN duration_s END),"
+        " COALESCE(SUM(CASE WHEN state = 'succeeded' THEN items END), 0),"
+        " COALESCE(SUM(CASE WHEN state = 'dead_lettered' THEN items END), 0), COALESCE(SUM(state = 'split'), 0)"
+        " FROM batches WHERE job_id = ?",
         (job_id,),
     ).fetchone()
     return BatchCounts(*row)

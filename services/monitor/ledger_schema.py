@@ -7,6 +7,7 @@ CREATE TABLE IF NOT EXISTS jobs (
     api_name TEXT NOT NULL DEFAULT '',
     queue_name TEXT NOT NULL DEFAULT '',  -- where a lost worker's batches are released
     total_batch_count INTEGER,            -- NULL until TrackJob
+    splits INTEGER NOT NULL DEFAULT 0,    -- batches split in two (on_failure bisect): each adds one to the total
     settled_at REAL,                      -- when every batch was first seen terminal
     settled_notified INTEGER NOT NULL DEFAULT 0,
     hook_outcome BLOB,                    -- serialized HookOutcome, the first one reported
@@ -34,6 +35,7 @@ CREATE TABLE IF NOT EXISTS batches (
     failed_attempts INTEGER NOT NULL,
     duration_s REAL,
     last_error TEXT NOT NULL,
+    items INTEGER NOT NULL DEFAULT 0,     -- as its reports say (STARTED ones do not)
     PRIMARY KEY (job_id, batch_id)
 ) WITHOUT ROWID;
 CREATE INDEX IF NOT EXISTS batches_state ON batches (job_id, state);

@@ -35,7 +35,7 @@ class Monitor:
         self._queue_errors: dict[str, dict[str, str]] = {}
         self.stopping = False
         # Reports waiting for the ledger, from every stream: each write takes all of them, in one transaction.
-        self._waiting: list[tuple[Sequence[Event], dict[str, tuple[str, str]], asyncio.Future[set[int]]]] = []
+        self._waiting: list[tuple[Sequence[Event], dict[str, tuple[str, str]], asyncio.Future[dict[int, Result]]]] = []
         self._writer: asyncio.Task[None] | None = None
 
     async def resume(self) -> None:
@@ -43,14 +43,15 @@ class Monitor:
         for job_id in await self._ledger.jobs_to_notify():
             self._notifier.kick(job_id)
 
-    async def record(self, events: Sequence[Event], names: dict[str, tuple[str, str]] | None = None) -> set[int]:
-        """Record reports durably (repeats change nothing); returns the indexes of events to dead-letter.
+    async def record(self, events: Sequence[Event], names: dict[str, tuple[str, str]] | None = None) -> dict[int, Result]:
+        """Record reports durably (repeats change nothing); returns the indexes of events whose batch is to be
+        dead-lettered or split, with which (Result.DEAD_LETTERED or Result.SPLIT).
 
         The reports of every stream that arrive while the ledger writes go together into its next transaction: one
         commit (and fsync) for all of them.
         """
         self._note_queue_errors(events)
-        future: asyncio.Future[set[int]] = asyncio.get_running_loop().create_future()
+        future: asyncio.Future[dict[int, Result]] = asyncio.get_running_loop().create_future()
         self._waiting.append((events, names or {}, future))
         if self._writer is None:
             # A task of its own: a sender that hangs up mid-write must not leave a committed settlement without its
@@ -73,7 +74,7 @@ class Monitor:
                 start = 0
                 for part, _, future in group:
                     end = start + len(part)
-                    future.set_result({i - start for i in applied.dead_letter if start <= i < end})
+                    future.set_result({i - start: v for i, v in applied.verdicts.items() if start <= i < end})
                     start = end
         finally:
             self._writer = None

@@ -11,6 +11,7 @@ from typing import Any
 import grpc
 from aiohttp import web
 
+from services.monitor.accounting import Result
 from services.monitor.ledger import Ledger
 from services.monitor.metrics import start_metrics_server
 from services.monitor.monitor import Monitor
@@ -65,13 +66,8 @@ class MonitorServicer(monitor_pb2_grpc.MonitorServicer):
                         sender.check_speaks_for(job_id, worker_id)
                     workers.update(pair for pair in senders if pair[1])
                     names = {r.job_id: (r.api_name, r.queue_name) for r in group}
-                    dead_letter = await self._monitor.record([decode_report(r) for r in group], names)
-                    yield monitor_pb2.ReportAcks(
-                        acks=[
-                            monitor_pb2.ReportAck(seq=report.seq, dead_letter=index in dead_letter)
-                            for index, report in enumerate(group)
-                        ]
-                    )
+                    verdicts = await self._monitor.record([decode_report(r) for r in group], names)
+                    yield monitor_pb2.ReportAcks(acks=[_ack(report.seq, verdicts.get(i)) for i, report in enumerate(group)])
                 if end is _END:
                     return
                 if isinstance(end, BaseException):
@@ -224,3 +220,7 @@ async def serve(config: Config) -> None:
     await until_stop_signal()
     log.info("monitor stopping")
     await server.stop(GRACE_S)
+
+
+def _ack(seq: int, verdict: Result | None) -> monitor_pb2.ReportAck:
+    return monitor_pb2.ReportAck(seq=seq, dead_letter=verdict is Result.DEAD_LETTERED, split=verdict is Result.SPLIT)

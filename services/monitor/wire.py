@@ -80,6 +80,8 @@ def _decode_batch(report: monitor_pb2.Report, job_id: str) -> BatchEvent:
         raise InvalidRequest(f"{_where(report)}: duration_s must be a finite number of seconds >= 0")
     if max_attempts < 0:
         raise InvalidRequest(f"{_where(report)}: max_attempts must be 0 (no limit) or more, not {max_attempts}")
+    if batch.items < 0:
+        raise InvalidRequest(f"{_where(report)}: items must be 0 or more, not {batch.items}")
     error, worker_id, receipt = batch.error, report.worker_id, batch.receipt
     return BatchEvent(
         job_id,
@@ -89,6 +91,8 @@ def _decode_batch(report: monitor_pb2.Report, job_id: str) -> BatchEvent:
         duration_s,
         error,
         max_attempts=max_attempts,
+        bisect=batch.bisect,
+        items=batch.items,
         worker_id=worker_id,
         receipt=receipt,
     )
@@ -100,6 +104,9 @@ def encode_counts(counts: BatchCounts) -> jobs_pb2.BatchCounts:
         failed_attempts=counts.failed_attempts,
         dead_lettered=counts.dead_lettered,
         in_flight=counts.in_flight,
+        items_succeeded=counts.items_succeeded,
+        items_dead_lettered=counts.items_dead_lettered,
+        split=counts.split,
     )
     if counts.average_time_per_batch_s is not None:
         message.average_time_per_batch_s = counts.average_time_per_batch_s

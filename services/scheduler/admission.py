@@ -36,6 +36,7 @@ class Admission:
     async def admit(self, submission: jobs_pb2.JobSubmission, caller: Caller) -> JobRecord:
         """The job stored `pending`, once every check passed."""
         api = await self._check(submission)
+        submission.on_failure = submission.on_failure or api.on_failure  # the API's default, kept with the job
         await check_files_exist(submission, self._config.inputs)  # Cortex's short-circuit listing: a 400, not later
         if submission.sqs_dead_letter_queue.arn:
             await self._queues.check_dead_letter_target(submission.sqs_dead_letter_queue.arn)

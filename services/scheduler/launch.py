@@ -70,6 +70,7 @@ class Launcher:
             batch_timeout_s=batch_timeout_s(submission, self._config),
             results_s3_path=submission.results.s3_path,
             idle_s=self._config.scaling.idle_s if job.elastic else None,
+            on_failure=submission.on_failure,
         )
 
     async def _run(self, job_id: str) -> None:

@@ -106,7 +106,7 @@ def _add_remaining(message: jobs_pb2.Job) -> None:
     if not message.HasField("total_batch_count"):
         return
     b = message.batches
-    left = max(0, message.total_batch_count - b.succeeded - b.dead_lettered)
+    left = max(0, message.total_batch_count + b.split - b.succeeded - b.dead_lettered)  # a split adds a batch
     b.pending = max(0, left - b.in_flight)
     if message.pace.batches_per_s > 0:
         message.pace.eta_s = left / message.pace.batches_per_s
@@ -162,6 +162,9 @@ def hook_summary(job: JobRecord, summary: scheduler_pb2.JobSummary) -> bytes:
         "succeeded": counts.succeeded,
         "failed": counts.failed_attempts,
         "dead_lettered": counts.dead_lettered,
+        "items_succeeded": counts.items_succeeded,
+        "items_dead_lettered": counts.items_dead_lettered,
+        "split": counts.split,
         "average_time_per_batch": (
             counts.average_time_per_batch_s if counts.HasField("average_time_per_batch_s") else None
         ),

@@ -27,6 +27,7 @@ EVERY_OPTION = DequeuerArgs(
     results_s3_path="s3://bucket/results",
     idle_s=3.5,
     exit_file="/tmp/w3.exit",
+    on_failure="bisect",
 )
 
 
@@ -47,6 +48,7 @@ def test_the_flags_on_the_wire_are_those_deployed_manifests_carry() -> None:
         "--worker-port", "8123", "--readiness-path", "/healthz", "--batch-timeout-s", "12.5",
         "--max-receive-count", "4", "--grace-s", "7.0", "--results-s3-path", "s3://bucket/results",
         "--idle-s", "3.5", "--exit-file", "/tmp/w3.exit",
+        "--on-failure", "bisect",
     ]  # fmt: skip
 
 

@@ -7,6 +7,7 @@ from pathlib import Path
 from typing import Any
 
 from thresher.core.errors import InvalidRequest
+from thresher.core.retries import ON_FAILURE_CHOICES
 from thresher.core.yamlfile import load_yaml
 from thresher.v1 import jobs_pb2
 
@@ -74,6 +75,10 @@ def _parse_one(item: Any, index: int, working_dir: str) -> jobs_pb2.ApiSpec:
         if http_get.get("path") and not spec.readiness_path:
             spec.readiness_path = str(http_get["path"])
     _placement(spec, item, where)
+    on_failure = item.get("on_failure") or ""
+    if not isinstance(on_failure, str):
+        raise InvalidRequest(f"{where}: on_failure: must be a string, got {on_failure!r}")
+    spec.on_failure = on_failure
     check_api_spec(spec)
     return spec
 
@@ -90,6 +95,8 @@ def check_api_spec(spec: jobs_pb2.ApiSpec) -> None:
             f" /<name>, so these names are reserved: {', '.join(RESERVED_NAMES)}"
         )
     where = f"API {spec.name}"
+    if spec.on_failure and spec.on_failure not in ON_FAILURE_CHOICES:
+        raise InvalidRequest(f"{where}: on_failure: must be one of {', '.join(ON_FAILURE_CHOICES)}, got {spec.on_failure!r}")
     if not spec.containers:
         raise InvalidRequest(f"{where}: pod: containers: must contain at least 1 element")
     _no_nul(spec.working_dir, f"{where}: working_dir")

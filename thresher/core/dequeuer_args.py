@@ -13,6 +13,8 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field, fields
 from typing import Any
 
+from thresher.core.retries import ON_FAILURE_CHOICES
+
 DEQUEUER_MODULE = "services.dequeuer"  # `python -m services.dequeuer <DequeuerArgs.to_argv()>`
 DEFAULT_GRACE_S = 20.0  # time a batch in progress gets to finish after SIGTERM (spot termination notice)
 
@@ -64,6 +66,12 @@ def _non_negative(text: str) -> float:
     return value
 
 
+def _on_failure(text: str) -> str:
+    if text not in ON_FAILURE_CHOICES:
+        raise argparse.ArgumentTypeError(f"{text!r} is not one of {', '.join(ON_FAILURE_CHOICES)}")
+    return text
+
+
 @dataclass(frozen=True)
 class DequeuerArgs:
     """Who one worker's dequeuer is and where its worker listens; how it behaves comes from thresher.core.config."""
@@ -82,6 +90,7 @@ class DequeuerArgs:
         _positive(float), "exit (code 76) after finding nothing to receive this long (default: never)", default=None
     )
     exit_file: str | None = _option(_path, "write the exit code to this file on the way out", default=None)
+    on_failure: str | None = _option(_on_failure, "bisect: split a batch whose attempts are used up", default=None)
 
     def to_argv(self) -> list[str]:
         """The options after `python -m services.dequeuer`; those at their default are left off."""

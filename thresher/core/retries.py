@@ -42,6 +42,15 @@ the verdict first recorded; a batch that succeeds after it was dead-lettered (a 
 counts as succeeded. A dead letter that a dequeuer could not move (it stopped first) is moved by the scheduler at
 the job's clean-up (services/scheduler/dead_letters.py).
 
+Poison items (a job's `on_failure: bisect`, its submission's or else its API's). A batch of several items whose
+last attempt failed is not dead-lettered but split (`Verdict.SPLIT`): the dequeuer sends its two halves as new
+batches, `<batch id>.0` (the first ceil(n/2) items) and `<batch id>.1`, each with fresh attempts, and only then acks
+it; and so on down to single items. Only a batch of one item is dead-lettered, with its own last error: the poison
+items. A batch of n items with k poison items costs at most about 2·k·log2(n) extra batches, each up to
+`max_attempts` attempts. The monitor records the split before the dequeuer sends the halves, so the job's batch
+count grows by one per split before either half can be seen; a dequeuer lost in between leaves the batch to be
+delivered again, whose failure gets the same verdict (the halves' ids are fixed: sending them again is harmless).
+
 The job-completion hook is no batch, and the dequeuer retries it by itself (`RetryPolicy.hook_retry_delay_s`): a
 failed call is released after HOOK_BACKOFF_S × its delivery, until the delivery that reaches `max_attempts`, whose
 outcome is reported either way. Its deliveries are counted, not its failures: those to a lost worker count too.
@@ -52,6 +61,9 @@ from __future__ import annotations
 from dataclasses import dataclass
 from enum import StrEnum
 
+ON_FAILURE_DEAD_LETTER = "dead_letter"  # the default: a batch whose attempts are used up is dead-lettered whole
+ON_FAILURE_BISECT = "bisect"  # ... is split in two, down to single items (thresher/core/bisect.py)
+ON_FAILURE_CHOICES = (ON_FAILURE_DEAD_LETTER, ON_FAILURE_BISECT)
 HOOK_BACKOFF_S = 0.5  # × its delivery, before a failed hook call is released for another try
 
 
@@ -60,6 +72,7 @@ class Verdict(StrEnum):
 
     RETRY = "retry"  # released at once, delivered again to any worker
     DEAD_LETTER = "dead_letter"  # that was its last attempt: to the dead letter queue, with its error
+    SPLIT = "split"  # that was its last attempt, and the job bisects: its two halves become new batches
 
 
 @dataclass(frozen=True, slots=True)
@@ -67,12 +80,13 @@ class RetryPolicy:
     """A job's retry policy; the job's `max_receive_count` makes it."""
 
     max_attempts: int  # failed attempts a batch may use: the one that reaches it is the last; 0: no limit
+    bisect: bool = False  # on_failure bisect: a batch of several items is split after its last attempt
 
-    def after_failure(self, failed_before: int) -> Verdict:
-        """The verdict on a failed attempt of a batch that had `failed_before` failures already (released attempts
-        are not failures)."""
+    def after_failure(self, failed_before: int, items: int = 1) -> Verdict:
+        """The verdict on a failed attempt of a batch of `items` items that had `failed_before` failures already
+        (released attempts are not failures)."""
         if self.max_attempts and failed_before + 1 >= self.max_attempts:
-            return Verdict.DEAD_LETTER
+            return Verdict.SPLIT if self.bisect and items > 1 else Verdict.DEAD_LETTER
         return Verdict.RETRY
 
     def hook_retry_delay_s(self, delivery: int) -> float | None:

@@ -28,6 +28,7 @@ class WorkerLaunch:
     batch_timeout_s: float
     results_s3_path: str = ""  # the job's own S3 path for its results (empty: the settings' place)
     idle_s: float | None = None  # an elastic job's: a worker idle this long exits, not replaced (None: never)
+    on_failure: str = ""  # the submission's (its API's default filled in): "" or one of ON_FAILURE_CHOICES
 
     def dequeuer_args(self, worker_id: str, port: int) -> DequeuerArgs:
         """The command line of the dequeuer of worker `worker_id`, whose worker listens on `port`."""
@@ -42,6 +43,7 @@ class WorkerLaunch:
             max_receive_count=self.max_receive_count,
             results_s3_path=self.results_s3_path or None,
             idle_s=self.idle_s,
+            on_failure=self.on_failure or None,
         )
 
 
