@@ -21,7 +21,7 @@ from services.dequeuer.mailbox import Mailbox
 from thresher.core.bisect import halves
 from thresher.core.errors import QueueNotFound
 from thresher.core.logs import batch_id_var
-from thresher.core.queue import Delivery, Queue
+from thresher.core.queue import Batch, Delivery, Queue
 from thresher.v1 import monitor_pb2
 
 log = logging.getLogger(__name__)
@@ -117,7 +117,7 @@ class Settler:
             if outcome.error and not ack.split
         ]
         if split:
-            await self._queue.send([half for delivery in split for half in halves(delivery.batch)])
+            await self._queue.send([Batch(*half) for d in split for half in halves(d.batch.batch_id, d.batch.body)])
             for delivery in split:
                 log.warning("batch %s split in two after its last attempt", delivery.batch.batch_id)
         await self._queue.ack(done + split)

@@ -236,10 +236,19 @@ class Ledger:
         return await self._file.read(progress)
 
     async def settled_batches(self, job_id: str, from_batch_id: str, limit: int) -> list[str]:
-        """The job's terminal batches from `from_batch_id` on, in id order (batch order), `limit` at most."""
-        query = "SELECT batch_id FROM batches WHERE job_id = ? AND batch_id >= ? AND state IN (?, ?) ORDER BY batch_id"
-        args = (job_id, from_batch_id, *(state.value for state in TERMINAL_STATES), limit)
-        return await self._file.read(lambda db: [row[0] for row in db.execute(query + " LIMIT ?", args)])
+        """The job's terminal batches from `from_batch_id` on, in id order (batch order), `limit` at most; a batch
+        split (on_failure bisect) once every batch split from it is settled: its descendants are terminal but for
+        those split, and a split adds one batch to the two halves of the first."""
+        query = (
+            "SELECT batch_id FROM batches b WHERE job_id = ? AND batch_id >= ? AND instr(batch_id, '.') = 0"
+            " AND (state IN (?, ?) OR state = 'split' AND (SELECT SUM(state IN (?, ?)) - SUM(state = 'split')"
+            "  FROM batches d WHERE d.job_id = b.job_id AND d.batch_id > b.batch_id || '.'"
+            "  AND d.batch_id < b.batch_id || '/') = 2)"  # '/' follows '.': the range of the descendants' ids
+            " ORDER BY batch_id LIMIT ?"
+        )
+        terminal = tuple(state.value for state in TERMINAL_STATES)
+        args = (job_id, from_batch_id, *terminal, *terminal, limit)
+        return await self._file.read(lambda db: [row[0] for row in db.execute(query, args)])
 
     async def record_queue_calls(self, job_id: str, api_name: str, calls: Sequence[QueueCalls]) -> None:
         """Keep the newest running totals of each source (idempotent: totals only grow)."""

@@ -8,8 +8,9 @@ several workers, batch 1's result may be stored after batch 4's was read, and a 
 it sent. Where a result is missing before a stored one (a gap), the follow asks the monitor which batches from the
 gap on are settled (a call for up to SETTLED_ASKED of them, or one per id width past 999,999: see _first_ids; before
 the next read: a batch settled by then has its result, if it has one, in that read); a settled batch without a result
-(dead-lettered, or its worker answered none) is passed over, and the follow waits for the others. A follow reads the
-store every FOLLOW_POLL_S (a directory listing locally, a ListObjectsV2 call on S3).
+(dead-lettered, or its worker answered none) is passed over, and the follow waits for the others. A batch split in
+two (on_failure bisect) has its halves' results under its index, sent together once the monitor has every half
+settled. A follow reads the store every FOLLOW_POLL_S (a directory listing locally, a ListObjectsV2 call on S3).
 """
 
 from __future__ import annotations
@@ -22,6 +23,7 @@ from collections.abc import AsyncIterator, Awaitable, Callable
 from prometheus_client import Gauge
 
 from services.scheduler.store import JobStore
+from thresher.core.bisect import HALF_SEPARATOR, root_batch_id
 from thresher.core.errors import NotFound, Unavailable
 from thresher.core.ids import MIN_INDEX_DIGITS, batch_id
 from thresher.core.names import METRIC_PREFIX
@@ -90,7 +92,8 @@ class JobResults:
             size = 0
             async for page in results.read(job_id, after):
                 for r in page:
-                    if in_order and _unsettled_between(after, r.index, settled):
+                    # A split batch's halves (ids with a ".") go once every one of them is settled: all together
+                    if in_order and (_unsettled_between(after, r.index, settled) or _unsettled_half(r, settled)):
                         gap = r
                         break
                     if message and size + len(r.result) + len(r.items) * items > MESSAGE_BYTES:
@@ -181,7 +184,7 @@ def _first_ids(job_id: str, first: int, gap: StoredResult) -> list[str]:
     gap. A job's ids are zero-padded to one width (the gap's), or, when its batch count is not known up front (file
     sources), to 6 digits and longer past 999,999: `job-1000000` sorts before `job-999999`. Where the gap's id may be
     one of the latter, ask from `first` in 6 digits too, and from each power of ten from 10^6 up to the gap."""
-    width = len(gap.batch_id) - len(job_id) - 1
+    width = len(root_batch_id(gap.batch_id)) - len(job_id) - 1  # a split batch's half: its batch's width
     first_ids = [batch_id(job_id, first, width)]
     if width == max(MIN_INDEX_DIGITS, len(str(gap.index))):  # padded no further than needed: the ids may grow
         first_ids.append(batch_id(job_id, first))
@@ -190,6 +193,12 @@ def _first_ids(job_id: str, first: int, gap: StoredResult) -> list[str]:
             first_ids.append(f"{job_id}-{power}")
             power *= 10
     return list(dict.fromkeys(first_ids))  # (an id once: below 10^6, growing ids are 6 digits, as the gap's)
+
+
+def _unsettled_half(result: StoredResult, settled: set[int]) -> bool:
+    """Whether the result is a split batch's half (thresher/core/bisect.py) whose index is not settled yet: whose
+    other halves may not be stored yet (the monitor has a split batch settled once all its halves are)."""
+    return HALF_SEPARATOR in result.batch_id and result.index not in settled
 
 
 def _unsettled_between(after: int, index: int, settled: set[int]) -> bool:

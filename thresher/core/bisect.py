@@ -1,4 +1,5 @@
-"""Poison items isolated by bisection (a job's `on_failure: bisect`): a batch's items, and its two halves.
+"""Poison items isolated by bisection (a job's `on_failure: bisect`): a batch's items, and its two halves. Standard
+library only: the Python client reads the halves' ids too.
 
 A batch whose last attempt failed is split (thresher/core/retries.py): its halves are new batches of the same job,
 `<batch id>.0` with the first ceil(n/2) items and `<batch id>.1` with the rest, each item's bytes as they were. A
@@ -12,7 +13,6 @@ import re
 from json.scanner import make_scanner
 from typing import Any, cast
 
-from thresher.core.queue import Batch
 
 HALF_SEPARATOR = "."  # `<batch id>.0`: sorts before any digit, so right after the batch's own id
 
@@ -44,16 +44,25 @@ def split_items(body: bytes) -> list[bytes]:
     return [item.encode("utf-8") for item in items]
 
 
-def halves(batch: Batch) -> list[Batch]:
-    """The batch's two halves as new batches (none for a batch of fewer than two items: it cannot be split)."""
-    items = split_items(batch.body)
+def halves(batch_id: str, body: bytes) -> list[tuple[str, bytes]]:
+    """The (id, body) of the batch's two halves (none for a batch of fewer than two items: it cannot be split)."""
+    items = split_items(body)
     if len(items) < 2:
         return []
     middle = (len(items) + 1) // 2
     return [
-        Batch(f"{batch.batch_id}{HALF_SEPARATOR}{half}", b"[" + b",".join(part) + b"]", batch.kind)
+        (f"{batch_id}{HALF_SEPARATOR}{half}", b"[" + b",".join(part) + b"]")
         for half, part in enumerate((items[:middle], items[middle:]))
     ]
+
+
+def item_range(batch_id: str, root_items: int) -> tuple[int, int]:
+    """(first item, items) of a batch within the batch it was split from at the top, of `root_items` items."""
+    first, items = 0, root_items
+    for half in batch_id.split(HALF_SEPARATOR)[1:]:
+        middle = (items + 1) // 2
+        first, items = (first, middle) if half == "0" else (first + middle, items - middle)
+    return first, items
 
 
 def root_batch_id(batch_id: str) -> str:

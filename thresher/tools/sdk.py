@@ -7,6 +7,7 @@ from collections.abc import Iterable, Iterator
 from pathlib import Path
 from typing import Any
 
+from thresher.core.bisect import item_range
 from thresher.core.errors import InvalidRequest, ThresherError
 from thresher.tools.client import GatewayClient
 from thresher.tools.job import Job
@@ -116,13 +117,20 @@ class Client:
 
 
 def _results_by_item(job: Job, count: int, batch_size: int) -> Iterator[Any]:
+    """Each item's result, from the results in batch order: a batch split in two (on_failure bisect) has a result
+    for each of its halves (thresher/core/bisect.py), each for a range of its items."""
     expected = math.ceil(count / batch_size)
-    next_index = 0
+    next_index, next_item = 0, 0  # the batch whose items come next, and its first item not given yet
     for line in job.results(follow=True):
-        if line["index"] != next_index:
-            raise JobFailed(f"job {job.id}: batch {next_index} has no result (see job.failed())", job)
-        yield from _spread(line["result"], min(batch_size, count - next_index * batch_size), line, job)
-        next_index += 1
+        batch_items = min(batch_size, count - line["index"] * batch_size)
+        first, items = item_range(line["batch_id"], batch_items)
+        if (line["index"], first) != (next_index, next_item):
+            raise JobFailed(f"job {job.id}: batch {next_index} has no result from its item {next_item} on "
+                            "(see job.failed())", job)  # fmt: skip
+        yield from _spread(line["result"], items, line, job)
+        next_item = first + items
+        if next_item == batch_items:
+            next_index, next_item = next_index + 1, 0
     if next_index < expected:
         status = job.status()["job_status"]["status"]
         raise JobFailed(f"job {job.id} ended {status} with {next_index} of {expected} batches' results", job)

@@ -4,6 +4,8 @@ misbehaves on request, for the fault-injection tests. Config keys (all optional)
 - `fail_items`: items whose batch answers HTTP 500 (while the file `fail_while` exists, if that is given), with the
   error `fail_message` (default: "poison item") and the items
 - `crash_once_items`: items whose batch kills the worker process the first time it sees them
+- `crash_once_batch_suffixes`: batches whose id ends with one of these (e.g. `-000000.1`, a half of a batch split by
+  on_failure bisect) kill the worker process the first time it sees them
 - `hang_items`: items whose batch never returns
 - `slow_s`: seconds each batch takes
 - `hold_items`: items whose batch waits while the file `hold_while` exists (that is, until a test removes it)
@@ -40,6 +42,9 @@ def handle_batch(items: list[Any], ctx: Any) -> dict[str, Any] | None:
     record = {"batch_id": ctx.batch_id, "attempt": ctx.attempt, "items": items, "pid": os.getpid()}
     with open(out / f"calls-{os.getpid()}.jsonl", "a", encoding="utf-8") as f:
         f.write(json.dumps(record) + "\n")
+    for suffix in config.get("crash_once_batch_suffixes", []):
+        if ctx.batch_id.endswith(suffix) and _first_time(out / f"crashed{suffix}"):
+            os._exit(1)
     for item in items:
         if item in config.get("crash_once_items", []) and _first_time(out / f"crashed-{item}"):
             os._exit(1)

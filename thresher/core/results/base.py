@@ -12,6 +12,7 @@ from collections.abc import AsyncIterator, Sequence
 from dataclasses import dataclass
 from typing import NamedTuple
 
+from thresher.core.bisect import root_batch_id
 from thresher.core.errors import InvalidRequest
 
 PAGE = 100  # results read back per page, at most
@@ -39,8 +40,9 @@ class ResultsSize:
 
 
 def batch_index(batch_id: str) -> int:
-    """The index in a batch id (`<job_id>-<index>`, made by thresher.core.ids.batch_id)."""
-    _, _, index = batch_id.rpartition("-")
+    """The index in a batch id (`<job_id>-<index>`, made by thresher.core.ids.batch_id); a split batch's halves have
+    its index (`<job_id>-<index>.0.1`, thresher/core/bisect.py)."""
+    _, _, index = root_batch_id(batch_id).rpartition("-")
     if not index.isdigit():
         raise InvalidRequest(f"{batch_id!r} is not a batch id (<job_id>-<index>)")
     return int(index)

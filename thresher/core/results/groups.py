@@ -7,6 +7,10 @@ each result's `<index> <attempt> <batch id> <result bytes> <items bytes>`, one a
 the results and items follow, in that order, without any re-encoding (the worker's JSON answer and the batch's JSON
 array, as they came).
 
+A batch split in two (on_failure bisect) has its halves' results under its own index (`<batch id>.0`, `.1`, ...:
+thresher/core/bisect.py), read back in batch id order, which is input order; a result of a batch that was split
+(stored by an attempt that succeeded too late) is passed over for its halves'.
+
 Exactly one result per batch, whichever groups hold it (a batch delivered twice has its result stored twice, by the
 same dequeuer or by two): the reader keeps the one with the highest attempt (the queue's receive count: a later
 delivery always counts more), and between equal attempts (the same delivery stored twice) the one in the group with
@@ -26,6 +30,7 @@ from collections.abc import AsyncIterator, Awaitable, Callable, Iterable, Sequen
 from itertools import count
 from typing import NamedTuple
 
+from thresher.core.bisect import HALF_SEPARATOR
 from thresher.core.results.base import PAGE, PAGE_BYTES, StoredResult, batch_index
 
 SUFFIX = ".results"
@@ -102,7 +107,8 @@ def decode(name: GroupName, data: bytes) -> list[Kept]:
 
 
 def distinct_indexes(heads: Iterable[bytes]) -> int:
-    return len({entry[0] for head in heads for entry in decode_head(head)})
+    """The batches with a result (a split batch's halves each count)."""
+    return len({(entry[0], entry[2]) for head in heads for entry in decode_head(head)})
 
 
 async def merged(
@@ -113,29 +119,31 @@ async def merged(
     are read a few hundred KiB at a time: local.py), `at_once` groups given at most."""
     unread = sorted(name for name in names if name.last > after)
     unread.reverse()  # the next group to read is the last: popped
-    best: dict[int, Kept] = {}
-    waiting: list[int] = []  # a heap of best's indexes
+    best: dict[tuple[int, str], Kept] = {}  # by (index, batch id): a split batch's halves share its index
+    waiting: list[tuple[int, str]] = []  # a heap of best's keys
     page: list[StoredResult] = []
     size = 0
     while unread or waiting:
         bound = unread[-1].first if unread else None  # no index from here on is final before this group is read
-        if bound is not None and (not waiting or waiting[0] >= bound):
+        if bound is not None and (not waiting or waiting[0][0] >= bound):
             group = [unread.pop() for _ in range(min(at_once, len(unread)))]
             contents = await load(group)
             unread += reversed(group[len(contents) :])  # left for the next call
             for name, data in zip(group[: len(contents)], contents, strict=True):
                 for kept in decode(name, data):
-                    index = kept[2].index
-                    if index <= after:
+                    key = kept[2].index, kept[2].batch_id
+                    if key[0] <= after:
                         continue
-                    if index not in best:
-                        heapq.heappush(waiting, index)
-                    elif best[index][:2] > kept[:2]:
+                    if key not in best:
+                        heapq.heappush(waiting, key)
+                    elif best[key][:2] > kept[:2]:
                         continue
-                    best[index] = kept
+                    best[key] = kept
             continue
-        while waiting and (bound is None or waiting[0] < bound):
+        while waiting and (bound is None or waiting[0][0] < bound):
             result = best.pop(heapq.heappop(waiting))[2]
+            if waiting and waiting[0][1].startswith(result.batch_id + HALF_SEPARATOR):
+                continue  # it was split: its halves' results stand for it (every result of its index is in `best`)
             page.append(result)
             size += len(result.result) + len(result.items)
             if len(page) >= PAGE or size >= PAGE_BYTES:

@@ -1,0 +1,79 @@
+"""`on_failure: bisect` against the real embedded stack: batches with poison items are split down to the poison items,
+which alone are dead-lettered, each with its own error; counts, hook summary, failed list, retry, results and map."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from tests.e2e.conftest import WORKERS_DIR, Stack
+from tests.e2e.test_python_client_results import SQUARER
+from thresher import Client, JobFailed
+
+pytestmark = [pytest.mark.e2e, pytest.mark.timeout(180)]
+
+POISON = [7, 58, 133]
+
+
+@pytest.fixture
+def client(stack: Stack) -> Client:
+    return Client(stack.url, api_key=stack.api_key)
+
+
+def lines(path: Path) -> list[dict[str, Any]]:
+    return [json.loads(line) for line in path.read_text().splitlines()]
+
+
+def test_only_the_poison_items_are_dead_lettered_and_the_counts_add_up(client: Client, tmp_path: Path) -> None:
+    out = tmp_path / "out"
+    config = {"out_dir": str(out), "fail_items": POISON, "results": True}
+    job = client.submit(
+        "recorder", items=range(200), batch_size=20, workers=2, config=config, on_failure="bisect",
+        sqs_dead_letter_queue={"max_receive_count": 2},
+    )  # fmt: skip
+
+    status = job.wait(progress=False)["job_status"]
+
+    assert status["status"] == "completed_with_failures"
+    counts = status["batch_counts"]
+    assert (counts["items_succeeded"], counts["items_dead_lettered"], counts["dead_lettered"]) == (197, 3, 3)
+    # 4 splits per poison item, each adding a batch: 7 is in 20 items, then 10 (0-9), 5 (5-9), 3 (5-7) and 1 (7);
+    # 58 in 20, 10 (50-59), 5 (55-59), 2 (58-59) and 1; 133 in 20, 10 (130-139), 5 (130-134), 2 (133-134) and 1
+    assert counts["split"] == 12 and counts["succeeded"] + counts["dead_lettered"] == 10 + 12
+    succeeded = [item for path in out.glob("items-*.jsonl") for call in lines(path) for item in call["items"]]
+    assert sorted(succeeded) == [i for i in range(200) if i not in POISON], "every other item succeeded, once"
+
+    failed = job.failed()
+    assert sorted(f["items"][0] for f in failed) == POISON and all(len(f["items"]) == 1 for f in failed)
+    assert all(f"poison item in {f['items']}" in f["error"] for f in failed), "each with its own last error"
+    assert sorted(f["batch_id"].removeprefix(job.id) for f in failed) == [
+        "-000000.0.1.0.1", "-000002.1.1.1.0", "-000006.1.0.1.0",
+    ], "the ids of split batches show their origin"  # fmt: skip
+
+    [hook] = lines(out / "hooks.jsonl")
+    assert (hook["items_succeeded"], hook["items_dead_lettered"]) == (197, 3)
+    assert sorted(hook["dead_lettered_batch_ids"]) == sorted(f["batch_id"] for f in failed)
+
+    results = list(job.results(items=True))
+    assert [item for r in results for item in r["items"]] == [i for i in range(200) if i not in POISON]
+    assert [square for r in results for square in r["result"]["squares"]] == [
+        i * i for i in range(200) if i not in POISON
+    ], "the halves' results in input order"
+
+    retried = job.retry()
+    assert retried.wait(progress=False)["job_status"]["total_batch_count"] == 3, "exactly the poison items"
+
+
+def test_map_yields_the_items_before_a_poison_item_in_order_then_raises(client: Client, stack: Stack) -> None:
+    client.deploy([SQUARER | {"on_failure": "bisect"}], working_dir=WORKERS_DIR)  # the API's default
+    squares = client.map("squarer", range(300), batch_size=50, workers=2, config={"fail_items": [175]})
+
+    got = []
+    with pytest.raises(JobFailed, match="batch 3 has no result from its item 25 on"):
+        for square in squares:
+            got.append(square)
+
+    assert got == [i * i for i in range(175)]
