@@ -169,7 +169,8 @@ class Ledger:
             row = db.execute("SELECT queue_name FROM jobs WHERE job_id = ?", (job_id,)).fetchone()
             rows = db.execute(
                 "SELECT a.batch_id, a.attempt, a.receipt FROM attempts a JOIN batches b USING (job_id, batch_id)"
-                " WHERE a.job_id = ? AND a.worker_id = ? AND a.receipt != '' AND b.state IN ('in_flight', 'retrying', 'split')"
+                " WHERE a.job_id = ? AND a.worker_id = ? AND a.receipt != ''"
+                " AND b.state IN ('in_flight', 'retrying', 'split')"
                 " AND b.attempt = a.attempt",
                 (job_id, worker_id),
             )

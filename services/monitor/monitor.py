@@ -43,7 +43,9 @@ class Monitor:
         for job_id in await self._ledger.jobs_to_notify():
             self._notifier.kick(job_id)
 
-    async def record(self, events: Sequence[Event], names: dict[str, tuple[str, str]] | None = None) -> dict[int, Result]:
+    async def record(
+        self, events: Sequence[Event], names: dict[str, tuple[str, str]] | None = None
+    ) -> dict[int, Result]:
         """Record reports durably (repeats change nothing); returns the indexes of events whose batch is to be
         dead-lettered or split, with which (Result.DEAD_LETTERED or Result.SPLIT).
 

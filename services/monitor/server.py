@@ -67,7 +67,9 @@ class MonitorServicer(monitor_pb2_grpc.MonitorServicer):
                     workers.update(pair for pair in senders if pair[1])
                     names = {r.job_id: (r.api_name, r.queue_name) for r in group}
                     verdicts = await self._monitor.record([decode_report(r) for r in group], names)
-                    yield monitor_pb2.ReportAcks(acks=[_ack(report.seq, verdicts.get(i)) for i, report in enumerate(group)])
+                    yield monitor_pb2.ReportAcks(
+                        acks=[_ack(report.seq, verdicts.get(i)) for i, report in enumerate(group)]
+                    )
                 if end is _END:
                     return
                 if isinstance(end, BaseException):

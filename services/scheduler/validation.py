@@ -11,7 +11,7 @@ from collections.abc import Sequence
 from thresher.core.config import Config
 from thresher.core.errors import InvalidRequest, LimitExceeded, MustBeGreaterThanOrEqualTo, TooFewElements
 from thresher.core.itemlists import MAX_BATCH_BYTES, ItemSizes
-from thresher.core.retries import ON_FAILURE_CHOICES
+from thresher.core.retries import check_on_failure
 from thresher.core.sources import (
     BATCHES,
     FILE_SOURCES,
@@ -58,9 +58,7 @@ def _validate_schema(submission: jobs_pb2.JobSubmission) -> str:
     if submission.HasField("sqs_dead_letter_queue"):
         # An empty arn (Cortex required one) keeps the job's own dead letter queue, with this max_receive_count.
         _at_least("sqs_dead_letter_queue: max_receive_count", submission.sqs_dead_letter_queue.max_receive_count, 1)
-    if submission.on_failure and submission.on_failure not in ON_FAILURE_CHOICES:
-        choices = ", ".join(ON_FAILURE_CHOICES)
-        raise InvalidRequest(f"on_failure: must be one of {choices}, got {submission.on_failure!r}")
+    check_on_failure(submission.on_failure, "on_failure")
     if submission.config_json:
         _validate_config(submission.config_json)
     return source

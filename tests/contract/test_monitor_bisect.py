@@ -3,6 +3,9 @@ for the halves before it settles the job, and has a split batch settled once all
 
 from __future__ import annotations
 
+from collections.abc import AsyncIterator
+from pathlib import Path
+
 import pytest
 
 from tests.contract.test_monitor import (
@@ -12,15 +15,30 @@ from tests.contract.test_monitor import (
     RunningMonitor,
     _assert_len,
     barrier,
-    fake,  # noqa: F401  # fixtures
-    monitor,  # noqa: F401
-    scheduler,  # noqa: F401
+    make_config,
+    running_monitor,
+    start_scheduler,
 )
 from tests.contract.test_monitor_worker_loss import Stream, report
 from tests.helpers import assert_eventually
 from thresher.v1 import monitor_pb2
 
 FAILED = monitor_pb2.BATCH_RESULT_FAILED
+
+
+@pytest.fixture
+async def told() -> AsyncIterator[tuple[FakeScheduler, int]]:
+    """The scheduler the monitor tells of settled jobs, and its port."""
+    fake = FakeScheduler()
+    server, port = await start_scheduler(fake)
+    yield fake, port
+    await server.stop(0)
+
+
+@pytest.fixture
+async def monitor(tmp_path: Path, told: tuple[FakeScheduler, int]) -> AsyncIterator[RunningMonitor]:
+    async with running_monitor(make_config(tmp_path, told[1])) as running:
+        yield running
 
 
 def failed(batch_id: str, attempt: int, items: int, bisect: bool = True) -> monitor_pb2.Report:
@@ -59,7 +77,8 @@ async def test_a_bisecting_batch_is_split_after_its_last_attempt_down_to_a_singl
 
 
 async def test_the_job_settles_once_every_half_is_terminal_with_items_counted(
-    monitor: RunningMonitor, fake: FakeScheduler  # noqa: F811
+    monitor: RunningMonitor,
+    fake: FakeScheduler,
 ) -> None:
     await monitor.track(2)
     stream = Stream(monitor)

@@ -7,7 +7,7 @@ from pathlib import Path
 from typing import Any
 
 from thresher.core.errors import InvalidRequest
-from thresher.core.retries import ON_FAILURE_CHOICES
+from thresher.core.retries import check_on_failure
 from thresher.core.yamlfile import load_yaml
 from thresher.v1 import jobs_pb2
 
@@ -95,8 +95,7 @@ def check_api_spec(spec: jobs_pb2.ApiSpec) -> None:
             f" /<name>, so these names are reserved: {', '.join(RESERVED_NAMES)}"
         )
     where = f"API {spec.name}"
-    if spec.on_failure and spec.on_failure not in ON_FAILURE_CHOICES:
-        raise InvalidRequest(f"{where}: on_failure: must be one of {', '.join(ON_FAILURE_CHOICES)}, got {spec.on_failure!r}")
+    check_on_failure(spec.on_failure, f"{where}: on_failure")
     if not spec.containers:
         raise InvalidRequest(f"{where}: pod: containers: must contain at least 1 element")
     _no_nul(spec.working_dir, f"{where}: working_dir")

@@ -13,7 +13,6 @@ import re
 from json.scanner import make_scanner
 from typing import Any, cast
 
-
 HALF_SEPARATOR = "."  # `<batch id>.0`: sorts before any digit, so right after the batch's own id
 
 # (value, end) of the JSON value at an index: the decoder's own scanner (C), which keeps no copy of the value's text.

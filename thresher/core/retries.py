@@ -61,10 +61,18 @@ from __future__ import annotations
 from dataclasses import dataclass
 from enum import StrEnum
 
+from thresher.core.errors import InvalidRequest
+
 ON_FAILURE_DEAD_LETTER = "dead_letter"  # the default: a batch whose attempts are used up is dead-lettered whole
 ON_FAILURE_BISECT = "bisect"  # ... is split in two, down to single items (thresher/core/bisect.py)
 ON_FAILURE_CHOICES = (ON_FAILURE_DEAD_LETTER, ON_FAILURE_BISECT)
 HOOK_BACKOFF_S = 0.5  # × its delivery, before a failed hook call is released for another try
+
+
+def check_on_failure(value: str, where: str) -> None:
+    """InvalidRequest unless `value` is empty (the default) or one of ON_FAILURE_CHOICES."""
+    if value and value not in ON_FAILURE_CHOICES:
+        raise InvalidRequest(f"{where}: must be one of {', '.join(ON_FAILURE_CHOICES)}, got {value!r}")
 
 
 class Verdict(StrEnum):
