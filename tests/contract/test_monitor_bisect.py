@@ -77,9 +77,9 @@ async def test_a_bisecting_batch_is_split_after_its_last_attempt_down_to_a_singl
 
 
 async def test_the_job_settles_once_every_half_is_terminal_with_items_counted(
-    monitor: RunningMonitor,
-    fake: FakeScheduler,
+    monitor: RunningMonitor, told: tuple[FakeScheduler, int]
 ) -> None:
+    fake = told[0]
     await monitor.track(2)
     stream = Stream(monitor)
     await stream.send_together(succeeded("b2", items=3), failed("b1", 1, items=4), failed("b1", 2, items=4))
