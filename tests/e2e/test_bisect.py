@@ -4,6 +4,8 @@ which alone are dead-lettered, each with its own error; counts, hook summary, fa
 from __future__ import annotations
 
 import json
+import subprocess
+import sys
 from pathlib import Path
 from typing import Any
 
@@ -27,7 +29,9 @@ def lines(path: Path) -> list[dict[str, Any]]:
     return [json.loads(line) for line in path.read_text().splitlines()]
 
 
-def test_only_the_poison_items_are_dead_lettered_and_the_counts_add_up(client: Client, tmp_path: Path) -> None:
+def test_only_the_poison_items_are_dead_lettered_and_the_counts_add_up(
+    client: Client, stack: Stack, tmp_path: Path
+) -> None:
     out = tmp_path / "out"
     config = {"out_dir": str(out), "fail_items": POISON, "results": True}
     job = client.submit(
@@ -63,8 +67,15 @@ def test_only_the_poison_items_are_dead_lettered_and_the_counts_add_up(client: C
         i * i for i in range(200) if i not in POISON
     ], "the halves' results in input order"
 
-    retried = job.retry()
-    assert retried.wait(progress=False)["job_status"]["total_batch_count"] == 3, "exactly the poison items"
+    cli = [sys.executable, "-m", "thresher.tools.cli", "--url", stack.url]
+    listed = subprocess.run([*cli, "failed", job.id], capture_output=True, text=True, timeout=60, check=True).stdout
+    assert all(f"items [{item}]" in listed for item in POISON) and listed.startswith("3 failed batches")
+    shown = subprocess.run([*cli, "get", job.id], capture_output=True, text=True, timeout=60).stdout
+    assert "items:      197 succeeded, 3 dead-lettered, 12 batches split" in shown
+    retried = subprocess.run([*cli, "retry", job.id], capture_output=True, text=True, timeout=60, check=True).stdout
+    retried_id = retried.split()[2]
+    assert stack.wait_for_final("recorder", retried_id)["job_status"]["total_batch_count"] == 3, "the poison items"
+    assert sorted(f["items"] for f in client.job(retried_id).failed()) == [[7], [58], [133]]
 
 
 def test_map_yields_the_items_before_a_poison_item_in_order_then_raises(client: Client, stack: Stack) -> None:

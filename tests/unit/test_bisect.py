@@ -12,6 +12,7 @@ from thresher.core.bisect import count_items, halves, item_range, root_batch_id,
 from thresher.core.results import batch_index
 from thresher.core.results.groups import GroupName, encode, merged
 from thresher.core.retries import RetryPolicy, Verdict
+from thresher.tools.progress import progress_line
 
 
 @pytest.mark.parametrize(
@@ -92,3 +93,9 @@ def test_the_halves_results_read_back_in_input_order_without_the_split_batchs_ow
         return [r.batch_id async for page in merged(contents, -1, load, 1) for r in page]
 
     assert asyncio.run(read()) == ["j-000000", "j-000001.0", "j-000001.1", "j-000002"]
+
+
+def test_the_progress_line_counts_the_halves_of_split_batches() -> None:
+    job_status = {"total_batch_count": 10, "batch_counts": {"split": 3}, "status": "completed_with_failures"}
+    status = {"job_status": job_status, "metrics": {"succeeded": 12, "dead_lettered": 1}}
+    assert "13/13 batches" in progress_line(status, elapsed_s=1.0)

@@ -290,6 +290,7 @@ def _wait(job: Job) -> int:
 
 def describe(status: dict[str, Any]) -> str:
     js, metrics = status["job_status"], status.get("metrics", {})
+    counts = js.get("batch_counts") or {}
     average = metrics.get("average_time_per_batch")
     lines = [
         f"job id:     {js['job_id']}  ({js['api_name']})",
@@ -298,6 +299,8 @@ def describe(status: dict[str, Any]) -> str:
         f"batches:    {js.get('total_batch_count', '?')} total, {metrics.get('succeeded', 0)} succeeded, "
         f"{metrics.get('dead_lettered', 0)} dead-lettered, {metrics.get('failed', 0)} failed attempts, "
         f"{js.get('batches_in_queue', 0)} in queue",
+        f"items:      {counts.get('items_succeeded', 0)} succeeded, {counts.get('items_dead_lettered', 0)} "
+        f"dead-lettered, {counts.get('split', 0)} batches split",
         f"avg time per batch: {f'{average * 1000:.1f} ms' if average is not None else '-'}",
         f"workers:    {js.get('workers')} requested, {json.dumps(js.get('worker_counts', {}))}",
         f"endpoint:   {status.get('endpoint', '')}",

@@ -8,6 +8,8 @@ from typing import Any, TextIO
 def progress_line(status: dict[str, Any], elapsed_s: float) -> str:
     js, metrics = status["job_status"], status.get("metrics", {})
     total = js.get("total_batch_count")
+    if total is not None:  # each batch split in two (on_failure bisect) adds one
+        total += (js.get("batch_counts") or {}).get("split", 0)
     done = batches_done(status)
     pace = js.get("pace") or {}
     rate = pace.get("batches_per_s") or (done / elapsed_s if elapsed_s > 0 else 0.0)  # the service's, else ours
