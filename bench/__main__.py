@@ -3,7 +3,8 @@
 Starts the embedded stack in a fresh temporary data dir, runs the scenarios of issues 8 and 18 (each figure beside a
 baseline measured in this run), profiles scenario 1 with py-spy when it is installed, writes docs/benchmarks.md,
 and stops everything it started. The scenarios live one per module: overhead, parallel, latency + redelivery,
-scale, sqs_cost, batch_results, map_memory, elastic; floors.py measures the bare worker the latencies are compared with.
+scale, sqs_cost, batch_results, map_memory, elastic, poison (scenario 10); floors.py measures the bare worker
+the latencies are compared with.
 Scenario 9 (bench/loadgen/) drives the control plane with simulated workers on a stack of its own; `--large` runs its
 whole grid (N = 100, 300, 1,000 workers × M = 1, 10, 100 jobs) into a report of its own, docs/control-plane.md, with
 its plot, docs/control-plane.svg (`python -m bench --only 9 --large`).
@@ -22,7 +23,19 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
-from bench import batch_results, elastic, latency, map_memory, overhead, parallel, procs, redelivery, scale, sqs_cost
+from bench import (
+    batch_results,
+    elastic,
+    latency,
+    map_memory,
+    overhead,
+    parallel,
+    poison,
+    procs,
+    redelivery,
+    scale,
+    sqs_cost,
+)
 from bench.floors import Floors, measure_floors
 from bench.loadgen import scenario as control_plane
 from bench.profiling import Profile, profile_overhead
@@ -65,7 +78,7 @@ class Sizes:
 
 def main(argv: list[str] | None = None) -> int:
     args = _parser().parse_args(argv)
-    only = {int(n) for n in args.only.split(",")} if args.only else {1, 2, 3, 4, 5, 6, 7, 8, 9}
+    only = {int(n) for n in args.only.split(",")} if args.only else {1, 2, 3, 4, 5, 6, 7, 8, 9, 10}
     sizes = Sizes.of(args.quick)
     work = Path(tempfile.mkdtemp(prefix="thresher-bench-"))
     facts = machine_facts()  # at the start: the load average when the run began
@@ -76,7 +89,7 @@ def main(argv: list[str] | None = None) -> int:
     scenarios: list[Scenario] = []
     profile: Profile | str | None = None
     try:
-        if only & {1, 2, 3, 4, 6, 7, 8}:
+        if only & {1, 2, 3, 4, 6, 7, 8, 10}:
             profile = _run_embedded(work, sizes, only, not args.no_profile, scenarios)
         if 5 in only:
             scenarios.append(_timed(5, "Queue cost on SQS", lambda: sqs_cost.run(work, sizes.sqs_batches)))
@@ -97,7 +110,7 @@ def main(argv: list[str] | None = None) -> int:
 def _run_embedded(
     work: Path, sizes: Sizes, only: set[int], with_profile: bool, scenarios: list[Scenario]
 ) -> Profile | str | None:
-    """Scenarios 1 to 4, 6, 7 and 8 on one embedded stack; returns the profile (or why there is none)."""
+    """Scenarios 1 to 4, 6, 7, 8 and 10 on one embedded stack; returns the profile (or why there is none)."""
     floors: Floors | None = measure_floors(sizes.repeats) if 3 in only else None
     inputs = work / "inputs"  # scenario 4's input files: the one folder file sources may read (inputs.local_roots)
     inputs.mkdir(parents=True, exist_ok=True)
@@ -123,6 +136,8 @@ def _run_embedded(
             scenarios.append(_timed(7, "Map memory", lambda: map_memory.run(stack, sizes.map_items)))
         if 8 in only:
             scenarios.append(_timed(8, "Elastic workers", lambda: elastic.run(stack, work, sizes.repeats)))
+        if 10 in only:
+            scenarios.append(_timed(10, "Poison items", lambda: poison.run(stack)))
     finally:
         stack.stop()
     return profile
@@ -176,7 +191,7 @@ def _parser() -> argparse.ArgumentParser:
         action="store_true",
         help=f"scenario 9's whole grid of N workers × M jobs (minutes; report: {LARGE_REPORT.relative_to(ROOT)})",
     )
-    parser.add_argument("--only", help="comma-separated scenario numbers (default: 1,2,3,4,5,6,7,8,9)")
+    parser.add_argument("--only", help="comma-separated scenario numbers (default: 1,2,3,4,5,6,7,8,9,10)")
     parser.add_argument("--no-profile", action="store_true", help="skip profiling scenario 1 with py-spy")
     parser.add_argument(
         "--out",

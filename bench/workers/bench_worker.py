@@ -8,6 +8,7 @@ Config keys (all optional):
 - `hold_items`, `hold_s`: a batch holding one of these items sleeps `hold_s` the first time any worker sees it
 - `result_bytes`: each batch returns a result of about this many bytes (a JSON string); else none
 - `echo`: each batch returns its items (one result per item, as `Client.map` wants)
+- `fail_items`: a batch holding one of these items fails (its worker raises): poison items
 """
 
 from __future__ import annotations
@@ -50,6 +51,8 @@ def handle_batch(items: list[Any], ctx: Any) -> str | list[Any] | None:
         time.sleep(sleep_s)
     if config.get("sleep_items"):
         time.sleep(sum(items))
+    if set(items) & set(config.get("fail_items", ())):
+        raise RuntimeError(f"poison item in a batch of {len(items)}")
     record(config, {"event": "end", "batch_id": ctx.batch_id})
     if config.get("echo"):
         return items
