@@ -9,6 +9,7 @@ from aiohttp import web
 from services.gateway.routes import CONFIG
 from services.gateway.submission import INT32_MAX, INT64_MAX
 from thresher.core.config import LimitSettings
+from thresher.core.retries import ON_FAILURE_CHOICES
 from thresher.core.sources import FILE_SOURCES, ITEM_LIST
 from thresher.core.store.globs import MAX_GLOB_CHARS
 from thresher.core.store.select import MAX_GLOBS
@@ -363,6 +364,8 @@ def submission_schema(limits: LimitSettings) -> dict[str, Any]:
             "results": _nullable(
                 {"type": "object", "required": ["s3_path"], "properties": {"s3_path": {"type": "string"}}}
             ),
+            # Left out: the API's default (its on_failure), else dead_letter (thresher/core/retries.py)
+            "on_failure": _nullable({"type": "string", "enum": list(ON_FAILURE_CHOICES)}),
         },
         "oneOf": [
             {"required": [name], "properties": {s: {"type": "object" if s == name else "null"} for s in sources}}

@@ -152,7 +152,14 @@ def full_job() -> jobs_pb2.Job:
         batches_in_queue=0,
         worker_counts=jobs_pb2.WorkerCounts(pending=0, ready=1, succeeded=1, failed=0, killed_oom=2),
         batches=jobs_pb2.BatchCounts(
-            succeeded=9, failed_attempts=5, dead_lettered=1, in_flight=0, average_time_per_batch_s=1.25
+            succeeded=9,
+            failed_attempts=5,
+            dead_lettered=1,
+            in_flight=0,
+            average_time_per_batch_s=1.25,
+            items_succeeded=88,
+            items_dead_lettered=1,
+            split=2,
         ),
         hook=jobs_pb2.HookOutcome(called=True, succeeded=True, http_status=200, attempts=2, error="try 1: HTTP 503"),
         items_enqueued=100,
@@ -294,6 +301,7 @@ async def test_an_empty_item_list_reaches_the_scheduler_as_present(
         ({"batch_timeout": True}, "batch_timeout: must be a number"),
         ({"results": "s3://b/out"}, "results: must be an object"),
         ({"results": {"s3_path": ["s3://b/out"]}}, "results: s3_path: must be a string"),
+        ({"on_failure": ["bisect"]}, "on_failure: must be a string"),
     ],
 )
 async def test_a_field_of_the_wrong_type_is_400_invalid_naming_the_field(
@@ -449,7 +457,16 @@ async def test_get_maps_every_field_of_the_job(client: TestClient[Any, Any], sch
             "batches_in_queue": 0,
             "worker_counts": {"ready": 1, "succeeded": 1, "killed_oom": 2},  # Cortex's keys; zero counts left out
             "status_reason": "1 batch dead-lettered",
-            "batch_counts": {"succeeded": 9, "failed_attempts": 5, "dead_lettered": 1, "in_flight": 0, "pending": 0},
+            "batch_counts": {
+                "succeeded": 9,
+                "failed_attempts": 5,
+                "dead_lettered": 1,
+                "in_flight": 0,
+                "pending": 0,
+                "split": 2,
+                "items_succeeded": 88,
+                "items_dead_lettered": 1,
+            },  # fmt: skip
             "workers_detail": [{"worker_id": "w0", "phase": "ready", "last_heartbeat": "2023-11-14T22:23:20Z"}],
             "pace": {"batches_per_s": 12.346, "eta_s": 4.0, "oldest_in_flight_s": 0.5},
             "hook": {"called": True, "succeeded": True, "http_status": 200, "attempts": 2, "error": "try 1: HTTP 503"},

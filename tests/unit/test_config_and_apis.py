@@ -140,6 +140,8 @@ def test_bad_compute_or_placement_is_rejected_with_the_field_named(definitions: 
         ([{"name": "a", "pod": {"containers": [{"command": ["x"], "env": {"A=B": "1"}}]}}], "'A=B' is not a variable"),
         ([{"name": "a", "pod": {"containers": [{"command": ["x"], "env": {"A\0": "1"}}]}}], "is not a variable name"),
         ([{"name": "a", "pod": {"containers": [{"command": ["x"], "env": {"A": "\0"}}]}}], "env: A: .* holds a NUL"),
+        (_with(on_failure="split"), "API a: on_failure: must be one of dead_letter, bisect, got 'split'"),
+        (_with(on_failure=True), "API a: on_failure: must be a string"),
     ],
 )
 def test_invalid_api_definitions_are_rejected(definitions: object, message: str) -> None:

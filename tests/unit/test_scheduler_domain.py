@@ -130,6 +130,7 @@ def test_a_valid_submission_passes() -> None:
         (lambda s: setattr(s.results, "s3_path", "/data/out"), "results: s3_path: /data/out: an S3 path must start"),
         (lambda s: setattr(s.results, "s3_path", "s3:///out"), "results: s3_path: s3:///out: an S3 path must be"),
         (lambda s: setattr(s.results, "s3_path", "s3://b c/out"), "results: s3_path: s3://b c/out: 'b c' is not"),
+        (lambda s: setattr(s, "on_failure", "bisekt"), "on_failure: must be one of dead_letter, bisect, got 'bisekt'"),
     ],
 )
 def test_an_invalid_submission_is_rejected_with_a_message_naming_the_problem(mutate, message: str) -> None:
