@@ -238,3 +238,13 @@ def test_workers_are_counted_under_cortexs_keys_and_a_running_one_is_ready_once_
     assert message.worker_counts == jobs_pb2.WorkerCounts(
         not_ready=1, ready=1, pending=1, failed=1, killed_oom=1, killed=1, succeeded=1
     )
+
+
+def test_the_batches_pending_count_the_halves_of_split_batches() -> None:
+    """Each batch split in two (on_failure bisect) adds one batch to the job's total: 10 + 2 = 9 + 1 + 1 + 1."""
+    counts = jobs_pb2.BatchCounts(succeeded=9, dead_lettered=1, in_flight=1, split=2)
+    progress = monitor_pb2.JobProgress(batches=counts, pace=jobs_pb2.Pace(batches_per_s=1.0))
+    message = job_message(
+        a_job(status=Status.RUNNING, total_batch_count=10), jobs_pb2.JobSubmission(), Config(), progress
+    )
+    assert (message.batches.pending, message.pace.eta_s) == (1, 2.0)
