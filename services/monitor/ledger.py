@@ -30,7 +30,7 @@ from services.monitor.accounting import (
     is_settled,
 )
 from services.monitor.ledger_metrics import JobMetrics, read_metrics, read_pace
-from services.monitor.ledger_schema import SCHEMA
+from services.monitor.ledger_schema import ADDED_COLUMNS, SCHEMA
 from services.monitor.terminal_counts import TerminalCounts
 from thresher.core.errors import WrongState
 from thresher.core.sqlite import SqliteFile, transaction
@@ -107,7 +107,7 @@ class Ledger:
         self.path = path
         # FULL: a report is acked only once it is on disk, and the dequeuer then deletes the batch for good. The
         # reader: status reads (progress, settled batches, /metrics) must not wait behind the writer's fsyncs.
-        self._file = SqliteFile(path, SCHEMA, synchronous="FULL", reader=True)
+        self._file = SqliteFile(path, SCHEMA, synchronous="FULL", reader=True, added=ADDED_COLUMNS)
         self._run = self._file.run
         self._terminal = TerminalCounts()
 

@@ -1,6 +1,9 @@
 """The ledger's tables (services/monitor/ledger.py): jobs, attempts, batches, workers and queue calls, in one SQLite
 file."""
 
+# Columns added since a ledger file could have been made without them (thresher/core/sqlite.py adds them).
+ADDED_COLUMNS = {"jobs.splits": "INTEGER NOT NULL DEFAULT 0", "batches.items": "INTEGER NOT NULL DEFAULT 0"}
+
 SCHEMA = """
 CREATE TABLE IF NOT EXISTS jobs (
     job_id TEXT PRIMARY KEY,

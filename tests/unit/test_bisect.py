@@ -4,14 +4,18 @@ items each covers, and a split batch's halves' results read back in input order.
 from __future__ import annotations
 
 import asyncio
+import sqlite3
+from pathlib import Path
 
 import pytest
 
 from services.monitor.accounting import Batch, BatchEvent, BatchState, Result, advance, decide, is_settled
+from services.monitor.ledger_schema import ADDED_COLUMNS, SCHEMA
 from thresher.core.bisect import count_items, halves, item_range, root_batch_id, split_items
 from thresher.core.results import batch_index
 from thresher.core.results.groups import GroupName, encode, merged
 from thresher.core.retries import RetryPolicy, Verdict
+from thresher.core.sqlite import SqliteFile
 from thresher.tools.progress import progress_line
 
 
@@ -99,3 +103,27 @@ def test_the_progress_line_counts_the_halves_of_split_batches() -> None:
     job_status = {"total_batch_count": 10, "batch_counts": {"split": 3}, "status": "completed_with_failures"}
     status = {"job_status": job_status, "metrics": {"succeeded": 12, "dead_lettered": 1}}
     assert "13/13 batches" in progress_line(status, elapsed_s=1.0)
+
+
+def test_a_ledger_made_before_the_item_counts_gets_their_columns(tmp_path: Path) -> None:
+    path = tmp_path / "ledger.db"
+    old = sqlite3.connect(path)
+    old.executescript(
+        SCHEMA.replace("    splits INTEGER NOT NULL DEFAULT 0,", "").replace(
+            "    items INTEGER NOT NULL DEFAULT 0,", ""
+        )
+    )
+    old.execute("INSERT INTO jobs (job_id, updated) VALUES ('j1', 0)")
+    old.commit()
+    old.close()
+
+    ledger = SqliteFile(path, SCHEMA, added=ADDED_COLUMNS)
+
+    async def columns() -> tuple[int, list[str]]:
+        (splits,) = await ledger.run(lambda db: db.execute("SELECT splits FROM jobs").fetchone())
+        names = await ledger.run(lambda db: [row[1] for row in db.execute("PRAGMA table_info(batches)")])
+        await ledger.close()
+        return splits, names
+
+    splits, names = asyncio.run(columns())
+    assert splits == 0 and "items" in names

@@ -5,7 +5,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import sqlite3
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Mapping
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import TypeVar
@@ -15,9 +15,18 @@ BUSY_TIMEOUT_S = 60  # other processes share the file; wait this long for their 
 
 
 class SqliteFile:
-    def __init__(self, path: Path, schema: str, synchronous: str = "NORMAL", reader: bool = False) -> None:
+    def __init__(
+        self,
+        path: Path,
+        schema: str,
+        synchronous: str = "NORMAL",
+        reader: bool = False,
+        added: Mapping[str, str] | None = None,
+    ) -> None:
         """`synchronous`: NORMAL survives a process crash; FULL also survives power loss (an fsync per commit).
-        `reader`: a second, read-only connection on a thread of its own, for `read`."""
+        `reader`: a second, read-only connection on a thread of its own, for `read`. `added`: "table.column" -> its
+        definition, for columns added to the schema's tables since a file was made (CREATE TABLE IF NOT EXISTS leaves
+        an existing table as it was)."""
         path.parent.mkdir(parents=True, exist_ok=True)
         self.path = path
         self._executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix=f"sqlite-{path.stem}")
@@ -25,6 +34,10 @@ class SqliteFile:
         self._db.execute("PRAGMA journal_mode=WAL")
         self._db.execute(f"PRAGMA synchronous={synchronous}")
         self._db.executescript(schema)
+        for name, definition in (added or {}).items():
+            table, column = name.split(".")
+            if column not in {row[1] for row in self._db.execute(f"PRAGMA table_info({table})")}:
+                self._db.execute(f"ALTER TABLE {table} ADD COLUMN {column} {definition}")
         self._with_reader = reader
         self._reader: tuple[ThreadPoolExecutor, sqlite3.Connection] | None = None  # made at the first read
 
