@@ -37,12 +37,13 @@ def read_metrics(db: sqlite3.Connection, since: float, bounds_s: Sequence[float]
     buckets = ", ".join("COALESCE(SUM(duration_s <= ?), 0)" for _ in bounds_s)
     # Successes count once per batch (its first success); failures (and releases, after a lost worker) count per
     # attempt, as Cortex's `failed` does.
+    per_attempt = (*FAILED_RESULTS, Result.RELEASED)
     rows = db.execute(
         f"SELECT job_id, 'succeeded', COUNT(*), SUM(duration_s), {buckets} FROM batches"
         f" WHERE state = 'succeeded' AND job_id IN {recent} GROUP BY job_id"
         f" UNION ALL SELECT job_id, result, COUNT(*), SUM(duration_s), {buckets} FROM attempts"
-        f" WHERE result IN (?, ?, ?) AND job_id IN {recent} GROUP BY job_id, result",
-        (*bounds_s, since, *bounds_s, *(r.value for r in (*FAILED_RESULTS, Result.RELEASED)), since),
+        f" WHERE result IN ({', '.join('?' * len(per_attempt))}) AND job_id IN {recent} GROUP BY job_id, result",
+        (*bounds_s, since, *bounds_s, *(r.value for r in per_attempt), since),
     )
     for job_id, outcome, count, sum_s, *cumulative in rows:
         if job_id in jobs:
@@ -63,7 +64,9 @@ def read_metrics(db: sqlite3.Connection, since: float, bounds_s: Sequence[float]
     totals = db.execute(f"SELECT job_id, total_batch_count, hook_outcome FROM jobs WHERE job_id IN {recent}", (since,))
     for job_id, total, hook in totals:
         if job_id in jobs and total is not None:  # batches never reported yet wait on the queue
-            jobs[job_id].batches["pending"] = max(0, total - sum(jobs[job_id].batches.values()))
+            # A split batch is no batch to settle, and adds two: total + splits, less the batches seen but split
+            split = jobs[job_id].batches.get("split", 0)
+            jobs[job_id].batches["pending"] = max(0, total + 2 * split - sum(jobs[job_id].batches.values()))
         if job_id in jobs and hook is not None:
             outcome = jobs_pb2.HookOutcome.FromString(hook)
             jobs[job_id].hook_calls = {

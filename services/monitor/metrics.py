@@ -22,7 +22,9 @@ from thresher.core.names import METRIC_PREFIX
 
 BUCKETS_S = (0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0, 120.0, 300.0, 600.0, 1800.0, 3600.0)
 RETENTION_S = 24 * 3600.0
-OUTCOMES = (Result.SUCCEEDED.value, Result.FAILED.value, Result.DEAD_LETTERED.value, Result.RELEASED.value)
+OUTCOMES = tuple(
+    r.value for r in (Result.SUCCEEDED, Result.FAILED, Result.DEAD_LETTERED, Result.SPLIT, Result.RELEASED)
+)
 JOB_LABELS = ["api_name", "job_id"]
 
 
@@ -49,7 +51,7 @@ class _Snapshot:
         outcomes = CounterMetricFamily(
             METRIC_PREFIX + "batches",
             "Batch outcomes: succeeded batches (each once), failed attempts, attempts that dead-lettered their batch,"
-            " attempts released after their worker was lost.",
+            " attempts that split it in two (on_failure bisect), attempts released after their worker was lost.",
             labels=[*JOB_LABELS, "outcome"],
         )
         durations = HistogramMetricFamily(

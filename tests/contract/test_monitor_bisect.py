@@ -98,6 +98,12 @@ async def test_the_job_settles_once_every_half_is_terminal_with_items_counted(
     b = summary.batches
     assert (b.succeeded, b.dead_lettered, b.split, b.items_succeeded, b.items_dead_lettered) == (3, 1, 2, 6, 1)
     assert list(summary.dead_lettered_batch_ids) == ["b1.1.1"]
+    metrics = await monitor.metrics()
+    labels = f'api_name="resize",job_id="{JOB}"'
+    assert metrics[f'thresher_batches_total{{{labels},outcome="split"}}'] == 2
+    assert metrics[f"cortex_batch_failed{{{labels}}}"] == 6
+    assert metrics[f'thresher_job_batches{{{labels},state="split"}}'] == 2
+    assert metrics[f'thresher_job_batches{{{labels},state="pending"}}'] == 0
 
 
 @pytest.mark.parametrize(
