@@ -88,3 +88,15 @@ def test_map_yields_the_items_before_a_poison_item_in_order_then_raises(client: 
             got.append(square)
 
     assert got == [i * i for i in range(175)]
+
+
+def test_map_follows_the_halves_of_split_batches_and_yields_every_item_in_order(client: Client) -> None:
+    # Given batches of 50 that fail, and halves of 13 or fewer items that succeed: each batch is split three times
+    client.deploy([SQUARER | {"on_failure": "bisect"}], working_dir=WORKERS_DIR)
+    config = {"max_batch_items": 13, "slow_items": [3], "slow_s": 1.5}  # the first halves wait: later ones overtake
+    squares = client.map(
+        "squarer", range(200), batch_size=50, workers=3, config=config, sqs_dead_letter_queue={"max_receive_count": 1}
+    )
+
+    # Then map, following the results as they come, yields every item's result once, in input order
+    assert list(squares) == [i * i for i in range(200)]
