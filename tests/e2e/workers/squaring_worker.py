@@ -1,8 +1,8 @@
 """The Python client's test worker: its result is a list with each item's square (the shape `Client.map` spreads
 over the items). Config keys (all optional): `slow_s`, seconds each batch takes (only those with one of the
 `slow_items`, when given); `fail_items`, items whose batch fails; `max_batch_items`, a batch of more items fails
-(so that on_failure bisect splits it until its halves are small enough); `per_batch`: return the batch's sum instead, one
-number (not the shape map takes)."""
+(so that on_failure bisect splits it until its halves are small enough); `per_batch`: return the batch's sum
+instead, one number (not the shape map takes)."""
 
 from __future__ import annotations
 
