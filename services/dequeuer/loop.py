@@ -41,9 +41,8 @@ Result = monitor_pb2.BatchResult
 class Dequeuer:
     def __init__(self, settings: Settings, queue: Queue, reporter: Reporter, results: ResultStore) -> None:
         self._settings = settings
-        self._retries = RetryPolicy(
-            settings.max_receive_count, settings.on_failure == ON_FAILURE_BISECT
-        )  # the monitor applies it to batches; the hook is ours
+        # The monitor applies it to batches; the hook is ours
+        self._retries = RetryPolicy(settings.max_receive_count, settings.on_failure == ON_FAILURE_BISECT)
         self._queue = queue
         self._reporter = reporter
         self._worker = WorkerClient(settings.worker_port, settings.job_id, settings.max_result_bytes)
