@@ -87,6 +87,27 @@ def test_a_poison_jobs_dead_letter_is_shown_with_its_error_and_the_retry_button_
     console.wait(lambda: job_id in console.text("#details"), "the new job does not say which job it retries")
 
 
+def test_a_bisecting_jobs_progress_counts_the_halves_and_its_items_are_shown(
+    stack: Stack, console: Console, tmp_path: Path
+) -> None:
+    assert stack.api_key
+    # One batch of 4 items whose item 2 is poison: split into [1, 2] and [3, 4], then [1, 2] into [1] and [2]
+    job = {
+        "workers": 1,
+        "item_list": {"items": [1, 2, 3, 4], "batch_size": 4},
+        "on_failure": "bisect",
+        "sqs_dead_letter_queue": {"max_receive_count": 1},
+        "config": {"out_dir": str(tmp_path), "fail_items": [2]},
+    }
+    job_id = stack.client.submit("recorder", job)["job_id"]
+    console.sign_in(stack.api_key, f"#/jobs/{job_id}")
+
+    console.wait(lambda: console.find("#job-status").get_attribute("data-status") == "completed_with_failures", "")
+    assert console.text("#pace").startswith("3 of 3 batches"), "1 batch, and 1 more for each of its 2 splits"
+    batches = console.wait(lambda: console.text("[aria-label=Batches]"), "no batch facts shown")
+    assert "Split\n2" in batches and "Items succeeded\n3" in batches and "Items dead-lettered\n1" in batches
+
+
 def test_the_stop_button_stops_a_running_job(stack: Stack, console: Console, tmp_path: Path) -> None:
     assert stack.api_key
     job_id = submit(stack.client, tmp_path, items=50, slow_s=1)

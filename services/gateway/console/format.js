@@ -31,8 +31,10 @@ export const age = (time) => (time ? `${duration((Date.now() - Date.parse(time))
 export const rate = (perSecond) => `${perSecond.toFixed(perSecond < 10 ? 2 : 0)} batches/s`;
 export const clock = (time) => (time ? new Date(time).toLocaleTimeString() : '–');
 
-// Batches done (succeeded or dead-lettered) of the total, which is unknown while the input is being cut.
+// Batches done (succeeded or dead-lettered) of the total, which is unknown while the input is being cut; each batch
+// split in two (on_failure bisect) adds one.
 export function progress(status) {
   const counts = status.batch_counts;
-  return { done: counts.succeeded + counts.dead_lettered, total: status.total_batch_count ?? null };
+  const total = status.total_batch_count == null ? null : status.total_batch_count + counts.split;
+  return { done: counts.succeeded + counts.dead_lettered, total };
 }
