@@ -44,6 +44,7 @@ def test_only_the_poison_items_are_dead_lettered_and_the_counts_add_up(
     assert status["status"] == "completed_with_failures"
     counts = status["batch_counts"]
     assert (counts["items_succeeded"], counts["items_dead_lettered"], counts["dead_lettered"]) == (197, 3, 3)
+    assert status["items_enqueued"] == counts["items_succeeded"] + counts["items_dead_lettered"]
     # 4 splits per poison item, each adding a batch: 7 is in 20 items, then 10 (0-9), 5 (5-9), 3 (5-7) and 1 (7);
     # 58 in 20, 10 (50-59), 5 (55-59), 2 (58-59) and 1; 133 in 20, 10 (130-139), 5 (130-134), 2 (133-134) and 1
     assert counts["split"] == 12 and counts["succeeded"] + counts["dead_lettered"] == 10 + 12
