@@ -3,9 +3,14 @@ which alone are dead-lettered, each with its own error; counts, hook summary, fa
 
 from __future__ import annotations
 
+import contextlib
+import itertools
 import json
+import socket
 import subprocess
 import sys
+import threading
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -101,3 +106,58 @@ def test_map_follows_the_halves_of_split_batches_and_yields_every_item_in_order(
 
     # Then map, following the results as they come, yields every item's result once, in input order
     assert list(squares) == [i * i for i in range(200)]
+
+
+@contextlib.contextmanager
+def cutting_proxy(upstream: str) -> Iterator[str]:
+    """An HTTP proxy on 127.0.0.1 to `upstream` (host:port) that cuts its first answer right after its first result
+    line, as a gateway restarting would; later connections go through whole. Yields its URL."""
+    listener = socket.create_server(("127.0.0.1", 0))
+    connections = itertools.count()
+
+    def pipe(source: socket.socket, target: socket.socket, cut: bool) -> None:
+        seen = b""
+        with contextlib.suppress(OSError):
+            while data := source.recv(65536):
+                seen += data
+                if cut and (start := seen.find(b'"batch_id"')) >= 0 and (end := seen.find(b"\n", start)) >= 0:
+                    target.sendall(data[: len(data) - (len(seen) - end - 1)])
+                    break
+                target.sendall(data)
+        for side in (source, target):
+            with contextlib.suppress(OSError):
+                side.shutdown(socket.SHUT_RDWR)
+            side.close()
+
+    def serve() -> None:
+        with contextlib.suppress(OSError):
+            while True:
+                client_side, _ = listener.accept()
+                host, port = upstream.rsplit(":", 1)
+                server_side = socket.create_connection((host, int(port)))
+                cut = next(connections) == 0
+                threading.Thread(target=pipe, args=(client_side, server_side, False), daemon=True).start()
+                threading.Thread(target=pipe, args=(server_side, client_side, cut), daemon=True).start()
+
+    threading.Thread(target=serve, daemon=True).start()
+    try:
+        yield f"http://127.0.0.1:{listener.getsockname()[1]}"
+    finally:
+        listener.close()
+
+
+def test_results_read_again_after_a_broken_connection_keep_every_half(client: Client, stack: Stack) -> None:
+    # Given a job whose batches of 4 fail, and whose halves of 2 succeed: two results under each batch's index
+    client.deploy([SQUARER | {"on_failure": "bisect"}], working_dir=WORKERS_DIR)
+    job = client.submit("squarer", items=range(8), batch_size=4, workers=1, config={"max_batch_items": 2},
+                        sqs_dead_letter_queue={"max_receive_count": 1})  # fmt: skip
+    assert job.wait(progress=False)["job_status"]["status"] == "succeeded"
+
+    # When the answer breaks off after the first half's result
+    with cutting_proxy(stack.url.removeprefix("http://")) as url:
+        lines = list(Client(url, api_key=stack.api_key).job(job.id).results())
+
+    # Then the connection opened again gives the second half of the same batch, and nothing twice
+    assert [line["batch_id"].removeprefix(job.id) for line in lines] == [
+        "-000000.0", "-000000.1", "-000001.0", "-000001.1",
+    ]  # fmt: skip

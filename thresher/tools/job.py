@@ -61,7 +61,7 @@ class Job:
     def results(self, after: int | None = None, follow: bool = False, items: bool = False) -> Iterator[dict[str, Any]]:
         """The batches' results in batch order, each `{"batch_id", "index", "result"}` (and `"items"` when asked):
         those after index `after`; `follow` waits for the rest while the job runs. A dropped connection is opened
-        again after the last index given, so no line comes twice."""
+        again from the last index given, so no line is lost and none comes twice."""
         return (line for _, line in self._resuming_results(after, follow, items))
 
     def result_lines(self, after: int | None = None, follow: bool = False, items: bool = False) -> Iterator[bytes]:
@@ -70,17 +70,25 @@ class Job:
 
     def _resuming_results(self, after: int | None, follow: bool, items: bool) -> Iterator[tuple[bytes, Any]]:
         failures = 0
+        given: tuple[int, str] | None = None  # the last line's (index, batch id)
         while True:
+            # Again from the last index given: a batch split by on_failure bisect has a line per half, all with its
+            # index, and those after the last one given may still come; the ones given are passed over.
+            start = after if given is None else (given[0] - 1 if given[0] > 0 else None)
             try:
-                for raw in self._gateway.results(self.id, after, follow, items):
+                for raw in self._gateway.results(self.id, start, follow, items):
                     line = json.loads(raw)
-                    after, failures = line["index"], 0
+                    if given is not None and (line["index"], line["batch_id"]) <= given:
+                        continue
+                    given, failures = (line["index"], line["batch_id"]), 0
                     yield raw, line
                 return
             except Unavailable as e:  # the gateway restarting, or the connection broken
                 failures += 1
                 if failures > RESUME_ATTEMPTS:
-                    raise Unavailable(f"the results of job {self.id} broke off after index {after}: {e}") from None
+                    raise Unavailable(
+                        f"the results of job {self.id} broke off after {given[1] if given else 'none'}: {e}"
+                    ) from None
                 time.sleep(RESUME_PAUSE_S * failures)
 
     def delete_results(self) -> dict[str, Any]:
