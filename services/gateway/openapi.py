@@ -364,7 +364,6 @@ def submission_schema(limits: LimitSettings) -> dict[str, Any]:
             "results": _nullable(
                 {"type": "object", "required": ["s3_path"], "properties": {"s3_path": {"type": "string"}}}
             ),
-            # Left out: the API's default (its on_failure), else dead_letter (thresher/core/retries.py)
             "on_failure": _nullable({"type": "string", "enum": list(ON_FAILURE_CHOICES)}),
         },
         "oneOf": [

@@ -1,6 +1,7 @@
 """The SQLite ledger (WAL, one file): every batch's attempts and state, workers, and what the scheduler was told.
 
-All SQL of the monitor lives here, in ledger_schema.py (the tables) and in ledger_metrics.py (the scrape). One
+All SQL of the monitor lives here, in ledger_schema.py (the tables), ledger_counts.py (a job's counts and settled
+batches) and ledger_metrics.py (the scrape). One
 thread owns the connection, so calls are serialized and the event loop never blocks on the disk. A report is
 recorded at most once: attempts are keyed by (job, batch, attempt), and a repeated report changes nothing.
 """
@@ -29,23 +30,12 @@ from services.monitor.accounting import (
     decide,
     is_settled,
 )
+from services.monitor.ledger_counts import BatchCounts, Settlement, batch_counts, settled_batch_ids, settlement
 from services.monitor.ledger_metrics import JobMetrics, read_metrics, read_pace
 from services.monitor.ledger_schema import ADDED_COLUMNS, SCHEMA
 from services.monitor.terminal_counts import TerminalCounts
 from thresher.core.errors import WrongState
 from thresher.core.sqlite import SqliteFile, transaction
-
-
-@dataclass(frozen=True)
-class BatchCounts:
-    succeeded: int = 0
-    failed_attempts: int = 0
-    dead_lettered: int = 0
-    in_flight: int = 0
-    average_time_per_batch_s: float | None = None
-    items_succeeded: int = 0
-    items_dead_lettered: int = 0
-    split: int = 0
 
 
 @dataclass(frozen=True)
@@ -66,15 +56,6 @@ class Progress:
     oldest_in_flight_s: float | None = None
     queue_calls: dict[str, int] = field(default_factory=dict)  # by operation, every source's
     queue_errors: dict[str, str] = field(default_factory=dict)  # worker id -> why its receives keep failing
-
-
-@dataclass(frozen=True)
-class Settlement:
-    """What the scheduler is told once every batch of a job is terminal."""
-
-    total_batch_count: int
-    batches: BatchCounts
-    dead_lettered_batch_ids: list[str]
 
 
 @dataclass(frozen=True)
@@ -232,24 +213,13 @@ class Ledger:
                     "SELECT operation, SUM(calls) FROM queue_calls WHERE job_id = ? GROUP BY operation", (job_id,)
                 ).fetchall()
             )
-            return Progress(row[0], row[1], _batch_counts(db, job_id), counts, seen, rate, oldest, calls)
+            return Progress(row[0], row[1], batch_counts(db, job_id), counts, seen, rate, oldest, calls)
 
         return await self._file.read(progress)
 
     async def settled_batches(self, job_id: str, from_batch_id: str, limit: int) -> list[str]:
-        """The job's terminal batches from `from_batch_id` on, in id order (batch order), `limit` at most; a batch
-        split (on_failure bisect) once every batch split from it is settled: its descendants are terminal but for
-        those split, and a split adds one batch to the two halves of the first."""
-        query = (
-            "SELECT batch_id FROM batches b WHERE job_id = ? AND batch_id >= ? AND instr(batch_id, '.') = 0"
-            " AND (state IN (?, ?) OR state = 'split' AND (SELECT SUM(state IN (?, ?)) - SUM(state = 'split')"
-            "  FROM batches d WHERE d.job_id = b.job_id AND d.batch_id > b.batch_id || '.'"
-            "  AND d.batch_id < b.batch_id || '/') = 2)"  # '/' follows '.': the range of the descendants' ids
-            " ORDER BY batch_id LIMIT ?"
-        )
-        terminal = tuple(state.value for state in TERMINAL_STATES)
-        args = (job_id, from_batch_id, *terminal, *terminal, limit)
-        return await self._file.read(lambda db: [row[0] for row in db.execute(query, args)])
+        """The job's settled batches from `from_batch_id` on, in id order (batch order), `limit` at most."""
+        return await self._file.read(lambda db: settled_batch_ids(db, job_id, from_batch_id, limit))
 
     async def record_queue_calls(self, job_id: str, api_name: str, calls: Sequence[QueueCalls]) -> None:
         """Keep the newest running totals of each source (idempotent: totals only grow)."""
@@ -277,7 +247,7 @@ class Ledger:
             if row is None:
                 return Pending()
             total, settle, hook = row
-            return Pending(_settlement(db, job_id, total) if settle else None, hook)
+            return Pending(settlement(db, job_id, total) if settle else None, hook)
 
         return await self._run(pending)
 
@@ -399,23 +369,3 @@ def _record_attempt(db: sqlite3.Connection, event: BatchEvent, now: float) -> tu
         ),
     )
     return event.result, batch.state in TERMINAL_STATES and not was_terminal
-
-
-def _batch_counts(db: sqlite3.Connection, job_id: str) -> BatchCounts:
-    row = db.execute(
-        "SELECT COALESCE(SUM(state = 'succeeded'), 0), COALESCE(SUM(failed_attempts), 0),"
-        " COALESCE(SUM(state = 'dead_lettered'), 0), COALESCE(SUM(state = 'in_flight'), 0),"
-        " AVG(CASE WHEN state = 'succeeded' THEN duration_s END),"
-        " COALESCE(SUM(CASE WHEN state = 'succeeded' THEN items END), 0),"
-        " COALESCE(SUM(CASE WHEN state = 'dead_lettered' THEN items END), 0), COALESCE(SUM(state = 'split'), 0)"
-        " FROM batches WHERE job_id = ?",
-        (job_id,),
-    ).fetchone()
-    return BatchCounts(*row)
-
-
-def _settlement(db: sqlite3.Connection, job_id: str, total_batch_count: int) -> Settlement:
-    ids = db.execute(
-        "SELECT batch_id FROM batches WHERE job_id = ? AND state = 'dead_lettered' ORDER BY batch_id", (job_id,)
-    )
-    return Settlement(total_batch_count, _batch_counts(db, job_id), [row[0] for row in ids])

@@ -5,7 +5,8 @@ from __future__ import annotations
 import math
 
 from services.monitor.accounting import BatchEvent, Event, HookEvent, Phase, QueueCalls, Result, WorkerEvent
-from services.monitor.ledger import BatchCounts, Progress, Settlement
+from services.monitor.ledger import Progress
+from services.monitor.ledger_counts import BatchCounts, Settlement
 from thresher.core.errors import InvalidRequest
 from thresher.v1 import jobs_pb2, monitor_pb2, scheduler_pb2
 
