@@ -94,6 +94,12 @@ def parse_submission(api_name: str, body: bytes) -> jobs_pb2.JobSubmission:
         sub.timeout_s = _int(timeout, "timeout", INT64_MAX)
     if (dlq := value.get("sqs_dead_letter_queue")) is not None:
         _dead_letter_queue(sub.sqs_dead_letter_queue, _object(dlq, "sqs_dead_letter_queue"))
+    _thresher_fields(sub, value)
+    return sub
+
+
+def _thresher_fields(sub: jobs_pb2.JobSubmission, value: dict[str, Any]) -> None:
+    """The fields Thresher adds to Cortex's submission."""
     if (batch_timeout := value.get("batch_timeout")) is not None:
         sub.batch_timeout_s = _number(batch_timeout, "batch_timeout")
     if (results := value.get("results")) is not None:
@@ -102,7 +108,6 @@ def parse_submission(api_name: str, body: bytes) -> jobs_pb2.JobSubmission:
         if not isinstance(on_failure, str):
             raise InvalidRequest("on_failure: must be a string")
         sub.on_failure = on_failure
-    return sub
 
 
 def _results(target: jobs_pb2.ResultsTarget, value: dict[str, Any]) -> None:
