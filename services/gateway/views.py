@@ -9,6 +9,7 @@ from google.protobuf import timestamp_pb2
 from yarl import URL
 
 from thresher.core import statuses
+from thresher.core.retries import ON_FAILURE_DEAD_LETTER
 from thresher.v1 import jobs_pb2
 
 KIND = "BatchAPI"
@@ -98,6 +99,7 @@ def job_status(job: jobs_pb2.Job) -> dict[str, Any]:
         "items_enqueued": job.items_enqueued,
         "batch_timeout": job.batch_timeout_s,
         "max_receive_count": job.max_receive_count,
+        "on_failure": job.on_failure or ON_FAILURE_DEAD_LETTER,
         "worker_restarts": job.worker_restarts,
         "worker_disruptions": job.worker_disruptions,
         "retry_of": job.retry_of or None,

@@ -57,6 +57,7 @@ def job_message(
         retry_of=submission.retry_of,
         owner=job.owner,
         api_id=job.api_id,
+        on_failure=submission.on_failure,
     )
     if scaling is not None:
         message.scaling.CopyFrom(scaling)

@@ -50,6 +50,7 @@ def test_only_the_poison_items_are_dead_lettered_and_the_counts_add_up(
     counts = status["batch_counts"]
     assert (counts["items_succeeded"], counts["items_dead_lettered"], counts["dead_lettered"]) == (197, 3, 3)
     assert status["items_enqueued"] == counts["items_succeeded"] + counts["items_dead_lettered"]
+    assert status["on_failure"] == "bisect"
     # 4 splits per poison item, each adding a batch: 7 is in 20 items, then 10 (0-9), 5 (5-9), 3 (5-7) and 1 (7);
     # 58 in 20, 10 (50-59), 5 (55-59), 2 (58-59) and 1; 133 in 20, 10 (130-139), 5 (130-134), 2 (133-134) and 1
     assert counts["split"] == 12 and counts["succeeded"] + counts["dead_lettered"] == 10 + 12
@@ -96,7 +97,7 @@ def test_map_yields_the_items_before_a_poison_item_in_order_then_raises(client: 
     assert got == [i * i for i in range(175)]
 
 
-def test_map_follows_the_halves_of_split_batches_and_yields_every_item_in_order(client: Client) -> None:
+def test_map_follows_the_halves_of_split_batches_and_yields_every_item_in_order(client: Client, tmp_path: Path) -> None:
     # Given batches of 50 that fail, and halves of 13 or fewer items that succeed: each batch is split three times
     client.deploy([SQUARER | {"on_failure": "bisect"}], working_dir=WORKERS_DIR)
     config = {"max_batch_items": 13, "slow_items": [3], "slow_s": 1.5}  # the first halves wait: later ones overtake
@@ -106,6 +107,11 @@ def test_map_follows_the_halves_of_split_batches_and_yields_every_item_in_order(
 
     # Then map, following the results as they come, yields every item's result once, in input order
     assert list(squares) == [i * i for i in range(200)]
+    # And the API's on_failure is its jobs' default, as their status shows; a job of an API without one has none
+    squarer_job = client.submit("squarer", items=[1], batch_size=1, workers=1)
+    recorder_job = client.submit("recorder", items=[1], batch_size=1, workers=1, config={"out_dir": str(tmp_path)})
+    assert squarer_job.wait(progress=False)["job_status"]["on_failure"] == "bisect"
+    assert recorder_job.wait(progress=False)["job_status"]["on_failure"] == "dead_letter"
 
 
 @contextlib.contextmanager
