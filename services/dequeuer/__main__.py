@@ -3,7 +3,8 @@
 Exit codes: 0 the job's queue is gone (the job is over); EXIT_DRAINED (75) drained on SIGTERM or SIGINT, the job
 goes on (runtimes replace the worker without counting a crash); 1 the worker was lost or never ready;
 EXIT_WORKER_HUNG (69) the worker hung (no answer to a batch nor to a health check); EXIT_IDLE (76) nothing to
-receive for `--idle-s` (an elastic job's worker, not replaced); 2 bad configuration.
+receive for `--idle-s` (an elastic job's worker, not replaced); EXIT_TOKEN_REFUSED (77) the monitor refused this
+dequeuer's token; 2 bad configuration.
 """
 
 from __future__ import annotations

@@ -22,7 +22,7 @@ from services.dequeuer.worker import Outcome, WorkerClient, WorkerLost
 from thresher.core.aiotasks import create_guarded_task
 from thresher.core.errors import QueueNotFound
 from thresher.core.logs import batch_id_var, job_id_var
-from thresher.core.names import EXIT_IDLE
+from thresher.core.names import EXIT_IDLE, EXIT_TOKEN_REFUSED
 from thresher.core.queue import KIND_JOB_COMPLETE, Delivery, Queue, calls_source
 from thresher.core.results import ResultStore
 from thresher.core.retries import ON_FAILURE_BISECT, RetryPolicy
@@ -91,11 +91,19 @@ class Dequeuer:
         """Serve the worker until the job's queue is deleted or stop() is called; returns the exit code."""
         job_id_var.set(self._settings.job_id)
         heartbeat = create_guarded_task(self._heartbeat(), "heartbeat")
+        refusal = create_guarded_task(self._stop_when_refused(), "stop when the token is refused")
         try:
-            return await self._serve()
+            code = await self._serve()
+            return EXIT_TOKEN_REFUSED if self._reporter.refused.is_set() else code
         finally:
             heartbeat.cancel()
+            refusal.cancel()
             self._worker.close()
+
+    async def _stop_when_refused(self) -> None:
+        """Stop once the monitor refuses our token: no batch could be reported, so none is settled."""
+        await self._reporter.refused.wait()
+        self.stop()
 
     async def _heartbeat(self) -> None:
         """Tell the monitor, now and then, that this worker is alive; silence makes it release our batches."""
@@ -179,7 +187,7 @@ class Dequeuer:
     async def _wind_down(self, background: list[asyncio.Task[None]]) -> None:
         """Settle what finished (the monitor permitting), release every batch still held, stop the helpers."""
         await self._receiver.close()
-        if not self._settler.queue_gone.is_set():
+        if not self._settler.queue_gone.is_set() and not self._reporter.refused.is_set():
             await self._successes.drain(SETTLE_TIMEOUT_S)  # results stored, their batches reported: then settled
             await self._settler.drain(SETTLE_TIMEOUT_S)
         for task in background:
@@ -283,9 +291,9 @@ class Dequeuer:
     async def _report_stopping(self) -> None:
         self._phase = Phase.WORKER_PHASE_STOPPING
         try:
-            await self._reporter.record(
-                self._worker_report(Phase.WORKER_PHASE_STOPPING), timeout_s=STOPPING_REPORT_TIMEOUT_S
-            )
+            if not self._reporter.refused.is_set():  # else it would never be acked
+                stopping = self._worker_report(Phase.WORKER_PHASE_STOPPING)
+                await self._reporter.record(stopping, timeout_s=STOPPING_REPORT_TIMEOUT_S)
         except TimeoutError:
             log.warning("the monitor did not ack the STOPPING report within %g s", STOPPING_REPORT_TIMEOUT_S)
         log.info("stopped")

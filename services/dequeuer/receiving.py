@@ -175,8 +175,8 @@ class Receiver:
             report = batch_report(delivery, _STARTED)
             report.receipt = delivery.receipt
             self._reporter.send(report, urgent=True)
-        if self._stopping.is_set():
-            await self.release(deliveries, "the dequeuer is stopping")
-        else:
-            self._buffer.extend(deliveries)
+        self._buffer.extend(deliveries)
+        # Stopping, they wait for stop() or the wind-down to release them: a release here would be cancelled with this
+        # receive by stop(), maybe before the queue's call started, and the batches would stay invisible.
+        if not self._stopping.is_set():
             await self._on_received()

@@ -3,7 +3,9 @@
 The monitor acks a report once it is durably written. A report goes at once when the stream is idle; reports queued
 while the monitor has not yet acked the last message go together in the next one, so a busy dequeuer sends fewer,
 fuller messages, and an idle one sends without delay. A broken stream (the monitor restarting) is reopened with
-backoff and every unacked report is sent again, in order; the monitor drops the repeats.
+backoff and every unacked report is sent again, in order; the monitor drops the repeats. A stream refused for this
+dequeuer's token (UNAUTHENTICATED, PERMISSION_DENIED) is not: the same token would be refused again, so `refused` is
+set and the dequeuer stops (exit EXIT_TOKEN_REFUSED).
 """
 
 from __future__ import annotations
@@ -27,6 +29,7 @@ log = logging.getLogger(__name__)
 BACKOFF_MIN_S = 0.05
 BACKOFF_MAX_S = 2.0
 MAX_GROUP = 500  # reports in one stream message, at most
+REFUSALS = (grpc.StatusCode.UNAUTHENTICATED, grpc.StatusCode.PERMISSION_DENIED)  # the token's fault: never retried
 
 Body = monitor_pb2.BatchReport | monitor_pb2.WorkerReport | jobs_pb2.HookOutcome
 _FIELD = {monitor_pb2.BatchReport: "batch", monitor_pb2.WorkerReport: "worker", jobs_pb2.HookOutcome: "hook"}
@@ -60,6 +63,7 @@ class Reporter:
         self._task: asyncio.Task[None] | None = None
         self._urgent = False  # an urgent report is queued: the next message goes without waiting for the last ack
         self._wake: asyncio.Future[None] | None = None  # set to send the next message now
+        self.refused = asyncio.Event()  # the monitor refused the token: no report will ever be acked
 
     def start(self) -> None:
         self._channel = rpc.channel(self._address, self._tls)
@@ -120,6 +124,16 @@ class Reporter:
                         self._acked(ack)
                 log.warning("the monitor closed the report stream; reopening it")
             except grpc.aio.AioRpcError as e:
+                if e.code() in REFUSALS:
+                    log.error(
+                        "the monitor at %s refused this dequeuer's token (%s: %s); giving up: the services' internal"
+                        " secrets differ (see README.md, Trust between services)",
+                        self._address,
+                        e.code().name,
+                        e.details(),
+                    )
+                    self.refused.set()
+                    return
                 log.warning(
                     "report stream to the monitor at %s broke (%s: %s); %d reports unacked, retrying in %.2f s",
                     self._address,

@@ -94,10 +94,11 @@ class Settler:
                     await asyncio.wait_for(self._group_full.wait(), LINGER_S)
             while len(group) < GROUP_MAX and waiting:
                 group.append(waiting.popleft())
+            # Acks come in order, a stream message at a time: awaiting each wakes this task about once per message
+            # (gather would schedule a callback per batch). Cancelled here (the dequeuer stops before the monitor
+            # acked them), the group stays held: it is released.
+            acks = [await outcome.report for outcome in group]
             try:
-                # Acks come in order, a stream message at a time: awaiting each wakes this task about once per message
-                # (gather would schedule a callback per batch).
-                acks = [await outcome.report for outcome in group]
                 await self._settle(group, acks)
             except QueueNotFound:
                 self.queue_gone.set()

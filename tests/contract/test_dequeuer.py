@@ -804,6 +804,40 @@ async def test_a_dequeuer_without_its_token_exits_2_and_says_why(harness: Harnes
     assert harness.monitor.reports == []
 
 
+OTHER_STACK = trust.Trust(b"the-secret-of-another-stack-" + b"1" * 36)
+
+
+@pytest.mark.parametrize(
+    ("refused_token", "code"),
+    [
+        (OTHER_STACK.token(trust.DEQUEUER, JOB_ID, "w-proc"), "UNAUTHENTICATED"),  # made under another secret
+        (TEST_TRUST.token(trust.GATEWAY), "PERMISSION_DENIED"),  # a role that may not report
+    ],
+    ids=["another-stacks-token", "a-gateways-token"],
+)
+async def test_a_dequeuer_whose_token_the_monitor_refuses_exits_at_once_saying_why_and_holds_nothing(
+    slow_harness: Harness, tmp_path: Path, refused_token: str, code: str
+) -> None:
+    # Given batches waiting, and a dequeuer process whose token the monitor refuses
+    h = slow_harness
+    await h.send("b0", "b1")
+    log_path = tmp_path / "dequeuer.log"
+    process = await start_subprocess(h, log_path, worker_token=refused_token)
+    try:
+        # Then it gives up at once (trying the same token again cannot help) with its own exit code
+        assert await asyncio.wait_for(process.wait(), 15) == names.EXIT_TOKEN_REFUSED, log_path.read_text()
+    finally:
+        if process.returncode is None:
+            process.kill()
+            await process.wait()
+    # And its log says why, without the token
+    log = log_path.read_text()
+    assert "refused this dequeuer's token" in log and code in log, log
+    assert refused_token not in log and refused_token.rpartition(":")[2] not in log
+    # And it holds no batch: whatever it took is visible again at once for another worker
+    assert await h.depth() == Depth(visible=2, in_flight=0, dead=0), log
+
+
 async def test_the_dequeuer_process_serves_its_health_and_metrics(harness: Harness, tmp_path: Path) -> None:
     # Given the dequeuer as a process whose worker is not ready yet
     h = harness

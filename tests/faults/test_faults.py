@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import json
 import os
+import secrets
 import signal
 import time
 import urllib.request
@@ -17,7 +18,9 @@ import pytest
 from tests.e2e.conftest import Stack, alive, processes_mentioning, processes_of
 from tests.faults.conftest import LONG_VISIBILITY_S, Outputs, assert_nothing_left, submit
 from tests.helpers import eventually
+from thresher.core import trust
 from thresher.core.errors import Unavailable
+from thresher.core.runtime.base import TOKEN_REFUSED
 from thresher.tools.services import SERVICES
 
 pytestmark = [pytest.mark.faults, pytest.mark.timeout(240)]
@@ -294,6 +297,28 @@ def test_a_crash_looping_worker_ends_the_job_worker_error(stack: Stack, outputs:
     assert "exited with code 3" in status["job_status"]["status_reason"]
     assert_nothing_left(job_id, outputs)
     assert outputs.hook_calls() == 0
+
+
+def test_a_dequeuer_whose_token_the_monitor_refuses_ends_the_job_worker_error_saying_why(
+    stack: Stack, outputs: Outputs
+) -> None:
+    # Given a stack whose internal secret was changed after it started, the monitor not restarted: the scheduler
+    # hands each dequeuer a token made with the new secret, which the monitor refuses
+    secret_file = stack.data_dir / trust.SECRET_FILE
+    old_secret = secret_file.read_text().strip()
+    new_secret = secrets.token_hex(32)
+    secret_file.write_text(new_secret + "\n")
+    # When a job runs
+    job_id = submit(stack, outputs, [1, 2, 3], workers=1)
+    # Then each dequeuer gives up at once, and once the restart budget is spent the job ends saying why
+    status = stack.wait_for_final("recorder", job_id, timeout_s=90)
+    assert status["job_status"]["status"] == "worker_error", status
+    assert TOKEN_REFUSED in status["job_status"]["status_reason"], status
+    assert_nothing_left(job_id, outputs)
+    # And the dequeuers' logs say so, with neither secret
+    logs = [p.read_text() for p in stack.data_dir.rglob("*.dequeuer.log")]
+    assert logs and all("refused this dequeuer's token (UNAUTHENTICATED" in log for log in logs)
+    assert not [log for log in logs if old_secret in log or new_secret in log]
 
 
 def test_a_batch_longer_than_several_visibility_timeouts_is_delivered_once(stack: Stack, outputs: Outputs) -> None:

@@ -45,3 +45,7 @@ EXIT_WORKER_HUNG = 69  # sysexits' EX_UNAVAILABLE
 # The dequeuer's exit code once it found nothing to receive for its job's `idle_s` (an elastic job's tail): it held
 # nothing, so it just ended. Runtimes do not replace such a worker: the scheduler's scaler counts it as removed.
 EXIT_IDLE = 76  # not sysexits' meaning (EX_PROTOCOL): a code of its own, neither a crash nor a drain
+# The dequeuer's exit code once the monitor refused its token (UNAUTHENTICATED or PERMISSION_DENIED): trying again
+# with the same token cannot help. The services' internal secrets differ (one was changed and a service not restarted);
+# runtimes count it as a crash and name it, and a replacement gets a new token.
+EXIT_TOKEN_REFUSED = 77  # sysexits' EX_NOPERM

@@ -29,9 +29,9 @@ from tests.contract.k8s_runtime.harness import (
 )
 from tests.helpers import assert_eventually
 from thresher.core.config import Config
-from thresher.core.names import EXIT_DRAINED, EXIT_WORKER_HUNG
+from thresher.core.names import EXIT_DRAINED, EXIT_TOKEN_REFUSED, EXIT_WORKER_HUNG
 from thresher.core.runtime import WorkerCount, WorkerPhase
-from thresher.core.runtime.base import WORKER_HUNG
+from thresher.core.runtime.base import TOKEN_REFUSED, WORKER_HUNG
 from thresher.core.runtime.k8s_manifests import resource_name
 from thresher.core.runtime.kubernetes import KubernetesRuntime
 
@@ -159,11 +159,13 @@ async def test_an_api_container_that_exits_with_the_drained_code_has_crashed(
     )
 
 
-async def test_a_pod_whose_dequeuer_found_its_worker_hung_says_so_and_counts_as_a_crash(
-    runtime: KubernetesRuntime, kubelet: Kubelet
+@pytest.mark.parametrize(("code", "reason"), [(EXIT_WORKER_HUNG, WORKER_HUNG), (EXIT_TOKEN_REFUSED, TOKEN_REFUSED)])
+async def test_a_pod_whose_dequeuer_exited_with_a_code_of_its_own_says_why_and_counts_as_a_crash(
+    runtime: KubernetesRuntime, kubelet: Kubelet, code: int, reason: str
 ) -> None:
-    """The dequeuer exits EXIT_WORKER_HUNG once its worker answers neither a batch nor a health check: the pod's
-    reason names the hung worker, as the local runtime's does, and it spends restart budget like any crash."""
+    """The dequeuer exits EXIT_WORKER_HUNG once its worker answers neither a batch nor a health check, and
+    EXIT_TOKEN_REFUSED once the monitor refuses its token: the pod's reason says which, as the local runtime's does,
+    and it spends restart budget like any crash."""
     await runtime.ensure_workers(launch(), 1)
     await kubelet.reconcile()
     [pod] = await kubelet.pods()
@@ -171,13 +173,13 @@ async def test_a_pod_whose_dequeuer_found_its_worker_hung_says_so_and_counts_as_
     status = {
         "phase": "Failed",
         "initContainerStatuses": [api],
-        "containerStatuses": [dequeuer_exit(EXIT_WORKER_HUNG)],
+        "containerStatuses": [dequeuer_exit(code)],
     }
 
     await kubelet.set_status(pod, status)
 
     assert failure_action(await kubelet.job(), status) == "Count"
-    await assert_eventually(lambda: assert_states(runtime, {pod: (WorkerPhase.FAILED, WORKER_HUNG)}))
+    await assert_eventually(lambda: assert_states(runtime, {pod: (WorkerPhase.FAILED, reason)}))
 
 
 async def test_a_worker_unschedulable_too_long_is_reported_stalled(

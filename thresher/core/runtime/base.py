@@ -12,7 +12,7 @@ from thresher.core import trust
 from thresher.core.config import Config, config_env
 from thresher.core.dequeuer_args import DEQUEUER_MODULE, DequeuerArgs
 from thresher.core.errors import InvalidRequest
-from thresher.core.names import EXIT_WORKER_HUNG
+from thresher.core.names import EXIT_TOKEN_REFUSED, EXIT_WORKER_HUNG
 from thresher.v1 import jobs_pb2
 
 
@@ -58,6 +58,11 @@ def dequeuer_config_env(config: Config) -> dict[str, str]:
 
 
 WORKER_HUNG = "worker hung: it answered neither a batch within batch_timeout nor a health check; killed and replaced"
+TOKEN_REFUSED = (
+    "the monitor refused the dequeuer's internal token: the services do not share one internal secret (changed and"
+    " a service not restarted?); see the dequeuer's log"
+)
+_DEQUEUER_EXIT_REASONS = {EXIT_WORKER_HUNG: WORKER_HUNG, EXIT_TOKEN_REFUSED: TOKEN_REFUSED}
 
 
 IDLED = "idle: its dequeuer found nothing to receive for the job's idle_s and exited (not replaced)"
@@ -65,7 +70,7 @@ IDLED = "idle: its dequeuer found nothing to receive for the job's idle_s and ex
 
 def dequeuer_exit_reason(code: int | None) -> str | None:
     """What a dequeuer's own exit code says of its worker, in every runtime; None for an ordinary exit code."""
-    return WORKER_HUNG if code == EXIT_WORKER_HUNG else None
+    return _DEQUEUER_EXIT_REASONS.get(code) if code is not None else None
 
 
 def dequeuer_token(config: Config, job_id: str, worker_id: str) -> str:

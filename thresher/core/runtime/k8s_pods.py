@@ -94,8 +94,8 @@ def _failed(name: str, status: dict[str, Any]) -> WorkerState:
         return WorkerState(name, WorkerPhase.STOPPED, drained, disrupted=True)
     if dequeuer_code == EXIT_IDLE:
         return WorkerState(name, WorkerPhase.STOPPED, IDLED, idled=True)
-    if hung := dequeuer_exit_reason(dequeuer_code):
-        return WorkerState(name, WorkerPhase.FAILED, hung)
+    if reason := dequeuer_exit_reason(dequeuer_code):
+        return WorkerState(name, WorkerPhase.FAILED, reason)
     crash = _crash(status)
     if crash is None:
         why = ": ".join(filter(None, (status.get("reason"), status.get("message")))) or "no container status"
