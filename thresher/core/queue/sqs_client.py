@@ -1,7 +1,8 @@
 """boto3 calls for the SQS backend: off the event loop, counted, retried with backoff, errors translated.
 
 Callers never see botocore's exceptions: a missing queue is QueueNotFound, SQS staying unreachable or throttled
-past the retries is Unavailable, and any other refusal is SqsError with the provider's code.
+past the retries is Unavailable, as is a call without credentials (the operator's misconfiguration: 503, saying what
+to set), and any other refusal is SqsError with the provider's code.
 """
 
 from __future__ import annotations
@@ -27,7 +28,7 @@ from botocore.exceptions import (
 from tenacity import AsyncRetrying, retry_if_exception, stop_after_attempt, stop_after_delay, wait_exponential
 
 from thresher.core.config import QueueSettings
-from thresher.core.errors import QueueNotFound, ThresherError, Unavailable
+from thresher.core.errors import InvalidRequest, QueueNotFound, ThresherError, Unavailable
 
 MAX_THREADS = 16  # concurrent calls per backend; also the size of boto3's connection pool
 CALL_ATTEMPTS = 8  # tries of one call on throttling and transient errors ...
@@ -76,6 +77,11 @@ class SqsClient:
     """One boto3 client and its threads; counts every call (retries included) by operation and by queue."""
 
     def __init__(self, settings: QueueSettings) -> None:
+        if bool(settings.sqs_access_key_id) != bool(settings.sqs_secret_access_key):  # boto3 would fail each call
+            raise InvalidRequest(
+                "queue.sqs_access_key_id and queue.sqs_secret_access_key go together: set both, or neither to use"
+                " the usual AWS_* variables"
+            )
         session = boto3.session.Session(
             aws_access_key_id=settings.sqs_access_key_id or None,
             aws_secret_access_key=settings.sqs_secret_access_key or None,
@@ -126,8 +132,8 @@ class SqsClient:
             if is_transient(e):
                 raise Unavailable(message) from e
             raise SqsError(code, message) from e
-        except (NoCredentialsError, PartialCredentialsError) as e:
-            raise ThresherError(
+        except (NoCredentialsError, PartialCredentialsError) as e:  # the operator's to fix, not the caller's
+            raise Unavailable(
                 "no AWS credentials for SQS: set queue.sqs_access_key_id and queue.sqs_secret_access_key, "
                 "or the usual AWS_* variables"
             ) from e
