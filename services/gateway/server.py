@@ -22,6 +22,7 @@ from services.gateway.middleware import (
     request_log_middleware,
 )
 from services.gateway.openapi import openapi_document
+from services.gateway.refusals import MAX_FIELD_BYTES, MAX_HEADERS, MAX_LINE_BYTES, GatewayRunner
 from services.gateway.results import delete_results, read_results
 from services.gateway.routes import CONFIG, add_routes
 from services.gateway.ui import add_console_routes
@@ -36,11 +37,6 @@ from thresher.v1 import jobs_pb2_grpc
 log = logging.getLogger(__name__)
 
 GRACE_S = 5.0  # how long requests in progress may take to finish after SIGTERM
-# The request line, each header and the number of headers: longer or more get 400 and the connection closes
-# (aiohttp's own limits, stated here so that they are visibly ours).
-MAX_LINE_BYTES = 8190
-MAX_FIELD_BYTES = 8190
-MAX_HEADERS = 100
 
 
 def create_app(config: Config) -> web.Application:
@@ -102,7 +98,7 @@ async def _staging(app: web.Application) -> AsyncIterator[None]:
 
 async def serve(config: Config, grace_s: float = GRACE_S) -> None:
     """Serve on config.addresses.gateway (port 0 picks one) until SIGTERM or SIGINT."""
-    runner = web.AppRunner(
+    runner = GatewayRunner(
         create_app(config),
         access_log=None,
         logger=PROTOCOL_LOG,
