@@ -12,6 +12,7 @@ import yaml
 from kubernetes import client as k8s
 
 from tests.kube.controlplane import ControlPlane
+from tests.unit.test_deploy_manifests import with_component
 
 pytestmark = pytest.mark.timeout(120)
 
@@ -44,6 +45,18 @@ def test_the_api_server_accepts_every_object_of_the_deploy(cluster: ControlPlane
 
     assert applied.returncode == 0, applied.stderr
     assert "(server dry run)" in applied.stdout
+
+
+@pytest.mark.parametrize("target", ["overlays/dev", "overlays/prod"])
+def test_the_api_server_accepts_an_overlay_with_the_open_routes_component(
+    cluster: ControlPlane, target: str, tmp_path: Path
+) -> None:
+    """The component each overlay lists commented out (Cortex's job routes without a key), once listed."""
+    overlay = KUSTOMIZE / with_component(target, "open-routes", tmp_path)
+    applied = kubectl(cluster, "apply", "--dry-run=server", "-k", str(overlay))
+
+    assert applied.returncode == 0, applied.stderr
+    assert "deployment.apps/thresher-gateway " in applied.stdout and "(server dry run)" in applied.stdout
 
 
 def test_the_server_dry_run_refuses_an_object_the_server_would_refuse(cluster: ControlPlane) -> None:

@@ -58,6 +58,22 @@ def render(target: str) -> tuple[dict[str, Any], ...]:
     return tuple(obj for obj in yaml.safe_load_all(out.stdout) if obj)
 
 
+def with_component(target: str, component: str, folder: Path) -> str:
+    """A kustomization in `folder` that is `target` plus `component` (kustomize takes relative paths only)."""
+    root = os.path.relpath(KUSTOMIZE, folder)
+    (folder / "kustomization.yaml").write_text(
+        yaml.safe_dump(
+            {
+                "apiVersion": "kustomize.config.k8s.io/v1beta1",
+                "kind": "Kustomization",
+                "resources": [f"{root}/{target}"],
+                "components": [f"{root}/components/{component}"],
+            }
+        )
+    )
+    return os.path.relpath(folder, KUSTOMIZE)
+
+
 def find(objects: tuple[dict[str, Any], ...], kind: str, name: str | None = None) -> list[dict[str, Any]]:
     return [o for o in objects if o["kind"] == kind and (name is None or o["metadata"]["name"].startswith(name))]
 
@@ -199,6 +215,30 @@ def test_every_service_reads_the_stack_secret_from_its_secret_and_no_worker_gets
         assert volumes[mounts[str(secret_file.parent)]]["secret"]["secretName"] == "thresher-internal"
     # Worker pods get a token for their job from the scheduler, never the secret (kubernetes.env_secret is theirs)
     assert thresher_config(objects, tmp_path).kubernetes.env_secret != "thresher-internal"
+
+
+@pytest.mark.parametrize("target", ["overlays/dev", "overlays/prod"])
+def test_open_routes_are_off_unless_the_overlay_lists_their_component_then_the_gateway_reads_its_secret(
+    target: str, tmp_path: Path
+) -> None:
+    # Given each overlay, as shipped: open routes are off everywhere, and the component is there to be listed
+    assert not service_config(render(target), "gateway", tmp_path).gateway.open_routes_key_file
+    listed = re.search(
+        r"^\s*#\s*- \.\./\.\./components/open-routes", (KUSTOMIZE / target / "kustomization.yaml").read_text(), re.M
+    )
+    assert listed, "the overlay lists the component, commented out"
+    # When an overlay lists the component
+    (tmp_path / "overlay").mkdir()
+    objects = render(with_component(target, "open-routes", tmp_path / "overlay"))
+    # Then the gateway, and only it, reads the key from the Secret thresher-open-routes-key, mounted for its group
+    key_file = Path(service_config(objects, "gateway", tmp_path).gateway.open_routes_key_file)
+    gateway = one(objects, "Deployment", "thresher-gateway")
+    mounts = {m["mountPath"]: m["name"] for m in container(gateway)["volumeMounts"]}
+    volumes = {v["name"]: v for v in gateway["spec"]["template"]["spec"]["volumes"]}
+    secret = volumes[mounts[str(key_file.parent)]]["secret"]
+    assert (secret["secretName"], secret["defaultMode"], key_file.name) == ("thresher-open-routes-key", 0o440, "key")
+    for name in ("scheduler", "enqueuer", "monitor"):
+        assert not service_config(objects, name, tmp_path).gateway.open_routes_key_file
 
 
 @pytest.mark.parametrize("target", TARGETS)
