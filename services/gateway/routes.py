@@ -186,7 +186,8 @@ async def list_failed_batches(request: web.Request) -> web.Response:
     """The job's dead-lettered batches with their items, attempts and last error."""
     ref = jobs_pb2.JobRef(job_id=request.match_info["job_id"])
     reply = await jobs(request).ListFailedBatches(ref)
-    return web.json_response({"job_id": ref.job_id, "batches": [views.failed_batch(b) for b in reply.batches]})
+    body = views.failed_batches_json(ref.job_id, reply.batches)
+    return web.Response(body=body, content_type="application/json", charset="utf-8")
 
 
 @calls("RetryFailed")

@@ -10,6 +10,8 @@ import json
 import os
 import secrets
 import signal
+import subprocess
+import sys
 import time
 import urllib.request
 
@@ -20,6 +22,7 @@ from tests.faults.conftest import LONG_VISIBILITY_S, Outputs, assert_nothing_lef
 from tests.helpers import eventually
 from thresher.core import trust
 from thresher.core.errors import Unavailable
+from thresher.core.names import ENV_API_KEY
 from thresher.core.runtime.base import TOKEN_REFUSED
 from thresher.tools.services import SERVICES
 
@@ -97,6 +100,31 @@ def test_failing_batches_are_retried_dead_lettered_listed_and_retried_as_a_new_j
     assert retried["job_status"]["retry_of"] == job_id
     assert retried["job_status"]["total_batch_count"] == 2
     assert sorted(set(outputs.items())) == list(range(20))
+
+
+def test_failed_batches_are_listed_with_their_items_byte_for_byte_as_submitted(stack: Stack, outputs: Outputs) -> None:
+    # Given items written as Cortex clients may write them, in a batch that fails its only attempt
+    config = {"out_dir": str(outputs.out), "fail_items": [3.5]}
+    body = (
+        '{"workers": 1, "item_list": {"items": [3.50, 1e2, "caf\\u00e9"], "batch_size": 3},'
+        f' "sqs_dead_letter_queue": {{"arn": "", "max_receive_count": 1}}, "config": {json.dumps(config)}}}'
+    )
+    job_id = stack.client.submit("recorder", body.encode())["job_id"]
+    assert stack.wait_for_final("recorder", job_id)["job_status"]["status"] == "completed_with_failures"
+    # When its failed batches are listed, by the API and by `thresher failed -o json`
+    listed = stack.client.failed_json(job_id)
+    cli = [sys.executable, "-m", "thresher.tools.cli", "--url", stack.url, "failed", job_id, "-o", "json"]
+    env = os.environ | {ENV_API_KEY: stack.api_key or ""}
+    result = subprocess.run(cli, capture_output=True, timeout=30, check=False, env=env)
+    assert result.returncode == 0, result.stderr
+    printed = result.stdout
+    # Then the items are as submitted (and as the worker got them), not decoded and encoded again (3.5, 100.0)
+    for answer in (listed, printed):
+        [batch] = json.loads(answer)["batches"]
+        assert b"3.50" in answer and b"1e2" in answer and b'"caf\\u00e9"' in answer, answer
+        assert batch["items"] == [3.5, 100, "caf\u00e9"] and batch["attempts"] == 1
+    [call] = outputs.calls()
+    assert call["items"] == [3.5, 100, "caf\u00e9"]
 
 
 def test_a_worker_process_killed_mid_batch_loses_nothing_and_uses_no_attempt(stack: Stack, outputs: Outputs) -> None:

@@ -264,10 +264,11 @@ def _results(args: argparse.Namespace) -> int:
 
 
 def _failed(args: argparse.Namespace) -> int:
-    batches = Client(args.url).job(args.job_id).failed()
-    if args.output == "json":
-        print(json.dumps(batches, indent=2))
+    gateway = Client(args.url).gateway
+    if args.output == "json":  # as the gateway wrote it: the items byte for byte as submitted
+        sys.stdout.buffer.write(gateway.failed_json(args.job_id) + b"\n")
         return 0
+    batches = gateway.failed(args.job_id)
     print(f"{len(batches)} failed batches of job {args.job_id}")
     for batch in batches:
         items = json.dumps(batch["items"])

@@ -84,8 +84,16 @@ class GatewayClient:
         return self._call("GET", f"/v1/jobs?{query}")["jobs"]
 
     def failed(self, job_id: str) -> list[dict[str, Any]]:
-        batches: list[dict[str, Any]] = self._call("GET", f"/v1/jobs/{_quote(job_id)}/failed")["batches"]
+        batches: list[dict[str, Any]] = json.loads(self.failed_json(job_id))["batches"]
         return batches
+
+    def failed_json(self, job_id: str) -> bytes:
+        """`GET /v1/jobs/<id>/failed` as the gateway wrote it: each batch's items byte for byte as its workers got
+        them (decoded, `3.50` would be the float 3.5)."""
+        request = urllib.request.Request(f"{self.url}/v1/jobs/{_quote(job_id)}/failed", headers=self._headers)
+        with self._open(request, timeout_s=TIMEOUT_S) as response:
+            answer: bytes = response.read()
+            return answer
 
     def retry(self, job_id: str) -> dict[str, Any]:
         return self._call("POST", f"/v1/jobs/{_quote(job_id)}/retry")
