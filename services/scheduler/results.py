@@ -18,7 +18,9 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
+from collections import Counter, OrderedDict
 from collections.abc import AsyncIterator, Awaitable, Callable
+from typing import TypeVar
 
 from prometheus_client import Gauge
 
@@ -32,6 +34,7 @@ from thresher.core.rpc import Client
 from thresher.v1 import jobs_pb2, monitor_pb2
 
 log = logging.getLogger(__name__)
+V = TypeVar("V")
 
 FOLLOW_POLL_S = 0.25  # how often a follow looks for new results while it finds none
 SETTLED_ASKED = 1000  # batches a follow asks the monitor about at once, at most
@@ -39,9 +42,12 @@ SETTLED_TIMEOUT_S = 2.0  # a follow does not wait longer than this for the monit
 MESSAGE_BYTES = 4 * 1024 * 1024  # of results per ReadResults message (gRPC's messages are 16 MiB at most here)
 SIZE_CACHE_S = 2.0  # a running job's size is listed again after this long (job statuses are read often)
 EXPIRY_INTERVAL_S = 60.0  # how often results past results.ttl_s are looked for (at most: a shorter ttl, that often)
+JOBS_KEPT = 10_000  # jobs whose size and S3 path are kept, the most recently read (memory flat in finished jobs)
 
 RESULTS_BYTES = Gauge(
-    f"{METRIC_PREFIX}results_bytes", "Bytes of batch results kept, by API (jobs read since start).", ["api_name"]
+    f"{METRIC_PREFIX}results_bytes",
+    f"Bytes of batch results kept, by API (of the last {JOBS_KEPT} jobs read since start).",
+    ["api_name"],
 )
 RESULTS_DELETED_BYTES = Gauge(
     f"{METRIC_PREFIX}results_deleted_bytes", "Bytes of batch results deleted (on request or expired) since start."
@@ -50,29 +56,43 @@ RESULTS_DELETED_BYTES = Gauge(
 
 class JobResults:
     def __init__(
-        self, store: JobStore, open_results: Callable[[str], ResultStore], ttl_s: float, monitor: Client
+        self,
+        store: JobStore,
+        open_results: Callable[[str], ResultStore],
+        ttl_s: float,
+        monitor: Client,
+        jobs_kept: int = JOBS_KEPT,
     ) -> None:
         """`open_results(s3_path)`: the store of results at a job's own S3 path ("": where the settings say)."""
         self._store = store
         self._monitor = monitor
         self._open_results = open_results
         self._ttl_s = ttl_s
+        self._jobs_kept = jobs_kept
         self._result_stores: dict[str, ResultStore] = {}  # by S3 path, opened once
-        self._s3_paths: dict[str, str] = {}  # job id -> its submission's results.s3_path (submissions never change)
-        # job id -> when it was listed (None: the job was final then, so it does not change), its API, its size
-        self._sizes: dict[str, tuple[float | None, str, ResultsSize]] = {}
+        # job id -> its submission's results.s3_path (submissions never change), the last `jobs_kept` read
+        self._s3_paths: OrderedDict[str, str] = OrderedDict()
+        # job id -> when it was listed (None: the job was final then, so it does not change), its API, its size; the
+        # last `jobs_kept` read (one read again once forgotten is listed again)
+        self._sizes: OrderedDict[str, tuple[float | None, str, ResultsSize]] = OrderedDict()
+        self._bytes: Counter[str] = Counter()  # by API: the bytes of the jobs in _sizes (the gauge)
+
+    @property
+    def jobs_kept(self) -> int:
+        """How many jobs' sizes are kept (JOBS_KEPT at most, however many jobs ended)."""
+        return len(self._sizes)
 
     async def size(self, job: jobs_pb2.Job, final: bool) -> jobs_pb2.ResultsSize:
         """The job's results now (a final job's once listed, a running job's at most SIZE_CACHE_S old)."""
         cached = self._sizes.get(job.job_id)
         listed_at = None if cached is None else cached[0]
         if cached is None or (listed_at is not None and (final or time.monotonic() - listed_at > SIZE_CACHE_S)):
-            size = await (await self._results_of(job.job_id)).size(
-                job.job_id
-            )  # listed after `final` was known: final, it is the last size
-            self._sizes[job.job_id] = (None if final else time.monotonic(), job.api_name, size)
-            self._update_gauge(job.api_name)
-        size = self._sizes[job.job_id][2]
+            # listed after `final` was known: final, it is the last size
+            size = await (await self._results_of(job.job_id)).size(job.job_id)
+            self._keep_size(job, None if final else time.monotonic(), size)
+        else:
+            self._sizes.move_to_end(job.job_id)
+            size = cached[2]
         return jobs_pb2.ResultsSize(count=size.count, bytes=size.bytes)
 
     async def read(
@@ -130,8 +150,7 @@ class JobResults:
 
     async def delete(self, job: jobs_pb2.Job) -> jobs_pb2.DeletedResults:
         size = await (await self._results_of(job.job_id)).delete(job.job_id)
-        self._sizes[job.job_id] = (None, job.api_name, ResultsSize())
-        self._update_gauge(job.api_name)
+        self._keep_size(job, None, ResultsSize())
         RESULTS_DELETED_BYTES.inc(size.bytes)
         log.info(
             "deleted %d results (%d bytes) of job %s", size.count, size.bytes, job.job_id, extra={"job_id": job.job_id}
@@ -168,15 +187,33 @@ class JobResults:
 
     async def _results_of(self, job_id: str) -> ResultStore:
         """The store of the job's results: its submission's S3 path, or where the settings say."""
-        if job_id not in self._s3_paths:
-            self._s3_paths[job_id] = (await self._store.get_submission(job_id)).results.s3_path
-        s3_path = self._s3_paths[job_id]
+        s3_path = self._s3_paths.get(job_id)
+        if s3_path is None:
+            s3_path = (await self._store.get_submission(job_id)).results.s3_path
+            _keep(self._s3_paths, job_id, s3_path, self._jobs_kept)
+        else:
+            self._s3_paths.move_to_end(job_id)
         if s3_path not in self._result_stores:
             self._result_stores[s3_path] = self._open_results(s3_path)
         return self._result_stores[s3_path]
 
-    def _update_gauge(self, api_name: str) -> None:
-        RESULTS_BYTES.labels(api_name).set(sum(s.bytes for _, api, s in self._sizes.values() if api == api_name))
+    def _keep_size(self, job: jobs_pb2.Job, listed_at: float | None, size: ResultsSize) -> None:
+        """Keep the job's size, forget the least recently read job's past `jobs_kept`, and move the gauge by the
+        difference (a running total: no sum over the jobs)."""
+        previous = self._sizes.pop(job.job_id, None)
+        forgotten = _keep(self._sizes, job.job_id, (listed_at, job.api_name, size), self._jobs_kept)
+        dropped = [entry for entry in (previous, forgotten) if entry is not None]
+        for _, api_name, old in dropped:
+            self._bytes[api_name] -= old.bytes
+        self._bytes[job.api_name] += size.bytes
+        for api_name in {job.api_name, *(entry[1] for entry in dropped)}:
+            RESULTS_BYTES.labels(api_name).set(self._bytes[api_name])
+
+
+def _keep(entries: OrderedDict[str, V], key: str, value: V, limit: int) -> V | None:
+    """Put `value` last; returns the first entry's value if that put `entries` past `limit` (it is removed)."""
+    entries[key] = value
+    return entries.popitem(last=False)[1] if len(entries) > limit else None
 
 
 def _first_ids(job_id: str, first: int, gap: StoredResult) -> list[str]:
