@@ -17,6 +17,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import json
+import math
 import os
 import random
 import sys
@@ -81,6 +82,7 @@ class Stream:
         self._waiting: dict[int, tuple[float, monitor_pb2.Report, asyncio.Future[monitor_pb2.ReportAck]]] = {}
         self._call: Any = None
         self._task = asyncio.create_task(self._run(stub))
+        self.last_sent = -math.inf  # time.monotonic() of the last report queued (a heartbeat goes after none for h)
 
     def send(self, **body: Any) -> asyncio.Future[monitor_pb2.ReportAck]:
         self._seq += 1
@@ -91,6 +93,7 @@ class Stream:
         )  # fmt: skip
         future: asyncio.Future[monitor_pb2.ReportAck] = asyncio.get_running_loop().create_future()
         now = time.time()
+        self.last_sent = time.monotonic()
         self._waiting[self._seq] = (now, report, future)
         self._tally.reports += 1
         self._tally.first_sent = self._tally.first_sent or now
@@ -182,10 +185,16 @@ class SimWorker:
             await self._channel.close()
 
     async def _heartbeat(self) -> None:
+        """As the dequeuer's: a heartbeat only after `heartbeat_s` without any report."""
+        period_s = self._plan["heartbeat_s"]
         while True:
-            calls = jobs_pb2.QueueCalls(source=self._worker["worker_id"], calls=self._queue.calls)
-            self._stream.send(worker=monitor_pb2.WorkerReport(phase=monitor_pb2.WORKER_PHASE_READY, queue_calls=calls))
-            await asyncio.sleep(self._plan["heartbeat_s"])
+            quiet_s = time.monotonic() - self._stream.last_sent
+            if quiet_s >= period_s:
+                calls = jobs_pb2.QueueCalls(source=self._worker["worker_id"], calls=self._queue.calls)
+                report = monitor_pb2.WorkerReport(phase=monitor_pb2.WORKER_PHASE_READY, queue_calls=calls)
+                self._stream.send(worker=report)
+                quiet_s = 0.0
+            await asyncio.sleep(period_s - quiet_s)
 
     async def _work(self) -> None:
         done = 0

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import time
 
 from services.dequeuer.holdings import Holdings
 from services.dequeuer.pipeline import Pipeline
@@ -106,10 +107,15 @@ class Dequeuer:
         self.stop()
 
     async def _heartbeat(self) -> None:
-        """Tell the monitor, now and then, that this worker is alive; silence makes it release our batches."""
+        """Tell the monitor, now and then, that this worker is alive; silence makes it release our batches. Any
+        report says so (the monitor counts batch reports as signs of life): a heartbeat goes only after heartbeat_s
+        without one. Heartbeats carry the queue calls: a busy worker's reach the monitor when it idles or stops."""
         while True:
-            self._reporter.send(self._worker_report(self._phase))
-            await asyncio.sleep(self._settings.heartbeat_s)
+            quiet_s = time.monotonic() - self._reporter.last_sent
+            if quiet_s >= self._settings.heartbeat_s:
+                self._reporter.send(self._worker_report(self._phase))
+                quiet_s = 0.0
+            await asyncio.sleep(self._settings.heartbeat_s - quiet_s)
 
     async def _serve(self) -> int:
         s = self._settings

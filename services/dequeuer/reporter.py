@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import math
 import time
 from collections.abc import AsyncIterator
 
@@ -64,6 +65,7 @@ class Reporter:
         self._urgent = False  # an urgent report is queued: the next message goes without waiting for the last ack
         self._wake: asyncio.Future[None] | None = None  # set to send the next message now
         self.refused = asyncio.Event()  # the monitor refused the token: no report will ever be acked
+        self.last_sent = -math.inf  # time.monotonic() of the last report queued: any report says this worker is alive
 
     def start(self) -> None:
         self._channel = rpc.channel(self._address, self._tls)
@@ -100,6 +102,7 @@ class Reporter:
         getattr(report, _FIELD[type(body)]).CopyFrom(body)
         future: asyncio.Future[monitor_pb2.ReportAck] = asyncio.get_running_loop().create_future()
         self._unacked[seq] = (report, future)
+        self.last_sent = time.monotonic()
         if self._outbox is not None:
             self._outbox.put(report)
         if urgent:

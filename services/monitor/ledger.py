@@ -134,6 +134,12 @@ class Ledger:
                             verdicts[index] = result
                     elif _apply_one(db, event, now):
                         notify.add(event.job_id)
+                # Any report shows its worker alive: a worker busy with batches need not send heartbeats.
+                reporting = {(e.job_id, e.worker_id) for e in events if isinstance(e, BatchEvent)}
+                db.executemany(
+                    "UPDATE workers SET last_seen = ? WHERE job_id = ? AND worker_id = ?",
+                    [(now, job_id, worker_id) for job_id, worker_id in reporting],
+                )
                 notify |= {job_id for job_id in touched if self._settle_if_done(db, job_id, now, added[job_id])}
             self._terminal.commit(added)
             return Applied(notify, verdicts)

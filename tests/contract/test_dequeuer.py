@@ -733,6 +733,23 @@ async def test_a_batch_received_is_reported_at_once_even_while_the_monitor_has_n
         h.monitor.acks_open.set()
 
 
+async def test_a_dequeuer_that_reported_within_the_heartbeat_period_sends_no_heartbeat(harness: Harness) -> None:
+    h = harness
+    h.config.dequeuer.heartbeat_s = 1.0
+    running = h.start_dequeuer()
+    await assert_eventually(until(lambda: running.dequeuer.ready))
+    worker_reports = lambda: [r for r in h.monitor.unique() if r.HasField("worker")]  # noqa: E731
+    # While it reports a batch every 0.1 s for 3 s (three heartbeat periods)
+    before = len(worker_reports())
+    for n in range(30):
+        running.reporter.send(_succeeded(f"b{n}"))
+        await asyncio.sleep(0.1)
+    # Then the monitor got no heartbeat (those reports said the worker was alive)
+    assert len(worker_reports()) == before
+    # And once it reports nothing, heartbeats come again
+    await assert_eventually(until(lambda: len(worker_reports()) > before), timeout_s=5)
+
+
 def _succeeded(batch_id: str) -> monitor_pb2.BatchReport:
     return monitor_pb2.BatchReport(batch_id=batch_id, attempt=1, result=Result.BATCH_RESULT_SUCCEEDED)
 

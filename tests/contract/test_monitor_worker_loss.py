@@ -166,6 +166,25 @@ async def test_a_worker_that_said_it_was_stopping_is_not_lost(monitor: RunningMo
     assert await queue.depth() == Depth(visible=0, in_flight=1, dead=0)
 
 
+async def test_a_worker_reporting_batches_without_heartbeats_is_not_lost(
+    monitor: RunningMonitor, queues: QueueBackend
+) -> None:
+    # Given a worker holding a batch, then reporting other batches but no heartbeat (a busy dequeuer skips them)
+    queue = queues.open(QUEUE)
+    receipt = await held_batch(queue)
+    stream = Stream(monitor)
+    await stream.send(report("w1", phase=monitor_pb2.WORKER_PHASE_READY))
+    await stream.send(report("w1", batch_id="b1", attempt=1, result=STARTED, receipt=receipt))
+    for n in range(2, 14):  # 2.4 s: four heartbeat timeouts (0.6 s), and past the monitor's first one
+        await stream.send(report("w1", batch_id=f"b{n}", attempt=1, result=STARTED))
+        await asyncio.sleep(0.2)
+
+    # Then it is still ready, and the batch it holds was not released
+    assert [w.phase for w in (await monitor.progress()).workers] == ["ready"]
+    assert await queue.depth() == Depth(visible=0, in_flight=1, dead=0)
+    stream.call.cancel()
+
+
 async def test_a_silent_worker_is_lost_after_the_heartbeat_timeout(
     monitor: RunningMonitor, queues: QueueBackend
 ) -> None:
