@@ -1,9 +1,9 @@
 """The SQLite ledger (WAL, one file): every batch's attempts and state, workers, and what the scheduler was told.
 
-All SQL of the monitor lives here, in ledger_schema.py (the tables), ledger_counts.py (a job's counts and settled
-batches) and ledger_metrics.py (the scrape). One
-thread owns the connection, so calls are serialized and the event loop never blocks on the disk. A report is
-recorded at most once: attempts are keyed by (job, batch, attempt), and a repeated report changes nothing.
+All SQL of the monitor lives here, in ledger_schema.py (the tables), ledger_attempts.py (batch reports),
+ledger_counts.py (a job's counts and settled batches) and ledger_metrics.py (the scrape). One thread owns the
+connection, so calls are serialized and the event loop never blocks on the disk. A report is recorded at most once:
+attempts are keyed by (job, batch, attempt), and a repeated report changes nothing.
 """
 
 from __future__ import annotations
@@ -16,20 +16,16 @@ from dataclasses import dataclass, field, replace
 from pathlib import Path
 
 from services.monitor.accounting import (
-    TERMINAL_STATES,
-    Batch,
     BatchEvent,
-    BatchState,
     Event,
     HookEvent,
     Phase,
     QueueCalls,
     Result,
     WorkerEvent,
-    advance,
-    decide,
     is_settled,
 )
+from services.monitor.ledger_attempts import AttemptRecorder
 from services.monitor.ledger_counts import BatchCounts, Settlement, batch_counts, settled_batch_ids, settlement
 from services.monitor.ledger_metrics import JobMetrics, read_metrics, read_pace
 from services.monitor.ledger_schema import ADDED_COLUMNS, SCHEMA
@@ -122,18 +118,20 @@ class Ledger:
                     for e in events
                     if isinstance(e, BatchEvent) and e.result is Result.STARTED and (key := _attempt_key(e)) in ended
                 }
+                attempts = AttemptRecorder(db, (e for e in events if isinstance(e, BatchEvent)))
                 for index, event in enumerate(events):
                     if isinstance(event, BatchEvent):
                         if event.result is Result.STARTED and _attempt_key(event) in ended:
                             continue  # the attempt's outcome is in this group too: its row says all, in one write
                         if receipts and not event.receipt and (receipt := receipts.get(_attempt_key(event))):
                             event = replace(event, receipt=receipt)
-                        result, terminal = _record_attempt(db, event, now)
+                        result, terminal = attempts.record(event, now)
                         added[event.job_id] += terminal
                         if result in (Result.DEAD_LETTERED, Result.SPLIT):
                             verdicts[index] = result
                     elif _apply_one(db, event, now):
                         notify.add(event.job_id)
+                attempts.write(db)
                 # Any report shows its worker alive: a worker busy with batches need not send heartbeats.
                 reporting = {(e.job_id, e.worker_id) for e in events if isinstance(e, BatchEvent)}
                 db.executemany(
@@ -318,60 +316,3 @@ def _record_queue_calls(db: sqlite3.Connection, job_id: str, source: QueueCalls)
 
 def _attempt_key(event: BatchEvent) -> tuple[str, str, int]:
     return event.job_id, event.batch_id, event.attempt
-
-
-def _record_attempt(db: sqlite3.Connection, event: BatchEvent, now: float) -> tuple[Result, bool]:
-    """Record one attempt's report; returns its result as recorded (for a repeat: as first recorded), and whether
-    the batch became terminal."""
-    row = db.execute(
-        "SELECT state, attempt, failed_attempts, duration_s, last_error, items FROM batches"
-        " WHERE job_id = ? AND batch_id = ?",
-        (event.job_id, event.batch_id),
-    ).fetchone()
-    batch = Batch(BatchState(row[0]), *row[1:]) if row else None
-    event = decide(batch, event)
-    # A STARTED row may later take the attempt's result; anything else already recorded is a repeat.
-    cursor = db.execute(
-        "INSERT INTO attempts (job_id, batch_id, attempt, result, duration_s, error, reported_at, worker_id, receipt)"
-        " VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?) ON CONFLICT DO UPDATE SET result = excluded.result,"
-        " duration_s = excluded.duration_s, error = excluded.error, reported_at = excluded.reported_at"
-        " WHERE attempts.result = 'started' AND excluded.result != 'started'",
-        (
-            event.job_id,
-            event.batch_id,
-            event.attempt,
-            event.result.value,
-            event.duration_s,
-            event.error,
-            now,
-            event.worker_id,
-            event.receipt,
-        ),
-    )
-    if cursor.rowcount == 0:
-        (stored,) = db.execute(
-            "SELECT result FROM attempts WHERE job_id = ? AND batch_id = ? AND attempt = ?",
-            (event.job_id, event.batch_id, event.attempt),
-        ).fetchone()
-        return Result(stored), False
-    was_terminal = batch is not None and batch.state in TERMINAL_STATES
-    was_split = batch is not None and batch.state is BatchState.SPLIT
-    batch = advance(batch, event)
-    if batch.state is BatchState.SPLIT and not was_split:  # its two halves are batches of the job from now on
-        db.execute("UPDATE jobs SET splits = splits + 1 WHERE job_id = ?", (event.job_id,))
-    db.execute(
-        "INSERT OR REPLACE INTO batches"
-        " (job_id, batch_id, state, attempt, failed_attempts, duration_s, last_error, items)"
-        " VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
-        (
-            event.job_id,
-            event.batch_id,
-            batch.state.value,
-            batch.attempt,
-            batch.failed_attempts,
-            batch.duration_s,
-            batch.last_error,
-            batch.items,
-        ),
-    )
-    return event.result, batch.state in TERMINAL_STATES and not was_terminal
