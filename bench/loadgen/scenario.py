@@ -93,7 +93,8 @@ def run(work: Path, quick: bool, large: bool, svg_path: Path) -> Scenario:
     scenario.notes = [
         "Simulated dequeuers (bench/loadgen/simworkers.py, 3 processes, asyncio) on the real report stream with "
         "tokens the external runtime handed out, batches received from the jobs' real SQLite queue 10 at a time, "
-        "10 ms of work each, heartbeats every 2 s; one job in ten (of those with 2+ workers) loses a worker mid-job. "
+        "10 ms of work each, a heartbeat after 2 s without a report (as a dequeuer); one job in ten (of those with "
+        "2+ workers) loses a worker mid-job. "
         "The monitor alone: the same simulated workers with made-up batches of no duration, no queue (one job, "
         "stopped at the end), to see what the monitor takes when the queue's cost is not in the generator. "
         "Two client threads read the jobs' statuses without pause and 4 clients follow event streams. "
