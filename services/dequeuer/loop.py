@@ -108,14 +108,20 @@ class Dequeuer:
 
     async def _heartbeat(self) -> None:
         """Tell the monitor, now and then, that this worker is alive; silence makes it release our batches. Any
-        report says so (the monitor counts batch reports as signs of life): a heartbeat goes only after heartbeat_s
-        without one. Heartbeats carry the queue calls: a busy worker's reach the monitor when it idles or stops."""
+        report says so (the monitor counts batch reports as signs of life): a heartbeat goes after heartbeat_s
+        without one. Heartbeats also carry the queue calls (SQS bills them): while they grow, one goes every
+        heartbeat_s regardless, so a worker killed mid-job loses at most one period's count."""
+        period = self._settings.heartbeat_s
+        sent_calls: dict[str, int] = {}
+        last_heartbeat = time.monotonic()
         while True:
-            quiet_s = time.monotonic() - self._reporter.last_sent
-            if quiet_s >= self._settings.heartbeat_s:
+            now = time.monotonic()
+            quiet_s = now - self._reporter.last_sent
+            calls = dict(self._queue.calls)
+            if quiet_s >= period or (now - last_heartbeat >= period and calls != sent_calls):
                 self._reporter.send(self._worker_report(self._phase))
-                quiet_s = 0.0
-            await asyncio.sleep(self._settings.heartbeat_s - quiet_s)
+                sent_calls, last_heartbeat, quiet_s = calls, now, 0.0
+            await asyncio.sleep(period - quiet_s)
 
     async def _serve(self) -> int:
         s = self._settings

@@ -20,9 +20,10 @@ import pytest
 from aiohttp import web
 
 from services.dequeuer import Dequeuer, Reporter, Settings
+from tests.contract.test_queue_contract import sqs_settings
 from tests.helpers import TEST_TRUST, assert_eventually
 from thresher.core import names, rpc, trust
-from thresher.core.config import Config, config_env
+from thresher.core.config import Config, QueueSettings, config_env
 from thresher.core.queue import KIND_JOB_COMPLETE, Batch, Depth, Queue, QueueBackend, open_queue_backend
 from thresher.core.results import ResultStore, open_result_store
 from thresher.v1 import jobs_pb2, monitor_pb2, monitor_pb2_grpc
@@ -248,8 +249,11 @@ class Harness:
         await self.backend.close()
 
 
-async def make_harness(tmp_path: Path, visibility_s: float = VISIBILITY_S) -> Harness:
+async def make_harness(
+    tmp_path: Path, visibility_s: float = VISIBILITY_S, queue: QueueSettings | None = None
+) -> Harness:
     config = Config(data_dir=tmp_path)
+    config.queue = queue or config.queue
     config.queue.visibility_s = visibility_s
     config.queue.max_receive_count = 3
     config.dequeuer.wait_s = 0.2
@@ -748,6 +752,31 @@ async def test_a_dequeuer_that_reported_within_the_heartbeat_period_sends_no_hea
     assert len(worker_reports()) == before
     # And once it reports nothing, heartbeats come again
     await assert_eventually(until(lambda: len(worker_reports()) > before), timeout_s=5)
+
+
+async def test_a_busy_dequeuer_whose_queue_bills_calls_still_sends_them_every_heartbeat_period(
+    tmp_path: Path, moto_server: str
+) -> None:
+    # Given a dequeuer on SQS (whose calls are billed), with a heartbeat period of 1 s
+    h = await make_harness(tmp_path, queue=sqs_settings(moto_server))
+    try:
+        await h.worker.start()
+        h.config.dequeuer.heartbeat_s = 1.0
+        running = h.start_dequeuer()
+        await assert_eventually(until(lambda: running.dequeuer.ready))
+        receives = lambda: [  # noqa: E731
+            r.worker.queue_calls.calls["ReceiveMessage"] for r in h.monitor.unique() if r.HasField("worker")
+        ]
+        before = len(receives())
+        # While it reports a batch every 0.1 s for 3 s (three heartbeat periods), its receives adding up
+        for n in range(30):
+            running.reporter.send(_succeeded(f"b{n}"))
+            await asyncio.sleep(0.1)
+        # Then heartbeats still brought its growing count of calls (killed now, it would lose one period's at most)
+        since = receives()[before:]
+        assert len(since) >= 2 and since == sorted(since) and since[-1] > since[0], receives()
+    finally:
+        await h.close()
 
 
 def _succeeded(batch_id: str) -> monitor_pb2.BatchReport:
