@@ -7,12 +7,8 @@ from typing import Any
 from aiohttp import web
 
 from services.gateway.routes import CONFIG
-from services.gateway.submission import INT32_MAX, INT64_MAX
-from thresher.core.config import LimitSettings
-from thresher.core.retries import ON_FAILURE_CHOICES
-from thresher.core.sources import FILE_SOURCES, ITEM_LIST
-from thresher.core.store.globs import MAX_GLOB_CHARS
-from thresher.core.store.select import MAX_GLOBS
+from services.gateway.submission import INT32_MAX
+from services.gateway.submission_schema import nullable, submission_schema
 
 _ERROR = {"$ref": "#/components/schemas/Error"}
 _JOB = {"$ref": "#/components/schemas/JobResponse"}
@@ -33,11 +29,6 @@ def _errors(*codes: int) -> dict[str, Any]:
         503: "a service is unavailable",
     }
     return {str(c): {"description": words[c], "content": {"application/json": {"schema": _ERROR}}} for c in codes}
-
-
-def _nullable(schema: dict[str, Any]) -> dict[str, Any]:
-    """As Go decodes JSON, `null` means "not given": an optional field may be null."""
-    return schema | {"type": [schema["type"], "null"]}
 
 
 def _json(description: str, schema: dict[str, Any]) -> dict[str, Any]:
@@ -117,7 +108,7 @@ PATHS: dict[str, dict[str, Any]] = {
                             "required": ["apis"],
                             "properties": {
                                 "apis": {"type": "array", "minItems": 1, "items": {"type": "object"}},
-                                "working_dir": _nullable({"type": "string", "pattern": r"^(/[\s\S]*)?$"}),
+                                "working_dir": nullable({"type": "string", "pattern": r"^(/[\s\S]*)?$"}),
                             },
                         }
                     }
@@ -291,7 +282,7 @@ SCHEMAS: dict[str, Any] = {
             "endpoint": {"type": "string"},
             "api_id": {"type": "string"},
             "pod": {"type": "object"},
-            "compute": _nullable({"type": "object"}),
+            "compute": nullable({"type": "object"}),
             "node_groups": {"type": "array", "items": {"type": "string"}},
             "node_selector": {"type": "object"},
             "tolerations": {"type": "array", "items": {"type": "object"}},
@@ -316,61 +307,6 @@ SCHEMAS: dict[str, Any] = {
         },
     },
 }
-
-
-def submission_schema(limits: LimitSettings) -> dict[str, Any]:
-    """Cortex's submission as the gateway and scheduler take it: `null` is "not given" (as Go decodes it), exactly
-    one source is given, and the numbers stay within the configured limits."""
-    batch_size = {"type": "integer", "minimum": 1, "maximum": limits.max_batch_size}
-    strings = {"type": "array", "items": {"type": "string"}}
-    globs = {"type": "array", "maxItems": MAX_GLOBS, "items": {"type": "string", "maxLength": MAX_GLOB_CHARS}}
-    file_source = {
-        "type": "object",
-        "required": ["s3_paths", "batch_size"],
-        "properties": {
-            "s3_paths": strings | {"minItems": 1},
-            "includes": _nullable(globs),
-            "excludes": _nullable(globs),
-            "batch_size": batch_size,
-        },
-    }
-    item_list = {
-        "type": "object",
-        "required": ["items", "batch_size"],
-        "properties": {"items": {"type": "array", "minItems": 1}, "batch_size": batch_size},
-    }
-    sources = {ITEM_LIST: item_list} | dict.fromkeys(FILE_SOURCES, file_source)
-    dead_letter_queue = {
-        "type": "object",
-        "required": ["max_receive_count"],
-        "properties": {
-            # Empty or left out: the job's own dead letter queue, with this max_receive_count (services/gateway/README).
-            "arn": {"type": "string"},
-            "max_receive_count": {"type": "integer", "minimum": 1, "maximum": INT32_MAX},
-        },
-    }
-    return {
-        "type": "object",
-        "anyOf": [{"required": ["workers"]}, {"required": ["min_workers", "max_workers"]}],  # not both: 400
-        "properties": {
-            "workers": {"type": "integer", "minimum": 1, "maximum": limits.max_workers},
-            "min_workers": {"type": "integer", "minimum": 1, "maximum": limits.max_workers},
-            "max_workers": {"type": "integer", "minimum": 1, "maximum": limits.max_workers},
-            **{name: _nullable(source) for name, source in sources.items()},
-            "config": _nullable({"type": "object"}),
-            "timeout": _nullable({"type": "integer", "minimum": 1, "maximum": INT64_MAX}),
-            "batch_timeout": _nullable({"type": "number", "exclusiveMinimum": 0}),
-            "sqs_dead_letter_queue": _nullable(dead_letter_queue),
-            "results": _nullable(
-                {"type": "object", "required": ["s3_path"], "properties": {"s3_path": {"type": "string"}}}
-            ),
-            "on_failure": _nullable({"type": "string", "enum": list(ON_FAILURE_CHOICES)}),
-        },
-        "oneOf": [
-            {"required": [name], "properties": {s: {"type": "object" if s == name else "null"} for s in sources}}
-            for name in sources
-        ],
-    }
 
 
 DOCUMENT: dict[str, Any] = {
