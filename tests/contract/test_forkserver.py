@@ -115,6 +115,20 @@ def test_a_group_that_is_gone_fails_the_child_with_the_reason_in_its_log(server:
     assert "cannot start" in (tmp_path / "child.log").read_text()
 
 
+def test_a_child_that_ends_before_its_pid_is_read_keeps_its_exit_code(tmp_path: Path) -> None:
+    # A server that answers as a loaded machine may have it arrive: the pid and the child's end in one read
+    both = '{"pid": 4242}\\n{"exited": 4242, "code": 1}\\n'
+    server_program = f"import socket; s = socket.socket(fileno=0); s.recv(65536); s.sendall(b'{both}'); s.recv(1)"
+    server = ForkServer([sys.executable, "-c", server_program], {"PATH": os.environ["PATH"]})
+    try:
+        pid = server.spawn(["exit", "1"], tmp_path / "child.log", 0)
+
+        assert pid == 4242
+        assert server.exit_code(pid, gone=True) == 1
+    finally:
+        server.close()
+
+
 def test_a_server_that_died_is_replaced_and_its_children_go_on(server: ForkServer, tmp_path: Path) -> None:
     orphan = server.spawn(["sleep"], tmp_path / "orphan.log", 0)
     first = server.server_pid

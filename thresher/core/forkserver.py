@@ -197,10 +197,7 @@ class ForkServer:
         answer = self._answers.popleft()
         if "error" in answer:
             raise OSError(answer["error"])
-        pid = int(answer["pid"])
-        self._exit_codes.pop(pid, None)  # a reused pid
-        self._children.add(pid)
-        return pid
+        return int(answer["pid"])
 
     def exit_code(self, pid: int, gone: bool) -> int | None:
         """A child's exit code, None while unknown. `gone`: it has left /proc, so its code is due: wait for it."""
@@ -228,11 +225,15 @@ class ForkServer:
         while b"\n" in self._buffer:
             line, self._buffer = self._buffer.split(b"\n", 1)
             message = json.loads(line)
+            # In the order written: a child that ends at once has its exit code in the same read as its pid.
             if "exited" in message:
                 self._children.discard(message["exited"])
                 self._exit_codes[message["exited"]] = message["code"]
-            else:
-                self._answers.append(message)
+                continue
+            if "pid" in message:
+                self._exit_codes.pop(message["pid"], None)  # a reused pid's old code
+                self._children.add(message["pid"])
+            self._answers.append(message)
 
     def close(self) -> None:
         """Stop the server, at once; the processes it started go on.
