@@ -58,6 +58,38 @@ async def test_workers_are_added_while_the_backlog_drains_too_slowly_up_to_the_l
     assert fixed.workers == 1 and not fixed.HasField("scaling"), "a fixed job has no scaler"
 
 
+async def test_a_worker_that_exits_idle_after_the_scalers_look_is_not_replaced_by_the_count_decided_then(
+    harness: Harness,
+) -> None:
+    harness.config.scaling.idle_s = 1.0
+    await harness.deploy("squares", SQUARING_WORKER)
+    job = await harness.submit(items=1, workers=0, min_workers=1, max_workers=1, api_name="squares")
+    await assert_eventually(lambda: _assert_pids(harness, job.job_id, 2), timeout_s=30)  # a worker and its dequeuer
+    await harness.manager._supervision.stop()  # the supervision's looks are this test's now
+    record = await harness.manager._store.get_job(job.job_id)
+    launch = await harness.manager._launcher.worker_launch(record)
+    assert record.workers == 1
+    dequeuer = worker_pids(harness.config.data_dir, job.job_id)[-1]
+    await assert_eventually(lambda: _assert_ended(dequeuer), timeout_s=30)  # its one batch done, it idled out
+
+    runtime = LocalRuntime(harness.config)
+    try:
+        # As the supervision's ensure_workers with the count its scaler decided before the worker exited idle
+        await runtime.ensure_workers(launch, record.workers)
+    finally:
+        await runtime.close()
+
+    _assert_pids(harness, job.job_id, 2)  # no worker was started in its place
+
+
+def _assert_pids(harness: Harness, job_id: str, count: int) -> None:
+    assert len(worker_pids(harness.config.data_dir, job_id)) == count
+
+
+def _assert_ended(pid: int) -> None:
+    assert alive([pid]) == 0, f"{pid} still runs"
+
+
 async def test_a_worker_that_finds_no_work_for_idle_s_exits_and_is_not_replaced(harness: Harness) -> None:
     harness.config.scaling.target_drain_s = 10.0
     harness.config.scaling.idle_s = 1.0

@@ -62,6 +62,7 @@ class _Pod:
     processes: list[_Process]
     failure: str = ""  # why it failed: it could not start, or one of its processes crashed while the others ran
     stopped: bool = False  # stopped on purpose (stop_workers): however its processes end, it did not crash
+    idle_counted: bool = False  # exited idle before an ensure_workers: the count asked for since has it taken off
 
 
 class LocalRuntime(Runtime):
@@ -83,7 +84,12 @@ class LocalRuntime(Runtime):
     async def ensure_workers(self, launch: WorkerLaunch, count: int) -> None:
         await self.update_job_spec(launch.job_id, launch.job_spec)
         pods = self._load(launch.job_id)  # the ended ones stay: they are the job's history
-        running = [p for p in pods if not self._state(p).ended]
+        # An idle exit frees no place in the ensure_workers that first sees it: the count was decided before (the
+        # scaler's look), perhaps without it, as when a job's workers idle out together. The next look counts it off.
+        states = [self._state(p) for p in pods]
+        running = [p for p, s in zip(pods, states) if not s.ended or (s.idled and not p.idle_counted)]
+        for pod, state in zip(pods, states):
+            pod.idle_counted = state.idled
         started = []
         for _ in range(count - len(running)):
             port = free_port()
