@@ -87,8 +87,8 @@ class LocalRuntime(Runtime):
         # An idle exit frees no place in the ensure_workers that first sees it: the count was decided before (the
         # scaler's look), perhaps without it, as when a job's workers idle out together. The next look counts it off.
         states = [self._state(p) for p in pods]
-        running = [p for p, s in zip(pods, states) if not s.ended or (s.idled and not p.idle_counted)]
-        for pod, state in zip(pods, states):
+        running = [p for p, s in zip(pods, states, strict=True) if not s.ended or (s.idled and not p.idle_counted)]
+        for pod, state in zip(pods, states, strict=True):
             pod.idle_counted = state.idled
         started = []
         for _ in range(count - len(running)):
