@@ -12,7 +12,7 @@ import re
 from typing import Any
 
 from services.gateway.rawitems import raw_items
-from thresher.core.errors import InvalidRequest
+from thresher.core.errors import ConflictingFields, InvalidRequest
 from thresher.core.sources import FILE_SOURCES, ITEM_LIST
 from thresher.v1 import jobs_pb2
 
@@ -80,9 +80,13 @@ def parse_submission(api_name: str, body: bytes) -> jobs_pb2.JobSubmission:
     sub = jobs_pb2.JobSubmission(api_name=api_name)
     if (workers := value.get("workers")) is not None:
         sub.workers = _int(workers, "workers", INT32_MAX)
+    range_given = []
     for key in ("min_workers", "max_workers"):  # an elastic job's range, instead of workers
         if (count := value.get(key)) is not None:
             setattr(sub, key, _int(count, key, INT32_MAX))
+            range_given.append(key)
+    if workers is not None and range_given:  # even `workers: 0`, which gRPC could not tell from no workers
+        raise ConflictingFields.workers_with_range(range_given)
     if (item_list := value.get(ITEM_LIST)) is not None:
         _item_list(sub.item_list, _object(item_list, ITEM_LIST), body)
     for key in FILE_SOURCES:

@@ -9,7 +9,13 @@ import json
 from collections.abc import Sequence
 
 from thresher.core.config import Config
-from thresher.core.errors import InvalidRequest, LimitExceeded, MustBeGreaterThanOrEqualTo, TooFewElements
+from thresher.core.errors import (
+    ConflictingFields,
+    InvalidRequest,
+    LimitExceeded,
+    MustBeGreaterThanOrEqualTo,
+    TooFewElements,
+)
 from thresher.core.itemlists import MAX_BATCH_BYTES, ItemSizes
 from thresher.core.retries import check_on_failure
 from thresher.core.sources import (
@@ -117,10 +123,7 @@ def _validate_workers(submission: jobs_pb2.JobSubmission) -> None:
         _at_least("workers", submission.workers, 1)
         return
     if submission.workers:
-        raise InvalidRequest(
-            f"workers: cannot be given with {' and '.join(given)}: give a fixed workers, or min_workers and"
-            " max_workers for workers that follow the work"
-        )
+        raise ConflictingFields.workers_with_range(given)
     if len(given) < 2:
         missing = "max_workers" if given == ["min_workers"] else "min_workers"
         raise InvalidRequest(f"{missing}: must be given with {given[0]} (an elastic job gives both)")

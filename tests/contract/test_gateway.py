@@ -501,6 +501,18 @@ async def test_get_omits_what_is_not_known_yet(client: TestClient[Any, Any], sch
     assert answer["metrics"] == {"succeeded": 0, "failed": 0, "average_time_per_batch": None, "dead_lettered": 0}
 
 
+@pytest.mark.parametrize("workers", [0, 2])
+async def test_workers_given_beside_a_range_are_refused_even_zero_which_grpc_cannot_tell_from_none(
+    client: TestClient[Any, Any], scheduler: FakeJobs, workers: int
+) -> None:
+    body = {"workers": workers, "min_workers": 1, "max_workers": 8, "item_list": {"items": [1], "batch_size": 1}}
+    response = await client.post("/batch/my-api", json=body)
+    error = await response.json()
+    assert (response.status, error["kind"]) == (400, "job.conflicting_fields"), error
+    assert error["message"].startswith("workers: cannot be given with min_workers and max_workers")
+    assert scheduler.calls("SubmitJob") == [], "refused before the scheduler"
+
+
 async def test_an_elastic_job_s_range_goes_to_the_scheduler_and_its_scaling_shows_in_the_status(
     client: TestClient[Any, Any], scheduler: FakeJobs
 ) -> None:

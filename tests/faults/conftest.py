@@ -91,10 +91,12 @@ def outputs(tmp_path: Path) -> Outputs:
 
 
 def submit(
-    stack: Stack, outputs: Outputs, items: list[Any], batch_size: int = 1, workers: int = 2, **extra: Any
+    stack: Stack, outputs: Outputs, items: list[Any], batch_size: int = 1, workers: int | None = 2, **extra: Any
 ) -> str:
+    """Submits the items to the recording worker; `workers=None` gives none (an elastic job gives its range)."""
     config = {"out_dir": str(outputs.out), **extra.pop("config", {})}
-    body = {"workers": workers, "item_list": {"items": items, "batch_size": batch_size}, "config": config, **extra}
+    body = {"item_list": {"items": items, "batch_size": batch_size}, "config": config, **extra}
+    body |= {"workers": workers} if workers is not None else {}
     return stack.client.submit("recorder", body)["job_id"]
 
 

@@ -51,7 +51,7 @@ def test_the_last_worker_killed_while_it_drains_in_a_scale_down_loses_nothing(
     hold.touch()
     items = list(range(20))
     config = {"slow_s": 0.2, "hold_items": [0], "hold_while": str(hold)}
-    job_id = submit(stack, outputs, items, workers=0, min_workers=1, max_workers=3, config=config)
+    job_id = submit(stack, outputs, items, workers=None, min_workers=1, max_workers=3, config=config)
 
     def scaled_down() -> list[int]:
         now = scaling(stack, job_id)
@@ -78,7 +78,7 @@ def test_the_last_worker_killed_while_it_drains_in_a_scale_down_loses_nothing(
 def test_the_scheduler_killed_while_it_scales_an_elastic_job_loses_nothing(stack: Stack, outputs: Outputs) -> None:
     # Given an elastic job of slow batches that the scaler is growing
     items = list(range(40))
-    job_id = submit(stack, outputs, items, workers=0, min_workers=1, max_workers=4, config={"slow_s": 0.3})
+    job_id = submit(stack, outputs, items, workers=None, min_workers=1, max_workers=4, config={"slow_s": 0.3})
 
     def growing() -> None:
         assert scaling(stack, job_id)["last_decision"] == "scale_up"

@@ -354,7 +354,8 @@ def test_an_elastic_job_raises_its_jobs_parallelism_and_lowers_it_as_workers_exi
     # Given an elastic job (1 to 3 workers) whose first batch is held: the others take 0.5 s each, then nothing is left
     out, hold = tmp_path / "out", tmp_path / "hold"
     hold.touch()
-    job = {**items_job(out, 12, 1, slow_s=0.5, hold_items=[0], hold_while=str(hold)), "workers": 0}
+    job = items_job(out, 12, 1, slow_s=0.5, hold_items=[0], hold_while=str(hold))
+    del job["workers"]  # an elastic job gives its range instead
     job_id = client.submit("recorder", {**job, "min_workers": 1, "max_workers": 3})["job_id"]
     batch = k8s.BatchV1Api(core.api_client)
     parallelism: list[int] = []  # the Job's, as seen over time

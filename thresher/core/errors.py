@@ -97,6 +97,14 @@ class SpecifyExactlyOneKey(InvalidRequest):
 class ConflictingFields(InvalidRequest):
     kind = "job.conflicting_fields"
 
+    @classmethod
+    def workers_with_range(cls, given: list[str]) -> ConflictingFields:
+        """A fixed `workers` given with `given` (`min_workers`, `max_workers`): a job has one or the other."""
+        return cls(
+            f"workers: cannot be given with {' and '.join(given)}: give a fixed workers, or min_workers and"
+            " max_workers for workers that follow the work"
+        )
+
 
 class ItemSizeExceedsLimit(InvalidRequest):
     kind = "batchapi.item_size_exceeds_limit"
